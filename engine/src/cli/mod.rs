@@ -1,0 +1,183 @@
+//! The `vergent` command line: one binary, one subcommand per task.
+//!
+//! Exit statuses: 0 success; 1 a `get` found nothing; 2 any other failure, reported as
+//! one line on stderr that names the cause (and the limit, where one was passed).
+
+mod certs_cmd;
+mod data;
+mod demo;
+mod serve;
+mod shell;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::client::{Client, ClientError};
+use crate::net::TlsMaterial;
+use crate::protocol::Consistency;
+
+/// A leaderless, peer-to-peer key-value database.
+#[derive(Debug, Parser)]
+#[command(name = "vergent", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive; RUST_LOG overrides.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve(serve::ServeArgs),
+    /// Create a certificate authority and issue node and client certificates.
+    #[command(subcommand)]
+    Certs(certs_cmd::CertsCommand),
+    /// Read a key.
+    Get(data::GetArgs),
+    /// Write a key.
+    Put(data::PutArgs),
+    /// Delete a key.
+    Delete(data::DeleteArgs),
+    /// Show the node's status.
+    Status(data::StatusArgs),
+    /// An interactive shell against one node.
+    Shell(shell::ShellArgs),
+    /// A node in a temporary directory with fresh certificates, and a shell on it.
+    Demo(demo::DemoArgs),
+}
+
+/// How a client command finds its node and certificates.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClientArgs {
+    /// The node to talk to, host:port.
+    #[arg(long, env = "VERGENT_NODE", value_name = "ADDR")]
+    node: String,
+    /// Directory with ca.crt and the client certificate.
+    #[arg(long, env = "VERGENT_CERTS", default_value = "certs", value_name = "DIR")]
+    certs: PathBuf,
+    /// The client certificate's name (certs/USER.crt, certs/USER.key).
+    #[arg(long, env = "VERGENT_USER", default_value = crate::certs::ADMIN_NAME, value_name = "NAME")]
+    user: String,
+    /// Time allowed per request, in milliseconds.
+    #[arg(long, default_value_t = 15_000, value_name = "MS")]
+    timeout_ms: u64,
+}
+
+impl ClientArgs {
+    pub(crate) async fn connect(&self) -> Result<Client, ClientError> {
+        let material = TlsMaterial::load(&self.certs, &self.user)?;
+        let mut client = Client::connect(&self.node, &material).await?;
+        client.set_request_timeout(std::time::Duration::from_millis(self.timeout_ms));
+        Ok(client)
+    }
+}
+
+/// Consistency as written on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ConsistencyArg {
+    /// One replica.
+    One,
+    /// A majority of replicas.
+    Quorum,
+    /// Every replica.
+    All,
+}
+
+impl From<ConsistencyArg> for Consistency {
+    fn from(arg: ConsistencyArg) -> Consistency {
+        match arg {
+            ConsistencyArg::One => Consistency::One,
+            ConsistencyArg::Quorum => Consistency::Quorum,
+            ConsistencyArg::All => Consistency::All,
+        }
+    }
+}
+
+/// A failed command: its message and exit status.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    message: String,
+    status: u8,
+}
+
+impl Failure {
+    pub(crate) fn new(message: impl std::fmt::Display) -> Failure {
+        Failure {
+            message: message.to_string(),
+            status: 2,
+        }
+    }
+
+    pub(crate) fn not_found() -> Failure {
+        Failure {
+            message: "not found".into(),
+            status: 1,
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for Failure {
+    fn from(err: E) -> Failure {
+        Failure::new(err)
+    }
+}
+
+/// Parses the command line, runs the command, and maps the outcome to an exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_level.as_deref().unwrap_or(default_level));
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Certs(command) => certs_cmd::run(command),
+        Command::Get(args) => with_runtime(|| data::get(args)),
+        Command::Put(args) => with_runtime(|| data::put(args)),
+        Command::Delete(args) => with_runtime(|| data::delete(args)),
+        Command::Status(args) => with_runtime(|| data::status(args)),
+        Command::Shell(args) => shell::run(args),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if failure.status == 1 {
+                eprintln!("{}", failure.message);
+            } else {
+                eprintln!("error: {}", failure.message);
+            }
+            ExitCode::from(failure.status)
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))
+}
+
+fn with_runtime<F, Fut>(f: F) -> Result<(), Failure>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
+{
+    runtime()?.block_on(f())
+}

@@ -1,0 +1,79 @@
+//! `vergent serve`: run a node until SIGINT or SIGTERM, then shut down gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::Failure;
+use crate::limits::VALUE_BYTES_MAX_DEFAULT;
+use crate::node::{Node, NodeConfig};
+use crate::storage::WRITE_BATCH_MAX_DEFAULT;
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The node's name; its certificate must carry the same name.
+    #[arg(long)]
+    name: String,
+    /// Address to listen on (UDP); port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:7001", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Data directory [default: data/NAME].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Directory with ca.crt, NAME.crt and NAME.key.
+    #[arg(long, env = "VERGENT_CERTS", default_value = "certs", value_name = "DIR")]
+    certs: PathBuf,
+    /// Partitions in the cluster; fixed when the data directory is created [default: 256].
+    #[arg(long)]
+    partitions: Option<u16>,
+    /// Largest value accepted, in bytes.
+    #[arg(long, default_value_t = VALUE_BYTES_MAX_DEFAULT)]
+    value_bytes_max: usize,
+    /// Most write requests merged into one transaction and fsync (1 turns group commit off).
+    #[arg(long, default_value_t = WRITE_BATCH_MAX_DEFAULT)]
+    write_batch_max: usize,
+    /// How far ahead of this node's clock a peer's timestamp may be, in milliseconds.
+    #[arg(long, default_value_t = crate::hlc::MAX_CLOCK_OFFSET_MS_DEFAULT)]
+    max_clock_offset_ms: u64,
+    /// LMDB map size (address space reserved for data), in GiB.
+    #[arg(long, default_value_t = 64)]
+    map_size_gib: usize,
+    /// Acknowledge writes before they are flushed to disk. Loses acknowledged writes on
+    /// power failure; for benchmarks only.
+    #[arg(long)]
+    unsafe_no_fsync: bool,
+}
+
+pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
+    let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from("data").join(&args.name));
+    let mut config = NodeConfig::new(&args.name, args.listen, data_dir, args.certs);
+    config.partitions = args.partitions;
+    config.value_bytes_max = args.value_bytes_max;
+    config.write_batch_max = args.write_batch_max;
+    config.max_clock_offset_ms = args.max_clock_offset_ms;
+    config.map_size_bytes = args.map_size_gib.saturating_mul(1 << 30);
+    config.durable = !args.unsafe_no_fsync;
+    if args.unsafe_no_fsync {
+        tracing::warn!("--unsafe-no-fsync: acknowledged writes can be lost on power failure");
+    }
+    super::runtime()?.block_on(async {
+        let node = Node::start(config).await?;
+        // Scripts and tests wait for this line: the node is ready when it appears.
+        println!("vergent: node {} listening on {}", node.name(), node.local_addr());
+        wait_for_signal().await?;
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+pub(crate) async fn wait_for_signal() -> Result<(), Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::new(format!("cannot handle SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::new(format!("cannot handle SIGINT: {e}")))?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

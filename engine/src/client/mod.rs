@@ -1,0 +1,328 @@
+//! A connection to one node: the client side of the protocol.
+//!
+//! [`Client::connect`] dials with mutual TLS and exchanges `Hello`; each request then
+//! travels on its own stream, so one slow request never holds up another, and each has
+//! its own timeout.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::limits::{VALUE_BYTES_MAX_CEILING, frame_bytes_max};
+use crate::net::{self, NetError, TlsMaterial};
+use crate::protocol::frame::{self, FrameError};
+use crate::protocol::{Consistency, ErrorCode, ErrorReply, NodeStatus, PROTOCOL_VERSION, Request, Response, VersionInfo};
+
+/// Default time allowed per request.
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(15);
+/// Default time allowed to connect, handshake included.
+pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The client's own certificates could not be loaded.
+    #[error("{0}")]
+    Tls(#[from] NetError),
+    /// The node address could not be resolved.
+    #[error("cannot resolve node address {target:?}: {message}")]
+    Resolve {
+        /// What was given.
+        target: String,
+        /// Why it failed.
+        message: String,
+    },
+    /// The connection could not be established or was refused.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The node's address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// No answer in time.
+    #[error("{what} timed out after {} ms", after.as_millis())]
+    Timeout {
+        /// What was waited for.
+        what: &'static str,
+        /// How long.
+        after: Duration,
+    },
+    /// The node answered with an error.
+    #[error("{0}")]
+    Server(ErrorReply),
+    /// The connection failed mid-request.
+    #[error("connection to {addr} lost: {reason}")]
+    Transport {
+        /// The node's address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The node answered something that does not fit the request.
+    #[error("unexpected answer from the node: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The server's error code, when the node answered with an error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server(reply) => Some(reply.code),
+            _ => None,
+        }
+    }
+}
+
+/// A connected client.
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    addr: SocketAddr,
+    node: String,
+    request_timeout: Duration,
+    frame_limit: usize,
+}
+
+impl Client {
+    /// Connects to `target` (`host:port`) with `material` and says hello.
+    pub async fn connect(target: &str, material: &TlsMaterial) -> Result<Client, ClientError> {
+        let addr = resolve(target).await?;
+        let host = host_of(target);
+        let config = net::client_config(material)?;
+        let bind: SocketAddr = if addr.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let connect_err = |reason: String| ClientError::Connect { addr, reason };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
+        endpoint.set_default_client_config(config);
+        let connecting = endpoint
+            .connect(addr, host)
+            .map_err(|e| connect_err(e.to_string()))?;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT_DEFAULT, connecting)
+            .await
+            .map_err(|_| {
+                connect_err(format!(
+                    "no answer within {} ms; is a Vergent node listening there?",
+                    CONNECT_TIMEOUT_DEFAULT.as_millis()
+                ))
+            })?
+            .map_err(|e| match e {
+                quinn::ConnectionError::TimedOut => connect_err(format!(
+                    "no answer within {} ms; is a Vergent node listening there?",
+                    net::IDLE_TIMEOUT.as_millis()
+                )),
+                other => connect_err(describe_connection_error(&other)),
+            })?;
+        let mut client = Client {
+            endpoint,
+            connection,
+            addr,
+            node: String::new(),
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            frame_limit: frame_bytes_max(VALUE_BYTES_MAX_CEILING),
+        };
+        let hello = Request::Hello {
+            protocol_version: PROTOCOL_VERSION,
+        };
+        match client.request(&hello).await {
+            Ok(Response::Welcome { node, .. }) => client.node = node,
+            Ok(other) => return Err(ClientError::Protocol(format!("expected welcome, got {other:?}"))),
+            Err(ClientError::Transport { reason, .. }) => return Err(connect_err(reason)),
+            Err(ClientError::Timeout { .. }) => {
+                return Err(connect_err("the node did not answer hello; is it a Vergent node?".into()));
+            }
+            Err(other) => return Err(other),
+        }
+        Ok(client)
+    }
+
+    /// Changes the time allowed per request.
+    pub fn set_request_timeout(&mut self, timeout: Duration) {
+        self.request_timeout = timeout;
+    }
+
+    /// The name the node gave in its welcome.
+    pub fn node_name(&self) -> &str {
+        &self.node
+    }
+
+    /// The node's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends one request on its own stream and waits for the answer. A node's error
+    /// answer is returned as [`ClientError::Server`].
+    pub async fn request(&self, request: &Request) -> Result<Response, ClientError> {
+        let exchange = async {
+            let transport = |e: &dyn std::fmt::Display| ClientError::Transport {
+                addr: self.addr,
+                reason: e.to_string(),
+            };
+            let (mut send, mut recv) = self
+                .connection
+                .open_bi()
+                .await
+                .map_err(|e| transport(&describe_connection_error(&e)))?;
+            frame::write_message(&mut send, request, self.frame_limit)
+                .await
+                .map_err(|e| match e {
+                    FrameError::TooLarge { .. } => ClientError::Server(ErrorReply::new(
+                        ErrorCode::LimitExceeded,
+                        format!("request not sent: {e}"),
+                    )),
+                    other => transport(&other),
+                })?;
+            let _ = send.finish();
+            frame::read_message::<Response, _>(&mut recv, self.frame_limit)
+                .await
+                .map_err(|e| match e {
+                    FrameError::Io(io) => transport(&io),
+                    other => ClientError::Protocol(other.to_string()),
+                })
+        };
+        let response = tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                what: "request",
+                after: self.request_timeout,
+            })??;
+        match response {
+            Response::Error(reply) => Err(ClientError::Server(reply)),
+            other => Ok(other),
+        }
+    }
+
+    /// Writes `value` under `key`; returns the version it was given.
+    pub async fn put(&self, key: &[u8], value: &[u8], consistency: Option<Consistency>) -> Result<VersionInfo, ClientError> {
+        let request = Request::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            consistency,
+        };
+        match self.request(&request).await? {
+            Response::Written { version } => Ok(version),
+            other => Err(unexpected("put", &other)),
+        }
+    }
+
+    /// Reads `key`: its value and version, or `None` if it holds none.
+    pub async fn get(&self, key: &[u8], consistency: Option<Consistency>) -> Result<Option<(Vec<u8>, VersionInfo)>, ClientError> {
+        let request = Request::Get {
+            key: key.to_vec(),
+            consistency,
+        };
+        match self.request(&request).await? {
+            Response::Value { found } => Ok(found),
+            other => Err(unexpected("get", &other)),
+        }
+    }
+
+    /// Deletes `key`; returns the tombstone's version.
+    pub async fn delete(&self, key: &[u8], consistency: Option<Consistency>) -> Result<VersionInfo, ClientError> {
+        let request = Request::Delete {
+            key: key.to_vec(),
+            consistency,
+        };
+        match self.request(&request).await? {
+            Response::Written { version } => Ok(version),
+            other => Err(unexpected("delete", &other)),
+        }
+    }
+
+    /// The node's status report.
+    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+        match self.request(&Request::Status).await? {
+            Response::Status(status) => Ok(status),
+            other => Err(unexpected("status", &other)),
+        }
+    }
+
+    /// Closes the connection and waits briefly for the node to hear it.
+    pub async fn close(self) {
+        self.connection.close(0u32.into(), b"client done");
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
+    }
+}
+
+fn unexpected(what: &str, response: &Response) -> ClientError {
+    ClientError::Protocol(format!("{what} answered with {response:?}"))
+}
+
+async fn resolve(target: &str) -> Result<SocketAddr, ClientError> {
+    let resolve_err = |message: String| ClientError::Resolve {
+        target: target.to_string(),
+        message,
+    };
+    let mut addrs = tokio::net::lookup_host(target)
+        .await
+        .map_err(|e| resolve_err(format!("{e} (expected host:port, e.g. 127.0.0.1:7001)")))?;
+    addrs.next().ok_or_else(|| resolve_err("no address found".into()))
+}
+
+/// The host part of `host:port` or `[v6]:port`, used as the TLS server name.
+fn host_of(target: &str) -> &str {
+    let host = target.rsplit_once(':').map_or(target, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Turns quinn's connection errors into sentences an operator can act on.
+pub fn describe_connection_error(err: &quinn::ConnectionError) -> String {
+    use quinn::ConnectionError as E;
+    let alert = |code: quinn::TransportErrorCode| {
+        let code = u64::from(code);
+        (0x100..0x200).contains(&code).then_some((code - 0x100) as u8)
+    };
+    match err {
+        E::ConnectionClosed(close) => match alert(close.error_code) {
+            Some(alert) => format!(
+                "the node refused the TLS handshake ({}): the client certificate must be issued by the cluster's CA and be valid now",
+                alert_name(alert)
+            ),
+            None => format!("the node closed the connection: {close}"),
+        },
+        E::TransportError(transport) => match alert(transport.code) {
+            Some(_) => format!(
+                "TLS handshake failed: {}; the node's certificate must be issued by the cluster's CA and name the address dialled",
+                transport.reason
+            ),
+            None => transport.to_string(),
+        },
+        E::ApplicationClosed(close) => {
+            format!("the node closed the connection: {}", String::from_utf8_lossy(&close.reason))
+        }
+        E::TimedOut => "the connection timed out: the node stopped answering".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn alert_name(alert: u8) -> String {
+    let name = match alert {
+        40 => "handshake failure",
+        42 => "bad certificate",
+        43 => "unsupported certificate",
+        44 => "certificate revoked",
+        45 => "certificate expired",
+        46 => "certificate unknown",
+        48 => "unknown CA",
+        49 => "access denied",
+        116 => "certificate required",
+        120 => "no application protocol",
+        _ => return format!("TLS alert {alert}"),
+    };
+    format!("TLS alert {alert}, {name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_is_cut_from_the_target() {
+        assert_eq!(host_of("127.0.0.1:7001"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:7001"), "::1");
+        assert_eq!(host_of("node1.example:7001"), "node1.example");
+    }
+}

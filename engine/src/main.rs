@@ -1,0 +1,5 @@
+//! The `vergent` command; everything lives in [`vergent::cli`].
+
+fn main() -> std::process::ExitCode {
+    vergent::cli::main()
+}

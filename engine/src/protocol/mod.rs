@@ -1,0 +1,273 @@
+//! What nodes and clients say to each other.
+//!
+//! Every request travels on its own QUIC bidirectional stream: one frame in, one frame
+//! out. A frame is a big-endian `u32` length and a postcard-encoded message; the length
+//! is checked against a hard limit before anything is allocated. The first request on
+//! a connection must be [`Request::Hello`], which carries the protocol version.
+
+pub mod frame;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hlc::Timestamp;
+use crate::record::{Entry, NodeId, Version};
+
+/// The ALPN protocol id every Vergent connection negotiates.
+pub const ALPN: &[u8] = b"vergent/1";
+/// The message protocol version sent in [`Request::Hello`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Who a certificate says its holder is. Each request is checked against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A cluster member: may send internode messages and data operations.
+    Node,
+    /// An application: data operations and status only.
+    Client,
+    /// An operator: everything a client may do, and administrative commands.
+    Admin,
+}
+
+impl Role {
+    /// The name used in certificates (the subject's OU) and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Client => "client",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses the certificate form.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "node" => Some(Role::Node),
+            "client" => Some(Role::Client),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many replicas must answer before an operation succeeds. Chosen per operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Consistency {
+    /// One replica: fastest, most available.
+    One,
+    /// A majority of replicas.
+    Quorum,
+    /// Every replica.
+    All,
+}
+
+impl Consistency {
+    /// The name used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::One => "one",
+            Consistency::Quorum => "quorum",
+            Consistency::All => "all",
+        }
+    }
+}
+
+/// A request, from a client or another node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Opens a connection: must be the first request, states the protocol version.
+    Hello {
+        /// The sender's [`PROTOCOL_VERSION`].
+        protocol_version: u16,
+    },
+    /// Reads a key.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+        /// Replicas to consult; the node's default when `None`.
+        consistency: Option<Consistency>,
+    },
+    /// Writes a key.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+        /// Replicas that must acknowledge; the node's default when `None`.
+        consistency: Option<Consistency>,
+    },
+    /// Deletes a key (writes a tombstone).
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+        /// Replicas that must acknowledge; the node's default when `None`.
+        consistency: Option<Consistency>,
+    },
+    /// The node's view of itself and its cluster.
+    Status,
+    /// Internode: apply these versioned entries (push replication). Node role only.
+    Replicate {
+        /// The entries, each with the version its coordinator gave it.
+        entries: Vec<Entry>,
+    },
+}
+
+impl Request {
+    /// The least privileged role allowed to send this request.
+    pub fn allowed(&self, role: Role) -> bool {
+        match self {
+            Request::Hello { .. }
+            | Request::Get { .. }
+            | Request::Put { .. }
+            | Request::Delete { .. }
+            | Request::Status => true,
+            Request::Replicate { .. } => role == Role::Node,
+        }
+    }
+
+    /// A short name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "hello",
+            Request::Get { .. } => "get",
+            Request::Put { .. } => "put",
+            Request::Delete { .. } => "delete",
+            Request::Status => "status",
+            Request::Replicate { .. } => "replicate",
+        }
+    }
+
+    /// The role a request needs, for error messages.
+    pub fn required_role(&self) -> Role {
+        match self {
+            Request::Replicate { .. } => Role::Node,
+            _ => Role::Client,
+        }
+    }
+}
+
+/// A version as shown to people: the timestamp, the coordinating node's id and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// The version itself.
+    pub version: Version,
+    /// The coordinating node's name, when the answering node knows it.
+    pub origin: Option<String>,
+}
+
+impl std::fmt::Display for VersionInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "hlc={} node=", self.version.hlc)?;
+        match &self.origin {
+            Some(name) => f.write_str(name),
+            None => write!(f, "{}", self.version.node),
+        }
+    }
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// The answer to [`Request::Hello`].
+    Welcome {
+        /// The node's [`PROTOCOL_VERSION`].
+        protocol_version: u16,
+        /// The node's name.
+        node: String,
+    },
+    /// The answer to a read: the value and its version, or nothing (never written, or deleted).
+    Value {
+        /// The value and version, when the key holds a value.
+        found: Option<(Vec<u8>, VersionInfo)>,
+    },
+    /// The answer to a write or delete: the version it was given.
+    Written {
+        /// The version.
+        version: VersionInfo,
+    },
+    /// The answer to [`Request::Replicate`]: how many entries changed the replica.
+    Replicated {
+        /// Entries that were newer than what the replica held.
+        applied: u32,
+    },
+    /// The answer to [`Request::Status`].
+    Status(NodeStatus),
+    /// The request failed; the node keeps serving.
+    Error(ErrorReply),
+}
+
+/// A node's report on itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's name.
+    pub name: String,
+    /// Its id.
+    pub node_id: NodeId,
+    /// The address it listens on.
+    pub address: String,
+    /// Its clock's last reading.
+    pub hlc: Timestamp,
+    /// The cluster id, in hex.
+    pub cluster_id: String,
+    /// Partitions in the cluster.
+    pub partitions: u16,
+    /// Records (tombstones included) it holds.
+    pub records: u64,
+    /// Milliseconds since it started.
+    pub uptime_ms: u64,
+}
+
+/// What kind of failure an [`ErrorReply`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The request could not be decoded or makes no sense.
+    BadRequest,
+    /// A key, value, frame or batch is over its limit.
+    LimitExceeded,
+    /// The certificate's role does not allow this request.
+    Forbidden,
+    /// Not enough replicas answered.
+    Unavailable,
+    /// The request did not complete in time.
+    Timeout,
+    /// The node is at a concurrency limit; try again.
+    Overloaded,
+    /// The peer speaks another protocol version.
+    VersionMismatch,
+    /// A remote clock is too far ahead.
+    ClockOffset,
+    /// Storage failed; the write was not applied.
+    Storage,
+    /// The node is shutting down.
+    ShuttingDown,
+}
+
+/// A failed request: a code for programs and one line for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// What happened, naming the limit where one was passed.
+    pub message: String,
+}
+
+impl ErrorReply {
+    /// An error reply.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
+        ErrorReply {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}

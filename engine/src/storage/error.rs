@@ -1,0 +1,106 @@
+use std::path::PathBuf;
+
+use crate::record::RecordDecodeError;
+
+/// What went wrong in storage. Every variant says what happened and what it did to
+/// the store: opening errors leave the directory untouched; write errors roll the whole
+/// transaction back.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The directory could not be created or read.
+    #[error("data directory {path}: {message}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's message.
+        message: String,
+    },
+    /// Another process has the directory open.
+    #[error(
+        "data directory {path} is in use by another process (it holds the lock on {path}/LOCK); stop it or choose another --data-dir"
+    )]
+    InUse {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The directory was written by a format this build does not know; nothing was changed.
+    #[error(
+        "data directory {path} has storage format {found}, this build reads format {supported}; nothing was changed"
+    )]
+    UnsupportedFormat {
+        /// The directory.
+        path: PathBuf,
+        /// The format found on disk.
+        found: u32,
+        /// The format this build reads and writes.
+        supported: u32,
+    },
+    /// The directory belongs to another node; nothing was changed.
+    #[error("data directory {path} belongs to node {found:?}, not {expected:?}; nothing was changed")]
+    WrongNode {
+        /// The directory.
+        path: PathBuf,
+        /// The name stored in it.
+        found: String,
+        /// The name this node was started with.
+        expected: String,
+    },
+    /// A cluster setting differs from what the directory was created with.
+    #[error(
+        "data directory {path} was created with {setting} = {stored}, but this node was started with {requested}; cluster settings are fixed when the cluster is created"
+    )]
+    SettingMismatch {
+        /// The directory.
+        path: PathBuf,
+        /// Which setting.
+        setting: &'static str,
+        /// The stored value.
+        stored: String,
+        /// The value asked for.
+        requested: String,
+    },
+    /// A stored value could not be decoded: the file is damaged or was written by
+    /// something else. The operation was refused.
+    #[error("corrupt {what} in storage: {detail}")]
+    Corrupt {
+        /// Which table or record.
+        what: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The memory map is full; the transaction was rolled back.
+    #[error(
+        "storage is full: the LMDB map size of {map_size_bytes} bytes is reached; restart the node with a larger --map-size-gib"
+    )]
+    Full {
+        /// The configured map size.
+        map_size_bytes: usize,
+    },
+    /// LMDB reported an error; the transaction (if any) was rolled back.
+    #[error("storage error while {context}: {message}")]
+    Lmdb {
+        /// What the store was doing.
+        context: &'static str,
+        /// LMDB's message.
+        message: String,
+    },
+    /// The store is shutting down and takes no more writes.
+    #[error("storage is closed: the node is shutting down")]
+    Closed,
+}
+
+impl StoreError {
+    pub(crate) fn lmdb(context: &'static str) -> impl FnOnce(heed::Error) -> StoreError {
+        move |err| StoreError::Lmdb {
+            context,
+            message: err.to_string(),
+        }
+    }
+
+    pub(crate) fn corrupt_record(err: RecordDecodeError) -> StoreError {
+        StoreError::Corrupt {
+            what: "record",
+            detail: err.to_string(),
+        }
+    }
+}

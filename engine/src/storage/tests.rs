@@ -1,0 +1,190 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::record::{Payload, Record};
+
+fn entry(key: &[u8], hlc: u64, node: u64, value: Option<&[u8]>) -> Entry {
+    Entry {
+        key: key.to_vec(),
+        record: Record {
+            version: Version {
+                hlc: Timestamp::from_u64(hlc),
+                node: NodeId(node),
+            },
+            payload: value.map_or(Payload::Tombstone, |v| Payload::Value(v.to_vec())),
+        },
+    }
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, StoreOptions::new("n1")).unwrap()
+}
+
+#[test]
+fn a_reopened_store_keeps_its_records_and_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let cluster = store.info().cluster_id;
+    store.apply_now(&[entry(b"k", 10, 1, Some(b"v"))]).unwrap();
+    store.close();
+    let store = open(dir.path());
+    assert_eq!(store.info().cluster_id, cluster);
+    assert_eq!(store.get(b"k").unwrap().unwrap().payload, Payload::Value(b"v".to_vec()));
+    assert_eq!(store.hlc_high_water().unwrap(), Timestamp::from_u64(10));
+}
+
+#[test]
+fn apply_is_last_writer_wins_and_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let newer = entry(b"k", 20, 1, Some(b"new"));
+    let older = entry(b"k", 10, 9, Some(b"old"));
+    assert!(store.apply_now(std::slice::from_ref(&newer)).unwrap()[0].applied());
+    assert_eq!(
+        store.apply_now(&[older]).unwrap()[0],
+        ApplyOutcome::Superseded {
+            current: newer.record.version
+        }
+    );
+    assert_eq!(store.apply_now(&[newer]).unwrap()[0], ApplyOutcome::AlreadyPresent);
+    assert_eq!(store.get(b"k").unwrap().unwrap().payload.value(), Some(&b"new"[..]));
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = open(dir.path());
+    let err = Store::open(dir.path(), StoreOptions::new("n1")).err().unwrap();
+    assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+    assert!(err.to_string().contains("in use by another process"));
+}
+
+#[test]
+fn an_unknown_format_is_refused_and_nothing_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.apply_now(&[entry(b"k", 10, 1, Some(b"v"))]).unwrap();
+    {
+        let mut wtxn = store.tables.env.write_txn().unwrap();
+        store
+            .tables
+            .meta
+            .put(&mut wtxn, META_FORMAT, &99u32.to_be_bytes())
+            .unwrap();
+        wtxn.commit().unwrap();
+    }
+    store.close();
+    let before = std::fs::read(dir.path().join("data.mdb")).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::new("n1")).err().unwrap();
+    assert!(
+        err.to_string().contains("has storage format 99, this build reads format 1"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("data.mdb")).unwrap(), before);
+}
+
+#[test]
+fn a_directory_of_another_node_or_shape_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path()).close();
+    let err = Store::open(dir.path(), StoreOptions::new("n2")).err().unwrap();
+    assert!(matches!(err, StoreError::WrongNode { .. }), "{err}");
+    let mut options = StoreOptions::new("n1");
+    options.partitions = Some(64);
+    let err = Store::open(dir.path(), options).err().unwrap();
+    assert!(err.to_string().contains("partitions = 256"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_lmdb_is_reported_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.mdb"), vec![7u8; 8192]).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::new("n1")).err().unwrap();
+    assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::Lmdb { .. }), "{err}");
+}
+
+#[test]
+fn group_commit_answers_every_concurrent_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(open(dir.path()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..500u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("key-{i}");
+                store
+                    .apply(vec![entry(key.as_bytes(), 100 + i, 1, Some(b"v"))])
+                    .await
+            }));
+        }
+        for task in tasks {
+            assert!(task.await.unwrap().unwrap()[0].applied());
+        }
+    });
+    assert_eq!(store.len().unwrap(), 500);
+}
+
+#[derive(Debug, Clone)]
+struct Write {
+    key: u8,
+    hlc: u64,
+    node: u64,
+    value: Option<u8>,
+}
+
+fn write() -> impl Strategy<Value = Write> {
+    (0u8..4, 0u64..8, 0u64..3, proptest::option::of(any::<u8>())).prop_map(|(key, hlc, node, value)| Write {
+        key,
+        hlc,
+        node,
+        value,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever order versions arrive in, duplicated or not, each key ends at its
+    /// highest version: a tombstone beats an older value and a newer value beats a
+    /// tombstone.
+    #[test]
+    fn any_arrival_order_converges_to_the_highest_version(
+        writes in proptest::collection::vec(write(), 1..40),
+        seed in any::<u64>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut expected: BTreeMap<u8, (Version, Option<u8>)> = BTreeMap::new();
+        let mut ordered = writes.clone();
+        // A cheap deterministic shuffle, then replay some writes twice.
+        let mut state = seed | 1;
+        for i in (1..ordered.len()).rev() {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            ordered.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        let replays: Vec<Write> = ordered.iter().step_by(3).cloned().collect();
+        ordered.extend(replays);
+        for w in &ordered {
+            let e = entry(&[w.key], w.hlc, w.node, w.value.as_ref().map(std::slice::from_ref));
+            let version = e.record.version;
+            store.apply_now(&[e]).unwrap();
+            let slot = expected.entry(w.key).or_insert((version, w.value));
+            // Equal versions carry equal payloads in a real cluster; keep the first seen.
+            if version > slot.0 {
+                *slot = (version, w.value);
+            }
+        }
+        for (key, (version, value)) in expected {
+            let got = store.get(&[key]).unwrap().unwrap();
+            prop_assert_eq!(got.version, version);
+            prop_assert_eq!(got.payload.value(), value.as_ref().map(std::slice::from_ref));
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Group commit: one thread owns the write side of LMDB. It takes every request queued
+//! since its last commit (up to `batch_max`), applies them all in one transaction, pays
+//! one fsync, and only then answers each caller. Concurrent writers share the cost of
+//! the flush, which is what makes durable writes fast.
+
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ApplyOutcome, StoreError, Tables};
+use crate::record::Entry;
+
+struct Job {
+    entries: Vec<Entry>,
+    reply: oneshot::Sender<Result<Vec<ApplyOutcome>, StoreError>>,
+}
+
+pub(crate) struct Writer {
+    queue: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    pub(crate) fn spawn(tables: Tables, batch_max: usize) -> Writer {
+        let (queue, jobs) = mpsc::channel(super::WRITE_QUEUE_MAX);
+        let thread = std::thread::Builder::new()
+            .name("vergent-writer".into())
+            .spawn(move || run(tables, jobs, batch_max))
+            .expect("the operating system refused to start the storage writer thread");
+        Writer {
+            queue: Some(queue),
+            thread: Some(thread),
+        }
+    }
+
+    pub(crate) async fn apply(&self, entries: Vec<Entry>) -> Result<Vec<ApplyOutcome>, StoreError> {
+        let queue = self.queue.as_ref().ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        queue
+            .send(Job { entries, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Closes the queue, lets the thread commit what is already queued, and joins it.
+    pub(crate) fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(tables: Tables, mut queue: mpsc::Receiver<Job>, batch_max: usize) {
+    let mut jobs = Vec::with_capacity(batch_max.min(1024));
+    while let Some(first) = queue.blocking_recv() {
+        jobs.push(first);
+        while jobs.len() < batch_max {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        commit(&tables, &mut jobs);
+    }
+}
+
+fn commit(tables: &Tables, jobs: &mut Vec<Job>) {
+    let batches: Vec<&[Entry]> = jobs.iter().map(|job| job.entries.as_slice()).collect();
+    match tables.commit(&batches) {
+        Ok(outcomes) => {
+            for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                let _ = job.reply.send(Ok(outcome));
+            }
+        }
+        Err(err) if jobs.len() == 1 => {
+            let job = jobs.pop().expect("one job");
+            let _ = job.reply.send(Err(err));
+        }
+        Err(_) => {
+            // The whole transaction was rolled back. Retry each request alone so that
+            // one request's failure (a damaged record, say) is reported to it only.
+            for job in jobs.drain(..) {
+                let result = tables
+                    .commit(&[job.entries.as_slice()])
+                    .map(|mut outcomes| outcomes.pop().unwrap_or_default());
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+}
