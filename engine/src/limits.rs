@@ -68,13 +68,19 @@ mod tests {
         assert!(check_key(&[0; 1]).is_ok());
         assert!(check_key(&[0; KEY_BYTES_MAX]).is_ok());
         let err = check_key(&[0; 600]).unwrap_err();
-        assert_eq!(err.to_string(), "key too long: 600 bytes, the limit is 480 bytes");
+        assert_eq!(
+            err.to_string(),
+            "key too long: 600 bytes, the limit is 480 bytes"
+        );
     }
 
     #[test]
     fn values_are_bounded_by_the_configured_limit() {
         assert!(check_value(&[0; 10], 10).is_ok());
         let err = check_value(&[0; 11], 10).unwrap_err();
-        assert_eq!(err.to_string(), "value too large: 11 bytes, the limit is 10 bytes");
+        assert_eq!(
+            err.to_string(),
+            "value too large: 11 bytes, the limit is 10 bytes"
+        );
     }
 }

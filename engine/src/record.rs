@@ -39,7 +39,9 @@ impl fmt::Display for NodeId {
 }
 
 /// The version of a record: ordered by timestamp, then by node id.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 pub struct Version {
     /// When the write was coordinated.
     pub hlc: Timestamp,
@@ -164,7 +166,9 @@ impl Record {
         let payload = match bytes[16] {
             KIND_VALUE => Payload::Value(rest.to_vec()),
             KIND_TOMBSTONE if rest.is_empty() => Payload::Tombstone,
-            KIND_TOMBSTONE => return Err(RecordDecodeError::TombstoneWithValue { len: rest.len() }),
+            KIND_TOMBSTONE => {
+                return Err(RecordDecodeError::TombstoneWithValue { len: rest.len() });
+            }
             kind => return Err(RecordDecodeError::UnknownKind { kind }),
         };
         Ok(Record { version, payload })

@@ -13,8 +13,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -72,17 +72,24 @@ pub fn check_name(name: &str) -> Result<(), CertError> {
         && name.len() <= NAME_BYTES_MAX
         && name != "ca"
         && !name.starts_with(['.', '-'])
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(CertError::InvalidName { name: name.to_string() })
+        Err(CertError::InvalidName {
+            name: name.to_string(),
+        })
     }
 }
 
 /// The certificate and key files for `name` in `dir`.
 pub fn paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")))
+    (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    )
 }
 
 /// The authority's certificate file in `dir`.
@@ -167,7 +174,9 @@ impl Authority {
     pub fn load(dir: &Path) -> Result<Authority, CertError> {
         let (cert_path, key_path) = (ca_path(dir), dir.join("ca.key"));
         if !cert_path.exists() || !key_path.exists() {
-            return Err(CertError::NoAuthority { dir: dir.to_path_buf() });
+            return Err(CertError::NoAuthority {
+                dir: dir.to_path_buf(),
+            });
         }
         let cert_pem = read(&cert_path)?;
         let key = KeyPair::from_pem(&read(&key_path)?)?;
@@ -208,11 +217,15 @@ impl Authority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         if spec.role == Role::Node {
-            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
             let mut names = vec![spec.name.clone()];
             names.extend(spec.dns.iter().cloned());
             for name in names {
-                params.subject_alt_names.push(SanType::DnsName(name.as_str().try_into()?));
+                params
+                    .subject_alt_names
+                    .push(SanType::DnsName(name.as_str().try_into()?));
             }
             for ip in &spec.ips {
                 params.subject_alt_names.push(SanType::IpAddress(*ip));
@@ -226,7 +239,12 @@ impl Authority {
     }
 
     /// Issues a certificate for `spec` and writes `NAME.crt` and `NAME.key` to `dir`.
-    pub fn issue_to(&self, dir: &Path, spec: &LeafSpec, force: bool) -> Result<(PathBuf, PathBuf), CertError> {
+    pub fn issue_to(
+        &self,
+        dir: &Path,
+        spec: &LeafSpec,
+        force: bool,
+    ) -> Result<(PathBuf, PathBuf), CertError> {
         check_name(&spec.name)?;
         let (cert_path, key_path) = paths(dir, &spec.name);
         if !force {
@@ -247,7 +265,11 @@ pub fn init(dir: &Path, force: bool) -> Result<Authority, CertError> {
     }
     let authority = Authority::create(CA_DAYS_DEFAULT)?;
     authority.save(dir, force)?;
-    authority.issue_to(dir, &LeafSpec::new(ADMIN_NAME, Role::Admin, LEAF_DAYS_DEFAULT), true)?;
+    authority.issue_to(
+        dir,
+        &LeafSpec::new(ADMIN_NAME, Role::Admin, LEAF_DAYS_DEFAULT),
+        true,
+    )?;
     Ok(authority)
 }
 
@@ -265,7 +287,9 @@ fn random_serial() -> SerialNumber {
 
 fn refuse_existing(paths: &[&Path]) -> Result<(), CertError> {
     match paths.iter().find(|p| p.exists()) {
-        Some(path) => Err(CertError::Exists { path: path.to_path_buf() }),
+        Some(path) => Err(CertError::Exists {
+            path: path.to_path_buf(),
+        }),
         None => Ok(()),
     }
 }
@@ -316,7 +340,10 @@ mod tests {
             assert!(dir.path().join(file).exists(), "{file}");
         }
         for key in ["ca.key", "admin.key"] {
-            let mode = std::fs::metadata(dir.path().join(key)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(key))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
     }
@@ -327,7 +354,10 @@ mod tests {
         init(dir.path(), false).unwrap();
         let before = std::fs::read(dir.path().join("ca.crt")).unwrap();
         let err = init(dir.path(), false).err().unwrap();
-        assert!(err.to_string().contains("already exists; pass --force"), "{err}");
+        assert!(
+            err.to_string().contains("already exists; pass --force"),
+            "{err}"
+        );
         assert_eq!(std::fs::read(dir.path().join("ca.crt")).unwrap(), before);
         init(dir.path(), true).unwrap();
         assert_ne!(std::fs::read(dir.path().join("ca.crt")).unwrap(), before);

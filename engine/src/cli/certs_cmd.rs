@@ -105,7 +105,10 @@ pub(crate) fn run(command: CertsCommand) -> Result<(), Failure> {
             let authority = Authority::load(&dir)?;
             let role = if admin { Role::Admin } else { Role::Client };
             let (cert, _) = authority.issue_to(&dir, &LeafSpec::new(&name, role, days), force)?;
-            println!("issued {role} certificate {} (valid {days} days)", cert.display());
+            println!(
+                "issued {role} certificate {} (valid {days} days)",
+                cert.display()
+            );
         }
     }
     Ok(())

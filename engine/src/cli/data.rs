@@ -66,7 +66,9 @@ pub(crate) struct StatusArgs {
 
 pub(crate) async fn get(args: GetArgs) -> Result<(), Failure> {
     let client = args.client.connect().await?;
-    let found = client.get(args.key.as_bytes(), args.consistency.map(Into::into)).await;
+    let found = client
+        .get(args.key.as_bytes(), args.consistency.map(Into::into))
+        .await;
     client.close().await;
     let Some((value, version)) = found? else {
         return Err(Failure::not_found());
@@ -93,7 +95,11 @@ pub(crate) async fn get(args: GetArgs) -> Result<(), Failure> {
 pub(crate) async fn put(args: PutArgs) -> Result<(), Failure> {
     let client = args.client.connect().await?;
     let written = client
-        .put(args.key.as_bytes(), args.value.as_bytes(), args.consistency.map(Into::into))
+        .put(
+            args.key.as_bytes(),
+            args.value.as_bytes(),
+            args.consistency.map(Into::into),
+        )
         .await;
     client.close().await;
     print_written(&written?, args.json)
@@ -101,7 +107,9 @@ pub(crate) async fn put(args: PutArgs) -> Result<(), Failure> {
 
 pub(crate) async fn delete(args: DeleteArgs) -> Result<(), Failure> {
     let client = args.client.connect().await?;
-    let written = client.delete(args.key.as_bytes(), args.consistency.map(Into::into)).await;
+    let written = client
+        .delete(args.key.as_bytes(), args.consistency.map(Into::into))
+        .await;
     client.close().await;
     print_written(&written?, args.json)
 }

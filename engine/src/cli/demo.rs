@@ -31,7 +31,12 @@ pub(crate) fn run(_args: DemoArgs) -> Result<(), Failure> {
 
     let runtime = super::runtime()?;
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let config = NodeConfig::new(DEMO_NODE, listen, dir.path().join("data").join(DEMO_NODE), certs_dir.clone());
+    let config = NodeConfig::new(
+        DEMO_NODE,
+        listen,
+        dir.path().join("data").join(DEMO_NODE),
+        certs_dir.clone(),
+    );
     let node = runtime.block_on(Node::start(config))?;
     let addr = node.local_addr();
 
@@ -44,7 +49,10 @@ pub(crate) fn run(_args: DemoArgs) -> Result<(), Failure> {
         }
     });
 
-    println!("vergent demo: node {DEMO_NODE} on {addr}, files in {}", dir.path().display());
+    println!(
+        "vergent demo: node {DEMO_NODE} on {addr}, files in {}",
+        dir.path().display()
+    );
     println!(
         "from another terminal: vergent shell --node {addr} --certs {}",
         certs_dir.display()

@@ -57,7 +57,12 @@ pub(crate) struct ClientArgs {
     #[arg(long, env = "VERGENT_NODE", value_name = "ADDR")]
     node: String,
     /// Directory with ca.crt and the client certificate.
-    #[arg(long, env = "VERGENT_CERTS", default_value = "certs", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "VERGENT_CERTS",
+        default_value = "certs",
+        value_name = "DIR"
+    )]
     certs: PathBuf,
     /// The client certificate's name (certs/USER.crt, certs/USER.key).
     #[arg(long, env = "VERGENT_USER", default_value = crate::certs::ADMIN_NAME, value_name = "NAME")]

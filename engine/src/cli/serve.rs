@@ -22,7 +22,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Directory with ca.crt, NAME.crt and NAME.key.
-    #[arg(long, env = "VERGENT_CERTS", default_value = "certs", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "VERGENT_CERTS",
+        default_value = "certs",
+        value_name = "DIR"
+    )]
     certs: PathBuf,
     /// Partitions in the cluster; fixed when the data directory is created [default: 256].
     #[arg(long)]
@@ -46,7 +51,9 @@ pub(crate) struct ServeArgs {
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
-    let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from("data").join(&args.name));
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from("data").join(&args.name));
     let mut config = NodeConfig::new(&args.name, args.listen, data_dir, args.certs);
     config.partitions = args.partitions;
     config.value_bytes_max = args.value_bytes_max;
@@ -60,7 +67,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     super::runtime()?.block_on(async {
         let node = Node::start(config).await?;
         // Scripts and tests wait for this line: the node is ready when it appears.
-        println!("vergent: node {} listening on {}", node.name(), node.local_addr());
+        println!(
+            "vergent: node {} listening on {}",
+            node.name(),
+            node.local_addr()
+        );
         wait_for_signal().await?;
         node.shutdown().await;
         Ok(())
@@ -69,8 +80,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
 
 pub(crate) async fn wait_for_signal() -> Result<(), Failure> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::new(format!("cannot handle SIGTERM: {e}")))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::new(format!("cannot handle SIGINT: {e}")))?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Failure::new(format!("cannot handle SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Failure::new(format!("cannot handle SIGINT: {e}")))?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),

@@ -39,19 +39,27 @@ commands:
   quit               leave (also: exit, Ctrl-D)";
 
 /// Reads and runs lines until `quit` or end of input.
-pub(crate) fn session(runtime: &tokio::runtime::Runtime, client: &Client, node: &str) -> Result<(), Failure> {
+pub(crate) fn session(
+    runtime: &tokio::runtime::Runtime,
+    client: &Client,
+    node: &str,
+) -> Result<(), Failure> {
     let config = rustyline::Config::builder()
         .max_history_size(HISTORY_LINES_MAX)
         .map_err(|e| Failure::new(format!("shell: {e}")))?
         .auto_add_history(true)
         .build();
-    let mut editor = rustyline::DefaultEditor::with_config(config).map_err(|e| Failure::new(format!("shell: {e}")))?;
+    let mut editor = rustyline::DefaultEditor::with_config(config)
+        .map_err(|e| Failure::new(format!("shell: {e}")))?;
     let history = history_path();
     if let Some(path) = &history {
         let _ = editor.load_history(path);
     }
     let prompt = format!("vergent({node})> ");
-    println!("connected to {} at {node}; type help for commands", client.node_name());
+    println!(
+        "connected to {} at {node}; type help for commands",
+        client.node_name()
+    );
     loop {
         match editor.readline(&prompt) {
             Ok(line) => match run_line(runtime, client, line.trim()) {
@@ -93,7 +101,11 @@ fn run_line(runtime: &tokio::runtime::Runtime, client: &Client, line: &str) -> F
         "quit" | "exit" => return Flow::Quit,
         "help" | "?" => println!("{HELP}"),
         "put" | "set" => match rest.split_once(char::is_whitespace) {
-            Some((key, value)) => match runtime.block_on(client.put(key.as_bytes(), value.trim_start().as_bytes(), None)) {
+            Some((key, value)) => match runtime.block_on(client.put(
+                key.as_bytes(),
+                value.trim_start().as_bytes(),
+                None,
+            )) {
                 Ok(version) => println!("OK {version}"),
                 Err(err) => eprintln!("error: {err}"),
             },

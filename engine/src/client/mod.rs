@@ -10,7 +10,10 @@ use std::time::Duration;
 use crate::limits::{VALUE_BYTES_MAX_CEILING, frame_bytes_max};
 use crate::net::{self, NetError, TlsMaterial};
 use crate::protocol::frame::{self, FrameError};
-use crate::protocol::{Consistency, ErrorCode, ErrorReply, NodeStatus, PROTOCOL_VERSION, Request, Response, VersionInfo};
+use crate::protocol::{
+    Consistency, ErrorCode, ErrorReply, NodeStatus, PROTOCOL_VERSION, Request, Response,
+    VersionInfo,
+};
 
 /// Default time allowed per request.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(15);
@@ -128,10 +131,16 @@ impl Client {
         };
         match client.request(&hello).await {
             Ok(Response::Welcome { node, .. }) => client.node = node,
-            Ok(other) => return Err(ClientError::Protocol(format!("expected welcome, got {other:?}"))),
+            Ok(other) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected welcome, got {other:?}"
+                )));
+            }
             Err(ClientError::Transport { reason, .. }) => return Err(connect_err(reason)),
             Err(ClientError::Timeout { .. }) => {
-                return Err(connect_err("the node did not answer hello; is it a Vergent node?".into()));
+                return Err(connect_err(
+                    "the node did not answer hello; is it a Vergent node?".into(),
+                ));
             }
             Err(other) => return Err(other),
         }
@@ -148,6 +157,11 @@ impl Client {
         &self.node
     }
 
+    /// The underlying QUIC connection, for tools that speak raw frames.
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.connection
+    }
+
     /// The node's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -157,9 +171,13 @@ impl Client {
     /// answer is returned as [`ClientError::Server`].
     pub async fn request(&self, request: &Request) -> Result<Response, ClientError> {
         let exchange = async {
+            // A stream error only says "connection lost"; the connection knows why.
             let transport = |e: &dyn std::fmt::Display| ClientError::Transport {
                 addr: self.addr,
-                reason: e.to_string(),
+                reason: match self.connection.close_reason() {
+                    Some(reason) => describe_connection_error(&reason),
+                    None => e.to_string(),
+                },
             };
             let (mut send, mut recv) = self
                 .connection
@@ -196,7 +214,12 @@ impl Client {
     }
 
     /// Writes `value` under `key`; returns the version it was given.
-    pub async fn put(&self, key: &[u8], value: &[u8], consistency: Option<Consistency>) -> Result<VersionInfo, ClientError> {
+    pub async fn put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        consistency: Option<Consistency>,
+    ) -> Result<VersionInfo, ClientError> {
         let request = Request::Put {
             key: key.to_vec(),
             value: value.to_vec(),
@@ -209,7 +232,11 @@ impl Client {
     }
 
     /// Reads `key`: its value and version, or `None` if it holds none.
-    pub async fn get(&self, key: &[u8], consistency: Option<Consistency>) -> Result<Option<(Vec<u8>, VersionInfo)>, ClientError> {
+    pub async fn get(
+        &self,
+        key: &[u8],
+        consistency: Option<Consistency>,
+    ) -> Result<Option<(Vec<u8>, VersionInfo)>, ClientError> {
         let request = Request::Get {
             key: key.to_vec(),
             consistency,
@@ -221,7 +248,11 @@ impl Client {
     }
 
     /// Deletes `key`; returns the tombstone's version.
-    pub async fn delete(&self, key: &[u8], consistency: Option<Consistency>) -> Result<VersionInfo, ClientError> {
+    pub async fn delete(
+        &self,
+        key: &[u8],
+        consistency: Option<Consistency>,
+    ) -> Result<VersionInfo, ClientError> {
         let request = Request::Delete {
             key: key.to_vec(),
             consistency,
@@ -259,7 +290,9 @@ async fn resolve(target: &str) -> Result<SocketAddr, ClientError> {
     let mut addrs = tokio::net::lookup_host(target)
         .await
         .map_err(|e| resolve_err(format!("{e} (expected host:port, e.g. 127.0.0.1:7001)")))?;
-    addrs.next().ok_or_else(|| resolve_err("no address found".into()))
+    addrs
+        .next()
+        .ok_or_else(|| resolve_err("no address found".into()))
 }
 
 /// The host part of `host:port` or `[v6]:port`, used as the TLS server name.
@@ -273,7 +306,9 @@ pub fn describe_connection_error(err: &quinn::ConnectionError) -> String {
     use quinn::ConnectionError as E;
     let alert = |code: quinn::TransportErrorCode| {
         let code = u64::from(code);
-        (0x100..0x200).contains(&code).then_some((code - 0x100) as u8)
+        (0x100..0x200)
+            .contains(&code)
+            .then_some((code - 0x100) as u8)
     };
     match err {
         E::ConnectionClosed(close) => match alert(close.error_code) {
@@ -291,7 +326,10 @@ pub fn describe_connection_error(err: &quinn::ConnectionError) -> String {
             None => transport.to_string(),
         },
         E::ApplicationClosed(close) => {
-            format!("the node closed the connection: {}", String::from_utf8_lossy(&close.reason))
+            format!(
+                "the node closed the connection: {}",
+                String::from_utf8_lossy(&close.reason)
+            )
         }
         E::TimedOut => "the connection timed out: the node stopped answering".to_string(),
         other => other.to_string(),

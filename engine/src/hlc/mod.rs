@@ -263,8 +263,14 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Event {
-        Tick { wall: u64 },
-        Observe { remote_wall: u64, logical: u16, wall: u64 },
+        Tick {
+            wall: u64,
+        },
+        Observe {
+            remote_wall: u64,
+            logical: u16,
+            wall: u64,
+        },
     }
 
     fn event() -> impl Strategy<Value = Event> {

@@ -60,7 +60,11 @@ impl TlsMaterial {
         let hint = |what: &str| {
             format!(
                 " (create {what} with `vergent certs {} --dir {}`)",
-                if what == "the CA" { "init".to_string() } else { format!("node|client {name}") },
+                if what == "the CA" {
+                    "init".to_string()
+                } else {
+                    format!("node|client {name}")
+                },
                 dir.display()
             )
         };
@@ -76,7 +80,8 @@ impl TlsMaterial {
 
     /// Builds material from PEM strings (for tests and in-process tools).
     pub fn from_pem(ca: &str, cert: &str, key: &str) -> Result<TlsMaterial, NetError> {
-        let parse = |what: &str, e: rustls::pki_types::pem::Error| NetError::Config(format!("{what}: {e}"));
+        let parse =
+            |what: &str, e: rustls::pki_types::pem::Error| NetError::Config(format!("{what}: {e}"));
         let certs = |pem: &str, what: &str| -> Result<Vec<CertificateDer<'static>>, NetError> {
             CertificateDer::pem_slice_iter(pem.as_bytes())
                 .collect::<Result<Vec<_>, _>>()
@@ -85,16 +90,16 @@ impl TlsMaterial {
         Ok(TlsMaterial {
             ca: certs(ca, "CA certificate")?,
             chain: certs(cert, "certificate")?,
-            key: PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| parse("private key", e))?,
+            key: PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|e| parse("private key", e))?,
         })
     }
 
     /// Who this material's own certificate says its holder is.
     pub fn identity(&self) -> Result<PeerIdentity, NetError> {
-        let leaf = self
-            .chain
-            .first()
-            .ok_or_else(|| NetError::Identity("the certificate file holds no certificate".into()))?;
+        let leaf = self.chain.first().ok_or_else(|| {
+            NetError::Identity("the certificate file holds no certificate".into())
+        })?;
         identity_of(leaf)
     }
 
@@ -135,7 +140,11 @@ fn transport() -> quinn::TransportConfig {
         .max_concurrent_bidi_streams(STREAMS_PER_CONNECTION_MAX.into())
         .max_concurrent_uni_streams(0u32.into())
         .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
-        .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("a few seconds fit a QUIC idle timeout")));
+        .max_idle_timeout(Some(
+            IDLE_TIMEOUT
+                .try_into()
+                .expect("a few seconds fit a QUIC idle timeout"),
+        ));
     transport
 }
 
@@ -143,9 +152,10 @@ fn transport() -> quinn::TransportConfig {
 /// verified against the CA.
 pub fn server_config(material: &TlsMaterial) -> Result<quinn::ServerConfig, NetError> {
     let config_err = |e: &dyn std::fmt::Display| NetError::Config(e.to_string());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(material.roots()?), provider())
-        .build()
-        .map_err(|e| config_err(&e))?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(material.roots()?), provider())
+            .build()
+            .map_err(|e| config_err(&e))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| config_err(&e))?

@@ -20,7 +20,9 @@ use crate::hlc::{Clock, MAX_CLOCK_OFFSET_MS_DEFAULT};
 use crate::limits::VALUE_BYTES_MAX_DEFAULT;
 use crate::net::{self, NetError, TlsMaterial};
 use crate::protocol::Role;
-use crate::storage::{MAP_SIZE_BYTES_DEFAULT, Store, StoreError, StoreOptions, WRITE_BATCH_MAX_DEFAULT};
+use crate::storage::{
+    MAP_SIZE_BYTES_DEFAULT, Store, StoreError, StoreOptions, WRITE_BATCH_MAX_DEFAULT,
+};
 
 /// Default time a request may take, from its first byte to its answer.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
@@ -64,7 +66,12 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// Defaults for a node called `name`.
-    pub fn new(name: &str, listen: SocketAddr, data_dir: PathBuf, certs_dir: PathBuf) -> NodeConfig {
+    pub fn new(
+        name: &str,
+        listen: SocketAddr,
+        data_dir: PathBuf,
+        certs_dir: PathBuf,
+    ) -> NodeConfig {
         NodeConfig {
             name: name.to_string(),
             listen,
@@ -90,7 +97,9 @@ pub enum NodeError {
     #[error("{0}")]
     Tls(#[from] NetError),
     /// The certificate does not belong to this node.
-    #[error("certificate {path} is for {found_role} {found_name:?}, but this node is node {name:?}; issue one with `vergent certs node {name}`")]
+    #[error(
+        "certificate {path} is for {found_role} {found_name:?}, but this node is node {name:?}; issue one with `vergent certs node {name}`"
+    )]
     WrongCertificate {
         /// The certificate file.
         path: PathBuf,
@@ -169,10 +178,11 @@ impl Node {
             .map_err(|e| NodeError::Config(format!("store open task failed: {e}")))??;
         let clock = Clock::starting_after(store.hlc_high_water()?, config.max_clock_offset_ms);
 
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|e| NodeError::Bind {
-            addr: config.listen,
-            message: e.to_string(),
-        })?;
+        let endpoint =
+            quinn::Endpoint::server(server_config, config.listen).map_err(|e| NodeError::Bind {
+                addr: config.listen,
+                message: e.to_string(),
+            })?;
         let local_addr = endpoint.local_addr().map_err(|e| NodeError::Bind {
             addr: config.listen,
             message: e.to_string(),
@@ -224,10 +234,14 @@ impl Node {
         tracing::info!(node = %self.shared.config.name, "shutting down");
         self.shutdown.cancel();
         self.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; closing anyway");
         }
-        self.endpoint.close(server::CLOSE_SHUTDOWN, b"node shutting down");
+        self.endpoint
+            .close(server::CLOSE_SHUTDOWN, b"node shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         match Arc::into_inner(self.shared) {
             Some(shared) => {

@@ -62,7 +62,12 @@ pub(crate) async fn accept_loop(
     }
 }
 
-async fn serve_connection(incoming: Incoming, shared: Arc<Shared>, shutdown: CancellationToken, tasks: TaskTracker) {
+async fn serve_connection(
+    incoming: Incoming,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
     let remote = incoming.remote_address();
     let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(connection)) => connection,
@@ -114,9 +119,10 @@ async fn hello(connection: &Connection, shared: &Shared) -> Result<(), String> {
         .map_err(|_| format!("no hello within {timeout:?}"))?
         .map_err(|e| e.to_string())?;
     let limit = frame_bytes_max(shared.config.value_bytes_max);
-    let request = tokio::time::timeout(timeout, frame::read_message::<Request, _>(&mut recv, limit))
-        .await
-        .map_err(|_| format!("hello not received within {timeout:?}"))?;
+    let request =
+        tokio::time::timeout(timeout, frame::read_message::<Request, _>(&mut recv, limit))
+            .await
+            .map_err(|_| format!("hello not received within {timeout:?}"))?;
     let (response, outcome) = match request {
         Ok(Request::Hello { protocol_version }) if protocol_version == PROTOCOL_VERSION => (
             Response::Welcome {
@@ -126,13 +132,23 @@ async fn hello(connection: &Connection, shared: &Shared) -> Result<(), String> {
             Ok(()),
         ),
         Ok(Request::Hello { protocol_version }) => {
-            let message =
-                format!("protocol version {protocol_version} is not supported; this node speaks version {PROTOCOL_VERSION}");
-            (Response::Error(ErrorReply::new(ErrorCode::VersionMismatch, &message)), Err(message))
+            let message = format!(
+                "protocol version {protocol_version} is not supported; this node speaks version {PROTOCOL_VERSION}"
+            );
+            (
+                Response::Error(ErrorReply::new(ErrorCode::VersionMismatch, &message)),
+                Err(message),
+            )
         }
         Ok(other) => {
-            let message = format!("the first request on a connection must be hello, not {}", other.name());
-            (Response::Error(ErrorReply::new(ErrorCode::BadRequest, &message)), Err(message))
+            let message = format!(
+                "the first request on a connection must be hello, not {}",
+                other.name()
+            );
+            (
+                Response::Error(ErrorReply::new(ErrorCode::BadRequest, &message)),
+                Err(message),
+            )
         }
         Err(err) => {
             let message = format!("bad hello: {err}");
@@ -148,7 +164,12 @@ async fn hello(connection: &Connection, shared: &Shared) -> Result<(), String> {
     outcome
 }
 
-async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: &Shared, peer: &PeerIdentity) {
+async fn serve_stream(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    shared: &Shared,
+    peer: &PeerIdentity,
+) {
     let limit = frame_bytes_max(shared.config.value_bytes_max);
     let timeout = shared.config.request_timeout;
     let response = match shared.requests.clone().try_acquire_owned() {
@@ -162,16 +183,20 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: &Share
                 ),
             ))
         }
-        Ok(_permit) => match tokio::time::timeout(timeout, read_and_handle(&mut recv, shared, peer, limit)).await {
-            Ok(response) => response,
-            Err(_) => {
-                let _ = recv.stop(STOP_REFUSED);
-                Response::Error(ErrorReply::new(
-                    ErrorCode::Timeout,
-                    format!("request not completed within {} ms", timeout.as_millis()),
-                ))
+        Ok(_permit) => {
+            match tokio::time::timeout(timeout, read_and_handle(&mut recv, shared, peer, limit))
+                .await
+            {
+                Ok(response) => response,
+                Err(_) => {
+                    let _ = recv.stop(STOP_REFUSED);
+                    Response::Error(ErrorReply::new(
+                        ErrorCode::Timeout,
+                        format!("request not completed within {} ms", timeout.as_millis()),
+                    ))
+                }
             }
-        },
+        }
     };
     if let Response::Error(err) = &response {
         tracing::debug!(peer = %peer.name, code = ?err.code, "request failed: {}", err.message);
@@ -182,7 +207,12 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: &Share
     let _ = send.finish();
 }
 
-async fn read_and_handle(recv: &mut RecvStream, shared: &Shared, peer: &PeerIdentity, limit: usize) -> Response {
+async fn read_and_handle(
+    recv: &mut RecvStream,
+    shared: &Shared,
+    peer: &PeerIdentity,
+    limit: usize,
+) -> Response {
     let request = match frame::read_message::<Request, _>(recv, limit).await {
         Ok(request) => request,
         Err(err) => {
@@ -197,7 +227,9 @@ async fn read_and_handle(recv: &mut RecvStream, shared: &Shared, peer: &PeerIden
 
 fn error_for_frame(err: &FrameError) -> ErrorReply {
     match err {
-        FrameError::TooLarge { .. } => ErrorReply::new(ErrorCode::LimitExceeded, format!("request refused: {err}")),
+        FrameError::TooLarge { .. } => {
+            ErrorReply::new(ErrorCode::LimitExceeded, format!("request refused: {err}"))
+        }
         FrameError::Malformed(_) | FrameError::Truncated { .. } | FrameError::Io(_) => {
             ErrorReply::new(ErrorCode::BadRequest, format!("request refused: {err}"))
         }

@@ -54,7 +54,11 @@ impl Shared {
             check_value(value, self.config.value_bytes_max).map_err(limit_error)?;
         }
         let version = Version {
-            hlc: self.clock.lock().expect("clock lock").tick(system_wall_ms()),
+            hlc: self
+                .clock
+                .lock()
+                .expect("clock lock")
+                .tick(system_wall_ms()),
             node: self.store.info().node_id,
         };
         let entry = Entry {

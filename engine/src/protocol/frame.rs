@@ -42,7 +42,8 @@ pub enum FrameError {
 
 /// Encodes `message` as one frame (prefix included), refusing one over `limit` bytes.
 pub fn encode<T: Serialize>(message: &T, limit: usize) -> Result<Vec<u8>, FrameError> {
-    let mut out = postcard::to_extend(message, vec![0u8; LENGTH_BYTES]).map_err(FrameError::Malformed)?;
+    let mut out =
+        postcard::to_extend(message, vec![0u8; LENGTH_BYTES]).map_err(FrameError::Malformed)?;
     let len = out.len() - LENGTH_BYTES;
     if len > limit || len > u32::MAX as usize {
         return Err(FrameError::TooLarge {
@@ -61,7 +62,10 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
 
 /// Decodes one frame from the front of `bytes`: the message and the bytes it used, or
 /// `None` when more bytes are needed.
-pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<Option<(T, usize)>, FrameError> {
+pub fn decode_frame<T: DeserializeOwned>(
+    bytes: &[u8],
+    limit: usize,
+) -> Result<Option<(T, usize)>, FrameError> {
     let Some(prefix) = bytes.get(..LENGTH_BYTES) else {
         return Ok(None);
     };
@@ -79,7 +83,10 @@ pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<O
 }
 
 /// Reads one frame body. `Ok(None)` when the stream ends cleanly before a frame starts.
-pub async fn read<R: AsyncRead + Unpin>(reader: &mut R, limit: usize) -> Result<Option<Vec<u8>>, FrameError> {
+pub async fn read<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
     let mut prefix = [0u8; LENGTH_BYTES];
     let mut got = 0;
     while got < LENGTH_BYTES {
@@ -120,7 +127,10 @@ pub async fn read_message<T: DeserializeOwned, R: AsyncRead + Unpin>(
 ) -> Result<T, FrameError> {
     match read(reader, limit).await? {
         Some(body) => decode(&body),
-        None => Err(FrameError::Truncated { got: 0, expected: LENGTH_BYTES }),
+        None => Err(FrameError::Truncated {
+            got: 0,
+            expected: LENGTH_BYTES,
+        }),
     }
 }
 
@@ -162,11 +172,19 @@ mod tests {
             err.to_string(),
             "frame of 4294967295 bytes exceeds the limit of 1048576 bytes"
         );
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let err = runtime
             .block_on(read(&mut &bytes[..], 1 << 20))
             .unwrap_err();
-        assert!(matches!(err, FrameError::TooLarge { len: 4294967295, .. }));
+        assert!(matches!(
+            err,
+            FrameError::TooLarge {
+                len: 4294967295,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -176,15 +194,26 @@ mod tests {
             value: vec![0; 100],
             consistency: None,
         };
-        assert!(matches!(encode(&request, 50), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            encode(&request, 50),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn a_stream_ending_inside_a_frame_is_truncated() {
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let bytes = [0, 0, 0, 10, 1, 2];
         let err = runtime.block_on(read(&mut &bytes[..], 1024)).unwrap_err();
-        assert!(matches!(err, FrameError::Truncated { got: 2, expected: 10 }));
+        assert!(matches!(
+            err,
+            FrameError::Truncated {
+                got: 2,
+                expected: 10
+            }
+        ));
     }
 
     proptest! {

@@ -36,7 +36,9 @@ pub enum StoreError {
         supported: u32,
     },
     /// The directory belongs to another node; nothing was changed.
-    #[error("data directory {path} belongs to node {found:?}, not {expected:?}; nothing was changed")]
+    #[error(
+        "data directory {path} belongs to node {found:?}, not {expected:?}; nothing was changed"
+    )]
     WrongNode {
         /// The directory.
         path: PathBuf,

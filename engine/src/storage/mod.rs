@@ -150,7 +150,9 @@ impl Store {
                     path: dir.to_path_buf(),
                 });
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(dir_err(format!("cannot lock: {e}"))),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(dir_err(format!("cannot lock: {e}")));
+            }
         }
 
         let env = open_env(dir, &options)?;
@@ -318,7 +320,11 @@ impl Tables {
         Ok(ApplyOutcome::Applied { previous })
     }
 
-    fn raise_high_water(&self, wtxn: &mut RwTxn<'_>, candidate: Timestamp) -> Result<(), StoreError> {
+    fn raise_high_water(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        candidate: Timestamp,
+    ) -> Result<(), StoreError> {
         let stored = self
             .meta
             .get(wtxn, META_HLC_HIGH_WATER)

@@ -31,7 +31,10 @@ fn a_reopened_store_keeps_its_records_and_identity() {
     store.close();
     let store = open(dir.path());
     assert_eq!(store.info().cluster_id, cluster);
-    assert_eq!(store.get(b"k").unwrap().unwrap().payload, Payload::Value(b"v".to_vec()));
+    assert_eq!(
+        store.get(b"k").unwrap().unwrap().payload,
+        Payload::Value(b"v".to_vec())
+    );
     assert_eq!(store.hlc_high_water().unwrap(), Timestamp::from_u64(10));
 }
 
@@ -48,15 +51,23 @@ fn apply_is_last_writer_wins_and_idempotent() {
             current: newer.record.version
         }
     );
-    assert_eq!(store.apply_now(&[newer]).unwrap()[0], ApplyOutcome::AlreadyPresent);
-    assert_eq!(store.get(b"k").unwrap().unwrap().payload.value(), Some(&b"new"[..]));
+    assert_eq!(
+        store.apply_now(&[newer]).unwrap()[0],
+        ApplyOutcome::AlreadyPresent
+    );
+    assert_eq!(
+        store.get(b"k").unwrap().unwrap().payload.value(),
+        Some(&b"new"[..])
+    );
 }
 
 #[test]
 fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _store = open(dir.path());
-    let err = Store::open(dir.path(), StoreOptions::new("n1")).err().unwrap();
+    let err = Store::open(dir.path(), StoreOptions::new("n1"))
+        .err()
+        .unwrap();
     assert!(matches!(err, StoreError::InUse { .. }), "{err}");
     assert!(err.to_string().contains("in use by another process"));
 }
@@ -77,9 +88,12 @@ fn an_unknown_format_is_refused_and_nothing_is_touched() {
     }
     store.close();
     let before = std::fs::read(dir.path().join("data.mdb")).unwrap();
-    let err = Store::open(dir.path(), StoreOptions::new("n1")).err().unwrap();
+    let err = Store::open(dir.path(), StoreOptions::new("n1"))
+        .err()
+        .unwrap();
     assert!(
-        err.to_string().contains("has storage format 99, this build reads format 1"),
+        err.to_string()
+            .contains("has storage format 99, this build reads format 1"),
         "{err}"
     );
     assert_eq!(std::fs::read(dir.path().join("data.mdb")).unwrap(), before);
@@ -89,7 +103,9 @@ fn an_unknown_format_is_refused_and_nothing_is_touched() {
 fn a_directory_of_another_node_or_shape_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     open(dir.path()).close();
-    let err = Store::open(dir.path(), StoreOptions::new("n2")).err().unwrap();
+    let err = Store::open(dir.path(), StoreOptions::new("n2"))
+        .err()
+        .unwrap();
     assert!(matches!(err, StoreError::WrongNode { .. }), "{err}");
     let mut options = StoreOptions::new("n1");
     options.partitions = Some(64);
@@ -101,8 +117,13 @@ fn a_directory_of_another_node_or_shape_is_refused() {
 fn a_file_that_is_not_lmdb_is_reported_as_such() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("data.mdb"), vec![7u8; 8192]).unwrap();
-    let err = Store::open(dir.path(), StoreOptions::new("n1")).err().unwrap();
-    assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::Lmdb { .. }), "{err}");
+    let err = Store::open(dir.path(), StoreOptions::new("n1"))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, StoreError::Corrupt { .. } | StoreError::Lmdb { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -140,12 +161,14 @@ struct Write {
 }
 
 fn write() -> impl Strategy<Value = Write> {
-    (0u8..4, 0u64..8, 0u64..3, proptest::option::of(any::<u8>())).prop_map(|(key, hlc, node, value)| Write {
-        key,
-        hlc,
-        node,
-        value,
-    })
+    (0u8..4, 0u64..8, 0u64..3, proptest::option::of(any::<u8>())).prop_map(
+        |(key, hlc, node, value)| Write {
+            key,
+            hlc,
+            node,
+            value,
+        },
+    )
 }
 
 proptest! {

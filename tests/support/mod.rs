@@ -1,0 +1,245 @@
+//! Shared helpers for the system tests: certificates in a temporary directory, real
+//! `vergent serve` processes that are always killed, and in-process nodes.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use vergent::certs::{self, Authority, LeafSpec};
+use vergent::client::Client;
+use vergent::net::TlsMaterial;
+use vergent::node::{Node, NodeConfig};
+use vergent::protocol::Role;
+
+/// How long a process gets to say it is listening.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A CA, the admin certificate and node certificates, in a temporary directory.
+pub struct TestCerts {
+    pub dir: TempDir,
+}
+
+impl TestCerts {
+    pub fn new(nodes: &[&str]) -> TestCerts {
+        let dir = tempfile::tempdir().unwrap();
+        let authority = certs::init(dir.path(), false).unwrap();
+        for node in nodes {
+            let mut spec = LeafSpec::new(node, Role::Node, 30);
+            spec.ips.push(IpAddr::from([127, 0, 0, 1]));
+            authority.issue_to(dir.path(), &spec, false).unwrap();
+        }
+        TestCerts { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn authority(&self) -> Authority {
+        Authority::load(self.path()).unwrap()
+    }
+
+    pub fn issue(&self, spec: &LeafSpec) {
+        self.authority().issue_to(self.path(), spec, true).unwrap();
+    }
+
+    pub fn material(&self, name: &str) -> TlsMaterial {
+        TlsMaterial::load(self.path(), name).unwrap()
+    }
+
+    pub async fn client(&self, addr: SocketAddr) -> Client {
+        Client::connect(&addr.to_string(), &self.material(certs::ADMIN_NAME))
+            .await
+            .unwrap()
+    }
+}
+
+/// The `vergent` binary built for these tests.
+pub fn vergent() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vergent"));
+    command
+        .env_remove("VERGENT_NODE")
+        .env_remove("VERGENT_CERTS")
+        .env_remove("VERGENT_USER");
+    command.env_remove("RUST_LOG");
+    command
+}
+
+/// Runs a client command against `node` with the admin certificate.
+pub fn cli(certs: &Path, node: SocketAddr, args: &[&str]) -> Output {
+    vergent()
+        .args(args)
+        .arg("--node")
+        .arg(node.to_string())
+        .arg("--certs")
+        .arg(certs)
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A `vergent serve` process, killed when dropped.
+pub struct ServeProcess {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl ServeProcess {
+    /// Starts `vergent serve` on a free port and waits until it says it is listening.
+    pub fn start(name: &str, certs: &Path, data_dir: &Path, extra: &[&str]) -> ServeProcess {
+        Self::try_start(name, certs, data_dir, extra)
+            .unwrap_or_else(|log| panic!("{name} did not start:\n{log}"))
+    }
+
+    /// Like [`ServeProcess::start`], but returns the log when the process exits first.
+    pub fn try_start(
+        name: &str,
+        certs: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Result<ServeProcess, String> {
+        std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
+        let log = data_dir.with_extension("log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut child = vergent()
+            .args([
+                "serve",
+                "--name",
+                name,
+                "--listen",
+                "127.0.0.1:0",
+                "--certs",
+            ])
+            .arg(certs)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line
+                        .rsplit("listening on ")
+                        .next()
+                        .filter(|_| line.contains("listening on"))
+                    {
+                        return Ok(ServeProcess {
+                            child: Some(child),
+                            addr: addr.trim().parse().unwrap(),
+                            name: name.to_string(),
+                            data_dir: data_dir.to_path_buf(),
+                            log,
+                        });
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().unwrap();
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    return Err(format!("exit {status}\n{text}"));
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a graceful exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("process running");
+        unsafe_kill(child.id() as i32, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{} did not exit within 30 s of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends a signal to a process the test started.
+pub fn unsafe_kill(pid: i32, signal: i32) {
+    // SAFETY: kill(2) with a pid of a child this test spawned and still owns.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// An in-process node on a free loopback port, with its data in `dir`.
+pub async fn start_node(
+    certs: &TestCerts,
+    name: &str,
+    dir: &Path,
+    configure: impl FnOnce(&mut NodeConfig),
+) -> Node {
+    let mut config = NodeConfig::new(
+        name,
+        "127.0.0.1:0".parse().unwrap(),
+        dir.join(name),
+        certs.path().to_path_buf(),
+    );
+    configure(&mut config);
+    Node::start(config).await.unwrap()
+}
