@@ -3,6 +3,7 @@
 //! Exit statuses: 0 success; 1 a `get` found nothing; 2 any other failure, reported as
 //! one line on stderr that names the cause (and the limit, where one was passed).
 
+mod bench;
 mod certs_cmd;
 mod data;
 mod demo;
@@ -48,6 +49,8 @@ enum Command {
     Shell(shell::ShellArgs),
     /// A node in a temporary directory with fresh certificates, and a shell on it.
     Demo(demo::DemoArgs),
+    /// Generate load against a node and report throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 /// How a client command finds its node and certificates.
@@ -148,6 +151,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => with_runtime(|| data::status(args)),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => with_runtime(|| bench::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
