@@ -56,7 +56,11 @@ fn parse_mix(text: &str) -> Result<Mix, Failure> {
         .split(':')
         .map(|p| p.trim().parse::<u32>())
         .collect::<Result<_, _>>()
-        .map_err(|_| Failure::new(format!("--mix {text:?}: expected three weights put:get:delete, e.g. 80:20:0")))?;
+        .map_err(|_| {
+            Failure::new(format!(
+                "--mix {text:?}: expected three weights put:get:delete, e.g. 80:20:0"
+            ))
+        })?;
     match parts[..] {
         [put, get, delete] if put + get + delete > 0 => Ok(Mix { put, get, delete }),
         _ => Err(Failure::new(format!(
@@ -97,7 +101,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
                 let pick = (rng.next() % u64::from(total)) as u32;
                 let began = Instant::now();
                 let outcome = if pick < mix.put {
-                    client.put(key.as_bytes(), &value, consistency).await.map(|_| ())
+                    client
+                        .put(key.as_bytes(), &value, consistency)
+                        .await
+                        .map(|_| ())
                 } else if pick < mix.put + mix.get {
                     client.get(key.as_bytes(), consistency).await.map(|_| ())
                 } else {
@@ -118,7 +125,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     let duration = Duration::from_secs(args.duration_secs);
     let mut last = 0;
     while started.elapsed() < duration {
-        tokio::time::sleep(Duration::from_secs(1).min(duration.saturating_sub(started.elapsed()))).await;
+        tokio::time::sleep(Duration::from_secs(1).min(duration.saturating_sub(started.elapsed())))
+            .await;
         let now = done.load(Ordering::Relaxed);
         if !args.quiet && !args.json {
             eprint!(
@@ -135,7 +143,9 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     let mut latencies = Vec::new();
     let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
     for task in tasks {
-        let result = task.await.map_err(|e| Failure::new(format!("bench client failed: {e}")))?;
+        let result = task
+            .await
+            .map_err(|e| Failure::new(format!("bench client failed: {e}")))?;
         latencies.extend(result.latencies_us);
         for err in result.errors {
             *errors.entry(err).or_default() += 1;
