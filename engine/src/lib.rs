@@ -30,6 +30,7 @@
 pub mod certs;
 pub mod cli;
 pub mod client;
+pub mod coordinator;
 pub mod hlc;
 pub mod limits;
 pub mod net;

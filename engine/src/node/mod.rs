@@ -168,7 +168,6 @@ impl Node {
         let server_config = net::server_config(&material)?;
 
         let mut store_options = StoreOptions::new(config.name.clone());
-        store_options.partitions = config.partitions;
         store_options.map_size_bytes = config.map_size_bytes;
         store_options.write_batch_max = config.write_batch_max;
         store_options.durable = config.durable;
@@ -176,6 +175,17 @@ impl Node {
         let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options))
             .await
             .map_err(|e| NodeError::Config(format!("store open task failed: {e}")))??;
+        if store.cluster().is_none() {
+            let mut cluster_id = [0u8; 16];
+            getrandom::fill(&mut cluster_id).map_err(|e| NodeError::Config(e.to_string()))?;
+            store.set_cluster(crate::storage::ClusterSettings {
+                cluster_id,
+                partitions: config
+                    .partitions
+                    .unwrap_or(crate::placement::PARTITIONS_DEFAULT),
+                replication_factor: 3,
+            })?;
+        }
         let clock = Clock::starting_after(store.hlc_high_water()?, config.max_clock_offset_ms);
 
         let endpoint =
@@ -207,7 +217,7 @@ impl Node {
             node = %shared.config.name,
             addr = %local_addr,
             data_dir = %shared.config.data_dir.display(),
-            partitions = shared.store.info().partitions,
+            partitions = shared.store.cluster().map_or(0, |c| c.partitions),
             "node started"
         );
         Ok(Node {

@@ -59,7 +59,7 @@ impl Shared {
                 .lock()
                 .expect("clock lock")
                 .tick(system_wall_ms()),
-            node: self.store.info().node_id,
+            node: self.store.node_id(),
         };
         let entry = Entry {
             key,
@@ -93,13 +93,13 @@ impl Shared {
     }
 
     fn status(&self) -> Result<Response, ErrorReply> {
-        let info = self.store.info();
+        let info = self.store.cluster().expect("cluster set at start");
         Ok(Response::Status(NodeStatus {
             name: self.config.name.clone(),
-            node_id: info.node_id,
+            node_id: self.store.node_id(),
             address: self.local_addr.to_string(),
             hlc: self.clock.lock().expect("clock lock").last(),
-            cluster_id: info.cluster_id.iter().map(|b| format!("{b:02x}")).collect(),
+            cluster_id: info.id_hex(),
             partitions: info.partitions,
             records: self.store.len().map_err(storage_error)?,
             uptime_ms: Instant::now().duration_since(self.started).as_millis() as u64,
@@ -108,7 +108,7 @@ impl Shared {
 
     /// A version with its coordinator's name, when this node knows it.
     fn describe(&self, version: Version) -> VersionInfo {
-        let origin = (version.node == self.store.info().node_id).then(|| self.config.name.clone());
+        let origin = (version.node == self.store.node_id()).then(|| self.config.name.clone());
         VersionInfo { version, origin }
     }
 }

@@ -65,7 +65,12 @@ fn score(partition: PartitionId, name: &str) -> u64 {
 /// Sorts member indexes by descending score for `partition`; the index (name order)
 /// breaks the astronomically rare tie.
 fn rank(indexes: &mut [u16], partition: PartitionId, members: &[String]) {
-    indexes.sort_by_cached_key(|&i| (std::cmp::Reverse(score(partition, &members[usize::from(i)])), i));
+    indexes.sort_by_cached_key(|&i| {
+        (
+            std::cmp::Reverse(score(partition, &members[usize::from(i)])),
+            i,
+        )
+    });
 }
 
 /// Most-loaded member's slots over least-loaded member's, as a fraction `NUM / DEN`,
@@ -92,15 +97,28 @@ fn rebalance(table: &mut [Vec<u16>], members: &[String]) {
     // Every step strictly reduces the sum of squared loads, so this ends; the bound is
     // a guard, not a tuning knob.
     for _ in 0..table.len() * members.len() {
-        let (most, &max) = load.iter().enumerate().max_by_key(|&(i, l)| (*l, std::cmp::Reverse(i))).unwrap();
-        let (least, &min) = load.iter().enumerate().min_by_key(|&(i, l)| (*l, i)).unwrap();
+        let (most, &max) = load
+            .iter()
+            .enumerate()
+            .max_by_key(|&(i, l)| (*l, std::cmp::Reverse(i)))
+            .unwrap();
+        let (least, &min) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|&(i, l)| (*l, i))
+            .unwrap();
         if max * IMBALANCE_DEN <= min * IMBALANCE_NUM || max - min < 2 {
             return;
         }
         let (most, least) = (most as u16, least as u16);
         let candidate = (0..table.len())
             .filter(|&p| table[p].contains(&most) && !table[p].contains(&least))
-            .max_by_key(|&p| (score(p as PartitionId, &members[usize::from(least)]), std::cmp::Reverse(p)));
+            .max_by_key(|&p| {
+                (
+                    score(p as PartitionId, &members[usize::from(least)]),
+                    std::cmp::Reverse(p),
+                )
+            });
         let Some(partition) = candidate else { return };
         let replicas = &mut table[partition];
         for slot in replicas.iter_mut() {
@@ -274,7 +292,10 @@ mod placement_tests {
                 .map(|p| after.replicas(p).filter(|r| !before.holds(r, p)).count())
                 .sum();
             let expected = 256.0 * 3.0 / 6.0;
-            assert!((moved as f64) < expected * 1.3, "set {set}: moved {moved}, expected about {expected}");
+            assert!(
+                (moved as f64) < expected * 1.3,
+                "set {set}: moved {moved}, expected about {expected}"
+            );
         }
     }
 
@@ -296,7 +317,13 @@ mod placement_tests {
         // handful of moves between old nodes, never many.
         let expected = 256.0 * 3.0 / 6.0;
         let moved = (to_new + between_old) as f64;
-        assert!((moved - expected).abs() < expected * 0.25, "moved {moved}, expected about {expected}");
-        assert!(between_old * 20 <= to_new, "{between_old} moves between old nodes, {to_new} to the new one");
+        assert!(
+            (moved - expected).abs() < expected * 0.25,
+            "moved {moved}, expected about {expected}"
+        );
+        assert!(
+            between_old * 20 <= to_new,
+            "{between_old} moves between old nodes, {to_new} to the new one"
+        );
     }
 }

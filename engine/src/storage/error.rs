@@ -61,6 +61,21 @@ pub enum StoreError {
         /// The value asked for.
         requested: String,
     },
+    /// The directory holds data of another cluster; nothing was changed.
+    #[error(
+        "data directory {path} holds data of cluster {stored}, not of cluster {requested}; a node never moves between clusters (use another --data-dir)"
+    )]
+    OtherCluster {
+        /// The directory.
+        path: PathBuf,
+        /// The cluster id stored, hex.
+        stored: String,
+        /// The cluster id asked for, hex.
+        requested: String,
+    },
+    /// The store does not know its cluster yet (the node has not created or joined one).
+    #[error("the node has not created or joined a cluster yet")]
+    NoCluster,
     /// A stored value could not be decoded: the file is damaged or was written by
     /// something else. The operation was refused.
     #[error("corrupt {what} in storage: {detail}")]

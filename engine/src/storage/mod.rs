@@ -3,57 +3,61 @@
 //! Tables:
 //! - `data`: `partition (u16 BE) ‖ user key` → stored [`Record`]; each partition is one
 //!   contiguous key range, which is what anti-entropy walks.
-//! - `meta`: format version, node name, cluster id and settings, the HLC high-water mark.
+//! - `hints`: writes a replica missed, per target, oldest first ([`hints`]).
+//! - `members`: the cluster members this node knows, so a restart knows placement.
+//! - `meta`: format version, node name, cluster settings, incarnation, HLC high-water.
 //!
-//! Every change goes through [`Store::apply`], which hands it to the group-commit
-//! writer: one thread batches concurrent requests into one write transaction and one
-//! fsync. The write transaction is the single place where derived state is updated,
-//! so nothing derived can ever disagree with the data after a crash.
+//! Every change goes through the group-commit writer: one thread batches concurrent
+//! requests into one write transaction and one fsync. The write transaction is the
+//! single place where derived state is updated, so nothing derived can ever disagree
+//! with the data after a crash.
 
 mod error;
+pub mod hints;
+mod meta;
 mod writer;
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use heed::types::{Bytes, Str};
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
+use tokio::sync::broadcast;
 
 pub use self::error::StoreError;
-use self::writer::Writer;
+pub use self::hints::{HINTS_MAX_DEFAULT, Hint, HintBacklog, StoredHint};
+pub use self::meta::{ClusterSettings, FORMAT_VERSION, MemberRecord};
+use self::writer::{WriteOp, WriteResult, Writer};
 use crate::hlc::Timestamp;
-use crate::placement::{PARTITIONS_DEFAULT, PARTITIONS_MAX, PartitionId, partition_of};
+use crate::placement::{PartitionId, partition_of};
 use crate::record::{Entry, NodeId, Record, Version};
 
-/// The storage format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
 /// Default LMDB map size: address space reserved, not disk used (64 GiB).
 pub const MAP_SIZE_BYTES_DEFAULT: usize = 64 << 30;
 /// Default most requests merged into one write transaction by the group-commit writer.
 pub const WRITE_BATCH_MAX_DEFAULT: usize = 4096;
 /// Most write requests waiting for the writer before callers wait for room.
 pub const WRITE_QUEUE_MAX: usize = 8192;
-
-const META_FORMAT: &str = "format_version";
-const META_NODE_NAME: &str = "node_name";
-const META_CLUSTER_ID: &str = "cluster_id";
-const META_PARTITIONS: &str = "partitions";
-const META_HLC_HIGH_WATER: &str = "hlc_high_water";
+/// Changes buffered for `watch` subscribers; a subscriber further behind is told how
+/// many it missed.
+pub const CHANGES_BUFFER_MAX: usize = 4096;
 
 /// How to open a store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// The node that owns the directory; a directory never changes hands.
     pub node_name: String,
-    /// Partition count: checked against the stored value, or used to create the store
-    /// (default [`PARTITIONS_DEFAULT`] when `None` and the store is new).
-    pub partitions: Option<u16>,
     /// LMDB map size in bytes.
     pub map_size_bytes: usize,
     /// Most requests merged into one transaction (1 disables group commit).
     pub write_batch_max: usize,
     /// Whether each commit is flushed to disk before it is acknowledged.
     pub durable: bool,
+    /// Most hints kept, across all targets; past it new hints are dropped (and left to
+    /// anti-entropy) with a log line.
+    pub hints_max: u64,
 }
 
 impl StoreOptions {
@@ -61,27 +65,12 @@ impl StoreOptions {
     pub fn new(node_name: impl Into<String>) -> StoreOptions {
         StoreOptions {
             node_name: node_name.into(),
-            partitions: None,
             map_size_bytes: MAP_SIZE_BYTES_DEFAULT,
             write_batch_max: WRITE_BATCH_MAX_DEFAULT,
             durable: true,
+            hints_max: HINTS_MAX_DEFAULT,
         }
     }
-}
-
-/// What the store knows about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreInfo {
-    /// The directory.
-    pub path: PathBuf,
-    /// The owning node's name.
-    pub node_name: String,
-    /// Its id, derived from the name.
-    pub node_id: NodeId,
-    /// The cluster this data belongs to.
-    pub cluster_id: [u8; 16],
-    /// Partitions in the cluster.
-    pub partitions: u16,
 }
 
 /// What applying one entry did.
@@ -113,15 +102,32 @@ impl ApplyOutcome {
 pub(crate) struct Tables {
     env: Env<WithoutTls>,
     data: Database<Bytes, Bytes>,
+    hints: Database<Bytes, Bytes>,
+    members: Database<Str, Bytes>,
     meta: Database<Str, Bytes>,
-    partitions: u16,
+    partitions: Arc<OnceLock<u16>>,
     map_size_bytes: usize,
+    hints_max: u64,
+    hint_state: Arc<Mutex<HintState>>,
+    changes: broadcast::Sender<Arc<Entry>>,
+}
+
+/// Hint bookkeeping kept in memory: counts per target and the next sequence number.
+#[derive(Default)]
+struct HintState {
+    counts: HashMap<String, u64>,
+    total: u64,
+    next_seq: u64,
+    dropped: u64,
 }
 
 /// A node's durable store.
 pub struct Store {
     tables: Tables,
-    info: StoreInfo,
+    path: PathBuf,
+    node_name: String,
+    node_id: NodeId,
+    cluster: OnceLock<ClusterSettings>,
     writer: Writer,
     // Held for the life of the store: the exclusive lock that keeps a second process
     // off the directory (LMDB itself allows several processes, Vergent does not).
@@ -156,30 +162,117 @@ impl Store {
         }
 
         let env = open_env(dir, &options)?;
-        let existing = read_existing_meta(&env, dir, &options)?;
-        let (meta, data, info) = match existing {
-            Some(found) => found,
-            None => create_tables(&env, dir, &options)?,
-        };
-        let tables = Tables {
-            env,
-            data,
-            meta,
-            partitions: info.partitions,
-            map_size_bytes: options.map_size_bytes,
-        };
+        let tables = open_tables(&env, dir, &options)?;
+        let cluster = OnceLock::new();
+        {
+            let rtxn = tables.read_txn()?;
+            if let Some(settings) = meta::get_cluster(&tables.meta, &rtxn)? {
+                let _ = cluster.set(settings);
+                let _ = tables.partitions.set(settings.partitions);
+            }
+            tables.load_hint_state(&rtxn)?;
+        }
         let writer = Writer::spawn(tables.clone(), options.write_batch_max.max(1));
         Ok(Store {
             tables,
-            info,
+            path: dir.to_path_buf(),
+            node_id: NodeId::from_name(&options.node_name),
+            node_name: options.node_name,
+            cluster,
             writer,
             _lock: lock,
         })
     }
 
-    /// What the store knows about itself.
-    pub fn info(&self) -> &StoreInfo {
-        &self.info
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The owning node's name.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// The owning node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The cluster this data belongs to, once it is known.
+    pub fn cluster(&self) -> Option<ClusterSettings> {
+        self.cluster.get().copied()
+    }
+
+    /// Records the cluster this data belongs to. Setting the same settings again is a
+    /// no-op; different ones are refused and nothing changes.
+    pub fn set_cluster(&self, settings: ClusterSettings) -> Result<(), StoreError> {
+        if let Some(stored) = self.cluster() {
+            return check_same_cluster(&self.path, &stored, &settings);
+        }
+        let mut wtxn = self.tables.write_txn()?;
+        meta::put_cluster(&self.tables.meta, &mut wtxn, &settings)?;
+        wtxn.commit()
+            .map_err(StoreError::lmdb("recording the cluster"))?;
+        let _ = self.cluster.set(settings);
+        let _ = self.tables.partitions.set(settings.partitions);
+        Ok(())
+    }
+
+    /// Counts this start: returns the node's incarnation, one more than at its last start.
+    pub fn next_incarnation(&self) -> Result<u32, StoreError> {
+        let mut wtxn = self.tables.write_txn()?;
+        let stored = self
+            .tables
+            .meta
+            .get(&wtxn, meta::INCARNATION)
+            .map_err(StoreError::lmdb("reading the incarnation"))?
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+            .unwrap_or(0);
+        let next = stored.saturating_add(1);
+        self.tables
+            .meta
+            .put(&mut wtxn, meta::INCARNATION, &next.to_be_bytes())
+            .map_err(StoreError::lmdb("writing the incarnation"))?;
+        wtxn.commit()
+            .map_err(StoreError::lmdb("writing the incarnation"))?;
+        Ok(next)
+    }
+
+    /// The cluster members remembered from earlier runs.
+    pub fn members(&self) -> Result<Vec<MemberRecord>, StoreError> {
+        let rtxn = self.tables.read_txn()?;
+        let iter = self
+            .tables
+            .members
+            .iter(&rtxn)
+            .map_err(StoreError::lmdb("reading members"))?;
+        let mut out = Vec::new();
+        for item in iter {
+            let (_, bytes) = item.map_err(StoreError::lmdb("reading members"))?;
+            match postcard::from_bytes::<MemberRecord>(bytes) {
+                Ok(record) => out.push(record),
+                Err(e) => tracing::warn!("skipping an unreadable member record: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remembers `records` (replacing what was known of those names).
+    pub fn save_members(&self, records: &[MemberRecord]) -> Result<(), StoreError> {
+        let mut wtxn = self.tables.write_txn()?;
+        for record in records {
+            let bytes = postcard::to_allocvec(record).map_err(|e| StoreError::Corrupt {
+                what: "member record",
+                detail: e.to_string(),
+            })?;
+            self.tables
+                .members
+                .put(&mut wtxn, &record.name, &bytes)
+                .map_err(StoreError::lmdb("writing members"))?;
+        }
+        wtxn.commit().map_err(StoreError::lmdb("writing members"))
     }
 
     /// The record of `key`, tombstones included.
@@ -191,29 +284,132 @@ impl Store {
     /// The highest HLC timestamp ever committed; a restarted node's clock starts above it.
     pub fn hlc_high_water(&self) -> Result<Timestamp, StoreError> {
         let rtxn = self.tables.read_txn()?;
-        let raw = self
-            .tables
-            .meta
-            .get(&rtxn, META_HLC_HIGH_WATER)
-            .map_err(StoreError::lmdb("reading the HLC high-water mark"))?;
-        Ok(raw
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-            .map(Timestamp::from_u64)
-            .unwrap_or(Timestamp::ZERO))
+        Ok(
+            meta::get_u64(&self.tables.meta, &rtxn, meta::HLC_HIGH_WATER)?
+                .map(Timestamp::from_u64)
+                .unwrap_or(Timestamp::ZERO),
+        )
     }
 
     /// Applies `entries` last-writer-wins, durably, through the group-commit writer. The
     /// outcomes come back in the order of `entries` once the transaction is on disk.
     pub async fn apply(&self, entries: Vec<Entry>) -> Result<Vec<ApplyOutcome>, StoreError> {
-        self.writer.apply(entries).await
+        self.require_cluster()?;
+        match self.writer.submit(WriteOp::Apply(entries)).await? {
+            WriteResult::Applied(outcomes) => Ok(outcomes),
+            _ => unreachable!("the writer answers an apply with outcomes"),
+        }
     }
 
     /// Applies `entries` in a transaction of their own on the calling thread, bypassing
     /// the writer. For tools and tests that have no runtime.
     pub fn apply_now(&self, entries: &[Entry]) -> Result<Vec<ApplyOutcome>, StoreError> {
-        let mut outcomes = self.tables.commit(&[entries])?;
-        Ok(outcomes.pop().unwrap_or_default())
+        self.require_cluster()?;
+        let op = WriteOp::Apply(entries.to_vec());
+        match self.tables.commit(&[&op])?.pop() {
+            Some(WriteResult::Applied(outcomes)) => Ok(outcomes),
+            _ => unreachable!("a commit answers an apply with outcomes"),
+        }
+    }
+
+    /// Keeps `hints` durably. Returns how many were stored; the rest were over
+    /// `hints_max` and dropped (anti-entropy repairs what they would have).
+    pub async fn put_hints(&self, hints: Vec<Hint>) -> Result<usize, StoreError> {
+        match self.writer.submit(WriteOp::PutHints(hints)).await? {
+            WriteResult::HintsStored(stored) => Ok(stored),
+            _ => unreachable!("the writer answers put_hints with a count"),
+        }
+    }
+
+    /// Deletes delivered or expired hints by key.
+    pub async fn delete_hints(&self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        self.writer
+            .submit(WriteOp::DeleteHints(keys))
+            .await
+            .map(|_| ())
+    }
+
+    /// Up to `limit` hints for `target` (at most `bytes_max` of values), oldest first.
+    pub fn hints_for(
+        &self,
+        target: &str,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<StoredHint>, StoreError> {
+        let rtxn = self.tables.read_txn()?;
+        let prefix = hints::target_prefix(target);
+        let iter = self
+            .tables
+            .hints
+            .prefix_iter(&rtxn, &prefix)
+            .map_err(StoreError::lmdb("reading hints"))?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in iter {
+            let (key, value) = item.map_err(StoreError::lmdb("reading hints"))?;
+            if key.len() != prefix.len() + 8 {
+                continue;
+            }
+            if !out.is_empty() && (out.len() >= limit || bytes + value.len() > bytes_max) {
+                break;
+            }
+            bytes += value.len();
+            out.push(StoredHint {
+                key: key.to_vec(),
+                hint: hints::decode(key, value)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every target with hints waiting: count and age of the oldest.
+    pub fn hint_backlog(&self) -> Result<Vec<HintBacklog>, StoreError> {
+        let counts: Vec<(String, u64)> = {
+            let state = self.tables.hint_state.lock().expect("hint state lock");
+            state
+                .counts
+                .iter()
+                .filter(|(_, c)| **c > 0)
+                .map(|(t, c)| (t.clone(), *c))
+                .collect()
+        };
+        let rtxn = self.tables.read_txn()?;
+        let mut out = Vec::with_capacity(counts.len());
+        for (target, count) in counts {
+            let prefix = hints::target_prefix(&target);
+            let first = self
+                .tables
+                .hints
+                .prefix_iter(&rtxn, &prefix)
+                .map_err(StoreError::lmdb("reading hints"))?
+                .next()
+                .transpose()
+                .map_err(StoreError::lmdb("reading hints"))?;
+            let oldest_ms = first
+                .and_then(|(_, v)| v.get(..8))
+                .map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+            out.push(HintBacklog {
+                target,
+                count,
+                oldest_ms,
+            });
+        }
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        Ok(out)
+    }
+
+    /// Hints dropped since start because storage was at `hints_max`.
+    pub fn hints_dropped(&self) -> u64 {
+        self.tables
+            .hint_state
+            .lock()
+            .expect("hint state lock")
+            .dropped
+    }
+
+    /// Every change applied from now on (entries that changed the store).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Entry>> {
+        self.tables.changes.subscribe()
     }
 
     /// Number of records (tombstones included) held.
@@ -232,16 +428,60 @@ impl Store {
 
     /// Stops the writer after it has committed everything queued, then closes LMDB.
     pub fn close(self) {
-        let Store {
-            tables,
-            writer,
-            _lock,
-            ..
-        } = self;
+        let Store { tables, writer, .. } = self;
         writer.shutdown();
-        let closing = tables.env.prepare_for_closing();
+        let Tables { env, .. } = tables;
+        let closing = env.prepare_for_closing();
         closing.wait();
     }
+
+    fn require_cluster(&self) -> Result<(), StoreError> {
+        match self.cluster.get() {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NoCluster),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn tables(&self) -> &Tables {
+        &self.tables
+    }
+}
+
+fn check_same_cluster(
+    path: &Path,
+    stored: &ClusterSettings,
+    requested: &ClusterSettings,
+) -> Result<(), StoreError> {
+    let mismatch =
+        |setting: &'static str, stored: String, requested: String| StoreError::SettingMismatch {
+            path: path.to_path_buf(),
+            setting,
+            stored,
+            requested,
+        };
+    if stored.cluster_id != requested.cluster_id {
+        return Err(StoreError::OtherCluster {
+            path: path.to_path_buf(),
+            stored: stored.id_hex(),
+            requested: requested.id_hex(),
+        });
+    }
+    if stored.partitions != requested.partitions {
+        return Err(mismatch(
+            "partitions",
+            stored.partitions.to_string(),
+            requested.partitions.to_string(),
+        ));
+    }
+    if stored.replication_factor != requested.replication_factor {
+        return Err(mismatch(
+            "replication-factor",
+            stored.replication_factor.to_string(),
+            requested.replication_factor.to_string(),
+        ));
+    }
+    Ok(())
 }
 
 impl Tables {
@@ -251,8 +491,18 @@ impl Tables {
             .map_err(StoreError::lmdb("starting a read transaction"))
     }
 
+    fn write_txn(&self) -> Result<RwTxn<'_>, StoreError> {
+        self.env
+            .write_txn()
+            .map_err(|e| self.write_error("starting a write transaction", e))
+    }
+
+    fn partitions(&self) -> Result<u16, StoreError> {
+        self.partitions.get().copied().ok_or(StoreError::NoCluster)
+    }
+
     fn get(&self, rtxn: &RoTxn<'_, WithoutTls>, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let dkey = data_key(partition_of(key, self.partitions), key);
+        let dkey = data_key(partition_of(key, self.partitions()?), key);
         match self
             .data
             .get(rtxn, &dkey)
@@ -265,27 +515,73 @@ impl Tables {
         }
     }
 
-    /// One write transaction, one fsync, for every batch of entries given.
-    fn commit(&self, batches: &[&[Entry]]) -> Result<Vec<Vec<ApplyOutcome>>, StoreError> {
-        let mut wtxn = self
-            .env
-            .write_txn()
-            .map_err(|e| self.write_error("starting a write transaction", e))?;
-        let mut high_water = Timestamp::ZERO;
-        let mut outcomes = Vec::with_capacity(batches.len());
-        let mut encoded = Vec::new();
-        for batch in batches {
-            let mut batch_outcomes = Vec::with_capacity(batch.len());
-            for entry in batch.iter() {
-                high_water = high_water.max(entry.record.version.hlc);
-                batch_outcomes.push(self.apply_entry(&mut wtxn, entry, &mut encoded)?);
+    fn load_hint_state(&self, rtxn: &RoTxn<'_, WithoutTls>) -> Result<(), StoreError> {
+        let mut state = self.hint_state.lock().expect("hint state lock");
+        let iter = self
+            .hints
+            .iter(rtxn)
+            .map_err(StoreError::lmdb("reading hints"))?;
+        for item in iter {
+            let (key, _) = item.map_err(StoreError::lmdb("reading hints"))?;
+            if let (Some(target), Some(seq)) = (hints::target_of(key), hints::seq_of(key)) {
+                *state.counts.entry(target).or_default() += 1;
+                state.total += 1;
+                state.next_seq = state.next_seq.max(seq + 1);
             }
-            outcomes.push(batch_outcomes);
+        }
+        Ok(())
+    }
+
+    /// One write transaction, one fsync, for every operation given.
+    fn commit(&self, ops: &[&WriteOp]) -> Result<Vec<WriteResult>, StoreError> {
+        let mut wtxn = self.write_txn()?;
+        let mut high_water = Timestamp::ZERO;
+        let mut results = Vec::with_capacity(ops.len());
+        let mut changed: Vec<Arc<Entry>> = Vec::new();
+        let mut hint_delta = HintDelta::default();
+        let watched = self.changes.receiver_count() > 0;
+        let mut encoded = Vec::new();
+        for op in ops {
+            results.push(match op {
+                WriteOp::Apply(entries) => {
+                    let mut outcomes = Vec::with_capacity(entries.len());
+                    for entry in entries {
+                        high_water = high_water.max(entry.record.version.hlc);
+                        let outcome = self.apply_entry(&mut wtxn, entry, &mut encoded)?;
+                        if watched && outcome.applied() {
+                            changed.push(Arc::new(entry.clone()));
+                        }
+                        outcomes.push(outcome);
+                    }
+                    WriteResult::Applied(outcomes)
+                }
+                WriteOp::PutHints(hints) => {
+                    WriteResult::HintsStored(self.put_hints(&mut wtxn, hints, &mut hint_delta)?)
+                }
+                WriteOp::DeleteHints(keys) => {
+                    for key in keys {
+                        if self
+                            .hints
+                            .delete(&mut wtxn, key)
+                            .map_err(|e| self.write_error("deleting a hint", e))?
+                        {
+                            if let Some(target) = hints::target_of(key) {
+                                hint_delta.removed.push(target);
+                            }
+                        }
+                    }
+                    WriteResult::HintsDeleted
+                }
+            });
         }
         self.raise_high_water(&mut wtxn, high_water)?;
         wtxn.commit()
             .map_err(|e| self.write_error("committing", e))?;
-        Ok(outcomes)
+        hint_delta.settle(&self.hint_state, self.hints_max);
+        for entry in changed {
+            let _ = self.changes.send(entry);
+        }
+        Ok(results)
     }
 
     /// Last writer wins: the entry replaces the stored record only if its version is
@@ -297,7 +593,7 @@ impl Tables {
         entry: &Entry,
         encoded: &mut Vec<u8>,
     ) -> Result<ApplyOutcome, StoreError> {
-        let dkey = data_key(partition_of(&entry.key, self.partitions), &entry.key);
+        let dkey = data_key(partition_of(&entry.key, self.partitions()?), &entry.key);
         let previous = match self
             .data
             .get(wtxn, &dkey)
@@ -320,21 +616,60 @@ impl Tables {
         Ok(ApplyOutcome::Applied { previous })
     }
 
+    fn put_hints(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        hints: &[Hint],
+        delta: &mut HintDelta,
+    ) -> Result<usize, StoreError> {
+        let (mut total, mut seq) = {
+            let state = self.hint_state.lock().expect("hint state lock");
+            (
+                state.total + delta.added.len() as u64,
+                state.next_seq.max(delta.next_seq),
+            )
+        };
+        let mut stored = 0;
+        for hint in hints {
+            if total >= self.hints_max {
+                delta.dropped += 1;
+                continue;
+            }
+            let key = hints::hint_key(&hint.target, seq);
+            self.hints
+                .put(wtxn, &key, &hints::encode_value(hint))
+                .map_err(|e| self.write_error("writing a hint", e))?;
+            delta.added.push(hint.target.clone());
+            seq += 1;
+            total += 1;
+            stored += 1;
+        }
+        delta.next_seq = seq;
+        Ok(stored)
+    }
+
     fn raise_high_water(
         &self,
         wtxn: &mut RwTxn<'_>,
         candidate: Timestamp,
     ) -> Result<(), StoreError> {
+        if candidate == Timestamp::ZERO {
+            return Ok(());
+        }
         let stored = self
             .meta
-            .get(wtxn, META_HLC_HIGH_WATER)
+            .get(wtxn, meta::HLC_HIGH_WATER)
             .map_err(|e| self.write_error("reading the HLC high-water mark", e))?
             .and_then(|b| b.try_into().ok())
             .map(u64::from_be_bytes)
             .unwrap_or(0);
         if candidate.as_u64() > stored {
             self.meta
-                .put(wtxn, META_HLC_HIGH_WATER, &candidate.as_u64().to_be_bytes())
+                .put(
+                    wtxn,
+                    meta::HLC_HIGH_WATER,
+                    &candidate.as_u64().to_be_bytes(),
+                )
                 .map_err(|e| self.write_error("raising the HLC high-water mark", e))?;
         }
         Ok(())
@@ -347,6 +682,43 @@ impl Tables {
             },
             other => StoreError::lmdb(context)(other),
         }
+    }
+}
+
+/// Hint bookkeeping of one transaction, applied to memory only once it committed.
+#[derive(Default)]
+struct HintDelta {
+    added: Vec<String>,
+    removed: Vec<String>,
+    dropped: u64,
+    next_seq: u64,
+}
+
+impl HintDelta {
+    fn settle(self, state: &Mutex<HintState>, hints_max: u64) {
+        if self.added.is_empty() && self.removed.is_empty() && self.dropped == 0 {
+            return;
+        }
+        let mut state = state.lock().expect("hint state lock");
+        for target in self.added {
+            *state.counts.entry(target).or_default() += 1;
+            state.total += 1;
+        }
+        for target in self.removed {
+            if let Some(count) = state.counts.get_mut(&target) {
+                *count = count.saturating_sub(1);
+            }
+            state.total = state.total.saturating_sub(1);
+        }
+        if self.dropped > 0 {
+            state.dropped += self.dropped;
+            tracing::warn!(
+                dropped = self.dropped,
+                limit = hints_max,
+                "hint storage is full; those writes are left to anti-entropy"
+            );
+        }
+        state.next_seq = state.next_seq.max(self.next_seq);
     }
 }
 
@@ -381,137 +753,60 @@ fn open_env(dir: &Path, options: &StoreOptions) -> Result<Env<WithoutTls>, Store
     })
 }
 
-type OpenedTables = (Database<Str, Bytes>, Database<Bytes, Bytes>, StoreInfo);
-
-fn read_existing_meta(
+/// Opens the tables of an existing store after checking it is ours and of a known
+/// format, or creates them in a new one.
+fn open_tables(
     env: &Env<WithoutTls>,
     dir: &Path,
     options: &StoreOptions,
-) -> Result<Option<OpenedTables>, StoreError> {
-    let rtxn = env
-        .read_txn()
-        .map_err(StoreError::lmdb("starting a read transaction"))?;
-    let meta: Option<Database<Str, Bytes>> = env
-        .open_database(&rtxn, Some("meta"))
-        .map_err(StoreError::lmdb("opening the meta table"))?;
-    let Some(meta) = meta else { return Ok(None) };
-    let get = |key: &'static str| -> Result<Vec<u8>, StoreError> {
-        meta.get(&rtxn, key)
-            .map_err(StoreError::lmdb("reading meta"))?
-            .map(<[u8]>::to_vec)
-            .ok_or(StoreError::Corrupt {
-                what: "meta table",
-                detail: format!("{key} is missing"),
-            })
+) -> Result<Tables, StoreError> {
+    let existing = {
+        let rtxn = env
+            .read_txn()
+            .map_err(StoreError::lmdb("starting a read transaction"))?;
+        let meta: Option<Database<Str, Bytes>> = env
+            .open_database(&rtxn, Some("meta"))
+            .map_err(StoreError::lmdb("opening the meta table"))?;
+        if let Some(meta) = &meta {
+            meta::check_existing(meta, &rtxn, dir, &options.node_name)?;
+        }
+        meta.is_some()
     };
-    let corrupt = |key: &str| StoreError::Corrupt {
-        what: "meta table",
-        detail: format!("{key} has the wrong size"),
-    };
-    let format = u32::from_be_bytes(
-        get(META_FORMAT)?
-            .try_into()
-            .map_err(|_| corrupt(META_FORMAT))?,
-    );
-    if format != FORMAT_VERSION {
-        return Err(StoreError::UnsupportedFormat {
-            path: dir.to_path_buf(),
-            found: format,
-            supported: FORMAT_VERSION,
-        });
-    }
-    let node_name = String::from_utf8(get(META_NODE_NAME)?).map_err(|_| corrupt(META_NODE_NAME))?;
-    if node_name != options.node_name {
-        return Err(StoreError::WrongNode {
-            path: dir.to_path_buf(),
-            found: node_name,
-            expected: options.node_name.clone(),
-        });
-    }
-    let cluster_id: [u8; 16] = get(META_CLUSTER_ID)?
-        .try_into()
-        .map_err(|_| corrupt(META_CLUSTER_ID))?;
-    let partitions = u16::from_be_bytes(
-        get(META_PARTITIONS)?
-            .try_into()
-            .map_err(|_| corrupt(META_PARTITIONS))?,
-    );
-    if let Some(requested) = options.partitions
-        && requested != partitions
-    {
-        return Err(StoreError::SettingMismatch {
-            path: dir.to_path_buf(),
-            setting: "partitions",
-            stored: partitions.to_string(),
-            requested: requested.to_string(),
-        });
-    }
-    let data: Database<Bytes, Bytes> = env
-        .open_database(&rtxn, Some("data"))
-        .map_err(StoreError::lmdb("opening the data table"))?
-        .ok_or(StoreError::Corrupt {
-            what: "data directory",
-            detail: "the data table is missing".into(),
-        })?;
-    // Database handles opened in a transaction survive it only if it commits.
-    rtxn.commit()
-        .map_err(StoreError::lmdb("opening the tables"))?;
-    let info = StoreInfo {
-        path: dir.to_path_buf(),
-        node_id: NodeId::from_name(&node_name),
-        node_name,
-        cluster_id,
-        partitions,
-    };
-    Ok(Some((meta, data, info)))
-}
-
-fn create_tables(
-    env: &Env<WithoutTls>,
-    dir: &Path,
-    options: &StoreOptions,
-) -> Result<OpenedTables, StoreError> {
-    let partitions = options.partitions.unwrap_or(PARTITIONS_DEFAULT);
-    if partitions == 0 || partitions > PARTITIONS_MAX {
-        return Err(StoreError::SettingMismatch {
-            path: dir.to_path_buf(),
-            setting: "partitions",
-            stored: format!("1..={PARTITIONS_MAX} (the allowed range)"),
-            requested: partitions.to_string(),
-        });
-    }
-    let mut cluster_id = [0u8; 16];
-    getrandom::fill(&mut cluster_id).map_err(|e| StoreError::Directory {
-        path: dir.to_path_buf(),
-        message: format!("no randomness for the cluster id: {e}"),
-    })?;
     let mut wtxn = env
         .write_txn()
         .map_err(StoreError::lmdb("starting a write transaction"))?;
     let meta: Database<Str, Bytes> = env
         .create_database(&mut wtxn, Some("meta"))
         .map_err(StoreError::lmdb("creating the meta table"))?;
-    let data: Database<Bytes, Bytes> = env
+    let data = env
         .create_database(&mut wtxn, Some("data"))
         .map_err(StoreError::lmdb("creating the data table"))?;
-    let put = |wtxn: &mut RwTxn<'_>, key: &str, value: &[u8]| {
-        meta.put(wtxn, key, value)
-            .map_err(StoreError::lmdb("writing meta"))
-    };
-    put(&mut wtxn, META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
-    put(&mut wtxn, META_NODE_NAME, options.node_name.as_bytes())?;
-    put(&mut wtxn, META_CLUSTER_ID, &cluster_id)?;
-    put(&mut wtxn, META_PARTITIONS, &partitions.to_be_bytes())?;
+    let hints = env
+        .create_database(&mut wtxn, Some("hints"))
+        .map_err(StoreError::lmdb("creating the hints table"))?;
+    let members = env
+        .create_database(&mut wtxn, Some("members"))
+        .map_err(StoreError::lmdb("creating the members table"))?;
+    if !existing {
+        meta.put(&mut wtxn, meta::FORMAT, &FORMAT_VERSION.to_be_bytes())
+            .map_err(StoreError::lmdb("writing meta"))?;
+        meta.put(&mut wtxn, meta::NODE_NAME, options.node_name.as_bytes())
+            .map_err(StoreError::lmdb("writing meta"))?;
+    }
     wtxn.commit()
-        .map_err(StoreError::lmdb("creating the store"))?;
-    let info = StoreInfo {
-        path: dir.to_path_buf(),
-        node_name: options.node_name.clone(),
-        node_id: NodeId::from_name(&options.node_name),
-        cluster_id,
-        partitions,
-    };
-    Ok((meta, data, info))
+        .map_err(StoreError::lmdb("opening the tables"))?;
+    Ok(Tables {
+        env: env.clone(),
+        data,
+        hints,
+        members,
+        meta,
+        partitions: Arc::new(OnceLock::new()),
+        map_size_bytes: options.map_size_bytes,
+        hints_max: options.hints_max,
+        hint_state: Arc::new(Mutex::new(HintState::default())),
+        changes: broadcast::channel(CHANGES_BUFFER_MAX).0,
+    })
 }
 
 #[cfg(test)]

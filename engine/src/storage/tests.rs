@@ -18,19 +18,28 @@ fn entry(key: &[u8], hlc: u64, node: u64, value: Option<&[u8]>) -> Entry {
     }
 }
 
+const CLUSTER: ClusterSettings = ClusterSettings {
+    cluster_id: [7; 16],
+    partitions: 256,
+    replication_factor: 3,
+};
+
 fn open(dir: &Path) -> Store {
-    Store::open(dir, StoreOptions::new("n1")).unwrap()
+    let store = Store::open(dir, StoreOptions::new("n1")).unwrap();
+    store.set_cluster(CLUSTER).unwrap();
+    store
 }
 
 #[test]
 fn a_reopened_store_keeps_its_records_and_identity() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let cluster = store.info().cluster_id;
     store.apply_now(&[entry(b"k", 10, 1, Some(b"v"))]).unwrap();
+    assert_eq!(store.next_incarnation().unwrap(), 1);
     store.close();
-    let store = open(dir.path());
-    assert_eq!(store.info().cluster_id, cluster);
+    let store = Store::open(dir.path(), StoreOptions::new("n1")).unwrap();
+    assert_eq!(store.cluster(), Some(CLUSTER));
+    assert_eq!(store.next_incarnation().unwrap(), 2);
     assert_eq!(
         store.get(b"k").unwrap().unwrap().payload,
         Payload::Value(b"v".to_vec())
@@ -78,11 +87,11 @@ fn an_unknown_format_is_refused_and_nothing_is_touched() {
     let store = open(dir.path());
     store.apply_now(&[entry(b"k", 10, 1, Some(b"v"))]).unwrap();
     {
-        let mut wtxn = store.tables.env.write_txn().unwrap();
-        store
-            .tables
+        let tables = store.tables();
+        let mut wtxn = tables.env.write_txn().unwrap();
+        tables
             .meta
-            .put(&mut wtxn, META_FORMAT, &99u32.to_be_bytes())
+            .put(&mut wtxn, meta::FORMAT, &99u32.to_be_bytes())
             .unwrap();
         wtxn.commit().unwrap();
     }
@@ -107,10 +116,22 @@ fn a_directory_of_another_node_or_shape_is_refused() {
         .err()
         .unwrap();
     assert!(matches!(err, StoreError::WrongNode { .. }), "{err}");
-    let mut options = StoreOptions::new("n1");
-    options.partitions = Some(64);
-    let err = Store::open(dir.path(), options).err().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::new("n1")).unwrap();
+    let err = store
+        .set_cluster(ClusterSettings {
+            partitions: 64,
+            ..CLUSTER
+        })
+        .unwrap_err();
     assert!(err.to_string().contains("partitions = 256"), "{err}");
+    let err = store
+        .set_cluster(ClusterSettings {
+            cluster_id: [8; 16],
+            ..CLUSTER
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::OtherCluster { .. }), "{err}");
+    store.set_cluster(CLUSTER).unwrap();
 }
 
 #[test]
@@ -124,6 +145,68 @@ fn a_file_that_is_not_lmdb_is_reported_as_such() {
         matches!(err, StoreError::Corrupt { .. } | StoreError::Lmdb { .. }),
         "{err}"
     );
+}
+
+#[test]
+fn a_store_without_a_cluster_refuses_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::new("n1")).unwrap();
+    let err = store
+        .apply_now(&[entry(b"k", 1, 1, Some(b"v"))])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoCluster));
+}
+
+fn hint(target: &str, key: &[u8], created_ms: u64) -> Hint {
+    Hint {
+        target: target.into(),
+        entry: entry(key, 5, 1, Some(b"v")),
+        created_ms,
+    }
+}
+
+#[test]
+fn hints_are_kept_per_target_in_order_survive_restarts_and_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut options = StoreOptions::new("n1");
+    options.hints_max = 3;
+    let store = Store::open(dir.path(), options.clone()).unwrap();
+    store.set_cluster(CLUSTER).unwrap();
+    let stored = runtime
+        .block_on(store.put_hints(vec![
+            hint("n2", b"a", 10),
+            hint("n3", b"b", 11),
+            hint("n2", b"c", 12),
+            hint("n2", b"d", 13),
+        ]))
+        .unwrap();
+    assert_eq!(stored, 3, "the fourth is over hints_max");
+    assert_eq!(store.hints_dropped(), 1);
+    let backlog = store.hint_backlog().unwrap();
+    assert_eq!(backlog.len(), 2);
+    assert_eq!(
+        (
+            backlog[0].target.as_str(),
+            backlog[0].count,
+            backlog[0].oldest_ms
+        ),
+        ("n2", 2, 10)
+    );
+    store.close();
+
+    let store = Store::open(dir.path(), options).unwrap();
+    let n2 = store.hints_for("n2", 10, 1 << 20).unwrap();
+    let keys: Vec<&[u8]> = n2.iter().map(|h| h.hint.entry.key.as_slice()).collect();
+    assert_eq!(keys, vec![&b"a"[..], &b"c"[..]]);
+    runtime
+        .block_on(store.delete_hints(vec![n2[0].key.clone()]))
+        .unwrap();
+    let backlog = store.hint_backlog().unwrap();
+    assert_eq!((backlog[0].count, backlog[0].oldest_ms), (1, 12));
+    assert_eq!(store.hints_for("n3", 10, 1 << 20).unwrap().len(), 1);
 }
 
 #[test]

@@ -7,12 +7,26 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ApplyOutcome, StoreError, Tables};
+use super::{ApplyOutcome, Hint, StoreError, Tables};
 use crate::record::Entry;
 
+/// A change for the writer to commit.
+pub(crate) enum WriteOp {
+    Apply(Vec<Entry>),
+    PutHints(Vec<Hint>),
+    DeleteHints(Vec<Vec<u8>>),
+}
+
+/// What a committed [`WriteOp`] did.
+pub(crate) enum WriteResult {
+    Applied(Vec<ApplyOutcome>),
+    HintsStored(usize),
+    HintsDeleted,
+}
+
 struct Job {
-    entries: Vec<Entry>,
-    reply: oneshot::Sender<Result<Vec<ApplyOutcome>, StoreError>>,
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteResult, StoreError>>,
 }
 
 pub(crate) struct Writer {
@@ -33,11 +47,11 @@ impl Writer {
         }
     }
 
-    pub(crate) async fn apply(&self, entries: Vec<Entry>) -> Result<Vec<ApplyOutcome>, StoreError> {
+    pub(crate) async fn submit(&self, op: WriteOp) -> Result<WriteResult, StoreError> {
         let queue = self.queue.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
         queue
-            .send(Job { entries, reply })
+            .send(Job { op, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -77,11 +91,11 @@ fn run(tables: Tables, mut queue: mpsc::Receiver<Job>, batch_max: usize) {
 }
 
 fn commit(tables: &Tables, jobs: &mut Vec<Job>) {
-    let batches: Vec<&[Entry]> = jobs.iter().map(|job| job.entries.as_slice()).collect();
-    match tables.commit(&batches) {
-        Ok(outcomes) => {
-            for (job, outcome) in jobs.drain(..).zip(outcomes) {
-                let _ = job.reply.send(Ok(outcome));
+    let ops: Vec<&WriteOp> = jobs.iter().map(|job| &job.op).collect();
+    match tables.commit(&ops) {
+        Ok(results) => {
+            for (job, result) in jobs.drain(..).zip(results) {
+                let _ = job.reply.send(Ok(result));
             }
         }
         Err(err) if jobs.len() == 1 => {
@@ -93,8 +107,8 @@ fn commit(tables: &Tables, jobs: &mut Vec<Job>) {
             // one request's failure (a damaged record, say) is reported to it only.
             for job in jobs.drain(..) {
                 let result = tables
-                    .commit(&[job.entries.as_slice()])
-                    .map(|mut outcomes| outcomes.pop().unwrap_or_default());
+                    .commit(&[&job.op])
+                    .map(|mut results| results.pop().expect("one result"));
                 let _ = job.reply.send(result);
             }
         }

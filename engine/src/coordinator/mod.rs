@@ -1,0 +1,518 @@
+//! The write/read coordinator: a deterministic state machine.
+//!
+//! Any node coordinates any operation. A write goes to every replica of its partition
+//! and is answered after `W` durable acknowledgements; a read asks every replica, is
+//! answered after `R` replies with the highest version seen, and once every replica has
+//! answered (or timed out) the stale ones are repaired. Replicas that miss a write get a
+//! durable hint.
+//!
+//! The coordinator does no I/O and reads no clock: the runtime feeds it inputs
+//! (`begin_*`, `handle_*`, the current time) and drains what it wants done with
+//! [`Coordinator::poll_action`] and when it wants waking with
+//! [`Coordinator::poll_timeout`]. A write to this node itself is an [`Action::Write`]
+//! like any other; the runtime applies it to local storage.
+//!
+//! A later linearizable mode (single-decree Paxos per key, as in CASPaxos) fits beside
+//! these: another operation kind with its own phases, the same actions and inputs.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::protocol::Consistency;
+use crate::record::{Entry, Record, Version};
+
+/// Identifies one coordinated operation.
+pub type OpId = u64;
+
+/// Monotonic time in milliseconds, as the runtime counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// `self + ms`, saturating.
+    pub fn plus(self, ms: u64) -> Millis {
+        Millis(self.0.saturating_add(ms))
+    }
+}
+
+/// Bounds and timeouts.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Time a write waits for replica acknowledgements.
+    pub write_timeout_ms: u64,
+    /// Time a read waits for replica replies.
+    pub read_timeout_ms: u64,
+    /// Most operations in flight; past it new ones are refused as overloaded.
+    pub ops_max: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            write_timeout_ms: 5_000,
+            read_timeout_ms: 5_000,
+            ops_max: 65_536,
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// Fewer replicas acknowledged a write than its consistency requires.
+    #[error(
+        "unavailable: {acked} of {replicas} replicas acknowledged, {required} required; the write may still be applied"
+    )]
+    WriteUnavailable {
+        /// Acknowledgements received.
+        acked: usize,
+        /// Replicas of the partition.
+        replicas: usize,
+        /// Acknowledgements required.
+        required: usize,
+    },
+    /// Fewer replicas answered a read than its consistency requires.
+    #[error("unavailable: {answered} of {replicas} replicas answered, {required} required")]
+    ReadUnavailable {
+        /// Replies received.
+        answered: usize,
+        /// Replicas of the partition.
+        replicas: usize,
+        /// Replies required.
+        required: usize,
+    },
+    /// Too many operations in flight.
+    #[error("overloaded: {limit} operations in flight, the limit; retry shortly")]
+    Overloaded {
+        /// The limit.
+        limit: usize,
+    },
+    /// No member holds the partition (the node knows no members, not even itself).
+    #[error("unavailable: no replicas for this key in the current membership view")]
+    NoReplicas,
+}
+
+/// The answer to an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The write reached `W` replicas.
+    Written {
+        /// Its version.
+        version: Version,
+    },
+    /// The read reached `R` replicas; the highest version among them.
+    Read {
+        /// The record (a tombstone means deleted), or nothing.
+        record: Option<Record>,
+    },
+    /// The operation failed.
+    Failed(OpError),
+}
+
+/// What the coordinator wants the runtime to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Apply `entry` on replica `to` and report with [`Coordinator::handle_write_ack`].
+    Write {
+        /// The operation.
+        op: OpId,
+        /// The replica.
+        to: String,
+        /// The versioned entry.
+        entry: Arc<Entry>,
+    },
+    /// Read `key` on replica `to` and report with [`Coordinator::handle_read_reply`].
+    Read {
+        /// The operation.
+        op: OpId,
+        /// The replica.
+        to: String,
+        /// The key.
+        key: Arc<[u8]>,
+    },
+    /// Keep `entry` durably for `to`, which did not acknowledge it, and deliver it later.
+    Hint {
+        /// The replica that missed the write.
+        to: String,
+        /// The write.
+        entry: Arc<Entry>,
+    },
+    /// Send the newest version to a replica that answered a read with an older one.
+    Repair {
+        /// The stale replica.
+        to: String,
+        /// The newest version seen.
+        entry: Arc<Entry>,
+    },
+    /// The operation's answer; sent exactly once per operation.
+    Reply {
+        /// The operation.
+        op: OpId,
+        /// The answer.
+        outcome: Outcome,
+    },
+}
+
+/// Replies required out of `replicas` for `consistency`.
+pub fn required(consistency: Consistency, replicas: usize) -> usize {
+    match consistency {
+        Consistency::One => replicas.min(1),
+        Consistency::Quorum => replicas / 2 + 1,
+        Consistency::All => replicas,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer<T> {
+    Pending,
+    Ok(T),
+    Failed,
+}
+
+struct WriteState {
+    entry: Arc<Entry>,
+    replicas: Vec<(String, Answer<()>)>,
+    required: usize,
+    replied: bool,
+    deadline: Millis,
+}
+
+struct ReadState {
+    key: Arc<[u8]>,
+    replicas: Vec<(String, Answer<Option<Record>>)>,
+    required: usize,
+    replied: bool,
+    deadline: Millis,
+}
+
+enum Op {
+    Write(WriteState),
+    Read(ReadState),
+}
+
+/// Coordinates writes and reads; see the module documentation.
+pub struct Coordinator {
+    config: CoordinatorConfig,
+    next_op: OpId,
+    ops: HashMap<OpId, Op>,
+    deadlines: BTreeSet<(Millis, OpId)>,
+    actions: VecDeque<Action>,
+}
+
+impl Coordinator {
+    /// A coordinator with nothing in flight.
+    pub fn new(config: CoordinatorConfig) -> Coordinator {
+        Coordinator {
+            config,
+            next_op: 1,
+            ops: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// Operations in flight.
+    pub fn in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Starts a write of `entry` (already versioned) to `replicas`.
+    pub fn begin_write(
+        &mut self,
+        entry: Entry,
+        replicas: Vec<String>,
+        consistency: Consistency,
+        now: Millis,
+    ) -> OpId {
+        let op = self.allocate();
+        if let Some(refusal) = self.refuse(replicas.len()) {
+            self.actions.push_back(Action::Reply {
+                op,
+                outcome: Outcome::Failed(refusal),
+            });
+            return op;
+        }
+        let entry = Arc::new(entry);
+        let deadline = now.plus(self.config.write_timeout_ms);
+        for to in &replicas {
+            self.actions.push_back(Action::Write {
+                op,
+                to: to.clone(),
+                entry: entry.clone(),
+            });
+        }
+        let state = WriteState {
+            entry,
+            required: required(consistency, replicas.len()),
+            replicas: replicas.into_iter().map(|r| (r, Answer::Pending)).collect(),
+            replied: false,
+            deadline,
+        };
+        self.ops.insert(op, Op::Write(state));
+        self.deadlines.insert((deadline, op));
+        op
+    }
+
+    /// Starts a read of `key` from `replicas`.
+    pub fn begin_read(
+        &mut self,
+        key: Vec<u8>,
+        replicas: Vec<String>,
+        consistency: Consistency,
+        now: Millis,
+    ) -> OpId {
+        let op = self.allocate();
+        if let Some(refusal) = self.refuse(replicas.len()) {
+            self.actions.push_back(Action::Reply {
+                op,
+                outcome: Outcome::Failed(refusal),
+            });
+            return op;
+        }
+        let key: Arc<[u8]> = key.into();
+        let deadline = now.plus(self.config.read_timeout_ms);
+        for to in &replicas {
+            self.actions.push_back(Action::Read {
+                op,
+                to: to.clone(),
+                key: key.clone(),
+            });
+        }
+        let state = ReadState {
+            key,
+            required: required(consistency, replicas.len()),
+            replicas: replicas.into_iter().map(|r| (r, Answer::Pending)).collect(),
+            replied: false,
+            deadline,
+        };
+        self.ops.insert(op, Op::Read(state));
+        self.deadlines.insert((deadline, op));
+        op
+    }
+
+    /// Replica `from` applied (`ok`) or failed to apply the write `op`. Late, duplicate
+    /// and unknown reports are ignored.
+    pub fn handle_write_ack(&mut self, op: OpId, from: &str, ok: bool) {
+        let Some(Op::Write(state)) = self.ops.get_mut(&op) else {
+            return;
+        };
+        let Some(slot) = state
+            .replicas
+            .iter_mut()
+            .find(|(r, a)| r == from && *a == Answer::Pending)
+        else {
+            return;
+        };
+        slot.1 = if ok { Answer::Ok(()) } else { Answer::Failed };
+        if !ok {
+            self.actions.push_back(Action::Hint {
+                to: from.to_string(),
+                entry: state.entry.clone(),
+            });
+        }
+        Self::settle_write(op, state, &mut self.actions, false);
+        if state.replicas.iter().all(|(_, a)| *a != Answer::Pending) {
+            self.finish(op);
+        }
+    }
+
+    /// Replica `from` answered the read `op` with its record (`Some`), or failed (`None`).
+    pub fn handle_read_reply(&mut self, op: OpId, from: &str, reply: Option<Option<Record>>) {
+        let Some(Op::Read(state)) = self.ops.get_mut(&op) else {
+            return;
+        };
+        let Some(slot) = state
+            .replicas
+            .iter_mut()
+            .find(|(r, a)| r == from && *a == Answer::Pending)
+        else {
+            return;
+        };
+        slot.1 = match reply {
+            Some(record) => Answer::Ok(record),
+            None => Answer::Failed,
+        };
+        Self::settle_read(op, state, &mut self.actions, false);
+        if state.replicas.iter().all(|(_, a)| *a != Answer::Pending) {
+            Self::repair(state, &mut self.actions);
+            self.finish(op);
+        }
+    }
+
+    /// Expires every operation whose deadline is at or before `now`: replicas that never
+    /// answered a write get hints; an unanswered operation fails.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        while let Some(&(deadline, op)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            let Some(state) = self.ops.remove(&op) else {
+                continue;
+            };
+            match state {
+                Op::Write(mut state) => {
+                    for (to, answer) in &mut state.replicas {
+                        if *answer == Answer::Pending {
+                            *answer = Answer::Failed;
+                            self.actions.push_back(Action::Hint {
+                                to: to.clone(),
+                                entry: state.entry.clone(),
+                            });
+                        }
+                    }
+                    Self::settle_write(op, &mut state, &mut self.actions, true);
+                }
+                Op::Read(mut state) => {
+                    for (_, answer) in &mut state.replicas {
+                        if *answer == Answer::Pending {
+                            *answer = Answer::Failed;
+                        }
+                    }
+                    Self::settle_read(op, &mut state, &mut self.actions, true);
+                    Self::repair(&state, &mut self.actions);
+                }
+            }
+        }
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Coordinator::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.deadlines.first().map(|&(deadline, _)| deadline)
+    }
+
+    fn allocate(&mut self) -> OpId {
+        let op = self.next_op;
+        self.next_op += 1;
+        op
+    }
+
+    fn refuse(&self, replicas: usize) -> Option<OpError> {
+        if replicas == 0 {
+            Some(OpError::NoReplicas)
+        } else if self.ops.len() >= self.config.ops_max {
+            Some(OpError::Overloaded {
+                limit: self.config.ops_max,
+            })
+        } else {
+            None
+        }
+    }
+
+    fn finish(&mut self, op: OpId) {
+        if let Some(state) = self.ops.remove(&op) {
+            let deadline = match state {
+                Op::Write(s) => s.deadline,
+                Op::Read(s) => s.deadline,
+            };
+            self.deadlines.remove(&(deadline, op));
+        }
+    }
+
+    fn settle_write(
+        op: OpId,
+        state: &mut WriteState,
+        actions: &mut VecDeque<Action>,
+        final_: bool,
+    ) {
+        if state.replied {
+            return;
+        }
+        let acked = state
+            .replicas
+            .iter()
+            .filter(|(_, a)| *a == Answer::Ok(()))
+            .count();
+        let failed = state
+            .replicas
+            .iter()
+            .filter(|(_, a)| *a == Answer::Failed)
+            .count();
+        let outcome = if acked >= state.required {
+            Outcome::Written {
+                version: state.entry.record.version,
+            }
+        } else if final_ || state.replicas.len() - failed < state.required {
+            Outcome::Failed(OpError::WriteUnavailable {
+                acked,
+                replicas: state.replicas.len(),
+                required: state.required,
+            })
+        } else {
+            return;
+        };
+        state.replied = true;
+        actions.push_back(Action::Reply { op, outcome });
+    }
+
+    fn settle_read(op: OpId, state: &mut ReadState, actions: &mut VecDeque<Action>, final_: bool) {
+        if state.replied {
+            return;
+        }
+        let answered = state
+            .replicas
+            .iter()
+            .filter(|(_, a)| matches!(a, Answer::Ok(_)))
+            .count();
+        let failed = state
+            .replicas
+            .iter()
+            .filter(|(_, a)| *a == Answer::Failed)
+            .count();
+        let outcome = if answered >= state.required {
+            Outcome::Read {
+                record: newest(&state.replicas).cloned(),
+            }
+        } else if final_ || state.replicas.len() - failed < state.required {
+            Outcome::Failed(OpError::ReadUnavailable {
+                answered,
+                replicas: state.replicas.len(),
+                required: state.required,
+            })
+        } else {
+            return;
+        };
+        state.replied = true;
+        actions.push_back(Action::Reply { op, outcome });
+    }
+
+    /// Read repair: every replica that answered with an older version (or nothing) gets
+    /// the newest one seen.
+    fn repair(state: &ReadState, actions: &mut VecDeque<Action>) {
+        let Some(best) = newest(&state.replicas) else {
+            return;
+        };
+        let entry = Arc::new(Entry {
+            key: state.key.to_vec(),
+            record: best.clone(),
+        });
+        for (to, answer) in &state.replicas {
+            if let Answer::Ok(record) = answer
+                && record.as_ref().map(|r| r.version) < Some(best.version)
+            {
+                actions.push_back(Action::Repair {
+                    to: to.clone(),
+                    entry: entry.clone(),
+                });
+            }
+        }
+    }
+}
+
+fn newest(replicas: &[(String, Answer<Option<Record>>)]) -> Option<&Record> {
+    replicas
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Answer::Ok(Some(record)) => Some(record),
+            _ => None,
+        })
+        .max_by_key(|r| r.version)
+}
+
+#[cfg(test)]
+mod tests;

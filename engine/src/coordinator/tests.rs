@@ -1,0 +1,238 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::hlc::Timestamp;
+use crate::record::{NodeId, Payload};
+
+fn record(hlc: u64, value: Option<&[u8]>) -> Record {
+    Record {
+        version: Version {
+            hlc: Timestamp::from_u64(hlc),
+            node: NodeId(1),
+        },
+        payload: value.map_or(Payload::Tombstone, |v| Payload::Value(v.to_vec())),
+    }
+}
+
+fn entry(hlc: u64) -> Entry {
+    Entry {
+        key: b"k".to_vec(),
+        record: record(hlc, Some(b"v")),
+    }
+}
+
+fn replicas() -> Vec<String> {
+    vec!["n1".into(), "n2".into(), "n3".into()]
+}
+
+fn drain(c: &mut Coordinator) -> Vec<Action> {
+    std::iter::from_fn(|| c.poll_action()).collect()
+}
+
+fn replies(actions: &[Action]) -> Vec<&Outcome> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Reply { outcome, .. } => Some(outcome),
+            _ => None,
+        })
+        .collect()
+}
+
+fn hints(actions: &[Action]) -> Vec<&str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Hint { to, .. } => Some(to.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_write_goes_to_every_replica_and_is_answered_at_quorum() {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    let op = c.begin_write(entry(10), replicas(), Consistency::Quorum, Millis(0));
+    let sent = drain(&mut c);
+    assert_eq!(
+        sent.iter()
+            .filter(|a| matches!(a, Action::Write { .. }))
+            .count(),
+        3
+    );
+    c.handle_write_ack(op, "n1", true);
+    assert!(replies(&drain(&mut c)).is_empty());
+    c.handle_write_ack(op, "n3", true);
+    let actions = drain(&mut c);
+    assert_eq!(
+        replies(&actions),
+        vec![&Outcome::Written {
+            version: entry(10).record.version
+        }]
+    );
+    // The third replica fails after the answer: it gets a hint, the client nothing more.
+    c.handle_write_ack(op, "n2", false);
+    let actions = drain(&mut c);
+    assert_eq!(hints(&actions), vec!["n2"]);
+    assert!(replies(&actions).is_empty());
+    assert_eq!(c.in_flight(), 0);
+}
+
+#[test]
+fn a_write_at_all_with_a_dead_replica_fails_honestly_and_hints_it() {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    let op = c.begin_write(entry(10), replicas(), Consistency::All, Millis(0));
+    drain(&mut c);
+    c.handle_write_ack(op, "n1", true);
+    c.handle_write_ack(op, "n2", false);
+    let actions = drain(&mut c);
+    assert_eq!(hints(&actions), vec!["n2"]);
+    let outcome = replies(&actions)[0].clone();
+    let Outcome::Failed(err) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        err.to_string(),
+        "unavailable: 1 of 3 replicas acknowledged, 3 required; the write may still be applied"
+    );
+    c.handle_write_ack(op, "n3", true);
+    assert!(replies(&drain(&mut c)).is_empty(), "answered exactly once");
+}
+
+#[test]
+fn a_write_that_times_out_hints_every_silent_replica() {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    let op = c.begin_write(entry(10), replicas(), Consistency::Quorum, Millis(100));
+    drain(&mut c);
+    c.handle_write_ack(op, "n1", true);
+    assert_eq!(c.poll_timeout(), Some(Millis(5_100)));
+    c.handle_timeout(Millis(5_099));
+    assert!(drain(&mut c).is_empty());
+    c.handle_timeout(Millis(5_100));
+    let actions = drain(&mut c);
+    assert_eq!(hints(&actions), vec!["n2", "n3"]);
+    assert!(matches!(
+        replies(&actions)[..],
+        [Outcome::Failed(OpError::WriteUnavailable {
+            acked: 1,
+            replicas: 3,
+            required: 2
+        })]
+    ));
+    assert_eq!(c.poll_timeout(), None);
+    c.handle_write_ack(op, "n2", true);
+    assert!(drain(&mut c).is_empty(), "late answers are ignored");
+}
+
+#[test]
+fn a_read_answers_the_newest_of_r_replies_and_repairs_stale_replicas() {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    let op = c.begin_read(b"k".to_vec(), replicas(), Consistency::Quorum, Millis(0));
+    assert_eq!(drain(&mut c).len(), 3);
+    c.handle_read_reply(op, "n1", Some(Some(record(5, Some(b"old")))));
+    c.handle_read_reply(op, "n2", Some(Some(record(9, Some(b"new")))));
+    let actions = drain(&mut c);
+    assert_eq!(
+        replies(&actions),
+        vec![&Outcome::Read {
+            record: Some(record(9, Some(b"new")))
+        }]
+    );
+    c.handle_read_reply(op, "n3", Some(None));
+    let repaired: Vec<(String, u64)> = drain(&mut c)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Repair { to, entry } => Some((to, entry.record.version.hlc.as_u64())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(repaired, vec![("n1".to_string(), 9), ("n3".to_string(), 9)]);
+}
+
+#[test]
+fn a_tombstone_is_the_newest_version_and_is_repaired_like_a_value() {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    let op = c.begin_read(b"k".to_vec(), replicas(), Consistency::All, Millis(0));
+    drain(&mut c);
+    c.handle_read_reply(op, "n1", Some(Some(record(5, Some(b"old")))));
+    c.handle_read_reply(op, "n2", Some(Some(record(9, None))));
+    c.handle_read_reply(op, "n3", None);
+    let actions = drain(&mut c);
+    assert!(matches!(
+        replies(&actions)[..],
+        [Outcome::Failed(OpError::ReadUnavailable {
+            answered: 2,
+            ..
+        })]
+    ));
+    assert!(actions.iter().any(|a| matches!(a, Action::Repair { to, entry } if to == "n1" && entry.record.payload == Payload::Tombstone)));
+}
+
+#[test]
+fn operations_past_the_bound_are_refused() {
+    let mut c = Coordinator::new(CoordinatorConfig {
+        ops_max: 1,
+        ..CoordinatorConfig::default()
+    });
+    c.begin_write(entry(1), replicas(), Consistency::One, Millis(0));
+    c.begin_write(entry(2), replicas(), Consistency::One, Millis(0));
+    let actions = drain(&mut c);
+    assert!(matches!(
+        replies(&actions)[..],
+        [Outcome::Failed(OpError::Overloaded { limit: 1 })]
+    ));
+    c.begin_read(b"k".to_vec(), vec![], Consistency::One, Millis(0));
+    assert!(matches!(
+        replies(&drain(&mut c))[..],
+        [Outcome::Failed(OpError::NoReplicas)]
+    ));
+}
+
+#[test]
+fn required_replies_per_consistency() {
+    assert_eq!(required(Consistency::One, 3), 1);
+    assert_eq!(required(Consistency::Quorum, 3), 2);
+    assert_eq!(required(Consistency::Quorum, 4), 3);
+    assert_eq!(required(Consistency::Quorum, 1), 1);
+    assert_eq!(required(Consistency::All, 3), 3);
+}
+
+proptest! {
+    /// Whatever order replicas answer in, with failures and duplicates, and whenever
+    /// the timeout fires: every operation is answered exactly once, the answer is a
+    /// success exactly when enough replicas acknowledged before it, and every replica
+    /// that did not acknowledge a write gets exactly one hint.
+    #[test]
+    fn every_write_is_answered_once_and_every_miss_is_hinted(
+        answers in proptest::collection::vec((0usize..3, any::<bool>()), 0..8),
+        level in 0u8..3,
+        timeout_after in 0usize..9,
+    ) {
+        let consistency = [Consistency::One, Consistency::Quorum, Consistency::All][level as usize];
+        let mut c = Coordinator::new(CoordinatorConfig::default());
+        let op = c.begin_write(entry(10), replicas(), consistency, Millis(0));
+        let mut actions = drain(&mut c);
+        let mut first_answer: [Option<bool>; 3] = [None; 3];
+        for (i, (replica, ok)) in answers.iter().enumerate() {
+            if i == timeout_after {
+                c.handle_timeout(Millis(10_000));
+            }
+            c.handle_write_ack(op, &replicas()[*replica], *ok);
+            if first_answer[*replica].is_none() && i < timeout_after {
+                first_answer[*replica] = Some(*ok);
+            }
+        }
+        c.handle_timeout(Millis(10_000));
+        actions.extend(drain(&mut c));
+        let replies = replies(&actions);
+        prop_assert_eq!(replies.len(), 1);
+        let acked = first_answer.iter().filter(|a| **a == Some(true)).count();
+        let succeeded = matches!(replies[0], Outcome::Written { .. });
+        prop_assert_eq!(succeeded, acked >= required(consistency, 3));
+        let mut hinted = hints(&actions);
+        hinted.sort();
+        let expected: Vec<&str> = (0..3).filter(|&r| first_answer[r] != Some(true)).map(|r| ["n1", "n2", "n3"][r]).collect();
+        prop_assert_eq!(hinted, expected);
+        prop_assert_eq!(c.in_flight(), 0);
+    }
+}

@@ -1,0 +1,139 @@
+//! The `meta` table: what a data directory is, whose it is, and which cluster it serves.
+
+use std::path::Path;
+
+use heed::types::{Bytes, Str};
+use heed::{Database, RoTxn, RwTxn, WithoutTls};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// The storage format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub(crate) const FORMAT: &str = "format_version";
+pub(crate) const NODE_NAME: &str = "node_name";
+pub(crate) const CLUSTER: &str = "cluster";
+pub(crate) const INCARNATION: &str = "incarnation";
+pub(crate) const HLC_HIGH_WATER: &str = "hlc_high_water";
+
+/// The settings a cluster is created with. They never change afterwards; a node holding
+/// data of one cluster is never allowed into another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClusterSettings {
+    /// Random, chosen by the first node.
+    pub cluster_id: [u8; 16],
+    /// Partitions the key space is cut into.
+    pub partitions: u16,
+    /// Copies of each partition.
+    pub replication_factor: u8,
+}
+
+impl ClusterSettings {
+    /// The cluster id in hex.
+    pub fn id_hex(&self) -> String {
+        self.cluster_id.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A cluster member as remembered across restarts, so a restarted node knows the
+/// placement view before it has heard from anyone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Its name.
+    pub name: String,
+    /// Where it was last seen listening.
+    pub addr: std::net::SocketAddr,
+    /// Whether it left the cluster gracefully (and so holds no partitions).
+    pub left: bool,
+}
+
+pub(crate) fn get_u64(
+    meta: &Database<Str, Bytes>,
+    txn: &RoTxn<'_, WithoutTls>,
+    key: &str,
+) -> Result<Option<u64>, StoreError> {
+    let raw = meta
+        .get(txn, key)
+        .map_err(StoreError::lmdb("reading meta"))?;
+    raw.map(|bytes| {
+        bytes
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt {
+                what: "meta table",
+                detail: format!("{key} has the wrong size"),
+            })
+    })
+    .transpose()
+}
+
+pub(crate) fn get_cluster(
+    meta: &Database<Str, Bytes>,
+    txn: &RoTxn<'_, WithoutTls>,
+) -> Result<Option<ClusterSettings>, StoreError> {
+    let raw = meta
+        .get(txn, CLUSTER)
+        .map_err(StoreError::lmdb("reading meta"))?;
+    raw.map(|bytes| {
+        postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+            what: "meta table",
+            detail: format!("cluster settings: {e}"),
+        })
+    })
+    .transpose()
+}
+
+pub(crate) fn put_cluster(
+    meta: &Database<Str, Bytes>,
+    wtxn: &mut RwTxn<'_>,
+    settings: &ClusterSettings,
+) -> Result<(), StoreError> {
+    let bytes = postcard::to_allocvec(settings).map_err(|e| StoreError::Corrupt {
+        what: "cluster settings",
+        detail: e.to_string(),
+    })?;
+    meta.put(wtxn, CLUSTER, &bytes)
+        .map_err(StoreError::lmdb("writing meta"))
+}
+
+/// Checks the format and owner of an existing directory; refuses without writing.
+pub(crate) fn check_existing(
+    meta: &Database<Str, Bytes>,
+    txn: &RoTxn<'_, WithoutTls>,
+    dir: &Path,
+    node_name: &str,
+) -> Result<(), StoreError> {
+    let missing = |key: &str| StoreError::Corrupt {
+        what: "meta table",
+        detail: format!("{key} is missing"),
+    };
+    let format = meta
+        .get(txn, FORMAT)
+        .map_err(StoreError::lmdb("reading meta"))?
+        .ok_or_else(|| missing(FORMAT))?;
+    let format = u32::from_be_bytes(format.try_into().map_err(|_| StoreError::Corrupt {
+        what: "meta table",
+        detail: format!("{FORMAT} has the wrong size"),
+    })?);
+    if format != FORMAT_VERSION {
+        return Err(StoreError::UnsupportedFormat {
+            path: dir.to_path_buf(),
+            found: format,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let name = meta
+        .get(txn, NODE_NAME)
+        .map_err(StoreError::lmdb("reading meta"))?
+        .ok_or_else(|| missing(NODE_NAME))?;
+    let name = String::from_utf8_lossy(name).into_owned();
+    if name != node_name {
+        return Err(StoreError::WrongNode {
+            path: dir.to_path_buf(),
+            found: name,
+            expected: node_name.to_string(),
+        });
+    }
+    Ok(())
+}
