@@ -33,6 +33,7 @@ pub mod client;
 pub mod coordinator;
 pub mod hlc;
 pub mod limits;
+pub mod membership;
 pub mod net;
 pub mod node;
 pub mod placement;

@@ -1,0 +1,68 @@
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// A member's identity in SWIM: its name (unique in the cluster, bound to its
+/// certificate), where it listens, and which life of the node this is.
+///
+/// A node that restarts comes back with a newer identity (`epoch_ms` is the wall time of
+/// its start, `incarnation` counts its starts), which wins over the old one everywhere:
+/// a restarted node rejoins at once instead of waiting for the cluster to forget it.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MemberId {
+    /// The node's name.
+    pub name: String,
+    /// Its listening address.
+    pub addr: SocketAddr,
+    /// How many times it has started (stored in its data directory).
+    pub incarnation: u32,
+    /// Wall-clock milliseconds at its start; orders identities even when a node comes
+    /// back with an empty disk and its start count begins again.
+    pub epoch_ms: u64,
+}
+
+impl MemberId {
+    /// A member remembered from an earlier run, whose current identity is not known
+    /// yet: older than any identity it can present.
+    pub fn remembered(name: &str, addr: SocketAddr) -> MemberId {
+        MemberId {
+            name: name.to_string(),
+            addr,
+            incarnation: 0,
+            epoch_ms: 0,
+        }
+    }
+
+    /// Whether `self` is a newer identity of the same member than `other`.
+    pub fn supersedes(&self, other: &MemberId) -> bool {
+        self.name == other.name
+            && (self.epoch_ms, self.incarnation) > (other.epoch_ms, other.incarnation)
+    }
+}
+
+impl std::fmt::Debug for MemberId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}#{}", self.name, self.addr, self.incarnation)
+    }
+}
+
+impl foca::Identity for MemberId {
+    type Addr = String;
+
+    /// Declared dead while alive (a partition, a long pause): come back as a newer
+    /// identity at once.
+    fn renew(&self) -> Option<Self> {
+        Some(MemberId {
+            incarnation: self.incarnation.saturating_add(1),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> String {
+        self.name.clone()
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.supersedes(adversary)
+    }
+}
