@@ -166,8 +166,10 @@ fn the_command_line_end_to_end() {
 
     let status = run(&["status", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(doc["name"], "n1");
+    assert_eq!(doc["node"], "n1");
     assert_eq!(doc["partitions"], 256);
+    assert_eq!(doc["members"][0]["name"], "n1");
+    assert_eq!(doc["members"][0]["state"], "alive");
 }
 
 #[test]

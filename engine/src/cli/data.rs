@@ -6,7 +6,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::{ClientArgs, ConsistencyArg, Failure};
-use crate::protocol::{NodeStatus, VersionInfo};
+use crate::protocol::{ClusterStatus, Request, Response, VersionInfo};
 
 #[derive(Debug, Args)]
 pub(crate) struct GetArgs {
@@ -147,30 +147,163 @@ pub(crate) fn version_json(version: &VersionInfo) -> serde_json::Value {
     })
 }
 
-pub(crate) fn status_json(status: &NodeStatus) -> serde_json::Value {
-    json!({
-        "name": status.name,
-        "node_id": status.node_id.to_string(),
-        "address": status.address,
-        "hlc": status.hlc.to_string(),
-        "cluster_id": status.cluster_id,
-        "partitions": status.partitions,
-        "records": status.records,
-        "uptime_ms": status.uptime_ms,
-    })
+pub(crate) fn status_json(status: &ClusterStatus) -> serde_json::Value {
+    serde_json::to_value(status).unwrap_or_default()
 }
 
-pub(crate) fn status_table(status: &NodeStatus) -> String {
-    format!(
-        "node        {}\naddress     {}\nhlc         {}\ncluster     {}\npartitions  {}\nrecords     {}\nuptime      {}\n",
-        status.name,
-        status.address,
-        status.hlc,
+/// A table for people: one line per member.
+pub(crate) fn status_table(status: &ClusterStatus) -> String {
+    let mut out = format!(
+        "cluster {}  partitions {}  replication factor {}  placement {}  (as seen by {})\n",
         status.cluster_id,
         status.partitions,
-        status.records,
-        humantime::format_duration(std::time::Duration::from_secs(status.uptime_ms / 1000)),
-    )
+        status.replication_factor,
+        status.placement_digest,
+        status.node
+    );
+    let header = [
+        "NAME",
+        "ADDRESS",
+        "STATE",
+        "INC",
+        "HLC",
+        "SKEW",
+        "PARTITIONS",
+        "RECORDS",
+        "HINTS",
+        "OLDEST HINT",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for m in &status.members {
+        rows.push(vec![
+            m.name.clone(),
+            m.address.clone(),
+            m.state.clone(),
+            m.incarnation.to_string(),
+            m.hlc.map_or("-".into(), |h| h.to_string()),
+            m.clock_skew_ms.map_or("-".into(), |s| format!("{s:+} ms")),
+            m.partitions_held.to_string(),
+            m.records.map_or("-".into(), |r| r.to_string()),
+            m.hints.to_string(),
+            if m.hints == 0 {
+                "-".into()
+            } else {
+                format_age(m.hints_oldest_age_ms)
+            },
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `1h 02m`, `3m 20s`, `12s`: ages at the precision a person needs.
+pub(crate) fn format_age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// Only keys starting with this prefix.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Print one JSON object per change.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Prints every change the node applies until interrupted.
+pub(crate) async fn watch(args: WatchArgs) -> Result<(), Failure> {
+    let client = args.client.connect().await?;
+    let request = Request::Watch {
+        prefix: args.prefix.into_bytes(),
+    };
+    let mut changes = client.stream(&request).await?;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let change = tokio::select! {
+            change = changes.next() => change?,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        match change {
+            None => break,
+            Some(Response::Change {
+                key,
+                value,
+                version,
+            }) => {
+                let key_text = String::from_utf8_lossy(&key);
+                if args.json {
+                    let mut doc = version_json(&version);
+                    doc["key"] = json!(key_text);
+                    doc["value"] = json!(
+                        value
+                            .as_ref()
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    );
+                    doc["deleted"] = json!(value.is_none());
+                    writeln!(out, "{doc}")?;
+                } else {
+                    match value {
+                        Some(value) => writeln!(
+                            out,
+                            "PUT {key_text} = {} {version}",
+                            String::from_utf8_lossy(&value)
+                        )?,
+                        None => writeln!(out, "DEL {key_text} {version}")?,
+                    }
+                }
+                out.flush()?;
+            }
+            Some(Response::Error(reply)) => eprintln!("warning: {}", reply.message),
+            Some(other) => {
+                return Err(Failure::new(format!(
+                    "unexpected answer from the node: {other:?}"
+                )));
+            }
+        }
+    }
+    client.close().await;
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LeaveArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Asks the node to leave the cluster (admin certificate).
+pub(crate) async fn leave(args: LeaveArgs) -> Result<(), Failure> {
+    let client = args.client.connect().await?;
+    let answer = client.request(&Request::Leave).await;
+    client.close().await;
+    match answer? {
+        Response::Leaving { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        other => Err(Failure::new(format!(
+            "unexpected answer from the node: {other:?}"
+        ))),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

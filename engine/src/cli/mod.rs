@@ -43,8 +43,12 @@ enum Command {
     Put(data::PutArgs),
     /// Delete a key.
     Delete(data::DeleteArgs),
-    /// Show the node's status.
+    /// Show the cluster as the node sees it: members, states, clocks, hints.
     Status(data::StatusArgs),
+    /// Stream every change the node applies.
+    Watch(data::WatchArgs),
+    /// Make the node leave the cluster gracefully (admin).
+    Leave(data::LeaveArgs),
     /// An interactive shell against one node.
     Shell(shell::ShellArgs),
     /// A node in a temporary directory with fresh certificates, and a shell on it.
@@ -149,6 +153,8 @@ pub fn main() -> ExitCode {
         Command::Put(args) => with_runtime(|| data::put(args)),
         Command::Delete(args) => with_runtime(|| data::delete(args)),
         Command::Status(args) => with_runtime(|| data::status(args)),
+        Command::Watch(args) => with_runtime(|| data::watch(args)),
+        Command::Leave(args) => with_runtime(|| data::leave(args)),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => with_runtime(|| bench::run(args)),

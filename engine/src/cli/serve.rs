@@ -29,9 +29,31 @@ pub(crate) struct ServeArgs {
         value_name = "DIR"
     )]
     certs: PathBuf,
-    /// Partitions in the cluster; fixed when the data directory is created [default: 256].
+    /// A member to join the cluster through, host:port (repeatable). Without it the node
+    /// creates a cluster, or restarts into the one its data belongs to.
+    #[arg(long, value_name = "ADDR")]
+    join: Vec<String>,
+    /// Rounds of attempts at the --join addresses before a first join gives up.
+    #[arg(long, default_value_t = crate::node::JOIN_ATTEMPTS_DEFAULT)]
+    join_attempts: u32,
+    /// Address the other nodes reach this one at [default: the listening address].
+    #[arg(long, value_name = "ADDR")]
+    advertise: Option<SocketAddr>,
+    /// Partitions in the cluster; fixed when the cluster is created [default: 256].
     #[arg(long)]
     partitions: Option<u16>,
+    /// Copies of each partition; fixed when the cluster is created [default: 3].
+    #[arg(long)]
+    replication_factor: Option<u8>,
+    /// Consistency of operations that do not choose one.
+    #[arg(long, value_enum, default_value = "quorum")]
+    consistency: super::ConsistencyArg,
+    /// Most hints (writes kept for unreachable replicas) this node keeps.
+    #[arg(long, default_value_t = crate::storage::HINTS_MAX_DEFAULT)]
+    hints_max: u64,
+    /// Hints older than this are dropped and left to anti-entropy (e.g. 3h, 90m).
+    #[arg(long, default_value = "3h", value_parser = humantime::parse_duration)]
+    hint_window: std::time::Duration,
     /// Largest value accepted, in bytes.
     #[arg(long, default_value_t = VALUE_BYTES_MAX_DEFAULT)]
     value_bytes_max: usize,
@@ -56,6 +78,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
         .unwrap_or_else(|| PathBuf::from("data").join(&args.name));
     let mut config = NodeConfig::new(&args.name, args.listen, data_dir, args.certs);
     config.partitions = args.partitions;
+    config.replication_factor = args.replication_factor;
+    config.join = args.join;
+    config.join_attempts = args.join_attempts;
+    config.advertise = args.advertise;
+    config.default_consistency = args.consistency.into();
+    config.hints_max = args.hints_max;
+    config.hint_window = args.hint_window;
     config.value_bytes_max = args.value_bytes_max;
     config.write_batch_max = args.write_batch_max;
     config.max_clock_offset_ms = args.max_clock_offset_ms;

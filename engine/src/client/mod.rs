@@ -11,7 +11,7 @@ use crate::limits::{VALUE_BYTES_MAX_CEILING, frame_bytes_max};
 use crate::net::{self, NetError, TlsMaterial};
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::{
-    Consistency, ErrorCode, ErrorReply, NodeStatus, PROTOCOL_VERSION, Request, Response,
+    ClusterStatus, Consistency, ErrorCode, ErrorReply, PROTOCOL_VERSION, Request, Response,
     VersionInfo,
 };
 
@@ -264,17 +264,55 @@ impl Client {
     }
 
     /// The node's status report.
-    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+    pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
         match self.request(&Request::Status).await? {
             Response::Status(status) => Ok(status),
             other => Err(unexpected("status", &other)),
         }
     }
 
+    /// Sends `request` and returns the stream of answers it opens (`Watch`).
+    pub async fn stream(&self, request: &Request) -> Result<Answers, ClientError> {
+        let transport = |e: &dyn std::fmt::Display| ClientError::Transport {
+            addr: self.addr,
+            reason: e.to_string(),
+        };
+        let (mut send, recv) = self.connection.open_bi().await.map_err(|e| transport(&e))?;
+        frame::write_message(&mut send, request, self.frame_limit)
+            .await
+            .map_err(|e| transport(&e))?;
+        Ok(Answers {
+            _send: send,
+            recv,
+            limit: self.frame_limit,
+        })
+    }
+
     /// Closes the connection and waits briefly for the node to hear it.
     pub async fn close(self) {
         self.connection.close(0u32.into(), b"client done");
         let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Answers streamed back on one request's stream.
+pub struct Answers {
+    // Kept open: finishing it would tell the node the client is gone.
+    _send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    limit: usize,
+}
+
+impl Answers {
+    /// The next answer; `None` when the node ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Response>, ClientError> {
+        match frame::read(&mut self.recv, self.limit).await {
+            Ok(Some(body)) => frame::decode(&body)
+                .map(Some)
+                .map_err(|e| ClientError::Protocol(e.to_string())),
+            Ok(None) => Ok(None),
+            Err(e) => Err(ClientError::Protocol(e.to_string())),
+        }
     }
 }
 

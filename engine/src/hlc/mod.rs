@@ -125,6 +125,16 @@ impl Clock {
         self.last
     }
 
+    /// What the clock reads at `wall_ms`, without issuing a timestamp.
+    pub fn read(&self, wall_ms: u64) -> Timestamp {
+        let wall_ms = wall_ms.min(WALL_MS_MAX);
+        if wall_ms > self.last.wall_ms() {
+            Timestamp::new(wall_ms, 0)
+        } else {
+            self.last
+        }
+    }
+
     /// The configured bound on remote clock offset, in milliseconds.
     pub fn max_offset_ms(&self) -> u64 {
         self.max_offset_ms

@@ -76,6 +76,8 @@ pub struct MemberView {
     pub swim_incarnation: u16,
     /// Its last gossiped status, if any arrived.
     pub status: Option<GossipStatus>,
+    /// When that status arrived.
+    pub status_at: Millis,
     /// When this node last saw the state change.
     pub since: Millis,
 }
@@ -176,6 +178,7 @@ impl Membership {
                 state: MemberState::Alive,
                 swim_incarnation: 0,
                 status: None,
+                status_at: now,
                 since: now,
             },
         );
@@ -216,6 +219,7 @@ impl Membership {
                     state,
                     swim_incarnation: 0,
                     status: None,
+                    status_at: now,
                     since: now,
                 });
             if !record.left {
@@ -442,6 +446,7 @@ impl Membership {
                         state,
                         swim_incarnation,
                         status,
+                        status_at: now,
                         since: now,
                     },
                 );
@@ -457,8 +462,11 @@ impl Membership {
                 } else if id != view.id {
                     return;
                 }
-                if let Some(status) = status {
+                if let Some(status) = status
+                    && view.status.as_ref() != Some(&status)
+                {
                     view.status = Some(status);
+                    view.status_at = now;
                 }
                 view.swim_incarnation = swim_incarnation;
                 if view.state == state {

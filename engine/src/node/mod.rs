@@ -1,27 +1,44 @@
-//! A running node: the thin runtime around storage and the request handlers.
+//! A running node: the thin runtime that drives the deterministic mechanisms.
 //!
-//! [`Node::start`] opens the store, binds the QUIC endpoint and accepts connections;
-//! [`Node::shutdown`] stops accepting, lets in-flight requests finish, and closes the
-//! store cleanly. Reading the system clock and spawning tasks happen here, never in the
-//! mechanisms below.
+//! [`Node::start`] opens the store, joins or creates the cluster, binds the QUIC
+//! endpoint and starts the tasks: connections and requests ([`server`]), membership
+//! ([`cluster`]), coordination and push replication ([`replication`]), hint delivery
+//! ([`hints`]). [`Node::shutdown`] stops accepting, lets in-flight requests finish, and
+//! closes the store cleanly. Reading the system clock, spawning tasks and sockets happen
+//! here, never in the mechanisms.
 
+mod cluster;
+mod hints;
+mod join;
+mod peers;
+mod replication;
 mod server;
 mod service;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::cluster::ClusterView;
+use self::peers::Peers;
+use crate::coordinator::{Coordinator, CoordinatorConfig, Millis};
 use crate::hlc::{Clock, MAX_CLOCK_OFFSET_MS_DEFAULT};
 use crate::limits::VALUE_BYTES_MAX_DEFAULT;
+use crate::membership::{MemberId, MembershipConfig};
 use crate::net::{self, NetError, TlsMaterial};
-use crate::protocol::Role;
+use crate::placement::{
+    PARTITIONS_DEFAULT, PARTITIONS_MAX, REPLICATION_FACTOR_DEFAULT, REPLICATION_FACTOR_MAX,
+};
+use crate::protocol::{Consistency, Role};
 use crate::storage::{
-    MAP_SIZE_BYTES_DEFAULT, Store, StoreError, StoreOptions, WRITE_BATCH_MAX_DEFAULT,
+    ClusterSettings, HINTS_MAX_DEFAULT, MAP_SIZE_BYTES_DEFAULT, Store, StoreError, StoreOptions,
+    WRITE_BATCH_MAX_DEFAULT,
 };
 
 /// Default time a request may take, from its first byte to its answer.
@@ -32,6 +49,10 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
 pub const REQUESTS_MAX_DEFAULT: usize = 8192;
 /// How long shutdown waits for in-flight requests before closing anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default age past which undelivered hints are dropped and left to anti-entropy.
+pub const HINT_WINDOW_DEFAULT: Duration = Duration::from_secs(3 * 3600);
+/// Default attempts to reach a seed when joining.
+pub const JOIN_ATTEMPTS_DEFAULT: u32 = 5;
 
 /// How to run a node.
 #[derive(Debug, Clone)]
@@ -40,12 +61,22 @@ pub struct NodeConfig {
     pub name: String,
     /// Address to listen on (port 0 picks a free one).
     pub listen: SocketAddr,
+    /// Address the other nodes reach this one at (default: the bound address).
+    pub advertise: Option<SocketAddr>,
     /// The LMDB data directory.
     pub data_dir: PathBuf,
     /// Directory with `ca.crt`, `NAME.crt`, `NAME.key`.
     pub certs_dir: PathBuf,
-    /// Partitions, when creating a cluster (checked against the store otherwise).
+    /// Members to join through (`host:port`); empty to create a cluster (or restart one).
+    pub join: Vec<String>,
+    /// Rounds of attempts at the seeds before giving up on a first join.
+    pub join_attempts: u32,
+    /// Partitions, when creating a cluster; checked against the cluster otherwise.
     pub partitions: Option<u16>,
+    /// Copies of each partition, when creating a cluster; checked otherwise.
+    pub replication_factor: Option<u8>,
+    /// Consistency of operations that do not choose one.
+    pub default_consistency: Consistency,
     /// Largest value accepted, in bytes.
     pub value_bytes_max: usize,
     /// Most write requests merged into one transaction (1 disables group commit).
@@ -56,12 +87,20 @@ pub struct NodeConfig {
     pub map_size_bytes: usize,
     /// How far ahead of local wall time a received timestamp may be, in milliseconds.
     pub max_clock_offset_ms: u64,
-    /// Time allowed per request.
+    /// Time allowed per client request.
     pub request_timeout: Duration,
+    /// Time a coordinated write or read waits for replicas.
+    pub replica_timeout: Duration,
     /// Most connections at once.
     pub connections_max: usize,
     /// Most requests in flight at once.
     pub requests_max: usize,
+    /// Most hints kept.
+    pub hints_max: u64,
+    /// Age past which hints are dropped.
+    pub hint_window: Duration,
+    /// SWIM timing.
+    pub membership: MembershipConfig,
 }
 
 impl NodeConfig {
@@ -75,17 +114,26 @@ impl NodeConfig {
         NodeConfig {
             name: name.to_string(),
             listen,
+            advertise: None,
             data_dir,
             certs_dir,
+            join: Vec::new(),
+            join_attempts: JOIN_ATTEMPTS_DEFAULT,
             partitions: None,
+            replication_factor: None,
+            default_consistency: Consistency::Quorum,
             value_bytes_max: VALUE_BYTES_MAX_DEFAULT,
             write_batch_max: WRITE_BATCH_MAX_DEFAULT,
             durable: true,
             map_size_bytes: MAP_SIZE_BYTES_DEFAULT,
             max_clock_offset_ms: MAX_CLOCK_OFFSET_MS_DEFAULT,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            replica_timeout: Duration::from_secs(5),
             connections_max: CONNECTIONS_MAX_DEFAULT,
             requests_max: REQUESTS_MAX_DEFAULT,
+            hints_max: HINTS_MAX_DEFAULT,
+            hint_window: HINT_WINDOW_DEFAULT,
+            membership: MembershipConfig::default(),
         }
     }
 }
@@ -124,37 +172,56 @@ pub enum NodeError {
         /// The operating system's message.
         message: String,
     },
+    /// Joining the cluster failed.
+    #[error("{0}")]
+    Join(String),
 }
 
-/// State shared by every connection and request of a node.
+/// State shared by every task of a node.
 pub(crate) struct Shared {
     pub(crate) config: NodeConfig,
     pub(crate) store: Store,
+    pub(crate) settings: ClusterSettings,
     pub(crate) clock: Mutex<Clock>,
     pub(crate) local_addr: SocketAddr,
+    pub(crate) me: MemberId,
     pub(crate) started: Instant,
     pub(crate) requests: Arc<tokio::sync::Semaphore>,
+    pub(crate) view: RwLock<Arc<ClusterView>>,
+    pub(crate) peers: Peers,
+    pub(crate) coordinator: Mutex<Coordinator>,
+    pub(crate) replication: replication::Replication,
+    pub(crate) membership: cluster::MembershipHandle,
+    pub(crate) hints_wake: Notify,
+    pub(crate) writes: AtomicU64,
+    pub(crate) reads: AtomicU64,
+    pub(crate) left: Notify,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Shared {
+    /// Monotonic milliseconds since the node started: the mechanisms' clock.
+    pub(crate) fn now(&self) -> Millis {
+        Millis(self.started.elapsed().as_millis() as u64)
+    }
+
+    /// The current cluster view.
+    pub(crate) fn view(&self) -> Arc<ClusterView> {
+        self.view.read().expect("view lock").clone()
+    }
 }
 
 /// A running node.
 pub struct Node {
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
 }
 
 impl Node {
-    /// Opens the store, binds the endpoint and starts serving.
+    /// Opens the store, joins or creates the cluster, binds the endpoint and starts serving.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
-        if config.value_bytes_max > crate::limits::VALUE_BYTES_MAX_CEILING {
-            return Err(NodeError::Config(format!(
-                "value limit of {} bytes is above the ceiling of {} bytes",
-                config.value_bytes_max,
-                crate::limits::VALUE_BYTES_MAX_CEILING
-            )));
-        }
-        crate::certs::check_name(&config.name).map_err(|e| NodeError::Config(e.to_string()))?;
+        check_config(&config)?;
         let material = TlsMaterial::load(&config.certs_dir, &config.name)?;
         let identity = material.identity()?;
         if identity.name != config.name || identity.role != Role::Node {
@@ -166,66 +233,105 @@ impl Node {
             });
         }
         let server_config = net::server_config(&material)?;
+        let client_config = net::client_config(&material)?;
 
         let mut store_options = StoreOptions::new(config.name.clone());
         store_options.map_size_bytes = config.map_size_bytes;
         store_options.write_batch_max = config.write_batch_max;
         store_options.durable = config.durable;
+        store_options.hints_max = config.hints_max;
         let data_dir = config.data_dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options))
             .await
             .map_err(|e| NodeError::Config(format!("store open task failed: {e}")))??;
-        if store.cluster().is_none() {
-            let mut cluster_id = [0u8; 16];
-            getrandom::fill(&mut cluster_id).map_err(|e| NodeError::Config(e.to_string()))?;
-            store.set_cluster(crate::storage::ClusterSettings {
-                cluster_id,
-                partitions: config
-                    .partitions
-                    .unwrap_or(crate::placement::PARTITIONS_DEFAULT),
-                replication_factor: 3,
-            })?;
-        }
-        let clock = Clock::starting_after(store.hlc_high_water()?, config.max_clock_offset_ms);
 
-        let endpoint =
+        let mut endpoint =
             quinn::Endpoint::server(server_config, config.listen).map_err(|e| NodeError::Bind {
                 addr: config.listen,
                 message: e.to_string(),
             })?;
+        endpoint.set_default_client_config(client_config);
         let local_addr = endpoint.local_addr().map_err(|e| NodeError::Bind {
             addr: config.listen,
             message: e.to_string(),
         })?;
+        let advertise = config.advertise.unwrap_or(local_addr);
+        if advertise.ip().is_unspecified() {
+            return Err(NodeError::Config(format!(
+                "listening on {local_addr}: give --advertise with the address the other nodes reach this one at"
+            )));
+        }
+        let me = MemberId {
+            name: config.name.clone(),
+            addr: advertise,
+            incarnation: store.next_incarnation()?,
+            epoch_ms: crate::hlc::system_wall_ms(),
+        };
+        let peers = Peers::new(endpoint.clone(), config.name.clone());
+
+        let joined = join::join_or_create(&config, &store, &peers, &me).await;
+        let joined = match joined {
+            Ok(joined) => joined,
+            Err(err) => {
+                endpoint.close(server::CLOSE_SHUTDOWN, b"join failed");
+                store.close();
+                return Err(err);
+            }
+        };
+        let settings = store
+            .cluster()
+            .expect("the cluster is known after joining or creating it");
+        let clock = Clock::starting_after(store.hlc_high_water()?, config.max_clock_offset_ms);
+        let remembered = store.members()?;
+        let started = Instant::now();
+        let (membership, membership_inputs) = cluster::MembershipHandle::new();
+        let view = ClusterView::initial(&me, &settings);
         let shared = Arc::new(Shared {
             requests: Arc::new(tokio::sync::Semaphore::new(config.requests_max)),
+            coordinator: Mutex::new(Coordinator::new(CoordinatorConfig {
+                write_timeout_ms: config.replica_timeout.as_millis() as u64,
+                read_timeout_ms: config.replica_timeout.as_millis() as u64,
+                ..CoordinatorConfig::default()
+            })),
             config,
             store,
+            settings,
             clock: Mutex::new(clock),
             local_addr,
-            started: Instant::now(),
+            me: me.clone(),
+            started,
+            view: RwLock::new(Arc::new(view)),
+            peers,
+            replication: replication::Replication::default(),
+            membership,
+            hints_wake: Notify::new(),
+            writes: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            left: Notify::new(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         });
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        tasks.spawn(server::accept_loop(
-            endpoint.clone(),
+        let tasks = &shared.tasks;
+        tasks.spawn(cluster::run(
             shared.clone(),
-            shutdown.clone(),
-            tasks.clone(),
+            membership_inputs,
+            remembered,
+            joined,
         ));
+        tasks.spawn(replication::run_timeouts(shared.clone()));
+        tasks.spawn(hints::run(shared.clone()));
+        tasks.spawn(server::accept_loop(endpoint.clone(), shared.clone()));
         tracing::info!(
             node = %shared.config.name,
             addr = %local_addr,
             data_dir = %shared.config.data_dir.display(),
-            partitions = shared.store.cluster().map_or(0, |c| c.partitions),
+            cluster = %shared.settings.id_hex(),
+            partitions = shared.settings.partitions,
+            replication_factor = shared.settings.replication_factor,
+            incarnation = me.incarnation,
             "node started"
         );
-        Ok(Node {
-            shared,
-            endpoint,
-            shutdown,
-            tasks,
-        })
+        Ok(Node { shared, endpoint })
     }
 
     /// The address the node listens on.
@@ -238,27 +344,98 @@ impl Node {
         &self.shared.config.name
     }
 
+    /// The node's current view of the cluster.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.shared.view()
+    }
+
+    /// Resolves once the node has left the cluster (after `vergent leave`).
+    pub async fn left(&self) {
+        self.shared.left.notified().await;
+    }
+
     /// Stops accepting, waits (up to [`SHUTDOWN_GRACE`]) for in-flight requests, closes
     /// connections and the store.
     pub async fn shutdown(self) {
-        tracing::info!(node = %self.shared.config.name, "shutting down");
-        self.shutdown.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+        let Node { shared, endpoint } = self;
+        tracing::info!(node = %shared.config.name, "shutting down");
+        shared.shutdown.cancel();
+        shared.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, shared.tasks.wait())
             .await
             .is_err()
         {
             tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; closing anyway");
         }
-        self.endpoint
-            .close(server::CLOSE_SHUTDOWN, b"node shutting down");
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
-        match Arc::into_inner(self.shared) {
+        endpoint.close(server::CLOSE_SHUTDOWN, b"node shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        match Arc::into_inner(shared) {
             Some(shared) => {
                 let _ = tokio::task::spawn_blocking(move || shared.store.close()).await;
             }
-            None => tracing::warn!("requests still hold the store; it closes when they end"),
+            None => tracing::warn!("tasks still hold the store; it closes when they end"),
         }
         tracing::info!("stopped");
     }
+}
+
+fn check_config(config: &NodeConfig) -> Result<(), NodeError> {
+    if config.value_bytes_max > crate::limits::VALUE_BYTES_MAX_CEILING {
+        return Err(NodeError::Config(format!(
+            "value limit of {} bytes is above the ceiling of {} bytes",
+            config.value_bytes_max,
+            crate::limits::VALUE_BYTES_MAX_CEILING
+        )));
+    }
+    crate::certs::check_name(&config.name).map_err(|e| NodeError::Config(e.to_string()))?;
+    if let Some(p) = config.partitions
+        && (p == 0 || p > PARTITIONS_MAX)
+    {
+        return Err(NodeError::Config(format!(
+            "--partitions {p}: the range is 1 to {PARTITIONS_MAX}"
+        )));
+    }
+    if let Some(rf) = config.replication_factor
+        && (rf == 0 || rf > REPLICATION_FACTOR_MAX)
+    {
+        return Err(NodeError::Config(format!(
+            "--replication-factor {rf}: the range is 1 to {REPLICATION_FACTOR_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+/// Settings for a new cluster created by this node.
+fn new_cluster(config: &NodeConfig) -> Result<ClusterSettings, NodeError> {
+    let mut cluster_id = [0u8; 16];
+    getrandom::fill(&mut cluster_id)
+        .map_err(|e| NodeError::Config(format!("no randomness for the cluster id: {e}")))?;
+    Ok(ClusterSettings {
+        cluster_id,
+        partitions: config.partitions.unwrap_or(PARTITIONS_DEFAULT),
+        replication_factor: config
+            .replication_factor
+            .unwrap_or(REPLICATION_FACTOR_DEFAULT),
+    })
+}
+
+/// Refuses flags that disagree with the cluster's settings.
+fn check_flags(config: &NodeConfig, settings: &ClusterSettings) -> Result<(), NodeError> {
+    if let Some(p) = config.partitions
+        && p != settings.partitions
+    {
+        return Err(NodeError::Config(format!(
+            "the cluster has {} partitions, but this node was started with --partitions {p}; partitions are fixed when the cluster is created",
+            settings.partitions
+        )));
+    }
+    if let Some(rf) = config.replication_factor
+        && rf != settings.replication_factor
+    {
+        return Err(NodeError::Config(format!(
+            "the cluster has replication factor {}, but this node was started with --replication-factor {rf}; it is fixed when the cluster is created",
+            settings.replication_factor
+        )));
+    }
+    Ok(())
 }

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::{Connection, Incoming, RecvStream, SendStream, VarInt};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::Shared;
+use super::replication::batch_frame_bytes_max;
 use crate::limits::frame_bytes_max;
 use crate::net::{PeerIdentity, peer_identity};
+use crate::protocol::Role;
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::{ErrorCode, ErrorReply, PROTOCOL_VERSION, Request, Response};
 
@@ -29,13 +29,11 @@ const CLOSE_HELLO: VarInt = VarInt::from_u32(3);
 const STOP_REFUSED: VarInt = VarInt::from_u32(1);
 /// Time allowed for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a stream may sit idle between two requests before the node closes it.
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub(crate) async fn accept_loop(
-    endpoint: quinn::Endpoint,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-) {
+pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    let (shutdown, tasks) = (shared.shutdown.clone(), shared.tasks.clone());
     let connections = Arc::new(tokio::sync::Semaphore::new(shared.config.connections_max));
     loop {
         let incoming = tokio::select! {
@@ -54,20 +52,16 @@ pub(crate) async fn accept_loop(
             incoming.refuse();
             continue;
         };
-        let (shared, shutdown, streams) = (shared.clone(), shutdown.clone(), tasks.clone());
+        let shared = shared.clone();
         tasks.spawn(async move {
-            serve_connection(incoming, shared, shutdown, streams).await;
+            serve_connection(incoming, shared).await;
             drop(permit);
         });
     }
 }
 
-async fn serve_connection(
-    incoming: Incoming,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-) {
+async fn serve_connection(incoming: Incoming, shared: Arc<Shared>) {
+    let (shutdown, tasks) = (shared.shutdown.clone(), shared.tasks.clone());
     let remote = incoming.remote_address();
     let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(connection)) => connection,
@@ -94,6 +88,9 @@ async fn serve_connection(
         return;
     }
     tracing::debug!(%remote, peer = %peer.name, role = %peer.role, "connection open");
+    if peer.role == Role::Node {
+        tasks.spawn(read_datagrams(connection.clone(), shared.clone()));
+    }
     let peer = Arc::new(peer);
     loop {
         let (send, recv) = tokio::select! {
@@ -164,65 +161,101 @@ async fn hello(connection: &Connection, shared: &Shared) -> Result<(), String> {
     outcome
 }
 
+/// Membership datagrams from another node go to the membership task.
+async fn read_datagrams(connection: Connection, shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            datagram = connection.read_datagram() => match datagram {
+                Ok(data) => shared.membership.datagram(data),
+                Err(_) => break,
+            },
+        }
+    }
+}
+
+/// A stream carries one request and its answer, or (between nodes) a sequence of them
+/// in lockstep. `Watch` turns the stream into a feed of changes.
 async fn serve_stream(
     mut send: SendStream,
     mut recv: RecvStream,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     peer: &PeerIdentity,
 ) {
-    let limit = frame_bytes_max(shared.config.value_bytes_max);
+    let limit = match peer.role {
+        Role::Node => batch_frame_bytes_max(shared.config.value_bytes_max),
+        _ => frame_bytes_max(shared.config.value_bytes_max),
+    };
     let timeout = shared.config.request_timeout;
-    let response = match shared.requests.clone().try_acquire_owned() {
-        Err(_) => {
-            let _ = recv.stop(STOP_REFUSED);
-            Response::Error(ErrorReply::new(
+    let mut first = true;
+    loop {
+        let wait = if first { timeout } else { STREAM_IDLE_TIMEOUT };
+        let body = match tokio::time::timeout(wait, frame::read(&mut recv, limit)).await {
+            Ok(Ok(Some(body))) => body,
+            Ok(Ok(None)) => break,
+            Ok(Err(err)) => {
+                if matches!(err, FrameError::TooLarge { .. }) {
+                    let _ = recv.stop(STOP_REFUSED);
+                }
+                let _ =
+                    frame::write_message(&mut send, &Response::Error(error_for_frame(&err)), limit)
+                        .await;
+                break;
+            }
+            Err(_) if first => {
+                let _ = recv.stop(STOP_REFUSED);
+                let reply = ErrorReply::new(
+                    ErrorCode::Timeout,
+                    format!("request not received within {} ms", timeout.as_millis()),
+                );
+                let _ = frame::write_message(&mut send, &Response::Error(reply), limit).await;
+                break;
+            }
+            Err(_) => break,
+        };
+        first = false;
+        let request = match frame::decode::<Request>(&body) {
+            Ok(request) => request,
+            Err(err) => {
+                let _ =
+                    frame::write_message(&mut send, &Response::Error(error_for_frame(&err)), limit)
+                        .await;
+                break;
+            }
+        };
+        if let Request::Watch { prefix } = &request
+            && request.allowed(peer.role)
+        {
+            super::service::watch(shared, &mut send, prefix, limit).await;
+            break;
+        }
+        let response = match shared.requests.clone().try_acquire_owned() {
+            Err(_) => Response::Error(ErrorReply::new(
                 ErrorCode::Overloaded,
                 format!(
                     "node is at its limit of {} requests in flight; retry shortly",
                     shared.config.requests_max
                 ),
-            ))
-        }
-        Ok(_permit) => {
-            match tokio::time::timeout(timeout, read_and_handle(&mut recv, shared, peer, limit))
-                .await
-            {
-                Ok(response) => response,
-                Err(_) => {
-                    let _ = recv.stop(STOP_REFUSED);
-                    Response::Error(ErrorReply::new(
+            )),
+            Ok(_permit) => {
+                match tokio::time::timeout(timeout, shared.handle(peer, request)).await {
+                    Ok(response) => response,
+                    Err(_) => Response::Error(ErrorReply::new(
                         ErrorCode::Timeout,
                         format!("request not completed within {} ms", timeout.as_millis()),
-                    ))
+                    )),
                 }
             }
+        };
+        if let Response::Error(err) = &response {
+            tracing::debug!(peer = %peer.name, code = ?err.code, "request failed: {}", err.message);
         }
-    };
-    if let Response::Error(err) = &response {
-        tracing::debug!(peer = %peer.name, code = ?err.code, "request failed: {}", err.message);
-    }
-    if let Err(err) = frame::write_message(&mut send, &response, limit).await {
-        tracing::debug!(peer = %peer.name, "answer not delivered: {err}");
+        if let Err(err) = frame::write_message(&mut send, &response, limit).await {
+            tracing::debug!(peer = %peer.name, "answer not delivered: {err}");
+            break;
+        }
     }
     let _ = send.finish();
-}
-
-async fn read_and_handle(
-    recv: &mut RecvStream,
-    shared: &Shared,
-    peer: &PeerIdentity,
-    limit: usize,
-) -> Response {
-    let request = match frame::read_message::<Request, _>(recv, limit).await {
-        Ok(request) => request,
-        Err(err) => {
-            if matches!(err, FrameError::TooLarge { .. }) {
-                let _ = recv.stop(STOP_REFUSED);
-            }
-            return Response::Error(error_for_frame(&err));
-        }
-    };
-    shared.handle(peer, request).await
 }
 
 fn error_for_frame(err: &FrameError) -> ErrorReply {

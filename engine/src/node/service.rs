@@ -1,58 +1,111 @@
 //! What a node does with each request, once the shell has read it and knows who sent it.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use quinn::SendStream;
+use tokio::sync::broadcast::error::RecvError;
 
 use super::Shared;
+use super::replication::coordinate;
+use crate::coordinator::{OpError, Outcome};
 use crate::hlc::system_wall_ms;
 use crate::limits::{check_key, check_value};
 use crate::net::PeerIdentity;
-use crate::protocol::{ErrorCode, ErrorReply, NodeStatus, Request, Response, VersionInfo};
-use crate::record::{Entry, Payload, Record, Version};
+use crate::protocol::frame;
+use crate::protocol::{
+    ClusterStatus, ErrorCode, ErrorReply, MemberStatus, Request, Response, VersionInfo,
+};
+use crate::record::{Entry, NodeId, Payload, Record, Version};
 use crate::storage::StoreError;
 
 impl Shared {
-    pub(crate) async fn handle(&self, peer: &PeerIdentity, request: Request) -> Response {
+    pub(crate) async fn handle(
+        self: &Arc<Self>,
+        peer: &PeerIdentity,
+        request: Request,
+    ) -> Response {
         if !request.allowed(peer.role) {
-            return error(
+            return Response::Error(ErrorReply::new(
                 ErrorCode::Forbidden,
                 format!(
-                    "forbidden: {} requires a {} certificate, but {:?} presented a {} certificate",
+                    "forbidden: {} requires a{} {} certificate, but {:?} presented a {} certificate",
                     request.name(),
+                    if request.required_role() == crate::protocol::Role::Admin {
+                        "n"
+                    } else {
+                        ""
+                    },
                     request.required_role(),
                     peer.name,
                     peer.role
                 ),
-            );
+            ));
         }
         let result = match request {
             Request::Hello { .. } => Err(ErrorReply::new(
                 ErrorCode::BadRequest,
                 "hello is only valid as the first request on a connection",
             )),
-            Request::Get { key, .. } => self.get(&key),
-            Request::Put { key, value, .. } => self.write(key, Payload::Value(value)).await,
-            Request::Delete { key, .. } => self.write(key, Payload::Tombstone).await,
-            Request::Status => self.status(),
+            Request::Get { key, consistency } => self.get(key, consistency).await,
+            Request::Put {
+                key,
+                value,
+                consistency,
+            } => self.write(key, Payload::Value(value), consistency).await,
+            Request::Delete { key, consistency } => {
+                self.write(key, Payload::Tombstone, consistency).await
+            }
+            Request::Status => Ok(Response::Status(self.status())),
             Request::Replicate { entries } => self.replicate(entries).await,
+            Request::ReadLocal { key } => self.read_local(&key),
+            Request::Join { id, cluster } => self.join(id, cluster),
+            Request::Leave => self.leave().await,
+            Request::Watch { .. } => Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                "watch needs a stream of its own",
+            )),
         };
         result.unwrap_or_else(Response::Error)
     }
 
-    fn get(&self, key: &[u8]) -> Result<Response, ErrorReply> {
-        check_key(key).map_err(limit_error)?;
-        let record = self.store.get(key).map_err(storage_error)?;
-        let found = record.and_then(|record| match record.payload {
-            Payload::Value(value) => Some((value, self.describe(record.version))),
-            Payload::Tombstone => None,
-        });
-        Ok(Response::Value { found })
+    async fn get(
+        self: &Arc<Self>,
+        key: Vec<u8>,
+        consistency: Option<crate::protocol::Consistency>,
+    ) -> Result<Response, ErrorReply> {
+        check_key(&key).map_err(limit_error)?;
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let level = consistency.unwrap_or(self.config.default_consistency);
+        let replicas = self.view().replicas_of(&key);
+        let now = self.now();
+        match coordinate(self, |c| c.begin_read(key, replicas, level, now)).await {
+            Outcome::Read { record } => Ok(Response::Value {
+                found: record.and_then(|record| match record.payload {
+                    Payload::Value(value) => Some((value, self.describe(record.version))),
+                    Payload::Tombstone => None,
+                }),
+            }),
+            Outcome::Failed(err) => Err(op_error(err)),
+            Outcome::Written { .. } => Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                "a read was answered as a write",
+            )),
+        }
     }
 
-    async fn write(&self, key: Vec<u8>, payload: Payload) -> Result<Response, ErrorReply> {
+    async fn write(
+        self: &Arc<Self>,
+        key: Vec<u8>,
+        payload: Payload,
+        consistency: Option<crate::protocol::Consistency>,
+    ) -> Result<Response, ErrorReply> {
         check_key(&key).map_err(limit_error)?;
         if let Payload::Value(value) = &payload {
             check_value(value, self.config.value_bytes_max).map_err(limit_error)?;
         }
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        let level = consistency.unwrap_or(self.config.default_consistency);
         let version = Version {
             hlc: self
                 .clock
@@ -61,14 +114,22 @@ impl Shared {
                 .tick(system_wall_ms()),
             node: self.store.node_id(),
         };
+        let replicas = self.view().replicas_of(&key);
         let entry = Entry {
             key,
             record: Record { version, payload },
         };
-        self.store.apply(vec![entry]).await.map_err(storage_error)?;
-        Ok(Response::Written {
-            version: self.describe(version),
-        })
+        let now = self.now();
+        match coordinate(self, |c| c.begin_write(entry, replicas, level, now)).await {
+            Outcome::Written { version } => Ok(Response::Written {
+                version: self.describe(version),
+            }),
+            Outcome::Failed(err) => Err(op_error(err)),
+            Outcome::Read { .. } => Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                "a write was answered as a read",
+            )),
+        }
     }
 
     async fn replicate(&self, entries: Vec<Entry>) -> Result<Response, ErrorReply> {
@@ -82,9 +143,10 @@ impl Shared {
             let mut clock = self.clock.lock().expect("clock lock");
             let now = system_wall_ms();
             for entry in &entries {
-                clock
-                    .observe(entry.record.version.hlc, now)
-                    .map_err(|e| ErrorReply::new(ErrorCode::ClockOffset, e.to_string()))?;
+                if let Err(err) = clock.observe(entry.record.version.hlc, now) {
+                    tracing::warn!("{err}");
+                    return Err(ErrorReply::new(ErrorCode::ClockOffset, err.to_string()));
+                }
             }
         }
         let outcomes = self.store.apply(entries).await.map_err(storage_error)?;
@@ -92,29 +154,201 @@ impl Shared {
         Ok(Response::Replicated { applied })
     }
 
-    fn status(&self) -> Result<Response, ErrorReply> {
-        let info = self.store.cluster().expect("cluster set at start");
-        Ok(Response::Status(NodeStatus {
-            name: self.config.name.clone(),
-            node_id: self.store.node_id(),
-            address: self.local_addr.to_string(),
-            hlc: self.clock.lock().expect("clock lock").last(),
-            cluster_id: info.id_hex(),
-            partitions: info.partitions,
-            records: self.store.len().map_err(storage_error)?,
-            uptime_ms: Instant::now().duration_since(self.started).as_millis() as u64,
-        }))
+    fn read_local(&self, key: &[u8]) -> Result<Response, ErrorReply> {
+        check_key(key).map_err(limit_error)?;
+        let record = self.store.get(key).map_err(storage_error)?;
+        Ok(Response::Record { record })
+    }
+
+    fn join(
+        &self,
+        id: crate::membership::MemberId,
+        cluster: Option<crate::storage::ClusterSettings>,
+    ) -> Result<Response, ErrorReply> {
+        if let Some(theirs) = cluster
+            && theirs != self.settings
+        {
+            let message = if theirs.cluster_id != self.settings.cluster_id {
+                format!(
+                    "node {} holds data of cluster {}, but this is cluster {}; it cannot join",
+                    id.name,
+                    theirs.id_hex(),
+                    self.settings.id_hex()
+                )
+            } else {
+                format!(
+                    "node {} has partitions {} and replication factor {}, the cluster {} and {}",
+                    id.name,
+                    theirs.partitions,
+                    theirs.replication_factor,
+                    self.settings.partitions,
+                    self.settings.replication_factor
+                )
+            };
+            tracing::warn!("join refused: {message}");
+            return Err(ErrorReply::new(ErrorCode::ClusterMismatch, message));
+        }
+        let view = self.view();
+        let me = view
+            .member(&self.me.name)
+            .map_or_else(|| self.me.clone(), |m| m.id.clone());
+        let members = view
+            .members
+            .iter()
+            .filter(|m| m.state.is_live() && m.id.name != self.me.name)
+            .map(|m| m.id.clone())
+            .collect();
+        tracing::info!(member = %id.name, addr = %id.addr, "join request");
+        Ok(Response::Joined {
+            cluster: self.settings,
+            seed: me,
+            members,
+        })
+    }
+
+    async fn leave(&self) -> Result<Response, ErrorReply> {
+        if !self.membership.leave().await {
+            return Err(ErrorReply::new(
+                ErrorCode::ShuttingDown,
+                "the node is shutting down",
+            ));
+        }
+        Ok(Response::Leaving {
+            message: format!(
+                "{} is leaving the cluster; its partitions move to the remaining members, then it stops",
+                self.me.name
+            ),
+        })
+    }
+
+    pub(crate) fn status(&self) -> ClusterStatus {
+        let view = self.view();
+        let now_wall = system_wall_ms();
+        let now = self.now();
+        let backlog = self.store.hint_backlog().unwrap_or_default();
+        let members = view
+            .members
+            .iter()
+            .map(|m| {
+                let name = &m.id.name;
+                let held = view.placement.partitions_of(name).count() as u16;
+                let mut status = MemberStatus {
+                    name: name.clone(),
+                    address: m.id.addr.to_string(),
+                    state: m.state.as_str().to_string(),
+                    incarnation: m.id.incarnation,
+                    swim_incarnation: m.swim_incarnation,
+                    hlc: None,
+                    clock_skew_ms: None,
+                    report_age_ms: None,
+                    partitions_held: held,
+                    records: None,
+                    hints: 0,
+                    hints_oldest_age_ms: 0,
+                    writes: 0,
+                    reads: 0,
+                    placement_digest: None,
+                    state_age_ms: now.0.saturating_sub(m.since.0),
+                };
+                if *name == self.me.name {
+                    let oldest = backlog.iter().map(|b| b.oldest_ms).filter(|&t| t > 0).min();
+                    status.hlc = Some(self.clock.lock().expect("clock lock").read(now_wall));
+                    status.clock_skew_ms = Some(0);
+                    status.report_age_ms = Some(0);
+                    status.records = self.store.len().ok();
+                    status.hints = backlog.iter().map(|b| b.count).sum();
+                    status.hints_oldest_age_ms = oldest.map_or(0, |t| now_wall.saturating_sub(t));
+                    status.writes = self.writes.load(Ordering::Relaxed);
+                    status.reads = self.reads.load(Ordering::Relaxed);
+                    status.placement_digest = Some(view.placement.digest());
+                } else if let Some(report) = &m.status {
+                    // Their wall clock when they published, against ours when it arrived:
+                    // the skew, plus the (small) gossip delay.
+                    let age_ms = now.0.saturating_sub(m.status_at.0);
+                    let received_wall = now_wall.saturating_sub(age_ms);
+                    status.hlc = Some(report.hlc);
+                    status.clock_skew_ms = Some(report.wall_ms as i64 - received_wall as i64);
+                    status.report_age_ms = Some(age_ms);
+                    status.records = Some(report.records);
+                    status.hints = report.hints;
+                    status.hints_oldest_age_ms = if report.hints_oldest_ms == 0 {
+                        0
+                    } else {
+                        report.wall_ms.saturating_sub(report.hints_oldest_ms)
+                    };
+                    status.writes = report.writes;
+                    status.reads = report.reads;
+                    status.placement_digest = Some(report.placement_digest.clone());
+                }
+                status
+            })
+            .collect();
+        ClusterStatus {
+            node: self.me.name.clone(),
+            cluster_id: self.settings.id_hex(),
+            partitions: self.settings.partitions,
+            replication_factor: self.settings.replication_factor,
+            placement_digest: view.placement.digest(),
+            hlc: self.clock.lock().expect("clock lock").read(now_wall),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            members,
+        }
     }
 
     /// A version with its coordinator's name, when this node knows it.
     fn describe(&self, version: Version) -> VersionInfo {
-        let origin = (version.node == self.store.node_id()).then(|| self.config.name.clone());
+        let origin = if version.node == self.store.node_id() {
+            Some(self.me.name.clone())
+        } else {
+            self.view()
+                .members
+                .iter()
+                .find(|m| NodeId::from_name(&m.id.name) == version.node)
+                .map(|m| m.id.name.clone())
+        };
         VersionInfo { version, origin }
     }
 }
 
-fn error(code: ErrorCode, message: String) -> Response {
-    Response::Error(ErrorReply::new(code, message))
+/// Streams changes to a `watch` client until it goes away or the node stops.
+pub(crate) async fn watch(
+    shared: &Arc<Shared>,
+    send: &mut SendStream,
+    prefix: &[u8],
+    limit: usize,
+) {
+    let mut changes = shared.store.subscribe();
+    loop {
+        let change = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            _ = send.stopped() => break,
+            change = changes.recv() => change,
+        };
+        let response = match change {
+            Ok(entry) if entry.key.starts_with(prefix) => Response::Change {
+                key: entry.key.clone(),
+                value: entry.record.payload.value().map(<[u8]>::to_vec),
+                version: shared.describe(entry.record.version),
+            },
+            Ok(_) => continue,
+            Err(RecvError::Lagged(missed)) => Response::Error(ErrorReply::new(
+                ErrorCode::Overloaded,
+                format!("watch fell behind: {missed} changes were not shown"),
+            )),
+            Err(RecvError::Closed) => break,
+        };
+        if frame::write_message(send, &response, limit).await.is_err() {
+            break;
+        }
+    }
+}
+
+fn op_error(err: OpError) -> ErrorReply {
+    let code = match err {
+        OpError::Overloaded { .. } => ErrorCode::Overloaded,
+        _ => ErrorCode::Unavailable,
+    };
+    ErrorReply::new(code, err.to_string())
 }
 
 fn limit_error(err: crate::limits::LimitError) -> ErrorReply {

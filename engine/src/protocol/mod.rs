@@ -10,7 +10,9 @@ pub mod frame;
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::Timestamp;
-use crate::record::{Entry, NodeId, Version};
+use crate::membership::MemberId;
+use crate::record::{Entry, Record, Version};
+use crate::storage::ClusterSettings;
 
 /// The ALPN protocol id every Vergent connection negotiates.
 pub const ALPN: &[u8] = b"vergent/1";
@@ -115,6 +117,25 @@ pub enum Request {
         /// The entries, each with the version its coordinator gave it.
         entries: Vec<Entry>,
     },
+    /// Internode: this replica's record of `key`, tombstones included. Node role only.
+    ReadLocal {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Internode: a node asks to join the cluster. Node role only.
+    Join {
+        /// The joining node's identity.
+        id: MemberId,
+        /// The cluster its data directory belongs to, if any.
+        cluster: Option<ClusterSettings>,
+    },
+    /// Streams every change this node applies from now on, until the client stops.
+    Watch {
+        /// Only keys starting with these bytes.
+        prefix: Vec<u8>,
+    },
+    /// Administrative: this node leaves the cluster gracefully, then stops.
+    Leave,
 }
 
 impl Request {
@@ -125,8 +146,12 @@ impl Request {
             | Request::Get { .. }
             | Request::Put { .. }
             | Request::Delete { .. }
-            | Request::Status => true,
-            Request::Replicate { .. } => role == Role::Node,
+            | Request::Status
+            | Request::Watch { .. } => true,
+            Request::Replicate { .. } | Request::ReadLocal { .. } | Request::Join { .. } => {
+                role == Role::Node
+            }
+            Request::Leave => role == Role::Admin,
         }
     }
 
@@ -139,13 +164,20 @@ impl Request {
             Request::Delete { .. } => "delete",
             Request::Status => "status",
             Request::Replicate { .. } => "replicate",
+            Request::ReadLocal { .. } => "read-local",
+            Request::Join { .. } => "join",
+            Request::Watch { .. } => "watch",
+            Request::Leave => "leave",
         }
     }
 
     /// The role a request needs, for error messages.
     pub fn required_role(&self) -> Role {
         match self {
-            Request::Replicate { .. } => Role::Node,
+            Request::Replicate { .. } | Request::ReadLocal { .. } | Request::Join { .. } => {
+                Role::Node
+            }
+            Request::Leave => Role::Admin,
             _ => Role::Client,
         }
     }
@@ -195,31 +227,97 @@ pub enum Response {
         /// Entries that were newer than what the replica held.
         applied: u32,
     },
+    /// The answer to [`Request::ReadLocal`].
+    Record {
+        /// The replica's record, tombstones included.
+        record: Option<Record>,
+    },
+    /// The answer to [`Request::Join`].
+    Joined {
+        /// The cluster's settings.
+        cluster: ClusterSettings,
+        /// The answering node's identity.
+        seed: MemberId,
+        /// Every member the answering node knows alive.
+        members: Vec<MemberId>,
+    },
+    /// One change, streamed in answer to [`Request::Watch`].
+    Change {
+        /// The key.
+        key: Vec<u8>,
+        /// Its new value, or `None` when it was deleted.
+        value: Option<Vec<u8>>,
+        /// The version.
+        version: VersionInfo,
+    },
+    /// The answer to [`Request::Leave`].
+    Leaving {
+        /// What happens next.
+        message: String,
+    },
     /// The answer to [`Request::Status`].
-    Status(NodeStatus),
+    Status(ClusterStatus),
     /// The request failed; the node keeps serving.
     Error(ErrorReply),
 }
 
-/// A node's report on itself.
+/// One member as the answering node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    /// The node's name.
+pub struct MemberStatus {
+    /// Its name.
     pub name: String,
-    /// Its id.
-    pub node_id: NodeId,
-    /// The address it listens on.
+    /// Its listening address.
     pub address: String,
-    /// Its clock's last reading.
-    pub hlc: Timestamp,
-    /// The cluster id, in hex.
+    /// alive, suspect, dead or left.
+    pub state: String,
+    /// How many times it has started.
+    pub incarnation: u32,
+    /// Its SWIM incarnation (raised to refute suspicion).
+    pub swim_incarnation: u16,
+    /// Its HLC at its last report.
+    pub hlc: Option<Timestamp>,
+    /// Its wall clock minus the answering node's at its last report, milliseconds
+    /// (gossip delay included).
+    pub clock_skew_ms: Option<i64>,
+    /// Age of its last report, milliseconds.
+    pub report_age_ms: Option<u64>,
+    /// Partitions it holds in the answering node's placement view.
+    pub partitions_held: u16,
+    /// Records it holds.
+    pub records: Option<u64>,
+    /// Hints it keeps for others.
+    pub hints: u64,
+    /// Age of its oldest hint, milliseconds (0: none).
+    pub hints_oldest_age_ms: u64,
+    /// Writes it has coordinated since it started.
+    pub writes: u64,
+    /// Reads it has coordinated since it started.
+    pub reads: u64,
+    /// Its placement digest; equal digests mean equal placement views.
+    pub placement_digest: Option<String>,
+    /// Milliseconds since the answering node saw its state change.
+    pub state_age_ms: u64,
+}
+
+/// A node's view of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The answering node.
+    pub node: String,
+    /// The cluster id, hex.
     pub cluster_id: String,
     /// Partitions in the cluster.
     pub partitions: u16,
-    /// Records (tombstones included) it holds.
-    pub records: u64,
-    /// Milliseconds since it started.
+    /// Copies of each partition.
+    pub replication_factor: u8,
+    /// The answering node's placement digest.
+    pub placement_digest: String,
+    /// The answering node's HLC.
+    pub hlc: Timestamp,
+    /// Milliseconds since the answering node started.
     pub uptime_ms: u64,
+    /// Every member known, the answering node included, by name.
+    pub members: Vec<MemberStatus>,
 }
 
 /// What kind of failure an [`ErrorReply`] reports.
@@ -245,6 +343,8 @@ pub enum ErrorCode {
     Storage,
     /// The node is shutting down.
     ShuttingDown,
+    /// The node belongs to another cluster, or its settings differ.
+    ClusterMismatch,
 }
 
 /// A failed request: a code for programs and one line for people.

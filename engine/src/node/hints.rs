@@ -1,0 +1,140 @@
+//! Hinted handoff: delivers the writes a replica missed once it is alive again.
+//!
+//! Hints drain oldest first, in batches, over the same `Replicate` message as push
+//! replication; a batch is deleted only after the replica acknowledged it, so a crash
+//! at any point delivers a hint at most once more (applying is idempotent). Hints older
+//! than the hint window are dropped with a log line and left to anti-entropy; hints for
+//! a member that left are dropped too (its partitions have new owners).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Shared;
+use super::peers::{PeerError, request};
+use crate::hlc::system_wall_ms;
+use crate::membership::MemberState;
+use crate::protocol::{Request, Response};
+use crate::storage::StoredHint;
+
+/// Hints sent in one batch.
+const DRAIN_BATCH_MAX: usize = 256;
+/// Value bytes sent in one batch.
+const DRAIN_BATCH_BYTES_MAX: usize = 1 << 20;
+/// How often the backlog is looked at when nothing wakes the task.
+const DRAIN_PERIOD: Duration = Duration::from_secs(1);
+
+pub(crate) async fn run(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            _ = shared.hints_wake.notified() => {}
+            _ = tokio::time::sleep(DRAIN_PERIOD) => {}
+        }
+        let backlog = match shared.store.hint_backlog() {
+            Ok(backlog) => backlog,
+            Err(err) => {
+                tracing::error!("cannot read the hint backlog: {err}");
+                continue;
+            }
+        };
+        for target in backlog {
+            if shared.shutdown.is_cancelled() {
+                break;
+            }
+            let view = shared.view();
+            let state = view.member(&target.target).map(|m| m.state);
+            match state {
+                Some(MemberState::Left) | None if target.target != shared.me.name => {
+                    drop_all(&shared, &target.target, "the member left the cluster").await;
+                }
+                Some(state) if !state.is_live() => {}
+                _ => {
+                    if let Err(err) = drain(&shared, &target.target).await {
+                        tracing::debug!(target = %target.target, "hint delivery paused: {err}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn drain(shared: &Arc<Shared>, target: &str) -> Result<(), PeerError> {
+    let window_ms = shared.config.hint_window.as_millis() as u64;
+    loop {
+        let batch = shared
+            .store
+            .hints_for(target, DRAIN_BATCH_MAX, DRAIN_BATCH_BYTES_MAX)
+            .map_err(|e| PeerError(e.to_string()))?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let horizon = system_wall_ms().saturating_sub(window_ms);
+        let (expired, live): (Vec<StoredHint>, Vec<StoredHint>) =
+            batch.into_iter().partition(|h| h.hint.created_ms < horizon);
+        if !expired.is_empty() {
+            tracing::warn!(
+                target = %target,
+                count = expired.len(),
+                window = %humantime::format_duration(shared.config.hint_window),
+                "dropped hints older than the hint window; anti-entropy repairs those keys"
+            );
+            delete(shared, &expired).await?;
+        }
+        if live.is_empty() {
+            continue;
+        }
+        let entries = live.iter().map(|h| h.hint.entry.clone()).collect();
+        if target == shared.me.name {
+            shared
+                .store
+                .apply(entries)
+                .await
+                .map_err(|e| PeerError(e.to_string()))?;
+        } else {
+            let addr = shared
+                .view()
+                .member(target)
+                .map(|m| m.id.addr)
+                .ok_or_else(|| PeerError(format!("{target} is not a known member")))?;
+            let connection = shared.peers.connection(target, addr).await?;
+            let sent = tokio::time::timeout(
+                shared.config.replica_timeout,
+                request(&connection, &Request::Replicate { entries }),
+            )
+            .await
+            .map_err(|_| PeerError("timed out".into()))??;
+            if !matches!(sent, Response::Replicated { .. }) {
+                return Err(PeerError(format!("unexpected answer {sent:?}")));
+            }
+        }
+        tracing::debug!(target = %target, count = live.len(), "hints delivered");
+        delete(shared, &live).await?;
+    }
+}
+
+async fn delete(shared: &Shared, hints: &[StoredHint]) -> Result<(), PeerError> {
+    shared
+        .store
+        .delete_hints(hints.iter().map(|h| h.key.clone()).collect())
+        .await
+        .map_err(|e| PeerError(e.to_string()))
+}
+
+async fn drop_all(shared: &Shared, target: &str, why: &str) {
+    let mut dropped = 0;
+    loop {
+        let Ok(batch) = shared
+            .store
+            .hints_for(target, DRAIN_BATCH_MAX, DRAIN_BATCH_BYTES_MAX)
+        else {
+            break;
+        };
+        if batch.is_empty() || delete(shared, &batch).await.is_err() {
+            break;
+        }
+        dropped += batch.len();
+    }
+    if dropped > 0 {
+        tracing::warn!(target = %target, count = dropped, "dropped hints: {why}");
+    }
+}

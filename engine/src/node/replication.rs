@@ -1,0 +1,337 @@
+//! Drives the [`Coordinator`]: starts operations, carries out its actions, and feeds
+//! back what replicas answered.
+//!
+//! Push replication: each peer has one bounded queue and one task that drains it into
+//! `Replicate` batches on one long-lived stream, one batch in flight at a time. While a
+//! batch is on the wire the next one accumulates, so batches grow with load (the
+//! replica's group commit then pays one fsync per batch). A full queue, an unknown
+//! peer or a dead one fails that replica at once: the coordinator hints the write and
+//! the client is answered by the replicas that can answer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Shared;
+use super::peers::{PeerError, exchange};
+use crate::coordinator::{Action, Coordinator, OpError, OpId, Outcome};
+use crate::hlc::system_wall_ms;
+use crate::limits::{VALUE_BYTES_MAX_CEILING, frame_bytes_max};
+use crate::protocol::frame;
+use crate::protocol::{Request, Response};
+use crate::record::Entry;
+use crate::storage::Hint;
+
+/// Entries waiting per peer; past it writes to that peer become hints.
+pub(crate) const PEER_QUEUE_MAX: usize = 8192;
+/// Most entries in one replication batch.
+pub(crate) const BATCH_ENTRIES_MAX: usize = 512;
+/// Most value bytes in one replication batch (the frame limit leaves room for one
+/// maximal value on top).
+pub(crate) const BATCH_BYTES_MAX: usize = 4 << 20;
+/// Room per entry in a batch frame for its key, version and framing.
+const BATCH_ENTRY_OVERHEAD_BYTES: usize = 512;
+
+/// The frame limit a node accepts from another node: a full batch plus one maximal value.
+pub(crate) fn batch_frame_bytes_max(value_bytes_max: usize) -> usize {
+    frame_bytes_max(value_bytes_max)
+        + BATCH_BYTES_MAX
+        + BATCH_ENTRIES_MAX * BATCH_ENTRY_OVERHEAD_BYTES
+}
+
+/// How often expired operations are looked for.
+const TIMEOUT_SCAN: Duration = Duration::from_millis(50);
+
+struct Item {
+    op: Option<OpId>,
+    entry: Arc<Entry>,
+}
+
+/// Per-peer queues and the operations waiting for their answer.
+#[derive(Default)]
+pub(crate) struct Replication {
+    queues: Mutex<HashMap<String, mpsc::Sender<Item>>>,
+    waiters: Mutex<HashMap<OpId, oneshot::Sender<Outcome>>>,
+}
+
+/// Starts an operation with `start` and waits for its answer.
+pub(crate) async fn coordinate(
+    shared: &Arc<Shared>,
+    start: impl FnOnce(&mut Coordinator) -> OpId,
+) -> Outcome {
+    let (tx, rx) = oneshot::channel();
+    let actions = {
+        let mut coordinator = shared.coordinator.lock().expect("coordinator lock");
+        let op = start(&mut coordinator);
+        shared
+            .replication
+            .waiters
+            .lock()
+            .expect("waiters lock")
+            .insert(op, tx);
+        drain(&mut coordinator)
+    };
+    dispatch(shared, actions);
+    rx.await
+        .unwrap_or(Outcome::Failed(OpError::Overloaded { limit: 0 }))
+}
+
+fn drain(coordinator: &mut Coordinator) -> Vec<Action> {
+    std::iter::from_fn(|| coordinator.poll_action()).collect()
+}
+
+fn on_write_ack(shared: &Arc<Shared>, op: OpId, from: &str, ok: bool) {
+    let actions = {
+        let mut coordinator = shared.coordinator.lock().expect("coordinator lock");
+        coordinator.handle_write_ack(op, from, ok);
+        drain(&mut coordinator)
+    };
+    dispatch(shared, actions);
+}
+
+fn on_read_reply(
+    shared: &Arc<Shared>,
+    op: OpId,
+    from: &str,
+    reply: Option<Option<crate::record::Record>>,
+) {
+    let actions = {
+        let mut coordinator = shared.coordinator.lock().expect("coordinator lock");
+        coordinator.handle_read_reply(op, from, reply);
+        drain(&mut coordinator)
+    };
+    dispatch(shared, actions);
+}
+
+/// Expires operations whose replicas did not answer in time.
+pub(crate) async fn run_timeouts(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(TIMEOUT_SCAN);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let actions = {
+            let mut coordinator = shared.coordinator.lock().expect("coordinator lock");
+            match coordinator.poll_timeout() {
+                Some(deadline) if deadline <= shared.now() => {
+                    coordinator.handle_timeout(shared.now());
+                    drain(&mut coordinator)
+                }
+                _ => continue,
+            }
+        };
+        dispatch(&shared, actions);
+    }
+}
+
+/// Carries out the coordinator's actions. Never blocks: anything slow is spawned.
+fn dispatch(shared: &Arc<Shared>, actions: Vec<Action>) {
+    let me = shared.me.name.as_str();
+    for action in actions {
+        match action {
+            Action::Write { op, to, entry } if to == me => apply_locally(shared, Some(op), entry),
+            Action::Write { op, to, entry } => enqueue(
+                shared,
+                &to,
+                Item {
+                    op: Some(op),
+                    entry,
+                },
+            ),
+            Action::Repair { to, entry } if to == me => apply_locally(shared, None, entry),
+            Action::Repair { to, entry } => enqueue(shared, &to, Item { op: None, entry }),
+            Action::Read { op, to, key } if to == me => {
+                let reply = match shared.store.get(&key) {
+                    Ok(record) => Some(record),
+                    Err(err) => {
+                        tracing::error!("local read failed: {err}");
+                        None
+                    }
+                };
+                on_read_reply(shared, op, me, reply);
+            }
+            Action::Read { op, to, key } => {
+                let shared2 = shared.clone();
+                shared.tasks.spawn(async move {
+                    let reply = read_remote(&shared2, &to, &key).await;
+                    if let Err(err) = &reply {
+                        tracing::debug!(replica = %to, "read failed: {err}");
+                    }
+                    on_read_reply(&shared2, op, &to, reply.ok());
+                });
+            }
+            Action::Hint { to, entry } => {
+                let hint = Hint {
+                    target: to,
+                    entry: (*entry).clone(),
+                    created_ms: system_wall_ms(),
+                };
+                let shared2 = shared.clone();
+                shared.tasks.spawn(async move {
+                    if let Err(err) = shared2.store.put_hints(vec![hint]).await {
+                        tracing::error!("hint not stored: {err}");
+                    }
+                });
+            }
+            Action::Reply { op, outcome } => {
+                if let Some(waiter) = shared
+                    .replication
+                    .waiters
+                    .lock()
+                    .expect("waiters lock")
+                    .remove(&op)
+                {
+                    let _ = waiter.send(outcome);
+                }
+            }
+        }
+    }
+}
+
+fn apply_locally(shared: &Arc<Shared>, op: Option<OpId>, entry: Arc<Entry>) {
+    let shared2 = shared.clone();
+    shared.tasks.spawn(async move {
+        let result = shared2.store.apply(vec![(*entry).clone()]).await;
+        if let Err(err) = &result {
+            tracing::error!("local apply failed: {err}");
+        }
+        if let Some(op) = op {
+            on_write_ack(&shared2, op, &shared2.me.name, result.is_ok());
+        }
+    });
+}
+
+async fn read_remote(
+    shared: &Arc<Shared>,
+    to: &str,
+    key: &[u8],
+) -> Result<Option<crate::record::Record>, PeerError> {
+    let addr = reachable(shared, to)?;
+    let attempt = async {
+        let connection = shared.peers.connection(to, addr).await?;
+        match exchange(&connection, &Request::ReadLocal { key: key.to_vec() }).await? {
+            Response::Record { record } => Ok(record),
+            Response::Error(reply) => Err(PeerError(reply.message)),
+            other => Err(PeerError(format!("unexpected answer {other:?}"))),
+        }
+    };
+    tokio::time::timeout(shared.config.replica_timeout, attempt)
+        .await
+        .map_err(|_| PeerError("timed out".into()))?
+}
+
+/// The address of `to`, unless it is unknown, dead or gone.
+fn reachable(shared: &Shared, to: &str) -> Result<std::net::SocketAddr, PeerError> {
+    let view = shared.view();
+    match view.member(to) {
+        Some(member) if member.state.is_live() => Ok(member.id.addr),
+        Some(member) => Err(PeerError(format!("{to} is {}", member.state.as_str()))),
+        None => Err(PeerError(format!("{to} is not a known member"))),
+    }
+}
+
+fn enqueue(shared: &Arc<Shared>, to: &str, item: Item) {
+    let fail = |item: Item| {
+        if let Some(op) = item.op {
+            on_write_ack(shared, op, to, false);
+        }
+    };
+    if reachable(shared, to).is_err() {
+        return fail(item);
+    }
+    let sender = {
+        let mut queues = shared.replication.queues.lock().expect("queues lock");
+        queues
+            .entry(to.to_string())
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+                shared.tasks.spawn(link(shared.clone(), to.to_string(), rx));
+                tx
+            })
+            .clone()
+    };
+    if let Err(err) = sender.try_send(item) {
+        let item = match err {
+            mpsc::error::TrySendError::Full(item) => {
+                tracing::debug!(peer = %to, "replication queue full ({PEER_QUEUE_MAX} entries); hinting");
+                item
+            }
+            mpsc::error::TrySendError::Closed(item) => item,
+        };
+        fail(item);
+    }
+}
+
+/// The per-peer replication task.
+async fn link(shared: Arc<Shared>, peer: String, mut queue: mpsc::Receiver<Item>) {
+    let mut stream: Option<(quinn::SendStream, quinn::RecvStream)> = None;
+    loop {
+        let first = tokio::select! {
+            _ = shared.shutdown.cancelled() => None,
+            item = queue.recv() => item,
+        };
+        let Some(first) = first else { break };
+        let mut bytes = first.entry.record.payload.len();
+        let mut batch = vec![first];
+        while batch.len() < BATCH_ENTRIES_MAX && bytes < BATCH_BYTES_MAX {
+            match queue.try_recv() {
+                Ok(item) => {
+                    bytes += item.entry.record.payload.len();
+                    batch.push(item);
+                }
+                Err(_) => break,
+            }
+        }
+        let entries: Vec<Entry> = batch.iter().map(|item| (*item.entry).clone()).collect();
+        let result = tokio::time::timeout(
+            shared.config.replica_timeout,
+            send_batch(&shared, &peer, &mut stream, entries),
+        )
+        .await
+        .unwrap_or_else(|_| Err(PeerError("timed out".into())));
+        if let Err(err) = &result {
+            tracing::debug!(peer = %peer, entries = batch.len(), "replication batch failed: {err}");
+            stream = None;
+        }
+        for item in batch {
+            if let Some(op) = item.op {
+                on_write_ack(&shared, op, &peer, result.is_ok());
+            }
+        }
+    }
+}
+
+async fn send_batch(
+    shared: &Arc<Shared>,
+    peer: &str,
+    stream: &mut Option<(quinn::SendStream, quinn::RecvStream)>,
+    entries: Vec<Entry>,
+) -> Result<(), PeerError> {
+    let limit = batch_frame_bytes_max(VALUE_BYTES_MAX_CEILING);
+    if stream.is_none() {
+        let addr = reachable(shared, peer)?;
+        let connection = shared.peers.connection(peer, addr).await?;
+        *stream = Some(
+            connection
+                .open_bi()
+                .await
+                .map_err(|e| PeerError(e.to_string()))?,
+        );
+    }
+    let (send, recv) = stream.as_mut().expect("stream just opened");
+    frame::write_message(send, &Request::Replicate { entries }, limit)
+        .await
+        .map_err(|e| PeerError(e.to_string()))?;
+    match frame::read_message::<Response, _>(recv, limit)
+        .await
+        .map_err(|e| PeerError(e.to_string()))?
+    {
+        Response::Replicated { .. } => Ok(()),
+        Response::Error(reply) => Err(PeerError(reply.message)),
+        other => Err(PeerError(format!("unexpected answer {other:?}"))),
+    }
+}
