@@ -243,3 +243,110 @@ pub async fn start_node(
     configure(&mut config);
     Node::start(config).await.unwrap()
 }
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Like [`eventually`], for checks that need to await.
+pub async fn eventually_async<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether every node's view has exactly `names` alive and the same placement.
+pub fn converged(nodes: &[&Node], names: &[&str]) -> bool {
+    let mut digests = std::collections::BTreeSet::new();
+    for node in nodes {
+        let view = node.view();
+        let alive: Vec<&str> = view
+            .members
+            .iter()
+            .filter(|m| m.state == vergent::membership::MemberState::Alive)
+            .map(|m| m.id.name.as_str())
+            .collect();
+        if alive != names {
+            return false;
+        }
+        digests.insert(view.placement.digest());
+    }
+    digests.len() == 1
+}
+
+/// An in-process cluster: `names[0]` creates it, the others join through it. Waits
+/// until every node sees every other alive.
+pub async fn start_cluster(
+    certs: &TestCerts,
+    names: &[&str],
+    dir: &Path,
+    configure: impl Fn(&mut NodeConfig),
+) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for name in names {
+        let seed = nodes.first().map(|n| n.local_addr().to_string());
+        let node = start_node(certs, name, dir, |config| {
+            config.join = seed.into_iter().collect();
+            configure(config);
+        })
+        .await;
+        nodes.push(node);
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    assert!(
+        eventually(Duration::from_secs(20), || converged(&refs, names)).await,
+        "cluster {names:?} did not converge"
+    );
+    nodes
+}
+
+/// What replica `node` holds for `key`, asked over the wire with a node certificate.
+pub async fn replica_record(
+    certs: &TestCerts,
+    node: SocketAddr,
+    key: &[u8],
+) -> Option<vergent::record::Record> {
+    let peer = Client::connect(&node.to_string(), &certs.material("n-probe"))
+        .await
+        .unwrap();
+    let answer = peer
+        .request(&vergent::protocol::Request::ReadLocal { key: key.to_vec() })
+        .await
+        .unwrap();
+    peer.close().await;
+    match answer {
+        vergent::protocol::Response::Record { record } => record,
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+impl TestCerts {
+    /// Adds a node certificate the tests use to talk to replicas directly.
+    pub fn with_probe(self) -> TestCerts {
+        let mut spec = LeafSpec::new("n-probe", Role::Node, 30);
+        spec.ips.push(IpAddr::from([127, 0, 0, 1]));
+        self.issue(&spec);
+        self
+    }
+}
