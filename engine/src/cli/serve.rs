@@ -101,7 +101,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
             node.name(),
             node.local_addr()
         );
-        wait_for_signal().await?;
+        tokio::select! {
+            signal = wait_for_signal() => signal?,
+            _ = node.left() => {}
+        }
         node.shutdown().await;
         Ok(())
     })

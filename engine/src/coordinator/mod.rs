@@ -428,16 +428,18 @@ impl Coordinator {
             .iter()
             .filter(|(_, a)| *a == Answer::Ok(()))
             .count();
-        let failed = state
+        let pending = state
             .replicas
             .iter()
-            .filter(|(_, a)| *a == Answer::Failed)
+            .filter(|(_, a)| *a == Answer::Pending)
             .count();
+        // A write that can no longer succeed still waits for the replicas that may
+        // answer, so the error says how many really have the write.
         let outcome = if acked >= state.required {
             Outcome::Written {
                 version: state.entry.record.version,
             }
-        } else if final_ || state.replicas.len() - failed < state.required {
+        } else if final_ || pending == 0 {
             Outcome::Failed(OpError::WriteUnavailable {
                 acked,
                 replicas: state.replicas.len(),
@@ -459,16 +461,16 @@ impl Coordinator {
             .iter()
             .filter(|(_, a)| matches!(a, Answer::Ok(_)))
             .count();
-        let failed = state
+        let pending = state
             .replicas
             .iter()
-            .filter(|(_, a)| *a == Answer::Failed)
+            .filter(|(_, a)| *a == Answer::Pending)
             .count();
         let outcome = if answered >= state.required {
             Outcome::Read {
                 record: newest(&state.replicas).cloned(),
             }
-        } else if final_ || state.replicas.len() - failed < state.required {
+        } else if final_ || pending == 0 {
             Outcome::Failed(OpError::ReadUnavailable {
                 answered,
                 replicas: state.replicas.len(),

@@ -83,17 +83,23 @@ fn a_write_at_all_with_a_dead_replica_fails_honestly_and_hints_it() {
     let mut c = Coordinator::new(CoordinatorConfig::default());
     let op = c.begin_write(entry(10), replicas(), Consistency::All, Millis(0));
     drain(&mut c);
-    c.handle_write_ack(op, "n1", true);
     c.handle_write_ack(op, "n2", false);
     let actions = drain(&mut c);
     assert_eq!(hints(&actions), vec!["n2"]);
+    assert!(
+        replies(&actions).is_empty(),
+        "waits for the replicas that can still answer"
+    );
+    c.handle_write_ack(op, "n1", true);
+    c.handle_write_ack(op, "n3", true);
+    let actions = drain(&mut c);
     let outcome = replies(&actions)[0].clone();
     let Outcome::Failed(err) = outcome else {
         panic!("{outcome:?}")
     };
     assert_eq!(
         err.to_string(),
-        "unavailable: 1 of 3 replicas acknowledged, 3 required; the write may still be applied"
+        "unavailable: 2 of 3 replicas acknowledged, 3 required; the write may still be applied"
     );
     c.handle_write_ack(op, "n3", true);
     assert!(replies(&drain(&mut c)).is_empty(), "answered exactly once");

@@ -122,13 +122,10 @@ async fn delete(shared: &Shared, hints: &[StoredHint]) -> Result<(), PeerError> 
 
 async fn drop_all(shared: &Shared, target: &str, why: &str) {
     let mut dropped = 0;
-    loop {
-        let Ok(batch) = shared
-            .store
-            .hints_for(target, DRAIN_BATCH_MAX, DRAIN_BATCH_BYTES_MAX)
-        else {
-            break;
-        };
+    while let Ok(batch) = shared
+        .store
+        .hints_for(target, DRAIN_BATCH_MAX, DRAIN_BATCH_BYTES_MAX)
+    {
         if batch.is_empty() || delete(shared, &batch).await.is_err() {
             break;
         }

@@ -560,14 +560,12 @@ impl Tables {
                 }
                 WriteOp::DeleteHints(keys) => {
                     for key in keys {
-                        if self
+                        let deleted = self
                             .hints
                             .delete(&mut wtxn, key)
-                            .map_err(|e| self.write_error("deleting a hint", e))?
-                        {
-                            if let Some(target) = hints::target_of(key) {
-                                hint_delta.removed.push(target);
-                            }
+                            .map_err(|e| self.write_error("deleting a hint", e))?;
+                        if deleted && let Some(target) = hints::target_of(key) {
+                            hint_delta.removed.push(target);
                         }
                     }
                     WriteResult::HintsDeleted

@@ -1,0 +1,339 @@
+//! Real `vergent serve` processes on loopback, driven through the `vergent` command:
+//! replication, SIGKILL and restart, failure detection, watch, leave.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::{
+    ServeProcess, TestCerts, cli, eventually_async, replica_record, stderr, stdout, vergent,
+};
+
+const NAMES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
+
+fn status(certs: &TestCerts, node: SocketAddr) -> Option<serde_json::Value> {
+    let out = cli(
+        certs.path(),
+        node,
+        &["status", "--json", "--timeout-ms", "3000"],
+    );
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn member<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// Every process sees `alive` alive and all agree on placement.
+fn agree(certs: &TestCerts, nodes: &[&ServeProcess], alive: &[&str]) -> bool {
+    let mut digests = std::collections::BTreeSet::new();
+    for node in nodes {
+        let Some(status) = status(certs, node.addr) else {
+            return false;
+        };
+        let seen: Vec<&str> = status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["state"] == "alive")
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        if seen != alive {
+            return false;
+        }
+        digests.insert(status["placement_digest"].as_str().unwrap().to_string());
+    }
+    digests.len() == 1
+}
+
+fn start(certs: &TestCerts, dir: &std::path::Path, names: &[&str]) -> Vec<ServeProcess> {
+    let mut nodes: Vec<ServeProcess> = Vec::new();
+    for name in names {
+        let seed = nodes.first().map(|n| n.addr.to_string());
+        let mut extra = vec![];
+        if let Some(seed) = &seed {
+            extra = vec!["--join", seed.as_str()];
+        }
+        nodes.push(ServeProcess::start(
+            name,
+            certs.path(),
+            &dir.join(name),
+            &extra,
+        ));
+    }
+    nodes
+}
+
+async fn wait_agree(certs: &TestCerts, nodes: &[&ServeProcess], alive: &[&str], timeout: Duration) {
+    let agreed = eventually_async(timeout, || async { agree(certs, nodes, alive) }).await;
+    assert!(agreed, "processes did not agree on {alive:?}");
+}
+
+async fn replicate_at_quorum(size: usize) {
+    let names = &NAMES[..size];
+    let certs = TestCerts::new(&NAMES).with_probe();
+    let data = tempfile::tempdir().unwrap();
+    let nodes = start(&certs, data.path(), names);
+    let refs: Vec<&ServeProcess> = nodes.iter().collect();
+    wait_agree(&certs, &refs, names, Duration::from_secs(30)).await;
+
+    let put = cli(
+        certs.path(),
+        nodes[0].addr,
+        &["put", "k", "v", "--consistency", "quorum"],
+    );
+    assert!(put.status.success(), "{}", stderr(&put));
+    for node in &nodes[1..] {
+        let get = cli(
+            certs.path(),
+            node.addr,
+            &["get", "k", "--consistency", "quorum"],
+        );
+        assert_eq!(stdout(&get), "v\n", "on {}: {}", node.name, stderr(&get));
+    }
+
+    let one = cli(
+        certs.path(),
+        nodes[size - 1].addr,
+        &["put", "fast", "1", "--consistency", "one", "--json"],
+    );
+    assert!(one.status.success(), "{}", stderr(&one));
+    let written: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+    let hlc = written["hlc_raw"].as_u64().unwrap();
+    let started = Instant::now();
+    let mut holders = 0;
+    for node in &nodes {
+        let held = eventually_async(Duration::from_secs(5), || async {
+            replica_record(&certs, node.addr, b"fast").await.is_some()
+        })
+        .await;
+        if held {
+            let record = replica_record(&certs, node.addr, b"fast").await.unwrap();
+            assert_eq!(record.version.hlc.as_u64(), hlc);
+            holders += 1;
+        }
+    }
+    assert_eq!(
+        holders,
+        size.min(3),
+        "every replica, and only the replicas, hold the write"
+    );
+    eprintln!(
+        "a write at one reached its replicas within {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_replicate_at_quorum_and_at_one() {
+    replicate_at_quorum(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_processes_replicate_at_quorum_and_at_one() {
+    replicate_at_quorum(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_process_is_declared_dead_gets_hints_and_catches_up_after_restart() {
+    let certs = TestCerts::new(&NAMES).with_probe();
+    let data = tempfile::tempdir().unwrap();
+    let mut nodes = start(&certs, data.path(), &NAMES[..3]);
+    {
+        let refs: Vec<&ServeProcess> = nodes.iter().collect();
+        wait_agree(&certs, &refs, &NAMES[..3], Duration::from_secs(30)).await;
+    }
+    nodes[2].kill();
+    let killed = Instant::now();
+    let declared = eventually_async(Duration::from_secs(30), || async {
+        nodes[..2]
+            .iter()
+            .all(|n| status(&certs, n.addr).is_some_and(|s| member(&s, "n3")["state"] == "dead"))
+    })
+    .await;
+    assert!(declared, "n3 not declared dead by n1 and n2");
+    eprintln!(
+        "SIGKILLed n3 declared dead everywhere after {:?}",
+        killed.elapsed()
+    );
+
+    for i in 0..20 {
+        let out = cli(
+            certs.path(),
+            nodes[0].addr,
+            &["put", &format!("k{i}"), "v", "--consistency", "quorum"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let all = cli(
+        certs.path(),
+        nodes[0].addr,
+        &["put", "all", "v", "--consistency", "all"],
+    );
+    assert_eq!(all.status.code(), Some(2));
+    assert_eq!(
+        stderr(&all),
+        "error: unavailable: 2 of 3 replicas acknowledged, 3 required; the write may still be applied\n"
+    );
+    let before = status(&certs, nodes[0].addr).unwrap();
+    assert!(
+        member(&before, "n1")["hints"].as_u64().unwrap() >= 21,
+        "{before}"
+    );
+
+    let n3 = ServeProcess::start(
+        "n3",
+        certs.path(),
+        &data.path().join("n3"),
+        &["--join", &nodes[0].addr.to_string()],
+    );
+    let restarted = Instant::now();
+    nodes[2] = n3;
+    {
+        let refs: Vec<&ServeProcess> = nodes.iter().collect();
+        wait_agree(&certs, &refs, &NAMES[..3], Duration::from_secs(30)).await;
+    }
+    eprintln!(
+        "restarted n3 alive everywhere after {:?}",
+        restarted.elapsed()
+    );
+    let after = status(&certs, nodes[1].addr).unwrap();
+    assert!(
+        member(&after, "n3")["incarnation"].as_u64().unwrap() >= 2,
+        "{after}"
+    );
+    let drained = eventually_async(Duration::from_secs(20), || async {
+        status(&certs, nodes[0].addr).is_some_and(|s| member(&s, "n1")["hints"] == 0)
+    })
+    .await;
+    assert!(drained, "hints not delivered");
+    for i in 0..20 {
+        assert!(
+            replica_record(&certs, nodes[2].addr, format!("k{i}").as_bytes())
+                .await
+                .is_some(),
+            "k{i} on n3"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_shows_replication_live_and_leave_takes_a_node_out() {
+    let certs = TestCerts::new(&NAMES);
+    let data = tempfile::tempdir().unwrap();
+    let mut nodes = start(&certs, data.path(), &NAMES[..3]);
+    {
+        let refs: Vec<&ServeProcess> = nodes.iter().collect();
+        wait_agree(&certs, &refs, &NAMES[..3], Duration::from_secs(30)).await;
+    }
+    let mut watch = vergent()
+        .args([
+            "watch",
+            "--prefix",
+            "w/",
+            "--node",
+            &nodes[1].addr.to_string(),
+            "--certs",
+        ])
+        .arg(certs.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The watch is subscribed once a change shows; keep writing until one does.
+    let mut seen = None;
+    for i in 0..50 {
+        assert!(
+            cli(
+                certs.path(),
+                nodes[0].addr,
+                &["put", &format!("w/{i}"), "hello"]
+            )
+            .status
+            .success()
+        );
+        assert!(
+            cli(certs.path(), nodes[0].addr, &["put", "other", "x"])
+                .status
+                .success()
+        );
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen = Some(line);
+            break;
+        }
+    }
+    let line = seen.expect("watch printed a change");
+    assert!(
+        line.starts_with("PUT w/") && line.contains("= hello hlc=") && line.ends_with("node=n1"),
+        "{line}"
+    );
+    let _ = cli(certs.path(), nodes[0].addr, &["delete", "w/0"]);
+    let deleted = (0..50).find_map(|_| {
+        rx.recv_timeout(Duration::from_millis(200))
+            .ok()
+            .filter(|l| l.starts_with("DEL"))
+    });
+    assert!(deleted.is_some_and(|l| l.starts_with("DEL w/0 hlc=")));
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    let leave = cli(certs.path(), nodes[2].addr, &["leave"]);
+    assert!(leave.status.success(), "{}", stderr(&leave));
+    assert!(stdout(&leave).contains("n3 is leaving the cluster"));
+    let exited = eventually_async(Duration::from_secs(20), || async {
+        cli(
+            certs.path(),
+            nodes[2].addr,
+            &["status", "--timeout-ms", "500"],
+        )
+        .status
+        .code()
+            == Some(2)
+    })
+    .await;
+    assert!(exited, "n3 stopped after leaving");
+    let status_after = eventually_async(Duration::from_secs(20), || async {
+        nodes[..2].iter().all(|n| {
+            status(&certs, n.addr).is_some_and(|s| {
+                member(&s, "n3")["state"] == "left" && member(&s, "n1")["partitions_held"] == 256
+            })
+        })
+    })
+    .await;
+    assert!(status_after, "n3 not seen as left");
+    nodes.pop();
+}
+
+#[test]
+fn a_process_started_with_other_settings_is_refused() {
+    let certs = TestCerts::new(&NAMES);
+    let data = tempfile::tempdir().unwrap();
+    let n1 = ServeProcess::start("n1", certs.path(), &data.path().join("n1"), &[]);
+    let log = ServeProcess::try_start(
+        "n2",
+        certs.path(),
+        &data.path().join("n2"),
+        &["--join", &n1.addr.to_string(), "--replication-factor", "2"],
+    )
+    .err()
+    .expect("n2 must be refused");
+    assert!(log.contains("exit status: 2"), "{log}");
+    assert!(log.contains("the cluster has replication factor 3, but this node was started with --replication-factor 2"), "{log}");
+}
