@@ -40,6 +40,9 @@ pub(crate) struct BenchArgs {
     /// Print no progress line.
     #[arg(long)]
     quiet: bool,
+    /// Spread the clients over these nodes (comma-separated host:port) instead of --node.
+    #[arg(long, value_delimiter = ',', value_name = "ADDRS")]
+    spread: Vec<String>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -82,8 +85,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     let consistency: Option<Consistency> = args.consistency.map(Into::into);
     let mut clients = Vec::with_capacity(args.clients);
-    for _ in 0..args.clients {
-        clients.push(args.client.connect().await?);
+    for i in 0..args.clients {
+        let mut target = args.client.clone();
+        if !args.spread.is_empty() {
+            target.node = args.spread[i % args.spread.len()].clone();
+        }
+        clients.push(target.connect().await?);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
