@@ -27,6 +27,7 @@
 
 #![deny(missing_docs)]
 
+pub mod antientropy;
 pub mod certs;
 pub mod cli;
 pub mod client;

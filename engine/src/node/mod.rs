@@ -408,10 +408,13 @@ fn check_config(config: &NodeConfig) -> Result<(), NodeError> {
 /// Settings for a new cluster created by this node.
 fn new_cluster(config: &NodeConfig) -> Result<ClusterSettings, NodeError> {
     let mut cluster_id = [0u8; 16];
+    let mut tree_key = [0u8; 32];
     getrandom::fill(&mut cluster_id)
+        .and_then(|()| getrandom::fill(&mut tree_key))
         .map_err(|e| NodeError::Config(format!("no randomness for the cluster id: {e}")))?;
     Ok(ClusterSettings {
         cluster_id,
+        tree_key,
         partitions: config.partitions.unwrap_or(PARTITIONS_DEFAULT),
         replication_factor: config
             .replication_factor

@@ -27,6 +27,8 @@ pub struct ClusterSettings {
     pub partitions: u16,
     /// Copies of each partition.
     pub replication_factor: u8,
+    /// The secret key of the Merkle trees' entry hashes; shared by the nodes only.
+    pub tree_key: [u8; 32],
 }
 
 impl ClusterSettings {

@@ -3,6 +3,10 @@
 //! Tables:
 //! - `data`: `partition (u16 BE) ‖ user key` → stored [`Record`]; each partition is one
 //!   contiguous key range, which is what anti-entropy walks.
+//!   (The key also carries the entry's Merkle leaf, `partition ‖ leaf (u16 BE) ‖ key`, so
+//!   each leaf of the partition's tree is a contiguous range too.)
+//! - `merkle`: `partition ‖ leaf` → the leaf's digest and entry count, updated in the
+//!   same transaction as the data ([`crate::antientropy::tree`]).
 //! - `hints`: writes a replica missed, per target, oldest first ([`hints`]).
 //! - `members`: the cluster members this node knows, so a restart knows placement.
 //! - `meta`: format version, node name, cluster settings, incarnation, HLC high-water.
@@ -20,7 +24,7 @@ mod writer;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use heed::types::{Bytes, Str};
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
@@ -30,8 +34,9 @@ pub use self::error::StoreError;
 pub use self::hints::{HINTS_MAX_DEFAULT, Hint, HintBacklog, StoredHint};
 pub use self::meta::{ClusterSettings, FORMAT_VERSION, MemberRecord};
 use self::writer::{WriteOp, WriteResult, Writer};
+use crate::antientropy::tree::{self, Delta, InnerTree, Location, Node as TreeNode};
 use crate::hlc::Timestamp;
-use crate::placement::{PartitionId, partition_of};
+use crate::placement::PartitionId;
 use crate::record::{Entry, NodeId, Record, Version};
 
 /// Default LMDB map size: address space reserved, not disk used (64 GiB).
@@ -58,6 +63,9 @@ pub struct StoreOptions {
     /// Most hints kept, across all targets; past it new hints are dropped (and left to
     /// anti-entropy) with a log line.
     pub hints_max: u64,
+    /// Whether writes maintain the Merkle trees. Always on in a node; off only to
+    /// measure what the trees cost.
+    pub maintain_tree: bool,
 }
 
 impl StoreOptions {
@@ -69,6 +77,7 @@ impl StoreOptions {
             write_batch_max: WRITE_BATCH_MAX_DEFAULT,
             durable: true,
             hints_max: HINTS_MAX_DEFAULT,
+            maintain_tree: true,
         }
     }
 }
@@ -105,7 +114,10 @@ pub(crate) struct Tables {
     hints: Database<Bytes, Bytes>,
     members: Database<Str, Bytes>,
     meta: Database<Str, Bytes>,
-    partitions: Arc<OnceLock<u16>>,
+    merkle: Database<Bytes, Bytes>,
+    cluster: Arc<OnceLock<ClusterSettings>>,
+    trees: Arc<OnceLock<Vec<RwLock<InnerTree>>>>,
+    maintain_tree: bool,
     map_size_bytes: usize,
     hints_max: u64,
     hint_state: Arc<Mutex<HintState>>,
@@ -168,7 +180,7 @@ impl Store {
             let rtxn = tables.read_txn()?;
             if let Some(settings) = meta::get_cluster(&tables.meta, &rtxn)? {
                 let _ = cluster.set(settings);
-                let _ = tables.partitions.set(settings.partitions);
+                tables.install_cluster(&rtxn, settings)?;
             }
             tables.load_hint_state(&rtxn)?;
         }
@@ -215,8 +227,8 @@ impl Store {
         wtxn.commit()
             .map_err(StoreError::lmdb("recording the cluster"))?;
         let _ = self.cluster.set(settings);
-        let _ = self.tables.partitions.set(settings.partitions);
-        Ok(())
+        let rtxn = self.tables.read_txn()?;
+        self.tables.install_cluster(&rtxn, settings)
     }
 
     /// Counts this start: returns the node's incarnation, one more than at its last start.
@@ -497,12 +509,9 @@ impl Tables {
             .map_err(|e| self.write_error("starting a write transaction", e))
     }
 
-    fn partitions(&self) -> Result<u16, StoreError> {
-        self.partitions.get().copied().ok_or(StoreError::NoCluster)
-    }
-
     fn get(&self, rtxn: &RoTxn<'_, WithoutTls>, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let dkey = data_key(partition_of(key, self.partitions()?), key);
+        let location = self.locate(key)?;
+        let dkey = data_key_at(location.partition, location.leaf, key);
         match self
             .data
             .get(rtxn, &dkey)
@@ -539,6 +548,7 @@ impl Tables {
         let mut results = Vec::with_capacity(ops.len());
         let mut changed: Vec<Arc<Entry>> = Vec::new();
         let mut hint_delta = HintDelta::default();
+        let mut tree_deltas: Vec<(Location, Delta)> = Vec::new();
         let watched = self.changes.receiver_count() > 0;
         let mut encoded = Vec::new();
         for op in ops {
@@ -547,7 +557,8 @@ impl Tables {
                     let mut outcomes = Vec::with_capacity(entries.len());
                     for entry in entries {
                         high_water = high_water.max(entry.record.version.hlc);
-                        let outcome = self.apply_entry(&mut wtxn, entry, &mut encoded)?;
+                        let outcome =
+                            self.apply_entry(&mut wtxn, entry, &mut encoded, &mut tree_deltas)?;
                         if watched && outcome.applied() {
                             changed.push(Arc::new(entry.clone()));
                         }
@@ -576,6 +587,13 @@ impl Tables {
         wtxn.commit()
             .map_err(|e| self.write_error("committing", e))?;
         hint_delta.settle(&self.hint_state, self.hints_max);
+        if let Some(trees) = self.trees.get() {
+            for (location, delta) in &tree_deltas {
+                if let Some(tree) = trees.get(usize::from(location.partition)) {
+                    tree.write().expect("tree lock").apply(location.leaf, delta);
+                }
+            }
+        }
         for entry in changed {
             let _ = self.changes.send(entry);
         }
@@ -590,18 +608,21 @@ impl Tables {
         wtxn: &mut RwTxn<'_>,
         entry: &Entry,
         encoded: &mut Vec<u8>,
+        tree_deltas: &mut Vec<(Location, Delta)>,
     ) -> Result<ApplyOutcome, StoreError> {
-        let dkey = data_key(partition_of(&entry.key, self.partitions()?), &entry.key);
+        let settings = *self.settings()?;
+        let location = tree::locate(&entry.key, settings.partitions);
+        let dkey = data_key_at(location.partition, location.leaf, &entry.key);
         let previous = match self
             .data
             .get(wtxn, &dkey)
             .map_err(|e| self.write_error("reading a record", e))?
         {
             None => None,
-            Some(bytes) => Some(Record::decode_version(bytes).map_err(StoreError::corrupt_record)?),
+            Some(bytes) => Some(Record::decode(bytes).map_err(StoreError::corrupt_record)?),
         };
         let incoming = entry.record.version;
-        match previous {
+        match previous.as_ref().map(|r| r.version) {
             Some(current) if current == incoming => return Ok(ApplyOutcome::AlreadyPresent),
             Some(current) if current > incoming => return Ok(ApplyOutcome::Superseded { current }),
             _ => {}
@@ -611,7 +632,25 @@ impl Tables {
         self.data
             .put(wtxn, &dkey, encoded)
             .map_err(|e| self.write_error("writing a record", e))?;
-        Ok(ApplyOutcome::Applied { previous })
+        if self.maintain_tree {
+            // The tree changes in the same transaction as the data: a crash can never
+            // leave them apart.
+            let mut delta = Delta {
+                digest_added: tree::entry_hash(&settings.tree_key, &entry.key, &entry.record),
+                ..Delta::default()
+            };
+            match &previous {
+                Some(old) => {
+                    delta.digest_removed = tree::entry_hash(&settings.tree_key, &entry.key, old)
+                }
+                None => delta.count = 1,
+            }
+            self.update_leaf(wtxn, location, &delta)?;
+            tree_deltas.push((location, delta));
+        }
+        Ok(ApplyOutcome::Applied {
+            previous: previous.map(|r| r.version),
+        })
     }
 
     fn put_hints(
@@ -720,14 +759,6 @@ impl HintDelta {
     }
 }
 
-/// The `data` table key: partition, big-endian, then the user key.
-pub fn data_key(partition: PartitionId, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + key.len());
-    out.extend_from_slice(&partition.to_be_bytes());
-    out.extend_from_slice(key);
-    out
-}
-
 fn open_env(dir: &Path, options: &StoreOptions) -> Result<Env<WithoutTls>, StoreError> {
     let mut env_options = EnvOpenOptions::new().read_txn_without_tls();
     env_options.map_size(options.map_size_bytes).max_dbs(8);
@@ -785,6 +816,9 @@ fn open_tables(
     let members = env
         .create_database(&mut wtxn, Some("members"))
         .map_err(StoreError::lmdb("creating the members table"))?;
+    let merkle = env
+        .create_database(&mut wtxn, Some("merkle"))
+        .map_err(StoreError::lmdb("creating the merkle table"))?;
     if !existing {
         meta.put(&mut wtxn, meta::FORMAT, &FORMAT_VERSION.to_be_bytes())
             .map_err(StoreError::lmdb("writing meta"))?;
@@ -799,12 +833,274 @@ fn open_tables(
         hints,
         members,
         meta,
-        partitions: Arc::new(OnceLock::new()),
+        merkle,
+        cluster: Arc::new(OnceLock::new()),
+        trees: Arc::new(OnceLock::new()),
+        maintain_tree: options.maintain_tree,
         map_size_bytes: options.map_size_bytes,
         hints_max: options.hints_max,
         hint_state: Arc::new(Mutex::new(HintState::default())),
         changes: broadcast::channel(CHANGES_BUFFER_MAX).0,
     })
+}
+
+/// The Merkle trees, as anti-entropy reads them.
+impl Store {
+    /// The root of `partition`'s tree: digest and entry count. From memory; no scan.
+    pub fn tree_root(&self, partition: PartitionId) -> Result<TreeNode, StoreError> {
+        self.tree_node(partition, 0, 0)
+    }
+
+    /// Node `index` at `level` of `partition`'s tree (level 3 are the leaves).
+    pub fn tree_node(
+        &self,
+        partition: PartitionId,
+        level: u8,
+        index: usize,
+    ) -> Result<TreeNode, StoreError> {
+        if level < tree::LEAF_LEVEL {
+            return Ok(self.tables.inner(partition)?.node(level, index));
+        }
+        let rtxn = self.tables.read_txn()?;
+        self.tables.leaf(&rtxn, partition, index as u16)
+    }
+
+    /// The 16 children of node `index` at inner `level` of `partition`'s tree.
+    pub fn tree_children(
+        &self,
+        partition: PartitionId,
+        level: u8,
+        index: usize,
+    ) -> Result<Vec<TreeNode>, StoreError> {
+        let first = index * tree::FANOUT;
+        if level + 1 < tree::LEAF_LEVEL {
+            let inner = self.tables.inner(partition)?;
+            return Ok((first..first + tree::FANOUT)
+                .map(|i| inner.node(level + 1, i))
+                .collect());
+        }
+        let rtxn = self.tables.read_txn()?;
+        (first..first + tree::FANOUT)
+            .map(|leaf| self.tables.leaf(&rtxn, partition, leaf as u16))
+            .collect()
+    }
+
+    /// The entries of `partition` whose leaves are in `leaves`, in storage order,
+    /// starting after `after` (a resume point returned by an earlier call), up to
+    /// `bytes_max` bytes of values. Returns them and the resume point when there are more.
+    pub fn entries_in(
+        &self,
+        partition: PartitionId,
+        leaves: std::ops::Range<u16>,
+        after: Option<&[u8]>,
+        bytes_max: usize,
+    ) -> Result<(Vec<Entry>, Option<Vec<u8>>), StoreError> {
+        use std::ops::Bound;
+        let rtxn = self.tables.read_txn()?;
+        let start = data_key_at(partition, leaves.start, b"");
+        let end = if usize::from(leaves.end) >= tree::LEAVES {
+            // The range ends where the next partition begins.
+            (u32::from(partition) + 1).to_be_bytes()[2..].to_vec()
+        } else {
+            data_key_at(partition, leaves.end, b"")
+        };
+        let lower = match after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Included(start.as_slice()),
+        };
+        let upper = if u32::from(partition) + 1 > u32::from(u16::MAX)
+            && usize::from(leaves.end) >= tree::LEAVES
+        {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end.as_slice())
+        };
+        let iter = self
+            .tables
+            .data
+            .range(&rtxn, &(lower, upper))
+            .map_err(StoreError::lmdb("reading a leaf"))?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let mut last_key: Vec<u8> = Vec::new();
+        for item in iter {
+            let (dkey, value) = item.map_err(StoreError::lmdb("reading a leaf"))?;
+            if !out.is_empty() && bytes + value.len() > bytes_max {
+                return Ok((out, Some(last_key)));
+            }
+            bytes += value.len();
+            last_key.clear();
+            last_key.extend_from_slice(dkey);
+            out.push(Entry {
+                key: dkey[4..].to_vec(),
+                record: Record::decode(value).map_err(StoreError::corrupt_record)?,
+            });
+        }
+        Ok((out, None))
+    }
+
+    /// Recomputes `partition`'s tree from its data and compares it with the tree kept
+    /// incrementally (leaves on disk, inner nodes in memory).
+    pub fn verify_tree(&self, partition: PartitionId) -> Result<bool, StoreError> {
+        use std::collections::BTreeMap;
+        let settings = self.cluster().ok_or(StoreError::NoCluster)?;
+        let rtxn = self.tables.read_txn()?;
+        let prefix = partition.to_be_bytes();
+        let mut rebuilt: BTreeMap<u16, TreeNode> = BTreeMap::new();
+        let iter = self
+            .tables
+            .data
+            .prefix_iter(&rtxn, &prefix)
+            .map_err(StoreError::lmdb("reading data"))?;
+        for item in iter {
+            let (dkey, value) = item.map_err(StoreError::lmdb("reading data"))?;
+            let record = Record::decode(value).map_err(StoreError::corrupt_record)?;
+            let key = &dkey[4..];
+            let leaf = tree::locate(key, settings.partitions).leaf;
+            let node = rebuilt.entry(leaf).or_default();
+            node.digest = node
+                .digest
+                .add(tree::entry_hash(&settings.tree_key, key, &record));
+            node.count += 1;
+        }
+        let mut stored: BTreeMap<u16, TreeNode> = BTreeMap::new();
+        let iter = self
+            .tables
+            .merkle
+            .prefix_iter(&rtxn, &prefix)
+            .map_err(StoreError::lmdb("reading the tree"))?;
+        for item in iter {
+            let (k, v) = item.map_err(StoreError::lmdb("reading the tree"))?;
+            let node = TreeNode::decode(v).ok_or(StoreError::Corrupt {
+                what: "tree leaf",
+                detail: "wrong size".into(),
+            })?;
+            stored.insert(u16::from_be_bytes([k[2], k[3]]), node);
+        }
+        let rebuilt_inner = InnerTree::from_leaves(rebuilt.iter().map(|(l, n)| (*l, *n)));
+        let cached = self.tables.inner(partition)?;
+        Ok(rebuilt == stored && *cached == rebuilt_inner)
+    }
+}
+
+impl Tables {
+    fn settings(&self) -> Result<&ClusterSettings, StoreError> {
+        self.cluster.get().ok_or(StoreError::NoCluster)
+    }
+
+    fn locate(&self, key: &[u8]) -> Result<Location, StoreError> {
+        Ok(tree::locate(key, self.settings()?.partitions))
+    }
+
+    fn inner(
+        &self,
+        partition: PartitionId,
+    ) -> Result<std::sync::RwLockReadGuard<'_, InnerTree>, StoreError> {
+        let trees = self.trees.get().ok_or(StoreError::NoCluster)?;
+        let tree = trees
+            .get(usize::from(partition))
+            .ok_or(StoreError::NoCluster)?;
+        Ok(tree.read().expect("tree lock"))
+    }
+
+    /// Loads the cluster's settings and builds every partition's inner tree from the
+    /// stored leaves (one scan of the `merkle` table at start).
+    fn install_cluster(
+        &self,
+        rtxn: &RoTxn<'_, WithoutTls>,
+        settings: ClusterSettings,
+    ) -> Result<(), StoreError> {
+        let _ = self.cluster.set(settings);
+        let mut leaves: Vec<Vec<(u16, TreeNode)>> =
+            vec![Vec::new(); usize::from(settings.partitions)];
+        let iter = self
+            .merkle
+            .iter(rtxn)
+            .map_err(StoreError::lmdb("reading the tree"))?;
+        for item in iter {
+            let (k, v) = item.map_err(StoreError::lmdb("reading the tree"))?;
+            if k.len() != 4 {
+                continue;
+            }
+            let partition = usize::from(u16::from_be_bytes([k[0], k[1]]));
+            let leaf = u16::from_be_bytes([k[2], k[3]]);
+            if let (Some(slot), Some(node)) = (leaves.get_mut(partition), TreeNode::decode(v)) {
+                slot.push((leaf, node));
+            }
+        }
+        let trees = leaves
+            .into_iter()
+            .map(|l| RwLock::new(InnerTree::from_leaves(l)))
+            .collect();
+        let _ = self.trees.set(trees);
+        Ok(())
+    }
+
+    fn leaf(
+        &self,
+        rtxn: &RoTxn<'_, WithoutTls>,
+        partition: PartitionId,
+        leaf: u16,
+    ) -> Result<TreeNode, StoreError> {
+        let raw = self
+            .merkle
+            .get(rtxn, &leaf_key(partition, leaf))
+            .map_err(StoreError::lmdb("reading the tree"))?;
+        match raw {
+            None => Ok(TreeNode::default()),
+            Some(bytes) => TreeNode::decode(bytes).ok_or(StoreError::Corrupt {
+                what: "tree leaf",
+                detail: format!("partition {partition} leaf {leaf}: wrong size"),
+            }),
+        }
+    }
+
+    fn update_leaf(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        location: Location,
+        delta: &Delta,
+    ) -> Result<(), StoreError> {
+        let key = leaf_key(location.partition, location.leaf);
+        let current = match self
+            .merkle
+            .get(wtxn, &key)
+            .map_err(|e| self.write_error("reading the tree", e))?
+        {
+            None => TreeNode::default(),
+            Some(bytes) => TreeNode::decode(bytes).ok_or(StoreError::Corrupt {
+                what: "tree leaf",
+                detail: "wrong size".into(),
+            })?,
+        };
+        let next = current.plus(delta);
+        if next.count == 0 {
+            self.merkle
+                .delete(wtxn, &key)
+                .map_err(|e| self.write_error("writing the tree", e))?;
+        } else {
+            self.merkle
+                .put(wtxn, &key, &next.encode())
+                .map_err(|e| self.write_error("writing the tree", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The `data` table key: partition and leaf, big-endian, then the user key.
+pub fn data_key_at(partition: PartitionId, leaf: u16, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + key.len());
+    out.extend_from_slice(&partition.to_be_bytes());
+    out.extend_from_slice(&leaf.to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+fn leaf_key(partition: PartitionId, leaf: u16) -> [u8; 4] {
+    let mut out = [0u8; 4];
+    out[..2].copy_from_slice(&partition.to_be_bytes());
+    out[2..].copy_from_slice(&leaf.to_be_bytes());
+    out
 }
 
 #[cfg(test)]
