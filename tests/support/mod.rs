@@ -350,3 +350,83 @@ impl TestCerts {
         self
     }
 }
+
+/// Entries with distinct keys `prefix-i` for `i` in `range`, at wall time `wall_ms`.
+pub fn entries(
+    prefix: &str,
+    range: std::ops::Range<u32>,
+    wall_ms: u64,
+    value: &str,
+) -> Vec<vergent::record::Entry> {
+    range
+        .map(|i| vergent::record::Entry {
+            key: format!("{prefix}-{i}").into_bytes(),
+            record: vergent::record::Record {
+                version: vergent::record::Version {
+                    hlc: vergent::hlc::Timestamp::new(wall_ms, (i % 60_000) as u16),
+                    node: vergent::record::NodeId::from_name("n-probe"),
+                },
+                payload: vergent::record::Payload::Value(format!("{value}-{i}").into_bytes()),
+            },
+        })
+        .collect()
+}
+
+/// Writes `entries` straight into one replica, bypassing replication.
+pub async fn load(certs: &TestCerts, node: SocketAddr, entries: &[vergent::record::Entry]) {
+    let peer = Client::connect(&node.to_string(), &certs.material("n-probe"))
+        .await
+        .unwrap();
+    for batch in entries.chunks(1000) {
+        let answer = peer
+            .request(&vergent::protocol::Request::Replicate {
+                entries: batch.to_vec(),
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(answer, vergent::protocol::Response::Replicated { .. }),
+            "{answer:?}"
+        );
+    }
+    peer.close().await;
+}
+
+/// Runs `vergent repair` through the protocol and returns its report.
+pub async fn repair(
+    certs: &TestCerts,
+    node: SocketAddr,
+    dry_run: bool,
+) -> vergent::antientropy::report::RepairReport {
+    let mut client = certs.client(node).await;
+    client.set_request_timeout(Duration::from_secs(600));
+    let request = vergent::protocol::Request::Repair {
+        partition: None,
+        peer: None,
+        dry_run,
+    };
+    let mut answers = client.stream(&request).await.unwrap();
+    loop {
+        match answers.next().await.unwrap() {
+            Some(vergent::protocol::Response::RepairProgress(_)) => {}
+            Some(vergent::protocol::Response::Repaired(report)) => {
+                client.close().await;
+                return report;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+}
+
+/// Every record a replica holds, by key.
+pub fn contents(node: &Node) -> std::collections::BTreeMap<Vec<u8>, vergent::record::Record> {
+    let store = node.store();
+    let partitions = store.cluster().unwrap().partitions;
+    let mut out = std::collections::BTreeMap::new();
+    for p in 0..partitions {
+        let (entries, next) = store.entries_in(p, 0..4096, None, usize::MAX).unwrap();
+        assert!(next.is_none());
+        out.extend(entries.into_iter().map(|e| (e.key, e.record)));
+    }
+    out
+}

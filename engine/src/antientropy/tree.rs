@@ -92,7 +92,7 @@ impl Digest {
     }
 
     /// `self + other`, modulo 2^256.
-    pub fn add(self, other: Digest) -> Digest {
+    pub fn wrapping_add(self, other: Digest) -> Digest {
         let mut out = [0u64; 4];
         let mut carry = 0u64;
         for (i, slot) in out.iter_mut().enumerate() {
@@ -105,13 +105,13 @@ impl Digest {
     }
 
     /// `self - other`, modulo 2^256.
-    pub fn sub(self, other: Digest) -> Digest {
-        self.add(other.negate())
+    pub fn wrapping_sub(self, other: Digest) -> Digest {
+        self.wrapping_add(other.negate())
     }
 
     fn negate(self) -> Digest {
         let inverted = Digest([!self.0[0], !self.0[1], !self.0[2], !self.0[3]]);
-        inverted.add(Digest([1, 0, 0, 0]))
+        inverted.wrapping_add(Digest([1, 0, 0, 0]))
     }
 
     /// A short fingerprint, salted so that an accidental collision in one exchange is
@@ -157,8 +157,8 @@ impl Node {
         Node {
             digest: self
                 .digest
-                .add(delta.digest_added)
-                .sub(delta.digest_removed),
+                .wrapping_add(delta.digest_added)
+                .wrapping_sub(delta.digest_removed),
             count: self.count.wrapping_add(delta.count as u64),
         }
     }
@@ -196,8 +196,8 @@ pub struct Delta {
 impl Delta {
     /// Merges `other` into `self`.
     pub fn merge(&mut self, other: &Delta) {
-        self.digest_added = self.digest_added.add(other.digest_added);
-        self.digest_removed = self.digest_removed.add(other.digest_removed);
+        self.digest_added = self.digest_added.wrapping_add(other.digest_added);
+        self.digest_removed = self.digest_removed.wrapping_add(other.digest_removed);
         self.count += other.count;
     }
 }
@@ -342,8 +342,8 @@ mod tests {
         #[test]
         fn addition_is_invertible_and_order_free(a: [u64; 4], b: [u64; 4], c: [u64; 4]) {
             let (a, b, c) = (Digest(a), Digest(b), Digest(c));
-            prop_assert_eq!(a.add(b).sub(b), a);
-            prop_assert_eq!(a.add(b).add(c), c.add(a).add(b));
+            prop_assert_eq!(a.wrapping_add(b).wrapping_sub(b), a);
+            prop_assert_eq!(a.wrapping_add(b).wrapping_add(c), c.wrapping_add(a).wrapping_add(b));
             prop_assert_eq!(Digest::from_bytes(&a.to_bytes()), a);
         }
 

@@ -7,6 +7,7 @@ mod bench;
 mod certs_cmd;
 mod data;
 mod demo;
+mod repair;
 mod serve;
 mod shell;
 
@@ -49,6 +50,10 @@ enum Command {
     Watch(data::WatchArgs),
     /// Make the node leave the cluster gracefully (admin).
     Leave(data::LeaveArgs),
+    /// Compare the node's partitions with their co-replicas and repair them (admin).
+    Repair(repair::RepairArgs),
+    /// Check the node's Merkle trees against its data (admin).
+    Verify(repair::VerifyArgs),
     /// An interactive shell against one node.
     Shell(shell::ShellArgs),
     /// A node in a temporary directory with fresh certificates, and a shell on it.
@@ -76,7 +81,7 @@ pub(crate) struct ClientArgs {
     user: String,
     /// Time allowed per request, in milliseconds.
     #[arg(long, default_value_t = 15_000, value_name = "MS")]
-    timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
 }
 
 impl ClientArgs {
@@ -112,8 +117,8 @@ impl From<ConsistencyArg> for Consistency {
 /// A failed command: its message and exit status.
 #[derive(Debug)]
 pub(crate) struct Failure {
-    message: String,
-    status: u8,
+    pub(crate) message: String,
+    pub(crate) status: u8,
 }
 
 impl Failure {
@@ -155,6 +160,8 @@ pub fn main() -> ExitCode {
         Command::Status(args) => with_runtime(|| data::status(args)),
         Command::Watch(args) => with_runtime(|| data::watch(args)),
         Command::Leave(args) => with_runtime(|| data::leave(args)),
+        Command::Repair(args) => with_runtime(|| repair::run(args)),
+        Command::Verify(args) => with_runtime(|| repair::verify(args)),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => with_runtime(|| bench::run(args)),

@@ -54,6 +54,16 @@ pub(crate) struct ServeArgs {
     /// Hints older than this are dropped and left to anti-entropy (e.g. 3h, 90m).
     #[arg(long, default_value = "3h", value_parser = humantime::parse_duration)]
     hint_window: std::time::Duration,
+    /// Time between background anti-entropy runs (jittered by up to a fifth), or `off`
+    /// for repair on demand only.
+    #[arg(long, default_value = "60s", value_parser = parse_interval)]
+    anti_entropy_interval: Interval,
+    /// Tombstones older than this are purged once every replica holds them.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    tombstone_grace: std::time::Duration,
+    /// Bytes of entries per second anti-entropy may move (0: unlimited).
+    #[arg(long, default_value_t = 64 << 20)]
+    repair_bytes_per_sec: u64,
     /// Largest value accepted, in bytes.
     #[arg(long, default_value_t = VALUE_BYTES_MAX_DEFAULT)]
     value_bytes_max: usize,
@@ -72,6 +82,19 @@ pub(crate) struct ServeArgs {
     unsafe_no_fsync: bool,
 }
 
+/// A duration, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Interval(Option<std::time::Duration>);
+
+fn parse_interval(text: &str) -> Result<Interval, String> {
+    if text == "off" {
+        return Ok(Interval(None));
+    }
+    humantime::parse_duration(text)
+        .map(|d| Interval(Some(d)))
+        .map_err(|e| format!("{e} (expected a duration like 60s or 5m, or off)"))
+}
+
 pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     let data_dir = args
         .data_dir
@@ -85,6 +108,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     config.default_consistency = args.consistency.into();
     config.hints_max = args.hints_max;
     config.hint_window = args.hint_window;
+    config.anti_entropy_interval = args
+        .anti_entropy_interval
+        .0
+        .map(|d| d.max(std::time::Duration::from_secs(1)));
+    config.tombstone_grace = args.tombstone_grace;
+    config.repair_bytes_per_sec = args.repair_bytes_per_sec;
     config.value_bytes_max = args.value_bytes_max;
     config.write_batch_max = args.write_batch_max;
     config.max_clock_offset_ms = args.max_clock_offset_ms;

@@ -232,6 +232,8 @@ fn flush(
             MembershipEvent::Joined(_) | MembershipEvent::Recovered(_)
         ) {
             shared.hints_wake.notify_one();
+            // A member that joins or returns has to catch up; so may this node.
+            shared.anti_entropy.wake.notify_one();
         }
     }
     if m.take_roster_changed() {
@@ -249,6 +251,8 @@ fn flush(
                 "placement changed"
             );
             *placement = Arc::new(next);
+            // New owners fill from the old ones: handoff is repair.
+            shared.anti_entropy.wake.notify_one();
         }
         let records = m.records();
         let store_shared = shared.clone();

@@ -7,6 +7,7 @@
 //! closes the store cleanly. Reading the system clock, spawning tasks and sockets happen
 //! here, never in the mechanisms.
 
+mod antientropy;
 mod cluster;
 mod hints;
 mod join;
@@ -101,6 +102,15 @@ pub struct NodeConfig {
     pub hint_window: Duration,
     /// SWIM timing.
     pub membership: MembershipConfig,
+    /// Time between background anti-entropy runs (jittered by up to a fifth); `None`
+    /// turns background runs off (repair on demand only).
+    pub anti_entropy_interval: Option<Duration>,
+    /// Age past which tombstones may be purged, once every replica holds them.
+    pub tombstone_grace: Duration,
+    /// Bytes of entries per second repair may move (0: unlimited).
+    pub repair_bytes_per_sec: u64,
+    /// Partitions exchanged at once with one peer.
+    pub exchanges_in_flight: usize,
 }
 
 impl NodeConfig {
@@ -134,6 +144,10 @@ impl NodeConfig {
             hints_max: HINTS_MAX_DEFAULT,
             hint_window: HINT_WINDOW_DEFAULT,
             membership: MembershipConfig::default(),
+            anti_entropy_interval: Some(Duration::from_secs(60)),
+            tombstone_grace: Duration::from_secs(24 * 3600),
+            repair_bytes_per_sec: 64 << 20,
+            exchanges_in_flight: 16,
         }
     }
 }
@@ -193,6 +207,7 @@ pub(crate) struct Shared {
     pub(crate) replication: replication::Replication,
     pub(crate) membership: cluster::MembershipHandle,
     pub(crate) hints_wake: Notify,
+    pub(crate) anti_entropy: antientropy::AntiEntropy,
     pub(crate) writes: AtomicU64,
     pub(crate) reads: AtomicU64,
     pub(crate) left: Notify,
@@ -305,6 +320,7 @@ impl Node {
             replication: replication::Replication::default(),
             membership,
             hints_wake: Notify::new(),
+            anti_entropy: antientropy::AntiEntropy::default(),
             writes: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             left: Notify::new(),
@@ -320,6 +336,7 @@ impl Node {
         ));
         tasks.spawn(replication::run_timeouts(shared.clone()));
         tasks.spawn(hints::run(shared.clone()));
+        tasks.spawn(antientropy::run(shared.clone()));
         tasks.spawn(server::accept_loop(endpoint.clone(), shared.clone()));
         tracing::info!(
             node = %shared.config.name,
@@ -347,6 +364,12 @@ impl Node {
     /// The node's current view of the cluster.
     pub fn view(&self) -> Arc<ClusterView> {
         self.shared.view()
+    }
+
+    /// This replica's store: what it holds, read directly. For tools and tests; a
+    /// write through it bypasses replication.
+    pub fn store(&self) -> &Store {
+        &self.shared.store
     }
 
     /// Resolves once the node has left the cluster (after `vergent leave`).

@@ -229,6 +229,17 @@ async fn serve_stream(
             super::service::watch(shared, &mut send, prefix, limit).await;
             break;
         }
+        if let Request::Repair {
+            partition,
+            peer: with,
+            dry_run,
+        } = &request
+            && request.allowed(peer.role)
+        {
+            super::service::repair(shared, &mut send, *partition, with.clone(), *dry_run, limit)
+                .await;
+            break;
+        }
         let response = match shared.requests.clone().try_acquire_owned() {
             Err(_) => Response::Error(ErrorReply::new(
                 ErrorCode::Overloaded,

@@ -61,10 +61,12 @@ impl Shared {
             Request::ReadLocal { key } => self.read_local(&key),
             Request::Join { id, cluster } => self.join(id, cluster),
             Request::Leave => self.leave().await,
-            Request::Watch { .. } => Err(ErrorReply::new(
+            Request::Watch { .. } | Request::Repair { .. } => Err(ErrorReply::new(
                 ErrorCode::BadRequest,
-                "watch needs a stream of its own",
+                "this request needs a stream of its own",
             )),
+            Request::Sync(request) => super::antientropy::respond(self, request).await,
+            Request::Verify => self.verify().await,
         };
         result.unwrap_or_else(Response::Error)
     }
@@ -206,6 +208,22 @@ impl Shared {
         })
     }
 
+    async fn verify(self: &Arc<Self>) -> Result<Response, ErrorReply> {
+        let shared = self.clone();
+        let partitions = self.settings.partitions;
+        let mismatched = tokio::task::spawn_blocking(move || {
+            (0..partitions)
+                .filter(|&p| !shared.store.verify_tree(p).unwrap_or(false))
+                .collect::<Vec<u16>>()
+        })
+        .await
+        .map_err(|e| ErrorReply::new(ErrorCode::Storage, format!("verify failed: {e}")))?;
+        Ok(Response::Verified {
+            checked: u64::from(partitions),
+            mismatched,
+        })
+    }
+
     async fn leave(&self) -> Result<Response, ErrorReply> {
         if !self.membership.leave().await {
             return Err(ErrorReply::new(
@@ -292,6 +310,8 @@ impl Shared {
             hlc: self.clock.lock().expect("clock lock").read(now_wall),
             uptime_ms: self.started.elapsed().as_millis() as u64,
             members,
+            sync: self.anti_entropy.peer_syncs(),
+            repair: self.anti_entropy.progress(),
         }
     }
 
@@ -341,6 +361,55 @@ pub(crate) async fn watch(
             break;
         }
     }
+}
+
+/// Runs a repair for an admin, streaming its progress and then its report.
+pub(crate) async fn repair(
+    shared: &Arc<Shared>,
+    send: &mut SendStream,
+    partition: Option<u16>,
+    peer: Option<String>,
+    dry_run: bool,
+    limit: usize,
+) {
+    if let Some(p) = partition
+        && p >= shared.settings.partitions
+    {
+        let reply = ErrorReply::new(
+            ErrorCode::BadRequest,
+            format!(
+                "partition {p} does not exist: the cluster has partitions 0 to {}",
+                shared.settings.partitions - 1
+            ),
+        );
+        let _ = frame::write_message(send, &Response::Error(reply), limit).await;
+        return;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let progress = move |p| {
+        let _ = tx.try_send(p);
+    };
+    let run = super::antientropy::repair(shared, partition, peer, dry_run, &progress);
+    tokio::pin!(run);
+    let report = loop {
+        tokio::select! {
+            report = &mut run => break report,
+            Some(p) = rx.recv() => {
+                // Progress is best effort: a slow reader misses some updates, never the report.
+                let _ = frame::write_message(send, &Response::RepairProgress(p), limit).await;
+            }
+        }
+    };
+    tracing::info!(
+        dry_run,
+        compared = report.counts.partitions_compared,
+        differing = report.counts.partitions_differing,
+        keys_sent = report.counts.keys_sent,
+        keys_received = report.counts.keys_received,
+        in_sync = report.in_sync,
+        "repair finished"
+    );
+    let _ = frame::write_message(send, &Response::Repaired(report), limit).await;
 }
 
 fn op_error(err: OpError) -> ErrorReply {

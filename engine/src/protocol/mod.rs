@@ -9,6 +9,8 @@ pub mod frame;
 
 use serde::{Deserialize, Serialize};
 
+use crate::antientropy::messages::{SyncRequest, SyncResponse};
+use crate::antientropy::report::{PeerSync, RepairProgress, RepairReport};
 use crate::hlc::Timestamp;
 use crate::membership::MemberId;
 use crate::record::{Entry, Record, Version};
@@ -136,22 +138,30 @@ pub enum Request {
     },
     /// Administrative: this node leaves the cluster gracefully, then stops.
     Leave,
+    /// Internode: one step of an anti-entropy exchange. Node role only.
+    Sync(SyncRequest),
+    /// Administrative: recompute every partition's Merkle tree from the data and compare
+    /// it with the tree kept incrementally.
+    Verify,
+    /// Administrative: compare (and unless `dry_run`, repair) this node's partitions
+    /// with their co-replicas. Answered by progress frames, then a report.
+    Repair {
+        /// Only this partition.
+        partition: Option<u16>,
+        /// Only with this peer.
+        peer: Option<String>,
+        /// Compare only; move nothing.
+        dry_run: bool,
+    },
 }
 
 impl Request {
-    /// The least privileged role allowed to send this request.
+    /// Whether a certificate of `role` may send this request.
     pub fn allowed(&self, role: Role) -> bool {
-        match self {
-            Request::Hello { .. }
-            | Request::Get { .. }
-            | Request::Put { .. }
-            | Request::Delete { .. }
-            | Request::Status
-            | Request::Watch { .. } => true,
-            Request::Replicate { .. } | Request::ReadLocal { .. } | Request::Join { .. } => {
-                role == Role::Node
-            }
-            Request::Leave => role == Role::Admin,
+        match self.required_role() {
+            Role::Client => true,
+            Role::Node => role == Role::Node,
+            Role::Admin => role == Role::Admin,
         }
     }
 
@@ -168,17 +178,27 @@ impl Request {
             Request::Join { .. } => "join",
             Request::Watch { .. } => "watch",
             Request::Leave => "leave",
+            Request::Sync(_) => "sync",
+            Request::Repair { .. } => "repair",
+            Request::Verify => "verify",
         }
     }
 
-    /// The role a request needs, for error messages.
+    /// The role a request needs: client requests are open to every role, node and
+    /// admin requests to that role only.
     pub fn required_role(&self) -> Role {
         match self {
-            Request::Replicate { .. } | Request::ReadLocal { .. } | Request::Join { .. } => {
-                Role::Node
-            }
-            Request::Leave => Role::Admin,
-            _ => Role::Client,
+            Request::Hello { .. }
+            | Request::Get { .. }
+            | Request::Put { .. }
+            | Request::Delete { .. }
+            | Request::Status
+            | Request::Watch { .. } => Role::Client,
+            Request::Replicate { .. }
+            | Request::ReadLocal { .. }
+            | Request::Join { .. }
+            | Request::Sync(_) => Role::Node,
+            Request::Leave | Request::Repair { .. } | Request::Verify => Role::Admin,
         }
     }
 }
@@ -257,6 +277,19 @@ pub enum Response {
     },
     /// The answer to [`Request::Status`].
     Status(ClusterStatus),
+    /// The answer to [`Request::Sync`].
+    Sync(SyncResponse),
+    /// A repair's progress, streamed before its report.
+    RepairProgress(RepairProgress),
+    /// A repair's report: the last answer to [`Request::Repair`].
+    Repaired(RepairReport),
+    /// The answer to [`Request::Verify`].
+    Verified {
+        /// Partitions checked.
+        checked: u64,
+        /// Partitions whose kept tree differs from the rebuilt one.
+        mismatched: Vec<u16>,
+    },
     /// The request failed; the node keeps serving.
     Error(ErrorReply),
 }
@@ -318,6 +351,10 @@ pub struct ClusterStatus {
     pub uptime_ms: u64,
     /// Every member known, the answering node included, by name.
     pub members: Vec<MemberStatus>,
+    /// The answering node's anti-entropy state with each peer.
+    pub sync: Vec<PeerSync>,
+    /// The progress of a repair running on the answering node.
+    pub repair: Option<RepairProgress>,
 }
 
 /// What kind of failure an [`ErrorReply`] reports.

@@ -549,6 +549,7 @@ impl Tables {
         let mut changed: Vec<Arc<Entry>> = Vec::new();
         let mut hint_delta = HintDelta::default();
         let mut tree_deltas: Vec<(Location, Delta)> = Vec::new();
+        let mut dropped_partitions: Vec<PartitionId> = Vec::new();
         let watched = self.changes.receiver_count() > 0;
         let mut encoded = Vec::new();
         for op in ops {
@@ -581,6 +582,20 @@ impl Tables {
                     }
                     WriteResult::HintsDeleted
                 }
+                WriteOp::Purge(tombstones) => {
+                    let mut purged = 0;
+                    for (key, version) in tombstones {
+                        if self.purge_tombstone(&mut wtxn, key, *version, &mut tree_deltas)? {
+                            purged += 1;
+                        }
+                    }
+                    WriteResult::Removed(purged)
+                }
+                WriteOp::DropPartition(partition) => {
+                    let removed = self.drop_partition(&mut wtxn, *partition)?;
+                    dropped_partitions.push(*partition);
+                    WriteResult::Removed(removed)
+                }
             });
         }
         self.raise_high_water(&mut wtxn, high_water)?;
@@ -588,6 +603,11 @@ impl Tables {
             .map_err(|e| self.write_error("committing", e))?;
         hint_delta.settle(&self.hint_state, self.hints_max);
         if let Some(trees) = self.trees.get() {
+            for partition in &dropped_partitions {
+                if let Some(tree) = trees.get(usize::from(*partition)) {
+                    *tree.write().expect("tree lock") = InnerTree::default();
+                }
+            }
             for (location, delta) in &tree_deltas {
                 if let Some(tree) = trees.get(usize::from(location.partition)) {
                     tree.write().expect("tree lock").apply(location.leaf, delta);
@@ -958,9 +978,9 @@ impl Store {
             let key = &dkey[4..];
             let leaf = tree::locate(key, settings.partitions).leaf;
             let node = rebuilt.entry(leaf).or_default();
-            node.digest = node
-                .digest
-                .add(tree::entry_hash(&settings.tree_key, key, &record));
+            node.digest =
+                node.digest
+                    .wrapping_add(tree::entry_hash(&settings.tree_key, key, &record));
             node.count += 1;
         }
         let mut stored: BTreeMap<u16, TreeNode> = BTreeMap::new();
@@ -1084,6 +1104,147 @@ impl Tables {
                 .map_err(|e| self.write_error("writing the tree", e))?;
         }
         Ok(())
+    }
+}
+
+impl Tables {
+    /// Deletes `key` if its record is still the tombstone `version`.
+    fn purge_tombstone(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        key: &[u8],
+        version: Version,
+        tree_deltas: &mut Vec<(Location, Delta)>,
+    ) -> Result<bool, StoreError> {
+        let settings = *self.settings()?;
+        let location = tree::locate(key, settings.partitions);
+        let dkey = data_key_at(location.partition, location.leaf, key);
+        let current = match self
+            .data
+            .get(wtxn, &dkey)
+            .map_err(|e| self.write_error("reading a record", e))?
+        {
+            None => return Ok(false),
+            Some(bytes) => Record::decode(bytes).map_err(StoreError::corrupt_record)?,
+        };
+        if current.version != version || current.payload != crate::record::Payload::Tombstone {
+            return Ok(false);
+        }
+        self.data
+            .delete(wtxn, &dkey)
+            .map_err(|e| self.write_error("purging a tombstone", e))?;
+        if self.maintain_tree {
+            let delta = Delta {
+                digest_removed: tree::entry_hash(&settings.tree_key, key, &current),
+                count: -1,
+                ..Delta::default()
+            };
+            self.update_leaf(wtxn, location, &delta)?;
+            tree_deltas.push((location, delta));
+        }
+        Ok(true)
+    }
+
+    /// Deletes every record and tree leaf of `partition`; returns how many records.
+    fn drop_partition(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        partition: PartitionId,
+    ) -> Result<u64, StoreError> {
+        let prefix = partition.to_be_bytes();
+        let mut removed = 0;
+        {
+            let mut iter = self
+                .data
+                .prefix_iter_mut(wtxn, &prefix)
+                .map_err(|e| self.write_error("dropping a partition", e))?;
+            while let Some(item) = iter.next() {
+                item.map_err(|e| self.write_error("dropping a partition", e))?;
+                // SAFETY: no reference into the database is held across the deletion.
+                #[allow(unsafe_code)]
+                unsafe {
+                    iter.del_current()
+                        .map_err(|e| self.write_error("dropping a partition", e))?;
+                }
+                removed += 1;
+            }
+        }
+        let mut iter = self
+            .merkle
+            .prefix_iter_mut(wtxn, &prefix)
+            .map_err(|e| self.write_error("dropping a partition", e))?;
+        while let Some(item) = iter.next() {
+            item.map_err(|e| self.write_error("dropping a partition", e))?;
+            // SAFETY: as above.
+            #[allow(unsafe_code)]
+            unsafe {
+                iter.del_current()
+                    .map_err(|e| self.write_error("dropping a partition", e))?;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Tombstone purging and partition handoff.
+impl Store {
+    /// Up to `limit` tombstones of `partition` whose HLC wall time is before `horizon_ms`.
+    pub fn tombstones_before(
+        &self,
+        partition: PartitionId,
+        horizon_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Version)>, StoreError> {
+        let rtxn = self.tables.read_txn()?;
+        let iter = self
+            .tables
+            .data
+            .prefix_iter(&rtxn, &partition.to_be_bytes())
+            .map_err(StoreError::lmdb("reading data"))?;
+        let mut out = Vec::new();
+        for item in iter {
+            let (dkey, value) = item.map_err(StoreError::lmdb("reading data"))?;
+            let version = Record::decode_version(value).map_err(StoreError::corrupt_record)?;
+            if value.get(crate::record::RECORD_HEADER_BYTES - 1) == Some(&1)
+                && version.hlc.wall_ms() < horizon_ms
+            {
+                out.push((dkey[4..].to_vec(), version));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes these tombstones where they are still the keys' records; returns how many.
+    pub async fn purge(&self, tombstones: Vec<(Vec<u8>, Version)>) -> Result<u64, StoreError> {
+        match self.writer.submit(WriteOp::Purge(tombstones)).await? {
+            WriteResult::Removed(count) => Ok(count),
+            _ => unreachable!("the writer answers a purge with a count"),
+        }
+    }
+
+    /// Deletes a partition this node no longer holds; returns how many records went.
+    pub async fn drop_partition(&self, partition: PartitionId) -> Result<u64, StoreError> {
+        match self
+            .writer
+            .submit(WriteOp::DropPartition(partition))
+            .await?
+        {
+            WriteResult::Removed(count) => Ok(count),
+            _ => unreachable!("the writer answers a drop with a count"),
+        }
+    }
+
+    /// Partitions holding at least one record (tombstones included).
+    pub fn partitions_with_data(&self) -> Vec<PartitionId> {
+        let Some(settings) = self.cluster() else {
+            return Vec::new();
+        };
+        (0..settings.partitions)
+            .filter(|&p| self.tree_root(p).map(|r| r.count > 0).unwrap_or(false))
+            .collect()
     }
 }
 

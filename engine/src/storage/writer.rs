@@ -15,6 +15,10 @@ pub(crate) enum WriteOp {
     Apply(Vec<Entry>),
     PutHints(Vec<Hint>),
     DeleteHints(Vec<Vec<u8>>),
+    /// Deletes these tombstones if they are still the keys' records.
+    Purge(Vec<(Vec<u8>, crate::record::Version)>),
+    /// Deletes a partition's data and tree (after its new owners have it).
+    DropPartition(crate::placement::PartitionId),
 }
 
 /// What a committed [`WriteOp`] did.
@@ -22,6 +26,7 @@ pub(crate) enum WriteResult {
     Applied(Vec<ApplyOutcome>),
     HintsStored(usize),
     HintsDeleted,
+    Removed(u64),
 }
 
 struct Job {
