@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use super::Shared;
 use super::peers::{PeerError, exchange as send_request};
 use crate::antientropy::exchange::{Exchange, purgeable, root_summary};
+use crate::antientropy::local::entry_bytes;
 use crate::antientropy::messages::{DifferingRoot, SyncRequest, SyncResponse};
 use crate::antientropy::report::{
     PartitionDifference, PeerSync, RepairProgress, RepairReport, SyncCounts,
@@ -113,7 +114,7 @@ pub(crate) async fn respond(
     let bad = |e: String| ErrorReply::new(ErrorCode::BadRequest, format!("sync: {e}"));
     match request {
         SyncRequest::Push { entries, .. } => {
-            let bytes = postcard::experimental::serialized_size(&entries).unwrap_or(0) as u64;
+            let bytes = entry_bytes(&entries);
             shared
                 .anti_entropy
                 .limiter
@@ -145,7 +146,7 @@ pub(crate) async fn respond(
             if let SyncResponse::Compared { send, .. }
             | SyncResponse::Entries { entries: send, .. } = &response
             {
-                let bytes = postcard::experimental::serialized_size(send).unwrap_or(0) as u64;
+                let bytes = entry_bytes(send);
                 shared
                     .anti_entropy
                     .limiter
@@ -448,9 +449,7 @@ async fn step(
     counts: &Mutex<SyncCounts>,
 ) -> Result<SyncResponse, String> {
     let pushed = match &request {
-        SyncRequest::Push { entries, .. } => {
-            postcard::experimental::serialized_size(entries).unwrap_or(0) as u64
-        }
+        SyncRequest::Push { entries, .. } => entry_bytes(entries),
         _ => 0,
     };
     shared
@@ -471,12 +470,8 @@ async fn step(
         other => return Err(format!("unexpected answer {other:?}")),
     };
     let entries_in = match &response {
-        SyncResponse::Compared { send, .. } => {
-            postcard::experimental::serialized_size(send).unwrap_or(0) as u64
-        }
-        SyncResponse::Entries { entries, .. } => {
-            postcard::experimental::serialized_size(entries).unwrap_or(0) as u64
-        }
+        SyncResponse::Compared { send, .. } => entry_bytes(send),
+        SyncResponse::Entries { entries, .. } => entry_bytes(entries),
         _ => 0,
     };
     let mut c = counts.lock().expect("counts lock");

@@ -3,10 +3,11 @@
 //! Tables:
 //! - `data`: `partition (u16 BE) ‖ user key` → stored [`Record`]; each partition is one
 //!   contiguous key range, which is what anti-entropy walks.
-//!   (The key also carries the entry's Merkle leaf, `partition ‖ leaf (u16 BE) ‖ key`, so
-//!   each leaf of the partition's tree is a contiguous range too.)
-//! - `merkle`: `partition ‖ leaf` → the leaf's digest and entry count, updated in the
-//!   same transaction as the data ([`crate::antientropy::tree`]).
+//!   The key also carries the entry's Merkle leaf, `partition ‖ leaf (u16 BE) ‖ key`, so
+//!   each leaf of the partition's tree is a contiguous range too, and the leaf's own
+//!   row, `partition ‖ leaf` → digest and entry count ([`crate::antientropy::tree`]),
+//!   sorts just before its records: updating it in the write's transaction touches a
+//!   page the write dirties anyway.
 //! - `hints`: writes a replica missed, per target, oldest first ([`hints`]).
 //! - `members`: the cluster members this node knows, so a restart knows placement.
 //! - `meta`: format version, node name, cluster settings, incarnation, HLC high-water.
@@ -114,7 +115,6 @@ pub(crate) struct Tables {
     hints: Database<Bytes, Bytes>,
     members: Database<Str, Bytes>,
     meta: Database<Str, Bytes>,
-    merkle: Database<Bytes, Bytes>,
     cluster: Arc<OnceLock<ClusterSettings>>,
     trees: Arc<OnceLock<Vec<RwLock<InnerTree>>>>,
     maintain_tree: bool,
@@ -426,11 +426,13 @@ impl Store {
 
     /// Number of records (tombstones included) held.
     pub fn len(&self) -> Result<u64, StoreError> {
-        let rtxn = self.tables.read_txn()?;
-        self.tables
-            .data
-            .len(&rtxn)
-            .map_err(StoreError::lmdb("counting records"))
+        // The trees count every record; reading their roots needs no scan.
+        let Some(settings) = self.cluster() else {
+            return Ok(0);
+        };
+        (0..settings.partitions)
+            .map(|p| self.tree_root(p).map(|r| r.count))
+            .sum()
     }
 
     /// Whether the store holds no records.
@@ -836,9 +838,7 @@ fn open_tables(
     let members = env
         .create_database(&mut wtxn, Some("members"))
         .map_err(StoreError::lmdb("creating the members table"))?;
-    let merkle = env
-        .create_database(&mut wtxn, Some("merkle"))
-        .map_err(StoreError::lmdb("creating the merkle table"))?;
+
     if !existing {
         meta.put(&mut wtxn, meta::FORMAT, &FORMAT_VERSION.to_be_bytes())
             .map_err(StoreError::lmdb("writing meta"))?;
@@ -853,7 +853,6 @@ fn open_tables(
         hints,
         members,
         meta,
-        merkle,
         cluster: Arc::new(OnceLock::new()),
         trees: Arc::new(OnceLock::new()),
         maintain_tree: options.maintain_tree,
@@ -945,6 +944,9 @@ impl Store {
         let mut last_key: Vec<u8> = Vec::new();
         for item in iter {
             let (dkey, value) = item.map_err(StoreError::lmdb("reading a leaf"))?;
+            if dkey.len() == LEAF_KEY_BYTES {
+                continue;
+            }
             if !out.is_empty() && bytes + value.len() > bytes_max {
                 return Ok((out, Some(last_key)));
             }
@@ -967,6 +969,7 @@ impl Store {
         let rtxn = self.tables.read_txn()?;
         let prefix = partition.to_be_bytes();
         let mut rebuilt: BTreeMap<u16, TreeNode> = BTreeMap::new();
+        let mut stored: BTreeMap<u16, TreeNode> = BTreeMap::new();
         let iter = self
             .tables
             .data
@@ -974,28 +977,22 @@ impl Store {
             .map_err(StoreError::lmdb("reading data"))?;
         for item in iter {
             let (dkey, value) = item.map_err(StoreError::lmdb("reading data"))?;
+            if dkey.len() == LEAF_KEY_BYTES {
+                let node = TreeNode::decode(value).ok_or(StoreError::Corrupt {
+                    what: "tree leaf",
+                    detail: "wrong size".into(),
+                })?;
+                stored.insert(u16::from_be_bytes([dkey[2], dkey[3]]), node);
+                continue;
+            }
             let record = Record::decode(value).map_err(StoreError::corrupt_record)?;
-            let key = &dkey[4..];
+            let key = &dkey[LEAF_KEY_BYTES..];
             let leaf = tree::locate(key, settings.partitions).leaf;
             let node = rebuilt.entry(leaf).or_default();
             node.digest =
                 node.digest
                     .wrapping_add(tree::entry_hash(&settings.tree_key, key, &record));
             node.count += 1;
-        }
-        let mut stored: BTreeMap<u16, TreeNode> = BTreeMap::new();
-        let iter = self
-            .tables
-            .merkle
-            .prefix_iter(&rtxn, &prefix)
-            .map_err(StoreError::lmdb("reading the tree"))?;
-        for item in iter {
-            let (k, v) = item.map_err(StoreError::lmdb("reading the tree"))?;
-            let node = TreeNode::decode(v).ok_or(StoreError::Corrupt {
-                what: "tree leaf",
-                detail: "wrong size".into(),
-            })?;
-            stored.insert(u16::from_be_bytes([k[2], k[3]]), node);
         }
         let rebuilt_inner = InnerTree::from_leaves(rebuilt.iter().map(|(l, n)| (*l, *n)));
         let cached = self.tables.inner(partition)?;
@@ -1031,29 +1028,45 @@ impl Tables {
         settings: ClusterSettings,
     ) -> Result<(), StoreError> {
         let _ = self.cluster.set(settings);
-        let mut leaves: Vec<Vec<(u16, TreeNode)>> =
-            vec![Vec::new(); usize::from(settings.partitions)];
-        let iter = self
-            .merkle
-            .iter(rtxn)
-            .map_err(StoreError::lmdb("reading the tree"))?;
-        for item in iter {
-            let (k, v) = item.map_err(StoreError::lmdb("reading the tree"))?;
-            if k.len() != 4 {
-                continue;
-            }
-            let partition = usize::from(u16::from_be_bytes([k[0], k[1]]));
-            let leaf = u16::from_be_bytes([k[2], k[3]]);
-            if let (Some(slot), Some(node)) = (leaves.get_mut(partition), TreeNode::decode(v)) {
-                slot.push((leaf, node));
-            }
+        let mut trees = Vec::with_capacity(usize::from(settings.partitions));
+        for partition in 0..settings.partitions {
+            let leaves = self.leaves(rtxn, partition)?;
+            trees.push(RwLock::new(InnerTree::from_leaves(leaves)));
         }
-        let trees = leaves
-            .into_iter()
-            .map(|l| RwLock::new(InnerTree::from_leaves(l)))
-            .collect();
         let _ = self.trees.set(trees);
         Ok(())
+    }
+
+    /// Every non-empty leaf of `partition`: one seek per leaf, skipping empty ranges,
+    /// never reading the records between them.
+    fn leaves(
+        &self,
+        rtxn: &RoTxn<'_, WithoutTls>,
+        partition: PartitionId,
+    ) -> Result<Vec<(u16, TreeNode)>, StoreError> {
+        let mut out = Vec::new();
+        let mut leaf: u32 = 0;
+        while leaf < tree::LEAVES as u32 {
+            let from = leaf_key(partition, leaf as u16);
+            let found = self
+                .data
+                .get_greater_than_or_equal_to(rtxn, &from)
+                .map_err(StoreError::lmdb("reading the tree"))?;
+            let Some((key, value)) = found else { break };
+            if key.len() < LEAF_KEY_BYTES || key[..2] != partition.to_be_bytes() {
+                break;
+            }
+            let found_leaf = u16::from_be_bytes([key[2], key[3]]);
+            if key.len() == LEAF_KEY_BYTES {
+                let node = TreeNode::decode(value).ok_or(StoreError::Corrupt {
+                    what: "tree leaf",
+                    detail: format!("partition {partition} leaf {found_leaf}: wrong size"),
+                })?;
+                out.push((found_leaf, node));
+            }
+            leaf = u32::from(found_leaf) + 1;
+        }
+        Ok(out)
     }
 
     fn leaf(
@@ -1063,7 +1076,7 @@ impl Tables {
         leaf: u16,
     ) -> Result<TreeNode, StoreError> {
         let raw = self
-            .merkle
+            .data
             .get(rtxn, &leaf_key(partition, leaf))
             .map_err(StoreError::lmdb("reading the tree"))?;
         match raw {
@@ -1083,7 +1096,7 @@ impl Tables {
     ) -> Result<(), StoreError> {
         let key = leaf_key(location.partition, location.leaf);
         let current = match self
-            .merkle
+            .data
             .get(wtxn, &key)
             .map_err(|e| self.write_error("reading the tree", e))?
         {
@@ -1095,11 +1108,11 @@ impl Tables {
         };
         let next = current.plus(delta);
         if next.count == 0 {
-            self.merkle
+            self.data
                 .delete(wtxn, &key)
                 .map_err(|e| self.write_error("writing the tree", e))?;
         } else {
-            self.merkle
+            self.data
                 .put(wtxn, &key, &next.encode())
                 .map_err(|e| self.write_error("writing the tree", e))?;
         }
@@ -1159,30 +1172,57 @@ impl Tables {
                 .prefix_iter_mut(wtxn, &prefix)
                 .map_err(|e| self.write_error("dropping a partition", e))?;
             while let Some(item) = iter.next() {
-                item.map_err(|e| self.write_error("dropping a partition", e))?;
+                let is_record = item
+                    .map(|(key, _)| key.len() != LEAF_KEY_BYTES)
+                    .map_err(|e| self.write_error("dropping a partition", e))?;
                 // SAFETY: no reference into the database is held across the deletion.
                 #[allow(unsafe_code)]
                 unsafe {
                     iter.del_current()
                         .map_err(|e| self.write_error("dropping a partition", e))?;
                 }
-                removed += 1;
-            }
-        }
-        let mut iter = self
-            .merkle
-            .prefix_iter_mut(wtxn, &prefix)
-            .map_err(|e| self.write_error("dropping a partition", e))?;
-        while let Some(item) = iter.next() {
-            item.map_err(|e| self.write_error("dropping a partition", e))?;
-            // SAFETY: as above.
-            #[allow(unsafe_code)]
-            unsafe {
-                iter.del_current()
-                    .map_err(|e| self.write_error("dropping a partition", e))?;
+                removed += u64::from(is_record);
             }
         }
         Ok(removed)
+    }
+}
+
+/// Pages a table takes on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableSize {
+    /// Rows.
+    pub entries: u64,
+    /// Bytes of its pages (branch, leaf and overflow).
+    pub bytes: u64,
+}
+
+impl Store {
+    /// The `data` table's size, and the part of it the tree's leaf rows take (each
+    /// counted at its key, value and LMDB node header: 4 + 40 + 8 bytes).
+    pub fn table_sizes(&self) -> Result<(TableSize, TableSize), StoreError> {
+        let rtxn = self.tables.read_txn()?;
+        let stat = self
+            .tables
+            .data
+            .stat(&rtxn)
+            .map_err(StoreError::lmdb("reading table sizes"))?;
+        let data = TableSize {
+            entries: stat.entries as u64,
+            bytes: (stat.branch_pages + stat.leaf_pages + stat.overflow_pages) as u64
+                * u64::from(stat.page_size),
+        };
+        let mut leaves = 0u64;
+        for partition in 0..self.cluster().map_or(0, |c| c.partitions) {
+            leaves += self.tables.leaves(&rtxn, partition)?.len() as u64;
+        }
+        Ok((
+            data,
+            TableSize {
+                entries: leaves,
+                bytes: leaves * 52,
+            },
+        ))
     }
 }
 
@@ -1204,6 +1244,9 @@ impl Store {
         let mut out = Vec::new();
         for item in iter {
             let (dkey, value) = item.map_err(StoreError::lmdb("reading data"))?;
+            if dkey.len() == LEAF_KEY_BYTES {
+                continue;
+            }
             let version = Record::decode_version(value).map_err(StoreError::corrupt_record)?;
             if value.get(crate::record::RECORD_HEADER_BYTES - 1) == Some(&1)
                 && version.hlc.wall_ms() < horizon_ms
@@ -1256,6 +1299,10 @@ pub fn data_key_at(partition: PartitionId, leaf: u16, key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(key);
     out
 }
+
+/// Length of a leaf's key in the `data` table: `partition ‖ leaf`, no user key. User
+/// keys have at least one byte, so a leaf's summary row sorts just before its records.
+const LEAF_KEY_BYTES: usize = 4;
 
 fn leaf_key(partition: PartitionId, leaf: u16) -> [u8; 4] {
     let mut out = [0u8; 4];

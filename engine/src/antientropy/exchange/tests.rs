@@ -53,47 +53,23 @@ struct Totals {
 /// Runs the roots round and then one exchange per differing partition, with `a` as the
 /// requester and `b` as the responder.
 fn reconcile(a: &Store, b: &Store, salt: u64, horizon: u64, dry_run: bool) -> Totals {
-    let partitions = a.partitions();
-    let roots = (0..partitions)
-        .map(|p| root_summary(a, p, salt).unwrap())
-        .collect();
-    let SyncResponse::Roots { differing } =
-        respond(b, &SyncRequest::Roots { salt, roots }).unwrap()
-    else {
-        panic!("roots")
-    };
-    let mut totals = Totals {
-        differing_partitions: differing.len(),
-        round_trips: 1,
-        ..Totals::default()
-    };
-    for root in &differing {
-        let mut exchange = Exchange::new(a, root, salt, horizon, dry_run).unwrap();
-        while let Some(request) = exchange.poll_request(a) {
-            let response = match &request {
-                SyncRequest::Push { entries, .. } => {
-                    assert!(!dry_run, "a dry run moves nothing");
-                    let outcomes = b.apply_now(entries).unwrap();
-                    SyncResponse::Pushed {
-                        applied: outcomes.iter().filter(|o| o.applied()).count() as u32,
-                    }
-                }
-                other => respond(b, other).unwrap(),
-            };
-            exchange.handle_response(a, response);
-            while let Some(entries) = exchange.poll_apply() {
-                a.apply_now(&entries).unwrap();
-            }
-        }
-        assert_eq!(exchange.failure(), None);
-        let stats = exchange.stats();
-        totals.differing_keys += stats.differing_keys;
-        totals.keys_sent += stats.keys_sent;
-        totals.keys_received += stats.keys_received;
-        totals.round_trips += stats.round_trips;
-        totals.pending_purge += stats.pending_purge();
+    let run = crate::antientropy::local::reconcile(a, b, salt, horizon, dry_run).unwrap();
+    let c = run.counts;
+    if dry_run {
+        assert_eq!(
+            (c.entry_bytes_sent, c.entry_bytes_received),
+            (0, 0),
+            "a dry run moves nothing"
+        );
     }
-    totals
+    Totals {
+        differing_partitions: c.partitions_differing as usize,
+        differing_keys: c.keys_differing,
+        keys_sent: c.keys_sent,
+        keys_received: c.keys_received,
+        round_trips: c.round_trips,
+        pending_purge: c.pending_purge,
+    }
 }
 
 fn contents(store: &Store) -> BTreeMap<Vec<u8>, Record> {
