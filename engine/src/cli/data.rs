@@ -204,6 +204,48 @@ pub(crate) fn status_table(status: &ClusterStatus) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
+    out.push_str(&sync_table(status));
+    out
+}
+
+/// The anti-entropy lines of the status table: one per peer.
+fn sync_table(status: &ClusterStatus) -> String {
+    if status.sync.is_empty() {
+        return String::new();
+    }
+    let now = crate::hlc::system_wall_ms();
+    let age = |t: Option<u64>| t.map_or("never".to_string(), |t| format_age(now.saturating_sub(t)));
+    let mut rows = vec![vec![
+        "PEER".to_string(),
+        "LAST EXCHANGE".to_string(),
+        "SYNC LAG".to_string(),
+        "DIFFERING".to_string(),
+        "MOVED".to_string(),
+        "LAST ERROR".to_string(),
+    ]];
+    for s in &status.sync {
+        rows.push(vec![
+            s.peer.clone(),
+            age(s.last_exchange_ms),
+            age(s.last_in_sync_ms),
+            s.partitions_differing.to_string(),
+            format!("{:.1} KiB", s.bytes_moved as f64 / 1024.0),
+            s.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let mut out = format!("\nanti-entropy with peers (as seen by {})\n", status.node);
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
     out
 }
 
