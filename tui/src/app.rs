@@ -1,0 +1,188 @@
+//! The dashboard's state apart from what it shows: which panel has focus, what is
+//! selected, whether updates are paused, which overlay is open. Keys change it; the
+//! model comes from outside.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use crate::model::Dashboard;
+
+/// A panel that can have focus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Panel {
+    /// The members table.
+    Members,
+    /// The partition map.
+    Partitions,
+    /// The event log.
+    Events,
+}
+
+/// What the dashboard asks its feeder to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Leave.
+    Quit,
+    /// Start a repair on this node (confirmed by the operator).
+    Repair {
+        /// The node.
+        node: String,
+    },
+    /// Fetch the details of this partition.
+    Inspect {
+        /// The partition.
+        partition: u16,
+    },
+}
+
+/// An overlay on top of the panels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    /// Key help.
+    Help,
+    /// Details of the selected member or partition.
+    Details,
+    /// "Start a repair on NODE?"
+    ConfirmRepair(String),
+}
+
+/// The dashboard.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// What is shown.
+    pub model: Dashboard,
+    /// The panel with focus.
+    pub panel: Panel,
+    /// The selected member (index into the members).
+    pub member: usize,
+    /// The selected partition.
+    pub partition: usize,
+    /// Whether model updates are held back.
+    pub paused: bool,
+    /// The open overlay.
+    pub overlay: Option<Overlay>,
+    /// Whether colours are used.
+    pub colour: bool,
+}
+
+impl App {
+    /// A dashboard showing `model`.
+    pub fn new(model: Dashboard) -> App {
+        App {
+            model,
+            panel: Panel::Members,
+            member: 0,
+            partition: 0,
+            paused: false,
+            overlay: None,
+            colour: true,
+        }
+    }
+
+    /// A new view from the feeder; held back while paused (the connection state and
+    /// the details asked for still get through).
+    pub fn update(&mut self, model: Dashboard) {
+        if self.paused {
+            self.model.connection = model.connection;
+            if model.detail.is_some() {
+                self.model.detail = model.detail;
+            }
+            return;
+        }
+        self.model = model;
+        self.member = self.member.min(self.model.members.len().saturating_sub(1));
+        self.partition = self.partition.min(self.model.cells.len().saturating_sub(1));
+    }
+
+    /// The selected member's name.
+    pub fn selected_member(&self) -> Option<&str> {
+        self.model.members.get(self.member).map(|m| m.name.as_str())
+    }
+
+    /// Reacts to a key; returns what the feeder should do, if anything.
+    pub fn handle_key(&mut self, key: KeyEvent) -> Option<Command> {
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Some(Command::Quit);
+        }
+        if let Some(overlay) = self.overlay.clone() {
+            return self.handle_overlay_key(overlay, key.code);
+        }
+        match key.code {
+            KeyCode::Char('q') | KeyCode::Esc => return Some(Command::Quit),
+            KeyCode::Char('?') => self.overlay = Some(Overlay::Help),
+            KeyCode::Char('p') => self.paused = !self.paused,
+            KeyCode::Tab => {
+                self.panel = match self.panel {
+                    Panel::Members => Panel::Partitions,
+                    Panel::Partitions => Panel::Events,
+                    Panel::Events => Panel::Members,
+                }
+            }
+            KeyCode::BackTab => {
+                self.panel = match self.panel {
+                    Panel::Members => Panel::Events,
+                    Panel::Partitions => Panel::Members,
+                    Panel::Events => Panel::Partitions,
+                }
+            }
+            KeyCode::Up => self.step(-1, true),
+            KeyCode::Down => self.step(1, true),
+            KeyCode::Left => self.step(-1, false),
+            KeyCode::Right => self.step(1, false),
+            KeyCode::Enter => {
+                self.overlay = Some(Overlay::Details);
+                if self.panel == Panel::Partitions && !self.model.cells.is_empty() {
+                    self.model.detail = None;
+                    return Some(Command::Inspect {
+                        partition: self.partition as u16,
+                    });
+                }
+            }
+            KeyCode::Char('r') => {
+                if let Some(name) = self.selected_member() {
+                    self.overlay = Some(Overlay::ConfirmRepair(name.to_string()));
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    fn handle_overlay_key(&mut self, overlay: Overlay, code: KeyCode) -> Option<Command> {
+        match (overlay, code) {
+            (Overlay::ConfirmRepair(node), KeyCode::Char('y') | KeyCode::Char('Y')) => {
+                self.overlay = None;
+                Some(Command::Repair { node })
+            }
+            (_, KeyCode::Char('q')) => Some(Command::Quit),
+            _ => {
+                self.overlay = None;
+                None
+            }
+        }
+    }
+
+    /// Moves the selection of the focused panel: members by one; partitions by one
+    /// across, or by a row of the map when `vertical`.
+    fn step(&mut self, by: i64, vertical: bool) {
+        match self.panel {
+            Panel::Members if vertical => {
+                let n = self.model.members.len() as i64;
+                if n > 0 {
+                    self.member = (self.member as i64 + by).rem_euclid(n) as usize;
+                }
+            }
+            Panel::Partitions => {
+                let n = self.model.cells.len() as i64;
+                if n > 0 {
+                    let stride = if vertical {
+                        crate::ui::map_columns() as i64
+                    } else {
+                        1
+                    };
+                    self.partition = (self.partition as i64 + by * stride).clamp(0, n - 1) as usize;
+                }
+            }
+            _ => {}
+        }
+    }
+}
