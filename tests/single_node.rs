@@ -273,7 +273,7 @@ fn a_node_refuses_a_certificate_that_is_not_its_own() {
 fn the_demo_runs_a_shell_and_removes_its_files() {
     let home = tempfile::tempdir().unwrap();
     let mut demo = vergent()
-        .arg("demo")
+        .args(["demo", "--shell", "--nodes", "1"])
         .env("HOME", home.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -117,6 +117,8 @@ pub struct PeerSync {
     pub last_in_sync_ms: Option<u64>,
     /// Partitions that differed at the last compare.
     pub partitions_differing: u64,
+    /// Which ones.
+    pub differing_partitions: Vec<PartitionId>,
     /// Bytes moved with this peer since this node started (entries and metadata).
     pub bytes_moved: u64,
     /// The last failure, if the last attempt failed.

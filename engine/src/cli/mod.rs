@@ -10,6 +10,7 @@ mod demo;
 mod repair;
 mod serve;
 mod shell;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +55,8 @@ enum Command {
     Repair(repair::RepairArgs),
     /// Check the node's Merkle trees against its data (admin).
     Verify(repair::VerifyArgs),
+    /// The live dashboard: members, clocks, hints, partitions, sync lag, events.
+    Top(top::TopArgs),
     /// An interactive shell against one node.
     Shell(shell::ShellArgs),
     /// A node in a temporary directory with fresh certificates, and a shell on it.
@@ -146,8 +149,10 @@ impl<E: std::error::Error> From<E> for Failure {
 /// Parses the command line, runs the command, and maps the outcome to an exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A dashboard or a shell shares the terminal with the logs: only errors show there.
     let default_level = match cli.command {
         Command::Serve(_) => "info",
+        Command::Demo(_) | Command::Top(_) | Command::Shell(_) => "error",
         _ => "warn",
     };
     init_logging(cli.log_level.as_deref().unwrap_or(default_level));
@@ -162,6 +167,7 @@ pub fn main() -> ExitCode {
         Command::Leave(args) => with_runtime(|| data::leave(args)),
         Command::Repair(args) => with_runtime(|| repair::run(args)),
         Command::Verify(args) => with_runtime(|| repair::verify(args)),
+        Command::Top(args) => top::run(args),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => with_runtime(|| bench::run(args)),

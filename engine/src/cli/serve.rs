@@ -76,6 +76,9 @@ pub(crate) struct ServeArgs {
     /// LMDB map size (address space reserved for data), in GiB.
     #[arg(long, default_value_t = 64)]
     map_size_gib: usize,
+    /// Serve Prometheus metrics (text format) on this address, e.g. 127.0.0.1:9101.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Acknowledge writes before they are flushed to disk. Loses acknowledged writes on
     /// power failure; for benchmarks only.
     #[arg(long)]
@@ -122,7 +125,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     if args.unsafe_no_fsync {
         tracing::warn!("--unsafe-no-fsync: acknowledged writes can be lost on power failure");
     }
+    let metrics_listen = args.metrics_listen;
     super::runtime()?.block_on(async {
+        if let Some(addr) = metrics_listen {
+            crate::node::metrics::install(addr).map_err(Failure::new)?;
+            tracing::info!(%addr, "serving Prometheus metrics");
+        }
         let node = Node::start(config).await?;
         // Scripts and tests wait for this line: the node is ready when it appears.
         println!(

@@ -344,9 +344,7 @@ pub fn describe_connection_error(err: &quinn::ConnectionError) -> String {
     use quinn::ConnectionError as E;
     let alert = |code: quinn::TransportErrorCode| {
         let code = u64::from(code);
-        (0x100..0x200)
-            .contains(&code)
-            .then_some((code - 0x100) as u8)
+        (0x100..0x200).contains(&code).then(|| (code - 0x100) as u8)
     };
     match err {
         E::ConnectionClosed(close) => match alert(close.error_code) {
@@ -394,6 +392,25 @@ fn alert_name(alert: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_errors_are_described_whatever_their_code() {
+        let close = |code| {
+            quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+                error_code: code,
+                frame_type: None,
+                reason: bytes::Bytes::from_static(b"bye"),
+            })
+        };
+        let refused = describe_connection_error(&close(quinn::TransportErrorCode::crypto(48)));
+        assert!(refused.contains("TLS alert 48, unknown CA"), "{refused}");
+        // Codes below the TLS alert range are not alerts (and must not underflow).
+        let plain = describe_connection_error(&close(quinn::TransportErrorCode::NO_ERROR));
+        assert!(
+            plain.starts_with("the node closed the connection"),
+            "{plain}"
+        );
+    }
 
     #[test]
     fn host_is_cut_from_the_target() {

@@ -55,6 +55,8 @@ struct Books {
     /// The placement digest seen last, and when it was first seen.
     placement: Option<(String, u64)>,
     progress: Option<RepairProgress>,
+    /// Partitions being exchanged right now.
+    in_flight: std::collections::BTreeSet<PartitionId>,
 }
 
 impl AntiEntropy {
@@ -72,6 +74,17 @@ impl AntiEntropy {
     /// The progress of the repair running now, if any.
     pub(crate) fn progress(&self) -> Option<RepairProgress> {
         self.books.lock().expect("books lock").progress
+    }
+
+    /// Partitions being exchanged right now.
+    pub(crate) fn repairing(&self) -> Vec<PartitionId> {
+        self.books
+            .lock()
+            .expect("books lock")
+            .in_flight
+            .iter()
+            .copied()
+            .collect()
     }
 }
 
@@ -176,6 +189,9 @@ async fn apply_received(shared: &Arc<Shared>, entries: Vec<Entry>) -> Result<u32
             .filter(|e| match clock.observe(e.record.version.hlc, now) {
                 Ok(_) => true,
                 Err(err) => {
+                    shared
+                        .clock_refusals
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!("anti-entropy entry refused: {err}");
                     false
                 }
@@ -390,6 +406,7 @@ async fn run_once(
         let began = system_wall_ms();
         match sync_with(shared, &plan.peer, &plan.partitions, dry_run, &tick).await {
             Ok((counts, differences, in_sync)) => {
+                super::metrics::exchange(&counts, true);
                 let all_in_sync = differences.iter().all(|d| !d.still_differing)
                     && (dry_run || in_sync.len() == plan.partitions.len());
                 if dry_run {
@@ -415,6 +432,11 @@ async fn run_once(
                 entry.peer = plan.peer.clone();
                 entry.last_exchange_ms = Some(system_wall_ms());
                 entry.partitions_differing = counts.partitions_differing;
+                entry.differing_partitions = differences
+                    .iter()
+                    .filter(|d| d.keys > 0 || d.still_differing)
+                    .map(|d| d.partition)
+                    .collect();
                 entry.bytes_moved += counts.metadata_bytes_sent
                     + counts.metadata_bytes_received
                     + counts.entry_bytes_sent
@@ -428,6 +450,7 @@ async fn run_once(
                 report.differences.extend(differences);
             }
             Err(err) => {
+                super::metrics::exchange(&SyncCounts::default(), false);
                 report.in_sync = false;
                 report.problems.push(format!("{}: {err}", plan.peer));
                 let mut books = shared.anti_entropy.books.lock().expect("books lock");
@@ -438,6 +461,12 @@ async fn run_once(
         }
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
+    shared
+        .anti_entropy
+        .books
+        .lock()
+        .expect("books lock")
+        .progress = None;
     report
 }
 
@@ -675,6 +704,13 @@ async fn exchange_one(
     Result<crate::antientropy::exchange::ExchangeStats, String>,
 ) {
     let partition = root.partition;
+    shared
+        .anti_entropy
+        .books
+        .lock()
+        .expect("books lock")
+        .in_flight
+        .insert(partition);
     let result = async {
         let mut exchange = Exchange::new(&shared.store, root, salt, horizon, dry_run)?;
         while let Some(request) = exchange.poll_request(&shared.store) {
@@ -690,6 +726,13 @@ async fn exchange_one(
         }
     }
     .await;
+    shared
+        .anti_entropy
+        .books
+        .lock()
+        .expect("books lock")
+        .in_flight
+        .remove(&partition);
     (partition, result)
 }
 

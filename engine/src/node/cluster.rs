@@ -189,6 +189,7 @@ pub(crate) async fn run(
                 let status = status(&shared, &m, &placement);
                 m.publish(status, shared.now());
                 m.announce_if_isolated(shared.now());
+                super::metrics::status(&shared.status());
             }
             _ = sleep_until(leave_at), if leave_at.is_some() => {
                 leave_at = None;

@@ -11,6 +11,7 @@ mod antientropy;
 mod cluster;
 mod hints;
 mod join;
+pub mod metrics;
 mod peers;
 mod replication;
 mod server;
@@ -210,6 +211,7 @@ pub(crate) struct Shared {
     pub(crate) anti_entropy: antientropy::AntiEntropy,
     pub(crate) writes: AtomicU64,
     pub(crate) reads: AtomicU64,
+    pub(crate) clock_refusals: AtomicU64,
     pub(crate) left: Notify,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -323,6 +325,7 @@ impl Node {
             anti_entropy: antientropy::AntiEntropy::default(),
             writes: AtomicU64::new(0),
             reads: AtomicU64::new(0),
+            clock_refusals: AtomicU64::new(0),
             left: Notify::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -190,7 +190,17 @@ async fn serve_stream(
     let mut first = true;
     loop {
         let wait = if first { timeout } else { STREAM_IDLE_TIMEOUT };
-        let body = match tokio::time::timeout(wait, frame::read(&mut recv, limit)).await {
+        let next = tokio::time::timeout(wait, frame::read(&mut recv, limit));
+        // A stream waiting for its next request is not in flight: shutdown ends it.
+        let next = if first {
+            next.await
+        } else {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => break,
+                next = next => next,
+            }
+        };
+        let body = match next {
             Ok(Ok(Some(body))) => body,
             Ok(Ok(None)) => break,
             Ok(Err(err)) => {

@@ -14,7 +14,7 @@ use crate::limits::{check_key, check_value};
 use crate::net::PeerIdentity;
 use crate::protocol::frame;
 use crate::protocol::{
-    ClusterStatus, ErrorCode, ErrorReply, MemberStatus, Request, Response, VersionInfo,
+    ClusterStatus, ErrorCode, ErrorReply, MemberStatus, Request, Response, RootInfo, VersionInfo,
 };
 use crate::record::{Entry, NodeId, Payload, Record, Version};
 use crate::storage::StoreError;
@@ -47,14 +47,35 @@ impl Shared {
                 ErrorCode::BadRequest,
                 "hello is only valid as the first request on a connection",
             )),
-            Request::Get { key, consistency } => self.get(key, consistency).await,
+            Request::Get { key, consistency } => {
+                let started = std::time::Instant::now();
+                let level = consistency.unwrap_or(self.config.default_consistency);
+                let result = self.get(key, consistency).await;
+                super::metrics::request("get", level.as_str(), result.is_ok(), started.elapsed());
+                result
+            }
             Request::Put {
                 key,
                 value,
                 consistency,
-            } => self.write(key, Payload::Value(value), consistency).await,
+            } => {
+                let started = std::time::Instant::now();
+                let level = consistency.unwrap_or(self.config.default_consistency);
+                let result = self.write(key, Payload::Value(value), consistency).await;
+                super::metrics::request("put", level.as_str(), result.is_ok(), started.elapsed());
+                result
+            }
             Request::Delete { key, consistency } => {
-                self.write(key, Payload::Tombstone, consistency).await
+                let started = std::time::Instant::now();
+                let level = consistency.unwrap_or(self.config.default_consistency);
+                let result = self.write(key, Payload::Tombstone, consistency).await;
+                super::metrics::request(
+                    "delete",
+                    level.as_str(),
+                    result.is_ok(),
+                    started.elapsed(),
+                );
+                result
             }
             Request::Status => Ok(Response::Status(self.status())),
             Request::Replicate { entries } => self.replicate(entries).await,
@@ -146,6 +167,7 @@ impl Shared {
             let now = system_wall_ms();
             for entry in &entries {
                 if let Err(err) = clock.observe(entry.record.version.hlc, now) {
+                    self.clock_refusals.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!("{err}");
                     return Err(ErrorReply::new(ErrorCode::ClockOffset, err.to_string()));
                 }
@@ -312,6 +334,20 @@ impl Shared {
             members,
             sync: self.anti_entropy.peer_syncs(),
             repair: self.anti_entropy.progress(),
+            repairing: self.anti_entropy.repairing(),
+            placement: (0..self.settings.partitions)
+                .map(|p| view.placement.replicas(p).map(str::to_string).collect())
+                .collect(),
+            roots: (0..self.settings.partitions)
+                .map(|p| {
+                    let root = self.store.tree_root(p).unwrap_or_default();
+                    RootInfo {
+                        digest: root.digest.short_hex(),
+                        count: root.count,
+                    }
+                })
+                .collect(),
+            clock_refusals: self.clock_refusals.load(Ordering::Relaxed),
         }
     }
 

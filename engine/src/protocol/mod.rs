@@ -355,6 +355,23 @@ pub struct ClusterStatus {
     pub sync: Vec<PeerSync>,
     /// The progress of a repair running on the answering node.
     pub repair: Option<RepairProgress>,
+    /// Partitions the answering node is exchanging right now.
+    pub repairing: Vec<u16>,
+    /// The replicas of each partition in the answering node's placement view.
+    pub placement: Vec<Vec<String>>,
+    /// The answering node's root of each partition.
+    pub roots: Vec<RootInfo>,
+    /// Peer timestamps refused since start for being too far ahead.
+    pub clock_refusals: u64,
+}
+
+/// A partition's Merkle root on one node, for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootInfo {
+    /// The first 8 bytes of the root digest, hex.
+    pub digest: String,
+    /// Entries in the partition.
+    pub count: u64,
 }
 
 /// What kind of failure an [`ErrorReply`] reports.

@@ -1,0 +1,84 @@
+//! Prometheus metrics, recorded through the `metrics` facade. Without an installed
+//! exporter (`vergent serve --metrics-listen`), recording costs next to nothing.
+//!
+//! Series (units are name suffixes, as Prometheus names them):
+//! - `vergent_requests_total{op, consistency, outcome}` and
+//!   `vergent_request_duration_seconds{op, consistency}` (histogram): client operations.
+//! - `vergent_hints`, `vergent_hint_oldest_age_seconds`: the hint backlog.
+//! - `vergent_members{state}`: members by state in this node's view.
+//! - `vergent_hlc_skew_seconds{member}`: each member's clock against this node's.
+//! - `vergent_records`: records (tombstones included) held.
+//! - `vergent_antientropy_exchanges_total{outcome}`,
+//!   `vergent_antientropy_bytes_total{direction, kind}`,
+//!   `vergent_antientropy_keys_total{direction}`: anti-entropy work.
+//! - `vergent_clock_refusals_total`: peer timestamps refused for being too far ahead.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::antientropy::report::SyncCounts;
+use crate::protocol::ClusterStatus;
+
+/// Request latency buckets, seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Serves Prometheus text on `addr` (`GET /metrics`, any path). Call inside a runtime.
+pub fn install(addr: SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&LATENCY_BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install()
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))
+}
+
+/// One client operation.
+pub(crate) fn request(op: &'static str, consistency: &'static str, ok: bool, took: Duration) {
+    let outcome = if ok { "ok" } else { "error" };
+    metrics::counter!("vergent_requests_total", "op" => op, "consistency" => consistency, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("vergent_request_duration_seconds", "op" => op, "consistency" => consistency)
+        .record(took.as_secs_f64());
+}
+
+/// The gauges read off this node's status, once a second.
+pub(crate) fn status(status: &ClusterStatus) {
+    for state in ["alive", "suspect", "dead", "left"] {
+        let count = status.members.iter().filter(|m| m.state == state).count();
+        metrics::gauge!("vergent_members", "state" => state).set(count as f64);
+    }
+    for member in &status.members {
+        if let Some(skew) = member.clock_skew_ms {
+            metrics::gauge!("vergent_hlc_skew_seconds", "member" => member.name.clone())
+                .set(skew as f64 / 1000.0);
+        }
+        if member.name == status.node {
+            metrics::gauge!("vergent_hints").set(member.hints as f64);
+            metrics::gauge!("vergent_hint_oldest_age_seconds")
+                .set(member.hints_oldest_age_ms as f64 / 1000.0);
+            metrics::gauge!("vergent_records").set(member.records.unwrap_or(0) as f64);
+        }
+    }
+    metrics::counter!("vergent_clock_refusals_total").absolute(status.clock_refusals);
+}
+
+/// One exchange run with a peer.
+pub(crate) fn exchange(counts: &SyncCounts, ok: bool) {
+    let outcome = if ok { "ok" } else { "error" };
+    metrics::counter!("vergent_antientropy_exchanges_total", "outcome" => outcome).increment(1);
+    let bytes = [
+        ("sent", "metadata", counts.metadata_bytes_sent),
+        ("received", "metadata", counts.metadata_bytes_received),
+        ("sent", "entries", counts.entry_bytes_sent),
+        ("received", "entries", counts.entry_bytes_received),
+    ];
+    for (direction, kind, value) in bytes {
+        metrics::counter!("vergent_antientropy_bytes_total", "direction" => direction, "kind" => kind).increment(value);
+    }
+    metrics::counter!("vergent_antientropy_keys_total", "direction" => "sent")
+        .increment(counts.keys_sent);
+    metrics::counter!("vergent_antientropy_keys_total", "direction" => "received")
+        .increment(counts.keys_received);
+}
