@@ -1,0 +1,305 @@
+//! The dashboard as a person sees it, driven in tmux: the demo, `vergent top` watching a
+//! node die and come back, and the metrics listener.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{ServeProcess, TestCerts, cli, stderr};
+
+/// A tmux session the test owns; killed when dropped.
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    fn start(command: &str, width: u16, height: u16) -> Tmux {
+        let status = Command::new("tmux").arg("-V").output();
+        assert!(
+            status.is_ok_and(|s| s.status.success()),
+            "tmux is required for the dashboard tests (.ci/run installs it)"
+        );
+        let name = format!("vergent-test-{}-{}", std::process::id(), rand_suffix());
+        let ok = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                &width.to_string(),
+                "-y",
+                &height.to_string(),
+            ])
+            .arg(command)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tmux new-session failed");
+        Tmux { name }
+    }
+
+    fn capture(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        Command::new("tmux")
+            .args(["send-keys", "-t", &self.name, keys])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits until the pane shows something for which `check` holds.
+    fn wait_for(&self, timeout: Duration, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pane = self.capture();
+            if check(&pane) {
+                return pane;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the pane shows:\n{pane}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}
+
+fn vergent_path() -> &'static str {
+    env!("CARGO_BIN_EXE_vergent")
+}
+
+fn demo_dirs(tmp: &Path) -> Vec<String> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("vergent-demo-"))
+        .collect()
+}
+
+#[test]
+fn the_demo_shows_three_live_members_and_the_partition_map_then_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let done = tmp.path().join("exit-status");
+    let command = format!(
+        "TMPDIR={} {} demo; echo $? > {}; sleep 600",
+        tmp.path().display(),
+        vergent_path(),
+        done.display()
+    );
+    let tmux = Tmux::start(&command, 100, 30);
+    let pane = tmux.wait_for(
+        Duration::from_secs(60),
+        "three live members and the partition map",
+        |pane| {
+            pane.contains("nodes 3 alive")
+                && pane.contains("Partitions (256)")
+                && pane.matches('·').count() >= 256
+        },
+    );
+    for name in ["n1", "n2", "n3"] {
+        assert!(
+            pane.lines()
+                .any(|l| l.contains(name) && l.contains("● alive")),
+            "{name}\n{pane}"
+        );
+    }
+    assert_eq!(
+        demo_dirs(tmp.path()).len(),
+        1,
+        "the demo works in its own directory"
+    );
+    tmux.keys("q");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not exit; the pane shows:\n{}",
+            tmux.capture()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&done).unwrap().trim(),
+        "0",
+        "{}",
+        tmux.capture()
+    );
+    assert!(
+        demo_dirs(tmp.path()).is_empty(),
+        "the temporary directory is gone"
+    );
+    assert!(tmux.capture().contains("vergent demo: stopped and removed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_shows_a_killed_node_dead_and_then_alive_again() {
+    let certs = TestCerts::new(&["n1", "n2", "n3"]);
+    let data = tempfile::tempdir().unwrap();
+    let n1 = ServeProcess::start("n1", certs.path(), &data.path().join("n1"), &[]);
+    let seed = n1.addr.to_string();
+    let _n2 = ServeProcess::start(
+        "n2",
+        certs.path(),
+        &data.path().join("n2"),
+        &["--join", &seed],
+    );
+    let mut n3 = ServeProcess::start(
+        "n3",
+        certs.path(),
+        &data.path().join("n3"),
+        &["--join", &seed],
+    );
+    let command = format!(
+        "{} top --node {} --certs {}; sleep 600",
+        vergent_path(),
+        n1.addr,
+        certs.path().display()
+    );
+    let tmux = Tmux::start(&command, 120, 36);
+    tmux.wait_for(Duration::from_secs(30), "three live members", |p| {
+        p.contains("nodes 3 alive")
+    });
+    n3.kill();
+    let killed = Instant::now();
+    let pane = tmux.wait_for(Duration::from_secs(20), "n3 declared dead", |p| {
+        p.contains("n3 declared dead")
+    });
+    assert!(
+        pane.lines()
+            .any(|l| l.contains("n3") && l.contains("✕ dead")),
+        "{pane}"
+    );
+    assert!(pane.contains("u under-replicated") && pane.contains('u'));
+    eprintln!(
+        "the dashboard showed n3 dead {:?} after SIGKILL",
+        killed.elapsed()
+    );
+    let _n3 = ServeProcess::start(
+        "n3",
+        certs.path(),
+        &data.path().join("n3"),
+        &["--join", &seed],
+    );
+    let pane = tmux.wait_for(Duration::from_secs(30), "n3 alive again", |p| {
+        p.contains("n3 alive again")
+    });
+    assert!(pane.contains("nodes 3 alive"), "{pane}");
+    tmux.keys("q");
+}
+
+#[test]
+fn the_metrics_listener_serves_prometheus_text() {
+    let certs = TestCerts::new(&["n1"]);
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let node = ServeProcess::start(
+        "n1",
+        certs.path(),
+        &data.path().join("n1"),
+        &["--metrics-listen", &listen],
+    );
+    assert!(
+        cli(certs.path(), node.addr, &["put", "k", "v"])
+            .status
+            .success()
+    );
+    assert!(
+        cli(
+            certs.path(),
+            node.addr,
+            &["get", "k", "--consistency", "one"]
+        )
+        .status
+        .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let out = Command::new("curl")
+            .args(["-s", "-f", &format!("http://{listen}/metrics")])
+            .output();
+        let out = out.expect("curl is required for this test (.ci/run installs it)");
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The status gauges appear after the first status tick.
+        if out.status.success() && body.contains("vergent_members") {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no metrics: {} {}",
+            body,
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for series in [
+        "vergent_requests_total{",
+        "vergent_request_duration_seconds_bucket{",
+        "vergent_hints ",
+        "vergent_hint_oldest_age_seconds ",
+        "vergent_members{state=\"alive\"} 1",
+        "vergent_hlc_skew_seconds{member=\"n1\"}",
+        "vergent_records ",
+    ] {
+        assert!(body.contains(series), "{series} missing:\n{body}");
+    }
+    assert!(
+        body.contains("op=\"put\"")
+            && body.contains("consistency=\"quorum\"")
+            && body.contains("outcome=\"ok\"")
+    );
+    // Every sample line is `name{labels} value`, and every metric has a TYPE line.
+    for line in body
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        assert!(value.parse::<f64>().is_ok(), "bad value in {line:?}");
+        let metric = name.split('{').next().unwrap();
+        assert!(
+            metric
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad name in {line:?}"
+        );
+        let family = metric
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "no TYPE for {family}"
+        );
+    }
+}
