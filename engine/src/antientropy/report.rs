@@ -115,7 +115,8 @@ pub struct PeerSync {
     pub last_exchange_ms: Option<u64>,
     /// Wall ms of the start of the last exchange that ended with everything in sync.
     pub last_in_sync_ms: Option<u64>,
-    /// Partitions that differed at the last compare.
+    /// Partitions in disagreement at the last compare (the verification that ends an
+    /// exchange, or the comparison of a dry run).
     pub partitions_differing: u64,
     /// Which ones.
     pub differing_partitions: Vec<PartitionId>,

@@ -431,12 +431,14 @@ async fn run_once(
                 let entry = books.peers.entry(plan.peer.clone()).or_default();
                 entry.peer = plan.peer.clone();
                 entry.last_exchange_ms = Some(system_wall_ms());
-                entry.partitions_differing = counts.partitions_differing;
+                // The last compare is the verification at the end of a repair, or the
+                // comparison itself in a dry run.
                 entry.differing_partitions = differences
                     .iter()
-                    .filter(|d| d.keys > 0 || d.still_differing)
+                    .filter(|d| if dry_run { d.keys > 0 } else { d.still_differing })
                     .map(|d| d.partition)
                     .collect();
+                entry.partitions_differing = entry.differing_partitions.len() as u64;
                 entry.bytes_moved += counts.metadata_bytes_sent
                     + counts.metadata_bytes_received
                     + counts.entry_bytes_sent
