@@ -105,6 +105,16 @@ impl PartitionState {
         }
     }
 
+    /// The legend's word for it (short enough for an 80-column map).
+    pub fn label(self) -> &'static str {
+        match self {
+            PartitionState::InSync => "sync",
+            PartitionState::Repairing => "repair",
+            PartitionState::Diverged => "diverged",
+            PartitionState::UnderReplicated => "replica down",
+        }
+    }
+
     /// What the symbol means.
     pub fn meaning(self) -> &'static str {
         match self {

@@ -241,7 +241,7 @@ impl App {
             PartitionState::UnderReplicated,
         ]
         .iter()
-        .map(|s| format!("{} {}", s.symbol(), s.meaning()))
+        .map(|s| format!("{} {}", s.symbol(), s.label()))
         .collect::<Vec<_>>()
         .join("  ");
         let title = format!("Partitions ({})", self.model.cells.len());
