@@ -160,7 +160,7 @@ fn the_demo_shows_three_live_members_and_the_partition_map_then_cleans_up() {
 async fn top_shows_a_killed_node_dead_and_then_alive_again() {
     let certs = TestCerts::new(&["n1", "n2", "n3"]);
     let data = tempfile::tempdir().unwrap();
-    let n1 = ServeProcess::start("n1", certs.path(), &data.path().join("n1"), &[]);
+    let mut n1 = ServeProcess::start("n1", certs.path(), &data.path().join("n1"), &[]);
     let seed = n1.addr.to_string();
     let _n2 = ServeProcess::start(
         "n2",
@@ -209,6 +209,13 @@ async fn top_shows_a_killed_node_dead_and_then_alive_again() {
         p.contains("n3 alive again")
     });
     assert!(pane.contains("nodes 3 alive"), "{pane}");
+
+    // The watched node itself dies: the dashboard says so and fails over.
+    n1.kill();
+    let pane = tmux.wait_for(Duration::from_secs(30), "a failover", |p| {
+        p.contains("n1 unreachable; now watching")
+    });
+    assert!(pane.contains("n1 stopped answering"), "{pane}");
     tmux.keys("q");
 }
 

@@ -192,7 +192,10 @@ fn diverged_repairing_and_under_replicated_partitions_have_their_own_symbols() {
     let app = App::new(model);
     let lines = screen(&app, 80, 24);
     let all = text(&lines);
-    assert!(all.contains("· sync  ~ repair  ! diverged  u replica down"), "legend\n{all}");
+    assert!(
+        all.contains("· sync  ~ repair  ! diverged  u replica down"),
+        "legend\n{all}"
+    );
     let map = map_cells(&lines);
     assert_eq!(map.matches('!').count(), 2, "{all}");
     assert_eq!(

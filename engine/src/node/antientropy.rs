@@ -435,7 +435,13 @@ async fn run_once(
                 // comparison itself in a dry run.
                 entry.differing_partitions = differences
                     .iter()
-                    .filter(|d| if dry_run { d.keys > 0 } else { d.still_differing })
+                    .filter(|d| {
+                        if dry_run {
+                            d.keys > 0
+                        } else {
+                            d.still_differing
+                        }
+                    })
                     .map(|d| d.partition)
                     .collect();
                 entry.partitions_differing = entry.differing_partitions.len() as u64;
