@@ -252,6 +252,17 @@ async fn a_key_deleted_while_a_replica_was_down_past_the_hint_window_stays_delet
         Payload::Value(b"alive".to_vec())
     );
 
+    // The returning replica repairs once it sees its co-replicas alive.
+    let sees_all = support::eventually(Duration::from_secs(20), || {
+        n3.view()
+            .members
+            .iter()
+            .filter(|m| m.state == vergent::membership::MemberState::Alive)
+            .count()
+            == 3
+    })
+    .await;
+    assert!(sees_all);
     let report = repair(&certs, n3.local_addr(), false).await;
     assert!(report.in_sync, "{report:?}");
     assert_eq!(

@@ -13,7 +13,7 @@
 //! replicas that purge at slightly different moments never ping-pong a tombstone. A
 //! tombstone is always sent to a side that holds an older value.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::messages::{
     DifferingRoot, ListItem, NodeRef, NodeSummary, RangeList, RootSummary, SyncRequest,
@@ -160,7 +160,8 @@ pub fn respond(local: &impl LocalTree, request: &SyncRequest) -> Result<SyncResp
             let mut want = Vec::new();
             let mut pending_purge = 0;
             for range in ranges {
-                let mut mine: HashMap<u64, Entry> = all_entries(local, *partition, range.node)?
+                // Ordered, so the answer is the same bytes every time (the simulator replays it).
+                let mut mine: BTreeMap<u64, Entry> = all_entries(local, *partition, range.node)?
                     .into_iter()
                     .map(|e| (tree::locate(&e.key, partitions).position, e))
                     .collect();

@@ -333,6 +333,22 @@ impl Store {
         }
     }
 
+    /// Keeps `hints` in a transaction of their own on the calling thread (tools, tests,
+    /// the simulator). Returns how many were stored.
+    pub fn put_hints_now(&self, hints: Vec<Hint>) -> Result<usize, StoreError> {
+        match self.tables.commit(&[&WriteOp::PutHints(hints)])?.pop() {
+            Some(WriteResult::HintsStored(stored)) => Ok(stored),
+            _ => unreachable!("a commit answers put_hints with a count"),
+        }
+    }
+
+    /// Deletes hints in a transaction of their own on the calling thread.
+    pub fn delete_hints_now(&self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        self.tables
+            .commit(&[&WriteOp::DeleteHints(keys)])
+            .map(|_| ())
+    }
+
     /// Deletes delivered or expired hints by key.
     pub async fn delete_hints(&self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
         self.writer

@@ -1,0 +1,1370 @@
+//! A deterministic cluster simulator: the real mechanisms of N nodes — membership
+//! (foca), the coordinator, placement, the anti-entropy exchange, LMDB storage with its
+//! Merkle trees, hybrid logical clocks — driven in one process on a virtual clock, over
+//! a simulated network that delays, drops, duplicates and reorders messages and cuts
+//! partitions, while nodes crash and restart and clocks drift. Everything random comes
+//! from one seed, so a failing seed replays exactly.
+//!
+//! The glue here plays the part of the node runtime (`engine/src/node`): it turns the
+//! mechanisms' actions into messages and their inputs back into calls. The real runtime
+//! is exercised by the process chaos test instead.
+
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use vergent::antientropy::exchange::{Exchange, respond, root_summary};
+use vergent::antientropy::messages::{SyncRequest, SyncResponse};
+use vergent::coordinator::{Action, Coordinator, CoordinatorConfig, Millis, OpId, Outcome};
+use vergent::hlc::{Clock, Timestamp};
+use vergent::membership::{MemberId, Membership, MembershipConfig};
+use vergent::placement::{Placement, partition_of};
+use vergent::protocol::Consistency;
+use vergent::record::{Entry, NodeId, Payload, Record, Version};
+use vergent::storage::{ClusterSettings, Hint, Store, StoreOptions};
+
+/// Wall-clock milliseconds at virtual time 0 (any fixed point will do).
+const EPOCH_MS: u64 = 1_800_000_000_000;
+/// The clock offset nodes refuse beyond.
+const MAX_OFFSET_MS: u64 = 500;
+/// Tick of each node's runtime work (timeouts, hints, anti-entropy scheduling).
+const TICK_MS: u64 = 100;
+/// Time a replica request or exchange step waits before it counts as lost.
+const REPLICA_TIMEOUT_MS: u64 = 2_000;
+/// Time between anti-entropy runs of a node.
+const ANTI_ENTROPY_MS: u64 = 3_000;
+/// Hints older than this are dropped (short, so the simulator exercises it).
+const HINT_WINDOW_MS: u64 = 20_000;
+/// After healing, time given to hinted handoff alone (anti-entropy paused), at the end
+/// of which every write a replica missed recently enough must have reached it.
+const HINT_DRAIN_MS: u64 = 10_000;
+/// Bound checked on every node's coordinator.
+const OPS_MAX: usize = 4_096;
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The seed of everything random.
+    pub seed: u64,
+    /// Nodes.
+    pub nodes: usize,
+    /// Partitions.
+    pub partitions: u16,
+    /// Client operations issued during the fault phase.
+    pub ops: usize,
+    /// Distinct keys (few, so operations collide).
+    pub keys: usize,
+    /// Length of the fault phase, virtual milliseconds.
+    pub fault_ms: u64,
+    /// Time allowed after healing to converge, virtual milliseconds.
+    pub heal_ms: u64,
+}
+
+impl SimConfig {
+    /// The default shape for `seed`.
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            nodes: 5,
+            partitions: 16,
+            ops: 160,
+            keys: 24,
+            fault_ms: 30_000,
+            heal_ms: 90_000,
+        }
+    }
+}
+
+/// What happened, for the figures.
+#[derive(Debug, Clone, Default)]
+pub struct SimReport {
+    /// Operations issued, by kind.
+    pub puts: u64,
+    /// Deletes issued.
+    pub deletes: u64,
+    /// Reads issued.
+    pub gets: u64,
+    /// Operations acknowledged as successful.
+    pub acked: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Messages delivered, dropped, duplicated.
+    pub delivered: u64,
+    /// Messages dropped by loss or partitions.
+    pub dropped: u64,
+    /// Messages delivered twice.
+    pub duplicated: u64,
+    /// Virtual milliseconds from healing to convergence.
+    pub converged_after_ms: u64,
+    /// A digest of the whole history: equal seeds give equal digests.
+    pub history_digest: String,
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone)]
+pub struct Violation(pub String);
+
+#[derive(Debug, Clone)]
+enum Msg {
+    Swim(Vec<u8>),
+    Write {
+        op: OpId,
+        entry: Entry,
+    },
+    WriteAck {
+        op: OpId,
+        ok: bool,
+    },
+    Read {
+        op: OpId,
+        key: Vec<u8>,
+    },
+    ReadReply {
+        op: OpId,
+        record: Option<Record>,
+    },
+    Repair {
+        entry: Entry,
+    },
+    Hints {
+        batch: u64,
+        entries: Vec<Entry>,
+    },
+    HintsAck {
+        batch: u64,
+        ok: bool,
+    },
+    Sync {
+        run: u64,
+        request: SyncRequest,
+    },
+    SyncReply {
+        run: u64,
+        response: Result<SyncResponse, String>,
+    },
+}
+
+impl Msg {
+    fn kind(&self) -> &'static str {
+        match self {
+            Msg::Swim(_) => "swim",
+            Msg::Write { .. } => "write",
+            Msg::WriteAck { .. } => "write-ack",
+            Msg::Read { .. } => "read",
+            Msg::ReadReply { .. } => "read-reply",
+            Msg::Repair { .. } => "repair",
+            Msg::Hints { .. } => "hints",
+            Msg::HintsAck { .. } => "hints-ack",
+            Msg::Sync { .. } => "sync",
+            Msg::SyncReply { .. } => "sync-reply",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver {
+        from: usize,
+        to: usize,
+        msg: Msg,
+    },
+    SwimTimer {
+        node: usize,
+        life: u32,
+        timer: foca::Timer<MemberId>,
+    },
+    Tick {
+        node: usize,
+        life: u32,
+    },
+    Client {
+        op: usize,
+    },
+    Fault,
+    Heal,
+}
+
+/// The client's record of one operation.
+#[derive(Debug, Clone)]
+struct ClientOp {
+    key: Vec<u8>,
+    kind: OpKind,
+    consistency: Consistency,
+    issued_ms: u64,
+    version: Option<Version>,
+    value: Option<Vec<u8>>,
+    outcome: Option<Result<Option<Version>, String>>,
+    completed_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Put,
+    Delete,
+    Get,
+}
+
+/// An anti-entropy run of one node with one peer.
+struct SyncRun {
+    peer: usize,
+    salt: u64,
+    exchanges: Vec<Exchange>,
+    current: Option<Exchange>,
+    deadline_ms: u64,
+    awaiting: bool,
+}
+
+struct Node {
+    name: String,
+    dir: tempfile::TempDir,
+    store: Option<Store>,
+    up: bool,
+    life: u32,
+    skew_ms: i64,
+    clock: Clock,
+    coordinator: Coordinator,
+    membership: Option<Membership>,
+    /// Coordinator op → client op index.
+    ops: BTreeMap<OpId, usize>,
+    /// Hint batches in flight: target, the hint keys, when sent.
+    hint_batches: BTreeMap<u64, (usize, Vec<Vec<u8>>, u64)>,
+    ticks: u64,
+    sync_runs: BTreeMap<u64, SyncRun>,
+    next_sync_ms: u64,
+    last_issued: Option<Timestamp>,
+    last_clock: Timestamp,
+    epoch_ms: u64,
+}
+
+/// One simulation.
+pub struct Sim {
+    config: SimConfig,
+    rng: SmallRng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    events: BTreeMap<usize, Event>,
+    next_event: usize,
+    nodes: Vec<Node>,
+    names: Vec<String>,
+    settings: ClusterSettings,
+    client_ops: Vec<ClientOp>,
+    /// Directed links that drop everything.
+    cut: BTreeSet<(usize, usize)>,
+    loss: f64,
+    duplicate: f64,
+    jitter_ms: u64,
+    healed: bool,
+    /// Anti-entropy waits while hinted handoff alone is checked.
+    ae_paused: bool,
+    /// When each node crashed, virtual ms.
+    crashes: Vec<(usize, u64)>,
+    next_id: u64,
+    history: String,
+    report: SimReport,
+    violations: Vec<String>,
+}
+
+impl Sim {
+    /// Sets up the nodes; nothing runs yet.
+    pub fn new(config: SimConfig) -> Sim {
+        let rng = SmallRng::seed_from_u64(config.seed);
+        let settings = ClusterSettings {
+            cluster_id: [7; 16],
+            partitions: config.partitions,
+            replication_factor: 3,
+            tree_key: [9; 32],
+        };
+        let names: Vec<String> = (1..=config.nodes).map(|i| format!("n{i}")).collect();
+        let mut sim = Sim {
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            next_event: 0,
+            nodes: Vec::new(),
+            names: names.clone(),
+            settings,
+            client_ops: Vec::new(),
+            cut: BTreeSet::new(),
+            loss: 0.0,
+            duplicate: 0.0,
+            jitter_ms: 5,
+            healed: false,
+            ae_paused: false,
+            crashes: Vec::new(),
+            next_id: 1,
+            history: String::new(),
+            report: SimReport::default(),
+            violations: Vec::new(),
+            config,
+        };
+        for name in &names {
+            let skew_ms = sim.rng.random_range(-200i64..=200);
+            let node = Node {
+                name: name.clone(),
+                dir: tempfile::tempdir().expect("temp dir"),
+                store: None,
+                up: false,
+                life: 0,
+                skew_ms,
+                clock: Clock::new(MAX_OFFSET_MS),
+                coordinator: Coordinator::new(CoordinatorConfig::default()),
+                membership: None,
+                ops: BTreeMap::new(),
+                hint_batches: BTreeMap::new(),
+                ticks: 0,
+                sync_runs: BTreeMap::new(),
+                next_sync_ms: 0,
+                last_issued: None,
+                last_clock: Timestamp::ZERO,
+                epoch_ms: 0,
+            };
+            sim.nodes.push(node);
+        }
+        sim
+    }
+
+    fn wall(&self, node: usize) -> u64 {
+        (EPOCH_MS as i64 + self.now as i64 + self.nodes[node].skew_ms) as u64
+    }
+
+    fn log(&mut self, line: String) {
+        let _ = writeln!(self.history, "{:>7} {}", self.now, line);
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        let id = self.next_event;
+        self.next_event += 1;
+        self.events.insert(id, event);
+        self.queue.push(Reverse((at, self.seq, id)));
+    }
+
+    fn member_id(&self, node: usize) -> MemberId {
+        MemberId {
+            name: self.names[node].clone(),
+            addr: format!("10.0.0.{}:7000", node + 1).parse().unwrap(),
+            incarnation: self.nodes[node].life,
+            epoch_ms: self.nodes[node].epoch_ms,
+        }
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// Starts (or restarts) node `i`: opens its store, builds its clock above the
+    /// store's high-water mark, and joins through the first other live node.
+    fn start(&mut self, i: usize) {
+        let mut options = StoreOptions::new(self.names[i].clone());
+        options.durable = false;
+        options.map_size_bytes = 64 << 20;
+        let store = Store::open(self.nodes[i].dir.path(), options).expect("store");
+        store.set_cluster(self.settings).expect("cluster");
+        let life = store.next_incarnation().expect("incarnation");
+        let high_water = store.hlc_high_water().expect("high water");
+        let remembered = store.members().expect("members");
+        let node = &mut self.nodes[i];
+        node.life = life;
+        node.epoch_ms = (EPOCH_MS as i64 + self.now as i64 + node.skew_ms) as u64;
+        node.clock = Clock::starting_after(high_water.max(node.last_clock), MAX_OFFSET_MS);
+        node.coordinator = Coordinator::new(CoordinatorConfig {
+            write_timeout_ms: REPLICA_TIMEOUT_MS,
+            read_timeout_ms: REPLICA_TIMEOUT_MS,
+            ops_max: OPS_MAX,
+        });
+        node.ops.clear();
+        node.hint_batches.clear();
+        node.sync_runs.clear();
+        node.up = true;
+        node.store = Some(store);
+        let me = self.member_id(i);
+        let seed = self.rng.random::<u64>();
+        let mut membership =
+            Membership::new(me, &MembershipConfig::default(), seed, Millis(self.now));
+        membership.restore(&remembered, Millis(self.now));
+        if let Some(seed) = (0..self.nodes.len()).find(|&j| j != i && self.nodes[j].up) {
+            let seed_id = self.member_id(seed);
+            membership.announce(seed_id, Millis(self.now));
+        }
+        self.nodes[i].membership = Some(membership);
+        self.nodes[i].next_sync_ms = self.now + 1_000;
+        self.log(format!("start {} life {life}", self.names[i]));
+        self.flush_membership(i);
+        self.schedule(self.now + TICK_MS, Event::Tick { node: i, life });
+    }
+
+    /// Crashes node `i`: memory gone, storage kept.
+    fn crash(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.up = false;
+        node.membership = None;
+        node.last_clock = node.last_clock.max(node.clock.last());
+        if let Some(store) = node.store.take() {
+            store.close();
+        }
+        // Client operations this coordinator had in flight get no answer.
+        let orphaned: Vec<usize> = node.ops.values().copied().collect();
+        node.ops.clear();
+        for op in orphaned {
+            let o = &mut self.client_ops[op];
+            if o.outcome.is_none() {
+                o.outcome = Some(Err("coordinator crashed".into()));
+            }
+        }
+        self.crashes.push((i, self.now));
+        self.log(format!("crash {}", self.names[i]));
+    }
+
+    fn send(&mut self, from: usize, to: usize, msg: Msg) {
+        if from == to {
+            self.schedule(self.now, Event::Deliver { from, to, msg });
+            return;
+        }
+        if !self.healed && (self.cut.contains(&(from, to)) || self.rng.random_bool(self.loss)) {
+            self.report.dropped += 1;
+            return;
+        }
+        let latency = 1 + self.rng.random_range(0..=self.jitter_ms);
+        if !self.healed && self.rng.random_bool(self.duplicate) {
+            self.report.duplicated += 1;
+            let again = 1 + self.rng.random_range(0..=self.jitter_ms * 4);
+            self.schedule(
+                self.now + again,
+                Event::Deliver {
+                    from,
+                    to,
+                    msg: msg.clone(),
+                },
+            );
+        }
+        self.schedule(self.now + latency, Event::Deliver { from, to, msg });
+    }
+
+    fn flush_membership(&mut self, i: usize) {
+        let mut out = Vec::new();
+        let mut timers = Vec::new();
+        let mut records = None;
+        if let Some(m) = self.nodes[i].membership.as_mut() {
+            while let Some((to, data)) = m.poll_send() {
+                out.push((to, data));
+            }
+            while let Some((after, timer)) = m.poll_timer() {
+                timers.push((after, timer));
+            }
+            while m.poll_event().is_some() {}
+            if m.take_roster_changed() {
+                records = Some(m.records());
+            }
+        }
+        if let (Some(records), Some(store)) = (records, &self.nodes[i].store) {
+            let _ = store.save_members(&records);
+        }
+        for (to, data) in out {
+            if let Some(j) = self.index_of(&to.name) {
+                self.send(i, j, Msg::Swim(data.to_vec()));
+            }
+        }
+        let life = self.nodes[i].life;
+        for (after, timer) in timers {
+            self.schedule(
+                self.now + after.as_millis() as u64,
+                Event::SwimTimer {
+                    node: i,
+                    life,
+                    timer,
+                },
+            );
+        }
+    }
+
+    fn placement(&self, i: usize) -> Placement {
+        let members = self.nodes[i]
+            .membership
+            .as_ref()
+            .map(|m| m.placement_members())
+            .unwrap_or_default();
+        Placement::compute(
+            members,
+            self.settings.partitions,
+            self.settings.replication_factor,
+        )
+    }
+
+    fn live_in_view(&self, i: usize, name: &str) -> bool {
+        self.nodes[i]
+            .membership
+            .as_ref()
+            .and_then(|m| m.member(name))
+            .is_some_and(|v| v.state.is_live())
+    }
+
+    fn drain_coordinator(&mut self, i: usize) {
+        let mut actions = Vec::new();
+        while let Some(action) = self.nodes[i].coordinator.poll_action() {
+            actions.push(action);
+        }
+        for action in actions {
+            self.act(i, action);
+        }
+        let in_flight = self.nodes[i].coordinator.in_flight();
+        if in_flight > OPS_MAX {
+            self.violations.push(format!(
+                "{} has {in_flight} operations in flight, past its bound",
+                self.names[i]
+            ));
+        }
+    }
+
+    fn act(&mut self, i: usize, action: Action) {
+        match action {
+            Action::Write { op, to, entry } => {
+                let j = self.index_of(&to).expect("a member");
+                if j != i && !self.live_in_view(i, &to) {
+                    self.nodes[i].coordinator.handle_write_ack(op, &to, false);
+                    self.drain_coordinator(i);
+                } else {
+                    self.send(
+                        i,
+                        j,
+                        Msg::Write {
+                            op,
+                            entry: (*entry).clone(),
+                        },
+                    );
+                }
+            }
+            Action::Read { op, to, key } => {
+                let j = self.index_of(&to).expect("a member");
+                self.send(
+                    i,
+                    j,
+                    Msg::Read {
+                        op,
+                        key: key.to_vec(),
+                    },
+                );
+            }
+            Action::Repair { to, entry } => {
+                let j = self.index_of(&to).expect("a member");
+                self.send(
+                    i,
+                    j,
+                    Msg::Repair {
+                        entry: (*entry).clone(),
+                    },
+                );
+            }
+            Action::Hint { to, entry } => {
+                let hint = Hint {
+                    target: to,
+                    entry: (*entry).clone(),
+                    created_ms: self.wall(i),
+                };
+                if let Some(store) = &self.nodes[i].store {
+                    store.put_hints_now(vec![hint]).expect("hint");
+                }
+            }
+            Action::Reply { op, outcome } => {
+                let Some(client) = self.nodes[i].ops.remove(&op) else {
+                    return;
+                };
+                let result = match outcome {
+                    Outcome::Written { version } => Ok(Some(version)),
+                    Outcome::Read { record } => Ok(record.map(|r| r.version)),
+                    Outcome::Failed(err) => Err(err.to_string()),
+                };
+                self.log(format!("reply op {client} {result:?}"));
+                let o = &mut self.client_ops[client];
+                if result.is_ok() {
+                    self.report.acked += 1;
+                }
+                o.outcome = Some(result);
+                o.completed_ms = Some(self.now);
+            }
+        }
+    }
+
+    /// Applies entries on node `i` as a replica would: the clock observes each, an
+    /// entry too far ahead is refused (the whole batch fails, as in the node).
+    fn apply(&mut self, i: usize, entries: &[Entry]) -> bool {
+        let wall = self.wall(i);
+        for e in entries {
+            if self.nodes[i]
+                .clock
+                .observe(e.record.version.hlc, wall)
+                .is_err()
+            {
+                self.log(format!(
+                    "{} refused a timestamp too far ahead",
+                    self.names[i]
+                ));
+                return false;
+            }
+        }
+        self.check_clock(i);
+        let Some(store) = &self.nodes[i].store else {
+            return false;
+        };
+        store.apply_now(entries).is_ok()
+    }
+
+    fn check_clock(&mut self, i: usize) {
+        let last = self.nodes[i].clock.last();
+        if last < self.nodes[i].last_clock && self.nodes[i].up {
+            self.violations
+                .push(format!("{}'s clock went backwards", self.names[i]));
+        }
+        self.nodes[i].last_clock = self.nodes[i].last_clock.max(last);
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, msg: Msg) {
+        if !self.nodes[to].up {
+            self.report.dropped += 1;
+            return;
+        }
+        self.report.delivered += 1;
+        match msg {
+            Msg::Swim(data) => {
+                if let Some(m) = self.nodes[to].membership.as_mut() {
+                    let _ = m.handle_data(&data, Millis(self.now));
+                }
+                self.flush_membership(to);
+            }
+            Msg::Write { op, entry } => {
+                let ok = self.apply(to, std::slice::from_ref(&entry));
+                self.send(to, from, Msg::WriteAck { op, ok });
+            }
+            Msg::WriteAck { op, ok } => {
+                let name = self.names[from].clone();
+                self.nodes[to].coordinator.handle_write_ack(op, &name, ok);
+                self.drain_coordinator(to);
+            }
+            Msg::Read { op, key } => {
+                let record = self.nodes[to]
+                    .store
+                    .as_ref()
+                    .and_then(|s| s.get(&key).ok().flatten());
+                self.send(to, from, Msg::ReadReply { op, record });
+            }
+            Msg::ReadReply { op, record } => {
+                let name = self.names[from].clone();
+                self.nodes[to]
+                    .coordinator
+                    .handle_read_reply(op, &name, Some(record));
+                self.drain_coordinator(to);
+            }
+            Msg::Repair { entry } => {
+                self.apply(to, &[entry]);
+            }
+            Msg::Hints { batch, entries } => {
+                let ok = self.apply(to, &entries);
+                self.send(to, from, Msg::HintsAck { batch, ok });
+            }
+            Msg::HintsAck { batch, ok } => {
+                if let Some((_, keys, _)) = self.nodes[to].hint_batches.remove(&batch)
+                    && ok
+                    && let Some(store) = &self.nodes[to].store
+                {
+                    store.delete_hints_now(keys).expect("delete hints");
+                }
+            }
+            Msg::Sync { run, request } => {
+                let response = match &request {
+                    SyncRequest::Push { entries, .. } => {
+                        let ok = self.apply(to, entries);
+                        if ok {
+                            Ok(SyncResponse::Pushed { applied: 0 })
+                        } else {
+                            Err("refused".into())
+                        }
+                    }
+                    other => respond(self.nodes[to].store.as_ref().unwrap(), other),
+                };
+                self.send(to, from, Msg::SyncReply { run, response });
+            }
+            Msg::SyncReply { run, response } => self.sync_reply(to, run, response),
+        }
+    }
+
+    fn tick(&mut self, i: usize) {
+        let now = Millis(self.now);
+        self.nodes[i].coordinator.handle_timeout(now);
+        self.drain_coordinator(i);
+        self.nodes[i].ticks += 1;
+        if self.nodes[i].ticks.is_multiple_of(10)
+            && let Some(m) = self.nodes[i].membership.as_mut()
+        {
+            m.publish(vergent::membership::GossipStatus::default(), now);
+            m.announce_if_isolated(now);
+        }
+        self.flush_membership(i);
+        self.drain_hints(i);
+        if self.now >= self.nodes[i].next_sync_ms && !self.ae_paused {
+            self.nodes[i].next_sync_ms = self.now + ANTI_ENTROPY_MS;
+            self.start_syncs(i);
+        }
+        // Runs whose peer went silent are abandoned; the next period retries.
+        let now_ms = self.now;
+        self.nodes[i]
+            .sync_runs
+            .retain(|_, run| run.deadline_ms > now_ms);
+        let life = self.nodes[i].life;
+        self.schedule(self.now + TICK_MS, Event::Tick { node: i, life });
+    }
+
+    fn drain_hints(&mut self, i: usize) {
+        let Some(store) = &self.nodes[i].store else {
+            return;
+        };
+        let backlog = store.hint_backlog().unwrap();
+        let horizon = self.wall(i).saturating_sub(HINT_WINDOW_MS);
+        for target in backlog {
+            let Some(j) = self.index_of(&target.target) else {
+                continue;
+            };
+            let busy = self.nodes[i].hint_batches.values().any(|(t, _, _)| *t == j);
+            if busy || !self.live_in_view(i, &target.target) {
+                continue;
+            }
+            let store = self.nodes[i].store.as_ref().unwrap();
+            let batch = store.hints_for(&target.target, 64, 1 << 20).unwrap();
+            let (expired, live): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|h| h.hint.created_ms < horizon);
+            if !expired.is_empty() {
+                store
+                    .delete_hints_now(expired.iter().map(|h| h.key.clone()).collect())
+                    .unwrap();
+            }
+            if live.is_empty() {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let keys = live.iter().map(|h| h.key.clone()).collect();
+            let entries = live.into_iter().map(|h| h.hint.entry).collect();
+            self.nodes[i].hint_batches.insert(id, (j, keys, self.now));
+            self.send(i, j, Msg::Hints { batch: id, entries });
+        }
+        // A batch whose answer was lost is retried.
+        let now = self.now;
+        self.nodes[i]
+            .hint_batches
+            .retain(|_, (_, _, sent)| now < *sent + REPLICA_TIMEOUT_MS);
+    }
+
+    fn start_syncs(&mut self, i: usize) {
+        let placement = self.placement(i);
+        let me = self.names[i].clone();
+        for j in 0..self.nodes.len() {
+            let peer = self.names[j].clone();
+            if j == i
+                || !self.live_in_view(i, &peer)
+                || self.nodes[i].sync_runs.values().any(|r| r.peer == j)
+            {
+                continue;
+            }
+            let shared: Vec<u16> = (0..self.settings.partitions)
+                .filter(|&p| placement.holds(&me, p) && placement.holds(&peer, p))
+                .collect();
+            if shared.is_empty() {
+                continue;
+            }
+            let salt = self.rng.random::<u64>();
+            let store = self.nodes[i].store.as_ref().unwrap();
+            let roots = shared
+                .iter()
+                .map(|&p| root_summary(store, p, salt).unwrap())
+                .collect();
+            let run = self.next_id;
+            self.next_id += 1;
+            self.nodes[i].sync_runs.insert(
+                run,
+                SyncRun {
+                    peer: j,
+                    salt,
+                    exchanges: Vec::new(),
+                    current: None,
+                    deadline_ms: self.now + REPLICA_TIMEOUT_MS,
+                    awaiting: true,
+                },
+            );
+            self.send(
+                i,
+                j,
+                Msg::Sync {
+                    run,
+                    request: SyncRequest::Roots { salt, roots },
+                },
+            );
+        }
+    }
+
+    fn sync_reply(&mut self, i: usize, run_id: u64, response: Result<SyncResponse, String>) {
+        let Some(mut run) = self.nodes[i].sync_runs.remove(&run_id) else {
+            return;
+        };
+        if !run.awaiting {
+            self.nodes[i].sync_runs.insert(run_id, run);
+            return;
+        }
+        let Ok(response) = response else { return };
+        let store = self.nodes[i].store.as_ref().unwrap();
+        match (&mut run.current, response) {
+            (None, SyncResponse::Roots { differing }) => {
+                for root in &differing {
+                    if let Ok(exchange) = Exchange::new(store, root, run.salt, 0, false) {
+                        run.exchanges.push(exchange);
+                    }
+                }
+            }
+            (Some(exchange), response) => {
+                exchange.handle_response(store, response);
+                let mut received = Vec::new();
+                while let Some(entries) = exchange.poll_apply() {
+                    received.extend(entries);
+                }
+                if !received.is_empty() && !self.apply(i, &received) {
+                    return;
+                }
+            }
+            (None, _) => return,
+        }
+        // The next request of this run: the current exchange's, or the next exchange's.
+        let store = self.nodes[i].store.as_ref().unwrap();
+        loop {
+            if run.current.is_none() {
+                match run.exchanges.pop() {
+                    Some(next) => run.current = Some(next),
+                    None => return, // the run is done
+                }
+            }
+            let exchange = run.current.as_mut().unwrap();
+            match exchange.poll_request(store) {
+                Some(request) => {
+                    run.awaiting = true;
+                    run.deadline_ms = self.now + REPLICA_TIMEOUT_MS;
+                    let peer = run.peer;
+                    self.nodes[i].sync_runs.insert(run_id, run);
+                    self.send(
+                        i,
+                        peer,
+                        Msg::Sync {
+                            run: run_id,
+                            request,
+                        },
+                    );
+                    return;
+                }
+                None => run.current = None,
+            }
+        }
+    }
+
+    fn client_op(&mut self, index: usize) {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].up)
+            .collect();
+        if live.is_empty() {
+            self.client_ops[index].outcome = Some(Err("no live coordinator".into()));
+            return;
+        }
+        let i = live[self.rng.random_range(0..live.len())];
+        let kind = match self.rng.random_range(0..10) {
+            0..=4 => OpKind::Put,
+            5..=6 => OpKind::Delete,
+            _ => OpKind::Get,
+        };
+        let consistency =
+            [Consistency::One, Consistency::Quorum, Consistency::All][self.rng.random_range(0..3)];
+        let key = format!("k{}", self.rng.random_range(0..self.config.keys)).into_bytes();
+        let placement = self.placement(i);
+        let replicas: Vec<String> = placement
+            .replicas(partition_of(&key, self.settings.partitions))
+            .map(str::to_string)
+            .collect();
+        let now = Millis(self.now);
+        let op = match kind {
+            OpKind::Get => {
+                self.report.gets += 1;
+                self.nodes[i]
+                    .coordinator
+                    .begin_read(key.clone(), replicas, consistency, now)
+            }
+            OpKind::Put | OpKind::Delete => {
+                let wall = self.wall(i);
+                let hlc = self.nodes[i].clock.tick(wall);
+                if self.nodes[i].last_issued.is_some_and(|last| hlc <= last) {
+                    self.violations.push(format!(
+                        "{} issued a version not above its last",
+                        self.names[i]
+                    ));
+                }
+                self.nodes[i].last_issued = Some(hlc);
+                self.check_clock(i);
+                let version = Version {
+                    hlc,
+                    node: NodeId::from_name(&self.names[i]),
+                };
+                let (payload, value) = if kind == OpKind::Put {
+                    self.report.puts += 1;
+                    let value = format!("op{index}").into_bytes();
+                    (Payload::Value(value.clone()), Some(value))
+                } else {
+                    self.report.deletes += 1;
+                    (Payload::Tombstone, None)
+                };
+                let o = &mut self.client_ops[index];
+                o.version = Some(version);
+                o.value = value;
+                let entry = Entry {
+                    key: key.clone(),
+                    record: Record { version, payload },
+                };
+                self.nodes[i]
+                    .coordinator
+                    .begin_write(entry, replicas, consistency, now)
+            }
+        };
+        let o = &mut self.client_ops[index];
+        o.key = key;
+        o.kind = kind;
+        o.consistency = consistency;
+        o.issued_ms = self.now;
+        self.nodes[i].ops.insert(op, index);
+        self.log(format!(
+            "op {index} {kind:?} on {} at {consistency:?}",
+            self.names[i]
+        ));
+        self.drain_coordinator(i);
+    }
+
+    fn fault(&mut self) {
+        let n = self.nodes.len();
+        let minority = (n - 1) / 2;
+        let kind = self.rng.random_range(0..8);
+        let name = match kind {
+            0 => {
+                let down = self.nodes.iter().filter(|x| !x.up).count();
+                let i = self.rng.random_range(0..n);
+                if self.nodes[i].up && down < minority {
+                    self.crash(i);
+                    "crash"
+                } else if !self.nodes[i].up {
+                    self.start(i);
+                    "restart"
+                } else {
+                    "none"
+                }
+            }
+            1 => {
+                // A symmetric partition: a minority cut off from the rest.
+                self.cut.clear();
+                let size = self.rng.random_range(1..=minority.max(1));
+                let mut side: Vec<usize> = (0..n).collect();
+                for k in (1..n).rev() {
+                    side.swap(k, self.rng.random_range(0..=k));
+                }
+                let (a, b) = side.split_at(size);
+                for &x in a {
+                    for &y in b {
+                        self.cut.insert((x, y));
+                        self.cut.insert((y, x));
+                    }
+                }
+                "partition"
+            }
+            2 => {
+                let (x, y) = (self.rng.random_range(0..n), self.rng.random_range(0..n));
+                if x != y {
+                    self.cut.insert((x, y));
+                }
+                "one-way partition"
+            }
+            3 => {
+                self.cut.clear();
+                "partition healed"
+            }
+            4 => {
+                self.loss = [0.0, 0.05, 0.2][self.rng.random_range(0..3)];
+                self.duplicate = [0.0, 0.05][self.rng.random_range(0..2)];
+                "loss and duplication"
+            }
+            5 => {
+                self.jitter_ms = [5, 50, 400][self.rng.random_range(0..3)];
+                "latency and reordering"
+            }
+            6 => {
+                // Clock skew: usually within the bound, sometimes past it.
+                let i = self.rng.random_range(0..n);
+                let beyond = self.rng.random_bool(0.25);
+                self.nodes[i].skew_ms = if beyond {
+                    self.rng.random_range(600i64..1_500)
+                } else {
+                    self.rng.random_range(-400i64..=400)
+                };
+                if beyond {
+                    "clock skew beyond the bound"
+                } else {
+                    "clock skew"
+                }
+            }
+            _ => "none",
+        };
+        if name != "none" {
+            *self.report.faults.entry(name).or_default() += 1;
+            self.log(format!("fault {name}"));
+        }
+        if self.now + 1_000 < self.config.fault_ms {
+            let next = self.now + self.rng.random_range(300..2_000);
+            self.schedule(next, Event::Fault);
+        }
+    }
+
+    fn heal(&mut self) {
+        self.healed = true;
+        self.cut.clear();
+        self.loss = 0.0;
+        self.duplicate = 0.0;
+        self.jitter_ms = 5;
+        self.ae_paused = true;
+        for i in 0..self.nodes.len() {
+            // Clocks come back within the bound (a wall clock stepping back is fine: the
+            // HLC never does).
+            self.nodes[i].skew_ms = self.rng.random_range(-200i64..=200);
+            if !self.nodes[i].up {
+                self.start(i);
+            }
+        }
+        self.log("heal".to_string());
+    }
+
+    /// Runs the whole scenario and checks every invariant. The report on success; the
+    /// violations otherwise.
+    pub fn run(mut self) -> Result<SimReport, Violation> {
+        for i in 0..self.nodes.len() {
+            self.start(i);
+        }
+        // Let membership settle before the workload.
+        self.run_until(5_000);
+        let start = self.now;
+        for op in 0..self.config.ops {
+            self.client_ops.push(ClientOp {
+                key: Vec::new(),
+                kind: OpKind::Get,
+                consistency: Consistency::One,
+                issued_ms: 0,
+                version: None,
+                value: None,
+                outcome: None,
+                completed_ms: None,
+            });
+            let at = start + self.rng.random_range(0..self.config.fault_ms);
+            self.schedule(at, Event::Client { op });
+        }
+        self.schedule(start + 500, Event::Fault);
+        self.schedule(start + self.config.fault_ms, Event::Heal);
+        self.run_until(start + self.config.fault_ms);
+        let healed_at = self.now;
+        self.run_until(healed_at + HINT_DRAIN_MS);
+        self.check_hinted_handoff(healed_at);
+        self.ae_paused = false;
+        let deadline = healed_at + self.config.heal_ms;
+        while self.now < deadline {
+            self.run_until(self.now + 2_000);
+            if self.converged() && self.nodes.iter().all(|n| n.up) {
+                break;
+            }
+        }
+        self.report.converged_after_ms = self.now - healed_at;
+        self.check();
+        self.report.history_digest =
+            blake3::hash(self.history.as_bytes()).to_hex()[..16].to_string();
+        if let Ok(path) = std::env::var("VERGENT_SIM_HISTORY") {
+            let _ = std::fs::write(path, &self.history);
+        }
+        for node in &mut self.nodes {
+            if let Some(store) = node.store.take() {
+                store.close();
+            }
+        }
+        if self.violations.is_empty() {
+            Ok(self.report)
+        } else {
+            Err(Violation(self.violations.join("\n")))
+        }
+    }
+
+    fn run_until(&mut self, until: u64) {
+        while let Some(Reverse((at, _, id))) = self.queue.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            let event = self.events.remove(&id).expect("scheduled event");
+            match event {
+                Event::Deliver { from, to, msg } => {
+                    self.log(format!(
+                        "deliver {} {}→{}",
+                        msg.kind(),
+                        self.names[from],
+                        self.names[to]
+                    ));
+                    self.deliver(from, to, msg);
+                }
+                Event::SwimTimer { node, life, timer } => {
+                    if self.nodes[node].up && self.nodes[node].life == life {
+                        if let Some(m) = self.nodes[node].membership.as_mut() {
+                            m.handle_timer(timer, Millis(self.now));
+                        }
+                        self.flush_membership(node);
+                    }
+                }
+                Event::Tick { node, life } => {
+                    if self.nodes[node].up && self.nodes[node].life == life {
+                        self.tick(node);
+                    }
+                }
+                Event::Client { op } => self.client_op(op),
+                Event::Fault => self.fault(),
+                Event::Heal => self.heal(),
+            }
+        }
+        self.now = until;
+    }
+
+    /// Every replica of every partition holds the same records with the same root.
+    fn converged(&self) -> bool {
+        self.divergence().is_none()
+    }
+
+    fn divergence(&self) -> Option<String> {
+        let placement = Placement::compute(self.names.clone(), self.settings.partitions, 3);
+        for p in 0..self.settings.partitions {
+            let replicas: Vec<usize> = placement
+                .replicas(p)
+                .map(|n| self.index_of(n).unwrap())
+                .collect();
+            let mut seen: Option<(
+                usize,
+                BTreeMap<Vec<u8>, Record>,
+                vergent::antientropy::tree::Node,
+            )> = None;
+            for &r in &replicas {
+                let store = self.nodes[r].store.as_ref()?;
+                let (entries, _) = store.entries_in(p, 0..4096, None, usize::MAX).ok()?;
+                let data: BTreeMap<Vec<u8>, Record> =
+                    entries.into_iter().map(|e| (e.key, e.record)).collect();
+                let root = store.tree_root(p).ok()?;
+                match &seen {
+                    None => seen = Some((r, data, root)),
+                    Some((first, d, rt)) => {
+                        if *d != data || *rt != root {
+                            return Some(format!(
+                                "partition {p}: {} and {} differ ({} vs {} records)",
+                                self.names[*first],
+                                self.names[r],
+                                d.len(),
+                                data.len()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// With anti-entropy paused, hinted handoff alone must have brought every replica
+    /// every write it missed, except writes whose hints were past the window, and writes
+    /// whose coordinator crashed before it knew who had missed them.
+    fn check_hinted_handoff(&mut self, healed_at: u64) {
+        let placement = Placement::compute(self.names.clone(), self.settings.partitions, 3);
+        let cutoff =
+            (healed_at + HINT_DRAIN_MS).saturating_sub(HINT_WINDOW_MS) + 2 * REPLICA_TIMEOUT_MS;
+        for (index, op) in self.client_ops.iter().enumerate() {
+            let Some(version) = op.version else { continue };
+            if op.issued_ms < cutoff || !matches!(op.outcome, Some(Ok(_))) {
+                continue;
+            }
+            let coordinator = self
+                .names
+                .iter()
+                .position(|n| NodeId::from_name(n) == version.node)
+                .unwrap();
+            let crashed_in_flight = self.crashes.iter().any(|&(node, at)| {
+                node == coordinator
+                    && at >= op.issued_ms
+                    && at <= op.issued_ms + 2 * REPLICA_TIMEOUT_MS
+            });
+            if crashed_in_flight {
+                continue;
+            }
+            for replica in placement.replicas(partition_of(&op.key, self.settings.partitions)) {
+                let r = self.index_of(replica).unwrap();
+                let held = self.nodes[r]
+                    .store
+                    .as_ref()
+                    .and_then(|s| s.get(&op.key).ok().flatten());
+                if held.is_none_or(|record| record.version < version) {
+                    self.violations.push(format!(
+                        "op {index} ({:?} of {} at {}) never reached {replica}: no hint delivered it",
+                        op.kind,
+                        String::from_utf8_lossy(&op.key),
+                        op.issued_ms
+                    ));
+                }
+            }
+        }
+    }
+
+    fn check(&mut self) {
+        if let Some(d) = self.divergence() {
+            self.violations
+                .push(format!("replicas did not converge: {d}"));
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some(store) = &node.store {
+                for p in 0..self.settings.partitions {
+                    if !store.verify_tree(p).unwrap_or(false) {
+                        self.violations.push(format!(
+                            "{}: partition {p}'s tree differs from its data",
+                            self.names[i]
+                        ));
+                    }
+                }
+            }
+        }
+        // Every write acknowledged at quorum or all is present, or superseded by a newer
+        // version; a deleted key is back only if a newer put was issued.
+        let store = self.nodes[0].store.as_ref();
+        let placement = Placement::compute(self.names.clone(), self.settings.partitions, 3);
+        for (index, op) in self.client_ops.iter().enumerate() {
+            let Some(version) = op.version else { continue };
+            let acked = matches!(op.outcome, Some(Ok(_))) && op.consistency != Consistency::One;
+            if !acked {
+                continue;
+            }
+            let owner = placement
+                .replicas(partition_of(&op.key, self.settings.partitions))
+                .next()
+                .unwrap();
+            let owner = self.index_of(owner).unwrap();
+            let record = self.nodes[owner]
+                .store
+                .as_ref()
+                .and_then(|s| s.get(&op.key).ok().flatten());
+            match record {
+                None => self.violations.push(format!(
+                    "op {index} ({:?} of {}) was acknowledged at {:?} and is lost",
+                    op.kind,
+                    String::from_utf8_lossy(&op.key),
+                    op.consistency
+                )),
+                Some(r) if r.version < version => self.violations.push(format!(
+                    "op {index} ({:?} of {}) was acknowledged at {:?}; an older version {:?} won",
+                    op.kind,
+                    String::from_utf8_lossy(&op.key),
+                    op.consistency,
+                    r.version
+                )),
+                Some(r) => {
+                    // Whatever is there was written by some client operation.
+                    let issued = self.client_ops.iter().any(|o| {
+                        o.version == Some(r.version)
+                            && o.key == op.key
+                            && o.value.as_deref() == r.payload.value()
+                    });
+                    if !issued {
+                        self.violations.push(format!(
+                            "{} holds version {:?} that no client wrote",
+                            String::from_utf8_lossy(&op.key),
+                            r.version
+                        ));
+                    }
+                }
+            }
+        }
+        let _ = store;
+        // A quorum read that began after a quorum write was acknowledged sees it.
+        for read in self
+            .client_ops
+            .iter()
+            .filter(|o| o.kind == OpKind::Get && o.consistency != Consistency::One)
+        {
+            let Some(Ok(seen)) = &read.outcome else {
+                continue;
+            };
+            for write in self.client_ops.iter().filter(|w| {
+                w.kind != OpKind::Get
+                    && w.key == read.key
+                    && w.consistency != Consistency::One
+                    && matches!(w.outcome, Some(Ok(_)))
+                    && w.completed_ms.is_some_and(|done| done < read.issued_ms)
+            }) {
+                if seen.is_none_or(|v| Some(v) < write.version) {
+                    self.violations.push(format!(
+                        "a {:?} read of {} at {} saw {:?}, older than the {:?} write acknowledged at {}",
+                        read.consistency,
+                        String::from_utf8_lossy(&read.key),
+                        read.issued_ms,
+                        seen,
+                        write.consistency,
+                        write.completed_ms.unwrap()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Runs `seed` and returns its report, or the failure with the command that replays it.
+pub fn run_seed(config: SimConfig) -> Result<SimReport, String> {
+    let seed = config.seed;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Sim::new(config).run()));
+    match outcome {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(Violation(why))) => Err(format!(
+            "seed {seed} violated an invariant:\n{why}\nreplay: VERGENT_SIM_SEED={seed} cargo test -p vergent --test simulation -- --nocapture"
+        )),
+        Err(panic) => Err(format!(
+            "seed {seed} panicked: {:?}\nreplay: VERGENT_SIM_SEED={seed} cargo test -p vergent --test simulation -- --nocapture",
+            panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or(panic.downcast_ref::<&str>().copied())
+        )),
+    }
+}
+
+/// How long a run of `n` seeds took, for the figures.
+pub fn describe(reports: &[SimReport], took: Duration) -> String {
+    let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in reports {
+        for (k, v) in &r.faults {
+            *faults.entry(k).or_default() += v;
+        }
+    }
+    let ops: u64 = reports.iter().map(|r| r.puts + r.deletes + r.gets).sum();
+    let acked: u64 = reports.iter().map(|r| r.acked).sum();
+    let dropped: u64 = reports.iter().map(|r| r.dropped).sum();
+    let duplicated: u64 = reports.iter().map(|r| r.duplicated).sum();
+    let worst = reports
+        .iter()
+        .map(|r| r.converged_after_ms)
+        .max()
+        .unwrap_or(0);
+    format!(
+        "{} seeds, {ops} operations ({acked} acknowledged), faults {faults:?}, {dropped} messages dropped, {duplicated} duplicated, slowest convergence {worst} ms virtual, 0 violations, {:.1} s",
+        reports.len(),
+        took.as_secs_f64()
+    )
+}
