@@ -47,6 +47,8 @@ use crate::storage::{
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// Default most client and peer connections at once.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// Default most connections from one certificate.
+pub const CONNECTIONS_PER_IDENTITY_MAX_DEFAULT: usize = 256;
 /// Default most requests in flight at once, across all connections.
 pub const REQUESTS_MAX_DEFAULT: usize = 8192;
 /// How long shutdown waits for in-flight requests before closing anyway.
@@ -95,6 +97,8 @@ pub struct NodeConfig {
     pub replica_timeout: Duration,
     /// Most connections at once.
     pub connections_max: usize,
+    /// Most connections at once from one certificate (node, client or admin).
+    pub connections_per_identity_max: usize,
     /// Most requests in flight at once.
     pub requests_max: usize,
     /// Most hints kept.
@@ -141,6 +145,7 @@ impl NodeConfig {
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             replica_timeout: Duration::from_secs(5),
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            connections_per_identity_max: CONNECTIONS_PER_IDENTITY_MAX_DEFAULT,
             requests_max: REQUESTS_MAX_DEFAULT,
             hints_max: HINTS_MAX_DEFAULT,
             hint_window: HINT_WINDOW_DEFAULT,
@@ -202,6 +207,7 @@ pub(crate) struct Shared {
     pub(crate) me: MemberId,
     pub(crate) started: Instant,
     pub(crate) requests: Arc<tokio::sync::Semaphore>,
+    pub(crate) connections_by_identity: Mutex<std::collections::HashMap<String, usize>>,
     pub(crate) view: RwLock<Arc<ClusterView>>,
     pub(crate) peers: Peers,
     pub(crate) coordinator: Mutex<Coordinator>,
@@ -305,6 +311,7 @@ impl Node {
         let view = ClusterView::initial(&me, &settings);
         let shared = Arc::new(Shared {
             requests: Arc::new(tokio::sync::Semaphore::new(config.requests_max)),
+            connections_by_identity: Mutex::new(std::collections::HashMap::new()),
             coordinator: Mutex::new(Coordinator::new(CoordinatorConfig {
                 write_timeout_ms: config.replica_timeout.as_millis() as u64,
                 read_timeout_ms: config.replica_timeout.as_millis() as u64,

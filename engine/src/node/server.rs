@@ -25,6 +25,8 @@ pub(crate) const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(1);
 const CLOSE_IDENTITY: VarInt = VarInt::from_u32(2);
 /// Connection close code: the handshake request was missing, malformed or of another version.
 const CLOSE_HELLO: VarInt = VarInt::from_u32(3);
+/// Connection close code: a limit on connections was reached.
+const CLOSE_LIMIT: VarInt = VarInt::from_u32(4);
 /// Stream stop code: the request was refused before it was read in full.
 const STOP_REFUSED: VarInt = VarInt::from_u32(1);
 /// Time allowed for the TLS handshake.
@@ -81,6 +83,16 @@ async fn serve_connection(incoming: Incoming, shared: Arc<Shared>) {
             connection.close(CLOSE_IDENTITY, err.to_string().as_bytes());
             return;
         }
+    };
+    // One certificate cannot take every connection slot from the others.
+    let Some(_slot) = IdentitySlot::take(&shared, &peer.name) else {
+        let reason = format!(
+            "too many connections for {:?}: the limit is {} per certificate",
+            peer.name, shared.config.connections_per_identity_max
+        );
+        tracing::warn!(%remote, "connection refused: {reason}");
+        connection.close(CLOSE_LIMIT, reason.as_bytes());
+        return;
     };
     if let Err(reason) = hello(&connection, &shared).await {
         tracing::info!(%remote, peer = %peer.name, "connection closed: {reason}");
@@ -271,9 +283,20 @@ async fn serve_stream(
         if let Response::Error(err) = &response {
             tracing::debug!(peer = %peer.name, code = ?err.code, "request failed: {}", err.message);
         }
-        if let Err(err) = frame::write_message(&mut send, &response, limit).await {
-            tracing::debug!(peer = %peer.name, "answer not delivered: {err}");
-            break;
+        // A peer that does not read its answers holds only its own stream, and only
+        // for a while.
+        match tokio::time::timeout(timeout, frame::write_message(&mut send, &response, limit)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::debug!(peer = %peer.name, "answer not delivered: {err}");
+                break;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %peer.name, "answer not read within {timeout:?}; stream reset");
+                let _ = send.reset(STOP_REFUSED);
+                return;
+            }
         }
     }
     let _ = send.finish();
@@ -286,6 +309,46 @@ fn error_for_frame(err: &FrameError) -> ErrorReply {
         }
         FrameError::Malformed(_) | FrameError::Truncated { .. } | FrameError::Io(_) => {
             ErrorReply::new(ErrorCode::BadRequest, format!("request refused: {err}"))
+        }
+    }
+}
+
+/// A connection counted against its certificate's share; released when dropped.
+struct IdentitySlot<'a> {
+    shared: &'a Shared,
+    name: String,
+}
+
+impl<'a> IdentitySlot<'a> {
+    fn take(shared: &'a Shared, name: &str) -> Option<IdentitySlot<'a>> {
+        let mut counts = shared
+            .connections_by_identity
+            .lock()
+            .expect("connection counts lock");
+        let count = counts.entry(name.to_string()).or_default();
+        if *count >= shared.config.connections_per_identity_max {
+            return None;
+        }
+        *count += 1;
+        Some(IdentitySlot {
+            shared,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Drop for IdentitySlot<'_> {
+    fn drop(&mut self) {
+        let mut counts = self
+            .shared
+            .connections_by_identity
+            .lock()
+            .expect("connection counts lock");
+        if let Some(count) = counts.get_mut(&self.name) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.name);
+            }
         }
     }
 }
