@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{ServeProcess, TestCerts, start_node};
-use tokio::io::AsyncWriteExt;
 use vergent::certs::LeafSpec;
 use vergent::client::Client;
 use vergent::node::Node;
