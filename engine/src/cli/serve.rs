@@ -76,6 +76,12 @@ pub(crate) struct ServeArgs {
     /// LMDB map size (address space reserved for data), in GiB.
     #[arg(long, default_value_t = 64)]
     map_size_gib: usize,
+    /// Most connections at once (clients and peers).
+    #[arg(long, default_value_t = crate::node::CONNECTIONS_MAX_DEFAULT)]
+    connections_max: usize,
+    /// Most connections at once from one certificate.
+    #[arg(long, default_value_t = crate::node::CONNECTIONS_PER_IDENTITY_MAX_DEFAULT)]
+    connections_per_identity_max: usize,
     /// Serve Prometheus metrics (text format) on this address, e.g. 127.0.0.1:9101.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -111,6 +117,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     config.default_consistency = args.consistency.into();
     config.hints_max = args.hints_max;
     config.hint_window = args.hint_window;
+    config.connections_max = args.connections_max.max(1);
+    config.connections_per_identity_max = args.connections_per_identity_max.max(1);
     config.anti_entropy_interval = args
         .anti_entropy_interval
         .0

@@ -78,7 +78,8 @@ pub(crate) fn encode_value(hint: &Hint) -> Vec<u8> {
     out
 }
 
-pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<Hint, StoreError> {
+/// Parses a stored hint (its table key and value).
+pub fn decode(key: &[u8], value: &[u8]) -> Result<Hint, StoreError> {
     let corrupt = |detail: &str| StoreError::Corrupt {
         what: "hint",
         detail: detail.to_string(),
