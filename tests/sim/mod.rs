@@ -390,9 +390,10 @@ impl Sim {
         let mut membership =
             Membership::new(me, &MembershipConfig::default(), seed, Millis(self.now));
         membership.restore(&remembered, Millis(self.now));
-        if let Some(seed) = (0..self.nodes.len()).find(|&j| j != i && self.nodes[j].up) {
-            let seed_id = self.member_id(seed);
-            membership.announce(seed_id, Millis(self.now));
+        // As a joining node does with the seed's answer: announce to every live member.
+        for j in (0..self.nodes.len()).filter(|&j| j != i && self.nodes[j].up) {
+            let id = self.member_id(j);
+            membership.announce(id, Millis(self.now));
         }
         self.nodes[i].membership = Some(membership);
         self.nodes[i].next_sync_ms = self.now + 1_000;

@@ -159,7 +159,7 @@ impl Membership {
             num_members: NonZeroUsize::new(3).expect("non-zero"),
         });
         swim_config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
-            frequency: Duration::from_secs(5),
+            frequency: Duration::from_secs(2),
             num_members: NonZeroUsize::new(2).expect("non-zero"),
         });
         let book = Arc::new(Mutex::new(StatusBook::default()));
