@@ -4,6 +4,7 @@
 //! the concurrency the node sees. Latencies are recorded per operation and reported as
 //! percentiles at the end; a progress line shows the running rate.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,12 +20,21 @@ pub(crate) struct BenchArgs {
     /// Concurrent clients, each with its own connection and one request in flight.
     #[arg(long, default_value_t = 64)]
     clients: usize,
-    /// How long to run, in seconds.
+    /// How long to run, in seconds (ignored when --ops is given).
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
+    /// Run this many operations in all instead of for a duration.
+    #[arg(long, value_name = "N")]
+    ops: Option<u64>,
     /// Distinct keys written and read.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
+    /// How keys are drawn: every key equally often, or a few hot keys most of the time.
+    #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
+    distribution: Distribution,
+    /// Skew of the zipfian distribution (0 < theta < 1; 0.99 is YCSB's default).
+    #[arg(long, default_value_t = 0.99)]
+    zipf_theta: f64,
     /// Value size in bytes.
     #[arg(long, default_value_t = 100)]
     value_bytes: usize,
@@ -45,6 +55,12 @@ pub(crate) struct BenchArgs {
     spread: Vec<String>,
     #[command(flatten)]
     client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Distribution {
+    Uniform,
+    Zipfian,
 }
 
 #[derive(Clone, Copy)]
@@ -75,7 +91,8 @@ fn parse_mix(text: &str) -> Result<Mix, Failure> {
 #[derive(Default)]
 struct ClientResult {
     latencies_us: Vec<u32>,
-    errors: Vec<String>,
+    /// Errors by kind: how many, and the first message seen.
+    errors: BTreeMap<&'static str, (u64, String)>,
 }
 
 pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
@@ -83,6 +100,13 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     if args.clients == 0 || args.keys == 0 {
         return Err(Failure::new("--clients and --keys must be at least 1"));
     }
+    if args.ops == Some(0) {
+        return Err(Failure::new("--ops must be at least 1"));
+    }
+    let keys = match args.distribution {
+        Distribution::Uniform => Keys::Uniform(args.keys),
+        Distribution::Zipfian => Keys::Zipfian(Arc::new(Zipfian::new(args.keys, args.zipf_theta)?)),
+    };
     let consistency: Option<Consistency> = args.consistency.map(Into::into);
     let mut clients = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
@@ -94,17 +118,20 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
+    // Operations handed out so far, when the run is bounded by a count.
+    let issued = Arc::new(AtomicU64::new(0));
+    let limit = args.ops.unwrap_or(u64::MAX);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (i, client) in clients.into_iter().enumerate() {
-        let (stop, done) = (stop.clone(), done.clone());
-        let (keys, value) = (args.keys, vec![b'x'; args.value_bytes]);
+        let (stop, done, issued) = (stop.clone(), done.clone(), issued.clone());
+        let (keys, value) = (keys.clone(), vec![b'x'; args.value_bytes]);
         tasks.push(tokio::spawn(async move {
             let mut rng = SplitMix(0x5eed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let mut result = ClientResult::default();
             let total = mix.put + mix.get + mix.delete;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("bench-{:012}", rng.next() % keys);
+            while !stop.load(Ordering::Relaxed) && issued.fetch_add(1, Ordering::Relaxed) < limit {
+                let key = format!("bench-{:012}", keys.draw(&mut rng));
                 let pick = (rng.next() % u64::from(total)) as u32;
                 let began = Instant::now();
                 let outcome = if pick < mix.put {
@@ -121,7 +148,13 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
                     Ok(()) => result
                         .latencies_us
                         .push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32),
-                    Err(err) => result.errors.push(err.to_string()),
+                    Err(err) => {
+                        let entry = result
+                            .errors
+                            .entry(err.kind())
+                            .or_insert_with(|| (0, err.to_string()));
+                        entry.0 += 1;
+                    }
                 }
                 done.fetch_add(1, Ordering::Relaxed);
             }
@@ -129,11 +162,18 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
             result
         }));
     }
-    let duration = Duration::from_secs(args.duration_secs);
+    let duration = match args.ops {
+        Some(_) => Duration::MAX,
+        None => Duration::from_secs(args.duration_secs),
+    };
     let mut last = 0;
-    while started.elapsed() < duration {
-        tokio::time::sleep(Duration::from_secs(1).min(duration.saturating_sub(started.elapsed())))
-            .await;
+    while started.elapsed() < duration && tasks.iter().any(|t| !t.is_finished()) {
+        let tick = Duration::from_secs(1).min(duration.saturating_sub(started.elapsed()));
+        // Wake early when a counted run finishes, so its elapsed time is not rounded up.
+        let deadline = Instant::now() + tick;
+        while Instant::now() < deadline && tasks.iter().any(|t| !t.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(10).min(tick)).await;
+        }
         let now = done.load(Ordering::Relaxed);
         if !args.quiet && !args.json {
             eprint!(
@@ -148,14 +188,14 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed();
     let mut latencies = Vec::new();
-    let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut errors: BTreeMap<&'static str, (u64, String)> = BTreeMap::new();
     for task in tasks {
         let result = task
             .await
             .map_err(|e| Failure::new(format!("bench client failed: {e}")))?;
         latencies.extend(result.latencies_us);
-        for err in result.errors {
-            *errors.entry(err).or_default() += 1;
+        for (kind, (count, example)) in result.errors {
+            errors.entry(kind).or_insert((0, example)).0 += count;
         }
     }
     if !args.quiet && !args.json {
@@ -171,7 +211,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     };
     let ops = latencies.len() as u64;
     let rate = ops as f64 / elapsed.as_secs_f64();
-    let error_count: u64 = errors.values().sum();
+    let error_count: u64 = errors.values().map(|(count, _)| count).sum();
     if args.json {
         let doc = json!({
             "clients": args.clients,
@@ -180,7 +220,14 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
             "ops_per_s": rate,
             "latency_ms": { "p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "p999": pct(0.999), "max": pct(1.0) },
             "errors": error_count,
-            "errors_by_kind": errors,
+            "errors_by_kind": errors
+                .iter()
+                .map(|(kind, (count, example))| (kind.to_string(), json!({ "count": count, "example": example })))
+                .collect::<serde_json::Map<_, _>>(),
+            "distribution": format!("{:?}", args.distribution).to_lowercase(),
+            "keys": args.keys,
+            "value_bytes": args.value_bytes,
+            "mix": args.mix,
         });
         println!("{doc}");
     } else {
@@ -198,11 +245,89 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
             pct(1.0)
         );
         println!("errors: {error_count}");
-        for (err, count) in &errors {
-            println!("  {count} × {err}");
+        for (kind, (count, example)) in &errors {
+            println!("  {count} × {kind} (e.g. {example})");
         }
     }
     Ok(())
+}
+
+/// How each client draws key numbers.
+#[derive(Clone)]
+enum Keys {
+    Uniform(u64),
+    Zipfian(Arc<Zipfian>),
+}
+
+impl Keys {
+    fn draw(&self, rng: &mut SplitMix) -> u64 {
+        match self {
+            Keys::Uniform(n) => rng.next() % n,
+            Keys::Zipfian(z) => z.draw(rng),
+        }
+    }
+}
+
+/// Zipfian key ranks by Gray et al.'s method ("Quickly generating billion-record
+/// synthetic databases", the generator YCSB uses): rank r is drawn with probability
+/// proportional to 1/r^theta. Ranks are then scattered over the key space by a hash, so
+/// the hot keys land in different partitions rather than next to each other.
+struct Zipfian {
+    n: u64,
+    theta: f64,
+    alpha: f64,
+    zetan: f64,
+    eta: f64,
+}
+
+impl Zipfian {
+    fn new(n: u64, theta: f64) -> Result<Zipfian, Failure> {
+        if !(theta > 0.0 && theta < 1.0) {
+            return Err(Failure::new(format!(
+                "--zipf-theta {theta}: must be above 0 and below 1"
+            )));
+        }
+        // zeta(n) is a sum over every rank: computed once, linear in --keys.
+        let zeta = |count: u64| {
+            (1..=count)
+                .map(|i| 1.0 / (i as f64).powf(theta))
+                .sum::<f64>()
+        };
+        let zetan = zeta(n);
+        let zeta2 = zeta(2.min(n));
+        let eta = if n < 2 {
+            0.0
+        } else {
+            (1.0 - (2.0 / n as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan)
+        };
+        Ok(Zipfian {
+            n,
+            theta,
+            alpha: 1.0 / (1.0 - theta),
+            zetan,
+            eta,
+        })
+    }
+
+    fn rank(&self, rng: &mut SplitMix) -> u64 {
+        let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let uz = u * self.zetan;
+        if uz < 1.0 {
+            return 0;
+        }
+        if uz < 1.0 + 0.5f64.powf(self.theta) {
+            return 1.min(self.n - 1);
+        }
+        let rank = (self.n as f64 * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64;
+        rank.min(self.n - 1)
+    }
+
+    fn draw(&self, rng: &mut SplitMix) -> u64 {
+        let mut z = self.rank(rng).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % self.n
+    }
 }
 
 /// A small, fast, seeded generator for choosing keys; not for anything secret.
@@ -215,5 +340,63 @@ impl SplitMix {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipfian_ranks_follow_the_power_law() {
+        let z = Zipfian::new(1000, 0.99).unwrap();
+        let mut rng = SplitMix(7);
+        let mut counts = vec![0u64; 1000];
+        let draws = 200_000;
+        for _ in 0..draws {
+            counts[z.rank(&mut rng) as usize] += 1;
+        }
+        // P(rank r) = 1 / ((r+1)^theta * zeta(n)). The method is exact for the first two
+        // ranks and an approximation beyond, so the rest is checked in bulk.
+        let expected = |r: usize| draws as f64 / ((r + 1) as f64).powf(0.99) / z.zetan;
+        for (r, &seen) in counts.iter().enumerate().take(2) {
+            let seen = seen as f64;
+            assert!(
+                (seen - expected(r)).abs() < expected(r) * 0.05,
+                "rank {r}: {seen} draws, expected about {:.0}",
+                expected(r)
+            );
+        }
+        let head: u64 = counts[..100].iter().sum();
+        let want: f64 = (0..100).map(expected).sum();
+        assert!(
+            (head as f64 - want).abs() < want * 0.1,
+            "top 100 ranks: {head} draws, expected about {want:.0}"
+        );
+        assert!(
+            counts[0] > counts[10] * 5,
+            "the head must dominate the tail"
+        );
+    }
+
+    #[test]
+    fn every_draw_is_a_valid_key_number() {
+        for n in [1, 2, 3, 100] {
+            let z = Zipfian::new(n, 0.5).unwrap();
+            let mut rng = SplitMix(n);
+            assert!((0..10_000).all(|_| z.draw(&mut rng) < n));
+        }
+    }
+
+    #[test]
+    fn bad_theta_is_refused_with_the_limit() {
+        for theta in [0.0, 1.0, -1.0, f64::NAN] {
+            let err = Zipfian::new(10, theta).err().expect("refused");
+            assert!(
+                err.message.contains("above 0 and below 1"),
+                "{}",
+                err.message
+            );
+        }
     }
 }

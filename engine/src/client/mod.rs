@@ -67,6 +67,31 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// A short name for the kind of failure, for counting failures by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::Tls(_) => "tls",
+            ClientError::Resolve { .. } => "resolve",
+            ClientError::Connect { .. } => "connect",
+            ClientError::Timeout { .. } => "client timeout",
+            ClientError::Transport { .. } => "connection lost",
+            ClientError::Protocol(_) => "protocol",
+            ClientError::Server(reply) => match reply.code {
+                ErrorCode::BadRequest => "bad request",
+                ErrorCode::LimitExceeded => "limit exceeded",
+                ErrorCode::Forbidden => "forbidden",
+                ErrorCode::Unavailable => "unavailable",
+                ErrorCode::Timeout => "timeout",
+                ErrorCode::Overloaded => "overloaded",
+                ErrorCode::VersionMismatch => "version mismatch",
+                ErrorCode::ClockOffset => "clock offset",
+                ErrorCode::Storage => "storage",
+                ErrorCode::ShuttingDown => "shutting down",
+                ErrorCode::ClusterMismatch => "cluster mismatch",
+            },
+        }
+    }
+
     /// The server's error code, when the node answered with an error.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
