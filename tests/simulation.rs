@@ -1,12 +1,20 @@
 //! The deterministic simulator over many seeds (see `tests/sim/mod.rs`).
 //!
 //! `VERGENT_SIM_SEEDS=N` runs N seeds (default 200); `VERGENT_SIM_SEED=S` replays one.
+//! Seeds that once found a bug run every time, whatever N is.
 
 mod sim;
 
 use std::time::Instant;
 
 use sim::{SimConfig, run_seed};
+
+/// Seeds that found bugs, kept as regression cases.
+const FOUND_BUGS: &[u64] = &[
+    // Every member renewed its identity at once as a partition healed; SWIM stopped
+    // probing on all of them and hints were never delivered.
+    4793,
+];
 
 fn seeds() -> Vec<u64> {
     if let Ok(seed) = std::env::var("VERGENT_SIM_SEED") {
@@ -16,7 +24,9 @@ fn seeds() -> Vec<u64> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    (1..=n).collect()
+    let mut seeds: Vec<u64> = (1..=n).collect();
+    seeds.extend(FOUND_BUGS.iter().filter(|&&s| s > n));
+    seeds
 }
 
 #[test]

@@ -381,6 +381,14 @@ impl Membership {
                 OwnedNotification::Rejoin(id) => {
                     self.me = id.clone();
                     self.events.push_back(MembershipEvent::RejoinedAs(id));
+                    // Renewing resets SWIM to "disconnected" and cancels its timers, and
+                    // it only reconnects when a later update arrives. If every member
+                    // renews at once (a partition healing) nobody sends one, and all
+                    // stay silent for good. An empty update reconnects at once when
+                    // members are known.
+                    let _ = self
+                        .swim
+                        .apply_many(std::iter::empty(), true, &mut self.runtime);
                 }
                 OwnedNotification::Defunct => {
                     // Identities renew themselves, so this only follows leaving.

@@ -7,11 +7,17 @@ use super::*;
 struct Net {
     nodes: BTreeMap<String, Membership>,
     down: BTreeSet<String>,
+    /// Pairs (from, to) whose datagrams are lost.
+    cut: BTreeSet<(String, String)>,
     now: u64,
     seq: u64,
     // (Reverse(at), seq, target, what)
     queue: BinaryHeap<std::cmp::Reverse<(u64, u64, String, Item)>>,
     events: Vec<(String, MembershipEvent)>,
+    /// Renewals seen while the node knew active members, and how many of those left
+    /// SWIM without a probe cycle.
+    renewals_with_members: usize,
+    renewals_without_probing: usize,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -54,6 +60,9 @@ impl Net {
         Net {
             nodes: BTreeMap::new(),
             down: BTreeSet::new(),
+            cut: BTreeSet::new(),
+            renewals_with_members: 0,
+            renewals_without_probing: 0,
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -89,9 +98,13 @@ impl Net {
         {
             let m = self.nodes.get_mut(name).unwrap();
             while let Some((to, data)) = m.poll_send() {
-                out.push((now + 1, to.name.clone(), Item::Data(data.to_vec())));
+                if !self.cut.contains(&(name.to_string(), to.name.clone())) {
+                    out.push((now + 1, to.name.clone(), Item::Data(data.to_vec())));
+                }
             }
+            let mut probing = false;
             while let Some((after, timer)) = m.poll_timer() {
+                probing |= matches!(timer, Timer::ProbeRandomMember(_));
                 out.push((
                     now + after.as_millis() as u64,
                     name.to_string(),
@@ -99,6 +112,10 @@ impl Net {
                 ));
             }
             while let Some(event) = m.poll_event() {
+                if matches!(event, MembershipEvent::RejoinedAs(_)) && m.swim.num_members() > 0 {
+                    self.renewals_with_members += 1;
+                    self.renewals_without_probing += usize::from(!probing);
+                }
                 self.events.push((name.to_string(), event));
             }
             let _ = m.take_roster_changed();
@@ -129,6 +146,26 @@ impl Net {
             self.drain(&to);
         }
         self.now = until;
+    }
+
+    /// Runs in one-second steps, with every node announcing itself when isolated, as
+    /// the node's runtime does.
+    fn run_announcing(&mut self, until: u64) {
+        while self.now < until {
+            let next = (self.now + 1_000).min(until);
+            self.run_until(next);
+            let names: Vec<String> = self
+                .nodes
+                .keys()
+                .filter(|n| !self.down.contains(*n))
+                .cloned()
+                .collect();
+            for name in names {
+                let now = Millis(self.now);
+                self.nodes.get_mut(&name).unwrap().announce_if_isolated(now);
+                self.drain(&name);
+            }
+        }
     }
 
     fn state(&self, observer: &str, of: &str) -> Option<MemberState> {
@@ -204,6 +241,58 @@ fn a_silent_member_is_suspected_then_declared_dead_then_recovers_on_restart() {
             .iter()
             .any(|(_, e)| matches!(e, MembershipEvent::Recovered(m) if m.name == "n3"))
     );
+}
+
+/// Both sides of a partition declare each other dead; when it heals, each node learns
+/// the cluster thought it down, renews its identity, and must go on probing: a renewal
+/// that left SWIM without timers would leave every node silent for good.
+#[test]
+fn both_sides_of_a_healed_partition_find_each_other_again() {
+    let mut net = Net::new();
+    net.start(id("n1", 1, 100), None);
+    net.start(id("n2", 1, 100), Some(id("n1", 1, 100)));
+    net.start(id("n3", 1, 100), Some(id("n1", 1, 100)));
+    net.run_until(5_000);
+    // n1 alone, n2 and n3 together: each side declares the other dead.
+    for other in ["n2", "n3"] {
+        net.cut.insert(("n1".into(), other.into()));
+        net.cut.insert((other.into(), "n1".into()));
+    }
+    net.run_announcing(40_000);
+    assert_eq!(net.state("n1", "n2"), Some(MemberState::Dead));
+    assert_eq!(net.state("n2", "n1"), Some(MemberState::Dead));
+    assert_eq!(net.state("n3", "n1"), Some(MemberState::Dead));
+    net.cut.clear();
+    net.run_announcing(70_000);
+    for observer in ["n1", "n2", "n3"] {
+        for of in ["n1", "n2", "n3"] {
+            assert_eq!(
+                net.state(observer, of),
+                Some(MemberState::Alive),
+                "{observer} sees {of} after the partition healed"
+            );
+        }
+    }
+    // n2 and n3 learnt they were thought dead while they still knew each other.
+    assert!(
+        net.renewals_with_members > 0,
+        "the scenario renews a connected node"
+    );
+    assert_eq!(
+        net.renewals_without_probing, 0,
+        "a renewed node that knows members must go on probing"
+    );
+    // And they stay in touch.
+    net.run_announcing(100_000);
+    for observer in ["n1", "n2", "n3"] {
+        for of in ["n1", "n2", "n3"] {
+            assert_eq!(
+                net.state(observer, of),
+                Some(MemberState::Alive),
+                "{observer} sees {of}"
+            );
+        }
+    }
 }
 
 #[test]
