@@ -340,3 +340,68 @@ fn a_process_started_with_other_settings_is_refused() {
     assert!(log.contains("exit status: 2"), "{log}");
     assert!(log.contains("the cluster has replication factor 3, but this node was started with --replication-factor 2"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_spreads_its_clients_over_the_cluster_and_reports_as_json() {
+    let names = &NAMES[..3];
+    let certs = TestCerts::new(&NAMES).with_probe();
+    let data = tempfile::tempdir().unwrap();
+    let nodes = start(&certs, data.path(), names);
+    let refs: Vec<&ServeProcess> = nodes.iter().collect();
+    wait_agree(&certs, &refs, names, Duration::from_secs(30)).await;
+
+    let spread: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+    let bench = |extra: &[&str]| {
+        vergent()
+            .args(["bench", "--certs"])
+            .arg(certs.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // No --node: --spread stands in for it.
+    let out = bench(&[
+        "--spread",
+        &spread.join(","),
+        "--clients",
+        "6",
+        "--ops",
+        "300",
+        "--mix",
+        "70:25:5",
+        "--keys",
+        "40",
+        "--distribution",
+        "zipfian",
+        "--consistency",
+        "quorum",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ops"], 300, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["distribution"], "zipfian");
+    let p = &report["latency_ms"];
+    assert!(p["p50"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(p["p50"].as_f64() <= p["p99"].as_f64() && p["p99"].as_f64() <= p["max"].as_f64());
+    // The puts landed, on every replica (RF 3 on three nodes), within the 40 keys.
+    for node in &nodes {
+        let held = eventually_async(Duration::from_secs(10), || async {
+            status(&certs, node.addr).is_some_and(|s| {
+                let records = member(&s, &node.name)["records"].as_u64().unwrap_or(0);
+                (1..=40).contains(&records)
+            })
+        })
+        .await;
+        assert!(held, "{} holds the benchmark's keys", node.name);
+    }
+
+    let nowhere = bench(&["--ops", "1"]);
+    assert_eq!(nowhere.status.code(), Some(2));
+    assert!(
+        stderr(&nowhere).contains("no node given: pass --node HOST:PORT or set VERGENT_NODE"),
+        "{}",
+        stderr(&nowhere)
+    );
+}

@@ -5,6 +5,7 @@
 //! percentiles at the end; a progress line shows the running rate.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -112,7 +113,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     for i in 0..args.clients {
         let mut target = args.client.clone();
         if !args.spread.is_empty() {
-            target.node = args.spread[i % args.spread.len()].clone();
+            target.node = Some(args.spread[i % args.spread.len()].clone());
         }
         clients.push(target.connect().await?);
     }
@@ -166,6 +167,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
         Some(_) => Duration::MAX,
         None => Duration::from_secs(args.duration_secs),
     };
+    // The progress line rewrites itself with \r: only for a person watching a terminal.
+    let progress = !args.quiet && !args.json && std::io::stderr().is_terminal();
     let mut last = 0;
     while started.elapsed() < duration && tasks.iter().any(|t| !t.is_finished()) {
         let tick = Duration::from_secs(1).min(duration.saturating_sub(started.elapsed()));
@@ -175,7 +178,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
             tokio::time::sleep(Duration::from_millis(10).min(tick)).await;
         }
         let now = done.load(Ordering::Relaxed);
-        if !args.quiet && !args.json {
+        if progress {
             eprint!(
                 "\r{:>4.0} s  {:>9} ops  {:>9} ops/s   ",
                 started.elapsed().as_secs_f64(),
@@ -198,7 +201,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
             errors.entry(kind).or_insert((0, example)).0 += count;
         }
     }
-    if !args.quiet && !args.json {
+    if progress {
         eprintln!();
     }
     latencies.sort_unstable();

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::client::{Client, ClientError};
+use crate::client::Client;
 use crate::net::TlsMaterial;
 use crate::protocol::Consistency;
 
@@ -68,9 +68,9 @@ enum Command {
 /// How a client command finds its node and certificates.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ClientArgs {
-    /// The node to talk to, host:port.
+    /// The node to talk to, host:port (required, except by `bench --spread`).
     #[arg(long, env = "VERGENT_NODE", value_name = "ADDR")]
-    node: String,
+    node: Option<String>,
     /// Directory with ca.crt and the client certificate.
     #[arg(
         long,
@@ -88,9 +88,18 @@ pub(crate) struct ClientArgs {
 }
 
 impl ClientArgs {
-    pub(crate) async fn connect(&self) -> Result<Client, ClientError> {
+    /// The node given with --node or VERGENT_NODE. Optional for clap only so that
+    /// `bench --spread` can stand in for it; every other command needs it.
+    pub(crate) fn node(&self) -> Result<&str, Failure> {
+        self.node
+            .as_deref()
+            .ok_or_else(|| Failure::new("no node given: pass --node HOST:PORT or set VERGENT_NODE"))
+    }
+
+    pub(crate) async fn connect(&self) -> Result<Client, Failure> {
+        let node = self.node()?;
         let material = TlsMaterial::load(&self.certs, &self.user)?;
-        let mut client = Client::connect(&self.node, &material).await?;
+        let mut client = Client::connect(node, &material).await?;
         client.set_request_timeout(std::time::Duration::from_millis(self.timeout_ms));
         Ok(client)
     }
@@ -192,6 +201,8 @@ fn init_logging(level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal; a log file or journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

@@ -23,7 +23,7 @@ pub(crate) struct ShellArgs {
 pub(crate) fn run(args: ShellArgs) -> Result<(), Failure> {
     let runtime = super::runtime()?;
     let client = runtime.block_on(args.client.connect())?;
-    let result = session(&runtime, &client, &args.client.node);
+    let result = session(&runtime, &client, args.client.node()?);
     runtime.block_on(client.close());
     result
 }

@@ -38,8 +38,9 @@ pub(crate) struct TopArgs {
 
 pub(crate) fn run(args: TopArgs) -> Result<(), Failure> {
     let runtime = super::runtime()?;
+    let node = args.client.node()?.to_owned();
     let material = Arc::new(TlsMaterial::load(&args.client.certs, &args.client.user)?);
-    dashboard(&runtime, material, args.client.node.clone(), Vec::new())
+    dashboard(&runtime, material, node, Vec::new())
 }
 
 /// Runs the dashboard against `node` until the operator quits.
