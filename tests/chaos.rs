@@ -20,11 +20,18 @@ use vergent::client::Client;
 use vergent::protocol::Consistency;
 
 const NODES: usize = 5;
+/// Writes that must be acknowledged under chaos for the run to prove anything. How many
+/// a fixed time yields depends on the machine and on the chaos (a write whose replicas
+/// are paused waits out the client's timeout), so the run is extended until this many
+/// are in, up to `EXTENSION_MAX` past the planned end.
+const ACKED_MIN: usize = 100;
+const EXTENSION_MAX: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct Tally {
     acked: BTreeMap<String, String>,
-    failed: u64,
+    /// Failed writes by kind of failure.
+    failed: BTreeMap<&'static str, u64>,
     kills: u64,
     pauses: u64,
 }
@@ -73,17 +80,26 @@ async fn acknowledged_writes_survive_kills_and_pauses() {
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop_at = Instant::now() + Duration::from_secs(chaos_secs);
+    let give_up_at = stop_at + EXTENSION_MAX;
+    let keep_writing = {
+        let tally = tally.clone();
+        move || {
+            let now = Instant::now();
+            now < stop_at || (now < give_up_at && tally.lock().unwrap().acked.len() < ACKED_MIN)
+        }
+    };
     let mut writers = Vec::new();
     for w in 0..4u64 {
         let (addrs, tally) = (addrs.clone(), tally.clone());
         let material = certs.material("admin");
+        let keep_writing = keep_writing.clone();
         writers.push(tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(w);
             let mut clients: BTreeMap<usize, Client> = BTreeMap::new();
             // Like a real client, stay away for a while from a node that just failed.
             let mut avoid: BTreeMap<usize, Instant> = BTreeMap::new();
             let mut n = 0u64;
-            while Instant::now() < stop_at {
+            while keep_writing() {
                 let now = Instant::now();
                 let usable: Vec<usize> = (0..NODES)
                     .filter(|t| avoid.get(t).is_none_or(|until| *until <= now))
@@ -122,7 +138,7 @@ async fn acknowledged_writes_survive_kills_and_pauses() {
                         tally.lock().unwrap().acked.insert(key, value);
                     }
                     Err(err) => {
-                        tally.lock().unwrap().failed += 1;
+                        *tally.lock().unwrap().failed.entry(err.kind()).or_default() += 1;
                         if err.code().is_none() {
                             // The connection is gone or stuck (a killed or paused node).
                             clients.remove(&target);
@@ -140,7 +156,7 @@ async fn acknowledged_writes_survive_kills_and_pauses() {
     // The chaos loop.
     let mut rng = SmallRng::seed_from_u64(7);
     let mut down: BTreeMap<usize, (Instant, bool)> = BTreeMap::new(); // node -> (back at, killed)
-    while Instant::now() < stop_at {
+    while !writers.iter().all(|w| w.is_finished()) {
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..900))).await;
         let now = Instant::now();
         let due: Vec<usize> = down
@@ -232,9 +248,16 @@ async fn acknowledged_writes_survive_kills_and_pauses() {
     }
 
     let tally = std::mem::take(&mut *tally.lock().unwrap());
+    eprintln!(
+        "chaos: {} writes acknowledged at quorum, failed by kind {:?}, {} kills, {} pauses",
+        tally.acked.len(),
+        tally.failed,
+        tally.kills,
+        tally.pauses,
+    );
     assert!(
-        tally.acked.len() > 100,
-        "too few writes acknowledged: {}",
+        tally.acked.len() >= ACKED_MIN,
+        "only {} writes acknowledged under chaos in {chaos_secs} s + {EXTENSION_MAX:?}",
         tally.acked.len()
     );
     let mut lost = Vec::new();
@@ -249,11 +272,9 @@ async fn acknowledged_writes_survive_kills_and_pauses() {
         client.close().await;
     }
     eprintln!(
-        "chaos: {} writes acknowledged at quorum, {} failed, {} kills, {} pauses, {} lost",
+        "chaos: {} acknowledged writes read back through {} nodes, {} lost",
         tally.acked.len(),
-        tally.failed,
-        tally.kills,
-        tally.pauses,
+        addrs.len(),
         lost.len()
     );
     assert!(
