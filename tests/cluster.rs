@@ -403,3 +403,31 @@ async fn with_fewer_nodes_than_copies_every_node_holds_everything() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_streams_a_peer_closed_for_idleness_are_reopened_without_failing_writes() {
+    let certs = TestCerts::new(&NAMES).with_probe();
+    let data = tempfile::tempdir().unwrap();
+    let idle = Duration::from_millis(300);
+    let nodes = start_cluster(&certs, &NAMES[..3], data.path(), |config| {
+        config.stream_idle_timeout = idle;
+    })
+    .await;
+    let client = certs.client(nodes[0].local_addr()).await;
+    for round in 0..4 {
+        let key = format!("after-idle-{round}");
+        let started = Instant::now();
+        client
+            .put(key.as_bytes(), b"v", Some(Consistency::All))
+            .await
+            .unwrap_or_else(|err| panic!("write {round} after an idle spell: {err}"));
+        eprintln!("write {round} took {:?}", started.elapsed());
+        // Idle past the peers' limit: the next write finds its replication streams
+        // closed by the peers.
+        tokio::time::sleep(idle * 3).await;
+    }
+    client.close().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -53,6 +53,8 @@ pub const CONNECTIONS_PER_IDENTITY_MAX_DEFAULT: usize = 256;
 pub const REQUESTS_MAX_DEFAULT: usize = 8192;
 /// How long shutdown waits for in-flight requests before closing anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a stream may sit between requests before the node closes it.
+pub const STREAM_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 /// Default age past which undelivered hints are dropped and left to anti-entropy.
 pub const HINT_WINDOW_DEFAULT: Duration = Duration::from_secs(3 * 3600);
 /// Default attempts to reach a seed when joining.
@@ -95,6 +97,8 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Time a coordinated write or read waits for replicas.
     pub replica_timeout: Duration,
+    /// How long a stream may wait for its next request before the node closes it.
+    pub stream_idle_timeout: Duration,
     /// Most connections at once.
     pub connections_max: usize,
     /// Most connections at once from one certificate (node, client or admin).
@@ -144,6 +148,7 @@ impl NodeConfig {
             max_clock_offset_ms: MAX_CLOCK_OFFSET_MS_DEFAULT,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             replica_timeout: Duration::from_secs(5),
+            stream_idle_timeout: STREAM_IDLE_TIMEOUT_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             connections_per_identity_max: CONNECTIONS_PER_IDENTITY_MAX_DEFAULT,
             requests_max: REQUESTS_MAX_DEFAULT,

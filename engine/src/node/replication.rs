@@ -286,13 +286,26 @@ async fn link(shared: Arc<Shared>, peer: String, mut queue: mpsc::Receiver<Item>
                 Err(_) => break,
             }
         }
-        let entries: Vec<Entry> = batch.iter().map(|item| (*item.entry).clone()).collect();
-        let result = tokio::time::timeout(
-            shared.config.replica_timeout,
-            send_batch(&shared, &peer, &mut stream, entries),
-        )
-        .await
-        .unwrap_or_else(|_| Err(PeerError("timed out".into())));
+        let request = Request::Replicate {
+            entries: batch.iter().map(|item| (*item.entry).clone()).collect(),
+        };
+        let attempt = async {
+            // The peer closes a stream that sat idle past its limit; the first batch
+            // after a quiet spell then finds it gone. That says nothing about the peer,
+            // so the batch goes again on a fresh stream (applying is idempotent).
+            let reused = stream.is_some();
+            match send_batch(&shared, &peer, &mut stream, &request).await {
+                Err(err) if reused => {
+                    tracing::debug!(peer = %peer, "replication stream gone ({err}); reopening");
+                    stream = None;
+                    send_batch(&shared, &peer, &mut stream, &request).await
+                }
+                result => result,
+            }
+        };
+        let result = tokio::time::timeout(shared.config.replica_timeout, attempt)
+            .await
+            .unwrap_or_else(|_| Err(PeerError("timed out".into())));
         if let Err(err) = &result {
             tracing::debug!(peer = %peer, entries = batch.len(), "replication batch failed: {err}");
             stream = None;
@@ -309,7 +322,7 @@ async fn send_batch(
     shared: &Arc<Shared>,
     peer: &str,
     stream: &mut Option<(quinn::SendStream, quinn::RecvStream)>,
-    entries: Vec<Entry>,
+    request: &Request,
 ) -> Result<(), PeerError> {
     let limit = batch_frame_bytes_max(VALUE_BYTES_MAX_CEILING);
     if stream.is_none() {
@@ -323,7 +336,7 @@ async fn send_batch(
         );
     }
     let (send, recv) = stream.as_mut().expect("stream just opened");
-    frame::write_message(send, &Request::Replicate { entries }, limit)
+    frame::write_message(send, request, limit)
         .await
         .map_err(|e| PeerError(e.to_string()))?;
     match frame::read_message::<Response, _>(recv, limit)

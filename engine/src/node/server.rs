@@ -31,8 +31,6 @@ const CLOSE_LIMIT: VarInt = VarInt::from_u32(4);
 const STOP_REFUSED: VarInt = VarInt::from_u32(1);
 /// Time allowed for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a stream may sit idle between two requests before the node closes it.
-const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     let (shutdown, tasks) = (shared.shutdown.clone(), shared.tasks.clone());
@@ -201,7 +199,11 @@ async fn serve_stream(
     let timeout = shared.config.request_timeout;
     let mut first = true;
     loop {
-        let wait = if first { timeout } else { STREAM_IDLE_TIMEOUT };
+        let wait = if first {
+            timeout
+        } else {
+            shared.config.stream_idle_timeout
+        };
         let next = tokio::time::timeout(wait, frame::read(&mut recv, limit));
         // A stream waiting for its next request is not in flight: shutdown ends it.
         let next = if first {
