@@ -296,3 +296,37 @@ fn the_demo_runs_a_shell_and_removes_its_files() {
         .expect("the demo reports its directory");
     assert!(!std::path::Path::new(dir).exists(), "{dir} left behind");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let certs = TestCerts::new(&["n1"]);
+    let data = tempfile::tempdir().unwrap();
+    let node = ServeProcess::start("n1", certs.path(), &data.path().join("n1"), &[]);
+    for command in [&["status"][..], &["watch"][..]] {
+        let mut child = vergent()
+            .args(command)
+            .arg("--node")
+            .arg(node.addr.to_string())
+            .arg("--certs")
+            .arg(certs.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the command has connected, let alone printed.
+        drop(child.stdout.take());
+        if command == ["watch"] {
+            let out = cli(certs.path(), node.addr, &["put", "k", "v"]);
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{command:?}: {err}");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{command:?}: {err}"
+        );
+    }
+}

@@ -165,6 +165,12 @@ pub fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(cli.log_level.as_deref().unwrap_or(default_level));
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Demo(_) | Command::Top(_) | Command::Shell(_)
+    ) {
+        end_quietly_when_stdout_closes();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Certs(command) => certs_cmd::run(command),
@@ -191,6 +197,18 @@ pub fn main() -> ExitCode {
             }
             ExitCode::from(failure.status)
         }
+    }
+}
+
+/// A command whose output goes to a reader that stops early (`vergent watch | head`)
+/// ends there, as other Unix tools do, instead of failing on a broken pipe. Not for
+/// commands that run nodes: a node must never die of a closed log pipe.
+fn end_quietly_when_stdout_closes() {
+    // SAFETY: called on the main thread before any other thread exists; it only
+    // restores SIGPIPE's default action, which the Rust runtime set to "ignore".
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
