@@ -69,3 +69,19 @@ pub fn arg_string(name: &str, default: &str) -> String {
         .cloned()
         .unwrap_or_else(|| default.to_string())
 }
+
+/// Ends the program with a one-line error naming what failed. These programs drive a
+/// benchmark and have nothing to fall back to; a message beats a panic's backtrace.
+pub trait OrExit<T> {
+    /// The value, or the end of the program with `error: {what}: {cause}`.
+    fn or_exit(self, what: &str) -> T;
+}
+
+impl<T, E: std::fmt::Display> OrExit<T> for Result<T, E> {
+    fn or_exit(self, what: &str) -> T {
+        self.unwrap_or_else(|err| {
+            eprintln!("error: {what}: {err}");
+            std::process::exit(2)
+        })
+    }
+}

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use vergent::net::{self, TlsMaterial};
-use vergent_bench::{Latencies, arg, arg_string};
+use vergent_bench::{Latencies, OrExit, arg, arg_string};
 
 #[tokio::main]
 async fn main() {
@@ -39,10 +39,16 @@ async fn main() {
 }
 
 async fn serve(certs: &str, name: &str, listen: &str) {
-    let material = TlsMaterial::load(certs.as_ref(), name).expect("certificates");
-    let config = net::server_config(&material).expect("server config");
-    let endpoint = quinn::Endpoint::server(config, listen.parse().unwrap()).expect("bind");
-    println!("listening on {}", endpoint.local_addr().unwrap());
+    let material = TlsMaterial::load(certs.as_ref(), name).or_exit("loading certificates");
+    let config = net::server_config(&material).or_exit("TLS configuration");
+    let endpoint = quinn::Endpoint::server(config, listen.parse().or_exit("--listen"))
+        .or_exit("binding the listener");
+    println!(
+        "listening on {}",
+        endpoint
+            .local_addr()
+            .or_exit("reading the listening address")
+    );
     while let Some(incoming) = endpoint.accept().await {
         tokio::spawn(async move {
             let Ok(connection) = incoming.await else {
@@ -61,22 +67,23 @@ async fn serve(certs: &str, name: &str, listen: &str) {
 }
 
 async fn load(certs: &str, addr: &str, clients: usize, seconds: u64) {
-    let material = TlsMaterial::load(certs.as_ref(), "admin").expect("certificates");
+    let material = TlsMaterial::load(certs.as_ref(), "admin").or_exit("loading certificates");
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let config = net::client_config(&material).expect("client config");
+        let config = net::client_config(&material).or_exit("TLS configuration");
         let stop = stop.clone();
-        let addr = addr.parse().unwrap();
+        let addr: std::net::SocketAddr = addr.parse().or_exit("--addr");
         tasks.push(tokio::spawn(async move {
-            let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            let mut endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into())
+                .or_exit("binding a client socket");
             endpoint.set_default_client_config(config);
             let connection = endpoint
                 .connect(addr, "127.0.0.1")
-                .unwrap()
+                .or_exit("connecting")
                 .await
-                .expect("connect");
+                .or_exit("connecting");
             let mut latencies = Latencies::default();
             while !stop.load(Ordering::Relaxed) {
                 let began = Instant::now();
@@ -98,7 +105,7 @@ async fn load(certs: &str, addr: &str, clients: usize, seconds: u64) {
     stop.store(true, Ordering::Relaxed);
     let mut all = Latencies::default();
     for task in tasks {
-        all.merge(task.await.unwrap());
+        all.merge(task.await.or_exit("a client task"));
     }
     println!("{}", all.report(started, clients));
 }

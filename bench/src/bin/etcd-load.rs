@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use vergent_bench::{Latencies, arg, arg_string};
+use vergent_bench::{Latencies, OrExit, arg, arg_string};
 
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -89,7 +89,7 @@ async fn main() {
             let mut stream = BufReader::new(
                 TcpStream::connect(&endpoint)
                     .await
-                    .expect("connect to etcd"),
+                    .or_exit("connecting to etcd"),
             );
             let _ = stream.get_mut().set_nodelay(true);
             let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ c as u64;
@@ -119,7 +119,7 @@ async fn main() {
     stop.store(true, Ordering::Relaxed);
     let mut all = Latencies::default();
     for task in tasks {
-        all.merge(task.await.unwrap());
+        all.merge(task.await.or_exit("a client task"));
     }
     println!("{}", all.report(started, clients));
 }
