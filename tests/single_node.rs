@@ -317,8 +317,16 @@ fn a_reader_that_goes_away_ends_the_command_quietly() {
         // The reader is gone before the command has connected, let alone printed.
         drop(child.stdout.take());
         if command == ["watch"] {
-            let out = cli(certs.path(), node.addr, &["put", "k", "v"]);
-            assert!(out.status.success(), "{}", stderr(&out));
+            // Writes until watch has something to print; it may subscribe after the first.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+                let out = cli(certs.path(), node.addr, &["put", "k", "v"]);
+                assert!(out.status.success(), "{}", stderr(&out));
+            }
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                panic!("watch did not end within 20 s of its reader going away");
+            }
         }
         let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
