@@ -59,7 +59,11 @@ enum Command {
     Top(top::TopArgs),
     /// An interactive shell against one node.
     Shell(shell::ShellArgs),
-    /// A node in a temporary directory with fresh certificates, and a shell on it.
+    /// A local cluster on loopback with a light workload and the dashboard.
+    ///
+    /// Three nodes by default, with fresh certificates in a temporary directory; it
+    /// prints how to reach them from another terminal. q quits, stops the nodes and
+    /// removes everything.
     Demo(demo::DemoArgs),
     /// Generate load against a node and report throughput and latency.
     Bench(bench::BenchArgs),
