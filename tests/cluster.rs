@@ -110,7 +110,7 @@ async fn a_dead_replica_gets_hints_and_catches_up_when_it_returns() {
     assert_eq!(err.code(), Some(ErrorCode::Unavailable));
     assert_eq!(
         err.to_string(),
-        "unavailable: 2 of 3 replicas acknowledged, 3 required; the write may still be applied"
+        "unavailable: 2 of 3 replicas acknowledged, 3 required; the write may still be applied (n3: dead)"
     );
     // Hints are kept as soon as a replica is known to have missed a write, which can be
     // just after the client has its answer.
@@ -430,4 +430,62 @@ async fn replication_streams_a_peer_closed_for_idleness_are_reopened_without_fai
     for node in nodes {
         node.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_map_refuses_writes_with_its_limit_and_keeps_serving() {
+    let certs = TestCerts::new(&NAMES).with_probe();
+    let data = tempfile::tempdir().unwrap();
+    let small = 2 << 20;
+    let node = start_node(&certs, "n1", data.path(), |config| {
+        config.map_size_bytes = small;
+    })
+    .await;
+    let client = certs.client(node.local_addr()).await;
+    let value = vec![b'x'; 16 << 10];
+    let mut written = 0;
+    let err = loop {
+        match client
+            .put(format!("k{written}").as_bytes(), &value, None)
+            .await
+        {
+            Ok(_) => written += 1,
+            Err(err) => break err,
+        }
+        assert!(
+            written < 1000,
+            "a 2 MiB map took {written} values of 16 KiB"
+        );
+    };
+    eprintln!("after {written} writes: {err}");
+    assert!(written > 0);
+    assert!(
+        err.to_string().contains(&format!(
+            "storage is full: the LMDB map size of {small} bytes is reached"
+        )),
+        "{err}"
+    );
+    // Reads go on; so does the node.
+    let (found, _) = client.get(b"k0", None).await.unwrap().unwrap();
+    assert_eq!(found, value);
+    assert!(client.status().await.is_ok());
+    client.close().await;
+    node.shutdown().await;
+
+    // Restarted with a larger map, it takes writes again and has lost nothing.
+    let node = start_node(&certs, "n1", data.path(), |config| {
+        config.map_size_bytes = 64 << 20;
+    })
+    .await;
+    let client = certs.client(node.local_addr()).await;
+    client.put(b"after", &value, None).await.unwrap();
+    for i in 0..written {
+        let key = format!("k{i}");
+        assert!(
+            client.get(key.as_bytes(), None).await.unwrap().is_some(),
+            "{key} lost"
+        );
+    }
+    client.close().await;
+    node.shutdown().await;
 }

@@ -183,7 +183,7 @@ async fn a_killed_process_is_declared_dead_gets_hints_and_catches_up_after_resta
     assert_eq!(all.status.code(), Some(2));
     assert_eq!(
         stderr(&all),
-        "error: unavailable: 2 of 3 replicas acknowledged, 3 required; the write may still be applied\n"
+        "error: unavailable: 2 of 3 replicas acknowledged, 3 required; the write may still be applied (n3: dead)\n"
     );
     // Hints are kept as soon as a replica is known to have missed a write, which can be
     // just after the client has its answer.

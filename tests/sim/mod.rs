@@ -529,7 +529,11 @@ impl Sim {
             Action::Write { op, to, entry } => {
                 let j = self.index_of(&to).expect("a member");
                 if j != i && !self.live_in_view(i, &to) {
-                    self.nodes[i].coordinator.handle_write_ack(op, &to, false);
+                    self.nodes[i].coordinator.handle_write_ack(
+                        op,
+                        &to,
+                        Err("not live in the view".into()),
+                    );
                     self.drain_coordinator(i);
                 } else {
                     self.send(
@@ -645,7 +649,14 @@ impl Sim {
             }
             Msg::WriteAck { op, ok } => {
                 let name = self.names[from].clone();
-                self.nodes[to].coordinator.handle_write_ack(op, &name, ok);
+                let result = if ok {
+                    Ok(())
+                } else {
+                    Err("not applied".into())
+                };
+                self.nodes[to]
+                    .coordinator
+                    .handle_write_ack(op, &name, result);
                 self.drain_coordinator(to);
             }
             Msg::Read { op, key } => {

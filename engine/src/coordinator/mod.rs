@@ -61,7 +61,8 @@ impl Default for CoordinatorConfig {
 pub enum OpError {
     /// Fewer replicas acknowledged a write than its consistency requires.
     #[error(
-        "unavailable: {acked} of {replicas} replicas acknowledged, {required} required; the write may still be applied"
+        "unavailable: {acked} of {replicas} replicas acknowledged, {required} required; the write may still be applied{}",
+        failure_text(.failures)
     )]
     WriteUnavailable {
         /// Acknowledgements received.
@@ -70,6 +71,8 @@ pub enum OpError {
         replicas: usize,
         /// Acknowledgements required.
         required: usize,
+        /// The replicas that failed, each with its reason, in the order they failed.
+        failures: Vec<(String, String)>,
     },
     /// Fewer replicas answered a read than its consistency requires.
     #[error("unavailable: {answered} of {replicas} replicas answered, {required} required")]
@@ -90,6 +93,21 @@ pub enum OpError {
     /// No member holds the partition (the node knows no members, not even itself).
     #[error("unavailable: no replicas for this key in the current membership view")]
     NoReplicas,
+}
+
+/// Longest reason kept for a replica's failure (reasons can come from the network).
+const FAILURE_REASON_CHARS_MAX: usize = 200;
+
+/// ` (n2: timed out; n3: dead)`, or nothing when no reason is known.
+fn failure_text(failures: &[(String, String)]) -> String {
+    if failures.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = failures
+        .iter()
+        .map(|(replica, reason)| format!("{replica}: {reason}"))
+        .collect();
+    format!(" ({})", parts.join("; "))
 }
 
 /// The answer to an operation.
@@ -175,6 +193,8 @@ struct WriteState {
     required: usize,
     replied: bool,
     deadline: Millis,
+    /// Replicas that failed and why.
+    failures: Vec<(String, String)>,
 }
 
 struct ReadState {
@@ -247,6 +267,7 @@ impl Coordinator {
             replicas: replicas.into_iter().map(|r| (r, Answer::Pending)).collect(),
             replied: false,
             deadline,
+            failures: Vec::new(),
         };
         self.ops.insert(op, Op::Write(state));
         self.deadlines.insert((deadline, op));
@@ -290,9 +311,9 @@ impl Coordinator {
         op
     }
 
-    /// Replica `from` applied (`ok`) or failed to apply the write `op`. Late, duplicate
+    /// Replica `from` applied the write `op`, or failed to and says why. Late, duplicate
     /// and unknown reports are ignored.
-    pub fn handle_write_ack(&mut self, op: OpId, from: &str, ok: bool) {
+    pub fn handle_write_ack(&mut self, op: OpId, from: &str, result: Result<(), String>) {
         let Some(Op::Write(state)) = self.ops.get_mut(&op) else {
             return;
         };
@@ -303,8 +324,13 @@ impl Coordinator {
         else {
             return;
         };
-        slot.1 = if ok { Answer::Ok(()) } else { Answer::Failed };
-        if !ok {
+        slot.1 = match &result {
+            Ok(()) => Answer::Ok(()),
+            Err(_) => Answer::Failed,
+        };
+        if let Err(reason) = result {
+            let reason: String = reason.chars().take(FAILURE_REASON_CHARS_MAX).collect();
+            state.failures.push((from.to_string(), reason));
             self.actions.push_back(Action::Hint {
                 to: from.to_string(),
                 entry: state.entry.clone(),
@@ -342,6 +368,7 @@ impl Coordinator {
     /// Expires every operation whose deadline is at or before `now`: replicas that never
     /// answered a write get hints; an unanswered operation fails.
     pub fn handle_timeout(&mut self, now: Millis) {
+        let write_timeout_ms = self.config.write_timeout_ms;
         while let Some(&(deadline, op)) = self.deadlines.first() {
             if deadline > now {
                 break;
@@ -355,6 +382,10 @@ impl Coordinator {
                     for (to, answer) in &mut state.replicas {
                         if *answer == Answer::Pending {
                             *answer = Answer::Failed;
+                            state.failures.push((
+                                to.clone(),
+                                format!("no answer within {write_timeout_ms} ms"),
+                            ));
                             self.actions.push_back(Action::Hint {
                                 to: to.clone(),
                                 entry: state.entry.clone(),
@@ -444,6 +475,7 @@ impl Coordinator {
                 acked,
                 replicas: state.replicas.len(),
                 required: state.required,
+                failures: state.failures.clone(),
             })
         } else {
             return;

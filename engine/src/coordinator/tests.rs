@@ -60,9 +60,9 @@ fn a_write_goes_to_every_replica_and_is_answered_at_quorum() {
             .count(),
         3
     );
-    c.handle_write_ack(op, "n1", true);
+    c.handle_write_ack(op, "n1", Ok(()));
     assert!(replies(&drain(&mut c)).is_empty());
-    c.handle_write_ack(op, "n3", true);
+    c.handle_write_ack(op, "n3", Ok(()));
     let actions = drain(&mut c);
     assert_eq!(
         replies(&actions),
@@ -71,7 +71,7 @@ fn a_write_goes_to_every_replica_and_is_answered_at_quorum() {
         }]
     );
     // The third replica fails after the answer: it gets a hint, the client nothing more.
-    c.handle_write_ack(op, "n2", false);
+    c.handle_write_ack(op, "n2", Err("down".into()));
     let actions = drain(&mut c);
     assert_eq!(hints(&actions), vec!["n2"]);
     assert!(replies(&actions).is_empty());
@@ -83,15 +83,15 @@ fn a_write_at_all_with_a_dead_replica_fails_honestly_and_hints_it() {
     let mut c = Coordinator::new(CoordinatorConfig::default());
     let op = c.begin_write(entry(10), replicas(), Consistency::All, Millis(0));
     drain(&mut c);
-    c.handle_write_ack(op, "n2", false);
+    c.handle_write_ack(op, "n2", Err("down".into()));
     let actions = drain(&mut c);
     assert_eq!(hints(&actions), vec!["n2"]);
     assert!(
         replies(&actions).is_empty(),
         "waits for the replicas that can still answer"
     );
-    c.handle_write_ack(op, "n1", true);
-    c.handle_write_ack(op, "n3", true);
+    c.handle_write_ack(op, "n1", Ok(()));
+    c.handle_write_ack(op, "n3", Ok(()));
     let actions = drain(&mut c);
     let outcome = replies(&actions)[0].clone();
     let Outcome::Failed(err) = outcome else {
@@ -99,9 +99,9 @@ fn a_write_at_all_with_a_dead_replica_fails_honestly_and_hints_it() {
     };
     assert_eq!(
         err.to_string(),
-        "unavailable: 2 of 3 replicas acknowledged, 3 required; the write may still be applied"
+        "unavailable: 2 of 3 replicas acknowledged, 3 required; the write may still be applied (n2: down)"
     );
-    c.handle_write_ack(op, "n3", true);
+    c.handle_write_ack(op, "n3", Ok(()));
     assert!(replies(&drain(&mut c)).is_empty(), "answered exactly once");
 }
 
@@ -110,7 +110,7 @@ fn a_write_that_times_out_hints_every_silent_replica() {
     let mut c = Coordinator::new(CoordinatorConfig::default());
     let op = c.begin_write(entry(10), replicas(), Consistency::Quorum, Millis(100));
     drain(&mut c);
-    c.handle_write_ack(op, "n1", true);
+    c.handle_write_ack(op, "n1", Ok(()));
     assert_eq!(c.poll_timeout(), Some(Millis(5_100)));
     c.handle_timeout(Millis(5_099));
     assert!(drain(&mut c).is_empty());
@@ -122,11 +122,20 @@ fn a_write_that_times_out_hints_every_silent_replica() {
         [Outcome::Failed(OpError::WriteUnavailable {
             acked: 1,
             replicas: 3,
-            required: 2
+            required: 2,
+            ..
         })]
     ));
+    let Outcome::Failed(err) = replies(&actions)[0] else {
+        unreachable!()
+    };
+    assert!(
+        err.to_string()
+            .ends_with("(n2: no answer within 5000 ms; n3: no answer within 5000 ms)"),
+        "{err}"
+    );
     assert_eq!(c.poll_timeout(), None);
-    c.handle_write_ack(op, "n2", true);
+    c.handle_write_ack(op, "n2", Ok(()));
     assert!(drain(&mut c).is_empty(), "late answers are ignored");
 }
 
@@ -223,7 +232,8 @@ proptest! {
             if i == timeout_after {
                 c.handle_timeout(Millis(10_000));
             }
-            c.handle_write_ack(op, &replicas()[*replica], *ok);
+            let result = if *ok { Ok(()) } else { Err("down".to_string()) };
+            c.handle_write_ack(op, &replicas()[*replica], result);
             if first_answer[*replica].is_none() && i < timeout_after {
                 first_answer[*replica] = Some(*ok);
             }

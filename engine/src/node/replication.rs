@@ -82,10 +82,10 @@ fn drain(coordinator: &mut Coordinator) -> Vec<Action> {
     std::iter::from_fn(|| coordinator.poll_action()).collect()
 }
 
-fn on_write_ack(shared: &Arc<Shared>, op: OpId, from: &str, ok: bool) {
+fn on_write_ack(shared: &Arc<Shared>, op: OpId, from: &str, result: Result<(), String>) {
     let actions = {
         let mut coordinator = shared.coordinator.lock().expect("coordinator lock");
-        coordinator.handle_write_ack(op, from, ok);
+        coordinator.handle_write_ack(op, from, result);
         drain(&mut coordinator)
     };
     dispatch(shared, actions);
@@ -200,7 +200,8 @@ fn apply_locally(shared: &Arc<Shared>, op: Option<OpId>, entry: Arc<Entry>) {
             tracing::error!("local apply failed: {err}");
         }
         if let Some(op) = op {
-            on_write_ack(&shared2, op, &shared2.me.name, result.is_ok());
+            let result = result.map(|_| ()).map_err(|err| err.to_string());
+            on_write_ack(&shared2, op, &shared2.me.name, result);
         }
     });
 }
@@ -229,19 +230,20 @@ fn reachable(shared: &Shared, to: &str) -> Result<std::net::SocketAddr, PeerErro
     let view = shared.view();
     match view.member(to) {
         Some(member) if member.state.is_live() => Ok(member.id.addr),
-        Some(member) => Err(PeerError(format!("{to} is {}", member.state.as_str()))),
-        None => Err(PeerError(format!("{to} is not a known member"))),
+        // Said of `to`, whose name goes before it where it is shown.
+        Some(member) => Err(PeerError(member.state.as_str().to_string())),
+        None => Err(PeerError("not a known member".into())),
     }
 }
 
 fn enqueue(shared: &Arc<Shared>, to: &str, item: Item) {
-    let fail = |item: Item| {
+    let fail = |item: Item, reason: String| {
         if let Some(op) = item.op {
-            on_write_ack(shared, op, to, false);
+            on_write_ack(shared, op, to, Err(reason));
         }
     };
-    if reachable(shared, to).is_err() {
-        return fail(item);
+    if let Err(PeerError(reason)) = reachable(shared, to) {
+        return fail(item, reason);
     }
     let sender = {
         let mut queues = shared.replication.queues.lock().expect("queues lock");
@@ -255,14 +257,18 @@ fn enqueue(shared: &Arc<Shared>, to: &str, item: Item) {
             .clone()
     };
     if let Err(err) = sender.try_send(item) {
-        let item = match err {
+        match err {
             mpsc::error::TrySendError::Full(item) => {
                 tracing::debug!(peer = %to, "replication queue full ({PEER_QUEUE_MAX} entries); hinting");
-                item
+                fail(
+                    item,
+                    format!("replication queue full ({PEER_QUEUE_MAX} entries)"),
+                );
             }
-            mpsc::error::TrySendError::Closed(item) => item,
-        };
-        fail(item);
+            mpsc::error::TrySendError::Closed(item) => {
+                fail(item, "replication stopped (shutting down)".into());
+            }
+        }
     }
 }
 
@@ -310,9 +316,10 @@ async fn link(shared: Arc<Shared>, peer: String, mut queue: mpsc::Receiver<Item>
             tracing::debug!(peer = %peer, entries = batch.len(), "replication batch failed: {err}");
             stream = None;
         }
+        let result = result.map_err(|PeerError(reason)| reason);
         for item in batch {
             if let Some(op) = item.op {
-                on_write_ack(&shared, op, &peer, result.is_ok());
+                on_write_ack(&shared, op, &peer, result.clone());
             }
         }
     }
