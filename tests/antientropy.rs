@@ -9,10 +9,10 @@ use std::time::Duration;
 use support::{
     TestCerts, contents, entries, eventually_async, load, repair, start_cluster, start_node,
 };
-use vergent::hlc::system_wall_ms;
 use vergent::node::Node;
 use vergent::protocol::Consistency;
 use vergent::record::Payload;
+use vergent::wallclock::system_wall_ms;
 
 const NAMES: [&str; 4] = ["n1", "n2", "n3", "n4"];
 

@@ -9,11 +9,12 @@ use support::{
     TestCerts, converged, eventually, eventually_async, replica_record, start_cluster, start_node,
 };
 use vergent::client::Client;
-use vergent::hlc::{Timestamp, system_wall_ms};
+use vergent::hlc::Timestamp;
 use vergent::membership::MemberState;
 use vergent::node::{Node, NodeConfig};
 use vergent::protocol::{Consistency, ErrorCode, Request, Response};
 use vergent::record::{Entry, NodeId, Payload, Record, Version};
+use vergent::wallclock::system_wall_ms;
 
 const NAMES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
 

@@ -10,12 +10,13 @@ use rustls::pki_types::pem::PemObject;
 use support::{TestCerts, start_node};
 use vergent::certs::{self, Authority, LeafSpec};
 use vergent::client::{Client, ClientError};
-use vergent::hlc::{Timestamp, system_wall_ms};
+use vergent::hlc::Timestamp;
 use vergent::net::TlsMaterial;
 use vergent::node::Node;
 use vergent::protocol::frame;
 use vergent::protocol::{ALPN, ErrorCode, PROTOCOL_VERSION, Request, Response, Role};
 use vergent::record::{Entry, NodeId, Payload, Record, Version};
+use vergent::wallclock::system_wall_ms;
 
 async fn still_serving(certs: &TestCerts, node: &Node) {
     let client = certs.client(node.local_addr()).await;

@@ -46,3 +46,4 @@ pub mod placement;
 pub mod protocol;
 pub mod record;
 pub mod storage;
+pub mod wallclock;

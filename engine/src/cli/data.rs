@@ -213,7 +213,7 @@ fn sync_table(status: &ClusterStatus) -> String {
     if status.sync.is_empty() {
         return String::new();
     }
-    let now = crate::hlc::system_wall_ms();
+    let now = crate::wallclock::system_wall_ms();
     let age = |t: Option<u64>| t.map_or("never".to_string(), |t| format_age(now.saturating_sub(t)));
     let mut rows = vec![vec![
         "PEER".to_string(),

@@ -465,7 +465,7 @@ impl Builder {
 
     /// Per peer, the age of the watched node's last exchange with it.
     fn sync_ages(&self) -> BTreeMap<String, Option<u64>> {
-        let now = crate::hlc::system_wall_ms();
+        let now = crate::wallclock::system_wall_ms();
         self.status
             .iter()
             .flat_map(|s| s.sync.iter())
@@ -494,7 +494,7 @@ impl Builder {
         let Some(status) = &self.status else {
             return model;
         };
-        let now_wall = crate::hlc::system_wall_ms();
+        let now_wall = crate::wallclock::system_wall_ms();
         model.cluster_id = status.cluster_id.clone();
         model.partitions = status.partitions;
         model.replication_factor = status.replication_factor;

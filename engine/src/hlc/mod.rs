@@ -192,15 +192,6 @@ fn successor(ts: Timestamp) -> Timestamp {
     }
 }
 
-/// Milliseconds since the Unix epoch from the system clock. Only the runtime shell
-/// calls this; mechanisms receive time as an argument.
-pub fn system_wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,10 +22,10 @@ use crate::antientropy::messages::{DifferingRoot, SyncRequest, SyncResponse};
 use crate::antientropy::report::{
     PartitionDifference, PeerSync, RepairProgress, RepairReport, SyncCounts,
 };
-use crate::hlc::system_wall_ms;
 use crate::placement::PartitionId;
 use crate::protocol::{ErrorCode, ErrorReply, Request, Response};
 use crate::record::Entry;
+use crate::wallclock::system_wall_ms;
 
 /// Partitions in one roots message.
 const ROOTS_PER_MESSAGE: usize = 1024;

@@ -14,12 +14,12 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::join::Joined;
-use crate::hlc::system_wall_ms;
 use crate::membership::{
     GossipStatus, MemberId, MemberState, MemberView, Membership, MembershipEvent,
 };
 use crate::placement::{Placement, partition_of};
 use crate::storage::{ClusterSettings, MemberRecord};
+use crate::wallclock::system_wall_ms;
 
 /// Membership inputs waiting for the task; datagrams past it are dropped (SWIM
 /// tolerates loss).

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use super::Shared;
 use super::peers::{PeerError, request};
-use crate::hlc::system_wall_ms;
 use crate::membership::MemberState;
 use crate::protocol::{Request, Response};
 use crate::storage::StoredHint;
+use crate::wallclock::system_wall_ms;
 
 /// Hints sent in one batch.
 const DRAIN_BATCH_MAX: usize = 256;

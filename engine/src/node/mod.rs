@@ -293,7 +293,7 @@ impl Node {
             name: config.name.clone(),
             addr: advertise,
             incarnation: store.next_incarnation()?,
-            epoch_ms: crate::hlc::system_wall_ms(),
+            epoch_ms: crate::wallclock::system_wall_ms(),
         };
         let peers = Peers::new(endpoint.clone(), config.name.clone());
 

@@ -17,12 +17,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::Shared;
 use super::peers::{PeerError, exchange};
 use crate::coordinator::{Action, Coordinator, OpError, OpId, Outcome};
-use crate::hlc::system_wall_ms;
 use crate::limits::{VALUE_BYTES_MAX_CEILING, frame_bytes_max};
 use crate::protocol::frame;
 use crate::protocol::{Request, Response};
 use crate::record::Entry;
 use crate::storage::Hint;
+use crate::wallclock::system_wall_ms;
 
 /// Entries waiting per peer; past it writes to that peer become hints.
 pub(crate) const PEER_QUEUE_MAX: usize = 8192;

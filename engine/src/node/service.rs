@@ -9,7 +9,6 @@ use tokio::sync::broadcast::error::RecvError;
 use super::Shared;
 use super::replication::coordinate;
 use crate::coordinator::{OpError, Outcome};
-use crate::hlc::system_wall_ms;
 use crate::limits::{check_key, check_value};
 use crate::net::PeerIdentity;
 use crate::protocol::frame;
@@ -18,6 +17,7 @@ use crate::protocol::{
 };
 use crate::record::{Entry, NodeId, Payload, Record, Version};
 use crate::storage::StoreError;
+use crate::wallclock::system_wall_ms;
 
 impl Shared {
     pub(crate) async fn handle(
