@@ -47,6 +47,30 @@ fn alive_everywhere(certs: &TestCerts, addrs: &[SocketAddr]) -> bool {
     })
 }
 
+/// Brings node `i` back: a killed one is restarted (on a new port) and joins through a
+/// node that is `up`; a paused one is continued.
+#[allow(clippy::too_many_arguments)]
+fn bring_back(
+    i: usize,
+    killed: bool,
+    nodes: &mut [ServeProcess],
+    names: &[String],
+    certs: &TestCerts,
+    data: &std::path::Path,
+    addrs: &Mutex<Vec<SocketAddr>>,
+    up: impl Fn(usize) -> bool,
+) {
+    if !killed {
+        unsafe_kill(nodes[i].pid(), libc::SIGCONT);
+        return;
+    }
+    let seed = (0..NODES).find(|&j| j != i && up(j)).unwrap();
+    let seed = addrs.lock().unwrap()[seed].to_string();
+    let name = &names[i];
+    nodes[i] = ServeProcess::start(name, certs.path(), &data.join(name), &["--join", &seed]);
+    addrs.lock().unwrap()[i] = nodes[i].addr;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kills_and_pauses() {
     let chaos_secs: u64 = std::env::var("VERGENT_CHAOS_SECS")
@@ -166,22 +190,17 @@ async fn acknowledged_writes_survive_kills_and_pauses() {
             .collect();
         for i in due {
             let (_, killed) = down.remove(&i).unwrap();
-            if killed {
-                let seed = (0..NODES)
-                    .find(|j| *j != i && !down.contains_key(j))
-                    .unwrap();
-                let seed = addrs.lock().unwrap()[seed].to_string();
-                let name = names[i].clone();
-                nodes[i] = ServeProcess::start(
-                    &name,
-                    certs.path(),
-                    &data.path().join(&name),
-                    &["--join", &seed],
-                );
-                addrs.lock().unwrap()[i] = nodes[i].addr;
-            } else {
-                unsafe_kill(nodes[i].pid(), libc::SIGCONT);
-            }
+            let up = |j: usize| !down.contains_key(&j);
+            bring_back(
+                i,
+                killed,
+                &mut nodes,
+                &names,
+                &certs,
+                data.path(),
+                &addrs,
+                up,
+            );
         }
         if down.len() < (NODES - 1) / 2 {
             let i = rng.random_range(0..NODES);
@@ -204,21 +223,20 @@ async fn acknowledged_writes_survive_kills_and_pauses() {
         writer.await.unwrap();
     }
     // Heal: everything back.
-    for (i, (_, killed)) in std::mem::take(&mut down) {
-        if killed {
-            let seed = (0..NODES).find(|j| *j != i).unwrap();
-            let seed = addrs.lock().unwrap()[seed].to_string();
-            let name = names[i].clone();
-            nodes[i] = ServeProcess::start(
-                &name,
-                certs.path(),
-                &data.path().join(&name),
-                &["--join", &seed],
-            );
-            addrs.lock().unwrap()[i] = nodes[i].addr;
-        } else {
-            unsafe_kill(nodes[i].pid(), libc::SIGCONT);
-        }
+    let down = std::mem::take(&mut down);
+    for (&i, &(_, killed)) in &down {
+        // A killed node joins through one that was never down in this last round.
+        let up = |j: usize| !down.contains_key(&j);
+        bring_back(
+            i,
+            killed,
+            &mut nodes,
+            &names,
+            &certs,
+            data.path(),
+            &addrs,
+            up,
+        );
     }
     let addrs: Vec<SocketAddr> = addrs.lock().unwrap().clone();
     let healed = eventually_async(Duration::from_secs(60), || async {

@@ -85,3 +85,21 @@ impl<T, E: std::fmt::Display> OrExit<T> for Result<T, E> {
         })
     }
 }
+
+/// Lets the client tasks run for `seconds`, stops them, and prints the one-line result
+/// of all of them together.
+pub async fn finish(
+    seconds: u64,
+    stop: &std::sync::atomic::AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<Latencies>>,
+    started: Instant,
+) {
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let clients = tasks.len();
+    let mut all = Latencies::default();
+    for task in tasks {
+        all.merge(task.await.or_exit("a client task"));
+    }
+    println!("{}", all.report(started, clients));
+}

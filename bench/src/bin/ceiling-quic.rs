@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use vergent::net::{self, TlsMaterial};
 use vergent_bench::{Latencies, OrExit, arg, arg_string};
@@ -101,11 +101,5 @@ async fn load(certs: &str, addr: &str, clients: usize, seconds: u64) {
             latencies
         }));
     }
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Latencies::default();
-    for task in tasks {
-        all.merge(task.await.or_exit("a client task"));
-    }
-    println!("{}", all.report(started, clients));
+    vergent_bench::finish(seconds, &stop, tasks, started).await;
 }

@@ -115,11 +115,5 @@ async fn main() {
             latencies
         }));
     }
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Latencies::default();
-    for task in tasks {
-        all.merge(task.await.or_exit("a client task"));
-    }
-    println!("{}", all.report(started, clients));
+    vergent_bench::finish(seconds, &stop, tasks, started).await;
 }

@@ -192,9 +192,24 @@ pub(crate) fn status_table(status: &ClusterStatus) -> String {
             },
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+    out.push_str(&aligned(&rows));
+    out.push_str(&sync_table(status));
+    out
+}
+
+/// Rows as left-aligned columns two spaces apart, one line each.
+fn aligned(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
+    let mut out = String::new();
     for row in rows {
         let line: Vec<String> = row
             .iter()
@@ -204,7 +219,6 @@ pub(crate) fn status_table(status: &ClusterStatus) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
-    out.push_str(&sync_table(status));
     out
 }
 
@@ -233,20 +247,11 @@ fn sync_table(status: &ClusterStatus) -> String {
             s.last_error.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    let mut out = format!("\nanti-entropy with peers (as seen by {})\n", status.node);
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    format!(
+        "\nanti-entropy with peers (as seen by {})\n{}",
+        status.node,
+        aligned(&rows)
+    )
 }
 
 /// `1h 02m`, `3m 20s`, `12s`: ages at the precision a person needs.

@@ -321,14 +321,7 @@ pub(crate) async fn repair(
 ) -> RepairReport {
     note_placement(shared);
     let _running = shared.anti_entropy.running.lock().await;
-    let report = run_once(shared, partition, peer.as_deref(), dry_run, progress).await;
-    shared
-        .anti_entropy
-        .books
-        .lock()
-        .expect("books lock")
-        .progress = None;
-    report
+    run_once(shared, partition, peer.as_deref(), dry_run, progress).await
 }
 
 async fn run_once(
