@@ -349,8 +349,22 @@ async fn run_once(
         ));
         report.in_sync = false;
     }
-    // A co-replica that is down cannot be compared: the repair is not complete.
     let view = shared.view();
+    // A node that knows nobody else (it has just joined and not heard from anyone, or
+    // every other member left) has compared nothing: that is not "in sync".
+    if plans.is_empty()
+        && !view
+            .members
+            .iter()
+            .any(|m| m.id.name != shared.me.name && m.state != crate::membership::MemberState::Left)
+    {
+        report.problems.push(format!(
+            "{} knows no other member of the cluster: nothing was compared",
+            shared.me.name
+        ));
+        report.in_sync = false;
+    }
+    // A co-replica that is down cannot be compared: the repair is not complete.
     for member in view
         .members
         .iter()
@@ -524,14 +538,14 @@ async fn sync_with(
     dry_run: bool,
     tick: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<PeerOutcome, String> {
-    let addr = shared
+    let id = shared
         .view()
         .member(peer)
-        .map(|m| m.id.addr)
+        .map(|m| m.id.clone())
         .ok_or_else(|| format!("{peer} is not a known member"))?;
     let connection = shared
         .peers
-        .connection(peer, addr)
+        .connection(&id)
         .await
         .map_err(|PeerError(e)| e)?;
     let counts = Mutex::new(SyncCounts::default());

@@ -228,6 +228,11 @@ fn flush(
     }
     while let Some(event) = m.poll_event() {
         log_event(&event);
+        if let MembershipEvent::Died(id) = &event {
+            // Whatever comes back (the same process after a pause, or a new one) is
+            // reached on a fresh connection, not one that may be dead without knowing.
+            shared.peers.forget(&id.name);
+        }
         if matches!(
             event,
             MembershipEvent::Joined(_) | MembershipEvent::Recovered(_)
@@ -273,7 +278,7 @@ fn flush(
 }
 
 fn send_datagram(shared: &Arc<Shared>, to: &MemberId, data: Bytes) {
-    if let Some(connection) = shared.peers.cached(&to.name) {
+    if let Some(connection) = shared.peers.cached(to) {
         if let Err(err) = connection.send_datagram(data) {
             tracing::debug!(peer = %to.name, "membership datagram not sent: {err}");
         }
@@ -283,7 +288,7 @@ fn send_datagram(shared: &Arc<Shared>, to: &MemberId, data: Bytes) {
     if shared.peers.begin_background_dial(&to.name) {
         let (shared, to) = (shared.clone(), to.clone());
         shared.clone().tasks.spawn(async move {
-            match shared.peers.connection(&to.name, to.addr).await {
+            match shared.peers.connection(&to).await {
                 Ok(connection) => {
                     let _ = connection.send_datagram(data);
                 }

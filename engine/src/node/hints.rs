@@ -91,12 +91,12 @@ async fn drain(shared: &Arc<Shared>, target: &str) -> Result<(), PeerError> {
                 .await
                 .map_err(|e| PeerError(e.to_string()))?;
         } else {
-            let addr = shared
+            let id = shared
                 .view()
                 .member(target)
-                .map(|m| m.id.addr)
+                .map(|m| m.id.clone())
                 .ok_or_else(|| PeerError(format!("{target} is not a known member")))?;
-            let connection = shared.peers.connection(target, addr).await?;
+            let connection = shared.peers.connection(&id).await?;
             let sent = tokio::time::timeout(
                 shared.config.replica_timeout,
                 request(&connection, &Request::Replicate { entries }),

@@ -1,6 +1,11 @@
 //! Connections to other nodes: one cached QUIC connection per peer, dialled on demand
 //! from the node's own endpoint (so a peer sees this node's certificate), checked to
 //! really be the node it should be.
+//!
+//! A cached connection belongs to one life of the peer (its identity's epoch and
+//! incarnation). When the peer restarts, the connection to the old process looks open
+//! until QUIC's idle timeout; asking for the new identity drops it and dials afresh, so
+//! the first request after a restart does not wait out the dead connection.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,6 +17,7 @@ use quinn::Connection;
 
 use crate::client::describe_connection_error;
 use crate::limits::{VALUE_BYTES_MAX_CEILING, frame_bytes_max};
+use crate::membership::MemberId;
 use crate::net::peer_identity;
 use crate::protocol::frame;
 use crate::protocol::{PROTOCOL_VERSION, Request, Response, Role};
@@ -26,7 +32,8 @@ pub(crate) struct PeerError(pub(crate) String);
 
 #[derive(Default)]
 struct Slot {
-    cached: Mutex<Option<Connection>>,
+    /// The connection and the life of the peer (epoch, incarnation) it was dialled for.
+    cached: Mutex<Option<(Connection, (u64, u32))>>,
     dial: tokio::sync::Mutex<()>,
     dialing: AtomicBool,
 }
@@ -108,31 +115,43 @@ impl Peers {
             })?
     }
 
-    /// The open connection to peer `name`, dialling `addr` if there is none.
-    pub(crate) async fn connection(
-        &self,
-        name: &str,
-        addr: SocketAddr,
-    ) -> Result<Connection, PeerError> {
-        if name == self.me {
+    /// The open connection to the peer `id`, dialling it if there is none (or only one
+    /// to an earlier life of the peer).
+    pub(crate) async fn connection(&self, id: &MemberId) -> Result<Connection, PeerError> {
+        if id.name == self.me {
             return Err(PeerError("a node does not dial itself".into()));
         }
-        let slot = self.slot(name);
-        if let Some(connection) = open(&slot) {
+        let slot = self.slot(&id.name);
+        if let Some(connection) = open(&slot, id) {
             return Ok(connection);
         }
         let _dialing = slot.dial.lock().await;
-        if let Some(connection) = open(&slot) {
+        if let Some(connection) = open(&slot, id) {
             return Ok(connection);
         }
-        let (connection, _) = self.dial(addr, name, Some(name)).await?;
-        *slot.cached.lock().expect("peer slot lock") = Some(connection.clone());
+        let (connection, _) = self.dial(id.addr, &id.name, Some(&id.name)).await?;
+        *slot.cached.lock().expect("peer slot lock") =
+            Some((connection.clone(), (id.epoch_ms, id.incarnation)));
         Ok(connection)
     }
 
-    /// The open connection to `name`, if there is one; never waits.
-    pub(crate) fn cached(&self, name: &str) -> Option<Connection> {
-        open(&self.slot(name))
+    /// The open connection to the peer `id`, if there is one; never waits.
+    pub(crate) fn cached(&self, id: &MemberId) -> Option<Connection> {
+        open(&self.slot(&id.name), id)
+    }
+
+    /// Drops the cached connection to `name` (it failed in a way that says the
+    /// connection, not the request, is broken), so the next request dials afresh.
+    pub(crate) fn forget(&self, name: &str) {
+        if let Some((connection, _)) = self
+            .slot(name)
+            .cached
+            .lock()
+            .expect("peer slot lock")
+            .take()
+        {
+            connection.close(0u32.into(), b"stale");
+        }
     }
 
     /// Marks a background dial to `name` as started; false if one is already running.
@@ -146,12 +165,20 @@ impl Peers {
     }
 }
 
-fn open(slot: &Slot) -> Option<Connection> {
-    let cached = slot.cached.lock().expect("peer slot lock");
-    cached
-        .as_ref()
-        .filter(|c| c.close_reason().is_none())
-        .cloned()
+/// The cached connection, unless it is closed or belongs to an earlier life of `id`
+/// (then it is dropped).
+fn open(slot: &Slot, id: &MemberId) -> Option<Connection> {
+    let mut cached = slot.cached.lock().expect("peer slot lock");
+    let stale = cached.as_ref().is_some_and(|(connection, life)| {
+        connection.close_reason().is_some() || *life < (id.epoch_ms, id.incarnation)
+    });
+    if stale {
+        if let Some((connection, _)) = cached.take() {
+            connection.close(0u32.into(), b"peer restarted");
+        }
+        return None;
+    }
+    cached.as_ref().map(|(connection, _)| connection.clone())
 }
 
 /// One request on its own stream of `connection`; a node's error answer is an error.

@@ -211,9 +211,9 @@ async fn read_remote(
     to: &str,
     key: &[u8],
 ) -> Result<Option<crate::record::Record>, PeerError> {
-    let addr = reachable(shared, to)?;
+    let id = reachable(shared, to)?;
     let attempt = async {
-        let connection = shared.peers.connection(to, addr).await?;
+        let connection = shared.peers.connection(&id).await?;
         match exchange(&connection, &Request::ReadLocal { key: key.to_vec() }).await? {
             Response::Record { record } => Ok(record),
             Response::Error(reply) => Err(PeerError(reply.message)),
@@ -225,11 +225,11 @@ async fn read_remote(
         .map_err(|_| PeerError("timed out".into()))?
 }
 
-/// The address of `to`, unless it is unknown, dead or gone.
-fn reachable(shared: &Shared, to: &str) -> Result<std::net::SocketAddr, PeerError> {
+/// The current identity of `to`, unless it is unknown, dead or gone.
+fn reachable(shared: &Shared, to: &str) -> Result<crate::membership::MemberId, PeerError> {
     let view = shared.view();
     match view.member(to) {
-        Some(member) if member.state.is_live() => Ok(member.id.addr),
+        Some(member) if member.state.is_live() => Ok(member.id.clone()),
         // Said of `to`, whose name goes before it where it is shown.
         Some(member) => Err(PeerError(member.state.as_str().to_string())),
         None => Err(PeerError("not a known member".into())),
@@ -333,8 +333,8 @@ async fn send_batch(
 ) -> Result<(), PeerError> {
     let limit = batch_frame_bytes_max(VALUE_BYTES_MAX_CEILING);
     if stream.is_none() {
-        let addr = reachable(shared, peer)?;
-        let connection = shared.peers.connection(peer, addr).await?;
+        let id = reachable(shared, peer)?;
+        let connection = shared.peers.connection(&id).await?;
         *stream = Some(
             connection
                 .open_bi()
