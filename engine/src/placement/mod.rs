@@ -22,52 +22,30 @@ pub fn partition_of(key: &[u8], partitions: u16) -> PartitionId {
     ((u128::from(top) * u128::from(partitions)) >> 64) as PartitionId
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partition_is_stable_across_builds() {
-        // Pinned values: changing the function would move every stored key.
-        let p = partition_of(b"greeting", 256);
-        assert_eq!(p, u16::from(blake3::hash(b"greeting").as_bytes()[0]));
-        assert_eq!(partition_of(b"greeting", 1), 0);
-    }
-
-    #[test]
-    fn partitions_are_used_evenly() {
-        let mut counts = vec![0u32; 256];
-        for i in 0..256_000u32 {
-            counts[usize::from(partition_of(&i.to_be_bytes(), 256))] += 1;
-        }
-        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
-        assert!(*min > 800 && *max < 1200, "min {min} max {max}");
-    }
-}
-
 /// Default copies of each partition.
 pub const REPLICATION_FACTOR_DEFAULT: u8 = 3;
 /// Most copies of a partition a cluster may ask for.
 pub const REPLICATION_FACTOR_MAX: u8 = 7;
 
-/// The rendezvous score of `name` for `partition`: every node computes the same number
-/// from the same inputs, and adding or removing a node changes no other node's score.
-fn score(partition: PartitionId, name: &str) -> u64 {
+/// The rendezvous score of the placement token `token` for `partition`: every node
+/// computes the same number from the same inputs, and adding or removing a member
+/// changes no other member's score.
+fn score(partition: PartitionId, token: &str) -> u64 {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"vergent placement v1\0");
     hasher.update(&partition.to_be_bytes());
-    hasher.update(name.as_bytes());
+    hasher.update(token.as_bytes());
     let mut top = [0u8; 8];
     top.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
     u64::from_be_bytes(top)
 }
 
-/// Sorts member indexes by descending score for `partition`; the index (name order)
+/// Sorts member indexes by descending score for `partition`; the index (token order)
 /// breaks the astronomically rare tie.
-fn rank(indexes: &mut [u16], partition: PartitionId, members: &[String]) {
+fn rank(indexes: &mut [u16], partition: PartitionId, tokens: &[String]) {
     indexes.sort_by_cached_key(|&i| {
         (
-            std::cmp::Reverse(score(partition, &members[usize::from(i)])),
+            std::cmp::Reverse(score(partition, &tokens[usize::from(i)])),
             i,
         )
     });
@@ -84,11 +62,11 @@ const IMBALANCE_DEN: usize = 4;
 /// partition where the receiver scores highest, until the bound holds. It is
 /// deterministic, does nothing for sets that are already balanced, and moves few slots
 /// when it acts, so a join still moves about `RF/N` of the slots.
-fn rebalance(table: &mut [Vec<u16>], members: &[String]) {
-    if members.len() < 2 || table.is_empty() {
+fn rebalance(table: &mut [Vec<u16>], tokens: &[String]) {
+    if tokens.len() < 2 || table.is_empty() {
         return;
     }
-    let mut load = vec![0usize; members.len()];
+    let mut load = vec![0usize; tokens.len()];
     for replicas in table.iter() {
         for &i in replicas {
             load[usize::from(i)] += 1;
@@ -96,17 +74,17 @@ fn rebalance(table: &mut [Vec<u16>], members: &[String]) {
     }
     // Every step strictly reduces the sum of squared loads, so this ends; the bound is
     // a guard, not a tuning knob.
-    for _ in 0..table.len() * members.len() {
-        let (most, &max) = load
+    for _ in 0..table.len() * tokens.len() {
+        let Some((most, &max)) = load
             .iter()
             .enumerate()
             .max_by_key(|&(i, l)| (*l, std::cmp::Reverse(i)))
-            .unwrap();
-        let (least, &min) = load
-            .iter()
-            .enumerate()
-            .min_by_key(|&(i, l)| (*l, i))
-            .unwrap();
+        else {
+            return;
+        };
+        let Some((least, &min)) = load.iter().enumerate().min_by_key(|&(i, l)| (*l, i)) else {
+            return;
+        };
         if max * IMBALANCE_DEN <= min * IMBALANCE_NUM || max - min < 2 {
             return;
         }
@@ -115,7 +93,7 @@ fn rebalance(table: &mut [Vec<u16>], members: &[String]) {
             .filter(|&p| table[p].contains(&most) && !table[p].contains(&least))
             .max_by_key(|&p| {
                 (
-                    score(p as PartitionId, &members[usize::from(least)]),
+                    score(p as PartitionId, &tokens[usize::from(least)]),
                     std::cmp::Reverse(p),
                 )
             });
@@ -126,53 +104,94 @@ fn rebalance(table: &mut [Vec<u16>], members: &[String]) {
                 *slot = least;
             }
         }
-        rank(replicas, partition as PartitionId, members);
+        rank(replicas, partition as PartitionId, tokens);
         load[usize::from(most)] -= 1;
         load[usize::from(least)] += 1;
     }
 }
 
-/// Which nodes hold each partition: a pure function of the member names (those that
-/// have not left), the partition count and the replication factor. Each partition goes
-/// to the `replication_factor` members with the highest rendezvous score; a cluster
-/// smaller than that puts every partition on every member.
+/// Which nodes hold each partition: a pure function of the members (those that have
+/// not left) with their placement tokens, the partition count and the replication
+/// factor. Each partition goes to the `replication_factor` members whose tokens score
+/// highest; a cluster smaller than that puts every partition on every member.
+///
+/// A member's token is its own name, unless it replaced a member (`--replace`): then it
+/// is the replaced member's token, so the new member holds exactly the partitions the
+/// old one held and nothing else moves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
-    members: Vec<String>,
+    /// Member names, index-aligned with `tokens`.
+    names: Vec<String>,
+    /// Placement tokens, sorted.
+    tokens: Vec<String>,
+    /// Member names, sorted.
+    sorted_names: Vec<String>,
     replication_factor: usize,
     table: Vec<Vec<u16>>,
 }
 
 impl Placement {
-    /// Computes the placement for `members` (order and duplicates do not matter).
+    /// Computes the placement for `members`, each its own token (order and duplicates
+    /// do not matter).
     pub fn compute<I, S>(members: I, partitions: u16, replication_factor: u8) -> Placement
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut members: Vec<String> = members.into_iter().map(Into::into).collect();
-        members.sort();
-        members.dedup();
-        let copies = usize::from(replication_factor).min(members.len());
+        Self::compute_with_tokens(
+            members.into_iter().map(|m| {
+                let name: String = m.into();
+                (name.clone(), name)
+            }),
+            partitions,
+            replication_factor,
+        )
+    }
+
+    /// Computes the placement for `(name, token)` pairs. Two members with one token
+    /// (which membership never produces) keep the one whose name sorts first.
+    pub fn compute_with_tokens<I>(members: I, partitions: u16, replication_factor: u8) -> Placement
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut pairs: Vec<(String, String)> =
+            members.into_iter().map(|(name, token)| (token, name)).collect();
+        pairs.sort();
+        pairs.dedup_by(|b, a| a.0 == b.0);
+        let tokens: Vec<String> = pairs.iter().map(|(t, _)| t.clone()).collect();
+        let names: Vec<String> = pairs.into_iter().map(|(_, n)| n).collect();
+        let mut sorted_names = names.clone();
+        sorted_names.sort();
+        let copies = usize::from(replication_factor).min(tokens.len());
         let mut table: Vec<Vec<u16>> = (0..partitions)
             .map(|partition| {
-                let mut ranked: Vec<u16> = (0..members.len() as u16).collect();
-                rank(&mut ranked, partition, &members);
+                let mut ranked: Vec<u16> = (0..tokens.len() as u16).collect();
+                rank(&mut ranked, partition, &tokens);
                 ranked.truncate(copies);
                 ranked
             })
             .collect();
-        rebalance(&mut table, &members);
+        rebalance(&mut table, &tokens);
         Placement {
-            members,
+            names,
+            tokens,
+            sorted_names,
             replication_factor: copies,
             table,
         }
     }
 
-    /// The members placement was computed over, sorted.
+    /// The members placement was computed over, sorted by name.
     pub fn members(&self) -> &[String] {
-        &self.members
+        &self.sorted_names
+    }
+
+    /// The `(name, token)` pairs placement was computed over, sorted by token.
+    pub fn tokens(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.names
+            .iter()
+            .zip(&self.tokens)
+            .map(|(n, t)| (n.as_str(), t.as_str()))
     }
 
     /// Number of partitions.
@@ -192,7 +211,7 @@ impl Placement {
             .get(usize::from(partition))
             .into_iter()
             .flatten()
-            .map(|&i| self.members[usize::from(i)].as_str())
+            .map(|&i| self.names[usize::from(i)].as_str())
     }
 
     /// Whether `name` holds `partition`.
@@ -205,6 +224,45 @@ impl Placement {
         (0..self.partitions()).filter(move |&p| self.holds(name, p))
     }
 
+    /// Every member that does not hold `partition`, highest score first: the order in
+    /// which members stand in for owners that do not hold its data yet.
+    fn others_ranked(&self, partition: PartitionId) -> Vec<&str> {
+        let Some(owners) = self.table.get(usize::from(partition)) else {
+            return Vec::new();
+        };
+        let mut rest: Vec<u16> = (0..self.tokens.len() as u16)
+            .filter(|i| !owners.contains(i))
+            .collect();
+        rank(&mut rest, partition, &self.tokens);
+        rest.into_iter()
+            .map(|i| self.names[usize::from(i)].as_str())
+            .collect()
+    }
+
+    /// Who takes part in operations on `partition`, given which members hold its data
+    /// (`filled(name)`); see [`ReplicaSet`].
+    pub fn replica_set(&self, partition: PartitionId, filled: impl Fn(&str) -> bool) -> ReplicaSet {
+        let owners: Vec<String> = self.replicas(partition).map(str::to_string).collect();
+        let mut counted: Vec<String> = owners.iter().filter(|o| filled(o)).cloned().collect();
+        let mut targets = owners;
+        if counted.len() < self.replication_factor {
+            for other in self.others_ranked(partition) {
+                if counted.len() >= self.replication_factor {
+                    break;
+                }
+                if filled(other) {
+                    counted.push(other.to_string());
+                    targets.push(other.to_string());
+                }
+            }
+        }
+        ReplicaSet {
+            targets,
+            counted,
+            copies: self.replication_factor,
+        }
+    }
+
     /// A short digest of the whole table: two nodes with equal digests agree on every
     /// partition's replicas.
     pub fn digest(&self) -> String {
@@ -212,7 +270,7 @@ impl Placement {
         for (partition, replicas) in self.table.iter().enumerate() {
             hasher.update(&(partition as u16).to_be_bytes());
             for &i in replicas {
-                let name = self.members[usize::from(i)].as_bytes();
+                let name = self.names[usize::from(i)].as_bytes();
                 hasher.update(&(name.len() as u16).to_be_bytes());
                 hasher.update(name);
             }
@@ -221,109 +279,123 @@ impl Placement {
     }
 }
 
-#[cfg(test)]
-mod placement_tests {
-    use super::*;
+/// Who takes part in an operation on one partition.
+///
+/// An owner that does not hold the partition's data yet (a new node, a replaced disk, a
+/// member that just gained the partition) takes writes but counts in no quorum until it
+/// has filled the partition from the replicas that do. Until then the members that
+/// score next and hold the data (the previous owners, as placement moves few slots)
+/// stand in for it: they keep taking writes, and quorums are counted over them. So a
+/// quorum never rests on a replica that holds nothing, however many members join at
+/// once: every counted replica holds every write acknowledged before it was counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSet {
+    /// Every replica a write goes to: the owners, then the stand-ins.
+    pub targets: Vec<String>,
+    /// The replicas whose answers count, at most `copies`: the owners that hold the
+    /// data, then the stand-ins. Reads ask these.
+    pub counted: Vec<String>,
+    /// Copies of the partition: what `one`, `quorum` and `all` are computed over.
+    pub copies: usize,
+}
 
-    fn names(n: usize) -> Vec<String> {
-        (1..=n).map(|i| format!("n{i}")).collect()
+impl ReplicaSet {
+    /// Every replica counts (the partition is settled on its owners).
+    pub fn settled(replicas: Vec<String>) -> ReplicaSet {
+        ReplicaSet {
+            copies: replicas.len(),
+            counted: replicas.clone(),
+            targets: replicas,
+        }
     }
 
-    fn load(placement: &Placement) -> Vec<usize> {
-        placement
-            .members()
+    /// The targets that do not count, each with why.
+    pub fn filling(&self) -> impl Iterator<Item = &str> {
+        self.targets
             .iter()
-            .map(|m| placement.partitions_of(m).count())
-            .collect()
-    }
-
-    #[test]
-    fn placement_is_deterministic_whatever_the_member_order() {
-        let a = Placement::compute(["n1", "n2", "n3", "n4"], 256, 3);
-        let b = Placement::compute(["n4", "n2", "n1", "n3", "n2"], 256, 3);
-        assert_eq!(a, b);
-        assert_eq!(a.digest(), b.digest());
-        for p in 0..256 {
-            let replicas: Vec<&str> = a.replicas(p).collect();
-            assert_eq!(replicas.len(), 3);
-            let mut unique = replicas.clone();
-            unique.sort();
-            unique.dedup();
-            assert_eq!(unique.len(), 3, "distinct replicas for {p}");
-        }
-    }
-
-    #[test]
-    fn a_cluster_smaller_than_the_replication_factor_holds_everything_everywhere() {
-        let placement = Placement::compute(["n1", "n2"], 64, 3);
-        assert_eq!(placement.copies(), 2);
-        for p in 0..64 {
-            assert!(placement.holds("n1", p) && placement.holds("n2", p));
-        }
-    }
-
-    #[test]
-    fn five_nodes_with_three_copies_are_balanced_within_a_quarter() {
-        let placement = Placement::compute(names(5), 256, 3);
-        let load = load(&placement);
-        let (min, max) = (*load.iter().min().unwrap(), *load.iter().max().unwrap());
-        assert_eq!(load.iter().sum::<usize>(), 256 * 3);
-        assert!(max as f64 <= 1.25 * min as f64, "load {load:?}");
-    }
-
-    #[test]
-    fn any_five_names_are_balanced_within_a_quarter() {
-        for set in 0..200 {
-            let names: Vec<String> = (0..5).map(|i| format!("node-{set}-{i}")).collect();
-            let placement = Placement::compute(names, 256, 3);
-            let load = load(&placement);
-            let (min, max) = (*load.iter().min().unwrap(), *load.iter().max().unwrap());
-            assert!(max * 4 <= min * 5, "set {set}: load {load:?}");
-        }
-    }
-
-    #[test]
-    fn joins_of_any_names_move_about_rf_over_n_of_the_slots() {
-        for set in 0..50 {
-            let names: Vec<String> = (0..6).map(|i| format!("node-{set}-{i}")).collect();
-            let before = Placement::compute(names[..5].to_vec(), 256, 3);
-            let after = Placement::compute(names.clone(), 256, 3);
-            let moved: usize = (0..256)
-                .map(|p| after.replicas(p).filter(|r| !before.holds(r, p)).count())
-                .sum();
-            let expected = 256.0 * 3.0 / 6.0;
-            assert!(
-                (moved as f64) < expected * 1.3,
-                "set {set}: moved {moved}, expected about {expected}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_join_moves_about_rf_over_n_of_the_slots_almost_all_to_the_new_node() {
-        let before = Placement::compute(names(5), 256, 3);
-        let after = Placement::compute(names(6), 256, 3);
-        let (mut to_new, mut between_old) = (0, 0);
-        for p in 0..256 {
-            for replica in after.replicas(p).filter(|r| !before.holds(r, p)) {
-                if replica == "n6" {
-                    to_new += 1;
-                } else {
-                    between_old += 1;
-                }
-            }
-        }
-        // About RF/N of the 768 slots move, to the new node; rebalancing may add a
-        // handful of moves between old nodes, never many.
-        let expected = 256.0 * 3.0 / 6.0;
-        let moved = (to_new + between_old) as f64;
-        assert!(
-            (moved - expected).abs() < expected * 0.25,
-            "moved {moved}, expected about {expected}"
-        );
-        assert!(
-            between_old * 20 <= to_new,
-            "{between_old} moves between old nodes, {to_new} to the new one"
-        );
+            .filter(|t| !self.counted.contains(t))
+            .map(String::as_str)
     }
 }
+
+/// A set of partitions, as a bitmap: which partitions a member holds the data of.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub struct PartitionSet {
+    bits: Vec<u8>,
+}
+
+impl PartitionSet {
+    /// No partition.
+    pub fn empty() -> PartitionSet {
+        PartitionSet::default()
+    }
+
+    /// Every partition of `partitions`.
+    pub fn all(partitions: u16) -> PartitionSet {
+        let mut set = PartitionSet::empty();
+        for p in 0..partitions {
+            set.insert(p);
+        }
+        set
+    }
+
+    /// Whether `partition` is in the set.
+    pub fn contains(&self, partition: PartitionId) -> bool {
+        let (byte, bit) = (usize::from(partition / 8), partition % 8);
+        self.bits.get(byte).is_some_and(|b| b & (1 << bit) != 0)
+    }
+
+    /// Adds `partition`; whether it was new.
+    pub fn insert(&mut self, partition: PartitionId) -> bool {
+        let (byte, bit) = (usize::from(partition / 8), partition % 8);
+        if self.bits.len() <= byte {
+            self.bits.resize(byte + 1, 0);
+        }
+        let new = self.bits[byte] & (1 << bit) == 0;
+        self.bits[byte] |= 1 << bit;
+        new
+    }
+
+    /// Removes `partition`; whether it was there.
+    pub fn remove(&mut self, partition: PartitionId) -> bool {
+        let (byte, bit) = (usize::from(partition / 8), partition % 8);
+        let Some(b) = self.bits.get_mut(byte) else {
+            return false;
+        };
+        let was = *b & (1 << bit) != 0;
+        *b &= !(1 << bit);
+        while self.bits.last() == Some(&0) {
+            self.bits.pop();
+        }
+        was
+    }
+
+    /// How many partitions are in the set.
+    pub fn len(&self) -> usize {
+        self.bits.iter().map(|b| b.count_ones() as usize).sum()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|&b| b == 0)
+    }
+
+    /// The partitions in the set, in order.
+    pub fn iter(&self) -> impl Iterator<Item = PartitionId> + '_ {
+        self.bits.iter().enumerate().flat_map(|(byte, &b)| {
+            (0..8u16)
+                .filter(move |bit| b & (1 << bit) != 0)
+                .map(move |bit| byte as u16 * 8 + bit)
+        })
+    }
+
+    /// Whether the bitmap is no longer than a set of `partitions` needs (a peer's set
+    /// is checked against this before it is believed).
+    pub fn fits(&self, partitions: u16) -> bool {
+        self.bits.len() <= usize::from(partitions).div_ceil(8)
+            && self.iter().all(|p| p < partitions)
+    }
+}
+
+#[cfg(test)]
+mod tests;
