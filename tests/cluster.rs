@@ -254,6 +254,7 @@ async fn client_certificates_cannot_send_internode_messages() {
         Request::Join {
             id: me,
             cluster: None,
+            replace: None,
         },
         Request::Replicate { entries: vec![] },
     ] {

@@ -23,7 +23,7 @@ use vergent::antientropy::messages::{SyncRequest, SyncResponse};
 use vergent::coordinator::{Action, Coordinator, CoordinatorConfig, Millis, OpId, Outcome};
 use vergent::hlc::{Clock, Timestamp};
 use vergent::membership::{MemberId, Membership, MembershipConfig};
-use vergent::placement::{Placement, partition_of};
+use vergent::placement::{Placement, ReplicaSet, partition_of};
 use vergent::protocol::Consistency;
 use vergent::record::{Entry, NodeId, Payload, Record, Version};
 use vergent::storage::{ClusterSettings, Hint, Store, StoreOptions};
@@ -353,6 +353,7 @@ impl Sim {
             addr: format!("10.0.0.{}:7000", node + 1).parse().unwrap(),
             incarnation: self.nodes[node].life,
             epoch_ms: self.nodes[node].epoch_ms,
+            token: None,
         }
     }
 
@@ -492,7 +493,7 @@ impl Sim {
             .as_ref()
             .map(|m| m.placement_members())
             .unwrap_or_default();
-        Placement::compute(
+        Placement::compute_with_tokens(
             members,
             self.settings.partitions,
             self.settings.replication_factor,
@@ -714,6 +715,7 @@ impl Sim {
         if self.nodes[i].ticks.is_multiple_of(10)
             && let Some(m) = self.nodes[i].membership.as_mut()
         {
+            m.tick(now);
             m.publish(vergent::membership::GossipStatus::default(), now);
             m.announce_if_isolated(now);
         }
@@ -898,10 +900,12 @@ impl Sim {
             [Consistency::One, Consistency::Quorum, Consistency::All][self.rng.random_range(0..3)];
         let key = format!("k{}", self.rng.random_range(0..self.config.keys)).into_bytes();
         let placement = self.placement(i);
-        let replicas: Vec<String> = placement
-            .replicas(partition_of(&key, self.settings.partitions))
-            .map(str::to_string)
-            .collect();
+        let replicas = ReplicaSet::settled(
+            placement
+                .replicas(partition_of(&key, self.settings.partitions))
+                .map(str::to_string)
+                .collect(),
+        );
         let now = Millis(self.now);
         let op = match kind {
             OpKind::Get => {

@@ -276,11 +276,15 @@ where
     }
 }
 
-/// Whether every node's view has exactly `names` alive and the same placement.
+/// Whether every node's view has exactly `names` alive, the same placement, and every
+/// member holding the data of every partition it owns (none is still filling).
 pub fn converged(nodes: &[&Node], names: &[&str]) -> bool {
     let mut digests = std::collections::BTreeSet::new();
     for node in nodes {
         let view = node.view();
+        if names.iter().any(|n| view.filling_of(n) > 0) {
+            return false;
+        }
         let alive: Vec<&str> = view
             .members
             .iter()

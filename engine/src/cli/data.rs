@@ -178,7 +178,7 @@ pub(crate) fn status_table(status: &ClusterStatus) -> String {
         rows.push(vec![
             m.name.clone(),
             m.address.clone(),
-            m.state.clone(),
+            member_state(m, &status.node),
             m.incarnation.to_string(),
             m.hlc.map_or("-".into(), |h| h.to_string()),
             m.clock_skew_ms.map_or("-".into(), |s| format!("{s:+} ms")),
@@ -195,6 +195,23 @@ pub(crate) fn status_table(status: &ClusterStatus) -> String {
     out.push_str(&aligned(&rows));
     out.push_str(&sync_table(status));
     out
+}
+
+/// The state as people read it: a live member still filling partitions is joining,
+/// and one this node cannot reach directly says so.
+fn member_state(m: &crate::protocol::MemberStatus, observer: &str) -> String {
+    let mut state = m.state.clone();
+    if m.state == "alive" && m.partitions_filling > 0 {
+        state = format!(
+            "joining ({}/{} filled)",
+            m.partitions_held.saturating_sub(m.partitions_filling),
+            m.partitions_held
+        );
+    }
+    if m.state == "alive" && !m.reachable {
+        state.push_str(&format!(", unreachable from {observer}"));
+    }
+    state
 }
 
 /// Rows as left-aligned columns two spaces apart, one line each.
@@ -344,6 +361,30 @@ pub(crate) async fn leave(args: LeaveArgs) -> Result<(), Failure> {
     client.close().await;
     match answer? {
         Response::Leaving { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        other => Err(Failure::new(format!(
+            "unexpected answer from the node: {other:?}"
+        ))),
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RemoveArgs {
+    /// The dead member's name.
+    name: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Asks the node to remove a dead member from the cluster (admin certificate).
+pub(crate) async fn remove(args: RemoveArgs) -> Result<(), Failure> {
+    let client = args.client.connect().await?;
+    let answer = client.request(&Request::Remove { name: args.name }).await;
+    client.close().await;
+    match answer? {
+        Response::Removed { message } => {
             println!("{message}");
             Ok(())
         }

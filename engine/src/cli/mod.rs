@@ -51,6 +51,9 @@ enum Command {
     Watch(data::WatchArgs),
     /// Make the node leave the cluster gracefully (admin).
     Leave(data::LeaveArgs),
+    /// Remove a dead member from the cluster for good; its partitions are re-replicated
+    /// to the others (admin).
+    Remove(data::RemoveArgs),
     /// Compare the node's partitions with their co-replicas and repair them (admin).
     Repair(repair::RepairArgs),
     /// Check the node's Merkle trees against its data (admin).
@@ -184,6 +187,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => with_runtime(|| data::status(args)),
         Command::Watch(args) => with_runtime(|| data::watch(args)),
         Command::Leave(args) => with_runtime(|| data::leave(args)),
+        Command::Remove(args) => with_runtime(|| data::remove(args)),
         Command::Repair(args) => with_runtime(|| repair::run(args)),
         Command::Verify(args) => with_runtime(|| repair::verify(args)),
         Command::Top(args) => top::run(args),

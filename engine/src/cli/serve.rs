@@ -36,6 +36,11 @@ pub(crate) struct ServeArgs {
     /// Rounds of attempts at the --join addresses before a first join gives up.
     #[arg(long, default_value_t = crate::node::JOIN_ATTEMPTS_DEFAULT)]
     join_attempts: u32,
+    /// Take the place of this dead member: it leaves the cluster, and this node takes
+    /// over exactly its partitions, filling them before it counts in quorums (needs
+    /// --join).
+    #[arg(long, value_name = "NAME", requires = "join")]
+    replace: Option<String>,
     /// Address the other nodes reach this one at [default: the listening address].
     #[arg(long, value_name = "ADDR")]
     advertise: Option<SocketAddr>,
@@ -113,6 +118,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     config.replication_factor = args.replication_factor;
     config.join = args.join;
     config.join_attempts = args.join_attempts;
+    config.replace = args.replace;
     config.advertise = args.advertise;
     config.default_consistency = args.consistency.into();
     config.hints_max = args.hints_max;

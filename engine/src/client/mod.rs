@@ -88,6 +88,9 @@ impl ClientError {
                 ErrorCode::Storage => "storage",
                 ErrorCode::ShuttingDown => "shutting down",
                 ErrorCode::ClusterMismatch => "cluster mismatch",
+                ErrorCode::NotReady => "not ready",
+                ErrorCode::NameInUse => "name in use",
+                ErrorCode::Refused => "refused",
             },
         }
     }

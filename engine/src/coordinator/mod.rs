@@ -18,6 +18,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::placement::ReplicaSet;
 use crate::protocol::Consistency;
 use crate::record::{Entry, Record, Version};
 
@@ -75,7 +76,10 @@ pub enum OpError {
         failures: Vec<(String, String)>,
     },
     /// Fewer replicas answered a read than its consistency requires.
-    #[error("unavailable: {answered} of {replicas} replicas answered, {required} required")]
+    #[error(
+        "unavailable: {answered} of {replicas} replicas answered, {required} required{}",
+        failure_text(.failures)
+    )]
     ReadUnavailable {
         /// Replies received.
         answered: usize,
@@ -83,6 +87,8 @@ pub enum OpError {
         replicas: usize,
         /// Replies required.
         required: usize,
+        /// Replicas that could not count, each with why.
+        failures: Vec<(String, String)>,
     },
     /// Too many operations in flight.
     #[error("overloaded: {limit} operations in flight, the limit; retry shortly")]
@@ -97,6 +103,10 @@ pub enum OpError {
 
 /// Longest reason kept for a replica's failure (reasons can come from the network).
 const FAILURE_REASON_CHARS_MAX: usize = 200;
+
+/// Why a replica that takes writes does not count towards the answer.
+pub const FILLING_REASON: &str =
+    "still filling this partition from the other replicas; it does not count yet";
 
 /// ` (n2: timed out; n3: dead)`, or nothing when no reason is known.
 fn failure_text(failures: &[(String, String)]) -> String {
@@ -190,6 +200,10 @@ enum Answer<T> {
 struct WriteState {
     entry: Arc<Entry>,
     replicas: Vec<(String, Answer<()>)>,
+    /// Which of `replicas` count towards `required` (the others are filling).
+    counts: Vec<bool>,
+    /// Copies of the partition.
+    copies: usize,
     required: usize,
     replied: bool,
     deadline: Millis,
@@ -200,6 +214,10 @@ struct WriteState {
 struct ReadState {
     key: Arc<[u8]>,
     replicas: Vec<(String, Answer<Option<Record>>)>,
+    /// Copies of the partition.
+    copies: usize,
+    /// Replicas that hold writes but do not answer reads yet.
+    filling: Vec<String>,
     required: usize,
     replied: bool,
     deadline: Millis,
@@ -236,16 +254,17 @@ impl Coordinator {
         self.ops.len()
     }
 
-    /// Starts a write of `entry` (already versioned) to `replicas`.
+    /// Starts a write of `entry` (already versioned) to every target of `set`; only the
+    /// counted replicas' acknowledgements count towards `consistency`.
     pub fn begin_write(
         &mut self,
         entry: Entry,
-        replicas: Vec<String>,
+        set: ReplicaSet,
         consistency: Consistency,
         now: Millis,
     ) -> OpId {
         let op = self.allocate();
-        if let Some(refusal) = self.refuse(replicas.len()) {
+        if let Some(refusal) = self.refuse(set.targets.len()) {
             self.actions.push_back(Action::Reply {
                 op,
                 outcome: Outcome::Failed(refusal),
@@ -254,36 +273,48 @@ impl Coordinator {
         }
         let entry = Arc::new(entry);
         let deadline = now.plus(self.config.write_timeout_ms);
-        for to in &replicas {
+        for to in &set.targets {
             self.actions.push_back(Action::Write {
                 op,
                 to: to.clone(),
                 entry: entry.clone(),
             });
         }
-        let state = WriteState {
+        let mut state = WriteState {
             entry,
-            required: required(consistency, replicas.len()),
-            replicas: replicas.into_iter().map(|r| (r, Answer::Pending)).collect(),
+            required: required(consistency, set.copies),
+            copies: set.copies,
+            counts: set
+                .targets
+                .iter()
+                .map(|t| set.counted.contains(t))
+                .collect(),
+            replicas: set
+                .targets
+                .into_iter()
+                .map(|r| (r, Answer::Pending))
+                .collect(),
             replied: false,
             deadline,
             failures: Vec::new(),
         };
+        // Too few counted replicas: the answer is known now, the writes still go out.
+        Self::settle_write(op, &mut state, &mut self.actions, false);
         self.ops.insert(op, Op::Write(state));
         self.deadlines.insert((deadline, op));
         op
     }
 
-    /// Starts a read of `key` from `replicas`.
+    /// Starts a read of `key` from the counted replicas of `set`.
     pub fn begin_read(
         &mut self,
         key: Vec<u8>,
-        replicas: Vec<String>,
+        set: ReplicaSet,
         consistency: Consistency,
         now: Millis,
     ) -> OpId {
         let op = self.allocate();
-        if let Some(refusal) = self.refuse(replicas.len()) {
+        if let Some(refusal) = self.refuse(set.targets.len()) {
             self.actions.push_back(Action::Reply {
                 op,
                 outcome: Outcome::Failed(refusal),
@@ -292,20 +323,32 @@ impl Coordinator {
         }
         let key: Arc<[u8]> = key.into();
         let deadline = now.plus(self.config.read_timeout_ms);
-        for to in &replicas {
+        for to in &set.counted {
             self.actions.push_back(Action::Read {
                 op,
                 to: to.clone(),
                 key: key.clone(),
             });
         }
-        let state = ReadState {
+        let filling = set.filling().map(str::to_string).collect();
+        let mut state = ReadState {
             key,
-            required: required(consistency, replicas.len()),
-            replicas: replicas.into_iter().map(|r| (r, Answer::Pending)).collect(),
+            required: required(consistency, set.copies),
+            copies: set.copies,
+            filling,
+            replicas: set
+                .counted
+                .into_iter()
+                .map(|r| (r, Answer::Pending))
+                .collect(),
             replied: false,
             deadline,
         };
+        if state.replicas.is_empty() {
+            Self::settle_read(op, &mut state, &mut self.actions, true);
+            return op;
+        }
+        Self::settle_read(op, &mut state, &mut self.actions, false);
         self.ops.insert(op, Op::Read(state));
         self.deadlines.insert((deadline, op));
         op
@@ -454,16 +497,16 @@ impl Coordinator {
         if state.replied {
             return;
         }
-        let acked = state
-            .replicas
-            .iter()
-            .filter(|(_, a)| *a == Answer::Ok(()))
-            .count();
-        let pending = state
-            .replicas
-            .iter()
-            .filter(|(_, a)| *a == Answer::Pending)
-            .count();
+        let counted = |want: &Answer<()>| {
+            state
+                .replicas
+                .iter()
+                .zip(&state.counts)
+                .filter(|((_, a), counts)| **counts && a == want)
+                .count()
+        };
+        let acked = counted(&Answer::Ok(()));
+        let pending = counted(&Answer::Pending);
         // A write that can no longer succeed still waits for the replicas that may
         // answer, so the error says how many really have the write.
         let outcome = if acked >= state.required {
@@ -471,11 +514,17 @@ impl Coordinator {
                 version: state.entry.record.version,
             }
         } else if final_ || pending == 0 {
+            let mut failures = state.failures.clone();
+            for ((name, _), counts) in state.replicas.iter().zip(&state.counts) {
+                if !counts {
+                    failures.push((name.clone(), FILLING_REASON.to_string()));
+                }
+            }
             Outcome::Failed(OpError::WriteUnavailable {
                 acked,
-                replicas: state.replicas.len(),
+                replicas: state.copies,
                 required: state.required,
-                failures: state.failures.clone(),
+                failures,
             })
         } else {
             return;
@@ -502,11 +551,24 @@ impl Coordinator {
             Outcome::Read {
                 record: newest(&state.replicas).cloned(),
             }
-        } else if final_ || pending == 0 {
+        } else if final_ || answered + pending < state.required {
+            let mut failures: Vec<(String, String)> = state
+                .replicas
+                .iter()
+                .filter(|(_, a)| *a == Answer::Failed)
+                .map(|(name, _)| (name.clone(), "no answer".to_string()))
+                .collect();
+            failures.extend(
+                state
+                    .filling
+                    .iter()
+                    .map(|name| (name.clone(), FILLING_REASON.to_string())),
+            );
             Outcome::Failed(OpError::ReadUnavailable {
                 answered,
-                replicas: state.replicas.len(),
+                replicas: state.copies,
                 required: state.required,
+                failures,
             })
         } else {
             return;

@@ -25,6 +25,19 @@ fn replicas() -> Vec<String> {
     vec!["n1".into(), "n2".into(), "n3".into()]
 }
 
+fn set() -> ReplicaSet {
+    ReplicaSet::settled(replicas())
+}
+
+/// n3 is a new owner still filling; n4, which held the partition, stands in for it.
+fn filling_set() -> ReplicaSet {
+    ReplicaSet {
+        targets: vec!["n1".into(), "n2".into(), "n3".into(), "n4".into()],
+        counted: vec!["n1".into(), "n2".into(), "n4".into()],
+        copies: 3,
+    }
+}
+
 fn drain(c: &mut Coordinator) -> Vec<Action> {
     std::iter::from_fn(|| c.poll_action()).collect()
 }
@@ -52,7 +65,7 @@ fn hints(actions: &[Action]) -> Vec<&str> {
 #[test]
 fn a_write_goes_to_every_replica_and_is_answered_at_quorum() {
     let mut c = Coordinator::new(CoordinatorConfig::default());
-    let op = c.begin_write(entry(10), replicas(), Consistency::Quorum, Millis(0));
+    let op = c.begin_write(entry(10), set(), Consistency::Quorum, Millis(0));
     let sent = drain(&mut c);
     assert_eq!(
         sent.iter()
@@ -81,7 +94,7 @@ fn a_write_goes_to_every_replica_and_is_answered_at_quorum() {
 #[test]
 fn a_write_at_all_with_a_dead_replica_fails_honestly_and_hints_it() {
     let mut c = Coordinator::new(CoordinatorConfig::default());
-    let op = c.begin_write(entry(10), replicas(), Consistency::All, Millis(0));
+    let op = c.begin_write(entry(10), set(), Consistency::All, Millis(0));
     drain(&mut c);
     c.handle_write_ack(op, "n2", Err("down".into()));
     let actions = drain(&mut c);
@@ -108,7 +121,7 @@ fn a_write_at_all_with_a_dead_replica_fails_honestly_and_hints_it() {
 #[test]
 fn a_write_that_times_out_hints_every_silent_replica() {
     let mut c = Coordinator::new(CoordinatorConfig::default());
-    let op = c.begin_write(entry(10), replicas(), Consistency::Quorum, Millis(100));
+    let op = c.begin_write(entry(10), set(), Consistency::Quorum, Millis(100));
     drain(&mut c);
     c.handle_write_ack(op, "n1", Ok(()));
     assert_eq!(c.poll_timeout(), Some(Millis(5_100)));
@@ -142,7 +155,7 @@ fn a_write_that_times_out_hints_every_silent_replica() {
 #[test]
 fn a_read_answers_the_newest_of_r_replies_and_repairs_stale_replicas() {
     let mut c = Coordinator::new(CoordinatorConfig::default());
-    let op = c.begin_read(b"k".to_vec(), replicas(), Consistency::Quorum, Millis(0));
+    let op = c.begin_read(b"k".to_vec(), set(), Consistency::Quorum, Millis(0));
     assert_eq!(drain(&mut c).len(), 3);
     c.handle_read_reply(op, "n1", Some(Some(record(5, Some(b"old")))));
     c.handle_read_reply(op, "n2", Some(Some(record(9, Some(b"new")))));
@@ -167,7 +180,7 @@ fn a_read_answers_the_newest_of_r_replies_and_repairs_stale_replicas() {
 #[test]
 fn a_tombstone_is_the_newest_version_and_is_repaired_like_a_value() {
     let mut c = Coordinator::new(CoordinatorConfig::default());
-    let op = c.begin_read(b"k".to_vec(), replicas(), Consistency::All, Millis(0));
+    let op = c.begin_read(b"k".to_vec(), set(), Consistency::All, Millis(0));
     drain(&mut c);
     c.handle_read_reply(op, "n1", Some(Some(record(5, Some(b"old")))));
     c.handle_read_reply(op, "n2", Some(Some(record(9, None))));
@@ -189,14 +202,19 @@ fn operations_past_the_bound_are_refused() {
         ops_max: 1,
         ..CoordinatorConfig::default()
     });
-    c.begin_write(entry(1), replicas(), Consistency::One, Millis(0));
-    c.begin_write(entry(2), replicas(), Consistency::One, Millis(0));
+    c.begin_write(entry(1), set(), Consistency::One, Millis(0));
+    c.begin_write(entry(2), set(), Consistency::One, Millis(0));
     let actions = drain(&mut c);
     assert!(matches!(
         replies(&actions)[..],
         [Outcome::Failed(OpError::Overloaded { limit: 1 })]
     ));
-    c.begin_read(b"k".to_vec(), vec![], Consistency::One, Millis(0));
+    c.begin_read(
+        b"k".to_vec(),
+        ReplicaSet::settled(vec![]),
+        Consistency::One,
+        Millis(0),
+    );
     assert!(matches!(
         replies(&drain(&mut c))[..],
         [Outcome::Failed(OpError::NoReplicas)]
@@ -225,7 +243,7 @@ proptest! {
     ) {
         let consistency = [Consistency::One, Consistency::Quorum, Consistency::All][level as usize];
         let mut c = Coordinator::new(CoordinatorConfig::default());
-        let op = c.begin_write(entry(10), replicas(), consistency, Millis(0));
+        let op = c.begin_write(entry(10), set(), consistency, Millis(0));
         let mut actions = drain(&mut c);
         let mut first_answer: [Option<bool>; 3] = [None; 3];
         for (i, (replica, ok)) in answers.iter().enumerate() {
@@ -251,4 +269,100 @@ proptest! {
         prop_assert_eq!(hinted, expected);
         prop_assert_eq!(c.in_flight(), 0);
     }
+}
+
+#[test]
+fn a_filling_replica_takes_the_write_but_its_acknowledgement_does_not_count() {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    let op = c.begin_write(entry(10), filling_set(), Consistency::Quorum, Millis(0));
+    let sent = drain(&mut c);
+    let targets: Vec<&str> = sent
+        .iter()
+        .filter_map(|a| match a {
+            Action::Write { to, .. } => Some(to.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(targets, ["n1", "n2", "n3", "n4"]);
+    c.handle_write_ack(op, "n3", Ok(()));
+    c.handle_write_ack(op, "n1", Ok(()));
+    assert!(
+        replies(&drain(&mut c)).is_empty(),
+        "n3 must not complete the quorum"
+    );
+    c.handle_write_ack(op, "n4", Ok(()));
+    assert!(matches!(
+        replies(&drain(&mut c))[..],
+        [Outcome::Written { .. }]
+    ));
+}
+
+#[test]
+fn with_too_few_replicas_holding_the_data_a_write_fails_and_says_which_is_filling() {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    let set = ReplicaSet {
+        targets: vec!["n1".into(), "n2".into(), "n3".into()],
+        counted: vec!["n1".into(), "n2".into()],
+        copies: 3,
+    };
+    let op = c.begin_write(entry(10), set, Consistency::All, Millis(0));
+    drain(&mut c);
+    c.handle_write_ack(op, "n1", Ok(()));
+    c.handle_write_ack(op, "n3", Ok(()));
+    c.handle_write_ack(op, "n2", Ok(()));
+    let actions = drain(&mut c);
+    let [
+        Outcome::Failed(
+            err @ OpError::WriteUnavailable {
+                acked: 2,
+                replicas: 3,
+                required: 3,
+                ..
+            },
+        ),
+    ] = replies(&actions)[..]
+    else {
+        panic!("{actions:?}");
+    };
+    assert!(err.to_string().contains("n3: still filling"), "{err}");
+}
+
+#[test]
+fn reads_ask_only_the_replicas_that_hold_the_data() {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    let op = c.begin_read(b"k".to_vec(), filling_set(), Consistency::Quorum, Millis(0));
+    let asked: Vec<String> = drain(&mut c)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Read { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, ["n1", "n2", "n4"]);
+    c.handle_read_reply(op, "n4", Some(Some(record(7, Some(b"v")))));
+    c.handle_read_reply(op, "n2", Some(None));
+    assert!(matches!(
+        replies(&drain(&mut c))[..],
+        [Outcome::Read { record: Some(_) }]
+    ));
+    c.handle_read_reply(op, "n1", Some(None));
+    assert_eq!(c.in_flight(), 0);
+    // Nobody holding the data: refused at once, naming the filling replica.
+    let op = c.begin_read(
+        b"k".to_vec(),
+        ReplicaSet {
+            targets: vec!["n3".into()],
+            counted: vec![],
+            copies: 1,
+        },
+        Consistency::One,
+        Millis(0),
+    );
+    let actions = drain(&mut c);
+    assert!(
+        matches!(&replies(&actions)[..], [Outcome::Failed(e @ OpError::ReadUnavailable { .. })] if e.to_string().contains("n3: still filling")),
+        "{actions:?}"
+    );
+    c.handle_read_reply(op, "n3", Some(None));
+    assert_eq!(c.in_flight(), 0);
 }

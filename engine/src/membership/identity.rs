@@ -19,18 +19,33 @@ pub struct MemberId {
     /// Wall-clock milliseconds at its start; orders identities even when a node comes
     /// back with an empty disk and its start count begins again.
     pub epoch_ms: u64,
+    /// Its placement token when it is not its name: the token of the member it
+    /// replaced (`--replace`), whose partitions it took over.
+    pub token: Option<String>,
 }
 
 impl MemberId {
     /// A member remembered from an earlier run, whose current identity is not known
     /// yet: older than any identity it can present.
-    pub fn remembered(name: &str, addr: SocketAddr) -> MemberId {
+    pub fn remembered(name: &str, addr: SocketAddr, token: Option<String>) -> MemberId {
         MemberId {
             name: name.to_string(),
             addr,
             incarnation: 0,
             epoch_ms: 0,
+            token,
         }
+    }
+
+    /// Its placement token: the name, unless it took over another member's partitions.
+    pub fn token(&self) -> &str {
+        self.token.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Whether `self` and `other` are the same life of one member (the same process,
+    /// whatever its SWIM incarnation): what it said about itself then still holds.
+    pub fn same_life(&self, other: &MemberId) -> bool {
+        self.name == other.name && self.epoch_ms == other.epoch_ms
     }
 
     /// Whether `self` is a newer identity of the same member than `other`.
@@ -46,16 +61,25 @@ impl std::fmt::Debug for MemberId {
     }
 }
 
+impl MemberId {
+    /// The same life under the next incarnation: how a node declared dead while alive
+    /// (a partition, a long pause) comes back at once.
+    pub fn renewed(&self) -> MemberId {
+        MemberId {
+            incarnation: self.incarnation.saturating_add(1),
+            ..self.clone()
+        }
+    }
+}
+
 impl foca::Identity for MemberId {
     type Addr = String;
 
-    /// Declared dead while alive (a partition, a long pause): come back as a newer
-    /// identity at once.
+    /// Foca never renews an identity by itself: declared dead while alive, a node comes
+    /// back through [`Membership`](super::Membership), which bounds how often it does
+    /// and steps aside when a later life of its name exists (a second process).
     fn renew(&self) -> Option<Self> {
-        Some(MemberId {
-            incarnation: self.incarnation.saturating_add(1),
-            ..self.clone()
-        })
+        None
     }
 
     fn addr(&self) -> String {

@@ -27,13 +27,26 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 pub use self::identity::MemberId;
-pub use self::status::GossipStatus;
+pub use self::status::{Departure, GossipStatus};
 use self::status::{StatusBook, StatusHandler};
 use crate::coordinator::Millis;
 use crate::storage::MemberRecord;
 
 /// Largest membership datagram; fits a QUIC datagram on any path (1200-byte minimum MTU).
 pub const DATAGRAM_BYTES_MAX: usize = 1100;
+/// Most departures a status passes on.
+pub const DEPARTURES_GOSSIPED_MAX: usize = 16;
+
+/// A member as a seed describes it to a joining node.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SeedMember {
+    /// Its identity.
+    pub id: MemberId,
+    /// Its state as the seed sees it.
+    pub state: MemberState,
+    /// Its last status, when the seed has one.
+    pub status: Option<GossipStatus>,
+}
 
 /// What the cluster currently believes about a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -97,7 +110,24 @@ pub enum MembershipEvent {
     Left(MemberId),
     /// This node has been declared dead by the others and rejoined with a new incarnation.
     RejoinedAs(MemberId),
+    /// This node was declared dead again and again in a short time: it waits before
+    /// rejoining (how long, in milliseconds), so refutations never become a storm.
+    RejoinDelayed(u64),
+    /// A later life of this node's name exists (another process started under it):
+    /// this one stops taking part in membership.
+    SteppedAside(MemberId),
+    /// The cluster removed this node while it was away; it rejoins as a new member
+    /// that holds no data.
+    RemovedWhileAway,
 }
+
+/// Renewals allowed at once within [`RENEWAL_WINDOW_MS`]; past them each waits twice as
+/// long as the one before, up to [`RENEWAL_DELAY_MAX_MS`].
+const RENEWALS_FREE: usize = 10;
+/// The window renewals are counted over.
+const RENEWAL_WINDOW_MS: u64 = 60_000;
+/// The longest wait before a renewal.
+const RENEWAL_DELAY_MAX_MS: u64 = 30_000;
 
 /// SWIM timing.
 #[derive(Debug, Clone)]
@@ -144,6 +174,16 @@ pub struct Membership {
     roster_changed: bool,
     status_seq: u64,
     leaving: bool,
+    /// Departures known, most recent first.
+    departed: VecDeque<Departure>,
+    /// When this node renewed its identity lately.
+    renewals: VecDeque<Millis>,
+    /// A renewal waiting for its time.
+    renew_at: Option<Millis>,
+    /// The later life of this node's name it stepped aside for.
+    stepped_aside: Option<MemberId>,
+    /// This life is ending (graceful shutdown): no renewal.
+    going_down: bool,
 }
 
 impl Membership {
@@ -192,6 +232,11 @@ impl Membership {
             roster_changed: true,
             status_seq: 0,
             leaving: false,
+            departed: VecDeque::new(),
+            renewals: VecDeque::new(),
+            renew_at: None,
+            stepped_aside: None,
+            going_down: false,
         }
     }
 
@@ -206,7 +251,7 @@ impl Membership {
     pub fn restore(&mut self, records: &[MemberRecord], now: Millis) {
         let mut known = Vec::new();
         for record in records.iter().filter(|r| r.name != self.me.name) {
-            let id = MemberId::remembered(&record.name, record.addr);
+            let id = MemberId::remembered(&record.name, record.addr, record.token.clone());
             let state = if record.left {
                 MemberState::Left
             } else {
@@ -231,6 +276,126 @@ impl Membership {
             .swim
             .apply_many(known.into_iter(), false, &mut self.runtime);
         self.roster_changed = true;
+    }
+
+    /// Installs what a seed knows of the cluster, before this node serves anything: its
+    /// members with their states and statuses, so placement and quorums are the
+    /// cluster's from the first request. SWIM then confirms and updates them.
+    pub fn install(&mut self, members: Vec<SeedMember>, now: Millis) {
+        let mut swim_updates = Vec::new();
+        for member in members {
+            if member.id.name == self.me.name {
+                continue;
+            }
+            if let Some(status) = member.status {
+                self.book.lock().expect("status book lock").offer(status);
+            }
+            match member.state {
+                MemberState::Left => {
+                    self.learn_departure(Departure {
+                        name: member.id.name.clone(),
+                        epoch_ms: member.id.epoch_ms,
+                        incarnation: member.id.incarnation,
+                    });
+                    let known = self.roster.get(&member.id.name);
+                    if known.is_none_or(|k| !k.id.supersedes(&member.id)) {
+                        self.roster.insert(
+                            member.id.name.clone(),
+                            MemberView {
+                                id: member.id,
+                                state: MemberState::Left,
+                                swim_incarnation: 0,
+                                status: None,
+                                status_at: now,
+                                since: now,
+                            },
+                        );
+                    }
+                }
+                MemberState::Dead => swim_updates.push(Member::down(member.id)),
+                MemberState::Alive | MemberState::Suspect => {
+                    swim_updates.push(Member::alive(member.id))
+                }
+            }
+        }
+        // The seed's knowledge is not news for the cluster: it is the cluster's.
+        let _ = self
+            .swim
+            .apply_many(swim_updates.into_iter(), false, &mut self.runtime);
+        self.roster_changed = true;
+        self.sync(now);
+    }
+
+    /// What this node knows of every member, for a joining node.
+    pub fn seed_members(&self) -> Vec<SeedMember> {
+        let statuses = self.book.lock().expect("status book lock").snapshot();
+        self.roster
+            .values()
+            .map(|m| SeedMember {
+                id: m.id.clone(),
+                state: m.state,
+                status: statuses
+                    .get(&m.id.name)
+                    .filter(|s| s.epoch_ms == m.id.epoch_ms)
+                    .cloned(),
+            })
+            .collect()
+    }
+
+    /// Removes a dead member from the cluster for good: it leaves placement (its
+    /// partitions go to the others, which fill them by anti-entropy) and the others
+    /// learn it from this node's next status. Refused, with the reason, for a member
+    /// that is alive, suspect, unknown, already gone, or this node.
+    pub fn depart(&mut self, name: &str, now: Millis) -> Result<MemberId, String> {
+        if name == self.me.name {
+            return Err(format!(
+                "{name} is this node; ask another member to remove it, or make it leave with `vergent leave`"
+            ));
+        }
+        let Some(view) = self.roster.get(name) else {
+            return Err(format!("{name} is not a member of this cluster"));
+        };
+        match view.state {
+            MemberState::Alive | MemberState::Suspect => {
+                return Err(format!(
+                    "{name} is {} at {}: only a dead member can be removed; stop it first, or make it leave with `vergent leave --node {}`",
+                    view.state.as_str(),
+                    view.id.addr,
+                    view.id.addr
+                ));
+            }
+            MemberState::Left => return Err(format!("{name} has already left the cluster")),
+            MemberState::Dead => {}
+        }
+        let id = view.id.clone();
+        self.learn_departure(Departure {
+            name: id.name.clone(),
+            epoch_ms: id.epoch_ms,
+            incarnation: id.incarnation,
+        });
+        self.sync(now);
+        Ok(id)
+    }
+
+    /// Whether a departure this node knows covers `id`.
+    pub fn departed(&self, id: &MemberId) -> bool {
+        self.departed.iter().any(|d| d.covers(id))
+    }
+
+    fn learn_departure(&mut self, departure: Departure) {
+        let order = (departure.epoch_ms, departure.incarnation);
+        if self
+            .departed
+            .iter()
+            .any(|d| d.name == departure.name && (d.epoch_ms, d.incarnation) >= order)
+        {
+            return;
+        }
+        self.departed.retain(|d| d.name != departure.name);
+        self.departed.push_front(departure);
+        // Every name departs at most once per life; the list stays small, and only the
+        // most recent are gossiped.
+        self.departed.truncate(DEPARTURES_GOSSIPED_MAX * 4);
     }
 
     /// Asks `seed` to let this node in.
@@ -287,6 +452,12 @@ impl Membership {
         status.epoch_ms = self.me.epoch_ms;
         status.seq = self.status_seq;
         status.leaving = self.leaving;
+        status.departed = self
+            .departed
+            .iter()
+            .take(DEPARTURES_GOSSIPED_MAX)
+            .cloned()
+            .collect();
         match postcard::to_allocvec(&status) {
             Ok(bytes) => {
                 if let Err(err) = self.swim.add_broadcast(&bytes) {
@@ -315,6 +486,89 @@ impl Membership {
             view.since = now;
         }
         self.roster_changed = true;
+    }
+
+    /// This life of the node is ending (a graceful shutdown, not a leave): tells the
+    /// others it is down now, so they hint its writes at once instead of waiting out
+    /// failure detection, and so a restart under another address is not taken for a
+    /// second process under its name. It keeps its partitions.
+    pub fn go_down(&mut self, now: Millis) {
+        self.going_down = true;
+        let _ = self.swim.leave_cluster(&mut self.runtime);
+        self.sync(now);
+    }
+
+    /// Does what waits for its time: a delayed renewal. Call it about once a second.
+    pub fn tick(&mut self, now: Millis) {
+        if self.renew_at.is_some_and(|at| at <= now) {
+            self.renew_at = None;
+            self.renew(now);
+        }
+        self.sync(now);
+    }
+
+    /// The later life of this node's name this process stepped aside for, if any.
+    pub fn stepped_aside(&self) -> Option<&MemberId> {
+        self.stepped_aside.as_ref()
+    }
+
+    /// Declared dead while alive: comes back under the next incarnation, at once the
+    /// first few times, then after a growing wait.
+    fn schedule_renewal(&mut self, now: Millis) {
+        if self.leaving || self.going_down || self.stepped_aside.is_some() {
+            return;
+        }
+        if let Some(later) = self
+            .swim
+            .iter_membership_state()
+            .map(|m| m.id())
+            .find(|id| id.name == self.me.name && id.epoch_ms > self.me.epoch_ms)
+            .cloned()
+        {
+            self.stepped_aside = Some(later.clone());
+            self.renew_at = None;
+            self.events.push_back(MembershipEvent::SteppedAside(later));
+            return;
+        }
+        while self
+            .renewals
+            .front()
+            .is_some_and(|t| t.0 + RENEWAL_WINDOW_MS < now.0)
+        {
+            self.renewals.pop_front();
+        }
+        let recent = self.renewals.len();
+        if recent < RENEWALS_FREE {
+            self.renew(now);
+            return;
+        }
+        if self.renew_at.is_none() {
+            let doublings = (recent - RENEWALS_FREE).min(16) as u32;
+            let delay = (1000u64 << doublings).min(RENEWAL_DELAY_MAX_MS);
+            self.renew_at = Some(now.plus(delay));
+            self.events.push_back(MembershipEvent::RejoinDelayed(delay));
+        }
+    }
+
+    fn renew(&mut self, now: Millis) {
+        let renewed = self.me.renewed();
+        if self
+            .swim
+            .change_identity(renewed.clone(), &mut self.runtime)
+            .is_err()
+        {
+            return;
+        }
+        self.me = renewed.clone();
+        self.renewals.push_back(now);
+        self.events.push_back(MembershipEvent::RejoinedAs(renewed));
+        // Renewing resets SWIM to "disconnected" and cancels its timers, and it only
+        // reconnects when a later update arrives. If every member renews at once (a
+        // partition healing) nobody sends one, and all stay silent for good. An empty
+        // update reconnects at once when members are known.
+        let _ = self
+            .swim
+            .apply_many(std::iter::empty(), true, &mut self.runtime);
     }
 
     /// Whether this node is leaving.
@@ -353,12 +607,13 @@ impl Membership {
         self.roster.get(name)
     }
 
-    /// The names placement is computed over: every member that has not left.
-    pub fn placement_members(&self) -> Vec<String> {
+    /// The `(name, token)` pairs placement is computed over: every member that has not
+    /// left.
+    pub fn placement_members(&self) -> Vec<(String, String)> {
         self.roster
             .values()
             .filter(|m| m.state != MemberState::Left)
-            .map(|m| m.id.name.clone())
+            .map(|m| (m.id.name.clone(), m.id.token().to_string()))
             .collect()
     }
 
@@ -370,34 +625,40 @@ impl Membership {
                 name: m.id.name.clone(),
                 addr: m.id.addr,
                 left: m.state == MemberState::Left,
+                token: m.id.token.clone(),
             })
             .collect()
     }
 
     /// Brings the roster up to date with SWIM's view and the gossiped statuses.
     fn sync(&mut self, now: Millis) {
+        let mut defunct = false;
         while let Some(notification) = self.runtime.to_notify() {
-            match notification {
-                OwnedNotification::Rejoin(id) => {
-                    self.me = id.clone();
-                    self.events.push_back(MembershipEvent::RejoinedAs(id));
-                    // Renewing resets SWIM to "disconnected" and cancels its timers, and
-                    // it only reconnects when a later update arrives. If every member
-                    // renews at once (a partition healing) nobody sends one, and all
-                    // stay silent for good. An empty update reconnects at once when
-                    // members are known.
-                    let _ = self
-                        .swim
-                        .apply_many(std::iter::empty(), true, &mut self.runtime);
-                }
-                OwnedNotification::Defunct => {
-                    // Identities renew themselves, so this only follows leaving.
-                    tracing::debug!("membership: this node is down for the cluster");
-                }
-                _ => {}
+            if let OwnedNotification::Defunct = notification {
+                defunct = true;
             }
         }
+        if defunct {
+            self.schedule_renewal(now);
+        }
         let statuses = self.book.lock().expect("status book lock").snapshot();
+        // Departures travel in every status, so a member that missed one (it was down
+        // or cut off) learns it from anyone's next status.
+        let mut heard: Vec<Departure> = statuses
+            .values()
+            .flat_map(|s| s.departed.iter().take(DEPARTURES_GOSSIPED_MAX).cloned())
+            .collect();
+        heard.sort_by_key(|d| std::cmp::Reverse((d.epoch_ms, d.incarnation)));
+        for departure in heard {
+            self.learn_departure(departure);
+        }
+        if !self.leaving && !self.going_down && self.departed(&self.me.clone()) {
+            // Removed while it was away (cut off, or paused past the others' patience):
+            // a later incarnation is a new member to the others, which fills before it
+            // counts.
+            self.events.push_back(MembershipEvent::RemovedWhileAway);
+            self.renew(now);
+        }
         let mut seen: Vec<(MemberId, MemberState, u16)> = self
             .swim
             .iter_membership_state()
@@ -427,6 +688,9 @@ impl Membership {
                 && status.leaving
                 && (status.epoch_ms, status.incarnation) >= (id.epoch_ms, id.incarnation)
             {
+                state = MemberState::Left;
+            }
+            if id.name != self.me.name && self.departed(&id) {
                 state = MemberState::Left;
             }
             self.update(id, state, swim_incarnation, status, now);

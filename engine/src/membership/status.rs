@@ -7,6 +7,26 @@ use serde::{Deserialize, Serialize};
 
 use super::MemberId;
 use crate::hlc::Timestamp;
+use crate::placement::PartitionSet;
+
+/// A member that left the cluster or was removed from it, as statuses pass it on: the
+/// life of the member that departed (a later life of the same name is a new member).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Departure {
+    /// The member.
+    pub name: String,
+    /// Its identity's epoch when it departed.
+    pub epoch_ms: u64,
+    /// Its identity's incarnation when it departed.
+    pub incarnation: u32,
+}
+
+impl Departure {
+    /// Whether this departure covers `id`: the same life or an earlier one.
+    pub fn covers(&self, id: &MemberId) -> bool {
+        self.name == id.name && (id.epoch_ms, id.incarnation) <= (self.epoch_ms, self.incarnation)
+    }
+}
 
 /// What a member tells the cluster about itself, every second or so.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +59,13 @@ pub struct GossipStatus {
     pub placement_digest: String,
     /// Whether it is leaving the cluster.
     pub leaving: bool,
+    /// The partitions whose data it holds (filled from the other replicas, or held
+    /// since the cluster began); an owner counts in a partition's quorums only once it
+    /// is here.
+    pub filled: PartitionSet,
+    /// Members it knows departed (left or removed), most recent first and bounded, so a
+    /// member that missed a departure learns it from anyone's next status.
+    pub departed: Vec<Departure>,
 }
 
 impl GossipStatus {
@@ -59,6 +86,18 @@ pub(super) struct StatusBook {
 impl StatusBook {
     pub(super) fn snapshot(&self) -> HashMap<String, GossipStatus> {
         self.latest.clone()
+    }
+
+    /// Keeps `status` if it is newer than the one held; whether it was.
+    pub(super) fn offer(&mut self, status: GossipStatus) -> bool {
+        let newer = self
+            .latest
+            .get(&status.name)
+            .is_none_or(|held| held.key().order < status.key().order);
+        if newer {
+            self.latest.insert(status.name.clone(), status);
+        }
+        newer
     }
 }
 
@@ -99,16 +138,7 @@ impl foca::BroadcastHandler<MemberId> for StatusHandler {
     ) -> Result<Option<StatusKey>, StatusError> {
         let status: GossipStatus = postcard::from_bytes(data).map_err(StatusError)?;
         let key = status.key();
-        let mut book = self.book.lock().expect("status book lock");
-        let newer = book
-            .latest
-            .get(&status.name)
-            .is_none_or(|held| held.key().order < key.order);
-        if newer {
-            book.latest.insert(status.name.clone(), status);
-            Ok(Some(key))
-        } else {
-            Ok(None)
-        }
+        let newer = self.book.lock().expect("status book lock").offer(status);
+        Ok(newer.then_some(key))
     }
 }

@@ -52,6 +52,7 @@ fn id(name: &str, incarnation: u32, epoch_ms: u64) -> MemberId {
         addr: "127.0.0.1:1".parse().unwrap(),
         incarnation,
         epoch_ms,
+        token: None,
     }
 }
 
@@ -189,7 +190,11 @@ fn members_join_through_a_seed_and_agree() {
             );
         }
         assert_eq!(
-            net.nodes[observer].placement_members(),
+            net.nodes[observer]
+                .placement_members()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>(),
             vec!["n1", "n2", "n3"]
         );
     }
@@ -222,7 +227,14 @@ fn a_silent_member_is_suspected_then_declared_dead_then_recovers_on_restart() {
             .any(|(_, e)| matches!(e, MembershipEvent::Died(m) if m.name == "n3"))
     );
     // A dead member keeps its partitions.
-    assert_eq!(net.nodes["n1"].placement_members(), vec!["n1", "n2", "n3"]);
+    assert_eq!(
+        net.nodes["n1"]
+            .placement_members()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>(),
+        vec!["n1", "n2", "n3"]
+    );
 
     // Restarted: a newer identity (one more start, a later epoch).
     net.nodes.remove("n3");
@@ -341,7 +353,14 @@ fn statuses_reach_every_member_and_a_leaver_drops_out_of_placement() {
             Some(MemberState::Left),
             "{observer}"
         );
-        assert_eq!(net.nodes[observer].placement_members(), vec!["n1", "n3"]);
+        assert_eq!(
+            net.nodes[observer]
+                .placement_members()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>(),
+            vec!["n1", "n3"]
+        );
     }
 }
 
@@ -358,6 +377,7 @@ fn remembered_members_count_as_dead_until_they_answer() {
     );
     m.restore(
         &[MemberRecord {
+            token: None,
             name: "n2".into(),
             addr: "127.0.0.1:1".parse().unwrap(),
             left: false,
@@ -365,7 +385,13 @@ fn remembered_members_count_as_dead_until_they_answer() {
         Millis(net.now),
     );
     assert_eq!(m.member("n2").unwrap().state, MemberState::Dead);
-    assert_eq!(m.placement_members(), vec!["n1", "n2"]);
+    assert_eq!(
+        m.placement_members()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>(),
+        vec!["n1", "n2"]
+    );
     net.nodes.insert("n1".into(), m);
     net.drain("n1");
     net.run_until(net.now + 3_000);

@@ -41,6 +41,9 @@ const PURGE_BATCH_MAX: usize = 10_000;
 #[derive(Default)]
 pub(crate) struct AntiEntropy {
     pub(crate) wake: Notify,
+    /// Partitions to fill: exchanges for them run at once and are retried until done,
+    /// whether or not background runs are on.
+    pub(crate) fill_wake: Notify,
     books: Mutex<Books>,
     /// One run at a time: a repair waits for a background run and the other way round.
     running: tokio::sync::Mutex<()>,
@@ -50,7 +53,8 @@ pub(crate) struct AntiEntropy {
 #[derive(Default)]
 struct Books {
     peers: BTreeMap<String, PeerSync>,
-    /// Wall ms when an exchange of (partition, peer) last ended with both in sync.
+    /// Wall ms at the start of the last exchange of (partition, peer) that ended with
+    /// both in sync: everything either held before then, the other holds.
     in_sync: HashMap<(PartitionId, String), u64>,
     /// The placement digest seen last, and when it was first seen.
     placement: Option<(String, u64)>,
@@ -60,6 +64,17 @@ struct Books {
 }
 
 impl AntiEntropy {
+    /// Wall ms at the start of the last exchange of `partition` with `peer` that ended
+    /// with both in agreement.
+    pub(crate) fn in_sync_at(&self, partition: PartitionId, peer: &str) -> Option<u64> {
+        self.books
+            .lock()
+            .expect("books lock")
+            .in_sync
+            .get(&(partition, peer.to_string()))
+            .copied()
+    }
+
     /// This node's state with each peer, for `status`.
     pub(crate) fn peer_syncs(&self) -> Vec<PeerSync> {
         self.books
@@ -212,68 +227,117 @@ struct Plan {
     partitions: Vec<PartitionId>,
 }
 
-/// Every live peer and the partitions this node shares with it, plus the partitions it
-/// holds data of but no longer owns (to hand them to their owners).
-fn plan(
-    shared: &Shared,
-    only_partition: Option<PartitionId>,
-    only_peer: Option<&str>,
-) -> Vec<Plan> {
+/// Which partitions a run covers.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    /// Every partition (or one, for `vergent repair --partition`).
+    All(Option<PartitionId>),
+    /// Only these, with only the replicas that count: filling this node's partitions.
+    Fill(&'a [PartitionId]),
+}
+
+/// Every live peer and the partitions this node exchanges with it: those both take
+/// writes for (owners and stand-ins), plus those this node holds data of without taking
+/// their writes any more, with the replicas that count for them (handoff).
+fn plan(shared: &Shared, scope: Scope<'_>, only_peer: Option<&str>) -> Vec<Plan> {
     let view = shared.view();
     let me = shared.me.name.as_str();
-    let orphans: Vec<PartitionId> = shared
-        .store
-        .partitions_with_data()
-        .into_iter()
-        .filter(|&p| !view.placement.holds(me, p))
-        .collect();
-    let mut plans = Vec::new();
-    for member in view
+    let with_data = shared.store.partitions_with_data();
+    let mut per_peer: BTreeMap<&str, Vec<PartitionId>> = BTreeMap::new();
+    let live: Vec<&str> = view
         .members
         .iter()
         .filter(|m| m.id.name != me && m.state.is_live())
-    {
-        let peer = member.id.name.as_str();
-        if only_peer.is_some_and(|only| only != peer) {
-            continue;
-        }
-        let partitions: Vec<PartitionId> = (0..shared.settings.partitions)
-            .filter(|&p| only_partition.is_none_or(|only| only == p))
-            .filter(|&p| {
-                view.placement.holds(peer, p)
-                    && (view.placement.holds(me, p) || orphans.contains(&p))
-            })
-            .collect();
-        if !partitions.is_empty() {
-            plans.push(Plan {
-                peer: peer.to_string(),
-                partitions,
-            });
+        .filter(|m| only_peer.is_none_or(|only| only == m.id.name))
+        .map(|m| m.id.name.as_str())
+        .collect();
+    let partitions: Vec<PartitionId> = match scope {
+        Scope::All(None) => (0..shared.settings.partitions).collect(),
+        Scope::All(Some(p)) => vec![p],
+        Scope::Fill(partitions) => partitions.to_vec(),
+    };
+    for p in partitions {
+        let set = view.replica_set_of(p);
+        let mine = set.targets.iter().any(|t| t == me);
+        let peers: &[String] = match scope {
+            Scope::Fill(_) => &set.counted,
+            Scope::All(_) if mine => &set.targets,
+            Scope::All(_) if with_data.contains(&p) => &set.counted,
+            Scope::All(_) => continue,
+        };
+        for peer in peers {
+            if let Some(peer) = live.iter().find(|l| **l == peer) {
+                per_peer.entry(peer).or_default().push(p);
+            }
         }
     }
-    plans
+    per_peer
+        .into_iter()
+        .map(|(peer, partitions)| Plan {
+            peer: peer.to_string(),
+            partitions,
+        })
+        .collect()
 }
 
-/// The background task.
+/// Delay before retrying partitions that did not fill.
+const FILL_RETRY: Duration = Duration::from_secs(1);
+
+/// The background task: fills this node's partitions as soon as it takes their writes,
+/// and (unless turned off) compares everything on a jittered interval.
 pub(crate) async fn run(shared: Arc<Shared>) {
-    let Some(interval) = shared.config.anti_entropy_interval else {
-        tracing::info!("background anti-entropy is off; repair runs on demand only");
-        return;
+    let interval = shared.config.anti_entropy_interval;
+    if interval.is_none() {
+        tracing::info!(
+            "background anti-entropy is off; repair runs on demand only (partitions this node must fill are still filled)"
+        );
+    }
+    let far = || tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let mut next = match interval {
+        Some(_) => tokio::time::Instant::now() + FIRST_RUN_DELAY,
+        None => far(),
     };
-    let mut next = tokio::time::Instant::now() + FIRST_RUN_DELAY;
+    let mut fill_at: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
     loop {
+        let mut full = false;
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,
-            _ = tokio::time::sleep_until(next) => {}
+            _ = tokio::time::sleep_until(next) => full = true,
             _ = shared.anti_entropy.wake.notified() => {
                 // Let a burst of membership changes settle into one run.
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                full = interval.is_some();
             }
+            _ = shared.anti_entropy.fill_wake.notified() => {}
+            _ = sleep_until(fill_at), if fill_at.is_some() => {}
         }
         note_placement(&shared);
+        let filling: Vec<PartitionId> = shared.fill.lock().expect("fill lock").filling().collect();
+        if !filling.is_empty() {
+            let report = {
+                let _running = shared.anti_entropy.running.lock().await;
+                run_once(&shared, Scope::Fill(&filling), None, false, &|_| {}).await
+            };
+            super::fill::update(&shared);
+            let left = shared.fill.lock().expect("fill lock").filling().count();
+            tracing::info!(
+                compared = report.counts.partitions_compared,
+                keys_received = report.counts.keys_received,
+                filled = filling.len().saturating_sub(left),
+                still_filling = left,
+                problems = ?report.problems,
+                "fill run"
+            );
+            hand_off(&shared).await;
+        }
+        fill_at = (shared.fill.lock().expect("fill lock").filling().count() > 0)
+            .then(|| tokio::time::Instant::now() + FILL_RETRY);
+        if !full {
+            continue;
+        }
         let report = {
             let _running = shared.anti_entropy.running.lock().await;
-            run_once(&shared, None, None, false, &|_| {}).await
+            run_once(&shared, Scope::All(None), None, false, &|_| {}).await
         };
         if report.counts.partitions_differing > 0 || !report.problems.is_empty() {
             tracing::info!(
@@ -285,8 +349,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 "anti-entropy run"
             );
         }
+        super::fill::update(&shared);
         hand_off(&shared).await;
         purge(&shared).await;
+        let Some(interval) = interval else {
+            next = far();
+            continue;
+        };
         let interval = interval.as_millis() as u64;
         let jitter = {
             let mut bytes = [0u8; 8];
@@ -295,6 +364,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         };
         next =
             tokio::time::Instant::now() + Duration::from_millis(interval - interval / 10 + jitter);
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -320,19 +396,36 @@ pub(crate) async fn repair(
     progress: &(dyn Fn(RepairProgress) + Sync),
 ) -> RepairReport {
     note_placement(shared);
-    let _running = shared.anti_entropy.running.lock().await;
-    run_once(shared, partition, peer.as_deref(), dry_run, progress).await
+    let report = {
+        let _running = shared.anti_entropy.running.lock().await;
+        run_once(
+            shared,
+            Scope::All(partition),
+            peer.as_deref(),
+            dry_run,
+            progress,
+        )
+        .await
+    };
+    if !dry_run {
+        super::fill::update(shared);
+    }
+    report
 }
 
 async fn run_once(
     shared: &Arc<Shared>,
-    partition: Option<PartitionId>,
+    scope: Scope<'_>,
     peer: Option<&str>,
     dry_run: bool,
     progress: &(dyn Fn(RepairProgress) + Sync),
 ) -> RepairReport {
     let started = Instant::now();
-    let plans = plan(shared, partition, peer);
+    let partition = match scope {
+        Scope::All(partition) => partition,
+        Scope::Fill(_) => None,
+    };
+    let plans = plan(shared, scope, peer);
     let mut report = RepairReport {
         node: shared.me.name.clone(),
         dry_run,
@@ -430,9 +523,7 @@ async fn run_once(
                 let mut books = shared.anti_entropy.books.lock().expect("books lock");
                 if !dry_run {
                     for p in &in_sync {
-                        books
-                            .in_sync
-                            .insert((*p, plan.peer.clone()), system_wall_ms());
+                        books.in_sync.insert((*p, plan.peer.clone()), began);
                     }
                 }
                 let entry = books.peers.entry(plan.peer.clone()).or_default();
@@ -751,12 +842,13 @@ async fn exchange_one(
     (partition, result)
 }
 
-/// Drops partitions this node no longer owns once every owner has completed an
-/// exchange with it since the placement changed: handoff is repair.
+/// Drops partitions this node holds data of but no longer takes writes for, once every
+/// replica that counts for them has completed an exchange in agreement with it since it
+/// stopped (and since the placement changed): handoff is repair.
 async fn hand_off(shared: &Arc<Shared>) {
     let view = shared.view();
     let me = shared.me.name.as_str();
-    let since = match &shared
+    let placement_since = match &shared
         .anti_entropy
         .books
         .lock()
@@ -767,26 +859,33 @@ async fn hand_off(shared: &Arc<Shared>) {
         None => return,
     };
     for partition in shared.store.partitions_with_data() {
-        if view.placement.holds(me, partition) {
+        let set = view.replica_set_of(partition);
+        if set.targets.iter().any(|t| t == me) {
             continue;
         }
-        let owners: Vec<&str> = view.placement.replicas(partition).collect();
-        let confirmed = {
-            let books = shared.anti_entropy.books.lock().expect("books lock");
-            !owners.is_empty()
-                && owners.iter().all(|o| {
-                    books
-                        .in_sync
-                        .get(&(partition, o.to_string()))
-                        .is_some_and(|&t| t >= since)
-                })
+        let Some(released) = shared
+            .fill
+            .lock()
+            .expect("fill lock")
+            .released_at(partition)
+        else {
+            continue;
         };
+        let since = released.max(placement_since);
+        let confirmed = !set.counted.is_empty()
+            && set.counted.iter().all(|o| {
+                shared
+                    .anti_entropy
+                    .in_sync_at(partition, o)
+                    .is_some_and(|t| t >= since)
+            });
         if !confirmed {
             continue;
         }
         match shared.store.drop_partition(partition).await {
             Ok(removed) => {
-                tracing::info!(partition, removed, owners = ?owners, "partition handed off to its owners; dropped here")
+                shared.fill.lock().expect("fill lock").handed_off(partition);
+                tracing::info!(partition, removed, owners = ?set.counted, "partition handed off to its owners; dropped here")
             }
             Err(err) => tracing::error!(partition, "handoff drop failed: {err}"),
         }
@@ -799,11 +898,15 @@ async fn purge(shared: &Arc<Shared>) {
     let view = shared.view();
     let me = shared.me.name.as_str();
     let grace_horizon = purge_horizon(shared);
-    for partition in view.placement.partitions_of(me) {
+    for partition in 0..shared.settings.partitions {
+        let set = view.replica_set_of(partition);
+        if !set.targets.iter().any(|t| t == me) {
+            continue;
+        }
         let horizon = {
             let books = shared.anti_entropy.books.lock().expect("books lock");
-            view.placement
-                .replicas(partition)
+            set.targets
+                .iter()
                 .filter(|r| *r != me)
                 .map(|r| {
                     books

@@ -2,23 +2,23 @@
 //! timers, sends what it wants sent, publishes this node's status every second, and
 //! turns its roster into the [`ClusterView`] everything else reads.
 
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use foca::Timer;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::Shared;
-use super::join::Joined;
 use crate::membership::{
-    GossipStatus, MemberId, MemberState, MemberView, Membership, MembershipEvent,
+    GossipStatus, MemberId, MemberState, MemberView, Membership, MembershipEvent, SeedMember,
 };
-use crate::placement::{Placement, partition_of};
-use crate::storage::{ClusterSettings, MemberRecord};
+use crate::placement::{PartitionId, PartitionSet, Placement, ReplicaSet, partition_of};
+use crate::protocol::{ErrorCode, ErrorReply};
+use crate::storage::ClusterSettings;
 use crate::wallclock::system_wall_ms;
 
 /// Membership inputs waiting for the task; datagrams past it are dropped (SWIM
@@ -29,7 +29,8 @@ const STATUS_PERIOD: Duration = Duration::from_secs(1);
 /// Time a leaving node keeps gossiping its departure before it leaves SWIM.
 const LEAVE_GRACE: Duration = Duration::from_millis(1500);
 
-/// What this node believes about the cluster: members and placement.
+/// What this node believes about the cluster: members, placement, and which members
+/// hold which partitions' data.
 #[derive(Debug, Clone)]
 pub struct ClusterView {
     /// This node's name.
@@ -40,10 +41,20 @@ pub struct ClusterView {
     pub members: Vec<MemberView>,
     /// Which members hold which partitions.
     pub placement: Arc<Placement>,
+    /// The partitions each member holds the data of, as it last said (this node's own
+    /// from its books). A member whose word is not known for its current life has none.
+    pub filled: HashMap<String, PartitionSet>,
+    /// Members this node cannot reach directly although membership says they are
+    /// alive.
+    pub unreachable: BTreeSet<String>,
 }
 
 impl ClusterView {
-    pub(crate) fn initial(me: &MemberId, settings: &ClusterSettings) -> ClusterView {
+    pub(crate) fn initial(
+        me: &MemberId,
+        settings: &ClusterSettings,
+        filled: PartitionSet,
+    ) -> ClusterView {
         ClusterView {
             me: me.name.clone(),
             settings: *settings,
@@ -55,11 +66,13 @@ impl ClusterView {
                 status_at: crate::coordinator::Millis(0),
                 since: crate::coordinator::Millis(0),
             }],
-            placement: Arc::new(Placement::compute(
-                [me.name.clone()],
+            placement: Arc::new(Placement::compute_with_tokens(
+                [(me.name.clone(), me.token().to_string())],
                 settings.partitions,
                 settings.replication_factor,
             )),
+            filled: HashMap::from([(me.name.clone(), filled)]),
+            unreachable: BTreeSet::new(),
         }
     }
 
@@ -68,7 +81,7 @@ impl ClusterView {
         self.members.iter().find(|m| m.id.name == name)
     }
 
-    /// The replicas of `key`.
+    /// The owners of `key` in placement.
     pub fn replicas_of(&self, key: &[u8]) -> Vec<String> {
         let partition = partition_of(key, self.settings.partitions);
         self.placement
@@ -77,15 +90,58 @@ impl ClusterView {
             .collect()
     }
 
+    /// Whether `name` holds the data of `partition`.
+    pub fn is_filled(&self, name: &str, partition: PartitionId) -> bool {
+        self.filled
+            .get(name)
+            .is_some_and(|set| set.contains(partition))
+    }
+
+    /// Who takes part in an operation on `key`.
+    pub fn replica_set(&self, key: &[u8]) -> ReplicaSet {
+        self.replica_set_of(partition_of(key, self.settings.partitions))
+    }
+
+    /// Who takes part in an operation on `partition`.
+    pub fn replica_set_of(&self, partition: PartitionId) -> ReplicaSet {
+        self.placement
+            .replica_set(partition, |n| self.is_filled(n, partition))
+    }
+
+    /// Partitions `name` takes writes for but does not hold the data of yet.
+    pub fn filling_of(&self, name: &str) -> usize {
+        (0..self.settings.partitions)
+            .filter(|&p| !self.is_filled(name, p) && self.placement.holds(name, p))
+            .count()
+    }
+
     /// Members in `state`.
     pub fn count(&self, state: MemberState) -> usize {
         self.members.iter().filter(|m| m.state == state).count()
     }
 }
 
+/// The answer to a join request: what the seed knows, and the token the joining node
+/// takes over.
+pub(crate) type Admission = Result<(Vec<SeedMember>, Option<String>), ErrorReply>;
+
 pub(crate) enum MembershipInput {
     Data(Bytes),
     Leave,
+    Join {
+        id: MemberId,
+        replace: Option<String>,
+        reply: oneshot::Sender<Admission>,
+    },
+    Remove {
+        name: String,
+        reply: oneshot::Sender<Result<MemberId, String>>,
+    },
+    /// This node's own state changed (its filled partitions): rebuild the view and
+    /// tell the cluster now.
+    Refresh,
+    /// The node is shutting down: tell the others this life is over.
+    GoDown(oneshot::Sender<()>),
 }
 
 /// How the rest of the node reaches the membership task.
@@ -107,6 +163,47 @@ impl MembershipHandle {
     /// Starts leaving the cluster.
     pub(crate) async fn leave(&self) -> bool {
         self.inputs.send(MembershipInput::Leave).await.is_ok()
+    }
+
+    /// Asks membership to admit a joining node.
+    pub(crate) async fn admit(&self, id: MemberId, replace: Option<String>) -> Admission {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || ErrorReply::new(ErrorCode::ShuttingDown, "the node is shutting down");
+        self.inputs
+            .send(MembershipInput::Join { id, replace, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Asks membership to remove a dead member.
+    pub(crate) async fn remove(&self, name: String) -> Result<MemberId, String> {
+        let (reply, answer) = oneshot::channel();
+        self.inputs
+            .send(MembershipInput::Remove { name, reply })
+            .await
+            .map_err(|_| "the node is shutting down".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the node is shutting down".to_string())?
+    }
+
+    /// Tells the cluster this node is going down, and waits until that is sent.
+    pub(crate) async fn go_down(&self) {
+        let (done, sent) = oneshot::channel();
+        if self
+            .inputs
+            .send(MembershipInput::GoDown(done))
+            .await
+            .is_ok()
+        {
+            let _ = sent.await;
+        }
+    }
+
+    /// Rebuilds the view and publishes this node's status now.
+    pub(crate) fn refresh(&self) {
+        let _ = self.inputs.try_send(MembershipInput::Refresh);
     }
 }
 
@@ -133,22 +230,11 @@ impl Ord for Due {
 pub(crate) async fn run(
     shared: Arc<Shared>,
     mut inputs: mpsc::Receiver<MembershipInput>,
-    remembered: Vec<MemberRecord>,
-    joined: Joined,
+    mut m: Membership,
+    seeds: Vec<MemberId>,
+    primed: oneshot::Sender<()>,
 ) {
-    let seed = {
-        let mut bytes = [0u8; 8];
-        let _ = getrandom::fill(&mut bytes);
-        u64::from_le_bytes(bytes)
-    };
-    let mut m = Membership::new(
-        shared.me.clone(),
-        &shared.config.membership,
-        seed,
-        shared.now(),
-    );
-    m.restore(&remembered, shared.now());
-    for seed in joined.seeds {
+    for seed in seeds {
         m.announce(seed, shared.now());
     }
     let mut timers: BinaryHeap<Due> = BinaryHeap::new();
@@ -158,6 +244,7 @@ pub(crate) async fn run(
     let mut leave_at: Option<Instant> = None;
     let mut placement = shared.view().placement.clone();
     flush(&shared, &mut m, &mut timers, &mut timer_seq, &mut placement);
+    let _ = primed.send(());
     loop {
         let next_timer = timers.peek().map(|d| d.0);
         tokio::select! {
@@ -176,6 +263,31 @@ pub(crate) async fn run(
                         leave_at = Some(Instant::now() + LEAVE_GRACE);
                     }
                 }
+                Some(MembershipInput::Join { id, replace, reply }) => {
+                    let answer = admit(&shared, &mut m, id, replace);
+                    let _ = reply.send(answer);
+                }
+                Some(MembershipInput::Remove { name, reply }) => {
+                    let answer = m.depart(&name, shared.now());
+                    if let Ok(id) = &answer {
+                        tracing::warn!(member = %id.name, addr = %id.addr, "member removed from the cluster; its partitions move to the others");
+                    }
+                    let _ = reply.send(answer);
+                }
+                Some(MembershipInput::GoDown(done)) => {
+                    if !m.is_leaving() {
+                        m.go_down(shared.now());
+                    }
+                    flush(&shared, &mut m, &mut timers, &mut timer_seq, &mut placement);
+                    let _ = done.send(());
+                    continue;
+                }
+                Some(MembershipInput::Refresh) => {
+                    if !m.is_leaving() {
+                        let status = status(&shared, &m, &placement);
+                        m.publish(status, shared.now());
+                    }
+                }
                 None => break,
             },
             _ = sleep_until(next_timer), if next_timer.is_some() => {
@@ -186,6 +298,7 @@ pub(crate) async fn run(
                 }
             }
             _ = status_tick.tick(), if !m.is_leaving() => {
+                m.tick(shared.now());
                 let status = status(&shared, &m, &placement);
                 m.publish(status, shared.now());
                 m.announce_if_isolated(shared.now());
@@ -201,6 +314,85 @@ pub(crate) async fn run(
         }
         flush(&shared, &mut m, &mut timers, &mut timer_seq, &mut placement);
     }
+}
+
+/// A join request, decided against this node's membership: a second process under a
+/// live member's name is refused; a replacement takes a dead member's place.
+fn admit(shared: &Shared, m: &mut Membership, id: MemberId, replace: Option<String>) -> Admission {
+    let refuse = |code, message: String| {
+        tracing::warn!(member = %id.name, addr = %id.addr, "join refused: {message}");
+        Err(ErrorReply::new(code, message))
+    };
+    if m.is_leaving() {
+        return refuse(
+            ErrorCode::NotReady,
+            format!(
+                "{} is leaving the cluster; join through another member",
+                shared.me.name
+            ),
+        );
+    }
+    if id.name == shared.me.name {
+        return refuse(
+            ErrorCode::NameInUse,
+            format!(
+                "{} is the name of the node at {} that answered; a second process under the same name is refused",
+                id.name, shared.me.addr
+            ),
+        );
+    }
+    let mut token = None;
+    if let Some(old) = &replace {
+        if *old == id.name {
+            return refuse(
+                ErrorCode::Refused,
+                format!(
+                    "{old} cannot replace itself; a node that comes back under its own name needs no --replace"
+                ),
+            );
+        }
+        match m.member(old).map(|v| (v.state, v.id.token().to_string())) {
+            None => {
+                return refuse(
+                    ErrorCode::Refused,
+                    format!(
+                        "{old} is not a member of this cluster, so {} cannot replace it",
+                        id.name
+                    ),
+                );
+            }
+            Some((MemberState::Left, old_token)) => {
+                if m.placement_members().iter().any(|(_, t)| *t == old_token) {
+                    return refuse(
+                        ErrorCode::Refused,
+                        format!("{old} has left and its place is already taken"),
+                    );
+                }
+                token = Some(old_token);
+            }
+            Some((state @ (MemberState::Alive | MemberState::Suspect), _)) => {
+                return refuse(
+                    ErrorCode::Refused,
+                    format!(
+                        "{old} is {}: only a dead member can be replaced; stop it first",
+                        state.as_str()
+                    ),
+                );
+            }
+            Some((MemberState::Dead, old_token)) => {
+                if let Err(reason) = m.depart(old, shared.now()) {
+                    return refuse(ErrorCode::Refused, reason);
+                }
+                tracing::warn!(member = %old, by = %id.name, "member replaced; its partitions move to the new node");
+                token = Some(old_token);
+            }
+        }
+    }
+    // The joining node announces itself once it has installed this answer; adding it
+    // here would leave a dead member behind whenever the joiner then refuses to start
+    // (other settings, a full disk).
+    tracing::info!(member = %id.name, addr = %id.addr, replaces = ?replace, "join request");
+    Ok((m.seed_members(), token))
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -228,6 +420,16 @@ fn flush(
     }
     while let Some(event) = m.poll_event() {
         log_event(&event);
+        if matches!(event, MembershipEvent::RemovedWhileAway) {
+            let cleared = {
+                let mut fill = shared.fill.lock().expect("fill lock");
+                fill.clear();
+                fill.filled().clone()
+            };
+            if let Err(err) = shared.store.save_filled(&cleared) {
+                tracing::error!("filled partitions not saved: {err}");
+            }
+        }
         if let MembershipEvent::Died(id) = &event {
             // Whatever comes back (the same process after a pause, or a new one) is
             // reached on a fresh connection, not one that may be dead without knowing.
@@ -243,9 +445,14 @@ fn flush(
         }
     }
     if m.take_roster_changed() {
-        let members = m.placement_members();
-        if members != placement.members() {
-            let next = Placement::compute(
+        let mut members = m.placement_members();
+        members.sort_by(|a, b| a.1.cmp(&b.1));
+        let current: Vec<(String, String)> = placement
+            .tokens()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        if members != current {
+            let next = Placement::compute_with_tokens(
                 members,
                 shared.settings.partitions,
                 shared.settings.replication_factor,
@@ -268,13 +475,36 @@ fn flush(
             }
         });
     }
+    let partitions = shared.settings.partitions;
+    let mut filled: HashMap<String, PartitionSet> = m
+        .roster()
+        .filter_map(|v| {
+            // A member's word about its data holds for the life that said it: a node
+            // back with an empty disk is a new life, and holds nothing until it says so.
+            let status = v.status.as_ref()?;
+            (status.epoch_ms == v.id.epoch_ms && status.filled.fits(partitions))
+                .then(|| (v.id.name.clone(), status.filled.clone()))
+        })
+        .collect();
+    let own = shared.fill.lock().expect("fill lock").filled().clone();
+    filled.insert(shared.me.name.clone(), own);
+    let unreachable = shared.peers.unreachable();
     let view = ClusterView {
         me: shared.me.name.clone(),
         settings: shared.settings,
         members: m.roster().cloned().collect(),
         placement: placement.clone(),
+        filled,
+        unreachable,
+    };
+    let changed = {
+        let current = shared.view();
+        current.placement != view.placement || current.filled != view.filled
     };
     *shared.view.write().expect("view lock") = Arc::new(view);
+    if changed {
+        super::fill::update(shared);
+    }
 }
 
 fn send_datagram(shared: &Arc<Shared>, to: &MemberId, data: Bytes) {
@@ -316,6 +546,18 @@ fn log_event(event: &MembershipEvent) {
                 "this node was declared dead; rejoined with a new incarnation"
             )
         }
+        MembershipEvent::RejoinDelayed(ms) => tracing::warn!(
+            wait_ms = ms,
+            "this node keeps being declared dead; it waits before rejoining again (is another process running under its name?)"
+        ),
+        MembershipEvent::SteppedAside(later) => tracing::error!(
+            other = %later.addr,
+            "another process started later under this node's name at {}; this one steps aside and no longer takes part in the cluster: stop one of them",
+            later.addr
+        ),
+        MembershipEvent::RemovedWhileAway => tracing::warn!(
+            "the cluster removed this node while it was away; it rejoins as a new member and refills its partitions before it counts in quorums"
+        ),
     }
 }
 
@@ -340,6 +582,7 @@ fn status(shared: &Shared, m: &Membership, placement: &Placement) -> GossipStatu
         partitions_held: placement.partitions_of(&m.me().name).count() as u16,
         records: shared.store.len().unwrap_or(0),
         placement_digest: placement.digest(),
+        filled: shared.fill.lock().expect("fill lock").filled().clone(),
         ..GossipStatus::default()
     }
 }

@@ -48,6 +48,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     drop_all(&shared, &target.target, "the member left the cluster").await;
                 }
                 Some(state) if !state.is_live() => {}
+                // Waiting out a timeout per batch would hold every other target's hints
+                // back; the reachability pings say when it answers again.
+                _ if shared.peers.unreachable_reason(&target.target).is_some() => {}
                 _ => {
                     if let Err(err) = drain(&shared, &target.target).await {
                         tracing::debug!(target = %target.target, "hint delivery paused: {err}");
@@ -96,13 +99,23 @@ async fn drain(shared: &Arc<Shared>, target: &str) -> Result<(), PeerError> {
                 .member(target)
                 .map(|m| m.id.clone())
                 .ok_or_else(|| PeerError(format!("{target} is not a known member")))?;
-            let connection = shared.peers.connection(&id).await?;
-            let sent = tokio::time::timeout(
-                shared.config.replica_timeout,
-                request(&connection, &Request::Replicate { entries }),
-            )
-            .await
-            .map_err(|_| PeerError("timed out".into()))??;
+            let sent = tokio::time::timeout(shared.config.replica_timeout, async {
+                let connection = shared.peers.connection(&id).await?;
+                request(&connection, &Request::Replicate { entries }).await
+            })
+            .await;
+            let sent = match sent {
+                Ok(Ok(sent)) => sent,
+                Ok(Err(err)) => return Err(err),
+                Err(_) => {
+                    let why = format!(
+                        "no answer within {} ms",
+                        shared.config.replica_timeout.as_millis()
+                    );
+                    super::reach::lost(shared, target, &why);
+                    return Err(PeerError(why));
+                }
+            };
             if !matches!(sent, Response::Replicated { .. }) {
                 return Err(PeerError(format!("unexpected answer {sent:?}")));
             }

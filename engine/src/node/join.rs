@@ -6,25 +6,55 @@
 //! differ from its cluster's. A first join that reaches no seed fails after a bounded
 //! number of attempts with the reason; a restarting node that reaches no seed starts
 //! anyway and finds the members it remembers.
+//!
+//! Either way the seed answers with every member it knows, their states and statuses,
+//! and the joining node installs them before it serves a request: it never coordinates
+//! from a view that holds only itself. A restarting node without `--join` asks the
+//! members it remembers the same question, briefly, so it too starts from the
+//! cluster's view. A seed refuses a second process under the name of a live member.
 
 use std::time::{Duration, Instant};
 
 use super::peers::{PeerError, Peers, exchange};
 use super::{NodeConfig, NodeError, check_flags, new_cluster};
-use crate::membership::MemberId;
-use crate::protocol::{Request, Response};
+use crate::membership::{MemberId, MemberState, SeedMember};
+use crate::protocol::{ErrorCode, Request, Response};
 use crate::storage::{ClusterSettings, Store};
 
-/// What joining produced: identities to announce this node to.
+/// What joining produced.
+#[derive(Default)]
 pub(crate) struct Joined {
+    /// Identities to announce this node to.
     pub(crate) seeds: Vec<MemberId>,
+    /// What the seed knows of the cluster, to install before serving.
+    pub(crate) members: Vec<SeedMember>,
+    /// The placement token this node took over (`--replace`).
+    pub(crate) token: Option<String>,
+    /// Whether this node created the cluster just now.
+    pub(crate) created: bool,
+    /// The seed that answered, for messages.
+    pub(crate) through: Option<String>,
 }
+
+impl Joined {
+    /// Whether the seed knows this node's name as departed (it left or was removed in
+    /// an earlier life): whatever data it kept missed the writes since.
+    pub(crate) fn departed(&self, me: &str) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.id.name == me && m.state == MemberState::Left)
+    }
+}
+
+/// Time a restarting node spends asking the members it remembers for the cluster's
+/// view before it starts from its own memory.
+const REJOIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Longest pause between rounds of join attempts.
 const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(4);
 
 enum Attempt {
-    Joined(ClusterSettings, Vec<MemberId>),
+    Joined(ClusterSettings, Joined),
     /// The seed answered and said no: retrying cannot help.
     Refused(String),
     Unreachable(String),
@@ -38,11 +68,24 @@ pub(crate) async fn join_or_create(
     me: &MemberId,
 ) -> Result<Joined, NodeError> {
     if config.join.is_empty() {
-        match store.cluster() {
-            Some(settings) => check_flags(config, &settings)?,
-            None => store.set_cluster(new_cluster(config)?)?,
-        }
-        return Ok(Joined { seeds: Vec::new() });
+        return match store.cluster() {
+            Some(settings) => {
+                check_flags(config, &settings)?;
+                rejoin(config, store, peers, me).await
+            }
+            None => {
+                if config.replace.is_some() {
+                    return Err(NodeError::Config(
+                        "--replace needs --join: the node that replaces a member joins through a live one".into(),
+                    ));
+                }
+                store.set_cluster(new_cluster(config)?)?;
+                Ok(Joined {
+                    created: true,
+                    ..Joined::default()
+                })
+            }
+        };
     }
     let started = Instant::now();
     let mut reasons: Vec<String> = Vec::new();
@@ -50,12 +93,12 @@ pub(crate) async fn join_or_create(
     for round in 1..=config.join_attempts.max(1) {
         reasons.clear();
         for seed in &config.join {
-            match attempt(seed, store.cluster(), peers, me).await {
-                Attempt::Joined(settings, seeds) => {
+            match attempt(seed, store.cluster(), peers, me, config.replace.clone()).await {
+                Attempt::Joined(settings, joined) => {
                     check_flags(config, &settings)?;
                     store.set_cluster(settings)?;
-                    tracing::info!(seed = %seed, cluster = %settings.id_hex(), "joined the cluster");
-                    return Ok(Joined { seeds });
+                    tracing::info!(seed = %seed, cluster = %settings.id_hex(), members = joined.members.len(), "joined the cluster");
+                    return Ok(joined);
                 }
                 Attempt::Refused(reason) => {
                     return Err(NodeError::Join(format!(
@@ -81,17 +124,65 @@ pub(crate) async fn join_or_create(
         started.elapsed().as_secs_f64()
     );
     match store.cluster() {
-        Some(settings) => {
+        Some(settings) if config.replace.is_none() => {
             check_flags(config, &settings)?;
             tracing::warn!(
                 "no seed reachable ({summary}); starting with the members remembered from the last run"
             );
-            Ok(Joined { seeds: Vec::new() })
+            Ok(Joined::default())
         }
-        None => Err(NodeError::Join(format!(
+        _ => Err(NodeError::Join(format!(
             "cannot join the cluster: {summary}"
         ))),
     }
+}
+
+/// A restart without `--join`: asks the members this node remembers for the cluster's
+/// view, all at once and briefly; the first answer wins. Nobody answering is normal
+/// (the whole cluster is starting), and the node starts from what it remembers.
+async fn rejoin(
+    config: &NodeConfig,
+    store: &Store,
+    peers: &Peers,
+    me: &MemberId,
+) -> Result<Joined, NodeError> {
+    let remembered: Vec<String> = store
+        .members()?
+        .into_iter()
+        .filter(|r| r.name != me.name && !r.left)
+        .map(|r| r.addr.to_string())
+        .collect();
+    if remembered.is_empty() {
+        return Ok(Joined::default());
+    }
+    let cluster = store.cluster();
+    let mut asks: futures_util::stream::FuturesUnordered<_> = remembered
+        .iter()
+        .map(|addr| async move { (addr, attempt(addr, cluster, peers, me, None).await) })
+        .collect();
+    let deadline = tokio::time::sleep(REJOIN_TIMEOUT);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            next = futures_util::StreamExt::next(&mut asks) => match next {
+                None => break,
+                Some((addr, Attempt::Joined(settings, joined))) => {
+                    check_flags(config, &settings)?;
+                    tracing::info!(seed = %addr, members = joined.members.len(), "rejoined the cluster");
+                    return Ok(joined);
+                }
+                Some((addr, Attempt::Refused(reason))) => {
+                    return Err(NodeError::Join(format!("{addr} refused this node: {reason}")));
+                }
+                Some(_) => {}
+            },
+        }
+    }
+    tracing::info!(
+        "no remembered member answered; starting with the members remembered from the last run"
+    );
+    Ok(Joined::default())
 }
 
 async fn attempt(
@@ -99,6 +190,7 @@ async fn attempt(
     cluster: Option<ClusterSettings>,
     peers: &Peers,
     me: &MemberId,
+    replace: Option<String>,
 ) -> Attempt {
     let addr = match tokio::net::lookup_host(seed).await.map(|mut a| a.next()) {
         Ok(Some(addr)) => addr,
@@ -120,6 +212,7 @@ async fn attempt(
     let join = Request::Join {
         id: me.clone(),
         cluster,
+        replace,
     };
     let answer = exchange(&connection, &join).await;
     connection.close(0u32.into(), b"joined");
@@ -128,13 +221,35 @@ async fn attempt(
             cluster,
             seed,
             members,
+            token,
         }) => {
             let mut seeds = vec![seed];
-            seeds.extend(members.into_iter().filter(|m| m.name != me.name));
-            Attempt::Joined(cluster, seeds)
+            seeds.extend(
+                members
+                    .iter()
+                    .filter(|m| m.id.name != me.name && m.state.is_live())
+                    .map(|m| m.id.clone()),
+            );
+            Attempt::Joined(
+                cluster,
+                Joined {
+                    seeds,
+                    members,
+                    token,
+                    created: false,
+                    through: Some(seed_name(addr, &name)),
+                },
+            )
+        }
+        Ok(Response::Error(reply)) if reply.code == ErrorCode::NotReady => {
+            Attempt::Unreachable(reply.message)
         }
         Ok(Response::Error(reply)) => Attempt::Refused(reply.message),
         Ok(other) => Attempt::Refused(format!("unexpected answer {other:?}")),
         Err(PeerError(reason)) => Attempt::Unreachable(reason),
     }
+}
+
+fn seed_name(addr: std::net::SocketAddr, name: &str) -> String {
+    format!("{name} at {addr}")
 }

@@ -82,3 +82,17 @@ pub(crate) fn exchange(counts: &SyncCounts, ok: bool) {
     metrics::counter!("vergent_antientropy_keys_total", "direction" => "received")
         .increment(counts.keys_received);
 }
+
+/// A peer this node cannot reach on the data path (1) or can again (0).
+pub(crate) fn unreachable(peer: &str, unreachable: bool) {
+    metrics::gauge!("vergent_peer_unreachable", "peer" => peer.to_string()).set(if unreachable {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+/// Partitions this node takes writes for but is still filling.
+pub(crate) fn filling(partitions: usize) {
+    metrics::gauge!("vergent_partitions_filling").set(partitions as f64);
+}

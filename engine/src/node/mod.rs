@@ -9,10 +9,12 @@
 
 mod antientropy;
 mod cluster;
+mod fill;
 mod hints;
 mod join;
 pub mod metrics;
 mod peers;
+mod reach;
 mod replication;
 mod server;
 mod service;
@@ -32,10 +34,11 @@ use self::peers::Peers;
 use crate::coordinator::{Coordinator, CoordinatorConfig, Millis};
 use crate::hlc::{Clock, MAX_CLOCK_OFFSET_MS_DEFAULT};
 use crate::limits::VALUE_BYTES_MAX_DEFAULT;
-use crate::membership::{MemberId, MembershipConfig};
+use crate::membership::{MemberId, Membership, MembershipConfig};
 use crate::net::{self, NetError, TlsMaterial};
 use crate::placement::{
-    PARTITIONS_DEFAULT, PARTITIONS_MAX, REPLICATION_FACTOR_DEFAULT, REPLICATION_FACTOR_MAX,
+    Fill, PARTITIONS_DEFAULT, PARTITIONS_MAX, PartitionSet, REPLICATION_FACTOR_DEFAULT,
+    REPLICATION_FACTOR_MAX,
 };
 use crate::protocol::{Consistency, Role};
 use crate::storage::{
@@ -77,6 +80,8 @@ pub struct NodeConfig {
     pub join: Vec<String>,
     /// Rounds of attempts at the seeds before giving up on a first join.
     pub join_attempts: u32,
+    /// A dead member whose place and partitions this node takes (with `join`).
+    pub replace: Option<String>,
     /// Partitions, when creating a cluster; checked against the cluster otherwise.
     pub partitions: Option<u16>,
     /// Copies of each partition, when creating a cluster; checked otherwise.
@@ -138,6 +143,7 @@ impl NodeConfig {
             certs_dir,
             join: Vec::new(),
             join_attempts: JOIN_ATTEMPTS_DEFAULT,
+            replace: None,
             partitions: None,
             replication_factor: None,
             default_consistency: Consistency::Quorum,
@@ -214,6 +220,8 @@ pub(crate) struct Shared {
     pub(crate) requests: Arc<tokio::sync::Semaphore>,
     pub(crate) connections_by_identity: Mutex<std::collections::HashMap<String, usize>>,
     pub(crate) view: RwLock<Arc<ClusterView>>,
+    /// Which partitions this node holds the data of.
+    pub(crate) fill: Mutex<Fill>,
     pub(crate) peers: Peers,
     pub(crate) coordinator: Mutex<Coordinator>,
     pub(crate) replication: replication::Replication,
@@ -289,14 +297,16 @@ impl Node {
                 "listening on {local_addr}: give --advertise with the address the other nodes reach this one at"
             )));
         }
-        let me = MemberId {
+        let mut me = MemberId {
             name: config.name.clone(),
             addr: advertise,
             incarnation: store.next_incarnation()?,
             epoch_ms: crate::wallclock::system_wall_ms(),
+            token: store.placement_token()?,
         };
         let peers = Peers::new(endpoint.clone(), config.name.clone());
 
+        let had_cluster = store.cluster().is_some();
         let joined = join::join_or_create(&config, &store, &peers, &me).await;
         let joined = match joined {
             Ok(joined) => joined,
@@ -309,11 +319,17 @@ impl Node {
         let settings = store
             .cluster()
             .expect("the cluster is known after joining or creating it");
+        if let Some(token) = &joined.token {
+            store.save_placement_token(token)?;
+            me.token = Some(token.clone());
+        }
+        let filled = initial_filled(&store, &joined, had_cluster, &me.name, settings.partitions)?;
+        store.save_filled(&filled)?;
         let clock = Clock::starting_after(store.hlc_high_water()?, config.max_clock_offset_ms);
         let remembered = store.members()?;
         let started = Instant::now();
         let (membership, membership_inputs) = cluster::MembershipHandle::new();
-        let view = ClusterView::initial(&me, &settings);
+        let view = ClusterView::initial(&me, &settings, filled.clone());
         let shared = Arc::new(Shared {
             requests: Arc::new(tokio::sync::Semaphore::new(config.requests_max)),
             connections_by_identity: Mutex::new(std::collections::HashMap::new()),
@@ -330,6 +346,7 @@ impl Node {
             me: me.clone(),
             started,
             view: RwLock::new(Arc::new(view)),
+            fill: Mutex::new(Fill::new(filled)),
             peers,
             replication: replication::Replication::default(),
             membership,
@@ -342,15 +359,36 @@ impl Node {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
+        // The cluster's view is installed before anything is served: members and their
+        // states from the seed (or memory), placement, who holds which data.
+        let mut m = Membership::new(
+            me.clone(),
+            &shared.config.membership,
+            random_seed(),
+            shared.now(),
+        );
+        m.restore(&remembered, shared.now());
+        m.install(joined.members, shared.now());
+        let (primed, view_ready) = tokio::sync::oneshot::channel();
         let tasks = &shared.tasks;
         tasks.spawn(cluster::run(
             shared.clone(),
             membership_inputs,
-            remembered,
-            joined,
+            m,
+            joined.seeds,
+            primed,
         ));
+        let _ = view_ready.await;
+        let view = shared.view();
+        tracing::info!(
+            members = view.members.len(),
+            through = joined.through.as_deref().unwrap_or("memory"),
+            partitions_filling = view.filling_of(&shared.me.name),
+            "cluster view installed"
+        );
         tasks.spawn(replication::run_timeouts(shared.clone()));
         tasks.spawn(hints::run(shared.clone()));
+        tasks.spawn(reach::run(shared.clone()));
         tasks.spawn(antientropy::run(shared.clone()));
         tasks.spawn(server::accept_loop(endpoint.clone(), shared.clone()));
         tracing::info!(
@@ -397,6 +435,14 @@ impl Node {
     pub async fn shutdown(self) {
         let Node { shared, endpoint } = self;
         tracing::info!(node = %shared.config.name, "shutting down");
+        if tokio::time::timeout(Duration::from_secs(1), shared.membership.go_down())
+            .await
+            .is_ok()
+        {
+            // Datagrams leave with the connections' next flush; closing them at once
+            // would drop the news.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         shared.shutdown.cancel();
         shared.tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, shared.tasks.wait())
@@ -415,6 +461,40 @@ impl Node {
         }
         tracing::info!("stopped");
     }
+}
+
+/// The partitions this node holds the data of at start: every one for the node that
+/// creates the cluster (there is no data yet); what its books say on a restart (every
+/// one for a directory from before the books were kept, which served as a full
+/// replica); none for a new or wiped node, and none for a node whose name departed
+/// the cluster in an earlier life (its data missed the writes since).
+fn initial_filled(
+    store: &Store,
+    joined: &join::Joined,
+    had_cluster: bool,
+    me: &str,
+    partitions: u16,
+) -> Result<PartitionSet, NodeError> {
+    if joined.created {
+        return Ok(PartitionSet::all(partitions));
+    }
+    if joined.departed(me) {
+        tracing::warn!(
+            "this node's name left the cluster or was removed while it was away: it refills every partition it holds before it counts in quorums"
+        );
+        return Ok(PartitionSet::empty());
+    }
+    Ok(match store.filled()? {
+        Some(set) => set,
+        None if had_cluster => PartitionSet::all(partitions),
+        None => PartitionSet::empty(),
+    })
+}
+
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
 }
 
 fn check_config(config: &NodeConfig) -> Result<(), NodeError> {

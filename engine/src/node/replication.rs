@@ -213,20 +213,63 @@ async fn read_remote(
 ) -> Result<Option<crate::record::Record>, PeerError> {
     let id = reachable(shared, to)?;
     let attempt = async {
-        let connection = shared.peers.connection(&id).await?;
-        match exchange(&connection, &Request::ReadLocal { key: key.to_vec() }).await? {
+        let connection = shared
+            .peers
+            .connection(&id)
+            .await
+            .map_err(BatchError::Path)?;
+        match exchange(&connection, &Request::ReadLocal { key: key.to_vec() })
+            .await
+            .map_err(BatchError::Path)?
+        {
             Response::Record { record } => Ok(record),
-            Response::Error(reply) => Err(PeerError(reply.message)),
-            other => Err(PeerError(format!("unexpected answer {other:?}"))),
+            Response::Error(reply) => Err(BatchError::Replica(reply.message)),
+            other => Err(BatchError::Replica(format!("unexpected answer {other:?}"))),
         }
     };
-    tokio::time::timeout(shared.config.replica_timeout, attempt)
+    let result = tokio::time::timeout(shared.config.replica_timeout, attempt)
         .await
-        .map_err(|_| PeerError("timed out".into()))?
+        .unwrap_or_else(|_| Err(BatchError::Path(PeerError(timed_out(shared)))));
+    result.map_err(|err| err.note(shared, to))
 }
 
-/// The current identity of `to`, unless it is unknown, dead or gone.
+/// How a request to a replica failed.
+enum BatchError {
+    /// The replica answered with an error of its own.
+    Replica(String),
+    /// The request never got an answer: no connection, lost on the way, no answer in time.
+    Path(PeerError),
+}
+
+impl BatchError {
+    /// The reason, after marking the peer unreachable when the path failed.
+    fn note(self, shared: &Shared, peer: &str) -> PeerError {
+        match self {
+            BatchError::Replica(reason) => PeerError(reason),
+            BatchError::Path(PeerError(reason)) => {
+                super::reach::lost(shared, peer, &reason);
+                PeerError(reason)
+            }
+        }
+    }
+}
+
+fn timed_out(shared: &Shared) -> String {
+    format!(
+        "no answer within {} ms",
+        shared.config.replica_timeout.as_millis()
+    )
+}
+
+/// The current identity of `to`, unless it is unknown, dead, gone, or unreachable
+/// from here on the data path.
 fn reachable(shared: &Shared, to: &str) -> Result<crate::membership::MemberId, PeerError> {
+    if let Some(why) = shared.peers.unreachable_reason(to) {
+        return Err(PeerError(format!(
+            "unreachable from {} ({why})",
+            shared.me.name
+        )));
+    }
     let view = shared.view();
     match view.member(to) {
         Some(member) if member.state.is_live() => Ok(member.id.clone()),
@@ -301,7 +344,7 @@ async fn link(shared: Arc<Shared>, peer: String, mut queue: mpsc::Receiver<Item>
             // so the batch goes again on a fresh stream (applying is idempotent).
             let reused = stream.is_some();
             match send_batch(&shared, &peer, &mut stream, &request).await {
-                Err(err) if reused => {
+                Err(BatchError::Path(err)) if reused => {
                     tracing::debug!(peer = %peer, "replication stream gone ({err}); reopening");
                     stream = None;
                     send_batch(&shared, &peer, &mut stream, &request).await
@@ -311,7 +354,8 @@ async fn link(shared: Arc<Shared>, peer: String, mut queue: mpsc::Receiver<Item>
         };
         let result = tokio::time::timeout(shared.config.replica_timeout, attempt)
             .await
-            .unwrap_or_else(|_| Err(PeerError("timed out".into())));
+            .unwrap_or_else(|_| Err(BatchError::Path(PeerError(timed_out(&shared)))));
+        let result = result.map_err(|err| err.note(&shared, &peer));
         if let Err(err) = &result {
             tracing::debug!(peer = %peer, entries = batch.len(), "replication batch failed: {err}");
             stream = None;
@@ -330,28 +374,28 @@ async fn send_batch(
     peer: &str,
     stream: &mut Option<(quinn::SendStream, quinn::RecvStream)>,
     request: &Request,
-) -> Result<(), PeerError> {
+) -> Result<(), BatchError> {
     let limit = batch_frame_bytes_max(VALUE_BYTES_MAX_CEILING);
+    let path = |e: &dyn std::fmt::Display| BatchError::Path(PeerError(e.to_string()));
     if stream.is_none() {
-        let id = reachable(shared, peer)?;
-        let connection = shared.peers.connection(&id).await?;
-        *stream = Some(
-            connection
-                .open_bi()
-                .await
-                .map_err(|e| PeerError(e.to_string()))?,
-        );
+        let id = reachable(shared, peer).map_err(|PeerError(e)| BatchError::Replica(e))?;
+        let connection = shared
+            .peers
+            .connection(&id)
+            .await
+            .map_err(BatchError::Path)?;
+        *stream = Some(connection.open_bi().await.map_err(|e| path(&e))?);
     }
     let (send, recv) = stream.as_mut().expect("stream just opened");
     frame::write_message(send, request, limit)
         .await
-        .map_err(|e| PeerError(e.to_string()))?;
+        .map_err(|e| path(&e))?;
     match frame::read_message::<Response, _>(recv, limit)
         .await
-        .map_err(|e| PeerError(e.to_string()))?
+        .map_err(|e| path(&e))?
     {
         Response::Replicated { .. } => Ok(()),
-        Response::Error(reply) => Err(PeerError(reply.message)),
-        other => Err(PeerError(format!("unexpected answer {other:?}"))),
+        Response::Error(reply) => Err(BatchError::Replica(reply.message)),
+        other => Err(BatchError::Replica(format!("unexpected answer {other:?}"))),
     }
 }

@@ -19,6 +19,10 @@ use crate::record::{Entry, NodeId, Payload, Record, Version};
 use crate::storage::StoreError;
 use crate::wallclock::system_wall_ms;
 
+/// Time given to a member's old address to answer before a join under its name from
+/// another address is taken for a restart.
+const NAME_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
+
 impl Shared {
     pub(crate) async fn handle(
         self: &Arc<Self>,
@@ -78,9 +82,15 @@ impl Shared {
                 result
             }
             Request::Status => Ok(Response::Status(self.status())),
+            Request::Ping => Ok(Response::Pong),
             Request::Replicate { entries } => self.replicate(entries).await,
             Request::ReadLocal { key } => self.read_local(&key),
-            Request::Join { id, cluster } => self.join(id, cluster),
+            Request::Join {
+                id,
+                cluster,
+                replace,
+            } => self.join(peer, id, cluster, replace).await,
+            Request::Remove { name } => self.remove(name).await,
             Request::Leave => self.leave().await,
             Request::Watch { .. } | Request::Repair { .. } => Err(ErrorReply::new(
                 ErrorCode::BadRequest,
@@ -100,7 +110,7 @@ impl Shared {
         check_key(&key).map_err(limit_error)?;
         self.reads.fetch_add(1, Ordering::Relaxed);
         let level = consistency.unwrap_or(self.config.default_consistency);
-        let replicas = self.view().replicas_of(&key);
+        let replicas = self.view().replica_set(&key);
         let now = self.now();
         match coordinate(self, |c| c.begin_read(key, replicas, level, now)).await {
             Outcome::Read { record } => Ok(Response::Value {
@@ -137,7 +147,7 @@ impl Shared {
                 .tick(system_wall_ms()),
             node: self.store.node_id(),
         };
-        let replicas = self.view().replicas_of(&key);
+        let replicas = self.view().replica_set(&key);
         let entry = Entry {
             key,
             record: Record { version, payload },
@@ -184,11 +194,22 @@ impl Shared {
         Ok(Response::Record { record })
     }
 
-    fn join(
+    async fn join(
         &self,
+        peer: &PeerIdentity,
         id: crate::membership::MemberId,
         cluster: Option<crate::storage::ClusterSettings>,
+        replace: Option<String>,
     ) -> Result<Response, ErrorReply> {
+        if id.name != peer.name {
+            return Err(ErrorReply::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "a join request for {:?} came with the certificate of {:?}; a node joins under its own name",
+                    id.name, peer.name
+                ),
+            ));
+        }
         if let Some(theirs) = cluster
             && theirs != self.settings
         {
@@ -212,21 +233,73 @@ impl Shared {
             tracing::warn!("join refused: {message}");
             return Err(ErrorReply::new(ErrorCode::ClusterMismatch, message));
         }
+        self.refuse_second_process(&id).await?;
+        let (members, token) = self.membership.admit(id, replace).await?;
         let view = self.view();
         let me = view
             .member(&self.me.name)
             .map_or_else(|| self.me.clone(), |m| m.id.clone());
-        let members = view
-            .members
-            .iter()
-            .filter(|m| m.state.is_live() && m.id.name != self.me.name)
-            .map(|m| m.id.clone())
-            .collect();
-        tracing::info!(member = %id.name, addr = %id.addr, "join request");
         Ok(Response::Joined {
             cluster: self.settings,
             seed: me,
             members,
+            token,
+        })
+    }
+
+    /// A join under the name of a member this node sees alive at another address is a
+    /// second process under that name, unless the first is gone (killed and restarted
+    /// elsewhere before the cluster noticed). Asking the old address tells which: if a
+    /// node of that name answers there, the join is refused and the live one is never
+    /// disturbed.
+    async fn refuse_second_process(
+        &self,
+        id: &crate::membership::MemberId,
+    ) -> Result<(), ErrorReply> {
+        let view = self.view();
+        let Some(live) = view.member(&id.name) else {
+            return Ok(());
+        };
+        if !live.state.is_live() || live.id.addr == id.addr {
+            return Ok(());
+        }
+        let probe = tokio::time::timeout(
+            NAME_PROBE_TIMEOUT,
+            self.peers.dial(live.id.addr, &id.name, Some(&id.name)),
+        )
+        .await;
+        let Ok(Ok((connection, _))) = probe else {
+            tracing::info!(member = %id.name, old = %live.id.addr, new = %id.addr, "a member restarted at a new address; the old one does not answer");
+            return Ok(());
+        };
+        connection.close(0u32.into(), b"name probe");
+        let message = format!(
+            "{} is alive at {} (it answered just now); a second process under the same name is refused",
+            id.name, live.id.addr
+        );
+        tracing::warn!(member = %id.name, addr = %id.addr, "join refused: {message}");
+        Err(ErrorReply::new(ErrorCode::NameInUse, message))
+    }
+
+    async fn remove(&self, name: String) -> Result<Response, ErrorReply> {
+        let id = self
+            .membership
+            .remove(name)
+            .await
+            .map_err(|reason| ErrorReply::new(ErrorCode::Refused, reason))?;
+        let hints = self
+            .store
+            .hint_backlog()
+            .unwrap_or_default()
+            .iter()
+            .filter(|b| b.target == id.name)
+            .map(|b| b.count)
+            .sum::<u64>();
+        Ok(Response::Removed {
+            message: format!(
+                "{} removed from the cluster; its partitions move to the remaining members, which fill them by anti-entropy ({} hints kept for it here are dropped)",
+                id.name, hints
+            ),
         })
     }
 
@@ -289,6 +362,8 @@ impl Shared {
                     reads: 0,
                     placement_digest: None,
                     state_age_ms: now.0.saturating_sub(m.since.0),
+                    partitions_filling: view.filling_of(name) as u16,
+                    reachable: self.peers.unreachable_reason(name).is_none(),
                 };
                 if *name == self.me.name {
                     let oldest = backlog.iter().map(|b| b.oldest_ms).filter(|&t| t > 0).min();

@@ -3,6 +3,10 @@
 //! Placement is a pure function: the same key and the same cluster shape give the same
 //! answer on every node, every build and every platform.
 
+mod fill;
+
+pub use self::fill::{Fill, FillChange};
+
 /// A partition number, `0..partitions`.
 pub type PartitionId = u16;
 
@@ -154,8 +158,10 @@ impl Placement {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let mut pairs: Vec<(String, String)> =
-            members.into_iter().map(|(name, token)| (token, name)).collect();
+        let mut pairs: Vec<(String, String)> = members
+            .into_iter()
+            .map(|(name, token)| (token, name))
+            .collect();
         pairs.sort();
         pairs.dedup_by(|b, a| a.0 == b.0);
         let tokens: Vec<String> = pairs.iter().map(|(t, _)| t.clone()).collect();

@@ -1,6 +1,5 @@
 use super::*;
 
-
 #[test]
 fn partition_is_stable_across_builds() {
     // Pinned values: changing the function would move every stored key.

@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 use crate::antientropy::messages::{SyncRequest, SyncResponse};
 use crate::antientropy::report::{PeerSync, RepairProgress, RepairReport};
 use crate::hlc::Timestamp;
-use crate::membership::MemberId;
+use crate::membership::{MemberId, SeedMember};
 use crate::record::{Entry, Record, Version};
 use crate::storage::ClusterSettings;
 
 /// The ALPN protocol id every Vergent connection negotiates.
 pub const ALPN: &[u8] = b"vergent/1";
 /// The message protocol version sent in [`Request::Hello`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Who a certificate says its holder is. Each request is checked against it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,12 +124,21 @@ pub enum Request {
         /// The key.
         key: Vec<u8>,
     },
-    /// Internode: a node asks to join the cluster. Node role only.
+    /// Internode: a node asks to join the cluster (or, restarting, for the cluster's
+    /// current state). Node role only.
     Join {
         /// The joining node's identity.
         id: MemberId,
         /// The cluster its data directory belongs to, if any.
         cluster: Option<ClusterSettings>,
+        /// A dead member whose place (and partitions) the joining node takes.
+        replace: Option<String>,
+    },
+    /// Administrative: removes a dead member from the cluster for good; its partitions
+    /// are re-replicated to the others.
+    Remove {
+        /// The member's name.
+        name: String,
     },
     /// Streams every change this node applies from now on, until the client stops.
     Watch {
@@ -140,6 +149,8 @@ pub enum Request {
     Leave,
     /// Internode: one step of an anti-entropy exchange. Node role only.
     Sync(SyncRequest),
+    /// Internode: is the data path to this node open? Answered with `Pong`. Node role only.
+    Ping,
     /// Administrative: recompute every partition's Merkle tree from the data and compare
     /// it with the tree kept incrementally.
     Verify,
@@ -176,9 +187,11 @@ impl Request {
             Request::Replicate { .. } => "replicate",
             Request::ReadLocal { .. } => "read-local",
             Request::Join { .. } => "join",
+            Request::Remove { .. } => "remove",
             Request::Watch { .. } => "watch",
             Request::Leave => "leave",
             Request::Sync(_) => "sync",
+            Request::Ping => "ping",
             Request::Repair { .. } => "repair",
             Request::Verify => "verify",
         }
@@ -197,8 +210,11 @@ impl Request {
             Request::Replicate { .. }
             | Request::ReadLocal { .. }
             | Request::Join { .. }
-            | Request::Sync(_) => Role::Node,
-            Request::Leave | Request::Repair { .. } | Request::Verify => Role::Admin,
+            | Request::Sync(_)
+            | Request::Ping => Role::Node,
+            Request::Leave | Request::Remove { .. } | Request::Repair { .. } | Request::Verify => {
+                Role::Admin
+            }
         }
     }
 }
@@ -258,8 +274,19 @@ pub enum Response {
         cluster: ClusterSettings,
         /// The answering node's identity.
         seed: MemberId,
-        /// Every member the answering node knows alive.
-        members: Vec<MemberId>,
+        /// Every member the answering node knows, with its state and last status: the
+        /// joining node installs them before it serves anything.
+        members: Vec<SeedMember>,
+        /// The placement token the joining node takes (the replaced member's), if it
+        /// replaces one.
+        token: Option<String>,
+    },
+    /// The answer to [`Request::Ping`].
+    Pong,
+    /// The answer to [`Request::Remove`].
+    Removed {
+        /// What happens next.
+        message: String,
     },
     /// One change, streamed in answer to [`Request::Watch`].
     Change {
@@ -330,6 +357,12 @@ pub struct MemberStatus {
     pub placement_digest: Option<String>,
     /// Milliseconds since the answering node saw its state change.
     pub state_age_ms: u64,
+    /// Partitions it takes writes for but does not hold the data of yet: while it
+    /// fills them it counts in no quorum for them (a joining or replaced node).
+    pub partitions_filling: u16,
+    /// Whether the answering node can reach it directly right now (`false`: requests
+    /// to it failed while membership says it is alive, a one-way or bridged cut).
+    pub reachable: bool,
 }
 
 /// A node's view of the cluster.
@@ -399,6 +432,12 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The node belongs to another cluster, or its settings differ.
     ClusterMismatch,
+    /// The node has not installed the cluster's membership yet.
+    NotReady,
+    /// Another live member already has this name.
+    NameInUse,
+    /// The request names a member it cannot apply to (alive, unknown, already gone).
+    Refused,
 }
 
 /// A failed request: a code for programs and one line for people.

@@ -7,6 +7,7 @@ use heed::{Database, RoTxn, RwTxn, WithoutTls};
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
+use crate::placement::PartitionSet;
 
 /// The storage format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -16,6 +17,8 @@ pub(crate) const NODE_NAME: &str = "node_name";
 pub(crate) const CLUSTER: &str = "cluster";
 pub(crate) const INCARNATION: &str = "incarnation";
 pub(crate) const HLC_HIGH_WATER: &str = "hlc_high_water";
+pub(crate) const FILLED: &str = "filled_partitions";
+pub(crate) const TOKEN: &str = "placement_token";
 
 /// The settings a cluster is created with. They never change afterwards; a node holding
 /// data of one cluster is never allowed into another.
@@ -46,8 +49,34 @@ pub struct MemberRecord {
     pub name: String,
     /// Where it was last seen listening.
     pub addr: std::net::SocketAddr,
-    /// Whether it left the cluster gracefully (and so holds no partitions).
+    /// Whether it left the cluster gracefully or was removed (and so holds no partitions).
     pub left: bool,
+    /// Its placement token, when it is not its name.
+    pub token: Option<String>,
+}
+
+impl MemberRecord {
+    /// Decodes a stored record, written by this build or by one from before tokens.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<MemberRecord, postcard::Error> {
+        #[derive(Deserialize)]
+        struct Untokened {
+            name: String,
+            addr: std::net::SocketAddr,
+            left: bool,
+        }
+        match postcard::from_bytes::<MemberRecord>(bytes) {
+            Ok(record) => Ok(record),
+            Err(err) => match postcard::from_bytes::<Untokened>(bytes) {
+                Ok(old) => Ok(MemberRecord {
+                    name: old.name,
+                    addr: old.addr,
+                    left: old.left,
+                    token: None,
+                }),
+                Err(_) => Err(err),
+            },
+        }
+    }
 }
 
 pub(crate) fn get_u64(
@@ -138,4 +167,62 @@ pub(crate) fn check_existing(
         });
     }
     Ok(())
+}
+
+impl super::Store {
+    /// The partitions this replica holds the data of: filled from the other replicas
+    /// (or owned since the cluster was created), and not handed away since. `None` for
+    /// a directory that has never recorded it.
+    pub fn filled(&self) -> Result<Option<PartitionSet>, StoreError> {
+        let rtxn = self.tables.read_txn()?;
+        let raw = self
+            .tables
+            .meta
+            .get(&rtxn, FILLED)
+            .map_err(StoreError::lmdb("reading meta"))?;
+        raw.map(|bytes| {
+            postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+                what: "meta table",
+                detail: format!("filled partitions: {e}"),
+            })
+        })
+        .transpose()
+    }
+
+    /// Records which partitions this replica holds the data of, durably.
+    pub fn save_filled(&self, filled: &PartitionSet) -> Result<(), StoreError> {
+        let bytes = postcard::to_allocvec(filled).map_err(|e| StoreError::Corrupt {
+            what: "filled partitions",
+            detail: e.to_string(),
+        })?;
+        let mut wtxn = self.tables.write_txn()?;
+        self.tables
+            .meta
+            .put(&mut wtxn, FILLED, &bytes)
+            .map_err(StoreError::lmdb("writing the filled partitions"))?;
+        wtxn.commit()
+            .map_err(StoreError::lmdb("writing the filled partitions"))
+    }
+
+    /// This node's placement token, when it replaced another member.
+    pub fn placement_token(&self) -> Result<Option<String>, StoreError> {
+        let rtxn = self.tables.read_txn()?;
+        Ok(self
+            .tables
+            .meta
+            .get(&rtxn, TOKEN)
+            .map_err(StoreError::lmdb("reading meta"))?
+            .map(|b| String::from_utf8_lossy(b).into_owned()))
+    }
+
+    /// Records this node's placement token (it replaced the member that held it).
+    pub fn save_placement_token(&self, token: &str) -> Result<(), StoreError> {
+        let mut wtxn = self.tables.write_txn()?;
+        self.tables
+            .meta
+            .put(&mut wtxn, TOKEN, token.as_bytes())
+            .map_err(StoreError::lmdb("writing the placement token"))?;
+        wtxn.commit()
+            .map_err(StoreError::lmdb("writing the placement token"))
+    }
 }

@@ -263,7 +263,7 @@ impl Store {
         let mut out = Vec::new();
         for item in iter {
             let (_, bytes) = item.map_err(StoreError::lmdb("reading members"))?;
-            match postcard::from_bytes::<MemberRecord>(bytes) {
+            match MemberRecord::decode(bytes) {
                 Ok(record) => out.push(record),
                 Err(e) => tracing::warn!("skipping an unreadable member record: {e}"),
             }

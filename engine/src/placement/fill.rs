@@ -1,0 +1,226 @@
+//! Which partitions a node holds the data of: the books behind [`ReplicaSet`]'s rule
+//! that a quorum never rests on a replica that holds nothing.
+//!
+//! A node holds a partition's data ("has filled it") when it owned the partition since
+//! the cluster began, or when, after it started taking the partition's writes, it
+//! completed an exchange that ended in agreement with every replica then counted for
+//! the partition. Those replicas hold every write acknowledged before (an acknowledged
+//! write is on a quorum of them, and the exchange brought over everything each holds);
+//! every write after reaches the node itself, as a target. A node that stops taking a
+//! partition's writes (placement moved it away, or a stand-in is no longer needed)
+//! forgets that it held the data, since from then on it misses writes.
+//!
+//! The exact rule for counting is in [`Placement::replica_set`]. The books are pure:
+//! the node feeds them its view, the other members' filled sets, the times of its
+//! exchanges and the time, and stores what they say.
+
+use std::collections::BTreeMap;
+
+use super::{PartitionId, PartitionSet, Placement, ReplicaSet};
+
+/// One node's fill state; see the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fill {
+    filled: PartitionSet,
+    /// Partitions this node takes writes for without holding their data, with the
+    /// time (ms) it started taking them.
+    filling_since: BTreeMap<PartitionId, u64>,
+    /// Partitions this node stopped taking writes for while it still holds data of
+    /// them, with the time (ms) it stopped: handoff waits for exchanges after that.
+    released_at: BTreeMap<PartitionId, u64>,
+}
+
+/// What [`Fill::update`] changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FillChange {
+    /// Partitions this node now holds the data of.
+    pub filled: Vec<PartitionId>,
+    /// Partitions it no longer counts for.
+    pub released: Vec<PartitionId>,
+}
+
+impl FillChange {
+    /// Whether anything changed.
+    pub fn is_empty(&self) -> bool {
+        self.filled.is_empty() && self.released.is_empty()
+    }
+}
+
+impl Fill {
+    /// Books starting from the partitions a node is known to hold.
+    pub fn new(filled: PartitionSet) -> Fill {
+        Fill {
+            filled,
+            ..Fill::default()
+        }
+    }
+
+    /// The partitions this node holds the data of.
+    pub fn filled(&self) -> &PartitionSet {
+        &self.filled
+    }
+
+    /// Partitions this node takes writes for and is still filling.
+    pub fn filling(&self) -> impl Iterator<Item = PartitionId> + '_ {
+        self.filling_since.keys().copied()
+    }
+
+    /// When this node stopped taking `partition`'s writes, if it did and holds data of it.
+    pub fn released_at(&self, partition: PartitionId) -> Option<u64> {
+        self.released_at.get(&partition).copied()
+    }
+
+    /// Forgets `partition`'s release once its data is gone.
+    pub fn handed_off(&mut self, partition: PartitionId) {
+        self.released_at.remove(&partition);
+    }
+
+    /// Forgets everything: this node's data cannot be trusted (it was removed from the
+    /// cluster in an earlier life, or left it, and writes went on without it).
+    pub fn clear(&mut self) {
+        self.filled = PartitionSet::empty();
+        self.filling_since.clear();
+    }
+
+    /// The replica set of `partition` as the rest of the cluster computes it.
+    pub fn replica_set(
+        &self,
+        me: &str,
+        placement: &Placement,
+        others_filled: impl Fn(&str, PartitionId) -> bool,
+        partition: PartitionId,
+    ) -> ReplicaSet {
+        placement.replica_set(partition, |n| {
+            if n == me {
+                self.filled.contains(partition)
+            } else {
+                others_filled(n, partition)
+            }
+        })
+    }
+
+    /// Brings the books up to date: partitions this node no longer takes writes for are
+    /// released, partitions it newly takes writes for start filling, and a filling
+    /// partition is filled once every counted replica has ended an exchange with this
+    /// node in agreement (`in_sync(partition, peer)`, the time it ended) since.
+    pub fn update(
+        &mut self,
+        me: &str,
+        placement: &Placement,
+        others_filled: impl Fn(&str, PartitionId) -> bool,
+        in_sync: impl Fn(PartitionId, &str) -> Option<u64>,
+        now: u64,
+    ) -> FillChange {
+        let mut change = FillChange::default();
+        for partition in 0..placement.partitions() {
+            let set = self.replica_set(me, placement, &others_filled, partition);
+            let target = set.targets.iter().any(|t| t == me);
+            if target {
+                self.released_at.remove(&partition);
+            } else {
+                self.filling_since.remove(&partition);
+                if self.filled.remove(partition) {
+                    change.released.push(partition);
+                }
+                self.released_at.entry(partition).or_insert(now);
+                continue;
+            }
+            if self.filled.contains(partition) {
+                continue;
+            }
+            let since = *self.filling_since.entry(partition).or_insert(now);
+            let sources: Vec<&String> = set.counted.iter().filter(|c| *c != me).collect();
+            let caught_up = !sources.is_empty()
+                && sources
+                    .iter()
+                    .all(|s| in_sync(partition, s).is_some_and(|t| t >= since));
+            if caught_up {
+                self.filled.insert(partition);
+                self.filling_since.remove(&partition);
+                change.filled.push(partition);
+            }
+        }
+        change
+    }
+
+    /// The replicas to exchange `partition` with to fill it: the ones that count.
+    pub fn sources(
+        &self,
+        me: &str,
+        placement: &Placement,
+        others_filled: impl Fn(&str, PartitionId) -> bool,
+        partition: PartitionId,
+    ) -> Vec<String> {
+        self.replica_set(me, placement, others_filled, partition)
+            .counted
+            .into_iter()
+            .filter(|c| c != me)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_owner_fills_after_exchanges_with_every_counted_replica_since_it_started() {
+        let before = Placement::compute(["n1", "n2", "n3"], 8, 3);
+        let after = Placement::compute(["n1", "n2", "n3", "n4"], 8, 3);
+        let old = |n: &str, p: PartitionId| before.holds(n, p);
+        let mut fill = Fill::new(PartitionSet::empty());
+        // Exchanges before it took writes do not count.
+        let change = fill.update("n4", &after, old, |_, _| Some(5), 10);
+        assert!(change.filled.is_empty());
+        let held: Vec<PartitionId> = after.partitions_of("n4").collect();
+        assert_eq!(fill.filling().collect::<Vec<_>>(), held);
+        for &p in &held {
+            let mut sources = fill.sources("n4", &after, old, p);
+            sources.sort();
+            let mut owners: Vec<String> = before.replicas(p).map(str::to_string).collect();
+            owners.sort();
+            assert_eq!(sources, owners);
+        }
+        // One source short: still filling.
+        let change = fill.update("n4", &after, old, |_, s| (s != "n1").then_some(20), 30);
+        assert!(change.filled.iter().all(|&p| !before.holds("n1", p)));
+        let change = fill.update("n4", &after, old, |_, _| Some(40), 50);
+        assert_eq!(fill.filled().len(), held.len());
+        assert_eq!(fill.filling().count(), 0);
+        assert!(change.released.is_empty());
+    }
+
+    #[test]
+    fn a_stand_in_releases_a_partition_once_the_new_owner_has_filled_it() {
+        let before = Placement::compute(["n1", "n2", "n3"], 8, 3);
+        let after = Placement::compute(["n1", "n2", "n3", "n4"], 8, 3);
+        let moved: Vec<PartitionId> = (0..8).filter(|&p| after.holds("n4", p)).collect();
+        let displaced = |p: PartitionId| {
+            before
+                .replicas(p)
+                .find(|r| !after.holds(r, p))
+                .unwrap()
+                .to_string()
+        };
+        let p = moved[0];
+        let stand_in = displaced(p);
+        let mut fill = Fill::new(before.partitions_of(&stand_in).fold(
+            PartitionSet::empty(),
+            |mut s, p| {
+                s.insert(p);
+                s
+            },
+        ));
+        // n4 still filling: the stand-in keeps counting.
+        let n4_filling = |n: &str, q: PartitionId| n != "n4" && before.holds(n, q);
+        let change = fill.update(&stand_in, &after, n4_filling, |_, _| None, 10);
+        assert!(!change.released.contains(&p));
+        assert!(fill.filled().contains(p));
+        // n4 filled: released, and handoff waits for exchanges after now.
+        let n4_done = |n: &str, q: PartitionId| n == "n4" || before.holds(n, q);
+        let change = fill.update(&stand_in, &after, n4_done, |_, _| None, 20);
+        assert!(change.released.contains(&p));
+        assert!(!fill.filled().contains(p));
+        assert_eq!(fill.released_at(p), Some(20));
+    }
+}
