@@ -114,6 +114,17 @@ impl ServeProcess {
         data_dir: &Path,
         extra: &[&str],
     ) -> Result<ServeProcess, String> {
+        Self::try_start_at(name, "127.0.0.1:0", certs, data_dir, extra)
+    }
+
+    /// Like [`ServeProcess::try_start`], listening on `listen`.
+    pub fn try_start_at(
+        name: &str,
+        listen: &str,
+        certs: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Result<ServeProcess, String> {
         std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
         let log = data_dir.with_extension("log");
         let log_file = std::fs::OpenOptions::new()
@@ -122,14 +133,7 @@ impl ServeProcess {
             .open(&log)
             .unwrap();
         let mut child = vergent()
-            .args([
-                "serve",
-                "--name",
-                name,
-                "--listen",
-                "127.0.0.1:0",
-                "--certs",
-            ])
+            .args(["serve", "--name", name, "--listen", listen, "--certs"])
             .arg(certs)
             .arg("--data-dir")
             .arg(data_dir)
@@ -433,4 +437,46 @@ pub fn contents(node: &Node) -> std::collections::BTreeMap<Vec<u8>, vergent::rec
         out.extend(entries.into_iter().map(|e| (e.key, e.record)));
     }
     out
+}
+
+/// The keys of `keys` replica `node` does not hold itself (one connection for all).
+pub async fn missing_on(certs: &TestCerts, node: SocketAddr, keys: &[String]) -> Vec<String> {
+    let peer = Client::connect(&node.to_string(), &certs.material("n-probe"))
+        .await
+        .unwrap();
+    let mut missing = Vec::new();
+    for key in keys {
+        let answer = peer
+            .request(&vergent::protocol::Request::ReadLocal {
+                key: key.as_bytes().to_vec(),
+            })
+            .await
+            .unwrap();
+        match answer {
+            vergent::protocol::Response::Record { record: Some(_) } => {}
+            vergent::protocol::Response::Record { record: None } => missing.push(key.clone()),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    peer.close().await;
+    missing
+}
+
+/// Writes `value` under every key of `keys` through `node` at `consistency`, on one
+/// connection; panics on a failed write.
+pub async fn put_all(
+    certs: &TestCerts,
+    node: SocketAddr,
+    keys: &[String],
+    value: &str,
+    consistency: vergent::protocol::Consistency,
+) {
+    let client = certs.client(node).await;
+    for key in keys {
+        client
+            .put(key.as_bytes(), value.as_bytes(), Some(consistency))
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e}"));
+    }
+    client.close().await;
 }

@@ -19,6 +19,10 @@ use crate::record::{Entry, NodeId, Payload, Record, Version};
 use crate::storage::StoreError;
 use crate::wallclock::system_wall_ms;
 
+fn view_knows_older(view: &super::ClusterView, id: &crate::membership::MemberId) -> bool {
+    view.member(&id.name).is_some_and(|m| id.supersedes(&m.id))
+}
+
 /// Time given to a member's old address to answer before a join under its name from
 /// another address is taken for a restart.
 const NAME_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
@@ -234,6 +238,11 @@ impl Shared {
             return Err(ErrorReply::new(ErrorCode::ClusterMismatch, message));
         }
         self.refuse_second_process(&id).await?;
+        if view_knows_older(&self.view(), &id) {
+            // A restarted node: whatever connection this node kept to its old process
+            // is dead without knowing it.
+            self.peers.forget(&id.name);
+        }
         let (members, token) = self.membership.admit(id, replace).await?;
         let view = self.view();
         let me = view
