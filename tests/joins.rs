@@ -44,8 +44,8 @@ async fn writer(
             let nodes = nodes.read().unwrap();
             nodes[(i as usize + id) % nodes.len()]
         };
-        if !clients.contains_key(&addr) {
-            clients.insert(addr, certs.client(addr).await);
+        if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry(addr) {
+            slot.insert(certs.client(addr).await);
         }
         let key = format!("w{id}-{i}");
         let value = format!("v{id}-{i}");
@@ -90,8 +90,8 @@ async fn reader(
             };
             (nodes[(i + id) % nodes.len()], pick)
         };
-        if !clients.contains_key(&addr) {
-            clients.insert(addr, certs.client(addr).await);
+        if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry(addr) {
+            slot.insert(certs.client(addr).await);
         }
         let (key, value) = pick;
         tally.reads.fetch_add(1, Ordering::Relaxed);
