@@ -176,7 +176,7 @@ enum Event {
     SwimTimer {
         node: usize,
         life: u32,
-        timer: foca::Timer<MemberId>,
+        timer: vergent::membership::SwimTimer,
     },
     Tick {
         node: usize,

@@ -163,9 +163,29 @@ pub enum MembershipError {
 
 type Swim = Foca<MemberId, PostcardCodec, SmallRng, StatusHandler>;
 
+/// A timer membership asked for ([`Membership::poll_timer`]), to hand back to
+/// [`Membership::handle_timer`] when it fires. Timers of an earlier SWIM instance (from
+/// before this node renewed its identity) are ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwimTimer {
+    generation: u32,
+    timer: Timer<MemberId>,
+}
+
+impl SwimTimer {
+    /// Whether this timer starts a probe round.
+    pub fn is_probe(&self) -> bool {
+        matches!(self.timer, Timer::ProbeRandomMember(_))
+    }
+}
+
 /// The membership state machine; see the module documentation.
 pub struct Membership {
     swim: Swim,
+    swim_config: foca::Config,
+    seed: u64,
+    /// Counts SWIM instances: a renewal starts a new one.
+    generation: u32,
     me: MemberId,
     roster: BTreeMap<String, MemberView>,
     book: Arc<Mutex<StatusBook>>,
@@ -205,7 +225,7 @@ impl Membership {
         let book = Arc::new(Mutex::new(StatusBook::default()));
         let swim = Foca::with_custom_broadcast(
             me.clone(),
-            swim_config,
+            swim_config.clone(),
             SmallRng::seed_from_u64(seed),
             PostcardCodec,
             StatusHandler::new(book.clone()),
@@ -224,6 +244,9 @@ impl Membership {
         );
         Membership {
             swim,
+            swim_config,
+            seed,
+            generation: 0,
             me,
             roster,
             book,
@@ -436,8 +459,11 @@ impl Membership {
     }
 
     /// A timer this membership asked for has fired.
-    pub fn handle_timer(&mut self, timer: Timer<MemberId>, now: Millis) {
-        if let Err(err) = self.swim.handle_timer(timer, &mut self.runtime) {
+    pub fn handle_timer(&mut self, timer: SwimTimer, now: Millis) {
+        if timer.generation != self.generation {
+            return;
+        }
+        if let Err(err) = self.swim.handle_timer(timer.timer, &mut self.runtime) {
             tracing::debug!("membership timer: {err}");
         }
         self.sync(now);
@@ -550,25 +576,44 @@ impl Membership {
         }
     }
 
-    fn renew(&mut self, now: Millis) {
+    /// Comes back under the next incarnation, in a SWIM instance of its own. A node
+    /// that was declared dead was most likely the one cut off, so what it suspected
+    /// meanwhile is stale: the new instance starts from the roster with every member it
+    /// knows live counted alive, and finds out afresh. (Renewing in place would keep
+    /// those suspicions with their timers cancelled: a member suspected just before
+    /// the renewal would stay suspect here for good, since its probes succeed and it
+    /// never hears it was suspected.)
+    fn renew(&mut self, _now: Millis) {
         let renewed = self.me.renewed();
-        if self
-            .swim
-            .change_identity(renewed.clone(), &mut self.runtime)
-            .is_err()
-        {
-            return;
-        }
-        self.me = renewed.clone();
-        self.renewals.push_back(now);
-        self.events.push_back(MembershipEvent::RejoinedAs(renewed));
-        // Renewing resets SWIM to "disconnected" and cancels its timers, and it only
-        // reconnects when a later update arrives. If every member renews at once (a
-        // partition healing) nobody sends one, and all stay silent for good. An empty
-        // update reconnects at once when members are known.
+        while self.runtime.to_send().is_some() {}
+        while self.runtime.to_schedule().is_some() {}
+        while self.runtime.to_notify().is_some() {}
+        self.generation = self.generation.wrapping_add(1);
+        let rng = SmallRng::seed_from_u64(
+            self.seed ^ u64::from(self.generation).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        self.swim = Foca::with_custom_broadcast(
+            renewed.clone(),
+            self.swim_config.clone(),
+            rng,
+            PostcardCodec,
+            StatusHandler::new(self.book.clone()),
+        );
+        let known: Vec<Member<MemberId>> = self
+            .roster
+            .values()
+            .filter(|m| m.id.name != renewed.name && m.state != MemberState::Left)
+            .map(|m| match m.state {
+                MemberState::Dead => Member::down(m.id.clone()),
+                _ => Member::new(m.id.clone(), m.swim_incarnation, State::Alive),
+            })
+            .collect();
         let _ = self
             .swim
-            .apply_many(std::iter::empty(), true, &mut self.runtime);
+            .apply_many(known.into_iter(), false, &mut self.runtime);
+        self.me = renewed.clone();
+        self.renewals.push_back(_now);
+        self.events.push_back(MembershipEvent::RejoinedAs(renewed));
     }
 
     /// Whether this node is leaving.
@@ -582,8 +627,11 @@ impl Membership {
     }
 
     /// The next timer to arm: fire it with [`Membership::handle_timer`] after the delay.
-    pub fn poll_timer(&mut self) -> Option<(Duration, Timer<MemberId>)> {
-        self.runtime.to_schedule()
+    pub fn poll_timer(&mut self) -> Option<(Duration, SwimTimer)> {
+        let generation = self.generation;
+        self.runtime
+            .to_schedule()
+            .map(|(after, timer)| (after, SwimTimer { generation, timer }))
     }
 
     /// The next change.

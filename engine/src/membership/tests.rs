@@ -27,7 +27,7 @@ enum Item {
 }
 
 /// foca's timers order only by kind; wrap them so the queue orders by time first.
-struct TimerBox(Timer<MemberId>);
+struct TimerBox(SwimTimer);
 
 impl PartialEq for TimerBox {
     fn eq(&self, _: &Self) -> bool {
@@ -105,7 +105,7 @@ impl Net {
             }
             let mut probing = false;
             while let Some((after, timer)) = m.poll_timer() {
-                probing |= matches!(timer, Timer::ProbeRandomMember(_));
+                probing |= timer.is_probe();
                 out.push((
                     now + after.as_millis() as u64,
                     name.to_string(),

@@ -8,13 +8,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use foca::Timer;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::Shared;
 use crate::membership::{
     GossipStatus, MemberId, MemberState, MemberView, Membership, MembershipEvent, SeedMember,
+    SwimTimer,
 };
 use crate::placement::{PartitionId, PartitionSet, Placement, ReplicaSet, partition_of};
 use crate::protocol::{ErrorCode, ErrorReply};
@@ -208,7 +208,7 @@ impl MembershipHandle {
 }
 
 /// foca's timers order only by kind; the queue orders by deadline, then arrival.
-struct Due(Instant, u64, Timer<MemberId>);
+struct Due(Instant, u64, SwimTimer);
 
 impl PartialEq for Due {
     fn eq(&self, other: &Self) -> bool {
