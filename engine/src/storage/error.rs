@@ -93,6 +93,34 @@ pub enum StoreError {
         /// The configured map size.
         map_size_bytes: usize,
     },
+    /// The device holding the data directory has no space left; the transaction was
+    /// rolled back and the data on disk is as it was before it.
+    #[error(
+        "storage is full: the device has no space left ({cause}); {available_bytes} bytes are free on {path}; the write was not applied: free space on the device or move --data-dir to a larger one"
+    )]
+    DeviceFull {
+        /// The data directory.
+        path: PathBuf,
+        /// The device's error, e.g. "No space left on device, os error 28".
+        cause: String,
+        /// Bytes free to unprivileged writers when the failure was seen.
+        available_bytes: u64,
+    },
+    /// A key outside the key limits reached storage; nothing was written. Keys are
+    /// checked where they arrive, so this is the last line: an empty key would be
+    /// stored under a tree leaf's own row.
+    #[error("key refused by storage: {0}; nothing was written")]
+    BadKey(#[from] crate::limits::LimitError),
+    /// A tree node the tree does not have was asked for; nothing was read.
+    #[error(
+        "the tree has no node at level {level}, index {index} (levels 0 to 3, level L has 16^L nodes)"
+    )]
+    NoSuchTreeNode {
+        /// The level asked for.
+        level: u8,
+        /// The index asked for.
+        index: usize,
+    },
     /// LMDB reported an error; the transaction (if any) was rolled back.
     #[error("storage error while {context}: {message}")]
     Lmdb {

@@ -83,6 +83,17 @@ impl StoreOptions {
     }
 }
 
+/// An entry as listed for a comparison: its key, version and kind, without its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The entry's version.
+    pub version: Version,
+    /// Whether the entry is a tombstone.
+    pub tombstone: bool,
+}
+
 /// What applying one entry did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyOutcome {
@@ -648,6 +659,7 @@ impl Tables {
         encoded: &mut Vec<u8>,
         tree_deltas: &mut Vec<(Location, Delta)>,
     ) -> Result<ApplyOutcome, StoreError> {
+        crate::limits::check_key(&entry.key)?;
         let settings = *self.settings()?;
         let location = tree::locate(&entry.key, settings.partitions);
         let dkey = data_key_at(location.partition, location.leaf, &entry.key);
@@ -893,11 +905,20 @@ impl Store {
         level: u8,
         index: usize,
     ) -> Result<TreeNode, StoreError> {
+        let missing = StoreError::NoSuchTreeNode { level, index };
         if level < tree::LEAF_LEVEL {
-            return Ok(self.tables.inner(partition)?.node(level, index));
+            return self
+                .tables
+                .inner(partition)?
+                .node(level, index)
+                .ok_or(missing);
         }
+        let leaf = u16::try_from(index)
+            .ok()
+            .filter(|&leaf| level == tree::LEAF_LEVEL && usize::from(leaf) < tree::LEAVES)
+            .ok_or(missing)?;
         let rtxn = self.tables.read_txn()?;
-        self.tables.leaf(&rtxn, partition, index as u16)
+        self.tables.leaf(&rtxn, partition, leaf)
     }
 
     /// The 16 children of node `index` at inner `level` of `partition`'s tree.
@@ -907,14 +928,19 @@ impl Store {
         level: u8,
         index: usize,
     ) -> Result<Vec<TreeNode>, StoreError> {
+        let missing = StoreError::NoSuchTreeNode { level, index };
+        if level >= tree::LEAF_LEVEL || tree::inner_index(level, index).is_none() {
+            return Err(missing);
+        }
         let first = index * tree::FANOUT;
         if level + 1 < tree::LEAF_LEVEL {
             let inner = self.tables.inner(partition)?;
-            return Ok((first..first + tree::FANOUT)
-                .map(|i| inner.node(level + 1, i))
-                .collect());
+            return (first..first + tree::FANOUT)
+                .map(|i| inner.node(level + 1, i).ok_or(missing.clone()))
+                .collect();
         }
         let rtxn = self.tables.read_txn()?;
+        // An inner node at the last inner level has index < 256, so its leaves are < 4096.
         (first..first + tree::FANOUT)
             .map(|leaf| self.tables.leaf(&rtxn, partition, leaf as u16))
             .collect()
@@ -922,7 +948,8 @@ impl Store {
 
     /// The entries of `partition` whose leaves are in `leaves`, in storage order,
     /// starting after `after` (a resume point returned by an earlier call), up to
-    /// `bytes_max` bytes of values. Returns them and the resume point when there are more.
+    /// `bytes_max` bytes of stored records. Returns them and the resume point when there
+    /// are more.
     pub fn entries_in(
         &self,
         partition: PartitionId,
@@ -930,31 +957,21 @@ impl Store {
         after: Option<&[u8]>,
         bytes_max: usize,
     ) -> Result<(Vec<Entry>, Option<Vec<u8>>), StoreError> {
-        use std::ops::Bound;
+        self.entries_page(partition, leaves, after, usize::MAX, bytes_max)
+    }
+
+    /// Like [`Store::entries_in`], and at most `entries_max` entries (at least one, when
+    /// there is one).
+    pub fn entries_page(
+        &self,
+        partition: PartitionId,
+        leaves: std::ops::Range<u16>,
+        after: Option<&[u8]>,
+        entries_max: usize,
+        bytes_max: usize,
+    ) -> Result<(Vec<Entry>, Option<Vec<u8>>), StoreError> {
         let rtxn = self.tables.read_txn()?;
-        let start = data_key_at(partition, leaves.start, b"");
-        let end = if usize::from(leaves.end) >= tree::LEAVES {
-            // The range ends where the next partition begins.
-            (u32::from(partition) + 1).to_be_bytes()[2..].to_vec()
-        } else {
-            data_key_at(partition, leaves.end, b"")
-        };
-        let lower = match after {
-            Some(after) => Bound::Excluded(after),
-            None => Bound::Included(start.as_slice()),
-        };
-        let upper = if u32::from(partition) + 1 > u32::from(u16::MAX)
-            && usize::from(leaves.end) >= tree::LEAVES
-        {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(end.as_slice())
-        };
-        let iter = self
-            .tables
-            .data
-            .range(&rtxn, &(lower, upper))
-            .map_err(StoreError::lmdb("reading a leaf"))?;
+        let iter = self.tables.range(&rtxn, partition, leaves, after)?;
         let mut out = Vec::new();
         let mut bytes = 0;
         let mut last_key: Vec<u8> = Vec::new();
@@ -963,18 +980,55 @@ impl Store {
             if dkey.len() == LEAF_KEY_BYTES {
                 continue;
             }
-            if !out.is_empty() && bytes + value.len() > bytes_max {
+            if !out.is_empty() && (out.len() >= entries_max || bytes + value.len() > bytes_max) {
                 return Ok((out, Some(last_key)));
             }
             bytes += value.len();
             last_key.clear();
             last_key.extend_from_slice(dkey);
             out.push(Entry {
-                key: dkey[4..].to_vec(),
+                key: dkey[LEAF_KEY_BYTES..].to_vec(),
                 record: Record::decode(value).map_err(StoreError::corrupt_record)?,
             });
         }
         Ok((out, None))
+    }
+
+    /// The key, version and kind (tombstone or not) of each entry of `partition` whose
+    /// leaves are in `leaves`, without their values; at most `entries_max` of them.
+    /// The flag says whether that was all.
+    pub fn versions_in(
+        &self,
+        partition: PartitionId,
+        leaves: std::ops::Range<u16>,
+        entries_max: usize,
+    ) -> Result<(Vec<Listed>, bool), StoreError> {
+        let rtxn = self.tables.read_txn()?;
+        let iter = self.tables.range(&rtxn, partition, leaves, None)?;
+        let mut out = Vec::new();
+        for item in iter {
+            let (dkey, value) = item.map_err(StoreError::lmdb("reading a leaf"))?;
+            if dkey.len() == LEAF_KEY_BYTES {
+                continue;
+            }
+            if out.len() >= entries_max {
+                return Ok((out, false));
+            }
+            let version = Record::decode_version(value).map_err(StoreError::corrupt_record)?;
+            let tombstone = value.get(crate::record::RECORD_HEADER_BYTES - 1) == Some(&1);
+            out.push(Listed {
+                key: dkey[LEAF_KEY_BYTES..].to_vec(),
+                version,
+                tombstone,
+            });
+        }
+        Ok((out, true))
+    }
+
+    /// The data key an entry is stored under: the resume point just after it.
+    pub fn resume_point(&self, key: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let location = self.tables.locate(key)?;
+        Ok(data_key_at(location.partition, location.leaf, key))
     }
 
     /// Recomputes `partition`'s tree from its data and compares it with the tree kept
@@ -1017,6 +1071,43 @@ impl Store {
 }
 
 impl Tables {
+    /// The rows of `partition` under `leaves`, after `after`: leaf rows and records.
+    /// A resume point outside the range reads nothing outside it.
+    fn range<'t>(
+        &self,
+        rtxn: &'t RoTxn<'_, WithoutTls>,
+        partition: PartitionId,
+        leaves: std::ops::Range<u16>,
+        after: Option<&[u8]>,
+    ) -> Result<heed::RoRange<'t, Bytes, Bytes>, StoreError> {
+        use std::ops::Bound;
+        let start = data_key_at(partition, leaves.start, b"");
+        let end = if usize::from(leaves.end) >= tree::LEAVES {
+            // The range ends where the next partition begins.
+            (u32::from(partition) + 1).to_be_bytes()[2..].to_vec()
+        } else {
+            data_key_at(partition, leaves.end, b"")
+        };
+        let lower = match after {
+            Some(after) if after >= start.as_slice() => Bound::Excluded(after.to_vec()),
+            _ => Bound::Included(start),
+        };
+        let upper = if u32::from(partition) + 1 > u32::from(u16::MAX)
+            && usize::from(leaves.end) >= tree::LEAVES
+        {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let bounds = (
+            lower.as_ref().map(Vec::as_slice),
+            upper.as_ref().map(Vec::as_slice),
+        );
+        self.data
+            .range(rtxn, &bounds)
+            .map_err(StoreError::lmdb("reading a leaf"))
+    }
+
     fn settings(&self) -> Result<&ClusterSettings, StoreError> {
         self.cluster.get().ok_or(StoreError::NoCluster)
     }
