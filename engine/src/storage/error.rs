@@ -96,15 +96,16 @@ pub enum StoreError {
     /// The device holding the data directory has no space left; the transaction was
     /// rolled back and the data on disk is as it was before it.
     #[error(
-        "storage is full: the device has no space left ({cause}); {available_bytes} bytes are free on {path}; the write was not applied: free space on the device or move --data-dir to a larger one"
+        "storage is full: the device has no space left ({cause}); the write was not applied; {}: free space there or move --data-dir",
+        free_space(path, *available_bytes)
     )]
     DeviceFull {
         /// The data directory.
         path: PathBuf,
         /// The device's error, e.g. "No space left on device, os error 28".
         cause: String,
-        /// Bytes free to unprivileged writers when the failure was seen.
-        available_bytes: u64,
+        /// Bytes free to unprivileged writers when the failure was seen, if known.
+        available_bytes: Option<u64>,
     },
     /// A key outside the key limits reached storage; nothing was written. Keys are
     /// checked where they arrive, so this is the last line: an empty key would be
@@ -147,5 +148,12 @@ impl StoreError {
             what: "record",
             detail: err.to_string(),
         }
+    }
+}
+
+fn free_space(path: &std::path::Path, available_bytes: Option<u64>) -> String {
+    match available_bytes {
+        Some(bytes) => format!("{bytes} bytes free on {}", path.display()),
+        None => format!("free space unknown on {}", path.display()),
     }
 }

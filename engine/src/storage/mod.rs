@@ -130,6 +130,11 @@ pub(crate) struct Tables {
     trees: Arc<OnceLock<Vec<RwLock<InnerTree>>>>,
     maintain_tree: bool,
     map_size_bytes: usize,
+    /// The data directory, whose device's free space explains a failed write.
+    dir: PathBuf,
+    /// The device's own error from the last write refused for want of space, until a
+    /// commit succeeds again; see [`Tables::write_error`].
+    no_space: Arc<Mutex<Option<String>>>,
     hints_max: u64,
     hint_state: Arc<Mutex<HintState>>,
     changes: broadcast::Sender<Arc<Entry>>,
@@ -630,6 +635,8 @@ impl Tables {
         self.raise_high_water(&mut wtxn, high_water)?;
         wtxn.commit()
             .map_err(|e| self.write_error("committing", e))?;
+        // There was room for this commit: the next failure is judged afresh.
+        *self.no_space.lock().expect("no-space lock") = None;
         hint_delta.settle(&self.hint_state, self.hints_max);
         if let Some(trees) = self.trees.get() {
             for partition in &dropped_partitions {
@@ -762,14 +769,88 @@ impl Tables {
         Ok(())
     }
 
+    /// What a failed write means. A full device shows first as ENOSPC, but mostly as
+    /// EIO: LMDB writes dirty pages with `pwrite` and reports a short write (the kernel
+    /// wrote what still fitted) as EIO, and once a device is full nearly every write
+    /// comes up short. So the device's own ENOSPC is remembered until a commit succeeds
+    /// again, and an EIO in that streak is the same full device; an EIO with no ENOSPC
+    /// before it counts as a full device only if the device has (almost) no room left
+    /// (statvfs). Either way the message names the device's error, not EIO.
     fn write_error(&self, context: &'static str, err: heed::Error) -> StoreError {
-        match err {
-            heed::Error::Mdb(heed::MdbError::MapFull) => StoreError::Full {
-                map_size_bytes: self.map_size_bytes,
+        let io = match err {
+            heed::Error::Mdb(heed::MdbError::MapFull) => {
+                return StoreError::Full {
+                    map_size_bytes: self.map_size_bytes,
+                };
+            }
+            heed::Error::Io(io) => io,
+            other => return StoreError::lmdb(context)(other),
+        };
+        let cause = {
+            let mut streak = self.no_space.lock().expect("no-space lock");
+            no_space_cause(&io, &mut streak, || available_bytes(&self.dir))
+        };
+        match cause {
+            Some(cause) => StoreError::DeviceFull {
+                path: self.dir.clone(),
+                cause,
+                available_bytes: available_bytes(&self.dir),
             },
-            other => StoreError::lmdb(context)(other),
+            None => StoreError::lmdb(context)(heed::Error::Io(io)),
         }
     }
+}
+
+/// The device's error behind a failed write when the device is full, remembering an
+/// ENOSPC in `streak`; see [`Tables::write_error`].
+fn no_space_cause(
+    err: &std::io::Error,
+    streak: &mut Option<String>,
+    available: impl FnOnce() -> Option<u64>,
+) -> Option<String> {
+    match err.raw_os_error() {
+        Some(code) if code == libc::ENOSPC || code == libc::EDQUOT => {
+            let cause = os_error_text(err, code);
+            *streak = Some(cause.clone());
+            Some(cause)
+        }
+        Some(libc::EIO) => streak.clone().or_else(|| {
+            available()
+                .is_some_and(|free| free < DEVICE_FULL_BYTES)
+                .then(|| "No space left on device: a write came up short".to_string())
+        }),
+        _ => None,
+    }
+}
+
+/// Free bytes below which a short write is taken for a full device: a write comes up
+/// short only when the device cannot hold it, and then it has next to nothing left.
+const DEVICE_FULL_BYTES: u64 = 1 << 20;
+
+/// "No space left on device, os error 28": the operating system's words and number.
+fn os_error_text(err: &std::io::Error, code: i32) -> String {
+    let text = err.to_string();
+    let suffix = format!(" (os error {code})");
+    match text.strip_suffix(&suffix) {
+        Some(words) => format!("{words}, os error {code}"),
+        None => text,
+    }
+}
+
+/// Bytes free to unprivileged writers on the device holding `dir`, if it can be told.
+fn available_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) only writes into the struct it is given, which is plain data
+    // (all-zero is a valid value), and reads the NUL-terminated path it is given.
+    #[allow(unsafe_code)]
+    let stat = unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(path.as_ptr(), &mut stat) == 0).then_some(stat)
+    }?;
+    // The field types are u64 here but narrower on some platforms.
+    #[allow(clippy::useless_conversion)]
+    Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }
 
 /// Hint bookkeeping of one transaction, applied to memory only once it committed.
@@ -885,6 +966,8 @@ fn open_tables(
         trees: Arc::new(OnceLock::new()),
         maintain_tree: options.maintain_tree,
         map_size_bytes: options.map_size_bytes,
+        dir: dir.to_path_buf(),
+        no_space: Arc::new(Mutex::new(None)),
         hints_max: options.hints_max,
         hint_state: Arc::new(Mutex::new(HintState::default())),
         changes: broadcast::channel(CHANGES_BUFFER_MAX).0,
