@@ -103,7 +103,7 @@ pub struct DifferingRoot {
 ///
 /// Only [`NodeRef::new`] and decoding make one. A decoded node is not trusted: the
 /// responder checks every node of a request with [`NodeRef::check`] at its single
-/// entry point, [`super::exchange::respond`], before the tree is read. The check is
+/// entry point, [`super::respond::respond`], before the tree is read. The check is
 /// there rather than in a `Deserialize` of its own because postcard drops the message
 /// of a custom decoding error: a node refused while decoding would reach the peer as
 /// "malformed message", while the check names the level and the index. Past the check

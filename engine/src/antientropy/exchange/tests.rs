@@ -697,3 +697,22 @@ fn any_answer() -> impl Strategy<Value = SyncResponse> {
         }),
     ]
 }
+
+#[test]
+fn an_entry_takes_at_most_32_bytes_beside_its_key_and_value_on_the_wire() {
+    // The bound the answer budgets in `messages` are built on.
+    for value in [0usize, 1, 127, 128, 1 << 20] {
+        let entry = Entry {
+            key: vec![b'k'; crate::limits::KEY_BYTES_MAX],
+            record: Record {
+                version: Version {
+                    hlc: Timestamp::from_u64(u64::MAX),
+                    node: NodeId(u64::MAX),
+                },
+                payload: Payload::Value(vec![0; value]),
+            },
+        };
+        let size = postcard::experimental::serialized_size(&entry).unwrap();
+        assert!(size <= crate::limits::KEY_BYTES_MAX + value + 32, "{size}");
+    }
+}
