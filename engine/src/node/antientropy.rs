@@ -130,9 +130,7 @@ pub(crate) async fn respond(
     shared: &Arc<Shared>,
     request: SyncRequest,
 ) -> Result<Response, ErrorReply> {
-    let limits = SyncLimits {
-        value_bytes_max: shared.config.value_bytes_max,
-    };
+    let limits = sync_limits(shared);
     match request {
         SyncRequest::Push { partition, entries } => {
             check_push(partition, &entries, shared.settings.partitions, &limits)
@@ -193,6 +191,13 @@ fn sync_error(err: SyncError) -> ErrorReply {
     }
 }
 
+/// What this node accepts and answers in an exchange.
+fn sync_limits(shared: &Shared) -> SyncLimits {
+    SyncLimits {
+        value_bytes_max: shared.config.value_bytes_max,
+    }
+}
+
 /// Tombstones older than this (wall ms) may be purged.
 fn purge_horizon(shared: &Shared) -> u64 {
     system_wall_ms().saturating_sub(shared.config.tombstone_grace.as_millis() as u64)
@@ -205,12 +210,7 @@ async fn apply_received(shared: &Arc<Shared>, entries: Vec<Entry>) -> Result<u32
     if entries.is_empty() {
         return Ok(0);
     }
-    check_entries(
-        &entries,
-        &SyncLimits {
-            value_bytes_max: shared.config.value_bytes_max,
-        },
-    )?;
+    check_entries(&entries, &sync_limits(shared))?;
     let entries: Vec<Entry> = {
         let mut clock = shared.clock.lock().expect("clock lock");
         let now = system_wall_ms();
@@ -742,9 +742,7 @@ async fn exchange_one(
         .in_flight
         .insert(partition);
     let result = async {
-        let limits = SyncLimits {
-            value_bytes_max: shared.config.value_bytes_max,
-        };
+        let limits = sync_limits(shared);
         let mut exchange = Exchange::new(&shared.store, root, salt, horizon, dry_run, limits)?;
         while let Some(request) = exchange.poll_request(&shared.store) {
             let response = step(shared, connection, request, counts).await?;
