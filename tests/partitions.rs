@@ -308,14 +308,14 @@ async fn scenario(ns: Arc<NetNs>, certs: Arc<TestCerts>, data: std::path::PathBu
     let mut wrongly_dead: Vec<String> = Vec::new();
     loop {
         let mut all_alive = true;
-        for o in 0..NAMES.len() {
+        for (o, observer) in NAMES.iter().enumerate() {
             let Some(s) = status(&certs, o).await else {
                 all_alive = false;
                 continue;
             };
-            for i in 0..4 {
-                if o != 4 && state_of(&s, NAMES[i]) == "dead" {
-                    wrongly_dead.push(format!("{} called {} dead", NAMES[o], NAMES[i]));
+            for name in &NAMES[..4] {
+                if o != 4 && state_of(&s, name) == "dead" {
+                    wrongly_dead.push(format!("{observer} called {name} dead"));
                 }
             }
             all_alive &= sees_alive(&[0, 1, 2, 3, 4])(o, &s);
@@ -325,16 +325,16 @@ async fn scenario(ns: Arc<NetNs>, certs: Arc<TestCerts>, data: std::path::PathBu
         }
         if heal_started.elapsed() > Duration::from_secs(30) {
             let mut views = String::new();
-            for o in 0..NAMES.len() {
+            for (o, name) in NAMES.iter().enumerate() {
                 if let Some(s) = status(&certs, o).await {
                     let states: Vec<String> = s
                         .members
                         .iter()
                         .map(|m| format!("{}={}#{}", m.name, m.state, m.incarnation))
                         .collect();
-                    views.push_str(&format!("{} sees {}\n", NAMES[o], states.join(" ")));
+                    views.push_str(&format!("{name} sees {}\n", states.join(" ")));
                 } else {
-                    views.push_str(&format!("{} answers no status\n", NAMES[o]));
+                    views.push_str(&format!("{name} answers no status\n"));
                 }
             }
             panic!("n5 did not come back within 30 s of the heal:\n{views}");
@@ -437,12 +437,12 @@ async fn scenario(ns: Arc<NetNs>, certs: Arc<TestCerts>, data: std::path::PathBu
     }
     let record = Arc::try_unwrap(record).ok().unwrap().into_inner().unwrap();
     let mut lost = Vec::new();
-    for i in 0..NAMES.len() {
+    for (i, name) in NAMES.iter().enumerate() {
         let client = certs.client(addr(i)).await;
         for (key, value) in &record.acked {
             match client.get(key.as_bytes(), Some(Consistency::Quorum)).await {
                 Ok(Some((found, _))) if found == value.as_bytes() => {}
-                other => lost.push(format!("{key} through {}: {other:?}", NAMES[i])),
+                other => lost.push(format!("{key} through {name}: {other:?}")),
             }
         }
         client.close().await;

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
-use vergent::antientropy::exchange::{Exchange, respond, root_summary};
-use vergent::antientropy::messages::{SyncRequest, SyncResponse};
+use vergent::antientropy::exchange::{Exchange, root_summary};
+use vergent::antientropy::messages::{SyncLimits, SyncRequest, SyncResponse};
+use vergent::antientropy::respond::respond;
 use vergent::coordinator::{Action, Coordinator, CoordinatorConfig, Millis, OpId, Outcome};
 use vergent::hlc::{Clock, Timestamp};
 use vergent::membership::{MemberId, Membership, MembershipConfig};
@@ -699,7 +700,12 @@ impl Sim {
                             Err("refused".into())
                         }
                     }
-                    other => respond(self.nodes[to].store.as_ref().unwrap(), other),
+                    other => respond(
+                        self.nodes[to].store.as_ref().unwrap(),
+                        other,
+                        &SyncLimits::default(),
+                    )
+                    .map_err(|e| e.to_string()),
                 };
                 self.send(to, from, Msg::SyncReply { run, response });
             }
@@ -834,7 +840,9 @@ impl Sim {
         match (&mut run.current, response) {
             (None, SyncResponse::Roots { differing }) => {
                 for root in &differing {
-                    if let Ok(exchange) = Exchange::new(store, root, run.salt, 0, false) {
+                    if let Ok(exchange) =
+                        Exchange::new(store, root, run.salt, 0, false, SyncLimits::default())
+                    {
                         run.exchanges.push(exchange);
                     }
                 }

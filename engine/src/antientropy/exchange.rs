@@ -1,5 +1,5 @@
 //! One exchange: a deterministic state machine that brings one partition of this node
-//! and one co-replica into agreement, and the responder's side of each step.
+//! and one co-replica into agreement (the responder's side is [`super::respond`]).
 //!
 //! The requester descends only into differing children, a whole level per round trip.
 //! Under a node where the co-replica has nothing, it pushes every entry; where it has
@@ -13,22 +13,24 @@
 //! replicas that purge at slightly different moments never ping-pong a tombstone. A
 //! tombstone is always sent to a side that holds an older value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
+use super::error::SyncError;
 use super::messages::{
-    DifferingRoot, ListItem, NodeRef, NodeSummary, RangeList, RootSummary, SyncRequest,
+    COMPARE_ENTRIES_READ_MAX, DifferingRoot, LIST_ITEMS_MAX, ListItem, NodeRef, NodeSummary,
+    PAGE_BYTES_MAX, PAGE_ENTRIES_MAX, RangeList, RootSummary, SyncLimits, SyncRequest,
     SyncResponse,
 };
+use super::respond::{check, check_entries};
 use super::tree::{self, FANOUT, LEAF_LEVEL, Node};
+use crate::limits::KEY_BYTES_MAX;
 use crate::placement::PartitionId;
-use crate::record::{Entry, Payload};
+use crate::record::{Entry, Payload, Version};
 
 /// A node with at most this many entries is compared by list rather than descended.
 pub const LIST_THRESHOLD: u64 = 16;
-/// Most value bytes in one page of entries.
-pub const PAGE_BYTES_MAX: usize = 1 << 20;
-/// Most list items in one `Compare` request.
-pub const LIST_ITEMS_MAX: usize = 16_384;
+
+pub use crate::storage::Listed;
 
 /// What an exchange needs from the local replica. Reads only; received entries come
 /// out of [`Exchange::poll_apply`] for the caller to apply.
@@ -36,17 +38,32 @@ pub trait LocalTree {
     /// Partitions in the cluster.
     fn partitions(&self) -> u16;
     /// A node of `partition`'s tree.
-    fn node(&self, partition: PartitionId, node: NodeRef) -> Result<Node, String>;
+    fn node(&self, partition: PartitionId, node: NodeRef) -> Result<Node, SyncError>;
     /// The `FANOUT` children of an inner node.
-    fn children(&self, partition: PartitionId, node: NodeRef) -> Result<Vec<Node>, String>;
-    /// A page of the entries under `node`, after the resume point `after`.
+    fn children(&self, partition: PartitionId, node: NodeRef) -> Result<Vec<Node>, SyncError>;
+    /// A page of the entries under `node`, after the resume point `after`: at most
+    /// `entries_max` entries and `bytes_max` bytes of records (at least one entry, when
+    /// there is one).
     fn entries(
         &self,
         partition: PartitionId,
         node: NodeRef,
         after: Option<&[u8]>,
+        entries_max: usize,
         bytes_max: usize,
-    ) -> Result<(Vec<Entry>, Option<Vec<u8>>), String>;
+    ) -> Result<(Vec<Entry>, Option<Vec<u8>>), SyncError>;
+    /// The entries under `node` without their values, at most `entries_max` of them, and
+    /// whether that was all.
+    fn versions(
+        &self,
+        partition: PartitionId,
+        node: NodeRef,
+        entries_max: usize,
+    ) -> Result<(Vec<Listed>, bool), SyncError>;
+    /// The entry of `key`, if there is one.
+    fn entry(&self, key: &[u8]) -> Result<Option<Entry>, SyncError>;
+    /// The resume point just after the entry of `key`.
+    fn resume_point(&self, key: &[u8]) -> Result<Vec<u8>, SyncError>;
 }
 
 /// Whether `entry` is a tombstone older than the purge horizon.
@@ -54,7 +71,7 @@ pub fn purgeable(entry: &Entry, horizon_ms: u64) -> bool {
     entry.record.payload == Payload::Tombstone && entry.record.version.hlc.wall_ms() < horizon_ms
 }
 
-fn summary(node: Node, salt: u64) -> NodeSummary {
+pub(super) fn summary(node: Node, salt: u64) -> NodeSummary {
     NodeSummary {
         fp: node.digest.fingerprint(node.count, salt),
         count: node.count,
@@ -76,165 +93,13 @@ pub fn root_summary(
     local: &impl LocalTree,
     partition: PartitionId,
     salt: u64,
-) -> Result<RootSummary, String> {
-    let root = local.node(partition, NodeRef { level: 0, index: 0 })?;
+) -> Result<RootSummary, SyncError> {
+    let root = local.node(partition, NodeRef::ROOT)?;
     Ok(RootSummary {
         partition,
         fp: root_fp(root, salt),
         count: root.count,
     })
-}
-
-fn all_entries(
-    local: &impl LocalTree,
-    partition: PartitionId,
-    node: NodeRef,
-) -> Result<Vec<Entry>, String> {
-    let mut out = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let (page, next) = local.entries(partition, node, after.as_deref(), usize::MAX)?;
-        out.extend(page);
-        match next {
-            Some(next) => after = Some(next),
-            None => return Ok(out),
-        }
-    }
-}
-
-/// The responder's side of every request but `Push` (which the caller applies).
-pub fn respond(local: &impl LocalTree, request: &SyncRequest) -> Result<SyncResponse, String> {
-    let partitions = local.partitions();
-    match request {
-        SyncRequest::Roots { salt, roots } => {
-            let mut differing = Vec::new();
-            for theirs in roots {
-                if theirs.partition >= partitions {
-                    return Err(format!("partition {} does not exist", theirs.partition));
-                }
-                let mine = root_summary(local, theirs.partition, *salt)?;
-                if mine != *theirs {
-                    let children = local
-                        .children(theirs.partition, NodeRef { level: 0, index: 0 })?
-                        .into_iter()
-                        .map(|n| summary(n, *salt))
-                        .collect();
-                    differing.push(DifferingRoot {
-                        partition: theirs.partition,
-                        children,
-                    });
-                }
-            }
-            Ok(SyncResponse::Roots { differing })
-        }
-        SyncRequest::Children {
-            partition,
-            salt,
-            nodes,
-        } => {
-            check(*partition, partitions)?;
-            let mut out = Vec::with_capacity(nodes.len());
-            for node in nodes {
-                if node.level >= LEAF_LEVEL {
-                    return Err(format!("level {} has no children", node.level));
-                }
-                out.push(
-                    local
-                        .children(*partition, *node)?
-                        .into_iter()
-                        .map(|n| summary(n, *salt))
-                        .collect(),
-                );
-            }
-            Ok(SyncResponse::Children { nodes: out })
-        }
-        SyncRequest::Compare {
-            partition,
-            purge_horizon_ms,
-            dry_run,
-            ranges,
-        } => {
-            check(*partition, partitions)?;
-            let mut send = Vec::new();
-            let mut send_count = 0;
-            let mut want = Vec::new();
-            let mut pending_purge = 0;
-            for range in ranges {
-                // Ordered, so the answer is the same bytes every time (the simulator replays it).
-                let mut mine: BTreeMap<u64, Entry> = all_entries(local, *partition, range.node)?
-                    .into_iter()
-                    .map(|e| (tree::locate(&e.key, partitions).position, e))
-                    .collect();
-                for theirs in &range.entries {
-                    match mine.remove(&theirs.position) {
-                        None if theirs.tombstone
-                            && theirs.version.hlc.wall_ms() < *purge_horizon_ms =>
-                        {
-                            pending_purge += 1;
-                        }
-                        None => want.push(theirs.position),
-                        Some(entry) if entry.record.version > theirs.version => {
-                            send_count += 1;
-                            if !dry_run {
-                                send.push(entry);
-                            }
-                        }
-                        Some(entry) if entry.record.version < theirs.version => {
-                            want.push(theirs.position)
-                        }
-                        Some(_) => {}
-                    }
-                }
-                for entry in mine.into_values() {
-                    if purgeable(&entry, *purge_horizon_ms) {
-                        pending_purge += 1;
-                    } else {
-                        send_count += 1;
-                        if !dry_run {
-                            send.push(entry);
-                        }
-                    }
-                }
-            }
-            Ok(SyncResponse::Compared {
-                send,
-                send_count,
-                want,
-                pending_purge,
-            })
-        }
-        SyncRequest::Pull {
-            partition,
-            node,
-            after,
-            purge_horizon_ms,
-        } => {
-            check(*partition, partitions)?;
-            let (entries, next) =
-                local.entries(*partition, *node, after.as_deref(), PAGE_BYTES_MAX)?;
-            let before = entries.len();
-            let entries: Vec<Entry> = entries
-                .into_iter()
-                .filter(|e| !purgeable(e, *purge_horizon_ms))
-                .collect();
-            Ok(SyncResponse::Entries {
-                pending_purge: (before - entries.len()) as u64,
-                entries,
-                next,
-            })
-        }
-        SyncRequest::Push { .. } => Err("a push is applied by the caller".into()),
-    }
-}
-
-fn check(partition: PartitionId, partitions: u16) -> Result<(), String> {
-    if partition < partitions {
-        Ok(())
-    } else {
-        Err(format!(
-            "partition {partition} does not exist (the cluster has {partitions})"
-        ))
-    }
 }
 
 /// What one exchange found and did.
@@ -261,9 +126,10 @@ impl ExchangeStats {
 
 enum Step {
     Descend(Vec<NodeRef>),
-    Compare,
+    /// The nodes compared (with the co-replica's counts) and the items listed.
+    Compare(Vec<(NodeRef, u64)>, usize),
     Push,
-    Pull(NodeRef),
+    Pull(NodeRef, Option<Vec<u8>>),
     PushAll(NodeRef, Option<Vec<u8>>),
 }
 
@@ -273,10 +139,17 @@ pub struct Exchange {
     salt: u64,
     dry_run: bool,
     horizon_ms: u64,
+    limits: SyncLimits,
     /// The nodes to descend into at the next level.
     descend: Vec<NodeRef>,
-    /// Nodes to compare by list.
-    lists: Vec<NodeRef>,
+    /// Nodes to compare by list, with the co-replica's entry count.
+    lists: Vec<(NodeRef, u64)>,
+    /// Nodes whose comparison answer was cut at the frame limit: compared again once
+    /// what came and what was wanted have moved.
+    relist: Vec<(NodeRef, u64)>,
+    /// Entries received in cut answers: one seen again means the last round moved
+    /// nothing here (the caller refused it), so the nodes are not compared again.
+    received_in_cut: HashSet<(Vec<u8>, Version)>,
     /// Nodes where the co-replica has nothing: push everything.
     push_all: Vec<NodeRef>,
     /// Nodes where this replica has nothing (with the co-replica's count): pull everything.
@@ -290,25 +163,32 @@ pub struct Exchange {
     /// Entries received, for the caller to apply.
     received: Vec<Vec<Entry>>,
     stats: ExchangeStats,
-    failed: Option<String>,
+    failed: Option<SyncError>,
 }
 
 impl Exchange {
     /// Starts from the co-replica's answer to the roots round for this partition.
+    /// Entries received are held to `limits`.
     pub fn new(
         local: &impl LocalTree,
         differing: &DifferingRoot,
         salt: u64,
         purge_horizon_ms: u64,
         dry_run: bool,
-    ) -> Result<Exchange, String> {
+        limits: SyncLimits,
+    ) -> Result<Exchange, SyncError> {
+        check(differing.partition, local.partitions())
+            .map_err(|e| SyncError::Protocol(format!("the roots answer names a partition: {e}")))?;
         let mut exchange = Exchange {
             partition: differing.partition,
             salt,
             dry_run,
             horizon_ms: purge_horizon_ms,
+            limits,
             descend: Vec::new(),
             lists: Vec::new(),
+            relist: Vec::new(),
+            received_in_cut: HashSet::new(),
             push_all: Vec::new(),
             pull_all: Vec::new(),
             to_push: Vec::new(),
@@ -318,8 +198,7 @@ impl Exchange {
             stats: ExchangeStats::default(),
             failed: None,
         };
-        let root = NodeRef { level: 0, index: 0 };
-        exchange.classify(local, root, &differing.children)?;
+        exchange.classify(local, NodeRef::ROOT, &differing.children)?;
         Ok(exchange)
     }
 
@@ -334,8 +213,8 @@ impl Exchange {
     }
 
     /// Why the exchange stopped early, if it did.
-    pub fn failure(&self) -> Option<&str> {
-        self.failed.as_deref()
+    pub fn failure(&self) -> Option<&SyncError> {
+        self.failed.as_ref()
     }
 
     /// Compares this replica's children of `parent` with the co-replica's and files
@@ -345,25 +224,33 @@ impl Exchange {
         local: &impl LocalTree,
         parent: NodeRef,
         theirs: &[NodeSummary],
-    ) -> Result<(), String> {
-        let mine = local.children(self.partition, parent)?;
-        if theirs.len() != FANOUT || mine.len() != FANOUT {
-            return Err(format!("expected {FANOUT} children, got {}", theirs.len()));
+    ) -> Result<(), SyncError> {
+        if theirs.len() != FANOUT {
+            return Err(SyncError::Protocol(format!(
+                "expected {FANOUT} children, got {}",
+                theirs.len()
+            )));
         }
+        let mine = local.children(self.partition, parent)?;
         for (i, (mine, theirs)) in mine.iter().zip(theirs).enumerate() {
             if summary(*mine, self.salt) == *theirs {
                 continue;
             }
-            let child = NodeRef {
-                level: parent.level + 1,
-                index: (usize::from(parent.index) * FANOUT + i) as u16,
+            let Some(child) = parent.child(i) else {
+                return Err(SyncError::BadRequest(format!(
+                    "tree node (level {}, index {}) has no children",
+                    parent.level(),
+                    parent.index()
+                )));
             };
             if theirs.count == 0 {
                 self.push_all.push(child);
             } else if mine.count == 0 {
                 self.pull_all.push((child, theirs.count));
-            } else if child.level == LEAF_LEVEL || mine.count <= LIST_THRESHOLD {
-                self.lists.push(child);
+            } else if child.is_leaf()
+                || (mine.count <= LIST_THRESHOLD && theirs.count <= COMPARE_ENTRIES_READ_MAX as u64)
+            {
+                self.lists.push((child, theirs.count));
             } else {
                 self.descend.push(child);
             }
@@ -389,7 +276,7 @@ impl Exchange {
         }
     }
 
-    fn next_request(&mut self, local: &impl LocalTree) -> Result<Option<SyncRequest>, String> {
+    fn next_request(&mut self, local: &impl LocalTree) -> Result<Option<SyncRequest>, SyncError> {
         let partition = self.partition;
         if !self.descend.is_empty() {
             let nodes = std::mem::take(&mut self.descend);
@@ -401,30 +288,7 @@ impl Exchange {
             }));
         }
         if !self.lists.is_empty() {
-            let mut ranges = Vec::new();
-            let mut items = 0;
-            while let Some(node) = self.lists.pop() {
-                let entries: Vec<ListItem> = all_entries(local, partition, node)?
-                    .iter()
-                    .map(|e| ListItem {
-                        position: tree::locate(&e.key, local.partitions()).position,
-                        version: e.record.version,
-                        tombstone: e.record.payload == Payload::Tombstone,
-                    })
-                    .collect();
-                items += entries.len();
-                ranges.push(RangeList { node, entries });
-                if items >= LIST_ITEMS_MAX {
-                    break;
-                }
-            }
-            self.in_flight = Some(Step::Compare);
-            return Ok(Some(SyncRequest::Compare {
-                partition,
-                purge_horizon_ms: self.horizon_ms,
-                dry_run: self.dry_run,
-                ranges,
-            }));
+            return self.compare_request(local).map(Some);
         }
         if !self.to_push.is_empty() {
             let batch = take_page(&mut self.to_push);
@@ -435,13 +299,18 @@ impl Exchange {
                 entries: batch,
             }));
         }
+        if !self.relist.is_empty() {
+            // What a cut answer left out, now that what it carried has been applied.
+            self.lists = std::mem::take(&mut self.relist);
+            return self.compare_request(local).map(Some);
+        }
         if let Some((node, their_count)) = self.pull_all.pop() {
             if self.dry_run {
                 // Everything the co-replica holds under this node would move.
                 self.stats.differing_keys += their_count;
                 return self.next_request(local);
             }
-            self.in_flight = Some(Step::Pull(node));
+            self.in_flight = Some(Step::Pull(node, None));
             return Ok(Some(SyncRequest::Pull {
                 partition,
                 node,
@@ -455,13 +324,60 @@ impl Exchange {
         Ok(None)
     }
 
+    /// A comparison of as many listed nodes as the request bounds allow (at least one):
+    /// at most [`LIST_ITEMS_MAX`] items and ranges, and at most
+    /// [`COMPARE_ENTRIES_READ_MAX`] entries for the co-replica to read, by its counts.
+    fn compare_request(&mut self, local: &impl LocalTree) -> Result<SyncRequest, SyncError> {
+        let partitions = local.partitions();
+        let mut ranges = Vec::new();
+        let mut compared = Vec::new();
+        let mut items = 0;
+        let mut theirs = 0u64;
+        while let Some((node, their_count)) = self.lists.pop() {
+            let (listed, _) = local.versions(self.partition, node, LIST_ITEMS_MAX + 1)?;
+            let full = !ranges.is_empty()
+                && (items + listed.len() > LIST_ITEMS_MAX
+                    || ranges.len() >= LIST_ITEMS_MAX
+                    || theirs + their_count > COMPARE_ENTRIES_READ_MAX as u64);
+            if full {
+                self.lists.push((node, their_count));
+                break;
+            }
+            let entries: Vec<ListItem> = listed
+                .iter()
+                .map(|e| ListItem {
+                    position: tree::locate(&e.key, partitions).position,
+                    version: e.version,
+                    tombstone: e.tombstone,
+                })
+                .collect();
+            items += entries.len();
+            theirs += their_count;
+            ranges.push(RangeList { node, entries });
+            compared.push((node, their_count));
+        }
+        self.in_flight = Some(Step::Compare(compared, items));
+        Ok(SyncRequest::Compare {
+            partition: self.partition,
+            purge_horizon_ms: self.horizon_ms,
+            dry_run: self.dry_run,
+            ranges,
+        })
+    }
+
     fn push_page(
         &mut self,
         local: &impl LocalTree,
         node: NodeRef,
         after: Option<Vec<u8>>,
-    ) -> Result<Option<SyncRequest>, String> {
-        let (page, next) = local.entries(self.partition, node, after.as_deref(), PAGE_BYTES_MAX)?;
+    ) -> Result<Option<SyncRequest>, SyncError> {
+        let (page, next) = local.entries(
+            self.partition,
+            node,
+            after.as_deref(),
+            PAGE_ENTRIES_MAX,
+            PAGE_BYTES_MAX,
+        )?;
         let before = page.len();
         let page: Vec<Entry> = page
             .into_iter()
@@ -491,23 +407,52 @@ impl Exchange {
         }
     }
 
-    fn handle(&mut self, local: &impl LocalTree, response: SyncResponse) -> Result<(), String> {
-        let step = self.in_flight.take().ok_or("an answer nobody asked for")?;
+    /// Checks entries in an answer: the limits every write obeys, and that each lies in
+    /// the partition, under one of `nodes`.
+    fn check_received(
+        &self,
+        local: &impl LocalTree,
+        entries: &[Entry],
+        nodes: &[NodeRef],
+    ) -> Result<(), SyncError> {
+        check_entries(entries, &self.limits)
+            .map_err(|e| SyncError::Protocol(format!("an entry sent: {e}")))?;
+        let partitions = local.partitions();
+        for entry in entries {
+            let at = tree::locate(&entry.key, partitions);
+            let under = nodes
+                .iter()
+                .any(|n| tree::leaf_range(n.level(), usize::from(n.index())).contains(&at.leaf));
+            if at.partition != self.partition || !under {
+                return Err(SyncError::Protocol(format!(
+                    "an entry sent lies in partition {} leaf {}, outside what was asked of partition {}",
+                    at.partition, at.leaf, self.partition
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, local: &impl LocalTree, response: SyncResponse) -> Result<(), SyncError> {
+        let step = self
+            .in_flight
+            .take()
+            .ok_or_else(|| SyncError::Protocol("an answer nobody asked for".into()))?;
         match (step, response) {
             (Step::Descend(nodes), SyncResponse::Children { nodes: children }) => {
                 if children.len() != nodes.len() {
-                    return Err(format!(
+                    return Err(SyncError::Protocol(format!(
                         "asked for {} nodes, got {}",
                         nodes.len(),
                         children.len()
-                    ));
+                    )));
                 }
                 for (node, theirs) in nodes.iter().zip(&children) {
                     self.classify(local, *node, theirs)?;
                 }
             }
             (
-                Step::Compare,
+                Step::Compare(compared, items),
                 SyncResponse::Compared {
                     send,
                     send_count,
@@ -515,16 +460,46 @@ impl Exchange {
                     pending_purge,
                 },
             ) => {
-                self.stats.differing_keys += send_count + want.len() as u64;
-                self.stats.pending_purge += pending_purge;
-                if !self.dry_run {
-                    self.stats.keys_received += send.len() as u64;
-                    if !send.is_empty() {
-                        self.received.push(send);
-                    }
-                    self.to_push
-                        .extend(entries_at(local, self.partition, &want)?);
+                if want.len() > items || (send.len() as u64) > send_count {
+                    return Err(SyncError::Protocol(format!(
+                        "a comparison of {items} items answered with {} wanted and {} of {send_count} sent",
+                        want.len(),
+                        send.len()
+                    )));
                 }
+                self.stats.pending_purge += pending_purge;
+                if self.dry_run {
+                    self.stats.differing_keys += send_count + want.len() as u64;
+                    return Ok(());
+                }
+                let nodes: Vec<NodeRef> = compared.iter().map(|(n, _)| *n).collect();
+                self.check_received(local, &send, &nodes)?;
+                let cut = send_count > send.len() as u64;
+                // A cut answer's remainder is counted when it comes.
+                let moved = if cut { send.len() as u64 } else { send_count };
+                self.stats.differing_keys += moved + want.len() as u64;
+                if cut {
+                    if send.is_empty() {
+                        return Err(SyncError::Protocol(format!(
+                            "a comparison answer promised {send_count} entries and carried none"
+                        )));
+                    }
+                    let mut progress = false;
+                    for e in &send {
+                        progress |= self
+                            .received_in_cut
+                            .insert((e.key.clone(), e.record.version));
+                    }
+                    if progress {
+                        self.relist.extend(compared);
+                    }
+                }
+                self.stats.keys_received += send.len() as u64;
+                if !send.is_empty() {
+                    self.received.push(send);
+                }
+                self.to_push
+                    .extend(entries_at(local, self.partition, &want)?);
             }
             (Step::Push, SyncResponse::Pushed { .. }) => {}
             (Step::PushAll(node, next), SyncResponse::Pushed { .. }) => {
@@ -533,13 +508,22 @@ impl Exchange {
                 }
             }
             (
-                Step::Pull(node),
+                Step::Pull(node, after),
                 SyncResponse::Entries {
                     entries,
                     pending_purge,
                     next,
                 },
             ) => {
+                self.check_received(local, &entries, &[node])?;
+                if let Some(next) = &next
+                    && (next.len() > KEY_BYTES_MAX + 4
+                        || after.as_ref().is_some_and(|after| next <= after))
+                {
+                    return Err(SyncError::Protocol(
+                        "a page's resume point does not move forward".into(),
+                    ));
+                }
                 self.stats.pending_purge += pending_purge;
                 self.stats.differing_keys += entries.len() as u64;
                 self.stats.keys_received += entries.len() as u64;
@@ -547,7 +531,7 @@ impl Exchange {
                     self.received.push(entries);
                 }
                 if let Some(next) = next {
-                    self.in_flight = Some(Step::Pull(node));
+                    self.in_flight = Some(Step::Pull(node, Some(next.clone())));
                     self.queued = Some(SyncRequest::Pull {
                         partition: self.partition,
                         node,
@@ -556,7 +540,12 @@ impl Exchange {
                     });
                 }
             }
-            (_, other) => return Err(format!("unexpected answer {other:?}")),
+            (_, other) => {
+                return Err(SyncError::Protocol(format!(
+                    "unexpected answer {}",
+                    answer_name(&other)
+                )));
+            }
         }
         Ok(())
     }
@@ -567,12 +556,24 @@ impl Exchange {
     }
 }
 
+fn answer_name(response: &SyncResponse) -> &'static str {
+    match response {
+        SyncResponse::Roots { .. } => "roots",
+        SyncResponse::Children { .. } => "children",
+        SyncResponse::Compared { .. } => "compared",
+        SyncResponse::Entries { .. } => "entries",
+        SyncResponse::Pushed { .. } => "pushed",
+    }
+}
+
+/// A page of entries to push: at most [`PAGE_ENTRIES_MAX`] and about
+/// [`PAGE_BYTES_MAX`] of keys and values (at least one entry).
 fn take_page(entries: &mut Vec<Entry>) -> Vec<Entry> {
     let mut bytes = 0;
     let mut split = 0;
     for (i, entry) in entries.iter().enumerate() {
         bytes += entry.record.payload.len() + entry.key.len();
-        if i > 0 && bytes > PAGE_BYTES_MAX {
+        if i > 0 && (bytes > PAGE_BYTES_MAX || i >= PAGE_ENTRIES_MAX) {
             break;
         }
         split = i + 1;
@@ -585,24 +586,24 @@ fn entries_at(
     local: &impl LocalTree,
     partition: PartitionId,
     positions: &[u64],
-) -> Result<Vec<Entry>, String> {
+) -> Result<Vec<Entry>, SyncError> {
     if positions.is_empty() {
         return Ok(Vec::new());
     }
     let partitions = local.partitions();
-    let mut by_leaf: std::collections::BTreeMap<u16, Vec<u64>> = Default::default();
+    let mut by_leaf: BTreeMap<u16, HashSet<u64>> = BTreeMap::new();
     for &position in positions {
         let leaf = (position >> (64 - tree::FANOUT_BITS * u32::from(LEAF_LEVEL))) as u16;
-        by_leaf.entry(leaf).or_default().push(position);
+        by_leaf.entry(leaf).or_default().insert(position);
     }
     let mut out = Vec::with_capacity(positions.len());
     for (leaf, wanted) in by_leaf {
-        let node = NodeRef {
-            level: LEAF_LEVEL,
-            index: leaf,
-        };
-        for entry in all_entries(local, partition, node)? {
-            if wanted.contains(&tree::locate(&entry.key, partitions).position) {
+        let node = NodeRef::new(LEAF_LEVEL, leaf)?;
+        let (listed, _) = local.versions(partition, node, usize::MAX)?;
+        for e in listed {
+            if wanted.contains(&tree::locate(&e.key, partitions).position)
+                && let Some(entry) = local.entry(&e.key)?
+            {
                 out.push(entry);
             }
         }
@@ -619,14 +620,12 @@ impl LocalTree for crate::storage::Store {
         self.cluster().map_or(0, |c| c.partitions)
     }
 
-    fn node(&self, partition: PartitionId, node: NodeRef) -> Result<Node, String> {
-        self.tree_node(partition, node.level, usize::from(node.index))
-            .map_err(|e| e.to_string())
+    fn node(&self, partition: PartitionId, node: NodeRef) -> Result<Node, SyncError> {
+        Ok(self.tree_node(partition, node.level(), usize::from(node.index()))?)
     }
 
-    fn children(&self, partition: PartitionId, node: NodeRef) -> Result<Vec<Node>, String> {
-        self.tree_children(partition, node.level, usize::from(node.index))
-            .map_err(|e| e.to_string())
+    fn children(&self, partition: PartitionId, node: NodeRef) -> Result<Vec<Node>, SyncError> {
+        Ok(self.tree_children(partition, node.level(), usize::from(node.index()))?)
     }
 
     fn entries(
@@ -634,10 +633,31 @@ impl LocalTree for crate::storage::Store {
         partition: PartitionId,
         node: NodeRef,
         after: Option<&[u8]>,
+        entries_max: usize,
         bytes_max: usize,
-    ) -> Result<(Vec<Entry>, Option<Vec<u8>>), String> {
-        let leaves = tree::leaf_range(node.level, usize::from(node.index));
-        self.entries_in(partition, leaves, after, bytes_max)
-            .map_err(|e| e.to_string())
+    ) -> Result<(Vec<Entry>, Option<Vec<u8>>), SyncError> {
+        let leaves = tree::leaf_range(node.level(), usize::from(node.index()));
+        Ok(self.entries_page(partition, leaves, after, entries_max, bytes_max)?)
+    }
+
+    fn versions(
+        &self,
+        partition: PartitionId,
+        node: NodeRef,
+        entries_max: usize,
+    ) -> Result<(Vec<Listed>, bool), SyncError> {
+        let leaves = tree::leaf_range(node.level(), usize::from(node.index()));
+        Ok(self.versions_in(partition, leaves, entries_max)?)
+    }
+
+    fn entry(&self, key: &[u8]) -> Result<Option<Entry>, SyncError> {
+        Ok(self.get(key)?.map(|record| Entry {
+            key: key.to_vec(),
+            record,
+        }))
+    }
+
+    fn resume_point(&self, key: &[u8]) -> Result<Vec<u8>, SyncError> {
+        Ok(crate::storage::Store::resume_point(self, key)?)
     }
 }

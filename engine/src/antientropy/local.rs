@@ -2,9 +2,11 @@
 //! responder as over the network, with the bytes each message would take on the wire.
 //! For tests and benchmarks: it measures the protocol, not the transport.
 
-use super::exchange::{Exchange, LocalTree, respond, root_summary};
-use super::messages::{SyncRequest, SyncResponse};
+use super::error::SyncError;
+use super::exchange::{Exchange, LocalTree, root_summary};
+use super::messages::{SyncLimits, SyncRequest, SyncResponse};
 use super::report::SyncCounts;
+use super::respond::{check_entries, check_roots_answer, respond};
 use crate::storage::Store;
 
 /// What a local reconciliation did.
@@ -39,35 +41,55 @@ pub fn reconcile(
     salt: u64,
     purge_horizon_ms: u64,
     dry_run: bool,
-) -> Result<LocalRun, String> {
+) -> Result<LocalRun, SyncError> {
+    reconcile_within(a, b, salt, purge_horizon_ms, dry_run, SyncLimits::default())
+}
+
+/// Like [`reconcile`], with both nodes held to `limits`.
+pub fn reconcile_within(
+    a: &Store,
+    b: &Store,
+    salt: u64,
+    purge_horizon_ms: u64,
+    dry_run: bool,
+    limits: SyncLimits,
+) -> Result<LocalRun, SyncError> {
     let partitions = a.partitions();
     let mut run = LocalRun::default();
-    let roots = (0..partitions)
-        .map(|p| root_summary(a, p, salt))
-        .collect::<Result<Vec<_>, _>>()?;
-    let request = SyncRequest::Roots { salt, roots };
-    let response = respond(b, &request)?;
-    run.counts.metadata_bytes_sent += size(&request);
-    run.counts.metadata_bytes_received += size(&response);
-    run.counts.round_trips += 1;
     run.counts.partitions_compared = u64::from(partitions);
-    let SyncResponse::Roots { differing } = response else {
-        return Err("unexpected answer to roots".into());
-    };
+    let mut differing = Vec::new();
+    let all: Vec<u16> = (0..partitions).collect();
+    for chunk in all.chunks(super::messages::ROOTS_PER_REQUEST_MAX) {
+        let roots = chunk
+            .iter()
+            .map(|&p| root_summary(a, p, salt))
+            .collect::<Result<Vec<_>, _>>()?;
+        let request = SyncRequest::Roots { salt, roots };
+        let response = respond(b, &request, &limits)?;
+        run.counts.metadata_bytes_sent += size(&request);
+        run.counts.metadata_bytes_received += size(&response);
+        run.counts.round_trips += 1;
+        let SyncResponse::Roots { differing: d } = response else {
+            return Err(SyncError::Protocol("unexpected answer to roots".into()));
+        };
+        check_roots_answer(chunk, &d)?;
+        differing.extend(d);
+    }
     run.counts.partitions_differing = differing.len() as u64;
     let mut deepest = 0;
     for root in &differing {
-        let mut exchange = Exchange::new(a, root, salt, purge_horizon_ms, dry_run)?;
+        let mut exchange = Exchange::new(a, root, salt, purge_horizon_ms, dry_run, limits)?;
         let mut rounds = 0;
         while let Some(request) = exchange.poll_request(a) {
             rounds += 1;
             let (response, pushed) = match &request {
                 SyncRequest::Push { entries, .. } => {
-                    let outcomes = b.apply_now(entries).map_err(|e| e.to_string())?;
+                    check_entries(entries, &limits)?;
+                    let outcomes = b.apply_now(entries)?;
                     let applied = outcomes.iter().filter(|o| o.applied()).count() as u32;
                     (SyncResponse::Pushed { applied }, entry_bytes(entries))
                 }
-                other => (respond(b, other)?, 0),
+                other => (respond(b, other, &limits)?, 0),
             };
             let pulled = match &response {
                 SyncResponse::Compared { send, .. } => entry_bytes(send),
@@ -80,11 +102,11 @@ pub fn reconcile(
             run.counts.metadata_bytes_received += size(&response) - pulled;
             exchange.handle_response(a, response);
             while let Some(entries) = exchange.poll_apply() {
-                a.apply_now(&entries).map_err(|e| e.to_string())?;
+                a.apply_now(&entries)?;
             }
         }
         if let Some(err) = exchange.failure() {
-            return Err(err.to_string());
+            return Err(err.clone());
         }
         let stats = exchange.stats();
         run.counts.round_trips += stats.round_trips;

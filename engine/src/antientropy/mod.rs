@@ -2,14 +2,17 @@
 //! Merkle trees kept over each partition's key range.
 //!
 //! - [`tree`]: the tree's shape and digest arithmetic.
-//! - [`messages`]: what two replicas say to each other.
-//! - [`exchange`]: the deterministic state machine of one exchange, and the
-//!   responder's side of each step.
+//! - [`messages`]: what two replicas say to each other, and the bounds on each message.
+//! - [`error`]: why an exchange step failed, and whose fault it was.
+//! - [`exchange`]: the deterministic state machine of one exchange.
+//! - [`respond`]: the responder's side of each step, and the checks of what a peer sends.
 //! - [`report`]: what a repair reports and what `status` shows per peer.
 //! - [`local`]: two local stores reconciled in one process (tests, benchmarks).
 
+pub mod error;
 pub mod exchange;
 pub mod local;
 pub mod messages;
 pub mod report;
+pub mod respond;
 pub mod tree;

@@ -218,25 +218,32 @@ pub fn entry_hash(tree_key: &[u8; 32], key: &[u8], record: &Record) -> Digest {
     Digest::from_bytes(hasher.finalize().as_bytes())
 }
 
-/// The index of node `(level, index)` in a partition's inner-node array.
-pub fn inner_index(level: u8, index: usize) -> usize {
+/// The index of node `(level, index)` in a partition's inner-node array; `None` for a
+/// leaf or a node the level does not have.
+pub fn inner_index(level: u8, index: usize) -> Option<usize> {
     match level {
-        0 => 0,
-        1 => 1 + index,
-        2 => 1 + FANOUT + index,
-        _ => unreachable!("leaves are not inner nodes"),
+        0 if index == 0 => Some(0),
+        1 if index < FANOUT => Some(1 + index),
+        2 if index < FANOUT * FANOUT => Some(1 + FANOUT + index),
+        _ => None,
     }
 }
 
-/// The ancestor of `leaf` at `level` (0 is the root).
+/// The ancestor of `leaf` at `level` (0 is the root; a level past the leaves is the leaf).
 pub fn ancestor(leaf: u16, level: u8) -> usize {
-    usize::from(leaf) >> (FANOUT_BITS * u32::from(LEAF_LEVEL - level))
+    usize::from(leaf) >> (FANOUT_BITS * u32::from(LEAF_LEVEL.saturating_sub(level)))
 }
 
-/// The leaves under node `(level, index)`: a contiguous range.
+/// The leaves under node `(level, index)`: a contiguous range, empty for a node the
+/// tree does not have.
 pub fn leaf_range(level: u8, index: usize) -> std::ops::Range<u16> {
+    if level > LEAF_LEVEL {
+        return 0..0;
+    }
     let span = 1usize << (FANOUT_BITS * u32::from(LEAF_LEVEL - level));
-    (index * span) as u16..((index + 1) * span).min(LEAVES) as u16
+    let start = index.saturating_mul(span).min(LEAVES);
+    let end = index.saturating_add(1).saturating_mul(span).min(LEAVES);
+    start as u16..end as u16
 }
 
 /// The inner levels of one partition's tree, kept in memory.
@@ -284,8 +291,11 @@ impl InnerTree {
     /// Adds a leaf's change to every ancestor.
     pub fn apply(&mut self, leaf: u16, delta: &Delta) {
         for level in 0..LEAF_LEVEL {
-            let at = inner_index(level, ancestor(leaf, level));
-            self.nodes[at] = self.nodes[at].plus(delta);
+            if let Some(node) =
+                inner_index(level, ancestor(leaf, level)).and_then(|at| self.nodes.get_mut(at))
+            {
+                *node = node.plus(delta);
+            }
         }
     }
 
@@ -294,9 +304,9 @@ impl InnerTree {
         self.nodes[0]
     }
 
-    /// Node `index` at inner `level`.
-    pub fn node(&self, level: u8, index: usize) -> Node {
-        self.nodes[inner_index(level, index)]
+    /// Node `index` at inner `level`; `None` for a leaf or a node the level does not have.
+    pub fn node(&self, level: u8, index: usize) -> Option<Node> {
+        self.nodes.get(inner_index(level, index)?).copied()
     }
 }
 
@@ -321,6 +331,19 @@ mod tests {
         assert_eq!(leaf_range(2, 17), 272..288);
         assert_eq!(ancestor(300, 1), 1);
         assert_eq!(ancestor(300, 2), 18);
+    }
+
+    #[test]
+    fn nodes_the_tree_does_not_have_are_none_or_empty_never_a_panic() {
+        assert_eq!(inner_index(1, 16), None);
+        assert_eq!(inner_index(2, 256), None);
+        assert_eq!(inner_index(3, 0), None);
+        assert_eq!(inner_index(200, 0), None);
+        assert_eq!(InnerTree::default().node(1, 16), None);
+        assert_eq!(leaf_range(4, 0), 0..0);
+        assert_eq!(leaf_range(3, 70_000), 4096..4096);
+        assert_eq!(leaf_range(1, 16), 4096..4096);
+        assert_eq!(ancestor(4095, 9), 4095);
     }
 
     #[test]

@@ -78,9 +78,10 @@ pub(crate) struct ServeArgs {
     /// How far ahead of this node's clock a peer's timestamp may be, in milliseconds.
     #[arg(long, default_value_t = crate::hlc::MAX_CLOCK_OFFSET_MS_DEFAULT)]
     max_clock_offset_ms: u64,
-    /// LMDB map size (address space reserved for data), in GiB.
-    #[arg(long, default_value_t = 64)]
-    map_size_gib: usize,
+    /// LMDB map size (address space reserved for data), in GiB; fractions such as 0.5
+    /// are allowed, the least is 0.001 (about 1 MiB).
+    #[arg(long, default_value = "64", value_parser = parse_map_size_gib, value_name = "GIB")]
+    map_size_gib: MapSize,
     /// Most connections at once (clients and peers).
     #[arg(long, default_value_t = crate::node::CONNECTIONS_MAX_DEFAULT)]
     connections_max: usize,
@@ -94,6 +95,35 @@ pub(crate) struct ServeArgs {
     /// power failure; for benchmarks only.
     #[arg(long)]
     unsafe_no_fsync: bool,
+}
+
+/// The least `--map-size-gib`: a map smaller than about a megabyte fills with the
+/// node's own metadata before it holds any data.
+const MAP_SIZE_GIB_MIN: f64 = 0.001;
+
+/// A map size in bytes, from `--map-size-gib`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MapSize(usize);
+
+fn parse_map_size_gib(text: &str) -> Result<MapSize, String> {
+    let gib: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of GiB (e.g. 64 or 0.5)"))?;
+    if !gib.is_finite() || gib < MAP_SIZE_GIB_MIN {
+        return Err(format!(
+            "the map size must be at least {MAP_SIZE_GIB_MIN} GiB (about 1 MiB), not {text}"
+        ));
+    }
+    let bytes = gib * f64::from(1u32 << 30);
+    if bytes >= usize::MAX as f64 {
+        return Err(format!(
+            "a map size of {text} GiB does not fit in the address space"
+        ));
+    }
+    // LMDB maps whole pages.
+    let page = 4096;
+    Ok(MapSize(bytes as usize / page * page))
 }
 
 /// A duration, or `off`.
@@ -134,7 +164,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     config.value_bytes_max = args.value_bytes_max;
     config.write_batch_max = args.write_batch_max;
     config.max_clock_offset_ms = args.max_clock_offset_ms;
-    config.map_size_bytes = args.map_size_gib.saturating_mul(1 << 30);
+    config.map_size_bytes = args.map_size_gib.0;
     config.durable = !args.unsafe_no_fsync;
     if args.unsafe_no_fsync {
         tracing::warn!("--unsafe-no-fsync: acknowledged writes can be lost on power failure");
@@ -172,4 +202,28 @@ pub(crate) async fn wait_for_signal() -> Result<(), Failure> {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_map_size_takes_fractions_of_a_gib_and_refuses_less_than_its_minimum() {
+        assert_eq!(parse_map_size_gib("64").unwrap().0, 64 << 30);
+        assert_eq!(parse_map_size_gib("0.5").unwrap().0, 512 << 20);
+        assert!(parse_map_size_gib("0.001").unwrap().0 >= 1 << 20);
+        for bad in ["0", "0.0001", "-1", "NaN", "inf"] {
+            let err = parse_map_size_gib(bad).unwrap_err();
+            assert!(
+                err.contains("at least 0.001 GiB (about 1 MiB)"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(
+            parse_map_size_gib("lots")
+                .unwrap_err()
+                .contains("not a number of GiB")
+        );
+    }
 }

@@ -16,19 +16,23 @@ use tokio::sync::Notify;
 
 use super::Shared;
 use super::peers::{PeerError, exchange as send_request};
+use crate::antientropy::error::SyncError;
 use crate::antientropy::exchange::{Exchange, purgeable, root_summary};
 use crate::antientropy::local::entry_bytes;
-use crate::antientropy::messages::{DifferingRoot, SyncRequest, SyncResponse};
+use crate::antientropy::messages::{
+    DifferingRoot, ROOTS_PER_REQUEST_MAX, SyncLimits, SyncRequest, SyncResponse,
+};
 use crate::antientropy::report::{
     PartitionDifference, PeerSync, RepairProgress, RepairReport, SyncCounts,
 };
+use crate::antientropy::respond::{check_entries, check_push, check_roots_answer};
 use crate::placement::PartitionId;
 use crate::protocol::{ErrorCode, ErrorReply, Request, Response};
 use crate::record::Entry;
 use crate::wallclock::system_wall_ms;
 
-/// Partitions in one roots message.
-const ROOTS_PER_MESSAGE: usize = 1024;
+/// Partitions in one roots message: as many as a peer answers.
+const ROOTS_PER_MESSAGE: usize = ROOTS_PER_REQUEST_MAX;
 /// Time allowed for one exchange step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Delay before the first background run after a start.
@@ -134,14 +138,18 @@ impl RateLimiter {
     }
 }
 
-/// The responder's side: one step of a peer's exchange.
+/// The responder's side: one step of a peer's exchange. The request is checked before
+/// anything is read or applied; a failure of this node's own storage is reported as
+/// such, not as the peer's fault.
 pub(crate) async fn respond(
     shared: &Arc<Shared>,
     request: SyncRequest,
 ) -> Result<Response, ErrorReply> {
-    let bad = |e: String| ErrorReply::new(ErrorCode::BadRequest, format!("sync: {e}"));
+    let limits = sync_limits(shared);
     match request {
-        SyncRequest::Push { entries, .. } => {
+        SyncRequest::Push { partition, entries } => {
+            check_push(partition, &entries, shared.settings.partitions, &limits)
+                .map_err(sync_error)?;
             let bytes = entry_bytes(&entries);
             shared
                 .anti_entropy
@@ -156,21 +164,19 @@ pub(crate) async fn respond(
                     && shared
                         .store
                         .get(&entry.key)
-                        .map_err(|e| bad(e.to_string()))?
+                        .map_err(|e| sync_error(e.into()))?
                         .is_none()
                 {
                     continue;
                 }
                 keep.push(entry);
             }
-            let applied = apply_received(shared, keep)
-                .await
-                .map_err(|e| ErrorReply::new(ErrorCode::Storage, e))?;
+            let applied = apply_received(shared, keep).await.map_err(sync_error)?;
             Ok(Response::Sync(SyncResponse::Pushed { applied }))
         }
         other => {
-            let response =
-                crate::antientropy::exchange::respond(&shared.store, &other).map_err(bad)?;
+            let response = crate::antientropy::respond::respond(&shared.store, &other, &limits)
+                .map_err(sync_error)?;
             if let SyncResponse::Compared { send, .. }
             | SyncResponse::Entries { entries: send, .. } = &response
             {
@@ -186,16 +192,40 @@ pub(crate) async fn respond(
     }
 }
 
+/// The answer to a peer whose step failed: whose fault it was, and why.
+fn sync_error(err: SyncError) -> ErrorReply {
+    match err {
+        SyncError::Storage(err) => super::service::storage_error(err),
+        SyncError::LimitExceeded { .. } | SyncError::BadEntry(_) => {
+            ErrorReply::new(ErrorCode::LimitExceeded, format!("sync: {err}"))
+        }
+        SyncError::NoSuchPartition { .. }
+        | SyncError::NoSuchNode { .. }
+        | SyncError::BadRequest(_)
+        | SyncError::Protocol(_) => ErrorReply::new(ErrorCode::BadRequest, format!("sync: {err}")),
+    }
+}
+
+/// What this node accepts and answers in an exchange.
+fn sync_limits(shared: &Shared) -> SyncLimits {
+    SyncLimits {
+        value_bytes_max: shared.config.value_bytes_max,
+    }
+}
+
 /// Tombstones older than this (wall ms) may be purged.
 fn purge_horizon(shared: &Shared) -> u64 {
     system_wall_ms().saturating_sub(shared.config.tombstone_grace.as_millis() as u64)
 }
 
-/// Applies entries received from a peer; entries from a clock too far ahead are refused.
-async fn apply_received(shared: &Arc<Shared>, entries: Vec<Entry>) -> Result<u32, String> {
+/// Applies entries received from a peer, pushed or answered. They pass the same checks
+/// as a `Replicate`: key and value limits (a batch with one bad entry is refused
+/// whole), and entries from a clock too far ahead are left out.
+async fn apply_received(shared: &Arc<Shared>, entries: Vec<Entry>) -> Result<u32, SyncError> {
     if entries.is_empty() {
         return Ok(0);
     }
+    check_entries(&entries, &sync_limits(shared))?;
     let entries: Vec<Entry> = {
         let mut clock = shared.clock.lock().expect("clock lock");
         let now = system_wall_ms();
@@ -213,11 +243,7 @@ async fn apply_received(shared: &Arc<Shared>, entries: Vec<Entry>) -> Result<u32
             })
             .collect()
     };
-    let outcomes = shared
-        .store
-        .apply(entries)
-        .await
-        .map_err(|e| e.to_string())?;
+    let outcomes = shared.store.apply(entries).await?;
     Ok(outcomes.iter().filter(|o| o.applied()).count() as u32)
 }
 
@@ -646,9 +672,10 @@ async fn sync_with(
         u64::from_le_bytes(bytes)
     };
     let differing = compare_roots(shared, &connection, partitions, salt, &counts).await?;
+    check_roots_answer(partitions, &differing)?;
     counts.lock().expect("counts lock").partitions_compared += partitions.len() as u64;
     counts.lock().expect("counts lock").partitions_differing += differing.len() as u64;
-    tick((partitions.len() - differing.len()) as u64, 0);
+    tick(partitions.len().saturating_sub(differing.len()) as u64, 0);
     let mut differences: BTreeMap<PartitionId, PartitionDifference> = BTreeMap::new();
     run_exchanges(
         shared,
@@ -668,6 +695,7 @@ async fn sync_with(
         let touched: Vec<PartitionId> = differing.iter().map(|d| d.partition).collect();
         let salt = salt.wrapping_add(1);
         let again = compare_roots(shared, &connection, &touched, salt, &counts).await?;
+        check_roots_answer(&touched, &again)?;
         let mut ignored = BTreeMap::new();
         run_exchanges(
             shared,
@@ -683,8 +711,9 @@ async fn sync_with(
         .await;
         let retried: Vec<PartitionId> = again.iter().map(|d| d.partition).collect();
         let salt = salt.wrapping_add(1);
-        still = compare_roots(shared, &connection, &retried, salt, &counts)
-            .await?
+        let last = compare_roots(shared, &connection, &retried, salt, &counts).await?;
+        check_roots_answer(&retried, &last)?;
+        still = last
             .into_iter()
             .map(|d| d.partition)
             .filter(|p| {
@@ -818,7 +847,8 @@ async fn exchange_one(
         .in_flight
         .insert(partition);
     let result = async {
-        let mut exchange = Exchange::new(&shared.store, root, salt, horizon, dry_run)?;
+        let limits = sync_limits(shared);
+        let mut exchange = Exchange::new(&shared.store, root, salt, horizon, dry_run, limits)?;
         while let Some(request) = exchange.poll_request(&shared.store) {
             let response = step(shared, connection, request, counts).await?;
             exchange.handle_response(&shared.store, response);

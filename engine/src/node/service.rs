@@ -544,7 +544,7 @@ fn limit_error(err: crate::limits::LimitError) -> ErrorReply {
     ErrorReply::new(ErrorCode::LimitExceeded, err.to_string())
 }
 
-fn storage_error(err: StoreError) -> ErrorReply {
+pub(super) fn storage_error(err: StoreError) -> ErrorReply {
     match err {
         StoreError::Closed => ErrorReply::new(ErrorCode::ShuttingDown, err.to_string()),
         other => {

@@ -93,6 +93,35 @@ pub enum StoreError {
         /// The configured map size.
         map_size_bytes: usize,
     },
+    /// The device holding the data directory has no space left; the transaction was
+    /// rolled back and the data on disk is as it was before it.
+    #[error(
+        "storage is full: the device has no space left ({cause}); the write was not applied; {}: free space there or move --data-dir",
+        free_space(path, *available_bytes)
+    )]
+    DeviceFull {
+        /// The data directory.
+        path: PathBuf,
+        /// The device's error, e.g. "No space left on device, os error 28".
+        cause: String,
+        /// Bytes free to unprivileged writers when the failure was seen, if known.
+        available_bytes: Option<u64>,
+    },
+    /// A key outside the key limits reached storage; nothing was written. Keys are
+    /// checked where they arrive, so this is the last line: an empty key would be
+    /// stored under a tree leaf's own row.
+    #[error("key refused by storage: {0}; nothing was written")]
+    BadKey(#[from] crate::limits::LimitError),
+    /// A tree node the tree does not have was asked for; nothing was read.
+    #[error(
+        "the tree has no node at level {level}, index {index} (levels 0 to 3, level L has 16^L nodes)"
+    )]
+    NoSuchTreeNode {
+        /// The level asked for.
+        level: u8,
+        /// The index asked for.
+        index: usize,
+    },
     /// LMDB reported an error; the transaction (if any) was rolled back.
     #[error("storage error while {context}: {message}")]
     Lmdb {
@@ -119,5 +148,12 @@ impl StoreError {
             what: "record",
             detail: err.to_string(),
         }
+    }
+}
+
+fn free_space(path: &std::path::Path, available_bytes: Option<u64>) -> String {
+    match available_bytes {
+        Some(bytes) => format!("{bytes} bytes free on {}", path.display()),
+        None => format!("free space unknown on {}", path.display()),
     }
 }

@@ -83,6 +83,17 @@ impl StoreOptions {
     }
 }
 
+/// An entry as listed for a comparison: its key, version and kind, without its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The entry's version.
+    pub version: Version,
+    /// Whether the entry is a tombstone.
+    pub tombstone: bool,
+}
+
 /// What applying one entry did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyOutcome {
@@ -119,6 +130,11 @@ pub(crate) struct Tables {
     trees: Arc<OnceLock<Vec<RwLock<InnerTree>>>>,
     maintain_tree: bool,
     map_size_bytes: usize,
+    /// The data directory, whose device's free space explains a failed write.
+    dir: PathBuf,
+    /// The device's own error from the last write refused for want of space, until a
+    /// commit succeeds again; see [`Tables::write_error`].
+    no_space: Arc<Mutex<Option<String>>>,
     hints_max: u64,
     hint_state: Arc<Mutex<HintState>>,
     changes: broadcast::Sender<Arc<Entry>>,
@@ -528,6 +544,8 @@ impl Tables {
     }
 
     fn get(&self, rtxn: &RoTxn<'_, WithoutTls>, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        // An empty key would name a tree leaf's own row.
+        crate::limits::check_key(key)?;
         let location = self.locate(key)?;
         let dkey = data_key_at(location.partition, location.leaf, key);
         match self
@@ -619,6 +637,8 @@ impl Tables {
         self.raise_high_water(&mut wtxn, high_water)?;
         wtxn.commit()
             .map_err(|e| self.write_error("committing", e))?;
+        // There was room for this commit: the next failure is judged afresh.
+        *self.no_space.lock().expect("no-space lock") = None;
         hint_delta.settle(&self.hint_state, self.hints_max);
         if let Some(trees) = self.trees.get() {
             for partition in &dropped_partitions {
@@ -648,6 +668,7 @@ impl Tables {
         encoded: &mut Vec<u8>,
         tree_deltas: &mut Vec<(Location, Delta)>,
     ) -> Result<ApplyOutcome, StoreError> {
+        crate::limits::check_key(&entry.key)?;
         let settings = *self.settings()?;
         let location = tree::locate(&entry.key, settings.partitions);
         let dkey = data_key_at(location.partition, location.leaf, &entry.key);
@@ -750,14 +771,88 @@ impl Tables {
         Ok(())
     }
 
+    /// What a failed write means. A full device shows first as ENOSPC, but mostly as
+    /// EIO: LMDB writes dirty pages with `pwrite` and reports a short write (the kernel
+    /// wrote what still fitted) as EIO, and once a device is full nearly every write
+    /// comes up short. So the device's own ENOSPC is remembered until a commit succeeds
+    /// again, and an EIO in that streak is the same full device; an EIO with no ENOSPC
+    /// before it counts as a full device only if the device has (almost) no room left
+    /// (statvfs). Either way the message names the device's error, not EIO.
     fn write_error(&self, context: &'static str, err: heed::Error) -> StoreError {
-        match err {
-            heed::Error::Mdb(heed::MdbError::MapFull) => StoreError::Full {
-                map_size_bytes: self.map_size_bytes,
+        let io = match err {
+            heed::Error::Mdb(heed::MdbError::MapFull) => {
+                return StoreError::Full {
+                    map_size_bytes: self.map_size_bytes,
+                };
+            }
+            heed::Error::Io(io) => io,
+            other => return StoreError::lmdb(context)(other),
+        };
+        let cause = {
+            let mut streak = self.no_space.lock().expect("no-space lock");
+            no_space_cause(&io, &mut streak, || available_bytes(&self.dir))
+        };
+        match cause {
+            Some(cause) => StoreError::DeviceFull {
+                path: self.dir.clone(),
+                cause,
+                available_bytes: available_bytes(&self.dir),
             },
-            other => StoreError::lmdb(context)(other),
+            None => StoreError::lmdb(context)(heed::Error::Io(io)),
         }
     }
+}
+
+/// The device's error behind a failed write when the device is full, remembering an
+/// ENOSPC in `streak`; see [`Tables::write_error`].
+fn no_space_cause(
+    err: &std::io::Error,
+    streak: &mut Option<String>,
+    available: impl FnOnce() -> Option<u64>,
+) -> Option<String> {
+    match err.raw_os_error() {
+        Some(code) if code == libc::ENOSPC || code == libc::EDQUOT => {
+            let cause = os_error_text(err, code);
+            *streak = Some(cause.clone());
+            Some(cause)
+        }
+        Some(libc::EIO) => streak.clone().or_else(|| {
+            available()
+                .is_some_and(|free| free < DEVICE_FULL_BYTES)
+                .then(|| "No space left on device: a write came up short".to_string())
+        }),
+        _ => None,
+    }
+}
+
+/// Free bytes below which a short write is taken for a full device: a write comes up
+/// short only when the device cannot hold it, and then it has next to nothing left.
+const DEVICE_FULL_BYTES: u64 = 1 << 20;
+
+/// "No space left on device, os error 28": the operating system's words and number.
+fn os_error_text(err: &std::io::Error, code: i32) -> String {
+    let text = err.to_string();
+    let suffix = format!(" (os error {code})");
+    match text.strip_suffix(&suffix) {
+        Some(words) => format!("{words}, os error {code}"),
+        None => text,
+    }
+}
+
+/// Bytes free to unprivileged writers on the device holding `dir`, if it can be told.
+fn available_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) only writes into the struct it is given, which is plain data
+    // (all-zero is a valid value), and reads the NUL-terminated path it is given.
+    #[allow(unsafe_code)]
+    let stat = unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(path.as_ptr(), &mut stat) == 0).then_some(stat)
+    }?;
+    // The field types are u64 here but narrower on some platforms.
+    #[allow(clippy::useless_conversion)]
+    Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }
 
 /// Hint bookkeeping of one transaction, applied to memory only once it committed.
@@ -873,6 +968,8 @@ fn open_tables(
         trees: Arc::new(OnceLock::new()),
         maintain_tree: options.maintain_tree,
         map_size_bytes: options.map_size_bytes,
+        dir: dir.to_path_buf(),
+        no_space: Arc::new(Mutex::new(None)),
         hints_max: options.hints_max,
         hint_state: Arc::new(Mutex::new(HintState::default())),
         changes: broadcast::channel(CHANGES_BUFFER_MAX).0,
@@ -893,11 +990,20 @@ impl Store {
         level: u8,
         index: usize,
     ) -> Result<TreeNode, StoreError> {
+        let missing = StoreError::NoSuchTreeNode { level, index };
         if level < tree::LEAF_LEVEL {
-            return Ok(self.tables.inner(partition)?.node(level, index));
+            return self
+                .tables
+                .inner(partition)?
+                .node(level, index)
+                .ok_or(missing);
         }
+        let leaf = u16::try_from(index)
+            .ok()
+            .filter(|&leaf| level == tree::LEAF_LEVEL && usize::from(leaf) < tree::LEAVES)
+            .ok_or(missing)?;
         let rtxn = self.tables.read_txn()?;
-        self.tables.leaf(&rtxn, partition, index as u16)
+        self.tables.leaf(&rtxn, partition, leaf)
     }
 
     /// The 16 children of node `index` at inner `level` of `partition`'s tree.
@@ -907,14 +1013,19 @@ impl Store {
         level: u8,
         index: usize,
     ) -> Result<Vec<TreeNode>, StoreError> {
+        let missing = StoreError::NoSuchTreeNode { level, index };
+        if level >= tree::LEAF_LEVEL || tree::inner_index(level, index).is_none() {
+            return Err(missing);
+        }
         let first = index * tree::FANOUT;
         if level + 1 < tree::LEAF_LEVEL {
             let inner = self.tables.inner(partition)?;
-            return Ok((first..first + tree::FANOUT)
-                .map(|i| inner.node(level + 1, i))
-                .collect());
+            return (first..first + tree::FANOUT)
+                .map(|i| inner.node(level + 1, i).ok_or(missing.clone()))
+                .collect();
         }
         let rtxn = self.tables.read_txn()?;
+        // An inner node at the last inner level has index < 256, so its leaves are < 4096.
         (first..first + tree::FANOUT)
             .map(|leaf| self.tables.leaf(&rtxn, partition, leaf as u16))
             .collect()
@@ -922,7 +1033,8 @@ impl Store {
 
     /// The entries of `partition` whose leaves are in `leaves`, in storage order,
     /// starting after `after` (a resume point returned by an earlier call), up to
-    /// `bytes_max` bytes of values. Returns them and the resume point when there are more.
+    /// `bytes_max` bytes of stored records. Returns them and the resume point when there
+    /// are more.
     pub fn entries_in(
         &self,
         partition: PartitionId,
@@ -930,31 +1042,21 @@ impl Store {
         after: Option<&[u8]>,
         bytes_max: usize,
     ) -> Result<(Vec<Entry>, Option<Vec<u8>>), StoreError> {
-        use std::ops::Bound;
+        self.entries_page(partition, leaves, after, usize::MAX, bytes_max)
+    }
+
+    /// Like [`Store::entries_in`], and at most `entries_max` entries (at least one, when
+    /// there is one).
+    pub fn entries_page(
+        &self,
+        partition: PartitionId,
+        leaves: std::ops::Range<u16>,
+        after: Option<&[u8]>,
+        entries_max: usize,
+        bytes_max: usize,
+    ) -> Result<(Vec<Entry>, Option<Vec<u8>>), StoreError> {
         let rtxn = self.tables.read_txn()?;
-        let start = data_key_at(partition, leaves.start, b"");
-        let end = if usize::from(leaves.end) >= tree::LEAVES {
-            // The range ends where the next partition begins.
-            (u32::from(partition) + 1).to_be_bytes()[2..].to_vec()
-        } else {
-            data_key_at(partition, leaves.end, b"")
-        };
-        let lower = match after {
-            Some(after) => Bound::Excluded(after),
-            None => Bound::Included(start.as_slice()),
-        };
-        let upper = if u32::from(partition) + 1 > u32::from(u16::MAX)
-            && usize::from(leaves.end) >= tree::LEAVES
-        {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(end.as_slice())
-        };
-        let iter = self
-            .tables
-            .data
-            .range(&rtxn, &(lower, upper))
-            .map_err(StoreError::lmdb("reading a leaf"))?;
+        let iter = self.tables.range(&rtxn, partition, leaves, after)?;
         let mut out = Vec::new();
         let mut bytes = 0;
         let mut last_key: Vec<u8> = Vec::new();
@@ -963,18 +1065,55 @@ impl Store {
             if dkey.len() == LEAF_KEY_BYTES {
                 continue;
             }
-            if !out.is_empty() && bytes + value.len() > bytes_max {
+            if !out.is_empty() && (out.len() >= entries_max || bytes + value.len() > bytes_max) {
                 return Ok((out, Some(last_key)));
             }
             bytes += value.len();
             last_key.clear();
             last_key.extend_from_slice(dkey);
             out.push(Entry {
-                key: dkey[4..].to_vec(),
+                key: dkey[LEAF_KEY_BYTES..].to_vec(),
                 record: Record::decode(value).map_err(StoreError::corrupt_record)?,
             });
         }
         Ok((out, None))
+    }
+
+    /// The key, version and kind (tombstone or not) of each entry of `partition` whose
+    /// leaves are in `leaves`, without their values; at most `entries_max` of them.
+    /// The flag says whether that was all.
+    pub fn versions_in(
+        &self,
+        partition: PartitionId,
+        leaves: std::ops::Range<u16>,
+        entries_max: usize,
+    ) -> Result<(Vec<Listed>, bool), StoreError> {
+        let rtxn = self.tables.read_txn()?;
+        let iter = self.tables.range(&rtxn, partition, leaves, None)?;
+        let mut out = Vec::new();
+        for item in iter {
+            let (dkey, value) = item.map_err(StoreError::lmdb("reading a leaf"))?;
+            if dkey.len() == LEAF_KEY_BYTES {
+                continue;
+            }
+            if out.len() >= entries_max {
+                return Ok((out, false));
+            }
+            let version = Record::decode_version(value).map_err(StoreError::corrupt_record)?;
+            let tombstone = value.get(crate::record::RECORD_HEADER_BYTES - 1) == Some(&1);
+            out.push(Listed {
+                key: dkey[LEAF_KEY_BYTES..].to_vec(),
+                version,
+                tombstone,
+            });
+        }
+        Ok((out, true))
+    }
+
+    /// The data key an entry is stored under: the resume point just after it.
+    pub fn resume_point(&self, key: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let location = self.tables.locate(key)?;
+        Ok(data_key_at(location.partition, location.leaf, key))
     }
 
     /// Recomputes `partition`'s tree from its data and compares it with the tree kept
@@ -1017,6 +1156,43 @@ impl Store {
 }
 
 impl Tables {
+    /// The rows of `partition` under `leaves`, after `after`: leaf rows and records.
+    /// A resume point outside the range reads nothing outside it.
+    fn range<'t>(
+        &self,
+        rtxn: &'t RoTxn<'_, WithoutTls>,
+        partition: PartitionId,
+        leaves: std::ops::Range<u16>,
+        after: Option<&[u8]>,
+    ) -> Result<heed::RoRange<'t, Bytes, Bytes>, StoreError> {
+        use std::ops::Bound;
+        let start = data_key_at(partition, leaves.start, b"");
+        let end = if usize::from(leaves.end) >= tree::LEAVES {
+            // The range ends where the next partition begins.
+            (u32::from(partition) + 1).to_be_bytes()[2..].to_vec()
+        } else {
+            data_key_at(partition, leaves.end, b"")
+        };
+        let lower = match after {
+            Some(after) if after >= start.as_slice() => Bound::Excluded(after.to_vec()),
+            _ => Bound::Included(start),
+        };
+        let upper = if u32::from(partition) + 1 > u32::from(u16::MAX)
+            && usize::from(leaves.end) >= tree::LEAVES
+        {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let bounds = (
+            lower.as_ref().map(Vec::as_slice),
+            upper.as_ref().map(Vec::as_slice),
+        );
+        self.data
+            .range(rtxn, &bounds)
+            .map_err(StoreError::lmdb("reading a leaf"))
+    }
+
     fn settings(&self) -> Result<&ClusterSettings, StoreError> {
         self.cluster.get().ok_or(StoreError::NoCluster)
     }

@@ -408,3 +408,54 @@ fn a_leaf_range_is_read_in_pages() {
     );
     assert!(!half.is_empty() && half.len() < 100);
 }
+
+#[test]
+fn a_full_device_is_named_by_its_own_error_even_when_lmdb_reports_eio() {
+    let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+    let eio = std::io::Error::from_raw_os_error(libc::EIO);
+    let plenty = || Some(1 << 30);
+    let mut streak = None;
+    // An EIO on a device with room is a real I/O error.
+    assert_eq!(no_space_cause(&eio, &mut streak, plenty), None);
+    // ENOSPC names itself, and the EIOs of short writes that follow are the same full
+    // device, whatever statvfs says by then.
+    let cause = no_space_cause(&enospc, &mut streak, plenty).unwrap();
+    assert_eq!(cause, "No space left on device, os error 28");
+    assert_eq!(no_space_cause(&eio, &mut streak, plenty), Some(cause));
+    // A short write with no ENOSPC before it, on a device with nothing left.
+    let mut streak = None;
+    let cause = no_space_cause(&eio, &mut streak, || Some(0)).unwrap();
+    assert!(cause.starts_with("No space left on device"), "{cause}");
+    let other = std::io::Error::from_raw_os_error(libc::EACCES);
+    assert_eq!(no_space_cause(&other, &mut streak, || Some(0)), None);
+    let err = StoreError::DeviceFull {
+        path: "/data".into(),
+        cause: "No space left on device, os error 28".into(),
+        available_bytes: Some(0),
+    };
+    assert_eq!(
+        err.to_string(),
+        "storage is full: the device has no space left (No space left on device, os error 28); the write was not applied; 0 bytes free on /data: free space there or move --data-dir"
+    );
+}
+
+#[test]
+fn storage_refuses_keys_outside_the_key_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let err = store
+        .apply_now(&[entry(b"", 10, 1, Some(b"v"))])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::BadKey(_)), "{err}");
+    assert!(
+        store
+            .apply_now(&[entry(&[b'k'; 481], 10, 1, Some(b"v"))])
+            .is_err()
+    );
+    assert!(store.is_empty().unwrap());
+    assert!(
+        store
+            .verify_tree(crate::antientropy::tree::locate(b"", 256).partition)
+            .unwrap()
+    );
+}

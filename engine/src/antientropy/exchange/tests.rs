@@ -1,10 +1,15 @@
-//! Two real stores reconciled by the exchange, in process.
+//! Two real stores reconciled by the exchange, in process; and what a peer may send
+//! (requests, answers, entries) held to its checks and bounds.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
 use super::*;
+use crate::antientropy::messages::{
+    CHILDREN_NODES_MAX, COMPARE_ENTRIES_READ_MAX, LIST_ITEMS_MAX, ROOTS_PER_REQUEST_MAX,
+};
+use crate::antientropy::respond::{check_entries, check_push, check_roots_answer, respond};
 use crate::hlc::Timestamp;
 use crate::record::{NodeId, Record, Version};
 use crate::storage::{ClusterSettings, Store, StoreOptions};
@@ -207,5 +212,507 @@ proptest! {
         }
         let again = reconcile(&a, &b, salt.wrapping_add(2), 0, false);
         prop_assert_eq!(again.differing_partitions, 0);
+    }
+}
+
+/// A tree node as a peer may send it: any level and index, unchecked.
+fn raw_node(level: u8, index: u16) -> NodeRef {
+    postcard::from_bytes(&postcard::to_allocvec(&(level, index)).unwrap()).unwrap()
+}
+
+fn children_of(nodes: Vec<NodeRef>) -> SyncRequest {
+    SyncRequest::Children {
+        partition: 0,
+        salt: 1,
+        nodes,
+    }
+}
+
+#[test]
+fn nodes_the_tree_does_not_have_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = store(dir.path(), 4);
+    let limits = SyncLimits::default();
+    for (level, index) in [(1, 16), (2, 256), (2, 300), (4, 0), (255, 7), (0, 1)] {
+        let err = respond(&b, &children_of(vec![raw_node(level, index)]), &limits).unwrap_err();
+        assert!(matches!(err, SyncError::NoSuchNode { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "tree node (level {level}, index {index}) does not exist"
+            )),
+            "{err}"
+        );
+        let pull = SyncRequest::Pull {
+            partition: 0,
+            node: raw_node(level, index),
+            after: None,
+            purge_horizon_ms: 0,
+        };
+        assert!(matches!(
+            respond(&b, &pull, &limits),
+            Err(SyncError::NoSuchNode { .. })
+        ));
+    }
+    let err = respond(&b, &children_of(vec![raw_node(3, 5)]), &limits).unwrap_err();
+    assert!(
+        err.to_string().contains("is a leaf: it has no children"),
+        "{err}"
+    );
+    let err = respond(
+        &b,
+        &SyncRequest::Children {
+            partition: 4,
+            salt: 1,
+            nodes: vec![NodeRef::ROOT],
+        },
+        &limits,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "partition 4 does not exist (the cluster has 4 partitions)"
+    );
+}
+
+#[test]
+fn requests_past_their_bounds_are_refused_with_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = store(dir.path(), 1);
+    let limits = SyncLimits::default();
+    let nodes = vec![NodeRef::ROOT; CHILDREN_NODES_MAX + 1];
+    let err = respond(&b, &children_of(nodes), &limits).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "sync request over its limit: nodes in one children request is 257, the limit is 256"
+    );
+
+    let roots = (0..=ROOTS_PER_REQUEST_MAX as u16)
+        .map(|p| RootSummary {
+            partition: p,
+            fp: 0,
+            count: 0,
+        })
+        .collect();
+    let err = respond(&b, &SyncRequest::Roots { salt: 1, roots }, &limits).unwrap_err();
+    assert!(err.to_string().contains("the limit is 256"), "{err}");
+    let twice = vec![
+        RootSummary {
+            partition: 0,
+            fp: 0,
+            count: 0,
+        };
+        2
+    ];
+    let err = respond(
+        &b,
+        &SyncRequest::Roots {
+            salt: 1,
+            roots: twice,
+        },
+        &limits,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("named twice"), "{err}");
+
+    let item = ListItem {
+        position: 0,
+        version: Version::default(),
+        tombstone: false,
+    };
+    let compare = |ranges| SyncRequest::Compare {
+        partition: 0,
+        purge_horizon_ms: 0,
+        dry_run: false,
+        ranges,
+    };
+    let big = vec![RangeList {
+        node: NodeRef::ROOT,
+        entries: vec![item; LIST_ITEMS_MAX + 1],
+    }];
+    let err = respond(&b, &compare(big), &limits).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("list items in one compare request is 4097, the limit is 4096"),
+        "{err}"
+    );
+    let overlapping = vec![
+        RangeList {
+            node: NodeRef::ROOT,
+            entries: vec![],
+        },
+        RangeList {
+            node: raw_node(3, 9),
+            entries: vec![],
+        },
+    ];
+    let err = respond(&b, &compare(overlapping), &limits).unwrap_err();
+    assert!(err.to_string().contains("overlap"), "{err}");
+    let pull = SyncRequest::Pull {
+        partition: 0,
+        node: NodeRef::ROOT,
+        after: Some(vec![0; 600]),
+        purge_horizon_ms: 0,
+    };
+    let err = respond(&b, &pull, &limits).unwrap_err();
+    assert!(err.to_string().contains("the limit is 484"), "{err}");
+}
+
+#[test]
+fn a_compare_over_a_huge_range_reads_at_most_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = store(dir.path(), 1);
+    let entries: Vec<Entry> = (0..COMPARE_ENTRIES_READ_MAX + 10)
+        .map(|i| entry(&format!("k{i}"), 10, false))
+        .collect();
+    b.apply_now(&entries).unwrap();
+    let request = SyncRequest::Compare {
+        partition: 0,
+        purge_horizon_ms: 0,
+        dry_run: true,
+        ranges: vec![RangeList {
+            node: NodeRef::ROOT,
+            entries: vec![],
+        }],
+    };
+    let err = respond(&b, &request, &SyncLimits::default()).unwrap_err();
+    assert!(matches!(
+        err,
+        SyncError::LimitExceeded {
+            limit: COMPARE_ENTRIES_READ_MAX,
+            ..
+        }
+    ));
+    assert!(err.to_string().contains("the limit is 16384"), "{err}");
+}
+
+#[test]
+fn entries_that_break_the_write_limits_are_refused_however_they_arrive() {
+    let limits = SyncLimits {
+        value_bytes_max: 100,
+    };
+    let mut empty = entry("x", 10, false);
+    empty.key.clear();
+    let err = check_push(0, &[empty.clone()], 1, &limits).unwrap_err();
+    assert!(err.to_string().contains("empty key"), "{err}");
+    let mut long = entry("x", 10, false);
+    long.key = vec![b'k'; 481];
+    assert!(check_push(0, &[long], 1, &limits).is_err());
+    let mut large = entry("x", 10, false);
+    large.record.payload = Payload::Value(vec![0; 101]);
+    let err = check_push(0, &[large.clone()], 1, &limits).unwrap_err();
+    assert!(err.to_string().contains("the limit is 100 bytes"), "{err}");
+    let elsewhere = (0..)
+        .map(|i| entry(&format!("k{i}"), 10, false))
+        .find(|e| tree::locate(&e.key, 4).partition == 3)
+        .unwrap();
+    let err = check_push(1, &[elsewhere], 4, &limits).unwrap_err();
+    assert!(err.to_string().contains("lies in partition 3"), "{err}");
+
+    // In an answer: a protocol violation, and nothing of it is applied.
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (store(da.path(), 1), store(db.path(), 1));
+    b.apply_now(&[entry("only-b", 10, false)]).unwrap();
+    let SyncResponse::Roots { differing } = respond(
+        &b,
+        &SyncRequest::Roots {
+            salt: 1,
+            roots: vec![root_summary(&a, 0, 1).unwrap()],
+        },
+        &limits,
+    )
+    .unwrap() else {
+        panic!("roots")
+    };
+    for bad in [empty, large] {
+        let mut exchange = Exchange::new(&a, &differing[0], 1, 0, false, limits).unwrap();
+        let request = exchange.poll_request(&a).unwrap();
+        assert!(matches!(request, SyncRequest::Pull { .. }), "{request:?}");
+        exchange.handle_response(
+            &a,
+            SyncResponse::Entries {
+                entries: vec![bad],
+                pending_purge: 0,
+                next: None,
+            },
+        );
+        assert!(matches!(exchange.failure(), Some(SyncError::Protocol(_))));
+        assert_eq!(exchange.poll_apply(), None);
+        assert!(exchange.poll_request(&a).is_none());
+    }
+}
+
+#[test]
+fn a_roots_answer_naming_partitions_not_asked_is_a_protocol_violation() {
+    let root = |partition| DifferingRoot {
+        partition,
+        children: vec![NodeSummary { fp: 0, count: 0 }; FANOUT],
+    };
+    assert!(check_roots_answer(&[1, 2], &[root(2)]).is_ok());
+    let err = check_roots_answer(&[1], &[root(1), root(2)]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "protocol violation in the peer's answer: 2 partitions named as differing, but only 1 were compared"
+    );
+    assert!(check_roots_answer(&[1, 2], &[root(3)]).is_err());
+    assert!(check_roots_answer(&[1, 2], &[root(1), root(1)]).is_err());
+    let mut short = root(1);
+    short.children.pop();
+    assert!(check_roots_answer(&[1], &[short]).is_err());
+}
+
+#[test]
+fn answers_cut_at_the_frame_limit_are_asked_again_until_everything_moved() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (store(da.path(), 1), store(db.path(), 1));
+    let limits = SyncLimits {
+        value_bytes_max: 20 << 10,
+    };
+    let big = |key: &str, hlc: u64| Entry {
+        key: key.as_bytes().to_vec(),
+        record: Record {
+            version: Version {
+                hlc: Timestamp::from_u64(hlc),
+                node: NodeId(1),
+            },
+            payload: Payload::Value(vec![hlc as u8; 20 << 10]),
+        },
+    };
+    let older: Vec<Entry> = (0..120).map(|i| big(&format!("k{i}"), 10)).collect();
+    let newer: Vec<Entry> = (0..120).map(|i| big(&format!("k{i}"), 20)).collect();
+    a.apply_now(&older).unwrap();
+    b.apply_now(&newer).unwrap();
+    let run = crate::antientropy::local::reconcile_within(&a, &b, 5, 0, false, limits).unwrap();
+    assert_eq!(run.counts.keys_received, 120);
+    assert_eq!(run.counts.keys_differing, 120);
+    assert_eq!(contents(&a), contents(&b));
+    assert!(
+        run.counts.round_trips > 10,
+        "4 MB cannot move in a few answers of 84 KiB: {run:?}"
+    );
+}
+
+/// A request as a peer may send it: any partition, node, count and resume point.
+fn any_request() -> impl Strategy<Value = SyncRequest> {
+    let node = (0u8..6, any::<u16>()).prop_map(|(level, index)| {
+        raw_node(level, if index % 3 == 0 { index } else { index % 300 })
+    });
+    let item =
+        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(position, hlc, tombstone)| {
+            ListItem {
+                position,
+                version: Version {
+                    hlc: Timestamp::from_u64(hlc),
+                    node: NodeId(1),
+                },
+                tombstone,
+            }
+        });
+    let range = (node.clone(), proptest::collection::vec(item, 0..40))
+        .prop_map(|(node, entries)| RangeList { node, entries });
+    let root = (0u16..12, any::<u64>(), 0u64..100).prop_map(|(partition, fp, count)| RootSummary {
+        partition,
+        fp,
+        count,
+    });
+    prop_oneof![
+        (any::<u64>(), proptest::collection::vec(root, 0..12))
+            .prop_map(|(salt, roots)| SyncRequest::Roots { salt, roots }),
+        (
+            0u16..10,
+            any::<u64>(),
+            proptest::collection::vec(node.clone(), 0..300)
+        )
+            .prop_map(|(partition, salt, nodes)| SyncRequest::Children {
+                partition,
+                salt,
+                nodes
+            }),
+        (
+            0u16..10,
+            any::<u64>(),
+            any::<bool>(),
+            proptest::collection::vec(range, 0..6)
+        )
+            .prop_map(|(partition, purge_horizon_ms, dry_run, ranges)| {
+                SyncRequest::Compare {
+                    partition,
+                    purge_horizon_ms,
+                    dry_run,
+                    ranges,
+                }
+            }),
+        (
+            0u16..10,
+            node,
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..600)),
+            any::<u64>()
+        )
+            .prop_map(
+                |(partition, node, after, purge_horizon_ms)| SyncRequest::Pull {
+                    partition,
+                    node,
+                    after,
+                    purge_horizon_ms,
+                }
+            ),
+    ]
+}
+
+/// A store with small and value-limit-sized entries in every partition, some of them
+/// tombstones, and a few keys piled into one leaf.
+fn populated(dir: &std::path::Path, value_bytes_max: usize) -> Store {
+    let b = store(dir, 8);
+    let mut entries: Vec<Entry> = (0..600)
+        .map(|i| entry(&format!("k{i}"), 10 + i, i % 7 == 0))
+        .collect();
+    entries.extend((0..40).map(|i| Entry {
+        key: vec![b'v'; 1 + (i * 11) % crate::limits::KEY_BYTES_MAX],
+        record: Record {
+            version: Version {
+                hlc: Timestamp::from_u64(99),
+                node: NodeId(2),
+            },
+            payload: Payload::Value(vec![7; value_bytes_max]),
+        },
+    }));
+    b.apply_now(&entries).unwrap();
+    b
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever a peer asks, the responder answers or refuses, never panics, and every
+    /// answer fits in the node's frame limit.
+    #[test]
+    fn any_request_is_answered_within_the_frame_limit_or_refused(
+        requests in proptest::collection::vec(any_request(), 1..8),
+        value_bytes_max in prop_oneof![Just(1usize << 10), Just(20 << 10), Just(1 << 20)],
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let b = populated(dir.path(), value_bytes_max);
+        let limits = SyncLimits { value_bytes_max };
+        for request in &requests {
+            if let Ok(response) = respond(&b, request, &limits) {
+                let frame = crate::protocol::frame::encode(
+                    &crate::protocol::Response::Sync(response),
+                    usize::MAX,
+                )
+                .unwrap();
+                prop_assert!(
+                    frame.len() <= crate::limits::frame_bytes_max(value_bytes_max),
+                    "{} bytes for {:?}", frame.len(), request
+                );
+            }
+        }
+    }
+
+    /// Whatever a co-replica answers, the requester never panics, and what it hands
+    /// over to be applied obeys the limits and lies in the partition.
+    #[test]
+    fn any_answer_is_taken_or_refused_and_only_checked_entries_are_applied(
+        answers in proptest::collection::vec(any_answer(), 1..6),
+        salt: u64,
+    ) {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = store(da.path(), 8);
+        a.apply_now(&(0..50).map(|i| entry(&format!("k{i}"), 5, false)).collect::<Vec<_>>()).unwrap();
+        let b = populated(db.path(), 1 << 10);
+        let limits = SyncLimits { value_bytes_max: 1 << 10 };
+        let roots = (0..8).map(|p| root_summary(&a, p, salt).unwrap()).collect();
+        let Ok(SyncResponse::Roots { differing }) = respond(&b, &SyncRequest::Roots { salt, roots }, &limits) else {
+            panic!("roots");
+        };
+        for root in &differing {
+            let mut exchange = Exchange::new(&a, root, salt, 0, false, limits).unwrap();
+            for answer in &answers {
+                if exchange.poll_request(&a).is_none() {
+                    break;
+                }
+                exchange.handle_response(&a, answer.clone());
+                while let Some(entries) = exchange.poll_apply() {
+                    prop_assert!(check_entries(&entries, &limits).is_ok());
+                    for e in &entries {
+                        prop_assert_eq!(tree::locate(&e.key, 8).partition, root.partition);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An answer as a co-replica may send it.
+fn any_answer() -> impl Strategy<Value = SyncResponse> {
+    let key = prop_oneof![
+        Just(Vec::new()),
+        proptest::collection::vec(any::<u8>(), 1..8),
+        Just(vec![b'k'; 481]),
+    ];
+    let value = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..8),
+        Just(vec![0u8; 1025]),
+    ];
+    let entry = (key, any::<u64>(), value).prop_map(|(key, hlc, value)| Entry {
+        key,
+        record: Record {
+            version: Version {
+                hlc: Timestamp::from_u64(hlc),
+                node: NodeId(3),
+            },
+            payload: Payload::Value(value),
+        },
+    });
+    let summary = (any::<u32>(), any::<u64>()).prop_map(|(fp, count)| NodeSummary { fp, count });
+    let entries = proptest::collection::vec(entry, 0..6);
+    prop_oneof![
+        proptest::collection::vec(proptest::collection::vec(summary, 0..20), 0..20)
+            .prop_map(|nodes| SyncResponse::Children { nodes }),
+        (
+            entries.clone(),
+            any::<u64>(),
+            proptest::collection::vec(any::<u64>(), 0..20),
+            any::<u64>()
+        )
+            .prop_map(
+                |(send, send_count, want, pending_purge)| SyncResponse::Compared {
+                    send,
+                    send_count,
+                    want,
+                    pending_purge,
+                }
+            ),
+        (
+            entries,
+            any::<u64>(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..600))
+        )
+            .prop_map(|(entries, pending_purge, next)| SyncResponse::Entries {
+                entries,
+                pending_purge,
+                next,
+            }),
+        any::<u32>().prop_map(|applied| SyncResponse::Pushed { applied }),
+        Just(SyncResponse::Roots {
+            differing: Vec::new()
+        }),
+    ]
+}
+
+#[test]
+fn an_entry_takes_at_most_32_bytes_beside_its_key_and_value_on_the_wire() {
+    // The bound the answer budgets in `messages` are built on.
+    for value in [0usize, 1, 127, 128, 1 << 20] {
+        let entry = Entry {
+            key: vec![b'k'; crate::limits::KEY_BYTES_MAX],
+            record: Record {
+                version: Version {
+                    hlc: Timestamp::from_u64(u64::MAX),
+                    node: NodeId(u64::MAX),
+                },
+                payload: Payload::Value(vec![0; value]),
+            },
+        };
+        let size = postcard::experimental::serialized_size(&entry).unwrap();
+        assert!(size <= crate::limits::KEY_BYTES_MAX + value + 32, "{size}");
     }
 }
