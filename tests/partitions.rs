@@ -426,12 +426,11 @@ async fn scenario(ns: Arc<NetNs>, certs: Arc<TestCerts>, data: std::path::PathBu
         },
     )
     .await;
-    for i in 0..NAMES.len() {
+    for (i, name) in NAMES.iter().enumerate() {
         let report = support::repair(&certs, addr(i), false).await;
         assert!(
             report.problems.is_empty(),
-            "repair on {}: {:?}",
-            NAMES[i],
+            "repair on {name}: {:?}",
             report.problems
         );
     }
