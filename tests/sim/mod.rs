@@ -24,7 +24,7 @@ use vergent::antientropy::respond::respond;
 use vergent::coordinator::{Action, Coordinator, CoordinatorConfig, Millis, OpId, Outcome};
 use vergent::hlc::{Clock, Timestamp};
 use vergent::membership::{MemberId, Membership, MembershipConfig};
-use vergent::placement::{Placement, ReplicaSet, partition_of};
+use vergent::placement::{Fill, PartitionSet, Placement, ReplicaSet, partition_of};
 use vergent::protocol::Consistency;
 use vergent::record::{Entry, NodeId, Payload, Record, Version};
 use vergent::storage::{ClusterSettings, Hint, Store, StoreOptions};
@@ -46,6 +46,8 @@ const HINT_WINDOW_MS: u64 = 20_000;
 const HINT_DRAIN_MS: u64 = 10_000;
 /// Bound checked on every node's coordinator.
 const OPS_MAX: usize = 4_096;
+/// Slots for nodes that join during the run (a new node, a replacement).
+const SPARES: usize = 2;
 
 /// What a run does.
 #[derive(Debug, Clone)]
@@ -214,6 +216,11 @@ enum OpKind {
 struct SyncRun {
     peer: usize,
     salt: u64,
+    /// The partitions compared, and when the run began: if every exchange ends well,
+    /// each is in sync with the peer as of then.
+    partitions: Vec<u16>,
+    started_ms: u64,
+    failed: bool,
     exchanges: Vec<Exchange>,
     current: Option<Exchange>,
     deadline_ms: u64,
@@ -240,6 +247,18 @@ struct Node {
     last_issued: Option<Timestamp>,
     last_clock: Timestamp,
     epoch_ms: u64,
+    /// Which partitions it holds the data of.
+    fill: Fill,
+    /// (partition, peer) → start of the last run that ended in sync.
+    in_sync: BTreeMap<(u16, usize), u64>,
+    /// Removed from the cluster (or replaced): never starts again.
+    removed: bool,
+    /// Whether it has ever started (spares start during the run).
+    started_once: bool,
+    /// Its placement token, when it replaced a member.
+    token: Option<String>,
+    /// When it last came up with nothing (the cluster's start, a wipe, a join).
+    empty_since: u64,
 }
 
 /// One simulation.
@@ -269,6 +288,13 @@ pub struct Sim {
     history: String,
     report: SimReport,
     violations: Vec<String>,
+    /// A fault that destroyed a replica's data (a wipe, a removal) happened: one per
+    /// run, as two would be more than a minority of some partition's replicas.
+    destructive: bool,
+    /// When membership last changed by a join, wipe, removal or replacement.
+    last_membership_change: u64,
+    /// A member crashed to be removed (or replaced, `true`) once it is seen dead.
+    pending_departure: Option<(usize, bool)>,
 }
 
 impl Sim {
@@ -281,7 +307,9 @@ impl Sim {
             replication_factor: 3,
             tree_key: [9; 32],
         };
-        let names: Vec<String> = (1..=config.nodes).map(|i| format!("n{i}")).collect();
+        let names: Vec<String> = (1..=config.nodes + SPARES)
+            .map(|i| format!("n{i}"))
+            .collect();
         let mut sim = Sim {
             rng,
             now: 0,
@@ -304,6 +332,9 @@ impl Sim {
             history: String::new(),
             report: SimReport::default(),
             violations: Vec::new(),
+            destructive: false,
+            last_membership_change: 0,
+            pending_departure: None,
             config,
         };
         for name in &names {
@@ -326,6 +357,12 @@ impl Sim {
                 last_issued: None,
                 last_clock: Timestamp::ZERO,
                 epoch_ms: 0,
+                fill: Fill::default(),
+                in_sync: BTreeMap::new(),
+                removed: false,
+                started_once: false,
+                token: None,
+                empty_since: 0,
             };
             sim.nodes.push(node);
         }
@@ -354,7 +391,7 @@ impl Sim {
             addr: format!("10.0.0.{}:7000", node + 1).parse().unwrap(),
             incarnation: self.nodes[node].life,
             epoch_ms: self.nodes[node].epoch_ms,
-            token: None,
+            token: self.nodes[node].token.clone(),
         }
     }
 
@@ -363,18 +400,31 @@ impl Sim {
     }
 
     /// Starts (or restarts) node `i`: opens its store, builds its clock above the
-    /// store's high-water mark, and joins through the first other live node.
+    /// store's high-water mark, installs what a live member knows of the cluster (as a
+    /// node does with its seed's answer, joining or restarting), and announces itself
+    /// to every live member. A node with an empty store holds no data, unless it is one
+    /// of the nodes forming the cluster before any write.
     fn start(&mut self, i: usize) {
         let mut options = StoreOptions::new(self.names[i].clone());
         options.durable = false;
         options.map_size_bytes = 64 << 20;
         let store = Store::open(self.nodes[i].dir.path(), options).expect("store");
+        let fresh = store.cluster().is_none();
         store.set_cluster(self.settings).expect("cluster");
         let life = store.next_incarnation().expect("incarnation");
         let high_water = store.hlc_high_water().expect("high water");
         let remembered = store.members().expect("members");
+        let filled = match store.filled().expect("filled") {
+            Some(set) if !fresh => set,
+            _ if self.now == 0 => PartitionSet::all(self.settings.partitions),
+            _ => PartitionSet::empty(),
+        };
+        if fresh {
+            self.nodes[i].empty_since = self.now;
+        }
         let node = &mut self.nodes[i];
         node.life = life;
+        node.started_once = true;
         node.epoch_ms = (EPOCH_MS as i64 + self.now as i64 + node.skew_ms) as u64;
         node.clock = Clock::starting_after(high_water.max(node.last_clock), MAX_OFFSET_MS);
         node.coordinator = Coordinator::new(CoordinatorConfig {
@@ -385,6 +435,8 @@ impl Sim {
         node.ops.clear();
         node.hint_batches.clear();
         node.sync_runs.clear();
+        node.in_sync.clear();
+        node.fill = Fill::new(filled);
         node.up = true;
         node.store = Some(store);
         let me = self.member_id(i);
@@ -392,16 +444,88 @@ impl Sim {
         let mut membership =
             Membership::new(me, &MembershipConfig::default(), seed, Millis(self.now));
         membership.restore(&remembered, Millis(self.now));
-        // As a joining node does with the seed's answer: announce to every live member.
-        for j in (0..self.nodes.len()).filter(|&j| j != i && self.nodes[j].up) {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&j| j != i && self.nodes[j].up && self.nodes[j].membership.is_some())
+            .collect();
+        if let Some(&seed) = live.first() {
+            let members = self.nodes[seed].membership.as_ref().unwrap().seed_members();
+            let departed = members.iter().any(|m| {
+                m.id.name == self.names[i] && m.state == vergent::membership::MemberState::Left
+            });
+            if departed {
+                self.nodes[i].fill.clear();
+            }
+            membership.install(members, Millis(self.now));
+        }
+        for &j in &live {
             let id = self.member_id(j);
             membership.announce(id, Millis(self.now));
         }
+        let filled = self.nodes[i].fill.filled().clone();
+        let _ = self.nodes[i].store.as_ref().unwrap().save_filled(&filled);
         self.nodes[i].membership = Some(membership);
         self.nodes[i].next_sync_ms = self.now + 1_000;
         self.log(format!("start {} life {life}", self.names[i]));
         self.flush_membership(i);
         self.schedule(self.now + TICK_MS, Event::Tick { node: i, life });
+    }
+
+    /// Whether node `i` believes `name` holds the data of `partition`: its own books, or
+    /// the member's last status of its current life.
+    fn filled_in_view(&self, i: usize, name: &str, partition: u16) -> bool {
+        if name == self.names[i] {
+            return self.nodes[i].fill.filled().contains(partition);
+        }
+        self.nodes[i]
+            .membership
+            .as_ref()
+            .and_then(|m| m.member(name))
+            .and_then(|v| {
+                v.status.as_ref().filter(|s| {
+                    s.epoch_ms == v.id.epoch_ms && s.filled.fits(self.settings.partitions)
+                })
+            })
+            .is_some_and(|s| s.filled.contains(partition))
+    }
+
+    /// Who takes part in operations on `partition` in node `i`'s view (`placement` is
+    /// that view's placement).
+    fn replica_set(&self, i: usize, placement: &Placement, partition: u16) -> ReplicaSet {
+        placement.replica_set(partition, |n| self.filled_in_view(i, n, partition))
+    }
+
+    /// Brings node `i`'s fill books up to date, as the node does after each exchange
+    /// and view change.
+    fn update_fill(&mut self, i: usize) {
+        if !self.nodes[i].up {
+            return;
+        }
+        let placement = self.placement(i);
+        let me = self.names[i].clone();
+        let names = self.names.clone();
+        let in_sync = self.nodes[i].in_sync.clone();
+        let mut fill = self.nodes[i].fill.clone();
+        let change = fill.update(
+            &me,
+            &placement,
+            |n, p| self.filled_in_view(i, n, p),
+            |p, peer| {
+                let j = names.iter().position(|x| x == peer)?;
+                in_sync.get(&(p, j)).copied()
+            },
+            self.now,
+        );
+        self.nodes[i].fill = fill;
+        if !change.is_empty() {
+            self.log(format!(
+                "{} filled {:?} released {:?}",
+                me, change.filled, change.released
+            ));
+            let filled = self.nodes[i].fill.filled().clone();
+            if let Some(store) = &self.nodes[i].store {
+                let _ = store.save_filled(&filled);
+            }
+        }
     }
 
     /// Crashes node `i`: memory gone, storage kept.
@@ -452,6 +576,7 @@ impl Sim {
     }
 
     fn flush_membership(&mut self, i: usize) {
+        let mut removed_while_away = false;
         let mut out = Vec::new();
         let mut timers = Vec::new();
         let mut records = None;
@@ -462,13 +587,19 @@ impl Sim {
             while let Some((after, timer)) = m.poll_timer() {
                 timers.push((after, timer));
             }
-            while m.poll_event().is_some() {}
+            while let Some(event) = m.poll_event() {
+                removed_while_away |=
+                    event == vergent::membership::MembershipEvent::RemovedWhileAway;
+            }
             if m.take_roster_changed() {
                 records = Some(m.records());
             }
         }
         if let (Some(records), Some(store)) = (records, &self.nodes[i].store) {
             let _ = store.save_members(&records);
+        }
+        if removed_while_away {
+            self.nodes[i].fill.clear();
         }
         for (to, data) in out {
             if let Some(j) = self.index_of(&to.name) {
@@ -722,14 +853,26 @@ impl Sim {
             && let Some(m) = self.nodes[i].membership.as_mut()
         {
             m.tick(now);
-            m.publish(vergent::membership::GossipStatus::default(), now);
+            let status = vergent::membership::GossipStatus {
+                filled: self.nodes[i].fill.filled().clone(),
+                ..vergent::membership::GossipStatus::default()
+            };
+            let m = self.nodes[i].membership.as_mut().unwrap();
+            m.publish(status, now);
             m.announce_if_isolated(now);
+            self.update_fill(i);
         }
         self.flush_membership(i);
         self.drain_hints(i);
         if self.now >= self.nodes[i].next_sync_ms && !self.ae_paused {
             self.nodes[i].next_sync_ms = self.now + ANTI_ENTROPY_MS;
-            self.start_syncs(i);
+            self.start_syncs(i, None);
+        } else if self.nodes[i].ticks.is_multiple_of(10) {
+            // Filling runs whether or not background anti-entropy does, as in the node.
+            let filling: Vec<u16> = self.nodes[i].fill.filling().collect();
+            if !filling.is_empty() {
+                self.start_syncs(i, Some(&filling));
+            }
         }
         // Runs whose peer went silent are abandoned; the next period retries.
         let now_ms = self.now;
@@ -750,6 +893,24 @@ impl Sim {
             let Some(j) = self.index_of(&target.target) else {
                 continue;
             };
+            let left = self.nodes[i]
+                .membership
+                .as_ref()
+                .and_then(|m| m.member(&target.target))
+                .is_some_and(|v| v.state == vergent::membership::MemberState::Left);
+            if left {
+                // As the node does: its partitions have new owners.
+                let store = self.nodes[i].store.as_ref().unwrap();
+                while let Ok(batch) = store.hints_for(&target.target, 256, 1 << 20) {
+                    if batch.is_empty() {
+                        break;
+                    }
+                    store
+                        .delete_hints_now(batch.into_iter().map(|h| h.key).collect())
+                        .unwrap();
+                }
+                continue;
+            }
             let busy = self.nodes[i].hint_batches.values().any(|(t, _, _)| *t == j);
             if busy || !self.live_in_view(i, &target.target) {
                 continue;
@@ -780,9 +941,20 @@ impl Sim {
             .retain(|_, (_, _, sent)| now < *sent + REPLICA_TIMEOUT_MS);
     }
 
-    fn start_syncs(&mut self, i: usize) {
-        let placement = self.placement(i);
+    /// Exchanges with every live peer the partitions both take writes for, and hands
+    /// off partitions this node holds data of without taking their writes, to the
+    /// replicas that count for them (the node's plan).
+    fn start_syncs(&mut self, i: usize, only: Option<&[u16]>) {
         let me = self.names[i].clone();
+        let with_data = self.nodes[i]
+            .store
+            .as_ref()
+            .map(|s| s.partitions_with_data())
+            .unwrap_or_default();
+        let placement = self.placement(i);
+        let sets: Vec<ReplicaSet> = (0..self.settings.partitions)
+            .map(|p| self.replica_set(i, &placement, p))
+            .collect();
         for j in 0..self.nodes.len() {
             let peer = self.names[j].clone();
             if j == i
@@ -792,7 +964,16 @@ impl Sim {
                 continue;
             }
             let shared: Vec<u16> = (0..self.settings.partitions)
-                .filter(|&p| placement.holds(&me, p) && placement.holds(&peer, p))
+                .filter(|&p| {
+                    let set = &sets[usize::from(p)];
+                    if let Some(only) = only {
+                        only.contains(&p) && set.counted.contains(&peer)
+                    } else if set.targets.contains(&me) {
+                        set.targets.contains(&peer)
+                    } else {
+                        with_data.contains(&p) && set.counted.contains(&peer)
+                    }
+                })
                 .collect();
             if shared.is_empty() {
                 continue;
@@ -810,6 +991,9 @@ impl Sim {
                 SyncRun {
                     peer: j,
                     salt,
+                    partitions: shared,
+                    started_ms: self.now,
+                    failed: false,
                     exchanges: Vec::new(),
                     current: None,
                     deadline_ms: self.now + REPLICA_TIMEOUT_MS,
@@ -865,7 +1049,17 @@ impl Sim {
             if run.current.is_none() {
                 match run.exchanges.pop() {
                     Some(next) => run.current = Some(next),
-                    None => return, // the run is done
+                    None => {
+                        // The run is done: unless an exchange failed, each partition was
+                        // in sync with the peer as of the run's start.
+                        if !run.failed {
+                            for &p in &run.partitions {
+                                self.nodes[i].in_sync.insert((p, run.peer), run.started_ms);
+                            }
+                            self.update_fill(i);
+                        }
+                        return;
+                    }
                 }
             }
             let exchange = run.current.as_mut().unwrap();
@@ -885,7 +1079,10 @@ impl Sim {
                     );
                     return;
                 }
-                None => run.current = None,
+                None => {
+                    run.failed |= exchange.failure().is_some();
+                    run.current = None;
+                }
             }
         }
     }
@@ -908,12 +1105,8 @@ impl Sim {
             [Consistency::One, Consistency::Quorum, Consistency::All][self.rng.random_range(0..3)];
         let key = format!("k{}", self.rng.random_range(0..self.config.keys)).into_bytes();
         let placement = self.placement(i);
-        let replicas = ReplicaSet::settled(
-            placement
-                .replicas(partition_of(&key, self.settings.partitions))
-                .map(str::to_string)
-                .collect(),
-        );
+        let replicas =
+            self.replica_set(i, &placement, partition_of(&key, self.settings.partitions));
         let now = Millis(self.now);
         let op = match kind {
             OpKind::Get => {
@@ -971,19 +1164,51 @@ impl Sim {
     }
 
     fn fault(&mut self) {
+        if let Some((d, replace)) = self.pending_departure {
+            let done = if self.nodes[d].up {
+                Some("none")
+            } else if replace {
+                Some(self.replace_dead()).filter(|f| *f != "none")
+            } else {
+                Some(self.remove_dead()).filter(|f| *f != "none")
+            };
+            if let Some(done) = done {
+                self.pending_departure = None;
+                if done != "none" {
+                    *self.report.faults.entry(done).or_default() += 1;
+                    self.log(format!("fault {done}"));
+                }
+            }
+        }
         let n = self.nodes.len();
         let minority = (n - 1) / 2;
-        let kind = self.rng.random_range(0..8);
+        let kind = self.rng.random_range(0..12);
         let name = match kind {
             0 => {
-                let down = self.nodes.iter().filter(|x| !x.up).count();
-                let i = self.rng.random_range(0..n);
+                let members: Vec<usize> = self.members().collect();
+                let down = members.iter().filter(|&&x| !self.nodes[x].up).count();
+                let i = members[self.rng.random_range(0..members.len())];
                 if self.nodes[i].up && down < minority {
                     self.crash(i);
                     "crash"
-                } else if !self.nodes[i].up {
+                } else if !self.nodes[i].up && self.pending_departure.is_none_or(|(d, _)| d != i) {
                     self.start(i);
                     "restart"
+                } else {
+                    "none"
+                }
+            }
+            7 => self.wipe(),
+            8 => self.join_spare(),
+            9 | 10 if self.pending_departure.is_none() && !self.destructive => {
+                // Crash a member now; it is removed (or replaced) once seen dead.
+                let members: Vec<usize> = self.members().collect();
+                let down = members.iter().filter(|&&x| !self.nodes[x].up).count();
+                let i = members[self.rng.random_range(0..members.len())];
+                if down == 0 && self.nodes[i].up {
+                    self.crash(i);
+                    self.pending_departure = Some((i, kind == 10));
+                    "crash to remove"
                 } else {
                     "none"
                 }
@@ -1052,6 +1277,111 @@ impl Sim {
         }
     }
 
+    /// A disk replaced: the node loses everything and comes back empty under its name.
+    fn wipe(&mut self) -> &'static str {
+        let members: Vec<usize> = self.members().collect();
+        let i = members[self.rng.random_range(0..members.len())];
+        if self.destructive {
+            return "none";
+        }
+        self.destructive = true;
+        if self.nodes[i].up {
+            self.crash(i);
+        }
+        self.nodes[i].dir = tempfile::tempdir().expect("temp dir");
+        self.nodes[i].last_clock = Timestamp::ZERO;
+        self.nodes[i].last_issued = None;
+        self.last_membership_change = self.now;
+        self.start(i);
+        "wiped disk rejoins"
+    }
+
+    /// A new node joins mid-run.
+    fn join_spare(&mut self) -> &'static str {
+        let Some(i) = (0..self.nodes.len()).find(|&i| !self.nodes[i].started_once) else {
+            return "none";
+        };
+        if !self.nodes.iter().any(|n| n.up) {
+            return "none";
+        }
+        self.last_membership_change = self.now;
+        self.start(i);
+        "new node joins"
+    }
+
+    /// A dead member, seen dead by a live one, and the live one that sees it so.
+    fn dead_member(&mut self) -> Option<(usize, usize)> {
+        if self.destructive {
+            return None;
+        }
+        let dead: Vec<usize> = self.members().filter(|&i| !self.nodes[i].up).collect();
+        if dead.len() != 1 {
+            return None;
+        }
+        let d = dead[0];
+        let by = self.members().find(|&i| {
+            self.nodes[i].up
+                && self.nodes[i]
+                    .membership
+                    .as_ref()
+                    .and_then(|m| m.member(&self.names[d]))
+                    .is_some_and(|v| v.state == vergent::membership::MemberState::Dead)
+        })?;
+        Some((d, by))
+    }
+
+    /// `vergent remove` of a dead member: it never comes back.
+    fn remove_dead(&mut self) -> &'static str {
+        let Some((d, by)) = self.dead_member() else {
+            return "none";
+        };
+        let name = self.names[d].clone();
+        let now = Millis(self.now);
+        if self.nodes[by]
+            .membership
+            .as_mut()
+            .unwrap()
+            .depart(&name, now)
+            .is_err()
+        {
+            return "none";
+        }
+        self.nodes[d].removed = true;
+        self.destructive = true;
+        self.last_membership_change = self.now;
+        self.flush_membership(by);
+        "remove of a dead member"
+    }
+
+    /// `--replace`: a new node takes a dead member's token; the dead one departs.
+    fn replace_dead(&mut self) -> &'static str {
+        let Some(s) = (0..self.nodes.len()).find(|&i| !self.nodes[i].started_once) else {
+            return "none";
+        };
+        let Some((d, by)) = self.dead_member() else {
+            return "none";
+        };
+        let name = self.names[d].clone();
+        let token = self.nodes[d].token.clone().unwrap_or_else(|| name.clone());
+        let now = Millis(self.now);
+        if self.nodes[by]
+            .membership
+            .as_mut()
+            .unwrap()
+            .depart(&name, now)
+            .is_err()
+        {
+            return "none";
+        }
+        self.flush_membership(by);
+        self.nodes[d].removed = true;
+        self.nodes[s].token = Some(token);
+        self.destructive = true;
+        self.last_membership_change = self.now;
+        self.start(s);
+        "replace of a dead member"
+    }
+
     fn heal(&mut self) {
         self.healed = true;
         self.cut.clear();
@@ -1063,7 +1393,7 @@ impl Sim {
             // Clocks come back within the bound (a wall clock stepping back is fine: the
             // HLC never does).
             self.nodes[i].skew_ms = self.rng.random_range(-200i64..=200);
-            if !self.nodes[i].up {
+            if !self.nodes[i].up && self.nodes[i].started_once && !self.nodes[i].removed {
                 self.start(i);
             }
         }
@@ -1073,7 +1403,7 @@ impl Sim {
     /// Runs the whole scenario and checks every invariant. The report on success; the
     /// violations otherwise.
     pub fn run(mut self) -> Result<SimReport, Violation> {
-        for i in 0..self.nodes.len() {
+        for i in 0..self.config.nodes {
             self.start(i);
         }
         // Let membership settle before the workload.
@@ -1103,7 +1433,7 @@ impl Sim {
         let deadline = healed_at + self.config.heal_ms;
         while self.now < deadline {
             self.run_until(self.now + 2_000);
-            if self.converged() && self.nodes.iter().all(|n| n.up) {
+            if self.converged() && self.members().all(|i| self.nodes[i].up) {
                 break;
             }
         }
@@ -1165,13 +1495,35 @@ impl Sim {
         self.now = until;
     }
 
-    /// Every replica of every partition holds the same records with the same root.
+    /// The nodes that are members at the end: started, and not removed or replaced.
+    fn members(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].started_once && !self.nodes[i].removed)
+    }
+
+    /// Placement over the members at the end, with their tokens.
+    fn final_placement(&self) -> Placement {
+        Placement::compute_with_tokens(
+            self.members().map(|i| {
+                let name = self.names[i].clone();
+                let token = self.nodes[i].token.clone().unwrap_or_else(|| name.clone());
+                (name, token)
+            }),
+            self.settings.partitions,
+            self.settings.replication_factor,
+        )
+    }
+
+    /// Every replica of every partition holds the same records with the same root, and
+    /// every member holds the data of every partition it owns.
     fn converged(&self) -> bool {
         self.divergence().is_none()
+            && self
+                .members()
+                .all(|i| self.nodes[i].fill.filling().next().is_none())
     }
 
     fn divergence(&self) -> Option<String> {
-        let placement = Placement::compute(self.names.clone(), self.settings.partitions, 3);
+        let placement = self.final_placement();
         for p in 0..self.settings.partitions {
             let replicas: Vec<usize> = placement
                 .replicas(p)
@@ -1211,9 +1563,12 @@ impl Sim {
     /// every write it missed, except writes whose hints were past the window, and writes
     /// whose coordinator crashed before it knew who had missed them.
     fn check_hinted_handoff(&mut self, healed_at: u64) {
-        let placement = Placement::compute(self.names.clone(), self.settings.partitions, 3);
-        let cutoff =
-            (healed_at + HINT_DRAIN_MS).saturating_sub(HINT_WINDOW_MS) + 2 * REPLICA_TIMEOUT_MS;
+        let placement = self.final_placement();
+        // Writes from before the membership last changed went to other replicas than
+        // the final ones; the new owners fill those from the others, not by hints.
+        let cutoff = ((healed_at + HINT_DRAIN_MS).saturating_sub(HINT_WINDOW_MS)
+            + 2 * REPLICA_TIMEOUT_MS)
+            .max(self.last_membership_change + 2 * REPLICA_TIMEOUT_MS);
         for (index, op) in self.client_ops.iter().enumerate() {
             let Some(version) = op.version else { continue };
             if op.issued_ms < cutoff || !matches!(op.outcome, Some(Ok(_))) {
@@ -1234,6 +1589,9 @@ impl Sim {
             }
             for replica in placement.replicas(partition_of(&op.key, self.settings.partitions)) {
                 let r = self.index_of(replica).unwrap();
+                if self.nodes[r].empty_since >= op.issued_ms && self.nodes[r].empty_since > 0 {
+                    continue;
+                }
                 let held = self.nodes[r]
                     .store
                     .as_ref()
@@ -1255,6 +1613,15 @@ impl Sim {
             self.violations
                 .push(format!("replicas did not converge: {d}"));
         }
+        for i in self.members().collect::<Vec<_>>() {
+            let filling: Vec<u16> = self.nodes[i].fill.filling().collect();
+            if !filling.is_empty() {
+                self.violations.push(format!(
+                    "{} never filled partitions {filling:?}",
+                    self.names[i]
+                ));
+            }
+        }
         for (i, node) in self.nodes.iter().enumerate() {
             if let Some(store) = &node.store {
                 for p in 0..self.settings.partitions {
@@ -1270,7 +1637,7 @@ impl Sim {
         // Every write acknowledged at quorum or all is present, or superseded by a newer
         // version; a deleted key is back only if a newer put was issued.
         let store = self.nodes[0].store.as_ref();
-        let placement = Placement::compute(self.names.clone(), self.settings.partitions, 3);
+        let placement = self.final_placement();
         for (index, op) in self.client_ops.iter().enumerate() {
             let Some(version) = op.version else { continue };
             let acked = matches!(op.outcome, Some(Ok(_))) && op.consistency != Consistency::One;

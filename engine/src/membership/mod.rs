@@ -689,7 +689,10 @@ impl Membership {
         if defunct {
             self.schedule_renewal(now);
         }
-        let statuses = self.book.lock().expect("status book lock").snapshot();
+        // Read in place: this runs for every datagram, and statuses carry bitmaps.
+        let book = self.book.clone();
+        let book = book.lock().expect("status book lock");
+        let statuses = book.latest();
         // Departures travel in every status, so a member that missed one (it was down
         // or cut off) learns it from anyone's next status.
         let mut heard: Vec<Departure> = statuses
@@ -731,8 +734,8 @@ impl Membership {
         };
         seen.push((me, my_state, 0));
         for (id, mut state, swim_incarnation) in seen {
-            let status = statuses.get(&id.name).cloned();
-            if let Some(status) = &status
+            let status = statuses.get(&id.name);
+            if let Some(status) = status
                 && status.leaving
                 && (status.epoch_ms, status.incarnation) >= (id.epoch_ms, id.incarnation)
             {
@@ -750,7 +753,7 @@ impl Membership {
         id: MemberId,
         state: MemberState,
         swim_incarnation: u16,
-        status: Option<GossipStatus>,
+        status: Option<&GossipStatus>,
         now: Millis,
     ) {
         match self.roster.get_mut(&id.name) {
@@ -765,7 +768,7 @@ impl Membership {
                         id,
                         state,
                         swim_incarnation,
-                        status,
+                        status: status.cloned(),
                         status_at: now,
                         since: now,
                     },
@@ -783,9 +786,9 @@ impl Membership {
                     return;
                 }
                 if let Some(status) = status
-                    && view.status.as_ref() != Some(&status)
+                    && view.status.as_ref() != Some(status)
                 {
-                    view.status = Some(status);
+                    view.status = Some(status.clone());
                     view.status_at = now;
                 }
                 view.swim_incarnation = swim_incarnation;

@@ -88,6 +88,11 @@ impl StatusBook {
         self.latest.clone()
     }
 
+    /// The newest status of each member, read in place.
+    pub(super) fn latest(&self) -> &HashMap<String, GossipStatus> {
+        &self.latest
+    }
+
     /// Keeps `status` if it is newer than the one held; whether it was.
     pub(super) fn offer(&mut self, status: GossipStatus) -> bool {
         let newer = self

@@ -17,7 +17,6 @@ pub(crate) fn update(shared: &Arc<Shared>) {
             me,
             &view.placement,
             |n, p| view.is_filled(n, p),
-            |n| view.member(n).is_some_and(|m| m.state.is_live()),
             |p, peer| shared.anti_entropy.in_sync_at(p, peer),
             system_wall_ms(),
         );

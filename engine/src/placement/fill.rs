@@ -3,14 +3,17 @@
 //!
 //! A node holds a partition's data ("has filled it") when it owned the partition since
 //! the cluster began, or when, after it started taking the partition's writes, it
-//! completed exchanges that ended in agreement with every live replica then counted for
-//! the partition, and with enough of them that any quorum of them meets the ones it
-//! exchanged with (`counted - quorum + 1`): every write acknowledged at `quorum` before
-//! is on a quorum of the counted replicas, so on one it exchanged with, and the
-//! exchange brought over everything that one holds. Every write after reaches the node
-//! itself, as a target. A counted replica that is down does not hold the fill back when
-//! the others are enough (a node joining while another is dead); one that is up must
-//! take part, so the fill misses nothing a reachable replica holds. A node that stops taking a
+//! completed exchanges that ended in agreement with every replica then counted for the
+//! partition: every write acknowledged before is on those replicas (a quorum of them
+//! for `quorum`, one for `one`), and each exchange brought over everything its peer
+//! holds. Every write after reaches the node itself, as a target.
+//!
+//! Every counted replica, not only a quorum of them: a quorum would do when the rest
+//! are healthy, but a node refilling a wiped disk while another replica is down would
+//! then count after copying from the one left, which may lack writes only the down one
+//! and the old disk had. So a counted replica that is down holds the fill back until it
+//! returns or is removed (`vergent remove`), as Cassandra's bootstrap refuses to stream
+//! from fewer sources than the range's replicas. A node that stops taking a
 //! partition's writes (placement moved it away, or a stand-in is no longer needed)
 //! forgets that it held the data, since from then on it misses writes.
 //!
@@ -105,15 +108,13 @@ impl Fill {
 
     /// Brings the books up to date: partitions this node no longer takes writes for are
     /// released, partitions it newly takes writes for start filling, and a filling
-    /// partition is filled once the counted replicas that ended an exchange with this
-    /// node in agreement since (`in_sync(partition, peer)`, the time the exchange
-    /// began) are every live one and enough of them (see the module documentation).
+    /// partition is filled once every counted replica has ended an exchange with this
+    /// node in agreement (`in_sync(partition, peer)`, the time the exchange began) since.
     pub fn update(
         &mut self,
         me: &str,
         placement: &Placement,
         others_filled: impl Fn(&str, PartitionId) -> bool,
-        live: impl Fn(&str) -> bool,
         in_sync: impl Fn(PartitionId, &str) -> Option<u64>,
         now: u64,
     ) -> FillChange {
@@ -136,11 +137,10 @@ impl Fill {
             }
             let since = *self.filling_since.entry(partition).or_insert(now);
             let sources: Vec<&String> = set.counted.iter().filter(|c| *c != me).collect();
-            let synced = |s: &&&String| in_sync(partition, s).is_some_and(|t| t >= since);
-            let quorum = set.copies / 2 + 1;
-            let enough = (sources.len() + 1).saturating_sub(quorum).max(1);
-            let caught_up = sources.iter().filter(synced).count() >= enough
-                && sources.iter().all(|s| synced(&s) || !live(s));
+            let caught_up = !sources.is_empty()
+                && sources
+                    .iter()
+                    .all(|s| in_sync(partition, s).is_some_and(|t| t >= since));
             if caught_up {
                 self.filled.insert(partition);
                 self.filling_since.remove(&partition);
@@ -177,7 +177,7 @@ mod tests {
         let old = |n: &str, p: PartitionId| before.holds(n, p);
         let mut fill = Fill::new(PartitionSet::empty());
         // Exchanges before it took writes do not count.
-        let change = fill.update("n4", &after, old, |_| true, |_, _| Some(5), 10);
+        let change = fill.update("n4", &after, old, |_, _| Some(5), 10);
         assert!(change.filled.is_empty());
         let held: Vec<PartitionId> = after.partitions_of("n4").collect();
         assert_eq!(fill.filling().collect::<Vec<_>>(), held);
@@ -189,44 +189,10 @@ mod tests {
             assert_eq!(sources, owners);
         }
         // One source short: still filling.
-        let change = fill.update(
-            "n4",
-            &after,
-            old,
-            |_| true,
-            |_, s| (s != "n1").then_some(20),
-            30,
-        );
+        // One source short (down, or not yet exchanged with): still filling.
+        let change = fill.update("n4", &after, old, |_, s| (s != "n1").then_some(20), 30);
         assert!(change.filled.iter().all(|&p| !before.holds("n1", p)));
-        // n1 down: the two others are a quorum of the three, and enough.
-        let mut down = fill.clone();
-        let change = down.update(
-            "n4",
-            &after,
-            old,
-            |n| n != "n1",
-            |_, s| (s != "n1").then_some(20),
-            31,
-        );
-        assert_eq!(down.filled().len(), held.len());
-        assert!(!change.filled.is_empty());
-        // Only one of three synced, the others down: not enough.
-        let mut alone = fill.clone();
-        alone.update(
-            "n4",
-            &after,
-            old,
-            |n| n == "n2",
-            |_, s| (s == "n2").then_some(20),
-            32,
-        );
-        assert!(
-            alone
-                .filled()
-                .iter()
-                .all(|p| !before.holds("n1", p) && !before.holds("n3", p))
-        );
-        let change = fill.update("n4", &after, old, |_| true, |_, _| Some(40), 50);
+        let change = fill.update("n4", &after, old, |_, _| Some(40), 50);
         assert_eq!(fill.filled().len(), held.len());
         assert_eq!(fill.filling().count(), 0);
         assert!(change.released.is_empty());
@@ -255,12 +221,12 @@ mod tests {
         ));
         // n4 still filling: the stand-in keeps counting.
         let n4_filling = |n: &str, q: PartitionId| n != "n4" && before.holds(n, q);
-        let change = fill.update(&stand_in, &after, n4_filling, |_| true, |_, _| None, 10);
+        let change = fill.update(&stand_in, &after, n4_filling, |_, _| None, 10);
         assert!(!change.released.contains(&p));
         assert!(fill.filled().contains(p));
         // n4 filled: released, and handoff waits for exchanges after now.
         let n4_done = |n: &str, q: PartitionId| n == "n4" || before.holds(n, q);
-        let change = fill.update(&stand_in, &after, n4_done, |_| true, |_, _| None, 20);
+        let change = fill.update(&stand_in, &after, n4_done, |_, _| None, 20);
         assert!(change.released.contains(&p));
         assert!(!fill.filled().contains(p));
         assert_eq!(fill.released_at(p), Some(20));
