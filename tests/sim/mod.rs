@@ -190,6 +190,30 @@ enum Event {
     },
     Fault,
     Heal,
+    /// A datagram for the second process under a member's name.
+    ToGhost {
+        data: Vec<u8>,
+        ghost: u32,
+    },
+    GhostTimer {
+        timer: vergent::membership::SwimTimer,
+        ghost: u32,
+    },
+    GhostTick {
+        ghost: u32,
+    },
+}
+
+/// A second process under a live member's name that got into membership (one started
+/// from a copy of the member's data directory while its seeds were out of reach, so no
+/// join refused it): membership only, at an address of its own, for a while.
+struct Ghost {
+    id: u32,
+    /// The member whose name it took.
+    of: usize,
+    addr: std::net::SocketAddr,
+    membership: Membership,
+    until: u64,
 }
 
 /// The client's record of one operation.
@@ -259,6 +283,11 @@ struct Node {
     token: Option<String>,
     /// When it last came up with nothing (the cluster's start, a wipe, a join).
     empty_since: u64,
+    /// The epoch of the life that created its store.
+    data_epoch: u64,
+    /// It stepped aside for a second process under its name at some point: it missed
+    /// writes meanwhile, and refills.
+    stepped_aside: bool,
 }
 
 /// One simulation.
@@ -295,6 +324,10 @@ pub struct Sim {
     last_membership_change: u64,
     /// A member crashed to be removed (or replaced, `true`) once it is seen dead.
     pending_departure: Option<(usize, bool)>,
+    ghost: Option<Ghost>,
+    ghosts: u32,
+    /// Renewals of each node's identity, to bound them.
+    renewals: Vec<u64>,
 }
 
 impl Sim {
@@ -335,6 +368,9 @@ impl Sim {
             destructive: false,
             last_membership_change: 0,
             pending_departure: None,
+            ghost: None,
+            ghosts: 0,
+            renewals: Vec::new(),
             config,
         };
         for name in &names {
@@ -363,9 +399,12 @@ impl Sim {
                 started_once: false,
                 token: None,
                 empty_since: 0,
+                data_epoch: 0,
+                stepped_aside: false,
             };
             sim.nodes.push(node);
         }
+        sim.renewals = vec![0; sim.nodes.len()];
         sim
     }
 
@@ -392,6 +431,7 @@ impl Sim {
             incarnation: self.nodes[node].life,
             epoch_ms: self.nodes[node].epoch_ms,
             token: self.nodes[node].token.clone(),
+            data_epoch: self.nodes[node].data_epoch,
         }
     }
 
@@ -426,6 +466,7 @@ impl Sim {
         node.life = life;
         node.started_once = true;
         node.epoch_ms = (EPOCH_MS as i64 + self.now as i64 + node.skew_ms) as u64;
+        node.data_epoch = store.data_epoch_or(node.epoch_ms).expect("data epoch");
         node.clock = Clock::starting_after(high_water.max(node.last_clock), MAX_OFFSET_MS);
         node.coordinator = Coordinator::new(CoordinatorConfig {
             write_timeout_ms: REPLICA_TIMEOUT_MS,
@@ -482,7 +523,7 @@ impl Sim {
             .and_then(|m| m.member(name))
             .and_then(|v| {
                 v.status.as_ref().filter(|s| {
-                    s.epoch_ms == v.id.epoch_ms && s.filled.fits(self.settings.partitions)
+                    v.id.same_data(s.data_epoch) && s.filled.fits(self.settings.partitions)
                 })
             })
             .is_some_and(|s| s.filled.contains(partition))
@@ -577,6 +618,10 @@ impl Sim {
 
     fn flush_membership(&mut self, i: usize) {
         let mut removed_while_away = false;
+        let mut renewed = 0;
+        let mut events = Vec::new();
+        let mut stepped_aside = false;
+        let mut consult = false;
         let mut out = Vec::new();
         let mut timers = Vec::new();
         let mut records = None;
@@ -588,8 +633,17 @@ impl Sim {
                 timers.push((after, timer));
             }
             while let Some(event) = m.poll_event() {
-                removed_while_away |=
-                    event == vergent::membership::MembershipEvent::RemovedWhileAway;
+                events.push(format!("{:?}", event));
+                match event {
+                    vergent::membership::MembershipEvent::RemovedWhileAway
+                    | vergent::membership::MembershipEvent::NameTakenBack(_) => {
+                        removed_while_away = true
+                    }
+                    vergent::membership::MembershipEvent::RejoinedAs(_) => renewed += 1,
+                    vergent::membership::MembershipEvent::SteppedAside(_) => stepped_aside = true,
+                    vergent::membership::MembershipEvent::ConsultSeed => consult = true,
+                    _ => {}
+                }
             }
             if m.take_roster_changed() {
                 records = Some(m.records());
@@ -601,7 +655,42 @@ impl Sim {
         if removed_while_away {
             self.nodes[i].fill.clear();
         }
+        self.renewals[i] += renewed;
+        for event in events {
+            let line = format!("{} {event}", self.names[i]);
+            self.log(line);
+        }
+        if stepped_aside {
+            self.nodes[i].stepped_aside = true;
+        }
+        if consult {
+            // As the node does: ask a live member for its view of the cluster.
+            let seed = (0..self.nodes.len())
+                .find(|&j| j != i && self.nodes[j].up && self.nodes[j].membership.is_some());
+            if let Some(j) = seed {
+                let members = self.nodes[j].membership.as_ref().unwrap().seed_members();
+                let now = Millis(self.now);
+                if let Some(m) = self.nodes[i].membership.as_mut() {
+                    m.install(members, now);
+                }
+                self.flush_membership(i);
+            }
+        }
         for (to, data) in out {
+            if let Some(g) = &self.ghost
+                && to.addr == g.addr
+            {
+                let ghost = g.id;
+                let at = self.now + 1 + self.rng.random_range(0..=self.jitter_ms);
+                self.schedule(
+                    at,
+                    Event::ToGhost {
+                        data: data.to_vec(),
+                        ghost,
+                    },
+                );
+                continue;
+            }
             if let Some(j) = self.index_of(&to.name) {
                 self.send(i, j, Msg::Swim(data.to_vec()));
             }
@@ -1096,6 +1185,15 @@ impl Sim {
             return;
         }
         let i = live[self.rng.random_range(0..live.len())];
+        if self.nodes[i]
+            .membership
+            .as_ref()
+            .is_some_and(|m| m.stepped_aside().is_some())
+        {
+            // As the node does: a node that stepped aside serves no data.
+            self.client_ops[index].outcome = Some(Err("not ready: stepped aside".into()));
+            return;
+        }
         let kind = match self.rng.random_range(0..10) {
             0..=4 => OpKind::Put,
             5..=6 => OpKind::Delete,
@@ -1182,7 +1280,7 @@ impl Sim {
         }
         let n = self.nodes.len();
         let minority = (n - 1) / 2;
-        let kind = self.rng.random_range(0..12);
+        let kind = self.rng.random_range(0..13);
         let name = match kind {
             0 => {
                 let members: Vec<usize> = self.members().collect();
@@ -1200,6 +1298,7 @@ impl Sim {
             }
             7 => self.wipe(),
             8 => self.join_spare(),
+            11 => self.duplicate(),
             9 | 10 if self.pending_departure.is_none() && !self.destructive => {
                 // Crash a member now; it is removed (or replaced) once seen dead.
                 let members: Vec<usize> = self.members().collect();
@@ -1275,6 +1374,104 @@ impl Sim {
             let next = self.now + self.rng.random_range(300..2_000);
             self.schedule(next, Event::Fault);
         }
+    }
+
+    /// A second process under a live member's name gets into membership.
+    fn duplicate(&mut self) -> &'static str {
+        if self.ghost.is_some() {
+            return "none";
+        }
+        let live: Vec<usize> = self.members().filter(|&i| self.nodes[i].up).collect();
+        if live.len() < 2 {
+            return "none";
+        }
+        let of = live[self.rng.random_range(0..live.len())];
+        let seed = *live.iter().find(|&&j| j != of).unwrap();
+        self.ghosts += 1;
+        let addr: std::net::SocketAddr = format!("10.0.1.{}:7000", self.ghosts % 250 + 1)
+            .parse()
+            .unwrap();
+        let id = MemberId {
+            name: self.names[of].clone(),
+            addr,
+            incarnation: 1,
+            epoch_ms: self.wall(of) + 1,
+            token: self.nodes[of].token.clone(),
+            data_epoch: self.wall(of) + 1,
+        };
+        let mut membership = Membership::new(
+            id,
+            &MembershipConfig::default(),
+            self.rng.random::<u64>(),
+            Millis(self.now),
+        );
+        membership.announce(self.member_id(seed), Millis(self.now));
+        let until = self.now + self.rng.random_range(3_000..8_000);
+        self.ghost = Some(Ghost {
+            id: self.ghosts,
+            of,
+            addr,
+            membership,
+            until,
+        });
+        self.log(format!("a second {} at {addr}", self.names[of]));
+        self.flush_ghost();
+        let ghost = self.ghosts;
+        self.schedule(self.now + TICK_MS, Event::GhostTick { ghost });
+        "duplicate name"
+    }
+
+    fn flush_ghost(&mut self) {
+        let Some(g) = self.ghost.as_mut() else { return };
+        let ghost = g.id;
+        let from = g.of;
+        let mut out = Vec::new();
+        let mut timers = Vec::new();
+        while let Some(x) = g.membership.poll_send() {
+            out.push(x);
+        }
+        while let Some(t) = g.membership.poll_timer() {
+            timers.push(t);
+        }
+        while g.membership.poll_event().is_some() {}
+        for (to, data) in out {
+            if let Some(j) = self.index_of(&to.name) {
+                let at = self.now + 1 + self.rng.random_range(0..=self.jitter_ms);
+                self.schedule(
+                    at,
+                    Event::Deliver {
+                        from,
+                        to: j,
+                        msg: Msg::Swim(data.to_vec()),
+                    },
+                );
+            }
+        }
+        for (after, timer) in timers {
+            self.schedule(
+                self.now + after.as_millis() as u64,
+                Event::GhostTimer { timer, ghost },
+            );
+        }
+    }
+
+    fn ghost_tick(&mut self, ghost: u32) {
+        let Some(g) = self.ghost.as_mut().filter(|g| g.id == ghost) else {
+            return;
+        };
+        if self.now >= g.until {
+            let name = self.names[g.of].clone();
+            self.ghost = None;
+            self.log(format!("the second {name} stops"));
+            return;
+        }
+        let now = Millis(self.now);
+        g.membership.tick(now);
+        g.membership
+            .publish(vergent::membership::GossipStatus::default(), now);
+        g.membership.announce_if_isolated(now);
+        self.flush_ghost();
+        self.schedule(self.now + 1_000, Event::GhostTick { ghost });
     }
 
     /// A disk replaced: the node loses everything and comes back empty under its name.
@@ -1384,6 +1581,7 @@ impl Sim {
 
     fn heal(&mut self) {
         self.healed = true;
+        self.ghost = None;
         self.cut.clear();
         self.loss = 0.0;
         self.duplicate = 0.0;
@@ -1489,6 +1687,19 @@ impl Sim {
                 }
                 Event::Client { op } => self.client_op(op),
                 Event::Fault => self.fault(),
+                Event::ToGhost { data, ghost } => {
+                    if let Some(g) = self.ghost.as_mut().filter(|g| g.id == ghost) {
+                        let _ = g.membership.handle_data(&data, Millis(self.now));
+                        self.flush_ghost();
+                    }
+                }
+                Event::GhostTimer { timer, ghost } => {
+                    if let Some(g) = self.ghost.as_mut().filter(|g| g.id == ghost) {
+                        g.membership.handle_timer(timer, Millis(self.now));
+                        self.flush_ghost();
+                    }
+                }
+                Event::GhostTick { ghost } => self.ghost_tick(ghost),
                 Event::Heal => self.heal(),
             }
         }
@@ -1589,7 +1800,9 @@ impl Sim {
             }
             for replica in placement.replicas(partition_of(&op.key, self.settings.partitions)) {
                 let r = self.index_of(replica).unwrap();
-                if self.nodes[r].empty_since >= op.issued_ms && self.nodes[r].empty_since > 0 {
+                if self.nodes[r].empty_since >= op.issued_ms && self.nodes[r].empty_since > 0
+                    || self.nodes[r].stepped_aside
+                {
                     continue;
                 }
                 let held = self.nodes[r]
@@ -1612,6 +1825,16 @@ impl Sim {
         if let Some(d) = self.divergence() {
             self.violations
                 .push(format!("replicas did not converge: {d}"));
+        }
+        for (i, &renewals) in self.renewals.iter().enumerate() {
+            // At most 10 free a minute and then a growing wait: over a run of about two
+            // minutes, a few dozen at the very most; a storm would be thousands.
+            if renewals > 40 {
+                self.violations.push(format!(
+                    "{} renewed its identity {renewals} times",
+                    self.names[i]
+                ));
+            }
         }
         for i in self.members().collect::<Vec<_>>() {
             let filling: Vec<u16> = self.nodes[i].fill.filling().collect();

@@ -22,6 +22,10 @@ pub struct MemberId {
     /// Its placement token when it is not its name: the token of the member it
     /// replaced (`--replace`), whose partitions it took over.
     pub token: Option<String>,
+    /// The epoch of the life that created its data directory: equal across restarts
+    /// that keep the data, new after a wiped disk. What a member said about its data
+    /// holds for every life with the same data epoch (0: not known).
+    pub data_epoch: u64,
 }
 
 impl MemberId {
@@ -34,6 +38,7 @@ impl MemberId {
             incarnation: 0,
             epoch_ms: 0,
             token,
+            data_epoch: 0,
         }
     }
 
@@ -42,10 +47,16 @@ impl MemberId {
         self.token.as_deref().unwrap_or(&self.name)
     }
 
-    /// Whether `self` and `other` are the same life of one member (the same process,
-    /// whatever its SWIM incarnation): what it said about itself then still holds.
-    pub fn same_life(&self, other: &MemberId) -> bool {
-        self.name == other.name && self.epoch_ms == other.epoch_ms
+    /// Whether `other` can be this very process under another incarnation: the same
+    /// address and data. Another process under the same name differs in one of them.
+    pub fn same_process(&self, other: &MemberId) -> bool {
+        self.name == other.name && self.addr == other.addr && self.data_epoch == other.data_epoch
+    }
+
+    /// Whether a status published with `data_epoch` speaks for this identity's data:
+    /// the same data directory, whichever life of the node published it.
+    pub fn same_data(&self, data_epoch: u64) -> bool {
+        self.data_epoch != 0 && self.data_epoch == data_epoch
     }
 
     /// Whether `self` is a newer identity of the same member than `other`.

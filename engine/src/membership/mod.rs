@@ -119,6 +119,14 @@ pub enum MembershipEvent {
     /// The cluster removed this node while it was away; it rejoins as a new member
     /// that holds no data.
     RemovedWhileAway,
+    /// This node keeps being declared dead: the runtime should ask a live member for its
+    /// view of the cluster ([`Membership::install`]), which names any other process
+    /// under this node's name.
+    ConsultSeed,
+    /// The later life this node stepped aside for is gone (declared dead): this node
+    /// takes its name back under an identity that supersedes it. It missed the writes
+    /// that went to the other process, so it refills before it counts.
+    NameTakenBack(MemberId),
 }
 
 /// Renewals allowed at once within [`RENEWAL_WINDOW_MS`]; past them each waits twice as
@@ -128,6 +136,9 @@ const RENEWALS_FREE: usize = 10;
 const RENEWAL_WINDOW_MS: u64 = 60_000;
 /// The longest wait before a renewal.
 const RENEWAL_DELAY_MAX_MS: u64 = 30_000;
+/// How long a node that stepped aside for another process of its name waits before it
+/// takes the name back.
+const STEP_ASIDE_MS: u64 = 30_000;
 
 /// SWIM timing.
 #[derive(Debug, Clone)]
@@ -200,8 +211,11 @@ pub struct Membership {
     renewals: VecDeque<Millis>,
     /// A renewal waiting for its time.
     renew_at: Option<Millis>,
-    /// The later life of this node's name it stepped aside for.
-    stepped_aside: Option<MemberId>,
+    /// The later life of this node's name it stepped aside for, and since when.
+    stepped_aside: Option<(MemberId, Millis)>,
+    /// The newest identity of this node's name seen from another process, and whether
+    /// the cluster last called it live.
+    rival: Option<(MemberId, bool)>,
     /// This life is ending (graceful shutdown): no renewal.
     going_down: bool,
 }
@@ -259,6 +273,7 @@ impl Membership {
             renewals: VecDeque::new(),
             renew_at: None,
             stepped_aside: None,
+            rival: None,
             going_down: false,
         }
     }
@@ -273,7 +288,8 @@ impl Membership {
     /// are found again as soon as they are up.
     pub fn restore(&mut self, records: &[MemberRecord], now: Millis) {
         let mut known = Vec::new();
-        for record in records.iter().filter(|r| r.name != self.me.name) {
+        let me = self.me.name.clone();
+        for record in records.iter().filter(|r| r.name != me) {
             let id = MemberId::remembered(&record.name, record.addr, record.token.clone());
             let state = if record.left {
                 MemberState::Left
@@ -292,6 +308,14 @@ impl Membership {
                 });
             if !record.left {
                 known.push(Member::down(id));
+            } else if let Some((epoch_ms, incarnation)) = record.departed {
+                // Departures are for good: a node that restarts passes on the ones it
+                // knows, and a seed that missed one cannot bring the member back.
+                self.learn_departure(Departure {
+                    name: record.name.clone(),
+                    epoch_ms,
+                    incarnation,
+                });
             }
         }
         // Restored knowledge is not news for the rest of the cluster.
@@ -308,6 +332,10 @@ impl Membership {
         let mut swim_updates = Vec::new();
         for member in members {
             if member.id.name == self.me.name {
+                if !self.me.same_process(&member.id) {
+                    let live = member.state.is_live();
+                    self.learn_rival(member.id, Some(live));
+                }
                 continue;
             }
             if let Some(status) = member.status {
@@ -359,7 +387,7 @@ impl Membership {
                 state: m.state,
                 status: statuses
                     .get(&m.id.name)
-                    .filter(|s| s.epoch_ms == m.id.epoch_ms)
+                    .filter(|s| m.id.same_data(s.data_epoch))
                     .cloned(),
             })
             .collect()
@@ -476,6 +504,7 @@ impl Membership {
         status.name = self.me.name.clone();
         status.incarnation = self.me.incarnation;
         status.epoch_ms = self.me.epoch_ms;
+        status.data_epoch = self.me.data_epoch;
         status.seq = self.status_seq;
         status.leaving = self.leaving;
         status.departed = self
@@ -524,18 +553,42 @@ impl Membership {
         self.sync(now);
     }
 
-    /// Does what waits for its time: a delayed renewal. Call it about once a second.
+    /// Does what waits for its time: a delayed renewal, taking back a name whose other
+    /// process is gone. Call it about once a second.
     pub fn tick(&mut self, now: Millis) {
         if self.renew_at.is_some_and(|at| at <= now) {
             self.renew_at = None;
             self.renew(now);
         }
+        // A node that stepped aside hears nothing (the cluster talks to the other
+        // process), so it cannot see that one go. After a while it takes the name back
+        // with an identity above the other's; if the other is still there, that one
+        // steps aside in turn. Two processes of one name thus trade it at most once per
+        // wait, never in a storm, and either alone keeps it.
+        let rival_gone = self.rival.as_ref().is_some_and(|(_, live)| !live);
+        if let Some((_, since)) = self.stepped_aside.clone()
+            && (now.0 >= since.0 + STEP_ASIDE_MS || rival_gone)
+        {
+            self.stepped_aside = None;
+            let later = self
+                .rival
+                .clone()
+                .map_or_else(|| self.me.clone(), |(id, _)| id);
+            self.me = MemberId {
+                epoch_ms: later.epoch_ms.max(self.me.epoch_ms),
+                incarnation: later.incarnation.max(self.me.incarnation),
+                ..self.me.clone()
+            };
+            self.events.push_back(MembershipEvent::NameTakenBack(later));
+            self.renew(now);
+        }
+        self.step_aside_if_superseded(now);
         self.sync(now);
     }
 
     /// The later life of this node's name this process stepped aside for, if any.
     pub fn stepped_aside(&self) -> Option<&MemberId> {
-        self.stepped_aside.as_ref()
+        self.stepped_aside.as_ref().map(|(id, _)| id)
     }
 
     /// Declared dead while alive: comes back under the next incarnation, at once the
@@ -544,16 +597,7 @@ impl Membership {
         if self.leaving || self.going_down || self.stepped_aside.is_some() {
             return;
         }
-        if let Some(later) = self
-            .swim
-            .iter_membership_state()
-            .map(|m| m.id())
-            .find(|id| id.name == self.me.name && id.epoch_ms > self.me.epoch_ms)
-            .cloned()
-        {
-            self.stepped_aside = Some(later.clone());
-            self.renew_at = None;
-            self.events.push_back(MembershipEvent::SteppedAside(later));
+        if self.step_aside_if_superseded(now) {
             return;
         }
         while self
@@ -564,6 +608,11 @@ impl Membership {
             self.renewals.pop_front();
         }
         let recent = self.renewals.len();
+        if recent >= 1 {
+            // Declared dead again soon after a renewal: what another process under this
+            // name looks like from here, since the cluster then talks only to it.
+            self.events.push_back(MembershipEvent::ConsultSeed);
+        }
         if recent < RENEWALS_FREE {
             self.renew(now);
             return;
@@ -583,6 +632,46 @@ impl Membership {
     /// those suspicions with their timers cancelled: a member suspected just before
     /// the renewal would stay suspect here for good, since its probes succeed and it
     /// never hears it was suspected.)
+    /// Another process's identity of this node's name: newer than what was known, or
+    /// the same one with the cluster's word on whether it is live (`None`: no word,
+    /// taken as live).
+    fn learn_rival(&mut self, id: MemberId, live: Option<bool>) {
+        match &mut self.rival {
+            Some((known, known_live)) if *known == id => {
+                if let Some(live) = live {
+                    *known_live = live;
+                }
+            }
+            Some((known, _)) if !id.supersedes(known) => {}
+            _ => self.rival = Some((id, live.unwrap_or(true))),
+        }
+    }
+
+    /// Steps aside when another process holds a later life of this node's name.
+    fn step_aside_if_superseded(&mut self, now: Millis) -> bool {
+        if self.stepped_aside.is_some() || self.leaving || self.going_down {
+            return false;
+        }
+        let Some((later, live)) = self.rival.clone().filter(|(r, _)| r.supersedes(&self.me)) else {
+            return false;
+        };
+        if !live {
+            // The other process is gone: take the name back at once.
+            self.me = MemberId {
+                epoch_ms: later.epoch_ms.max(self.me.epoch_ms),
+                incarnation: later.incarnation.max(self.me.incarnation),
+                ..self.me.clone()
+            };
+            self.events.push_back(MembershipEvent::NameTakenBack(later));
+            self.renew(now);
+            return false;
+        }
+        self.stepped_aside = Some((later.clone(), now));
+        self.renew_at = None;
+        self.events.push_back(MembershipEvent::SteppedAside(later));
+        true
+    }
+
     fn renew(&mut self, _now: Millis) {
         let renewed = self.me.renewed();
         while self.runtime.to_send().is_some() {}
@@ -674,6 +763,14 @@ impl Membership {
                 addr: m.id.addr,
                 left: m.state == MemberState::Left,
                 token: m.id.token.clone(),
+                departed: (m.state == MemberState::Left).then(|| {
+                    self.departed
+                        .iter()
+                        .find(|d| d.name == m.id.name)
+                        .map_or((m.id.epoch_ms, m.id.incarnation), |d| {
+                            (d.epoch_ms, d.incarnation)
+                        })
+                }),
             })
             .collect()
     }
@@ -732,6 +829,21 @@ impl Membership {
         } else {
             MemberState::Alive
         };
+        let mut rivals = Vec::new();
+        // Other identities of this node's name are its own earlier lives, or another
+        // process under its name: the roster's entry for this node is this process.
+        for (id, _, _) in seen.iter().filter(|(id, _, _)| id.name == me.name) {
+            if !me.same_process(id) {
+                rivals.push(id.clone());
+            }
+        }
+        seen.retain(|(id, _, _)| id.name != me.name);
+        for rival in rivals {
+            // Foca keeps another process's identity of this name only as declared
+            // down (it declares such identities down itself); whether it is live is
+            // the cluster's word, from a seed's view.
+            self.learn_rival(rival, None);
+        }
         seen.push((me, my_state, 0));
         for (id, mut state, swim_incarnation) in seen {
             let status = statuses.get(&id.name);

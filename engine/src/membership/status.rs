@@ -37,6 +37,9 @@ pub struct GossipStatus {
     pub incarnation: u32,
     /// Its identity's epoch when it published this.
     pub epoch_ms: u64,
+    /// Its data directory's epoch: the partitions it says it holds are those of this
+    /// data, whichever life of the node says so.
+    pub data_epoch: u64,
     /// Increases with every publication of one identity.
     pub seq: u64,
     /// Its HLC when it published this.

@@ -53,6 +53,7 @@ fn id(name: &str, incarnation: u32, epoch_ms: u64) -> MemberId {
         incarnation,
         epoch_ms,
         token: None,
+        data_epoch: epoch_ms,
     }
 }
 
@@ -378,6 +379,7 @@ fn remembered_members_count_as_dead_until_they_answer() {
     m.restore(
         &[MemberRecord {
             token: None,
+            departed: None,
             name: "n2".into(),
             addr: "127.0.0.1:1".parse().unwrap(),
             left: false,

@@ -142,6 +142,11 @@ pub(crate) enum MembershipInput {
     Refresh,
     /// The node is shutting down: tell the others this life is over.
     GoDown(oneshot::Sender<()>),
+    /// What this node knows of every member, for a peer that asks.
+    Members(oneshot::Sender<Vec<SeedMember>>),
+    /// A live member's view of the cluster, asked for because this node keeps being
+    /// declared dead.
+    SeedView(Vec<SeedMember>),
 }
 
 /// How the rest of the node reaches the membership task.
@@ -186,6 +191,18 @@ impl MembershipHandle {
         answer
             .await
             .map_err(|_| "the node is shutting down".to_string())?
+    }
+
+    /// What this node knows of every member.
+    pub(crate) async fn members(&self) -> Result<Vec<SeedMember>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.inputs
+            .send(MembershipInput::Members(reply))
+            .await
+            .map_err(|_| "the node is shutting down".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the node is shutting down".to_string())
     }
 
     /// Tells the cluster this node is going down, and waits until that is sent.
@@ -269,6 +286,13 @@ pub(crate) async fn run(
                 }
                 Some(MembershipInput::Remove { name, reply }) => {
                     let answer = m.depart(&name, shared.now());
+                    if answer.is_ok() {
+                        // The removal is durable before it is acknowledged: a crash of
+                        // this node right after must not bring the member back.
+                        if let Err(err) = shared.store.save_members(&m.records()) {
+                            tracing::error!("member records not saved: {err}");
+                        }
+                    }
                     if let Ok(id) = &answer {
                         tracing::warn!(member = %id.name, addr = %id.addr, "member removed from the cluster; its partitions move to the others");
                     }
@@ -281,6 +305,12 @@ pub(crate) async fn run(
                     flush(&shared, &mut m, &mut timers, &mut timer_seq, &mut placement);
                     let _ = done.send(());
                     continue;
+                }
+                Some(MembershipInput::Members(reply)) => {
+                    let _ = reply.send(m.seed_members());
+                }
+                Some(MembershipInput::SeedView(members)) => {
+                    m.install(members, shared.now());
                 }
                 Some(MembershipInput::Refresh) => {
                     if !m.is_leaving() {
@@ -420,7 +450,10 @@ fn flush(
     }
     while let Some(event) = m.poll_event() {
         log_event(&event);
-        if matches!(event, MembershipEvent::RemovedWhileAway) {
+        if matches!(
+            event,
+            MembershipEvent::RemovedWhileAway | MembershipEvent::NameTakenBack(_)
+        ) {
             let cleared = {
                 let mut fill = shared.fill.lock().expect("fill lock");
                 fill.clear();
@@ -429,6 +462,19 @@ fn flush(
             if let Err(err) = shared.store.save_filled(&cleared) {
                 tracing::error!("filled partitions not saved: {err}");
             }
+        }
+        match &event {
+            MembershipEvent::SteppedAside(other) => {
+                *shared.stepped_aside.lock().expect("stepped aside lock") =
+                    Some(other.addr.to_string());
+            }
+            MembershipEvent::NameTakenBack(_) => {
+                *shared.stepped_aside.lock().expect("stepped aside lock") = None;
+            }
+            _ => {}
+        }
+        if matches!(event, MembershipEvent::ConsultSeed) {
+            consult_seed(shared);
         }
         if let MembershipEvent::Died(id) = &event {
             // Whatever comes back (the same process after a pause, or a new one) is
@@ -479,10 +525,11 @@ fn flush(
     let mut filled: HashMap<String, PartitionSet> = m
         .roster()
         .filter_map(|v| {
-            // A member's word about its data holds for the life that said it: a node
-            // back with an empty disk is a new life, and holds nothing until it says so.
+            // A member's word about its data holds for the data it was said of: a node
+            // back with an empty disk has a new data epoch, and holds nothing until it
+            // says so; a node restarted on its data holds what it held.
             let status = v.status.as_ref()?;
-            (status.epoch_ms == v.id.epoch_ms && status.filled.fits(partitions))
+            (v.id.same_data(status.data_epoch) && status.filled.fits(partitions))
                 .then(|| (v.id.name.clone(), status.filled.clone()))
         })
         .collect();
@@ -505,6 +552,37 @@ fn flush(
     if changed {
         super::fill::update(shared);
     }
+}
+
+/// Asks a live member for its view of the cluster and hands it to membership: a node
+/// that keeps being declared dead learns whether another process holds its name.
+fn consult_seed(shared: &Arc<Shared>) {
+    let view = shared.view();
+    let Some(seed) = view
+        .members
+        .iter()
+        .find(|m| m.id.name != shared.me.name && m.state.is_live())
+        .map(|m| m.id.clone())
+    else {
+        return;
+    };
+    let shared2 = shared.clone();
+    shared.tasks.spawn(async move {
+        let asked = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            let connection = shared2.peers.connection(&seed).await?;
+            super::peers::request(&connection, &crate::protocol::Request::Members).await
+        })
+        .await;
+        match asked {
+            Ok(Ok(crate::protocol::Response::Members(members))) => {
+                let _ = shared2
+                    .membership
+                    .inputs
+                    .try_send(MembershipInput::SeedView(members));
+            }
+            other => tracing::debug!(seed = %seed.name, "no view from the seed: {other:?}"),
+        }
+    });
 }
 
 fn send_datagram(shared: &Arc<Shared>, to: &MemberId, data: Bytes) {
@@ -557,6 +635,15 @@ fn log_event(event: &MembershipEvent) {
         ),
         MembershipEvent::RemovedWhileAway => tracing::warn!(
             "the cluster removed this node while it was away; it rejoins as a new member and refills its partitions before it counts in quorums"
+        ),
+        MembershipEvent::ConsultSeed => {
+            tracing::debug!(
+                "declared dead again soon after rejoining; asking a member for its view"
+            )
+        }
+        MembershipEvent::NameTakenBack(other) => tracing::warn!(
+            other = %other.addr,
+            "the other process under this node's name is gone; this one takes the name back and refills its partitions before it counts in quorums"
         ),
     }
 }

@@ -231,6 +231,8 @@ pub(crate) struct Shared {
     pub(crate) writes: AtomicU64,
     pub(crate) reads: AtomicU64,
     pub(crate) clock_refusals: AtomicU64,
+    /// Set while another process holds this node's name: the node serves no data then.
+    pub(crate) stepped_aside: Mutex<Option<String>>,
     pub(crate) left: Notify,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -297,12 +299,14 @@ impl Node {
                 "listening on {local_addr}: give --advertise with the address the other nodes reach this one at"
             )));
         }
+        let epoch_ms = crate::wallclock::system_wall_ms();
         let mut me = MemberId {
             name: config.name.clone(),
             addr: advertise,
             incarnation: store.next_incarnation()?,
-            epoch_ms: crate::wallclock::system_wall_ms(),
+            epoch_ms,
             token: store.placement_token()?,
+            data_epoch: store.data_epoch_or(epoch_ms)?,
         };
         let peers = Peers::new(endpoint.clone(), config.name.clone());
 
@@ -355,6 +359,7 @@ impl Node {
             writes: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             clock_refusals: AtomicU64::new(0),
+            stepped_aside: Mutex::new(None),
             left: Notify::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

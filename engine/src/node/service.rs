@@ -87,6 +87,12 @@ impl Shared {
             }
             Request::Status => Ok(Response::Status(self.status())),
             Request::Ping => Ok(Response::Pong),
+            Request::Members => self
+                .membership
+                .members()
+                .await
+                .map(Response::Members)
+                .map_err(|e| ErrorReply::new(ErrorCode::ShuttingDown, e)),
             Request::Replicate { entries } => self.replicate(entries).await,
             Request::ReadLocal { key } => self.read_local(&key),
             Request::Join {
@@ -106,11 +112,27 @@ impl Shared {
         result.unwrap_or_else(Response::Error)
     }
 
+    /// Refuses data operations while another process holds this node's name: this one
+    /// has stepped aside, and its view of the cluster is frozen.
+    fn serving(&self) -> Result<(), ErrorReply> {
+        match &*self.stepped_aside.lock().expect("stepped aside lock") {
+            None => Ok(()),
+            Some(other) => Err(ErrorReply::new(
+                ErrorCode::NotReady,
+                format!(
+                    "not ready: another process under the name {} is in the cluster (at {other}); this one stepped aside and serves no data until it takes the name back",
+                    self.me.name
+                ),
+            )),
+        }
+    }
+
     async fn get(
         self: &Arc<Self>,
         key: Vec<u8>,
         consistency: Option<crate::protocol::Consistency>,
     ) -> Result<Response, ErrorReply> {
+        self.serving()?;
         check_key(&key).map_err(limit_error)?;
         self.reads.fetch_add(1, Ordering::Relaxed);
         let level = consistency.unwrap_or(self.config.default_consistency);
@@ -137,6 +159,7 @@ impl Shared {
         payload: Payload,
         consistency: Option<crate::protocol::Consistency>,
     ) -> Result<Response, ErrorReply> {
+        self.serving()?;
         check_key(&key).map_err(limit_error)?;
         if let Payload::Value(value) = &payload {
             check_value(value, self.config.value_bytes_max).map_err(limit_error)?;

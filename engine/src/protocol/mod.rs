@@ -151,6 +151,9 @@ pub enum Request {
     Sync(SyncRequest),
     /// Internode: is the data path to this node open? Answered with `Pong`. Node role only.
     Ping,
+    /// Internode: the answering node's view of every member (what a seed tells a
+    /// joining node), for a node that keeps being declared dead. Node role only.
+    Members,
     /// Administrative: recompute every partition's Merkle tree from the data and compare
     /// it with the tree kept incrementally.
     Verify,
@@ -192,6 +195,7 @@ impl Request {
             Request::Leave => "leave",
             Request::Sync(_) => "sync",
             Request::Ping => "ping",
+            Request::Members => "members",
             Request::Repair { .. } => "repair",
             Request::Verify => "verify",
         }
@@ -211,7 +215,8 @@ impl Request {
             | Request::ReadLocal { .. }
             | Request::Join { .. }
             | Request::Sync(_)
-            | Request::Ping => Role::Node,
+            | Request::Ping
+            | Request::Members => Role::Node,
             Request::Leave | Request::Remove { .. } | Request::Repair { .. } | Request::Verify => {
                 Role::Admin
             }
@@ -283,6 +288,8 @@ pub enum Response {
     },
     /// The answer to [`Request::Ping`].
     Pong,
+    /// The answer to [`Request::Members`].
+    Members(Vec<SeedMember>),
     /// The answer to [`Request::Remove`].
     Removed {
         /// What happens next.

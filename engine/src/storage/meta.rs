@@ -19,6 +19,7 @@ pub(crate) const INCARNATION: &str = "incarnation";
 pub(crate) const HLC_HIGH_WATER: &str = "hlc_high_water";
 pub(crate) const FILLED: &str = "filled_partitions";
 pub(crate) const TOKEN: &str = "placement_token";
+pub(crate) const DATA_EPOCH: &str = "data_epoch";
 
 /// The settings a cluster is created with. They never change afterwards; a node holding
 /// data of one cluster is never allowed into another.
@@ -53,6 +54,9 @@ pub struct MemberRecord {
     pub left: bool,
     /// Its placement token, when it is not its name.
     pub token: Option<String>,
+    /// For a member that left or was removed: the life that departed (epoch,
+    /// incarnation), so the departure outlives a restart of the node that knows it.
+    pub departed: Option<(u64, u32)>,
 }
 
 impl MemberRecord {
@@ -72,6 +76,7 @@ impl MemberRecord {
                     addr: old.addr,
                     left: old.left,
                     token: None,
+                    departed: None,
                 }),
                 Err(_) => Err(err),
             },
@@ -202,6 +207,26 @@ impl super::Store {
             .map_err(StoreError::lmdb("writing the filled partitions"))?;
         wtxn.commit()
             .map_err(StoreError::lmdb("writing the filled partitions"))
+    }
+
+    /// The epoch of the life that created this data directory, recording `epoch` the
+    /// first time it is asked.
+    pub fn data_epoch_or(&self, epoch: u64) -> Result<u64, StoreError> {
+        let known = {
+            let rtxn = self.tables.read_txn()?;
+            get_u64(&self.tables.meta, &rtxn, DATA_EPOCH)?
+        };
+        if let Some(known) = known {
+            return Ok(known);
+        }
+        let mut wtxn = self.tables.write_txn()?;
+        self.tables
+            .meta
+            .put(&mut wtxn, DATA_EPOCH, &epoch.to_be_bytes())
+            .map_err(StoreError::lmdb("writing the data epoch"))?;
+        wtxn.commit()
+            .map_err(StoreError::lmdb("writing the data epoch"))?;
+        Ok(epoch)
     }
 
     /// This node's placement token, when it replaced another member.
