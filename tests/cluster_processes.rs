@@ -34,13 +34,22 @@ fn member<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Valu
         .unwrap_or(&serde_json::Value::Null)
 }
 
-/// Every process sees `alive` alive and all agree on placement.
+/// Every process sees `alive` alive, all agree on placement, and no member is still
+/// filling its partitions.
 fn agree(certs: &TestCerts, nodes: &[&ServeProcess], alive: &[&str]) -> bool {
     let mut digests = std::collections::BTreeSet::new();
     for node in nodes {
         let Some(status) = status(certs, node.addr) else {
             return false;
         };
+        if status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["partitions_filling"].as_u64() != Some(0))
+        {
+            return false;
+        }
         let seen: Vec<&str> = status["members"]
             .as_array()
             .unwrap()

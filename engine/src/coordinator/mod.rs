@@ -516,7 +516,9 @@ impl Coordinator {
         } else if final_ || pending == 0 {
             let mut failures = state.failures.clone();
             for ((name, _), counts) in state.replicas.iter().zip(&state.counts) {
-                if !counts {
+                // One reason per replica: that it failed says more than that it would
+                // not have counted.
+                if !counts && !failures.iter().any(|(f, _)| f == name) {
                     failures.push((name.clone(), FILLING_REASON.to_string()));
                 }
             }
