@@ -79,6 +79,22 @@ pub struct MemberRow {
     pub partitions_differing: Option<u64>,
     /// Sync lag with the watched node, milliseconds (see `docs/anti-entropy.md`).
     pub sync_lag_ms: Option<u64>,
+    /// Partitions it takes writes for but is still filling (it does not count for them).
+    pub filling: u16,
+    /// Whether the watched node cannot reach it directly although it is alive.
+    pub unreachable: bool,
+}
+
+impl MemberRow {
+    /// The state as shown: a live member still filling is joining; one the watched node
+    /// cannot reach itself is unreachable.
+    pub fn state_word(&self) -> &'static str {
+        match self.state {
+            MemberState::Alive if self.unreachable => "unreach",
+            MemberState::Alive if self.filling > 0 => "joining",
+            state => state.word(),
+        }
+    }
 }
 
 /// A partition's state, worst first.

@@ -9,6 +9,8 @@ use crate::model::*;
 
 fn member(name: &str, state: MemberState) -> MemberRow {
     MemberRow {
+        filling: 0,
+        unreachable: false,
         name: name.to_string(),
         address: "127.0.0.1:7001".into(),
         state,
@@ -173,6 +175,29 @@ fn dead_and_suspect_nodes_stand_out_and_read_without_colour() {
     assert!(
         all.contains("1200 1m35s→12s"),
         "hint count, oldest age, time to clear\n{all}"
+    );
+}
+
+#[test]
+fn a_joining_member_and_one_the_watched_node_cannot_reach_say_so() {
+    let mut model = healthy(&["n1", "n2", "n3", "n4"]);
+    model.members[2].filling = 40;
+    model.members[3].unreachable = true;
+    let mut app = App::new(model);
+    app.colour = false;
+    let lines = screen(&app, 80, 24);
+    let all = text(&lines);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("n3") && l.contains("● joining")),
+        "{all}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("n4") && l.contains("● unreach")),
+        "{all}"
     );
 }
 

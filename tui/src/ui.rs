@@ -407,7 +407,7 @@ impl App {
             return ("member".into(), vec![Line::from("no member selected")]);
         };
         let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-        let lines = vec![
+        let mut lines = vec![
             format!("state            {} {}", m.state.symbol(), m.state.word()),
             format!("address          {}", m.address),
             format!("incarnation      {}", m.incarnation),
@@ -431,6 +431,18 @@ impl App {
             ),
             format!("sync lag         {}", opt(m.sync_lag_ms.map(age))),
         ];
+        if m.filling > 0 {
+            lines.push(format!(
+                "filling          {} of {} partitions (not counted for them yet)",
+                m.filling, m.partitions_held
+            ));
+        }
+        if m.unreachable {
+            lines.push(format!(
+                "reachable        no: unreachable from {} (writes to it are hinted)",
+                self.model.watched
+            ));
+        }
         (m.name.clone(), lines.into_iter().map(Line::from).collect())
     }
 
@@ -490,7 +502,11 @@ fn member_cells<'a>(m: &MemberRow, name_width: usize, wide: bool, theme: &Theme)
     let mut cells = vec![
         Cell::from(" "),
         Cell::from(cut(&m.name, name_width)),
-        Cell::from(format!("{} {}", m.state.symbol(), m.state.word())).style(theme.member(m.state)),
+        Cell::from(format!("{} {}", m.state.symbol(), m.state_word())).style(if m.unreachable {
+            theme.event(crate::model::Severity::Warning)
+        } else {
+            theme.member(m.state)
+        }),
         Cell::from(m.incarnation.to_string()),
         Cell::from(opt(m.hlc.clone())),
         Cell::from(opt(m.skew_ms.map(|s| format!("{s:+}ms")))),

@@ -538,6 +538,8 @@ impl Builder {
                     hints_oldest_age_ms: m.hints_oldest_age_ms,
                     hints_clear_s: drain.map(|r| m.hints as f64 / -r),
                     partitions_held: m.partitions_held,
+                    filling: m.partitions_filling,
+                    unreachable: m.state == "alive" && !m.reachable,
                     last_exchange_age_ms: peer
                         .and_then(|p| p.last_exchange_ms)
                         .map(|t| now_wall.saturating_sub(t)),
