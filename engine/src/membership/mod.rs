@@ -36,6 +36,8 @@ use crate::storage::MemberRecord;
 pub const DATAGRAM_BYTES_MAX: usize = 1100;
 /// Most departures a status passes on.
 pub const DEPARTURES_GOSSIPED_MAX: usize = 16;
+/// Largest encoded status: room is left in a datagram for SWIM's header and updates.
+const STATUS_BYTES_MAX: usize = DATAGRAM_BYTES_MAX - 300;
 
 /// A member as a seed describes it to a joining node.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -513,7 +515,17 @@ impl Membership {
             .take(DEPARTURES_GOSSIPED_MAX)
             .cloned()
             .collect();
-        match postcard::to_allocvec(&status) {
+        // A status must fit a datagram beside SWIM's own header and a few updates: with
+        // the largest partition bitmaps, fewer departures ride along (the rest follow in
+        // later statuses, most recent first).
+        let mut bytes = postcard::to_allocvec(&status);
+        while let Ok(encoded) = &bytes
+            && encoded.len() > STATUS_BYTES_MAX
+            && status.departed.pop().is_some()
+        {
+            bytes = postcard::to_allocvec(&status);
+        }
+        match bytes {
             Ok(bytes) => {
                 if let Err(err) = self.swim.add_broadcast(&bytes) {
                     tracing::debug!("status not published: {err}");

@@ -410,3 +410,25 @@ fn remembered_members_count_as_dead_until_they_answer() {
     assert_eq!(net.state("n1", "n2"), Some(MemberState::Alive));
     assert_eq!(net.state("n2", "n1"), Some(MemberState::Alive));
 }
+
+#[test]
+fn a_status_with_the_largest_partition_bitmap_and_many_departures_still_fits_a_datagram() {
+    let mut m = Membership::new(id("n1", 1, 100), &MembershipConfig::default(), 7, Millis(0));
+    for i in 0..40 {
+        m.learn_departure(Departure {
+            name: format!("a-rather-long-member-name-{i}"),
+            epoch_ms: 1_800_000_000_000 + i,
+            incarnation: 7,
+        });
+    }
+    let status = GossipStatus {
+        filled: crate::placement::PartitionSet::all(crate::placement::PARTITIONS_MAX),
+        placement_digest: "0123456789abcdef".into(),
+        ..GossipStatus::default()
+    };
+    m.publish(status, Millis(0));
+    let book = m.book.lock().unwrap();
+    let mine = book.latest().get("n1").expect("the status was published");
+    assert!(!mine.departed.is_empty());
+    assert!(postcard::to_allocvec(mine).unwrap().len() <= STATUS_BYTES_MAX);
+}
