@@ -1,6 +1,7 @@
 //! The deterministic simulator over many seeds (see `tests/sim/mod.rs`).
 //!
-//! `VERGENT_SIM_SEEDS=N` runs N seeds (default 200); `VERGENT_SIM_SEED=S` replays one.
+//! `VERGENT_SIM_SEEDS=N` runs N seeds (default 200); `VERGENT_SIM_SEED=S` replays one;
+//! `VERGENT_SIM_PROGRESS=1` names each seed as it starts.
 //! Seeds that once found a bug run every time, whatever N is.
 
 mod sim;
@@ -34,7 +35,11 @@ fn every_seed_keeps_every_invariant() {
     let started = Instant::now();
     let mut reports = Vec::new();
     let mut failures = Vec::new();
+    let progress = std::env::var_os("VERGENT_SIM_PROGRESS").is_some();
     for seed in seeds() {
+        if progress {
+            eprintln!("seed {seed}");
+        }
         match run_seed(SimConfig::new(seed)) {
             Ok(report) => reports.push(report),
             Err(failure) => failures.push(failure),

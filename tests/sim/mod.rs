@@ -48,6 +48,8 @@ const HINT_DRAIN_MS: u64 = 10_000;
 const OPS_MAX: usize = 4_096;
 /// Slots for nodes that join during the run (a new node, a replacement).
 const SPARES: usize = 2;
+/// Events one run may handle; a healthy run handles well under a tenth of this.
+const EVENTS_MAX: u64 = 5_000_000;
 
 /// What a run does.
 #[derive(Debug, Clone)]
@@ -326,6 +328,8 @@ pub struct Sim {
     pending_departure: Option<(usize, bool)>,
     ghost: Option<Ghost>,
     ghosts: u32,
+    /// Events handled so far.
+    handled: u64,
     /// Renewals of each node's identity, to bound them.
     renewals: Vec<u64>,
 }
@@ -370,6 +374,7 @@ impl Sim {
             pending_departure: None,
             ghost: None,
             ghosts: 0,
+            handled: 0,
             renewals: Vec::new(),
             config,
         };
@@ -1658,6 +1663,17 @@ impl Sim {
         while let Some(Reverse((at, _, id))) = self.queue.peek().copied() {
             if at > until {
                 break;
+            }
+            self.handled += 1;
+            if self.handled > EVENTS_MAX {
+                // A loop that schedules without end (at the same virtual time, most
+                // likely) is a bug of its own; stop it rather than eat the machine.
+                self.violations.push(format!(
+                    "more than {EVENTS_MAX} events by virtual time {}: a runaway loop",
+                    self.now
+                ));
+                self.queue.clear();
+                return;
             }
             self.queue.pop();
             self.now = at;
