@@ -104,6 +104,7 @@ async fn idle_streams_trickled_frames_and_unread_answers_cost_only_their_sender(
                 &Request::Get {
                     key: b"k".to_vec(),
                     consistency: None,
+                    after: None,
                 },
                 1024,
             )
@@ -146,6 +147,7 @@ async fn idle_streams_trickled_frames_and_unread_answers_cost_only_their_sender(
                 &Request::Get {
                     key: b"big".to_vec(),
                     consistency: None,
+                    after: None,
                 },
                 1024,
             )

@@ -8,67 +8,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::{
-    ServeProcess, TestCerts, cli, eventually_async, missing_on, put_all, replica_record, stderr,
-    stdout,
+    ServeProcess, TestCerts, cli, eventually_async, member, missing_on, put_all, replica_record,
+    settled, status, stderr, stdout, wait_settled,
 };
 use vergent::protocol::Consistency;
 
 const NAMES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
-
-fn status(certs: &TestCerts, node: SocketAddr) -> Option<serde_json::Value> {
-    let out = cli(
-        certs.path(),
-        node,
-        &["status", "--json", "--timeout-ms", "3000"],
-    );
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
-}
-
-fn member<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == name)
-        .unwrap_or(&serde_json::Value::Null)
-}
-
-/// Every process sees `alive` alive, none still filling, and all agree on placement.
-fn settled(certs: &TestCerts, nodes: &[&ServeProcess], alive: &[&str]) -> bool {
-    let mut digests = std::collections::BTreeSet::new();
-    for node in nodes {
-        let Some(status) = status(certs, node.addr) else {
-            return false;
-        };
-        let members = status["members"].as_array().unwrap();
-        let seen: Vec<&str> = members
-            .iter()
-            .filter(|m| m["state"] == "alive")
-            .map(|m| m["name"].as_str().unwrap())
-            .collect();
-        if seen != alive
-            || members
-                .iter()
-                .any(|m| m["partitions_filling"].as_u64() != Some(0))
-        {
-            return false;
-        }
-        digests.insert(status["placement_digest"].as_str().unwrap().to_string());
-    }
-    digests.len() == 1
-}
-
-async fn wait_settled(certs: &TestCerts, nodes: &[&ServeProcess], alive: &[&str]) {
-    assert!(
-        eventually_async(Duration::from_secs(40), || async {
-            settled(certs, nodes, alive)
-        })
-        .await,
-        "the cluster did not settle with {alive:?} alive"
-    );
-}
 
 fn start(certs: &TestCerts, dir: &std::path::Path, names: &[&str]) -> Vec<ServeProcess> {
     let mut nodes: Vec<ServeProcess> = Vec::new();

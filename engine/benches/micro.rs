@@ -129,6 +129,7 @@ fn codec(c: &mut Criterion) {
         key: b"bench-000000001234".to_vec(),
         value: vec![b'x'; 100],
         consistency: Some(Consistency::Quorum),
+        after: None,
     };
     c.bench_function("frame encode (put, 100-byte value)", |b| {
         b.iter(|| black_box(frame::encode(black_box(&request), 1 << 20).unwrap()))

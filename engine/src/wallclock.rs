@@ -12,3 +12,12 @@ pub fn system_wall_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Microseconds since the Unix epoch from the system clock (0 before 1970): the
+/// resolution clock probes need.
+pub fn system_wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}

@@ -127,6 +127,38 @@ impl ServeProcess {
         data_dir: &Path,
         extra: &[&str],
     ) -> Result<ServeProcess, String> {
+        Self::try_start_with(name, listen, certs, data_dir, extra, &[])
+    }
+
+    /// Like [`ServeProcess::start`], with its wall clock `offset` from the real one
+    /// (libfaketime: `+2s`, `-3s`, `+60s`); monotonic time stays real.
+    pub fn start_skewed(
+        name: &str,
+        certs: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+        offset: &str,
+    ) -> ServeProcess {
+        Self::try_start_with(
+            name,
+            "127.0.0.1:0",
+            certs,
+            data_dir,
+            extra,
+            &faketime_env(offset),
+        )
+        .unwrap_or_else(|log| panic!("{name} did not start under faketime {offset}:\n{log}"))
+    }
+
+    /// Like [`ServeProcess::try_start_at`], with extra environment variables.
+    pub fn try_start_with(
+        name: &str,
+        listen: &str,
+        certs: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Result<ServeProcess, String> {
         std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
         let log = data_dir.with_extension("log");
         let log_file = std::fs::OpenOptions::new()
@@ -140,6 +172,7 @@ impl ServeProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
@@ -481,4 +514,76 @@ pub async fn put_all(
             .unwrap_or_else(|e| panic!("put {key}: {e}"));
     }
     client.close().await;
+}
+
+/// A process's `status --json`, or `None` when it does not answer.
+pub fn status(certs: &TestCerts, node: SocketAddr) -> Option<serde_json::Value> {
+    let out = cli(
+        certs.path(),
+        node,
+        &["status", "--json", "--timeout-ms", "3000"],
+    );
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+pub fn member<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// Every process sees `alive` alive, none still filling, and all agree on placement.
+pub fn settled(certs: &TestCerts, nodes: &[&ServeProcess], alive: &[&str]) -> bool {
+    let mut digests = std::collections::BTreeSet::new();
+    for node in nodes {
+        let Some(status) = status(certs, node.addr) else {
+            return false;
+        };
+        let members = status["members"].as_array().unwrap();
+        let seen: Vec<&str> = members
+            .iter()
+            .filter(|m| m["state"] == "alive")
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        if seen != alive
+            || members
+                .iter()
+                .any(|m| m["partitions_filling"].as_u64() != Some(0))
+        {
+            return false;
+        }
+        digests.insert(status["placement_digest"].as_str().unwrap().to_string());
+    }
+    digests.len() == 1
+}
+
+pub async fn wait_settled(certs: &TestCerts, nodes: &[&ServeProcess], alive: &[&str]) {
+    assert!(
+        eventually_async(Duration::from_secs(40), || async {
+            settled(certs, nodes, alive)
+        })
+        .await,
+        "the cluster did not settle with {alive:?} alive"
+    );
+}
+
+/// Where the faketime package puts the library that shifts a process's wall clock.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The environment that runs a process with its wall clock `offset` from the real one.
+pub fn faketime_env(offset: &str) -> Vec<(String, String)> {
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: install the faketime package (.ci/run does)"
+    );
+    vec![
+        ("LD_PRELOAD".into(), LIBFAKETIME.into()),
+        ("FAKETIME".into(), offset.into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ]
 }

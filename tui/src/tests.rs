@@ -362,3 +362,38 @@ fn keys_move_the_selection_pause_and_ask_before_repairing() {
     app.handle_key(key(KeyCode::Esc));
     assert_eq!(app.handle_key(key(KeyCode::Char('q'))), Some(Command::Quit));
 }
+
+#[test]
+fn skew_fits_its_column_in_a_unit_that_says_what_it_is() {
+    use crate::ui::skew_text;
+    let cases = [
+        (0, "+0ms"),
+        (-3, "-3ms"),
+        (999, "+999ms"),
+        (1_990, "+1.99s"),
+        (-2_999, "-3.00s"),
+        (12_345, "+12.3s"),
+        (-60_000, "-60.0s"),
+        (-600_000, "-10m"),
+        (42_120_000, "+11.7h"),
+        (i64::MIN, "-2562047788015h"),
+    ];
+    for (ms, text) in cases {
+        assert_eq!(skew_text(ms), text, "{ms}");
+    }
+    for ms in [
+        0,
+        999,
+        1_000,
+        9_994,
+        9_995,
+        99_949,
+        99_999,
+        3_599_999,
+        359_819_999,
+        359_999_999,
+    ] {
+        assert!(skew_text(ms).len() <= 6, "{ms}: {}", skew_text(ms));
+        assert!(skew_text(-ms).len() <= 6, "{ms}: {}", skew_text(-ms));
+    }
+}

@@ -412,10 +412,7 @@ impl App {
             format!("address          {}", m.address),
             format!("incarnation      {}", m.incarnation),
             format!("HLC              {}", opt(m.hlc.clone())),
-            format!(
-                "clock skew       {}",
-                opt(m.skew_ms.map(|s| format!("{s:+} ms")))
-            ),
+            format!("clock skew       {}", opt(m.skew_ms.map(skew_text))),
             format!("writes/s         {}", opt(m.writes_per_s.map(rate))),
             format!("partitions held  {}", m.partitions_held),
             format!(
@@ -509,7 +506,7 @@ fn member_cells<'a>(m: &MemberRow, name_width: usize, wide: bool, theme: &Theme)
         }),
         Cell::from(m.incarnation.to_string()),
         Cell::from(opt(m.hlc.clone())),
-        Cell::from(opt(m.skew_ms.map(|s| format!("{s:+}ms")))),
+        Cell::from(opt(m.skew_ms.map(skew_text))),
         Cell::from(opt(m.writes_per_s.map(rate))),
         Cell::from(hints).style(if m.hints > 0 {
             theme.event(crate::model::Severity::Warning)
@@ -527,4 +524,24 @@ fn member_cells<'a>(m: &MemberRow, name_width: usize, wide: bool, theme: &Theme)
         ]);
     }
     cells
+}
+
+/// A clock offset in at most six characters, in the unit that fits it: `+12ms`,
+/// `-1.99s`, `+12.3s`, `+14m`, `+11.7h`.
+pub(crate) fn skew_text(ms: i64) -> String {
+    let sign = if ms < 0 { '-' } else { '+' };
+    let abs = ms.unsigned_abs();
+    if abs < 1_000 {
+        format!("{sign}{abs}ms")
+    } else if abs < 9_995 {
+        format!("{sign}{:.2}s", abs as f64 / 1e3)
+    } else if abs < 99_950 {
+        format!("{sign}{:.1}s", abs as f64 / 1e3)
+    } else if abs < 3_600_000 {
+        format!("{sign}{}m", abs / 60_000)
+    } else if abs < 359_820_000 {
+        format!("{sign}{:.1}h", abs as f64 / 3.6e6)
+    } else {
+        format!("{sign}{}h", abs / 3_600_000)
+    }
 }

@@ -18,6 +18,10 @@ pub(crate) struct GetArgs {
     /// Replicas to consult [default: the node's].
     #[arg(long, value_enum)]
     consistency: Option<ConsistencyArg>,
+    /// Order this after a version the caller has seen (as `put` prints it, or just its
+    /// timestamp): a write gets a later version, whichever node coordinates it.
+    #[arg(long, value_name = "VERSION")]
+    after: Option<crate::hlc::Timestamp>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -34,6 +38,10 @@ pub(crate) struct PutArgs {
     /// Replicas that must acknowledge [default: the node's].
     #[arg(long, value_enum)]
     consistency: Option<ConsistencyArg>,
+    /// Order this after a version the caller has seen (as `put` prints it, or just its
+    /// timestamp): a write gets a later version, whichever node coordinates it.
+    #[arg(long, value_name = "VERSION")]
+    after: Option<crate::hlc::Timestamp>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -48,6 +56,10 @@ pub(crate) struct DeleteArgs {
     /// Replicas that must acknowledge [default: the node's].
     #[arg(long, value_enum)]
     consistency: Option<ConsistencyArg>,
+    /// Order this after a version the caller has seen (as `put` prints it, or just its
+    /// timestamp): a write gets a later version, whichever node coordinates it.
+    #[arg(long, value_name = "VERSION")]
+    after: Option<crate::hlc::Timestamp>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -66,6 +78,9 @@ pub(crate) struct StatusArgs {
 
 pub(crate) async fn get(args: GetArgs) -> Result<(), Failure> {
     let client = args.client.connect().await?;
+    if let Some(after) = args.after {
+        client.session().observe(after);
+    }
     let found = client
         .get(args.key.as_bytes(), args.consistency.map(Into::into))
         .await;
@@ -94,6 +109,9 @@ pub(crate) async fn get(args: GetArgs) -> Result<(), Failure> {
 
 pub(crate) async fn put(args: PutArgs) -> Result<(), Failure> {
     let client = args.client.connect().await?;
+    if let Some(after) = args.after {
+        client.session().observe(after);
+    }
     let written = client
         .put(
             args.key.as_bytes(),
@@ -107,6 +125,9 @@ pub(crate) async fn put(args: PutArgs) -> Result<(), Failure> {
 
 pub(crate) async fn delete(args: DeleteArgs) -> Result<(), Failure> {
     let client = args.client.connect().await?;
+    if let Some(after) = args.after {
+        client.session().observe(after);
+    }
     let written = client
         .delete(args.key.as_bytes(), args.consistency.map(Into::into))
         .await;
@@ -193,6 +214,9 @@ pub(crate) fn status_table(status: &ClusterStatus) -> String {
         ]);
     }
     out.push_str(&aligned(&rows));
+    if let Some(why) = &status.clock_refusal {
+        out.push_str(&format!("clock: {}: {why}\n", status.node));
+    }
     out.push_str(&sync_table(status));
     out
 }

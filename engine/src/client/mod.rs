@@ -5,8 +5,10 @@
 //! its own timeout.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::hlc::Timestamp;
 use crate::limits::{VALUE_BYTES_MAX_CEILING, frame_bytes_max};
 use crate::net::{self, NetError, TlsMaterial};
 use crate::protocol::frame::{self, FrameError};
@@ -104,8 +106,40 @@ impl ClientError {
     }
 }
 
+/// What one client has seen: the highest version among the answers it got. Sent with
+/// every request, it makes a node issue the session's next version above everything the
+/// session saw, so one client's later write wins over its earlier ones whichever nodes
+/// coordinate them. Clients connected to different nodes share one by
+/// [`Client::join_session`].
+#[derive(Debug, Default)]
+pub struct Session {
+    seen: std::sync::atomic::AtomicU64,
+}
+
+impl Session {
+    /// A session that has seen nothing.
+    pub fn new() -> Arc<Session> {
+        Arc::new(Session::default())
+    }
+
+    /// The highest version timestamp seen, if any.
+    pub fn seen(&self) -> Option<Timestamp> {
+        match self.seen.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            raw => Some(Timestamp::from_u64(raw)),
+        }
+    }
+
+    /// Notes a version the session has seen (or was told of: `--after`).
+    pub fn observe(&self, ts: Timestamp) {
+        self.seen
+            .fetch_max(ts.as_u64(), std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// A connected client.
 pub struct Client {
+    session: Arc<Session>,
     endpoint: quinn::Endpoint,
     connection: quinn::Connection,
     addr: SocketAddr,
@@ -147,6 +181,7 @@ impl Client {
                 other => connect_err(describe_connection_error(&other)),
             })?;
         let mut client = Client {
+            session: Session::new(),
             endpoint,
             connection,
             addr,
@@ -178,6 +213,17 @@ impl Client {
     /// Changes the time allowed per request.
     pub fn set_request_timeout(&mut self, timeout: Duration) {
         self.request_timeout = timeout;
+    }
+
+    /// This client's session.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// Makes this client part of `session`: what it sees and what the session's other
+    /// clients saw order each other.
+    pub fn join_session(&mut self, session: Arc<Session>) {
+        self.session = session;
     }
 
     /// The name the node gave in its welcome.
@@ -252,9 +298,13 @@ impl Client {
             key: key.to_vec(),
             value: value.to_vec(),
             consistency,
+            after: self.session.seen(),
         };
         match self.request(&request).await? {
-            Response::Written { version } => Ok(version),
+            Response::Written { version } => {
+                self.session.observe(version.version.hlc);
+                Ok(version)
+            }
             other => Err(unexpected("put", &other)),
         }
     }
@@ -268,9 +318,15 @@ impl Client {
         let request = Request::Get {
             key: key.to_vec(),
             consistency,
+            after: self.session.seen(),
         };
         match self.request(&request).await? {
-            Response::Value { found } => Ok(found),
+            Response::Value { found } => {
+                if let Some((_, version)) = &found {
+                    self.session.observe(version.version.hlc);
+                }
+                Ok(found)
+            }
             other => Err(unexpected("get", &other)),
         }
     }
@@ -284,9 +340,13 @@ impl Client {
         let request = Request::Delete {
             key: key.to_vec(),
             consistency,
+            after: self.session.seen(),
         };
         match self.request(&request).await? {
-            Response::Written { version } => Ok(version),
+            Response::Written { version } => {
+                self.session.observe(version.version.hlc);
+                Ok(version)
+            }
             other => Err(unexpected("delete", &other)),
         }
     }

@@ -357,6 +357,17 @@ impl Coordinator {
     /// Replica `from` applied the write `op`, or failed to and says why. Late, duplicate
     /// and unknown reports are ignored.
     pub fn handle_write_ack(&mut self, op: OpId, from: &str, result: Result<(), String>) {
+        self.write_answered(op, from, result, true);
+    }
+
+    /// Replica `from` refused the write `op` for what it is (a version from a clock too
+    /// far ahead): it failed like any other, but gets no hint, since delivering it later
+    /// would land the refused version after all.
+    pub fn handle_write_refused(&mut self, op: OpId, from: &str, reason: String) {
+        self.write_answered(op, from, Err(reason), false);
+    }
+
+    fn write_answered(&mut self, op: OpId, from: &str, result: Result<(), String>, hint: bool) {
         let Some(Op::Write(state)) = self.ops.get_mut(&op) else {
             return;
         };
@@ -374,10 +385,12 @@ impl Coordinator {
         if let Err(reason) = result {
             let reason: String = reason.chars().take(FAILURE_REASON_CHARS_MAX).collect();
             state.failures.push((from.to_string(), reason));
-            self.actions.push_back(Action::Hint {
-                to: from.to_string(),
-                entry: state.entry.clone(),
-            });
+            if hint {
+                self.actions.push_back(Action::Hint {
+                    to: from.to_string(),
+                    entry: state.entry.clone(),
+                });
+            }
         }
         Self::settle_write(op, state, &mut self.actions, false);
         if state.replicas.iter().all(|(_, a)| *a != Answer::Pending) {

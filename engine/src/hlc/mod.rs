@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub mod skew;
+
 /// Bits of the logical counter in a [`Timestamp`].
 pub const LOGICAL_BITS: u32 = 16;
 const LOGICAL_MASK: u64 = (1 << LOGICAL_BITS) - 1;
@@ -74,12 +76,47 @@ impl fmt::Debug for Timestamp {
     }
 }
 
+/// Reads a version as `put` prints it: `hlc=2026-12-01T22:41:10.309Z+0 node=n2`, or
+/// just its timestamp (`2026-12-01T22:41:10.309Z+0`; without `+N` the logical counter
+/// is 0).
+impl std::str::FromStr for Timestamp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Timestamp, String> {
+        let s = s.trim();
+        let ts = s
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("hlc=");
+        let (time, logical) = match ts.rsplit_once("Z+") {
+            Some((time, logical)) => (format!("{time}Z"), logical),
+            None => (ts.to_string(), "0"),
+        };
+        let logical: u16 = logical.parse().map_err(|_| {
+            format!("{s:?}: the logical counter after '+' must be a number up to 65535")
+        })?;
+        let at = humantime::parse_rfc3339(&time).map_err(|e| {
+            format!("{s:?} is not a version (expected e.g. 2026-12-01T22:41:10.309Z+0): {e}")
+        })?;
+        let wall_ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| format!("{s:?} is before 1970"))?
+            .as_millis();
+        let wall_ms = u64::try_from(wall_ms)
+            .ok()
+            .filter(|&ms| ms <= WALL_MS_MAX)
+            .ok_or_else(|| format!("{s:?} is past the last time a version can carry"))?;
+        Ok(Timestamp::new(wall_ms, logical))
+    }
+}
+
 /// Why a received timestamp was refused. The clock is left unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClockError {
     /// The remote clock is further ahead of local wall time than allowed.
     #[error(
-        "clock offset refused: remote timestamp {remote} is {ahead_ms} ms ahead of local wall time, the limit is {max_offset_ms} ms"
+        "clock offset refused: timestamp {remote} is {ahead_ms} ms ahead of the cluster's time as this node measures it, the limit is {max_offset_ms} ms"
     )]
     TooFarAhead {
         /// The refused timestamp.
@@ -156,14 +193,21 @@ impl Clock {
     /// A timestamp received from another node: advances the clock past it, unless it is
     /// further ahead of `wall_ms` than the configured offset allows.
     pub fn observe(&mut self, remote: Timestamp, wall_ms: u64) -> Result<Timestamp, ClockError> {
+        self.observe_against(remote, wall_ms, wall_ms)
+    }
+
+    /// Like [`Clock::observe`], with the offset bound checked against `cluster_ms`, the
+    /// cluster's time as this node measures it (its own wall clock corrected by the
+    /// median offset of its peers). A node whose clock is behind the cluster so accepts
+    /// the healthy majority's versions, and still refuses a version from the future.
+    pub fn observe_against(
+        &mut self,
+        remote: Timestamp,
+        wall_ms: u64,
+        cluster_ms: u64,
+    ) -> Result<Timestamp, ClockError> {
         let wall_ms = wall_ms.min(WALL_MS_MAX);
-        if remote.wall_ms() > wall_ms.saturating_add(self.max_offset_ms) {
-            return Err(ClockError::TooFarAhead {
-                remote,
-                ahead_ms: remote.wall_ms() - wall_ms,
-                max_offset_ms: self.max_offset_ms,
-            });
-        }
+        self.check(remote, cluster_ms)?;
         let top = self.last.max(remote);
         let next = if wall_ms > top.wall_ms() {
             Timestamp::new(wall_ms, 0)
@@ -174,6 +218,19 @@ impl Clock {
         };
         self.last = next;
         Ok(next)
+    }
+
+    /// Whether `remote` is within the offset bound of `reference_ms`.
+    pub fn check(&self, remote: Timestamp, reference_ms: u64) -> Result<(), ClockError> {
+        let reference_ms = reference_ms.min(WALL_MS_MAX);
+        if remote.wall_ms() > reference_ms.saturating_add(self.max_offset_ms) {
+            return Err(ClockError::TooFarAhead {
+                remote,
+                ahead_ms: remote.wall_ms() - reference_ms,
+                max_offset_ms: self.max_offset_ms,
+            });
+        }
+        Ok(())
     }
 
     fn successor_of_last(&self) -> Timestamp {
@@ -209,6 +266,26 @@ mod tests {
     fn displays_utc_millis_and_logical() {
         let ts = Timestamp::new(1_700_000_000_123, 3);
         assert_eq!(ts.to_string(), "2023-11-14T22:13:20.123Z+3");
+    }
+
+    #[test]
+    fn parses_what_it_displays_and_what_put_prints() {
+        let ts = Timestamp::new(1_700_000_000_123, 3);
+        assert_eq!(ts.to_string().parse::<Timestamp>(), Ok(ts));
+        assert_eq!(
+            "hlc=2023-11-14T22:13:20.123Z+3 node=n2".parse::<Timestamp>(),
+            Ok(ts)
+        );
+        assert_eq!(
+            "2023-11-14T22:13:20.123Z".parse::<Timestamp>(),
+            Ok(Timestamp::new(1_700_000_000_123, 0))
+        );
+        let err = "yesterday".parse::<Timestamp>().unwrap_err();
+        assert!(err.contains("not a version"), "{err}");
+        let err = "2023-11-14T22:13:20.123Z+x"
+            .parse::<Timestamp>()
+            .unwrap_err();
+        assert!(err.contains("logical counter"), "{err}");
     }
 
     #[test]

@@ -227,20 +227,23 @@ async fn apply_received(shared: &Arc<Shared>, entries: Vec<Entry>) -> Result<u32
     }
     check_entries(&entries, &sync_limits(shared))?;
     let entries: Vec<Entry> = {
+        let cluster_ms = shared.cluster_wall_ms();
         let mut clock = shared.clock.lock().expect("clock lock");
         let now = system_wall_ms();
         entries
             .into_iter()
-            .filter(|e| match clock.observe(e.record.version.hlc, now) {
-                Ok(_) => true,
-                Err(err) => {
-                    shared
-                        .clock_refusals
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!("anti-entropy entry refused: {err}");
-                    false
-                }
-            })
+            .filter(
+                |e| match clock.observe_against(e.record.version.hlc, now, cluster_ms) {
+                    Ok(_) => true,
+                    Err(err) => {
+                        shared
+                            .clock_refusals
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!("anti-entropy entry refused: {err}");
+                        false
+                    }
+                },
+            )
             .collect()
     };
     let outcomes = shared.store.apply(entries).await?;

@@ -6,7 +6,11 @@
 //!   `vergent_request_duration_seconds{op, consistency}` (histogram): client operations.
 //! - `vergent_hints`, `vergent_hint_oldest_age_seconds`: the hint backlog.
 //! - `vergent_members{state}`: members by state in this node's view.
-//! - `vergent_hlc_skew_seconds{member}`: each member's clock against this node's.
+//! - `vergent_hlc_skew_seconds{member}`: each member's clock minus this node's, as
+//!   probes measure it (half the round trip taken out).
+//! - `vergent_clock_cluster_offset_seconds`: the live members' median clock minus this
+//!   node's; `vergent_clock_outlier`: 1 while this node's clock is off the cluster's by
+//!   more than the bound (it coordinates no writes then).
 //! - `vergent_records`: records (tombstones included) held.
 //! - `vergent_antientropy_exchanges_total{outcome}`,
 //!   `vergent_antientropy_bytes_total{direction, kind}`,
@@ -62,6 +66,14 @@ pub(crate) fn status(status: &ClusterStatus) {
         }
     }
     metrics::counter!("vergent_clock_refusals_total").absolute(status.clock_refusals);
+}
+
+/// This node's clock against the cluster's, after each round of probes.
+pub(crate) fn cluster_clock(offset_ms: Option<i64>, outlier: bool) {
+    if let Some(offset) = offset_ms {
+        metrics::gauge!("vergent_clock_cluster_offset_seconds").set(offset as f64 / 1000.0);
+    }
+    metrics::gauge!("vergent_clock_outlier").set(if outlier { 1.0 } else { 0.0 });
 }
 
 /// One exchange run with a peer.

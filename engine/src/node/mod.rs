@@ -8,6 +8,7 @@
 //! here, never in the mechanisms.
 
 mod antientropy;
+mod clocks;
 mod cluster;
 mod fill;
 mod hints;
@@ -231,6 +232,8 @@ pub(crate) struct Shared {
     pub(crate) writes: AtomicU64,
     pub(crate) reads: AtomicU64,
     pub(crate) clock_refusals: AtomicU64,
+    /// Every live peer's clock against this node's.
+    pub(crate) skew: Mutex<crate::hlc::skew::SkewBook>,
     /// Set while another process holds this node's name: the node serves no data then.
     pub(crate) stepped_aside: Mutex<Option<String>>,
     pub(crate) left: Notify,
@@ -299,7 +302,9 @@ impl Node {
                 "listening on {local_addr}: give --advertise with the address the other nodes reach this one at"
             )));
         }
-        let epoch_ms = crate::wallclock::system_wall_ms();
+        // A durable count, not the wall clock alone: a start after the clock stepped
+        // back must still present an identity above every earlier one.
+        let epoch_ms = store.next_start_epoch(crate::wallclock::system_wall_ms())?;
         let mut me = MemberId {
             name: config.name.clone(),
             addr: advertise,
@@ -323,6 +328,22 @@ impl Node {
         let settings = store
             .cluster()
             .expect("the cluster is known after joining or creating it");
+        // A wiped disk lost the count: an earlier life the cluster knows may sort above
+        // this one (its clock was ahead). Announcing an identity above it makes this
+        // life win at once instead of being taken for the old one.
+        if let Some(old) = joined
+            .members
+            .iter()
+            .find(|m| m.id.name == me.name && !me.supersedes(&m.id))
+        {
+            me.epoch_ms = old.id.epoch_ms.saturating_add(1);
+            store.raise_start_epoch(me.epoch_ms)?;
+            tracing::info!(
+                "an earlier life of {} started later by its clock; this one takes start epoch {}",
+                me.name,
+                me.epoch_ms
+            );
+        }
         if let Some(token) = &joined.token {
             store.save_placement_token(token)?;
             me.token = Some(token.clone());
@@ -359,6 +380,7 @@ impl Node {
             writes: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             clock_refusals: AtomicU64::new(0),
+            skew: Mutex::new(crate::hlc::skew::SkewBook::new()),
             stepped_aside: Mutex::new(None),
             left: Notify::new(),
             shutdown: CancellationToken::new(),
@@ -394,6 +416,7 @@ impl Node {
         tasks.spawn(replication::run_timeouts(shared.clone()));
         tasks.spawn(hints::run(shared.clone()));
         tasks.spawn(reach::run(shared.clone()));
+        tasks.spawn(clocks::run(shared.clone()));
         tasks.spawn(antientropy::run(shared.clone()));
         tasks.spawn(server::accept_loop(endpoint.clone(), shared.clone()));
         tracing::info!(

@@ -9,13 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Shared;
-use super::peers::request;
-use crate::protocol::{Request, Response};
 
 /// Time between pings of unreachable peers.
 const PING_PERIOD: Duration = Duration::from_secs(1);
-/// Time a ping may take.
-const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A request to `peer` failed on the path (not by the peer's own answer).
 pub(crate) fn lost(shared: &Shared, peer: &str, why: &str) {
@@ -51,20 +47,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 continue;
             };
             let id = member.id.clone();
-            let answered = tokio::time::timeout(PING_TIMEOUT, async {
-                let connection = shared.peers.connection(&id).await?;
-                request(&connection, &Request::Ping).await
-            })
-            .await;
-            match answered {
-                Ok(Ok(Response::Pong)) => {
-                    if shared.peers.mark_reachable(&peer) {
-                        tracing::info!(peer = %peer, "{peer} is reachable again from {}", shared.me.name);
-                        super::metrics::unreachable(&peer, false);
-                        shared.hints_wake.notify_one();
-                    }
-                }
-                _ => shared.peers.forget(&peer),
+            if !super::clocks::probe(&shared, &id).await {
+                shared.peers.forget(&peer);
+            } else if shared.peers.mark_reachable(&peer) {
+                tracing::info!(peer = %peer, "{peer} is reachable again from {}", shared.me.name);
+                super::metrics::unreachable(&peer, false);
+                shared.hints_wake.notify_one();
             }
         }
     }

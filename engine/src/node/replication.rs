@@ -19,7 +19,7 @@ use super::peers::{PeerError, exchange};
 use crate::coordinator::{Action, Coordinator, OpError, OpId, Outcome};
 use crate::limits::{VALUE_BYTES_MAX_CEILING, frame_bytes_max};
 use crate::protocol::frame;
-use crate::protocol::{Request, Response};
+use crate::protocol::{ErrorCode, Request, Response};
 use crate::record::Entry;
 use crate::storage::Hint;
 use crate::wallclock::system_wall_ms;
@@ -91,6 +91,15 @@ fn on_write_ack(shared: &Arc<Shared>, op: OpId, from: &str, result: Result<(), S
     dispatch(shared, actions);
 }
 
+fn on_write_refused(shared: &Arc<Shared>, op: OpId, from: &str, reason: String) {
+    let actions = {
+        let mut coordinator = shared.coordinator.lock().expect("coordinator lock");
+        coordinator.handle_write_refused(op, from, reason);
+        drain(&mut coordinator)
+    };
+    dispatch(shared, actions);
+}
+
 fn on_read_reply(
     shared: &Arc<Shared>,
     op: OpId,
@@ -142,6 +151,7 @@ fn dispatch(shared: &Arc<Shared>, actions: Vec<Action>) {
                     entry,
                 },
             ),
+            Action::Repair { entry, .. } if from_the_future(shared, &entry) => {}
             Action::Repair { to, entry } if to == me => apply_locally(shared, None, entry),
             Action::Repair { to, entry } => enqueue(shared, &to, Item { op: None, entry }),
             Action::Read { op, to, key } if to == me => {
@@ -192,6 +202,23 @@ fn dispatch(shared: &Arc<Shared>, actions: Vec<Action>) {
     }
 }
 
+/// Whether `entry`'s version is further ahead of the cluster's time than the bound: a
+/// version some clock issued while it was wrong. Read repair does not spread it.
+fn from_the_future(shared: &Shared, entry: &Entry) -> bool {
+    let cluster_ms = shared.cluster_wall_ms();
+    let clock = shared.clock.lock().expect("clock lock");
+    match clock.check(entry.record.version.hlc, cluster_ms) {
+        Ok(()) => false,
+        Err(err) => {
+            shared
+                .clock_refusals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!("read repair left out: {err}");
+            true
+        }
+    }
+}
+
 fn apply_locally(shared: &Arc<Shared>, op: Option<OpId>, entry: Arc<Entry>) {
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
@@ -237,6 +264,9 @@ async fn read_remote(
 enum BatchError {
     /// The replica answered with an error of its own.
     Replica(String),
+    /// The replica refused the versions themselves (a clock too far ahead): they must
+    /// not be hinted either.
+    Refused(String),
     /// The request never got an answer: no connection, lost on the way, no answer in time.
     Path(PeerError),
 }
@@ -245,7 +275,7 @@ impl BatchError {
     /// The reason, after marking the peer unreachable when the path failed.
     fn note(self, shared: &Shared, peer: &str) -> PeerError {
         match self {
-            BatchError::Replica(reason) => PeerError(reason),
+            BatchError::Replica(reason) | BatchError::Refused(reason) => PeerError(reason),
             BatchError::Path(PeerError(reason)) => {
                 super::reach::lost(shared, peer, &reason);
                 PeerError(reason)
@@ -355,6 +385,7 @@ async fn link(shared: Arc<Shared>, peer: String, mut queue: mpsc::Receiver<Item>
         let result = tokio::time::timeout(shared.config.replica_timeout, attempt)
             .await
             .unwrap_or_else(|_| Err(BatchError::Path(PeerError(timed_out(&shared)))));
+        let refused = matches!(result, Err(BatchError::Refused(_)));
         let result = result.map_err(|err| err.note(&shared, &peer));
         if let Err(err) = &result {
             tracing::debug!(peer = %peer, entries = batch.len(), "replication batch failed: {err}");
@@ -362,8 +393,12 @@ async fn link(shared: Arc<Shared>, peer: String, mut queue: mpsc::Receiver<Item>
         }
         let result = result.map_err(|PeerError(reason)| reason);
         for item in batch {
-            if let Some(op) = item.op {
-                on_write_ack(&shared, op, &peer, result.clone());
+            match (item.op, &result) {
+                (Some(op), Err(reason)) if refused => {
+                    on_write_refused(&shared, op, &peer, reason.clone())
+                }
+                (Some(op), result) => on_write_ack(&shared, op, &peer, result.clone()),
+                (None, _) => {}
             }
         }
     }
@@ -395,6 +430,9 @@ async fn send_batch(
         .map_err(|e| path(&e))?
     {
         Response::Replicated { .. } => Ok(()),
+        Response::Error(reply) if reply.code == ErrorCode::ClockOffset => {
+            Err(BatchError::Refused(reply.message))
+        }
         Response::Error(reply) => Err(BatchError::Replica(reply.message)),
         other => Err(BatchError::Replica(format!("unexpected answer {other:?}"))),
     }

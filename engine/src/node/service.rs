@@ -9,6 +9,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::Shared;
 use super::replication::coordinate;
 use crate::coordinator::{OpError, Outcome};
+use crate::hlc::Timestamp;
 use crate::limits::{check_key, check_value};
 use crate::net::PeerIdentity;
 use crate::protocol::frame;
@@ -33,6 +34,7 @@ impl Shared {
         peer: &PeerIdentity,
         request: Request,
     ) -> Response {
+        let received_us = crate::wallclock::system_wall_us();
         if !request.allowed(peer.role) {
             return Response::Error(ErrorReply::new(
                 ErrorCode::Forbidden,
@@ -55,10 +57,14 @@ impl Shared {
                 ErrorCode::BadRequest,
                 "hello is only valid as the first request on a connection",
             )),
-            Request::Get { key, consistency } => {
+            Request::Get {
+                key,
+                consistency,
+                after,
+            } => {
                 let started = std::time::Instant::now();
                 let level = consistency.unwrap_or(self.config.default_consistency);
-                let result = self.get(key, consistency).await;
+                let result = self.get(key, consistency, after).await;
                 super::metrics::request("get", level.as_str(), result.is_ok(), started.elapsed());
                 result
             }
@@ -66,17 +72,26 @@ impl Shared {
                 key,
                 value,
                 consistency,
+                after,
             } => {
                 let started = std::time::Instant::now();
                 let level = consistency.unwrap_or(self.config.default_consistency);
-                let result = self.write(key, Payload::Value(value), consistency).await;
+                let result = self
+                    .write(key, Payload::Value(value), consistency, after)
+                    .await;
                 super::metrics::request("put", level.as_str(), result.is_ok(), started.elapsed());
                 result
             }
-            Request::Delete { key, consistency } => {
+            Request::Delete {
+                key,
+                consistency,
+                after,
+            } => {
                 let started = std::time::Instant::now();
                 let level = consistency.unwrap_or(self.config.default_consistency);
-                let result = self.write(key, Payload::Tombstone, consistency).await;
+                let result = self
+                    .write(key, Payload::Tombstone, consistency, after)
+                    .await;
                 super::metrics::request(
                     "delete",
                     level.as_str(),
@@ -86,7 +101,7 @@ impl Shared {
                 result
             }
             Request::Status => Ok(Response::Status(self.status())),
-            Request::Ping => Ok(Response::Pong),
+            Request::Ping { .. } => Ok(super::clocks::pong(received_us)),
             Request::Members => self
                 .membership
                 .members()
@@ -127,13 +142,35 @@ impl Shared {
         }
     }
 
+    /// Advances this node's clock past the session's last version, so whatever the
+    /// session does next here is ordered after what it saw elsewhere.
+    fn observe_session(&self, after: Option<Timestamp>) -> Result<(), ErrorReply> {
+        let Some(after) = after else {
+            return Ok(());
+        };
+        let cluster_ms = self.cluster_wall_ms();
+        self.clock
+            .lock()
+            .expect("clock lock")
+            .observe_against(after, system_wall_ms(), cluster_ms)
+            .map(|_| ())
+            .map_err(|err| {
+                ErrorReply::new(
+                    ErrorCode::ClockOffset,
+                    format!("the session's last version is refused: {err}"),
+                )
+            })
+    }
+
     async fn get(
         self: &Arc<Self>,
         key: Vec<u8>,
         consistency: Option<crate::protocol::Consistency>,
+        after: Option<Timestamp>,
     ) -> Result<Response, ErrorReply> {
         self.serving()?;
         check_key(&key).map_err(limit_error)?;
+        self.observe_session(after)?;
         self.reads.fetch_add(1, Ordering::Relaxed);
         let level = consistency.unwrap_or(self.config.default_consistency);
         let replicas = self.view().replica_set(&key);
@@ -158,12 +195,19 @@ impl Shared {
         key: Vec<u8>,
         payload: Payload,
         consistency: Option<crate::protocol::Consistency>,
+        after: Option<Timestamp>,
     ) -> Result<Response, ErrorReply> {
         self.serving()?;
         check_key(&key).map_err(limit_error)?;
         if let Payload::Value(value) = &payload {
             check_value(value, self.config.value_bytes_max).map_err(limit_error)?;
         }
+        // A version from a clock the cluster would refuse must never be issued: it
+        // would be stored here and win later over writes acknowledged meanwhile.
+        if let Some(why) = self.clock_refusal().await {
+            return Err(ErrorReply::new(ErrorCode::ClockOffset, why));
+        }
+        self.observe_session(after)?;
         self.writes.fetch_add(1, Ordering::Relaxed);
         let level = consistency.unwrap_or(self.config.default_consistency);
         let version = Version {
@@ -200,10 +244,11 @@ impl Shared {
             }
         }
         {
+            let cluster_ms = self.cluster_wall_ms();
             let mut clock = self.clock.lock().expect("clock lock");
             let now = system_wall_ms();
             for entry in &entries {
-                if let Err(err) = clock.observe(entry.record.version.hlc, now) {
+                if let Err(err) = clock.observe_against(entry.record.version.hlc, now, cluster_ms) {
                     self.clock_refusals.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!("{err}");
                     return Err(ErrorReply::new(ErrorCode::ClockOffset, err.to_string()));
@@ -371,6 +416,8 @@ impl Shared {
         let now_wall = system_wall_ms();
         let now = self.now();
         let backlog = self.store.hint_backlog().unwrap_or_default();
+        let verdict = self.clock_verdict();
+        let skew = self.skew.lock().expect("skew lock").clone();
         let members = view
             .members
             .iter()
@@ -409,12 +456,9 @@ impl Shared {
                     status.reads = self.reads.load(Ordering::Relaxed);
                     status.placement_digest = Some(view.placement.digest());
                 } else if let Some(report) = &m.status {
-                    // Their wall clock when they published, against ours when it arrived:
-                    // the skew, plus the (small) gossip delay.
                     let age_ms = now.0.saturating_sub(m.status_at.0);
-                    let received_wall = now_wall.saturating_sub(age_ms);
                     status.hlc = Some(report.hlc);
-                    status.clock_skew_ms = Some(report.wall_ms as i64 - received_wall as i64);
+                    status.clock_skew_ms = skew.offset(name, now.0).map(|o| o.offset_us / 1000);
                     status.report_age_ms = Some(age_ms);
                     status.records = Some(report.records);
                     status.hints = report.hints;
@@ -455,6 +499,8 @@ impl Shared {
                 })
                 .collect(),
             clock_refusals: self.clock_refusals.load(Ordering::Relaxed),
+            clock_offset_ms: verdict.cluster_offset_ms(),
+            clock_refusal: verdict.refusal(self.config.max_clock_offset_ms),
         }
     }
 

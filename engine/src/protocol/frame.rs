@@ -157,6 +157,7 @@ mod tests {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
             consistency: None,
+            after: None,
         };
         let frame = encode(&request, 1024).unwrap();
         let (decoded, used): (Request, usize) = decode_frame(&frame, 1024).unwrap().unwrap();
@@ -193,6 +194,7 @@ mod tests {
             key: b"k".to_vec(),
             value: vec![0; 100],
             consistency: None,
+            after: None,
         };
         assert!(matches!(
             encode(&request, 50),

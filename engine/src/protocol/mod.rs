@@ -19,7 +19,7 @@ use crate::storage::ClusterSettings;
 /// The ALPN protocol id every Vergent connection negotiates.
 pub const ALPN: &[u8] = b"vergent/1";
 /// The message protocol version sent in [`Request::Hello`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Who a certificate says its holder is. Each request is checked against it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +95,8 @@ pub enum Request {
         key: Vec<u8>,
         /// Replicas to consult; the node's default when `None`.
         consistency: Option<Consistency>,
+        /// The highest version the client's session has seen ([`crate::client::Session`]).
+        after: Option<Timestamp>,
     },
     /// Writes a key.
     Put {
@@ -104,6 +106,10 @@ pub enum Request {
         value: Vec<u8>,
         /// Replicas that must acknowledge; the node's default when `None`.
         consistency: Option<Consistency>,
+        /// The highest version the client's session has seen: the write's version is
+        /// issued above it, so a session's later write wins over its earlier ones
+        /// whichever nodes coordinate them.
+        after: Option<Timestamp>,
     },
     /// Deletes a key (writes a tombstone).
     Delete {
@@ -111,6 +117,10 @@ pub enum Request {
         key: Vec<u8>,
         /// Replicas that must acknowledge; the node's default when `None`.
         consistency: Option<Consistency>,
+        /// The highest version the client's session has seen: the write's version is
+        /// issued above it, so a session's later write wins over its earlier ones
+        /// whichever nodes coordinate them.
+        after: Option<Timestamp>,
     },
     /// The node's view of itself and its cluster.
     Status,
@@ -149,8 +159,12 @@ pub enum Request {
     Leave,
     /// Internode: one step of an anti-entropy exchange. Node role only.
     Sync(SyncRequest),
-    /// Internode: is the data path to this node open? Answered with `Pong`. Node role only.
-    Ping,
+    /// Internode: is the data path to this node open, and what does its clock read?
+    /// Answered with `Pong`. Node role only.
+    Ping {
+        /// The sender's wall clock when it sent this, microseconds since the epoch.
+        sent_us: u64,
+    },
     /// Internode: the answering node's view of every member (what a seed tells a
     /// joining node), for a node that keeps being declared dead. Node role only.
     Members,
@@ -194,7 +208,7 @@ impl Request {
             Request::Watch { .. } => "watch",
             Request::Leave => "leave",
             Request::Sync(_) => "sync",
-            Request::Ping => "ping",
+            Request::Ping { .. } => "ping",
             Request::Members => "members",
             Request::Repair { .. } => "repair",
             Request::Verify => "verify",
@@ -215,7 +229,7 @@ impl Request {
             | Request::ReadLocal { .. }
             | Request::Join { .. }
             | Request::Sync(_)
-            | Request::Ping
+            | Request::Ping { .. }
             | Request::Members => Role::Node,
             Request::Leave | Request::Remove { .. } | Request::Repair { .. } | Request::Verify => {
                 Role::Admin
@@ -286,8 +300,14 @@ pub enum Response {
         /// replaces one.
         token: Option<String>,
     },
-    /// The answer to [`Request::Ping`].
-    Pong,
+    /// The answer to [`Request::Ping`]: the answering node's wall clock when the ping
+    /// arrived and when it answered, microseconds since the epoch.
+    Pong {
+        /// When the ping arrived.
+        received_us: u64,
+        /// When the answer left.
+        replied_us: u64,
+    },
     /// The answer to [`Request::Members`].
     Members(Vec<SeedMember>),
     /// The answer to [`Request::Remove`].
@@ -343,8 +363,8 @@ pub struct MemberStatus {
     pub swim_incarnation: u16,
     /// Its HLC at its last report.
     pub hlc: Option<Timestamp>,
-    /// Its wall clock minus the answering node's at its last report, milliseconds
-    /// (gossip delay included).
+    /// Its wall clock minus the answering node's, milliseconds, as the answering node's
+    /// probes measure it (half the round trip taken out).
     pub clock_skew_ms: Option<i64>,
     /// Age of its last report, milliseconds.
     pub report_age_ms: Option<u64>,
@@ -403,6 +423,11 @@ pub struct ClusterStatus {
     pub roots: Vec<RootInfo>,
     /// Peer timestamps refused since start for being too far ahead.
     pub clock_refusals: u64,
+    /// The live members' median clock minus the answering node's, milliseconds, once
+    /// it has measured a majority of them.
+    pub clock_offset_ms: Option<i64>,
+    /// Why the answering node coordinates no writes because of its clock, if it does not.
+    pub clock_refusal: Option<String>,
 }
 
 /// A partition's Merkle root on one node, for people.

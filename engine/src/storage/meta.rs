@@ -20,6 +20,7 @@ pub(crate) const HLC_HIGH_WATER: &str = "hlc_high_water";
 pub(crate) const FILLED: &str = "filled_partitions";
 pub(crate) const TOKEN: &str = "placement_token";
 pub(crate) const DATA_EPOCH: &str = "data_epoch";
+pub(crate) const START_EPOCH: &str = "start_epoch";
 
 /// The settings a cluster is created with. They never change afterwards; a node holding
 /// data of one cluster is never allowed into another.
@@ -227,6 +228,38 @@ impl super::Store {
         wtxn.commit()
             .map_err(StoreError::lmdb("writing the data epoch"))?;
         Ok(epoch)
+    }
+
+    /// The epoch of this start: `wall_ms`, or one above the last start's when the wall
+    /// clock reads less (it stepped back, or the last start ran on a clock that was
+    /// ahead), so every start's identity sorts above every earlier one.
+    pub fn next_start_epoch(&self, wall_ms: u64) -> Result<u64, StoreError> {
+        let mut wtxn = self.tables.write_txn()?;
+        let last = get_u64(&self.tables.meta, &wtxn, START_EPOCH)?.unwrap_or(0);
+        let next = wall_ms.max(last.saturating_add(1));
+        self.tables
+            .meta
+            .put(&mut wtxn, START_EPOCH, &next.to_be_bytes())
+            .map_err(StoreError::lmdb("writing the start epoch"))?;
+        wtxn.commit()
+            .map_err(StoreError::lmdb("writing the start epoch"))?;
+        Ok(next)
+    }
+
+    /// Raises the stored start epoch to at least `epoch` (a seed knew an earlier life of
+    /// this name with a later epoch: a wiped disk lost the count).
+    pub fn raise_start_epoch(&self, epoch: u64) -> Result<(), StoreError> {
+        let mut wtxn = self.tables.write_txn()?;
+        let last = get_u64(&self.tables.meta, &wtxn, START_EPOCH)?.unwrap_or(0);
+        if epoch > last {
+            self.tables
+                .meta
+                .put(&mut wtxn, START_EPOCH, &epoch.to_be_bytes())
+                .map_err(StoreError::lmdb("writing the start epoch"))?;
+        }
+        wtxn.commit()
+            .map_err(StoreError::lmdb("writing the start epoch"))?;
+        Ok(())
     }
 
     /// This node's placement token, when it replaced another member.

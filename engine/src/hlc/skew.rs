@@ -1,0 +1,389 @@
+//! How far this node's wall clock is from its peers', measured the way NTP does, and
+//! whether this node is the one whose clock is wrong.
+//!
+//! A probe carries its send time `t0`; the peer answers with when it received it (`t1`)
+//! and when it answered (`t2`); the answer arrives at `t3`. The peer's clock minus ours
+//! is then `((t1 - t0) + (t2 - t3)) / 2`, with the round trip `(t3 - t0) - (t2 - t1)`
+//! taken out; of the last few samples per peer the one with the shortest round trip is
+//! the best estimate (a delayed packet inflates both the round trip and the error).
+//!
+//! The cluster's time is the median of every live member's clock, this node's own
+//! included: a node whose clock is further from that median than the offset bound is an
+//! outlier, and it is the one that stops coordinating writes. A single node never
+//! outvotes a majority, and two nodes cannot tell which of them is wrong (the median
+//! then stays at this node's own clock). Like the clock itself, the book reads no clock:
+//! times are inputs.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Samples kept per peer; the shortest round trip among them is used.
+const SAMPLES_PER_PEER: usize = 8;
+/// A sample older than this (monotonic ms) no longer speaks for the peer's clock.
+pub const SAMPLE_AGE_MAX_MS: u64 = 30_000;
+/// A probe whose round trip took longer than this says too little to keep.
+const ROUND_TRIP_MAX_US: i64 = 2_000_000;
+
+/// One probe's four wall-clock readings, in microseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// When this node sent it (its clock).
+    pub sent_us: u64,
+    /// When the peer received it (the peer's clock).
+    pub received_us: u64,
+    /// When the peer answered (the peer's clock).
+    pub replied_us: u64,
+    /// When the answer arrived (this node's clock).
+    pub answered_us: u64,
+}
+
+impl Probe {
+    /// The peer's clock minus this node's, microseconds.
+    pub fn offset_us(&self) -> i64 {
+        let (t0, t1, t2, t3) = self.times();
+        ((t1 - t0) + (t2 - t3)) / 2
+    }
+
+    /// Time on the wire both ways, microseconds (the peer's own delay taken out).
+    pub fn round_trip_us(&self) -> i64 {
+        let (t0, t1, t2, t3) = self.times();
+        (t3 - t0) - (t2 - t1)
+    }
+
+    fn times(&self) -> (i64, i64, i64, i64) {
+        let signed = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+        (
+            signed(self.sent_us),
+            signed(self.received_us),
+            signed(self.replied_us),
+            signed(self.answered_us),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    offset_us: i64,
+    round_trip_us: i64,
+    /// Monotonic ms when it was taken.
+    at_ms: u64,
+}
+
+/// A peer's clock against this node's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerOffset {
+    /// The peer's clock minus this node's, microseconds.
+    pub offset_us: i64,
+    /// The round trip of the sample it comes from, microseconds.
+    pub round_trip_us: i64,
+}
+
+/// Whether this node's clock agrees with the cluster's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No other live member: nothing to compare with.
+    Alone,
+    /// Fewer than a majority of the live peers measured yet.
+    Unmeasured {
+        /// Peers with a fresh sample.
+        measured: usize,
+        /// Peers needed.
+        needed: usize,
+    },
+    /// Within the bound of the cluster's median clock.
+    InStep {
+        /// The cluster's median clock minus this node's, microseconds.
+        cluster_offset_us: i64,
+    },
+    /// Further from the cluster's median clock than the bound: this node's clock is wrong.
+    Outlier {
+        /// The cluster's median clock minus this node's, microseconds (positive: this
+        /// node is behind).
+        cluster_offset_us: i64,
+    },
+}
+
+impl Verdict {
+    /// The cluster's clock minus this node's, milliseconds, when it is known.
+    pub fn cluster_offset_ms(&self) -> Option<i64> {
+        match self {
+            Verdict::InStep { cluster_offset_us } | Verdict::Outlier { cluster_offset_us } => {
+                Some(cluster_offset_us / 1000)
+            }
+            Verdict::Alone | Verdict::Unmeasured { .. } => None,
+        }
+    }
+
+    /// Why this node refuses to coordinate writes, if it does.
+    pub fn refusal(&self, max_offset_ms: u64) -> Option<String> {
+        let Verdict::Outlier { cluster_offset_us } = *self else {
+            return None;
+        };
+        let (how, by) = if cluster_offset_us > 0 {
+            ("behind", cluster_offset_us)
+        } else {
+            ("ahead of", -cluster_offset_us)
+        };
+        Some(format!(
+            "this node's clock is {} {how} the cluster (the limit is {max_offset_ms} ms); it coordinates no writes until its clock is back within the limit, and still serves reads and replication",
+            describe_us(by)
+        ))
+    }
+}
+
+/// `2.9 s`, `340 ms`.
+pub fn describe_us(us: i64) -> String {
+    let ms = us.unsigned_abs() / 1000;
+    if ms >= 1000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        format!("{ms} ms")
+    }
+}
+
+/// Samples of every peer's clock; see the module documentation.
+#[derive(Debug, Default, Clone)]
+pub struct SkewBook {
+    peers: HashMap<String, VecDeque<Sample>>,
+}
+
+impl SkewBook {
+    /// An empty book.
+    pub fn new() -> SkewBook {
+        SkewBook::default()
+    }
+
+    /// Records a probe of `peer` answered at monotonic time `now_ms`. A probe whose
+    /// readings make no sense (a round trip below zero or past two seconds) is dropped.
+    pub fn record(&mut self, peer: &str, probe: Probe, now_ms: u64) -> bool {
+        let round_trip_us = probe.round_trip_us();
+        if !(0..=ROUND_TRIP_MAX_US).contains(&round_trip_us) {
+            return false;
+        }
+        let samples = self.peers.entry(peer.to_string()).or_default();
+        if samples.len() == SAMPLES_PER_PEER {
+            samples.pop_front();
+        }
+        samples.push_back(Sample {
+            offset_us: probe.offset_us(),
+            round_trip_us,
+            at_ms: now_ms,
+        });
+        true
+    }
+
+    /// Forgets `peer` (it left, or restarted: a new process may run on another clock).
+    pub fn forget(&mut self, peer: &str) {
+        self.peers.remove(peer);
+    }
+
+    /// The best fresh estimate of `peer`'s clock against this node's.
+    pub fn offset(&self, peer: &str, now_ms: u64) -> Option<PeerOffset> {
+        self.peers
+            .get(peer)?
+            .iter()
+            .filter(|s| now_ms.saturating_sub(s.at_ms) <= SAMPLE_AGE_MAX_MS)
+            .min_by_key(|s| s.round_trip_us)
+            .map(|s| PeerOffset {
+                offset_us: s.offset_us,
+                round_trip_us: s.round_trip_us,
+            })
+    }
+
+    /// Whether this node's clock agrees with those of the `live` peers (this node not
+    /// among them), with `max_offset_ms` the bound.
+    pub fn verdict<'a>(
+        &self,
+        live: impl IntoIterator<Item = &'a str>,
+        now_ms: u64,
+        max_offset_ms: u64,
+    ) -> Verdict {
+        let mut peers = 0;
+        // This node's own clock is one vote: offset 0.
+        let mut offsets = vec![0i64];
+        for peer in live {
+            peers += 1;
+            if let Some(o) = self.offset(peer, now_ms) {
+                offsets.push(o.offset_us);
+            }
+        }
+        if peers == 0 {
+            return Verdict::Alone;
+        }
+        let measured = offsets.len() - 1;
+        let needed = peers / 2 + 1;
+        if measured < needed {
+            return Verdict::Unmeasured { measured, needed };
+        }
+        let cluster_offset_us = median_toward_zero(&mut offsets);
+        let bound_us = i64::try_from(max_offset_ms.saturating_mul(1000)).unwrap_or(i64::MAX);
+        if cluster_offset_us.abs() > bound_us {
+            Verdict::Outlier { cluster_offset_us }
+        } else {
+            Verdict::InStep { cluster_offset_us }
+        }
+    }
+}
+
+/// The median; of the two middle values of an even count, the one nearer zero (this
+/// node's own clock), so that without a majority against it a node keeps its own time.
+fn median_toward_zero(values: &mut [i64]) -> i64 {
+    values.sort_unstable();
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        let (a, b) = (values[n / 2 - 1], values[n / 2]);
+        if a.abs() <= b.abs() { a } else { b }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn probe(offset_us: i64, one_way_us: u64) -> Probe {
+        let t0 = 1_000_000_000u64;
+        let t1 = (t0 as i64 + one_way_us as i64 + offset_us) as u64;
+        Probe {
+            sent_us: t0,
+            received_us: t1,
+            replied_us: t1 + 50,
+            answered_us: t0 + 2 * one_way_us + 50,
+        }
+    }
+
+    #[test]
+    fn half_the_round_trip_is_taken_out() {
+        let p = probe(2_000_000, 300);
+        assert_eq!(p.offset_us(), 2_000_000);
+        assert_eq!(p.round_trip_us(), 600);
+        let p = probe(-3_000_000, 10);
+        assert_eq!(p.offset_us(), -3_000_000);
+    }
+
+    #[test]
+    fn the_shortest_round_trip_wins() {
+        let mut book = SkewBook::new();
+        // A delayed answer (asymmetric: 40 ms one way) skews its estimate.
+        let mut slow = probe(0, 100);
+        slow.answered_us += 40_000;
+        book.record("n2", slow, 0);
+        book.record("n2", probe(1_000, 100), 1);
+        assert_eq!(book.offset("n2", 1).unwrap().offset_us, 1_000);
+    }
+
+    #[test]
+    fn stale_samples_do_not_count() {
+        let mut book = SkewBook::new();
+        book.record("n2", probe(0, 100), 0);
+        assert!(book.offset("n2", SAMPLE_AGE_MAX_MS).is_some());
+        assert!(book.offset("n2", SAMPLE_AGE_MAX_MS + 1).is_none());
+    }
+
+    #[test]
+    fn nonsense_readings_are_dropped() {
+        let mut book = SkewBook::new();
+        let mut p = probe(0, 100);
+        p.answered_us = p.sent_us - 1_000;
+        assert!(!book.record("n2", p, 0));
+        assert!(book.offset("n2", 0).is_none());
+    }
+
+    #[test]
+    fn the_slow_node_is_the_outlier_and_the_majority_is_not() {
+        // n5 is 3 s behind n1..n4.
+        let mut slow = SkewBook::new();
+        for peer in ["n1", "n2", "n3", "n4"] {
+            slow.record(peer, probe(3_000_000, 100), 0);
+        }
+        let verdict = slow.verdict(["n1", "n2", "n3", "n4"], 0, 500);
+        assert_eq!(
+            verdict,
+            Verdict::Outlier {
+                cluster_offset_us: 3_000_000
+            }
+        );
+        assert!(
+            verdict
+                .refusal(500)
+                .unwrap()
+                .starts_with("this node's clock is 3.0 s behind the cluster")
+        );
+        let mut healthy = SkewBook::new();
+        for peer in ["n2", "n3", "n4"] {
+            healthy.record(peer, probe(200, 100), 0);
+        }
+        healthy.record("n5", probe(-3_000_000, 100), 0);
+        assert!(matches!(
+            healthy.verdict(["n2", "n3", "n4", "n5"], 0, 500),
+            Verdict::InStep { .. }
+        ));
+    }
+
+    #[test]
+    fn two_nodes_never_stop_each_other() {
+        let mut a = SkewBook::new();
+        a.record("b", probe(5_000_000, 100), 0);
+        assert_eq!(
+            a.verdict(["b"], 0, 500),
+            Verdict::InStep {
+                cluster_offset_us: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_majority_must_be_measured() {
+        let mut book = SkewBook::new();
+        book.record("n2", probe(0, 100), 0);
+        assert_eq!(
+            book.verdict(["n2", "n3", "n4"], 0, 500),
+            Verdict::Unmeasured {
+                measured: 1,
+                needed: 2
+            }
+        );
+        assert_eq!(book.verdict([], 0, 500), Verdict::Alone);
+    }
+
+    /// The verdict of each member when every member measures every other exactly.
+    fn verdicts(clocks: &[i64]) -> Vec<Verdict> {
+        let names: Vec<String> = (0..clocks.len()).map(|i| format!("n{i}")).collect();
+        clocks
+            .iter()
+            .enumerate()
+            .map(|(i, mine)| {
+                let mut book = SkewBook::new();
+                for (j, theirs) in clocks.iter().enumerate() {
+                    if i != j {
+                        book.record(&names[j], probe(theirs - mine, 100), 0);
+                    }
+                }
+                let live = names
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, n)| n.as_str());
+                book.verdict(live, 0, 500)
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Whatever the clocks, some member keeps coordinating: the one holding the
+        /// median clock is never an outlier.
+        #[test]
+        fn the_median_clock_is_never_an_outlier(clocks in prop::collection::vec(-5_000_000i64..5_000_000, 1..8)) {
+            let v = verdicts(&clocks);
+            prop_assert!(v.iter().any(|v| !matches!(v, Verdict::Outlier { .. })), "{v:?}");
+        }
+
+        /// Clocks all within the bound of each other stop nobody.
+        #[test]
+        fn clocks_within_the_bound_stop_nobody(clocks in prop::collection::vec(-250_000i64..250_000, 1..8)) {
+            let v = verdicts(&clocks);
+            prop_assert!(v.iter().all(|v| !matches!(v, Verdict::Outlier { .. })), "{v:?}");
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Measures every live peer's clock against this node's (NTP-style probes on the data
+//! path, [`crate::hlc::skew`]) and decides from the book whether this node's clock is
+//! the wrong one. Only this shell task reads the clock and talks to peers; the book and
+//! the verdict are deterministic.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Shared;
+use super::peers::request;
+use crate::hlc::skew::{Probe, Verdict};
+use crate::membership::MemberId;
+use crate::protocol::{Request, Response};
+use crate::wallclock::{system_wall_ms, system_wall_us};
+
+/// Time between probes of each live peer.
+const PROBE_PERIOD: Duration = Duration::from_secs(1);
+/// Time a probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Shared {
+    /// Whether this node's clock agrees with the live members' clocks.
+    pub(crate) fn clock_verdict(&self) -> Verdict {
+        let view = self.view();
+        let live = view
+            .members
+            .iter()
+            .filter(|m| m.id.name != self.me.name && m.state.is_live())
+            .map(|m| m.id.name.as_str());
+        self.skew.lock().expect("skew lock").verdict(
+            live,
+            self.now().0,
+            self.config.max_clock_offset_ms,
+        )
+    }
+
+    /// The cluster's time as this node measures it: its wall clock corrected by the
+    /// median offset of the live members' clocks (its own when nothing is measured).
+    pub(crate) fn cluster_wall_ms(&self) -> u64 {
+        let wall = system_wall_ms();
+        match self.clock_verdict().cluster_offset_ms() {
+            Some(offset) => wall.saturating_add_signed(offset),
+            None => wall,
+        }
+    }
+
+    /// Why this node may not coordinate a write now, if it may not: its clock is off
+    /// the cluster's by more than the bound. A node that has not compared its clock
+    /// with a majority yet (just started) probes its peers first.
+    pub(crate) async fn clock_refusal(self: &Arc<Self>) -> Option<String> {
+        let mut verdict = self.clock_verdict();
+        if let Verdict::Unmeasured { .. } = verdict {
+            probe_all(self).await;
+            verdict = self.clock_verdict();
+        }
+        verdict.refusal(self.config.max_clock_offset_ms)
+    }
+}
+
+/// The answer to a probe: when it arrived and when it was answered, by this clock.
+pub(crate) fn pong(received_us: u64) -> Response {
+    Response::Pong {
+        received_us,
+        replied_us: system_wall_us(),
+    }
+}
+
+/// Probes `id` once and records the sample; `false` when it did not answer.
+pub(crate) async fn probe(shared: &Shared, id: &MemberId) -> bool {
+    let answered = tokio::time::timeout(PROBE_TIMEOUT, async {
+        let connection = shared.peers.connection(id).await?;
+        let sent_us = system_wall_us();
+        let answer = request(&connection, &Request::Ping { sent_us }).await?;
+        Ok::<_, super::peers::PeerError>((sent_us, answer, system_wall_us()))
+    })
+    .await;
+    match answered {
+        Ok(Ok((
+            sent_us,
+            Response::Pong {
+                received_us,
+                replied_us,
+            },
+            answered_us,
+        ))) => {
+            let sample = Probe {
+                sent_us,
+                received_us,
+                replied_us,
+                answered_us,
+            };
+            shared
+                .skew
+                .lock()
+                .expect("skew lock")
+                .record(&id.name, sample, shared.now().0);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Probes every live peer once, at the same time.
+async fn probe_all(shared: &Arc<Shared>) {
+    let view = shared.view();
+    let probes = view
+        .members
+        .iter()
+        .filter(|m| m.id.name != shared.me.name && m.state.is_live())
+        .map(|m| {
+            let id = m.id.clone();
+            async move { probe(shared, &id).await }
+        });
+    futures_util::future::join_all(probes).await;
+}
+
+/// Probes every live peer every [`PROBE_PERIOD`]; says once when this node's clock
+/// leaves the cluster's bound and once when it is back.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(PROBE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lives: HashMap<String, MemberId> = HashMap::new();
+    let mut refusing = false;
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        // A new life of a peer may run on another clock: its old samples go.
+        let view = shared.view();
+        for member in &view.members {
+            let name = &member.id.name;
+            if lives.get(name).is_some_and(|id| id != &member.id) {
+                shared.skew.lock().expect("skew lock").forget(name);
+            }
+            lives.insert(name.clone(), member.id.clone());
+        }
+        probe_all(&shared).await;
+        let verdict = shared.clock_verdict();
+        let refusal = verdict.refusal(shared.config.max_clock_offset_ms);
+        super::metrics::cluster_clock(verdict.cluster_offset_ms(), refusal.is_some());
+        match (&refusal, refusing) {
+            (Some(why), false) => tracing::error!("{why}"),
+            (None, true) => tracing::info!(
+                "this node's clock is back within {} ms of the cluster; it coordinates writes again",
+                shared.config.max_clock_offset_ms
+            ),
+            _ => {}
+        }
+        refusing = refusal.is_some();
+    }
+}
