@@ -22,6 +22,7 @@ use vergent::antientropy::exchange::{Exchange, root_summary};
 use vergent::antientropy::messages::{SyncLimits, SyncRequest, SyncResponse};
 use vergent::antientropy::respond::respond;
 use vergent::coordinator::{Action, Coordinator, CoordinatorConfig, Millis, OpId, Outcome};
+use vergent::hlc::skew::{Probe, SkewBook, Verdict};
 use vergent::hlc::{Clock, Timestamp};
 use vergent::membership::{MemberId, Membership, MembershipConfig};
 use vergent::placement::{Fill, PartitionSet, Placement, ReplicaSet, partition_of};
@@ -50,6 +51,12 @@ const OPS_MAX: usize = 4_096;
 const SPARES: usize = 2;
 /// Events one run may handle; a healthy run handles well under a tenth of this.
 const EVENTS_MAX: u64 = 5_000_000;
+/// Time between a node's clock probes of each live peer, as in the node.
+const PROBE_MS: u64 = 1_000;
+/// How long a clock sample speaks for a peer, as in the node.
+const SKEW_SAMPLE_MAX_AGE_MS: u64 = vergent::hlc::skew::SAMPLE_AGE_MAX_MS;
+/// Client sessions the operations are spread over.
+const SESSIONS: usize = 4;
 
 /// What a run does.
 #[derive(Debug, Clone)]
@@ -123,7 +130,14 @@ enum Msg {
     },
     WriteAck {
         op: OpId,
-        ok: bool,
+        answer: Applied,
+    },
+    Ping {
+        sent_us: u64,
+    },
+    Pong {
+        sent_us: u64,
+        received_us: u64,
     },
     Read {
         op: OpId,
@@ -160,6 +174,8 @@ impl Msg {
             Msg::Swim(_) => "swim",
             Msg::Write { .. } => "write",
             Msg::WriteAck { .. } => "write-ack",
+            Msg::Ping { .. } => "ping",
+            Msg::Pong { .. } => "pong",
             Msg::Read { .. } => "read",
             Msg::ReadReply { .. } => "read-reply",
             Msg::Repair { .. } => "repair",
@@ -169,6 +185,16 @@ impl Msg {
             Msg::SyncReply { .. } => "sync-reply",
         }
     }
+}
+
+/// How a replica answered entries it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    Yes,
+    /// A version from beyond the offset bound: refused for what it is.
+    Refused,
+    /// Not applied (no store).
+    No,
 }
 
 #[derive(Debug)]
@@ -229,6 +255,10 @@ struct ClientOp {
     value: Option<Vec<u8>>,
     outcome: Option<Result<Option<Version>, String>>,
     completed_ms: Option<u64>,
+    /// The client session it belongs to, and the highest version that session had
+    /// seen when the operation was issued (sent along, as the client library does).
+    session: usize,
+    after: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,6 +291,8 @@ struct Node {
     life: u32,
     skew_ms: i64,
     clock: Clock,
+    /// Its peers' clocks as its probes measured them.
+    skew: SkewBook,
     coordinator: Coordinator,
     membership: Option<Membership>,
     /// Coordinator op → client op index.
@@ -332,6 +364,14 @@ pub struct Sim {
     handled: u64,
     /// Renewals of each node's identity, to bound them.
     renewals: Vec<u64>,
+    /// When any clock's skew last changed, and the highest latency jitter of late:
+    /// together they bound how wrong a node's clock measurement may be.
+    skew_changed_ms: u64,
+    jitter_recent: (u64, u64),
+    /// Each node's identities, in the order of its starts.
+    identities: Vec<Vec<(u64, u32)>>,
+    /// The highest version each session has seen.
+    sessions: Vec<Option<Timestamp>>,
 }
 
 impl Sim {
@@ -376,6 +416,10 @@ impl Sim {
             ghosts: 0,
             handled: 0,
             renewals: Vec::new(),
+            skew_changed_ms: 0,
+            jitter_recent: (5, 0),
+            identities: Vec::new(),
+            sessions: vec![None; SESSIONS],
             config,
         };
         for name in &names {
@@ -388,6 +432,7 @@ impl Sim {
                 life: 0,
                 skew_ms,
                 clock: Clock::new(MAX_OFFSET_MS),
+                skew: SkewBook::new(),
                 coordinator: Coordinator::new(CoordinatorConfig::default()),
                 membership: None,
                 ops: BTreeMap::new(),
@@ -410,7 +455,86 @@ impl Sim {
             sim.nodes.push(node);
         }
         sim.renewals = vec![0; sim.nodes.len()];
+        sim.identities = vec![Vec::new(); sim.nodes.len()];
         sim
+    }
+
+    /// Node `i`'s live peers in its own view.
+    fn live_peers(&self, i: usize) -> Vec<String> {
+        let Some(m) = self.nodes[i].membership.as_ref() else {
+            return Vec::new();
+        };
+        m.placement_members()
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| *name != self.names[i] && self.live_in_view(i, name))
+            .collect()
+    }
+
+    /// What node `i` concludes about its own clock from its probes.
+    fn verdict(&self, i: usize) -> Verdict {
+        let live = self.live_peers(i);
+        self.nodes[i]
+            .skew
+            .verdict(live.iter().map(String::as_str), self.now, MAX_OFFSET_MS)
+    }
+
+    /// The cluster's time as node `i` measures it.
+    fn cluster_wall(&self, i: usize) -> u64 {
+        let wall = self.wall(i);
+        match self.verdict(i).cluster_offset_ms() {
+            Some(offset) => wall.saturating_add_signed(offset),
+            None => wall,
+        }
+    }
+
+    /// How far off node `i`'s clock truly is from the median of its live view's clocks
+    /// (the same rule its probes approximate), milliseconds.
+    fn true_cluster_offset_ms(&self, i: usize) -> i64 {
+        let mut exact = SkewBook::new();
+        let live = self.live_peers(i);
+        for name in &live {
+            let j = self.index_of(name).expect("a member");
+            let offset_us = (self.nodes[j].skew_ms - self.nodes[i].skew_ms) * 1000;
+            let t0 = 1_000_000_000_000u64;
+            exact.record(
+                name,
+                Probe {
+                    sent_us: t0,
+                    received_us: (t0 as i64 + offset_us) as u64,
+                    replied_us: (t0 as i64 + offset_us) as u64,
+                    answered_us: t0,
+                },
+                self.now,
+            );
+        }
+        exact
+            .verdict(live.iter().map(String::as_str), self.now, MAX_OFFSET_MS)
+            .cluster_offset_ms()
+            .unwrap_or(0)
+    }
+
+    /// The most a probe's estimate may be off: half the longest round trip a message
+    /// may take (duplicates arrive up to four jitters late).
+    fn measurement_error_ms(&self) -> u64 {
+        let jitter = if self.now < self.jitter_recent.1 + SKEW_SAMPLE_MAX_AGE_MS {
+            self.jitter_recent.0.max(self.jitter_ms)
+        } else {
+            self.jitter_ms
+        };
+        (2 + 5 * jitter) / 2 + 1
+    }
+
+    fn set_jitter(&mut self, jitter_ms: u64) {
+        self.jitter_recent = (self.jitter_ms.max(jitter_ms), self.now);
+        self.jitter_ms = jitter_ms;
+    }
+
+    fn set_skew(&mut self, i: usize, skew_ms: i64) {
+        if self.nodes[i].skew_ms != skew_ms {
+            self.nodes[i].skew_ms = skew_ms;
+            self.skew_changed_ms = self.now;
+        }
     }
 
     fn wall(&self, node: usize) -> u64 {
@@ -470,7 +594,9 @@ impl Sim {
         let node = &mut self.nodes[i];
         node.life = life;
         node.started_once = true;
-        node.epoch_ms = (EPOCH_MS as i64 + self.now as i64 + node.skew_ms) as u64;
+        node.epoch_ms = store
+            .next_start_epoch((EPOCH_MS as i64 + self.now as i64 + node.skew_ms) as u64)
+            .expect("start epoch");
         node.data_epoch = store.data_epoch_or(node.epoch_ms).expect("data epoch");
         node.clock = Clock::starting_after(high_water.max(node.last_clock), MAX_OFFSET_MS);
         node.coordinator = Coordinator::new(CoordinatorConfig {
@@ -485,6 +611,30 @@ impl Sim {
         node.fill = Fill::new(filled);
         node.up = true;
         node.store = Some(store);
+        // As the node does after its join: above any earlier life the cluster knows (a
+        // wiped disk lost the count).
+        let known = (0..self.nodes.len())
+            .filter(|&j| j != i && self.nodes[j].up)
+            .filter_map(|j| self.nodes[j].membership.as_ref()?.member(&self.names[i]))
+            .map(|v| v.id.epoch_ms)
+            .max();
+        if let Some(known) = known
+            && known >= self.nodes[i].epoch_ms
+        {
+            self.nodes[i].epoch_ms = known + 1;
+            let store = self.nodes[i].store.as_ref().unwrap();
+            store.raise_start_epoch(known + 1).expect("start epoch");
+        }
+        let identity = (self.nodes[i].epoch_ms, life);
+        if self.identities[i].last().is_some_and(|&last| last >= identity) {
+            self.violations.push(format!(
+                "{}'s identity {identity:?} does not sort above its last {:?}",
+                self.names[i],
+                self.identities[i].last().unwrap()
+            ));
+        }
+        self.identities[i].push(identity);
+        self.nodes[i].skew = SkewBook::new();
         let me = self.member_id(i);
         let seed = self.rng.random::<u64>();
         let mut membership =
@@ -784,6 +934,14 @@ impl Sim {
                     },
                 );
             }
+            Action::Repair { entry, .. }
+                if self.nodes[i]
+                    .clock
+                    .check(entry.record.version.hlc, self.cluster_wall(i))
+                    .is_err() =>
+            {
+                self.log(format!("{} left out a read repair from the future", self.names[i]));
+            }
             Action::Repair { to, entry } => {
                 let j = self.index_of(&to).expect("a member");
                 self.send(
@@ -814,6 +972,10 @@ impl Sim {
                     Outcome::Failed(err) => Err(err.to_string()),
                 };
                 self.log(format!("reply op {client} {result:?}"));
+                if let Ok(Some(version)) = &result {
+                    let seen = &mut self.sessions[self.client_ops[client].session];
+                    *seen = (*seen).max(Some(version.hlc));
+                }
                 let o = &mut self.client_ops[client];
                 if result.is_ok() {
                     self.report.acked += 1;
@@ -825,27 +987,50 @@ impl Sim {
     }
 
     /// Applies entries on node `i` as a replica would: the clock observes each, an
-    /// entry too far ahead is refused (the whole batch fails, as in the node).
-    fn apply(&mut self, i: usize, entries: &[Entry]) -> bool {
+    /// entry too far ahead of the cluster's time as `i` measures it is refused (the
+    /// whole batch, as in the node).
+    fn apply(&mut self, i: usize, entries: &[Entry]) -> Applied {
         let wall = self.wall(i);
+        let cluster = self.cluster_wall(i);
         for e in entries {
             if self.nodes[i]
                 .clock
-                .observe(e.record.version.hlc, wall)
+                .observe_against(e.record.version.hlc, wall, cluster)
                 .is_err()
             {
                 self.log(format!(
                     "{} refused a timestamp too far ahead",
                     self.names[i]
                 ));
-                return false;
+                return Applied::Refused;
             }
         }
         self.check_clock(i);
         let Some(store) = &self.nodes[i].store else {
-            return false;
+            return Applied::No;
         };
-        store.apply_now(entries).is_ok()
+        if store.apply_now(entries).is_ok() {
+            Applied::Yes
+        } else {
+            Applied::No
+        }
+    }
+
+    /// Node `i` is about to issue a version: its clock must be within the bound of
+    /// its live view's median clock, give or take what probes cannot see (the latency
+    /// of late and a clock that changed since the last probe).
+    fn check_issuing_clock(&mut self, i: usize) {
+        if self.now < self.skew_changed_ms + 2 * PROBE_MS + REPLICA_TIMEOUT_MS {
+            return;
+        }
+        let off = self.true_cluster_offset_ms(i).unsigned_abs();
+        let allowed = MAX_OFFSET_MS + self.measurement_error_ms();
+        if off > allowed {
+            self.violations.push(format!(
+                "{} issued a version while its clock was {off} ms off its cluster's (allowed {allowed} ms)",
+                self.names[i]
+            ));
+        }
     }
 
     fn check_clock(&mut self, i: usize) {
@@ -871,20 +1056,44 @@ impl Sim {
                 self.flush_membership(to);
             }
             Msg::Write { op, entry } => {
-                let ok = self.apply(to, std::slice::from_ref(&entry));
-                self.send(to, from, Msg::WriteAck { op, ok });
+                let answer = self.apply(to, std::slice::from_ref(&entry));
+                self.send(to, from, Msg::WriteAck { op, answer });
             }
-            Msg::WriteAck { op, ok } => {
+            Msg::WriteAck { op, answer } => {
                 let name = self.names[from].clone();
-                let result = if ok {
-                    Ok(())
-                } else {
-                    Err("not applied".into())
-                };
-                self.nodes[to]
-                    .coordinator
-                    .handle_write_ack(op, &name, result);
+                let coordinator = &mut self.nodes[to].coordinator;
+                match answer {
+                    Applied::Yes => coordinator.handle_write_ack(op, &name, Ok(())),
+                    Applied::Refused => {
+                        coordinator.handle_write_refused(op, &name, "clock offset refused".into())
+                    }
+                    Applied::No => coordinator.handle_write_ack(op, &name, Err("not applied".into())),
+                }
                 self.drain_coordinator(to);
+            }
+            Msg::Ping { sent_us } => {
+                let received_us = self.wall(to) * 1000;
+                self.send(
+                    to,
+                    from,
+                    Msg::Pong {
+                        sent_us,
+                        received_us,
+                    },
+                );
+            }
+            Msg::Pong {
+                sent_us,
+                received_us,
+            } => {
+                let probe = Probe {
+                    sent_us,
+                    received_us,
+                    replied_us: received_us,
+                    answered_us: self.wall(to) * 1000,
+                };
+                let name = self.names[from].clone();
+                self.nodes[to].skew.record(&name, probe, self.now);
             }
             Msg::Read { op, key } => {
                 let record = self.nodes[to]
@@ -904,7 +1113,7 @@ impl Sim {
                 self.apply(to, &[entry]);
             }
             Msg::Hints { batch, entries } => {
-                let ok = self.apply(to, &entries);
+                let ok = self.apply(to, &entries) == Applied::Yes;
                 self.send(to, from, Msg::HintsAck { batch, ok });
             }
             Msg::HintsAck { batch, ok } => {
@@ -918,8 +1127,7 @@ impl Sim {
             Msg::Sync { run, request } => {
                 let response = match &request {
                     SyncRequest::Push { entries, .. } => {
-                        let ok = self.apply(to, entries);
-                        if ok {
+                        if self.apply(to, entries) == Applied::Yes {
                             Ok(SyncResponse::Pushed { applied: 0 })
                         } else {
                             Err("refused".into())
@@ -943,6 +1151,13 @@ impl Sim {
         self.nodes[i].coordinator.handle_timeout(now);
         self.drain_coordinator(i);
         self.nodes[i].ticks += 1;
+        if self.nodes[i].ticks.is_multiple_of(PROBE_MS / TICK_MS) {
+            let sent_us = self.wall(i) * 1000;
+            for name in self.live_peers(i) {
+                let j = self.index_of(&name).expect("a member");
+                self.send(i, j, Msg::Ping { sent_us });
+            }
+        }
         if self.nodes[i].ticks.is_multiple_of(10)
             && let Some(m) = self.nodes[i].membership.as_mut()
         {
@@ -1131,7 +1346,7 @@ impl Sim {
                 while let Some(entries) = exchange.poll_apply() {
                     received.extend(entries);
                 }
-                if !received.is_empty() && !self.apply(i, &received) {
+                if !received.is_empty() && self.apply(i, &received) != Applied::Yes {
                     return;
                 }
             }
@@ -1219,7 +1434,28 @@ impl Sim {
                     .begin_read(key.clone(), replicas, consistency, now)
             }
             OpKind::Put | OpKind::Delete => {
+                // As the node does: no version from a clock the cluster would refuse,
+                // nor from one not yet compared with it.
+                if let Some(why) = self.verdict(i).refusal(MAX_OFFSET_MS) {
+                    self.log(format!("op {index} refused on {}: {why}", self.names[i]));
+                    let o = &mut self.client_ops[index];
+                    o.outcome = Some(Err(why));
+                    o.completed_ms = Some(self.now);
+                    return;
+                }
                 let wall = self.wall(i);
+                let session = self.client_ops[index].session;
+                if let Some(after) = self.sessions[session] {
+                    let cluster = self.cluster_wall(i);
+                    if let Err(err) = self.nodes[i].clock.observe_against(after, wall, cluster) {
+                        let o = &mut self.client_ops[index];
+                        o.outcome = Some(Err(err.to_string()));
+                        o.completed_ms = Some(self.now);
+                        return;
+                    }
+                }
+                self.client_ops[index].after = self.sessions[session];
+                self.check_issuing_clock(i);
                 let hlc = self.nodes[i].clock.tick(wall);
                 if self.nodes[i].last_issued.is_some_and(|last| hlc <= last) {
                     self.violations.push(format!(
@@ -1295,8 +1531,15 @@ impl Sim {
                     self.crash(i);
                     "crash"
                 } else if !self.nodes[i].up && self.pending_departure.is_none_or(|(d, _)| d != i) {
+                    // A clock that was far off is often fixed across the restart: it
+                    // steps back, and the identity must still sort above the last one.
+                    let stepped = self.nodes[i].skew_ms.unsigned_abs() > MAX_OFFSET_MS;
+                    if stepped {
+                        let skew = self.rng.random_range(-200i64..=200);
+                        self.set_skew(i, skew);
+                    }
                     self.start(i);
-                    "restart"
+                    if stepped { "restart with its clock set right" } else { "restart" }
                 } else {
                     "none"
                 }
@@ -1351,18 +1594,25 @@ impl Sim {
                 "loss and duplication"
             }
             5 => {
-                self.jitter_ms = [5, 50, 400][self.rng.random_range(0..3)];
+                let jitter = [5, 50, 400][self.rng.random_range(0..3)];
+                self.set_jitter(jitter);
                 "latency and reordering"
             }
             6 => {
-                // Clock skew: usually within the bound, sometimes past it.
+                // Clock skew: usually within the bound, sometimes past it either way,
+                // now and then a minute ahead (a clock set wrong by hand).
                 let i = self.rng.random_range(0..n);
                 let beyond = self.rng.random_bool(0.25);
-                self.nodes[i].skew_ms = if beyond {
+                let skew = if !beyond {
+                    self.rng.random_range(-400i64..=400)
+                } else if self.rng.random_bool(0.2) {
+                    60_000
+                } else if self.rng.random_bool(0.5) {
                     self.rng.random_range(600i64..1_500)
                 } else {
-                    self.rng.random_range(-400i64..=400)
+                    -self.rng.random_range(600i64..3_000)
                 };
+                self.set_skew(i, skew);
                 if beyond {
                     "clock skew beyond the bound"
                 } else {
@@ -1590,12 +1840,13 @@ impl Sim {
         self.cut.clear();
         self.loss = 0.0;
         self.duplicate = 0.0;
-        self.jitter_ms = 5;
+        self.set_jitter(5);
         self.ae_paused = true;
         for i in 0..self.nodes.len() {
             // Clocks come back within the bound (a wall clock stepping back is fine: the
             // HLC never does).
-            self.nodes[i].skew_ms = self.rng.random_range(-200i64..=200);
+            let skew = self.rng.random_range(-200i64..=200);
+            self.set_skew(i, skew);
             if !self.nodes[i].up && self.nodes[i].started_once && !self.nodes[i].removed {
                 self.start(i);
             }
@@ -1622,6 +1873,8 @@ impl Sim {
                 value: None,
                 outcome: None,
                 completed_ms: None,
+                session: self.rng.random_range(0..SESSIONS),
+                after: None,
             });
             let at = start + self.rng.random_range(0..self.config.fault_ms);
             self.schedule(at, Event::Client { op });
@@ -1837,7 +2090,34 @@ impl Sim {
         }
     }
 
+    /// A session's write issued after another of its writes was acknowledged has the
+    /// higher version, whichever nodes coordinated them.
+    fn check_sessions(&mut self) {
+        let writes: Vec<(usize, u64, u64, Version)> = self
+            .client_ops
+            .iter()
+            .filter(|o| o.kind != OpKind::Get)
+            .filter_map(|o| {
+                let Some(Ok(Some(version))) = &o.outcome else {
+                    return None;
+                };
+                Some((o.session, o.issued_ms, o.completed_ms?, *version))
+            })
+            .collect();
+        for a in &writes {
+            for b in &writes {
+                if a.0 == b.0 && a.2 < b.1 && b.3.hlc <= a.3.hlc {
+                    self.violations.push(format!(
+                        "session {}: a write issued at {} ms has version {:?}, not above {:?} of one acknowledged at {} ms",
+                        a.0, b.1, b.3, a.3, a.2
+                    ));
+                }
+            }
+        }
+    }
+
     fn check(&mut self) {
+        self.check_sessions();
         if let Some(d) = self.divergence() {
             self.violations
                 .push(format!("replicas did not converge: {d}"));

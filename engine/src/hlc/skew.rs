@@ -20,6 +20,8 @@ use std::collections::{HashMap, VecDeque};
 const SAMPLES_PER_PEER: usize = 8;
 /// A sample older than this (monotonic ms) no longer speaks for the peer's clock.
 pub const SAMPLE_AGE_MAX_MS: u64 = 30_000;
+/// Reading granularity allowed for when telling a clock step from noise.
+const STEP_SLACK_US: u64 = 2_000;
 /// A probe whose round trip took longer than this says too little to keep.
 const ROUND_TRIP_MAX_US: i64 = 2_000_000;
 
@@ -37,27 +39,31 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// The peer's clock minus this node's, microseconds.
+    /// The peer's clock minus this node's, microseconds. The readings come from the
+    /// network: any values give an answer, never an overflow.
     pub fn offset_us(&self) -> i64 {
         let (t0, t1, t2, t3) = self.times();
-        ((t1 - t0) + (t2 - t3)) / 2
+        clamp(((t1 - t0) + (t2 - t3)) / 2)
     }
 
     /// Time on the wire both ways, microseconds (the peer's own delay taken out).
     pub fn round_trip_us(&self) -> i64 {
         let (t0, t1, t2, t3) = self.times();
-        (t3 - t0) - (t2 - t1)
+        clamp((t3 - t0) - (t2 - t1))
     }
 
-    fn times(&self) -> (i64, i64, i64, i64) {
-        let signed = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+    fn times(&self) -> (i128, i128, i128, i128) {
         (
-            signed(self.sent_us),
-            signed(self.received_us),
-            signed(self.replied_us),
-            signed(self.answered_us),
+            i128::from(self.sent_us),
+            i128::from(self.received_us),
+            i128::from(self.replied_us),
+            i128::from(self.answered_us),
         )
     }
+}
+
+fn clamp(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -115,14 +121,21 @@ impl Verdict {
 
     /// Why this node refuses to coordinate writes, if it does.
     pub fn refusal(&self, max_offset_ms: u64) -> Option<String> {
-        let Verdict::Outlier { cluster_offset_us } = *self else {
-            return None;
+        let cluster_offset_us = match *self {
+            Verdict::Outlier { cluster_offset_us } => cluster_offset_us,
+            Verdict::Unmeasured { measured, needed } => {
+                return Some(format!(
+                    "this node has not compared its clock with the cluster yet ({measured} of the {needed} live members it needs answered its clock probes); it coordinates no writes until it has, and still serves reads and replication"
+                ));
+            }
+            Verdict::Alone | Verdict::InStep { .. } => return None,
         };
-        let (how, by) = if cluster_offset_us > 0 {
-            ("behind", cluster_offset_us)
+        let how = if cluster_offset_us > 0 {
+            "behind"
         } else {
-            ("ahead of", -cluster_offset_us)
+            "ahead of"
         };
+        let by = cluster_offset_us.unsigned_abs();
         Some(format!(
             "this node's clock is {} {how} the cluster (the limit is {max_offset_ms} ms); it coordinates no writes until its clock is back within the limit, and still serves reads and replication",
             describe_us(by)
@@ -131,8 +144,8 @@ impl Verdict {
 }
 
 /// `2.9 s`, `340 ms`.
-pub fn describe_us(us: i64) -> String {
-    let ms = us.unsigned_abs() / 1000;
+pub fn describe_us(us: u64) -> String {
+    let ms = us / 1000;
     if ms >= 1000 {
         format!("{:.1} s", ms as f64 / 1000.0)
     } else {
@@ -159,12 +172,20 @@ impl SkewBook {
         if !(0..=ROUND_TRIP_MAX_US).contains(&round_trip_us) {
             return false;
         }
+        let offset_us = probe.offset_us();
         let samples = self.peers.entry(peer.to_string()).or_default();
+        // Each sample bounds the true offset to within half its round trip. A new one
+        // whose bounds miss an old one's means a clock stepped since: the old samples
+        // speak for a clock that is gone, however short their round trips.
+        samples.retain(|s| {
+            s.offset_us.abs_diff(offset_us)
+                <= (s.round_trip_us + round_trip_us) as u64 / 2 + STEP_SLACK_US
+        });
         if samples.len() == SAMPLES_PER_PEER {
             samples.pop_front();
         }
         samples.push_back(Sample {
-            offset_us: probe.offset_us(),
+            offset_us,
             round_trip_us,
             at_ms: now_ms,
         });
@@ -215,8 +236,7 @@ impl SkewBook {
             return Verdict::Unmeasured { measured, needed };
         }
         let cluster_offset_us = median_toward_zero(&mut offsets);
-        let bound_us = i64::try_from(max_offset_ms.saturating_mul(1000)).unwrap_or(i64::MAX);
-        if cluster_offset_us.abs() > bound_us {
+        if cluster_offset_us.unsigned_abs() > max_offset_ms.saturating_mul(1000) {
             Verdict::Outlier { cluster_offset_us }
         } else {
             Verdict::InStep { cluster_offset_us }
@@ -233,7 +253,11 @@ fn median_toward_zero(values: &mut [i64]) -> i64 {
         values[n / 2]
     } else {
         let (a, b) = (values[n / 2 - 1], values[n / 2]);
-        if a.abs() <= b.abs() { a } else { b }
+        if a.unsigned_abs() <= b.unsigned_abs() {
+            a
+        } else {
+            b
+        }
     }
 }
 
@@ -274,6 +298,21 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_step_replaces_the_samples_from_before_it() {
+        let mut book = SkewBook::new();
+        for at in 0..5 {
+            book.record("n2", probe(0, 100), at);
+        }
+        // The peer's clock jumps 2 s ahead; this answer took longer than the others.
+        book.record("n2", probe(2_000_000, 5_000), 5);
+        assert_eq!(book.offset("n2", 5).unwrap().offset_us, 2_000_000);
+        // Noise within the round trips does not.
+        book.record("n2", probe(2_001_000, 100), 6);
+        book.record("n2", probe(2_000_500, 3_000), 7);
+        assert_eq!(book.offset("n2", 7).unwrap().offset_us, 2_001_000);
+    }
+
+    #[test]
     fn stale_samples_do_not_count() {
         let mut book = SkewBook::new();
         book.record("n2", probe(0, 100), 0);
@@ -288,6 +327,19 @@ mod tests {
         p.answered_us = p.sent_us - 1_000;
         assert!(!book.record("n2", p, 0));
         assert!(book.offset("n2", 0).is_none());
+    }
+
+    proptest! {
+        /// Whatever a peer answers, recording it neither panics nor overflows.
+        #[test]
+        fn any_readings_are_safe(t in prop::array::uniform4(any::<u64>())) {
+            let mut book = SkewBook::new();
+            let p = Probe { sent_us: t[0], received_us: t[1], replied_us: t[2], answered_us: t[3] };
+            let _ = p.offset_us();
+            book.record("n2", p, 0);
+            book.record("n2", p, 1);
+            let _ = book.verdict(["n2"], 1, 500).refusal(500);
+        }
     }
 
     #[test]

@@ -46,8 +46,10 @@ impl Shared {
     }
 
     /// Why this node may not coordinate a write now, if it may not: its clock is off
-    /// the cluster's by more than the bound. A node that has not compared its clock
-    /// with a majority yet (just started) probes its peers first.
+    /// the cluster's by more than the bound, or it cannot tell. A node that has not
+    /// compared its clock with a majority of the live members yet (just started) probes
+    /// them first; one that still cannot (they do not answer) issues nothing, since
+    /// what it issued might be refused everywhere else.
     pub(crate) async fn clock_refusal(self: &Arc<Self>) -> Option<String> {
         let mut verdict = self.clock_verdict();
         if let Verdict::Unmeasured { .. } = verdict {
@@ -121,7 +123,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(PROBE_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lives: HashMap<String, MemberId> = HashMap::new();
-    let mut refusing = false;
+    // Whether writes are refused, and if so whether for an outlying clock.
+    let mut refusing: Option<bool> = None;
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,
@@ -139,15 +142,18 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         probe_all(&shared).await;
         let verdict = shared.clock_verdict();
         let refusal = verdict.refusal(shared.config.max_clock_offset_ms);
-        super::metrics::cluster_clock(verdict.cluster_offset_ms(), refusal.is_some());
+        let outlier = matches!(verdict, Verdict::Outlier { .. });
+        super::metrics::cluster_clock(verdict.cluster_offset_ms(), outlier);
+        // Once per change of state, never per round.
+        let state = refusal.as_ref().map(|_| outlier);
         match (&refusal, refusing) {
-            (Some(why), false) => tracing::error!("{why}"),
-            (None, true) => tracing::info!(
-                "this node's clock is back within {} ms of the cluster; it coordinates writes again",
+            (Some(why), before) if before != state => tracing::error!("{why}"),
+            (None, Some(_)) => tracing::info!(
+                "this node's clock is within {} ms of the cluster's; it coordinates writes again",
                 shared.config.max_clock_offset_ms
             ),
             _ => {}
         }
-        refusing = refusal.is_some();
+        refusing = state;
     }
 }
