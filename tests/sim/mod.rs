@@ -22,7 +22,7 @@ use vergent::antientropy::exchange::{Exchange, root_summary};
 use vergent::antientropy::messages::{SyncLimits, SyncRequest, SyncResponse};
 use vergent::antientropy::respond::respond;
 use vergent::coordinator::{Action, Coordinator, CoordinatorConfig, Millis, OpId, Outcome};
-use vergent::hlc::skew::{Probe, SkewBook, Verdict};
+use vergent::hlc::skew::{Probe, Reading, SkewBook, Verdict};
 use vergent::hlc::{Clock, Timestamp};
 use vergent::membership::{MemberId, Membership, MembershipConfig};
 use vergent::placement::{Fill, PartitionSet, Placement, ReplicaSet, partition_of};
@@ -471,12 +471,22 @@ impl Sim {
             .collect()
     }
 
+    /// Node `i`'s monotonic and wall clocks, read together.
+    fn reading(&self, i: usize) -> Reading {
+        Reading {
+            mono_us: self.now * 1000,
+            wall_us: self.wall(i) * 1000,
+        }
+    }
+
     /// What node `i` concludes about its own clock from its probes.
     fn verdict(&self, i: usize) -> Verdict {
         let live = self.live_peers(i);
-        self.nodes[i]
-            .skew
-            .verdict(live.iter().map(String::as_str), self.now, MAX_OFFSET_MS)
+        self.nodes[i].skew.verdict(
+            live.iter().map(String::as_str),
+            self.reading(i),
+            MAX_OFFSET_MS,
+        )
     }
 
     /// The cluster's time as node `i` measures it.
@@ -496,20 +506,25 @@ impl Sim {
         for name in &live {
             let j = self.index_of(name).expect("a member");
             let offset_us = (self.nodes[j].skew_ms - self.nodes[i].skew_ms) * 1000;
-            let t0 = 1_000_000_000_000u64;
+            let now = self.reading(i);
+            let at_peer = (now.wall_us as i64 + offset_us) as u64;
             exact.record(
                 name,
                 Probe {
-                    sent_us: t0,
-                    received_us: (t0 as i64 + offset_us) as u64,
-                    replied_us: (t0 as i64 + offset_us) as u64,
-                    answered_us: t0,
+                    sent_us: now.wall_us,
+                    received_us: at_peer,
+                    replied_us: at_peer,
+                    answered_us: now.wall_us,
                 },
-                self.now,
+                now.mono_us,
             );
         }
         exact
-            .verdict(live.iter().map(String::as_str), self.now, MAX_OFFSET_MS)
+            .verdict(
+                live.iter().map(String::as_str),
+                self.reading(i),
+                MAX_OFFSET_MS,
+            )
             .cluster_offset_ms()
             .unwrap_or(0)
     }
@@ -626,7 +641,10 @@ impl Sim {
             store.raise_start_epoch(known + 1).expect("start epoch");
         }
         let identity = (self.nodes[i].epoch_ms, life);
-        if self.identities[i].last().is_some_and(|&last| last >= identity) {
+        if self.identities[i]
+            .last()
+            .is_some_and(|&last| last >= identity)
+        {
             self.violations.push(format!(
                 "{}'s identity {identity:?} does not sort above its last {:?}",
                 self.names[i],
@@ -940,7 +958,10 @@ impl Sim {
                     .check(entry.record.version.hlc, self.cluster_wall(i))
                     .is_err() =>
             {
-                self.log(format!("{} left out a read repair from the future", self.names[i]));
+                self.log(format!(
+                    "{} left out a read repair from the future",
+                    self.names[i]
+                ));
             }
             Action::Repair { to, entry } => {
                 let j = self.index_of(&to).expect("a member");
@@ -1067,7 +1088,9 @@ impl Sim {
                     Applied::Refused => {
                         coordinator.handle_write_refused(op, &name, "clock offset refused".into())
                     }
-                    Applied::No => coordinator.handle_write_ack(op, &name, Err("not applied".into())),
+                    Applied::No => {
+                        coordinator.handle_write_ack(op, &name, Err("not applied".into()))
+                    }
                 }
                 self.drain_coordinator(to);
             }
@@ -1093,7 +1116,8 @@ impl Sim {
                     answered_us: self.wall(to) * 1000,
                 };
                 let name = self.names[from].clone();
-                self.nodes[to].skew.record(&name, probe, self.now);
+                let mono_us = self.now * 1000;
+                self.nodes[to].skew.record(&name, probe, mono_us);
             }
             Msg::Read { op, key } => {
                 let record = self.nodes[to]
@@ -1155,6 +1179,7 @@ impl Sim {
             let sent_us = self.wall(i) * 1000;
             for name in self.live_peers(i) {
                 let j = self.index_of(&name).expect("a member");
+                self.nodes[i].skew.probe_sent(&name, self.now * 1000);
                 self.send(i, j, Msg::Ping { sent_us });
             }
         }
@@ -1539,7 +1564,11 @@ impl Sim {
                         self.set_skew(i, skew);
                     }
                     self.start(i);
-                    if stepped { "restart with its clock set right" } else { "restart" }
+                    if stepped {
+                        "restart with its clock set right"
+                    } else {
+                        "restart"
+                    }
                 } else {
                     "none"
                 }

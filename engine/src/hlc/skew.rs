@@ -20,6 +20,8 @@ use std::collections::{HashMap, VecDeque};
 const SAMPLES_PER_PEER: usize = 8;
 /// A sample older than this (monotonic ms) no longer speaks for the peer's clock.
 pub const SAMPLE_AGE_MAX_MS: u64 = 30_000;
+/// A live peer that has answered no probe for this long (ms) is not waited for.
+pub const UNANSWERED_MAX_MS: u64 = 3_000;
 /// Reading granularity allowed for when telling a clock step from noise.
 const STEP_SLACK_US: u64 = 2_000;
 /// A probe whose round trip took longer than this says too little to keep.
@@ -66,12 +68,39 @@ fn clamp(v: i128) -> i64 {
     i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
 }
 
+/// This node's two clocks read at one moment: monotonic time (which never jumps) and
+/// wall time (which may be stepped). Their difference is the frame a sample was taken
+/// in: when this node's own wall clock steps, the frame moves by the step, and every
+/// sample taken before it is corrected by as much, instead of speaking for a clock
+/// that is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    /// Monotonic microseconds (any origin, fixed for the process).
+    pub mono_us: u64,
+    /// Wall-clock microseconds since the epoch.
+    pub wall_us: u64,
+}
+
+impl Reading {
+    fn frame_us(&self) -> i64 {
+        clamp(i128::from(self.wall_us) - i128::from(self.mono_us))
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     offset_us: i64,
     round_trip_us: i64,
-    /// Monotonic ms when it was taken.
-    at_ms: u64,
+    /// Monotonic µs when it was taken, and the frame it was taken in.
+    at_us: u64,
+    frame_us: i64,
+}
+
+impl Sample {
+    /// Its offset as of the frame `frame_us`: the peer's clock minus this node's now.
+    fn offset_in(&self, frame_us: i64) -> i64 {
+        clamp(i128::from(self.offset_us) - (i128::from(frame_us) - i128::from(self.frame_us)))
+    }
 }
 
 /// A peer's clock against this node's.
@@ -157,6 +186,8 @@ pub fn describe_us(us: u64) -> String {
 #[derive(Debug, Default, Clone)]
 pub struct SkewBook {
     peers: HashMap<String, VecDeque<Sample>>,
+    /// Since when (monotonic µs) each peer has left a probe unanswered.
+    unanswered: HashMap<String, u64>,
 }
 
 impl SkewBook {
@@ -165,20 +196,32 @@ impl SkewBook {
         SkewBook::default()
     }
 
-    /// Records a probe of `peer` answered at monotonic time `now_ms`. A probe whose
+    /// A probe of `peer` leaves now.
+    pub fn probe_sent(&mut self, peer: &str, mono_us: u64) {
+        self.unanswered.entry(peer.to_string()).or_insert(mono_us);
+    }
+
+    /// Records a probe of `peer` answered at monotonic time `mono_us` (its
+    /// `answered_us` is this node's wall clock at the same moment). A probe whose
     /// readings make no sense (a round trip below zero or past two seconds) is dropped.
-    pub fn record(&mut self, peer: &str, probe: Probe, now_ms: u64) -> bool {
+    pub fn record(&mut self, peer: &str, probe: Probe, mono_us: u64) -> bool {
         let round_trip_us = probe.round_trip_us();
         if !(0..=ROUND_TRIP_MAX_US).contains(&round_trip_us) {
             return false;
         }
+        self.unanswered.remove(peer);
         let offset_us = probe.offset_us();
+        let frame_us = Reading {
+            mono_us,
+            wall_us: probe.answered_us,
+        }
+        .frame_us();
         let samples = self.peers.entry(peer.to_string()).or_default();
         // Each sample bounds the true offset to within half its round trip. A new one
-        // whose bounds miss an old one's means a clock stepped since: the old samples
-        // speak for a clock that is gone, however short their round trips.
+        // whose bounds miss an old one's means the peer's clock stepped since: the old
+        // samples speak for a clock that is gone, however short their round trips.
         samples.retain(|s| {
-            s.offset_us.abs_diff(offset_us)
+            s.offset_in(frame_us).abs_diff(offset_us)
                 <= (s.round_trip_us + round_trip_us) as u64 / 2 + STEP_SLACK_US
         });
         if samples.len() == SAMPLES_PER_PEER {
@@ -187,7 +230,8 @@ impl SkewBook {
         samples.push_back(Sample {
             offset_us,
             round_trip_us,
-            at_ms: now_ms,
+            at_us: mono_us,
+            frame_us,
         });
         true
     }
@@ -195,19 +239,30 @@ impl SkewBook {
     /// Forgets `peer` (it left, or restarted: a new process may run on another clock).
     pub fn forget(&mut self, peer: &str) {
         self.peers.remove(peer);
+        self.unanswered.remove(peer);
     }
 
-    /// The best fresh estimate of `peer`'s clock against this node's.
-    pub fn offset(&self, peer: &str, now_ms: u64) -> Option<PeerOffset> {
+    /// The best fresh estimate of `peer`'s clock against this node's as of `now`.
+    pub fn offset(&self, peer: &str, now: Reading) -> Option<PeerOffset> {
+        let frame_us = now.frame_us();
         self.peers
             .get(peer)?
             .iter()
-            .filter(|s| now_ms.saturating_sub(s.at_ms) <= SAMPLE_AGE_MAX_MS)
+            .filter(|s| now.mono_us.saturating_sub(s.at_us) <= SAMPLE_AGE_MAX_MS * 1000)
             .min_by_key(|s| s.round_trip_us)
             .map(|s| PeerOffset {
-                offset_us: s.offset_us,
+                offset_us: s.offset_in(frame_us),
                 round_trip_us: s.round_trip_us,
             })
+    }
+
+    /// Whether `peer` has left its probes unanswered for longer than
+    /// [`UNANSWERED_MAX_MS`]: it cannot be measured from here (a cut, one way or both,
+    /// while membership still calls it alive), so it is not waited for.
+    fn unmeasurable(&self, peer: &str, mono_us: u64) -> bool {
+        self.unanswered
+            .get(peer)
+            .is_some_and(|&since| mono_us.saturating_sub(since) > UNANSWERED_MAX_MS * 1000)
     }
 
     /// Whether this node's clock agrees with those of the `live` peers (this node not
@@ -215,17 +270,19 @@ impl SkewBook {
     pub fn verdict<'a>(
         &self,
         live: impl IntoIterator<Item = &'a str>,
-        now_ms: u64,
+        now: Reading,
         max_offset_ms: u64,
     ) -> Verdict {
         let mut peers = 0;
         // This node's own clock is one vote: offset 0.
         let mut offsets = vec![0i64];
         for peer in live {
-            peers += 1;
-            if let Some(o) = self.offset(peer, now_ms) {
-                offsets.push(o.offset_us);
+            match self.offset(peer, now) {
+                Some(o) => offsets.push(o.offset_us),
+                None if self.unmeasurable(peer, now.mono_us) => continue,
+                None => {}
             }
+            peers += 1;
         }
         if peers == 0 {
             return Verdict::Alone;
@@ -266,23 +323,36 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn probe(offset_us: i64, one_way_us: u64) -> Probe {
-        let t0 = 1_000_000_000u64;
-        let t1 = (t0 as i64 + one_way_us as i64 + offset_us) as u64;
+    /// Wall time at monotonic 0 in these tests (no step unless a test makes one).
+    const BASE_US: u64 = 1_800_000_000_000_000;
+
+    fn at(mono_us: u64) -> Reading {
+        Reading {
+            mono_us,
+            wall_us: BASE_US + mono_us,
+        }
+    }
+
+    /// A probe answered at monotonic `mono_us` from a peer `offset_us` off, `one_way_us`
+    /// away each way.
+    fn probe(offset_us: i64, one_way_us: u64, mono_us: u64) -> Probe {
+        let answered_us = BASE_US + mono_us;
+        let sent_us = answered_us - 2 * one_way_us - 50;
+        let received_us = (sent_us as i64 + one_way_us as i64 + offset_us) as u64;
         Probe {
-            sent_us: t0,
-            received_us: t1,
-            replied_us: t1 + 50,
-            answered_us: t0 + 2 * one_way_us + 50,
+            sent_us,
+            received_us,
+            replied_us: received_us + 50,
+            answered_us,
         }
     }
 
     #[test]
     fn half_the_round_trip_is_taken_out() {
-        let p = probe(2_000_000, 300);
+        let p = probe(2_000_000, 300, 0);
         assert_eq!(p.offset_us(), 2_000_000);
         assert_eq!(p.round_trip_us(), 600);
-        let p = probe(-3_000_000, 10);
+        let p = probe(-3_000_000, 10, 0);
         assert_eq!(p.offset_us(), -3_000_000);
     }
 
@@ -290,56 +360,74 @@ mod tests {
     fn the_shortest_round_trip_wins() {
         let mut book = SkewBook::new();
         // A delayed answer (asymmetric: 40 ms one way) skews its estimate.
-        let mut slow = probe(0, 100);
-        slow.answered_us += 40_000;
-        book.record("n2", slow, 0);
-        book.record("n2", probe(1_000, 100), 1);
-        assert_eq!(book.offset("n2", 1).unwrap().offset_us, 1_000);
+        let mut slow = probe(0, 100, 0);
+        slow.received_us += 40_000;
+        slow.replied_us += 40_000;
+        slow.answered_us += 80_000;
+        book.record("n2", slow, 80_000);
+        book.record("n2", probe(1_000, 100, 1_000_000), 1_000_000);
+        assert_eq!(book.offset("n2", at(1_000_000)).unwrap().offset_us, 1_000);
     }
 
     #[test]
-    fn a_clock_step_replaces_the_samples_from_before_it() {
+    fn a_peers_clock_step_replaces_the_samples_from_before_it() {
         let mut book = SkewBook::new();
-        for at in 0..5 {
-            book.record("n2", probe(0, 100), at);
+        for i in 0..5 {
+            book.record("n2", probe(0, 100, i * 1_000_000), i * 1_000_000);
         }
         // The peer's clock jumps 2 s ahead; this answer took longer than the others.
-        book.record("n2", probe(2_000_000, 5_000), 5);
-        assert_eq!(book.offset("n2", 5).unwrap().offset_us, 2_000_000);
+        book.record("n2", probe(2_000_000, 5_000, 5_000_000), 5_000_000);
+        assert_eq!(
+            book.offset("n2", at(5_000_000)).unwrap().offset_us,
+            2_000_000
+        );
         // Noise within the round trips does not.
-        book.record("n2", probe(2_001_000, 100), 6);
-        book.record("n2", probe(2_000_500, 3_000), 7);
-        assert_eq!(book.offset("n2", 7).unwrap().offset_us, 2_001_000);
+        book.record("n2", probe(2_001_000, 100, 6_000_000), 6_000_000);
+        book.record("n2", probe(2_000_500, 3_000, 7_000_000), 7_000_000);
+        assert_eq!(
+            book.offset("n2", at(7_000_000)).unwrap().offset_us,
+            2_001_000
+        );
+    }
+
+    #[test]
+    fn this_nodes_own_clock_step_moves_every_sample_by_as_much() {
+        let mut book = SkewBook::new();
+        book.record("n2", probe(0, 100, 0), 0);
+        book.record("n3", probe(0, 100, 0), 0);
+        // This node's wall clock is set a minute ahead: its peers are now a minute
+        // behind it, before any of them is probed again.
+        let stepped = Reading {
+            mono_us: 1_000_000,
+            wall_us: BASE_US + 1_000_000 + 60_000_000,
+        };
+        assert_eq!(book.offset("n2", stepped).unwrap().offset_us, -60_000_000);
+        assert_eq!(
+            book.verdict(["n2", "n3"], stepped, 500),
+            Verdict::Outlier {
+                cluster_offset_us: -60_000_000
+            }
+        );
     }
 
     #[test]
     fn stale_samples_do_not_count() {
         let mut book = SkewBook::new();
-        book.record("n2", probe(0, 100), 0);
-        assert!(book.offset("n2", SAMPLE_AGE_MAX_MS).is_some());
-        assert!(book.offset("n2", SAMPLE_AGE_MAX_MS + 1).is_none());
+        book.record("n2", probe(0, 100, 0), 0);
+        assert!(book.offset("n2", at(SAMPLE_AGE_MAX_MS * 1000)).is_some());
+        assert!(
+            book.offset("n2", at(SAMPLE_AGE_MAX_MS * 1000 + 1))
+                .is_none()
+        );
     }
 
     #[test]
     fn nonsense_readings_are_dropped() {
         let mut book = SkewBook::new();
-        let mut p = probe(0, 100);
+        let mut p = probe(0, 100, 0);
         p.answered_us = p.sent_us - 1_000;
         assert!(!book.record("n2", p, 0));
-        assert!(book.offset("n2", 0).is_none());
-    }
-
-    proptest! {
-        /// Whatever a peer answers, recording it neither panics nor overflows.
-        #[test]
-        fn any_readings_are_safe(t in prop::array::uniform4(any::<u64>())) {
-            let mut book = SkewBook::new();
-            let p = Probe { sent_us: t[0], received_us: t[1], replied_us: t[2], answered_us: t[3] };
-            let _ = p.offset_us();
-            book.record("n2", p, 0);
-            book.record("n2", p, 1);
-            let _ = book.verdict(["n2"], 1, 500).refusal(500);
-        }
+        assert!(book.offset("n2", at(0)).is_none());
     }
 
     #[test]
@@ -347,9 +435,9 @@ mod tests {
         // n5 is 3 s behind n1..n4.
         let mut slow = SkewBook::new();
         for peer in ["n1", "n2", "n3", "n4"] {
-            slow.record(peer, probe(3_000_000, 100), 0);
+            slow.record(peer, probe(3_000_000, 100, 0), 0);
         }
-        let verdict = slow.verdict(["n1", "n2", "n3", "n4"], 0, 500);
+        let verdict = slow.verdict(["n1", "n2", "n3", "n4"], at(0), 500);
         assert_eq!(
             verdict,
             Verdict::Outlier {
@@ -364,11 +452,11 @@ mod tests {
         );
         let mut healthy = SkewBook::new();
         for peer in ["n2", "n3", "n4"] {
-            healthy.record(peer, probe(200, 100), 0);
+            healthy.record(peer, probe(200, 100, 0), 0);
         }
-        healthy.record("n5", probe(-3_000_000, 100), 0);
+        healthy.record("n5", probe(-3_000_000, 100, 0), 0);
         assert!(matches!(
-            healthy.verdict(["n2", "n3", "n4", "n5"], 0, 500),
+            healthy.verdict(["n2", "n3", "n4", "n5"], at(0), 500),
             Verdict::InStep { .. }
         ));
     }
@@ -376,9 +464,9 @@ mod tests {
     #[test]
     fn two_nodes_never_stop_each_other() {
         let mut a = SkewBook::new();
-        a.record("b", probe(5_000_000, 100), 0);
+        a.record("b", probe(5_000_000, 100, 0), 0);
         assert_eq!(
-            a.verdict(["b"], 0, 500),
+            a.verdict(["b"], at(0), 500),
             Verdict::InStep {
                 cluster_offset_us: 0
             }
@@ -386,17 +474,32 @@ mod tests {
     }
 
     #[test]
-    fn a_majority_must_be_measured() {
+    fn a_majority_must_be_measured_unless_it_cannot_be_reached() {
         let mut book = SkewBook::new();
-        book.record("n2", probe(0, 100), 0);
+        book.record("n2", probe(0, 100, 0), 0);
+        book.probe_sent("n3", 0);
+        book.probe_sent("n4", 0);
         assert_eq!(
-            book.verdict(["n2", "n3", "n4"], 0, 500),
+            book.verdict(["n2", "n3", "n4"], at(1_000), 500),
             Verdict::Unmeasured {
                 measured: 1,
                 needed: 2
             }
         );
-        assert_eq!(book.verdict([], 0, 500), Verdict::Alone);
+        assert!(
+            book.verdict(["n2", "n3", "n4"], at(1_000), 500)
+                .refusal(500)
+                .unwrap()
+                .contains("has not compared its clock")
+        );
+        // n3 and n4 never answer: after a while they are not waited for.
+        let later = at(UNANSWERED_MAX_MS * 1000 + 1);
+        book.record("n2", probe(0, 100, later.mono_us), later.mono_us);
+        assert!(matches!(
+            book.verdict(["n2", "n3", "n4"], later, 500),
+            Verdict::InStep { .. }
+        ));
+        assert_eq!(book.verdict([], at(0), 500), Verdict::Alone);
     }
 
     /// The verdict of each member when every member measures every other exactly.
@@ -409,7 +512,7 @@ mod tests {
                 let mut book = SkewBook::new();
                 for (j, theirs) in clocks.iter().enumerate() {
                     if i != j {
-                        book.record(&names[j], probe(theirs - mine, 100), 0);
+                        book.record(&names[j], probe(theirs - mine, 100, 0), 0);
                     }
                 }
                 let live = names
@@ -417,7 +520,7 @@ mod tests {
                     .enumerate()
                     .filter(|(j, _)| *j != i)
                     .map(|(_, n)| n.as_str());
-                book.verdict(live, 0, 500)
+                book.verdict(live, at(0), 500)
             })
             .collect()
     }
@@ -436,6 +539,18 @@ mod tests {
         fn clocks_within_the_bound_stop_nobody(clocks in prop::collection::vec(-250_000i64..250_000, 1..8)) {
             let v = verdicts(&clocks);
             prop_assert!(v.iter().all(|v| !matches!(v, Verdict::Outlier { .. })), "{v:?}");
+        }
+
+        /// Whatever a peer answers, recording it neither panics nor overflows.
+        #[test]
+        fn any_readings_are_safe(t in prop::array::uniform4(any::<u64>()), mono in any::<u64>(), wall in any::<u64>()) {
+            let mut book = SkewBook::new();
+            let p = Probe { sent_us: t[0], received_us: t[1], replied_us: t[2], answered_us: t[3] };
+            let _ = p.offset_us();
+            book.record("n2", p, mono);
+            book.record("n2", p, mono);
+            let now = Reading { mono_us: mono, wall_us: wall };
+            let _ = book.verdict(["n2"], now, 500).refusal(500);
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::Shared;
 use super::peers::request;
-use crate::hlc::skew::{Probe, Verdict};
+use crate::hlc::skew::{Probe, Reading, Verdict};
 use crate::membership::MemberId;
 use crate::protocol::{Request, Response};
 use crate::wallclock::{system_wall_ms, system_wall_us};
@@ -20,6 +20,14 @@ const PROBE_PERIOD: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Shared {
+    /// This node's monotonic and wall clocks, read together.
+    pub(crate) fn reading(&self) -> Reading {
+        Reading {
+            mono_us: self.started.elapsed().as_micros() as u64,
+            wall_us: system_wall_us(),
+        }
+    }
+
     /// Whether this node's clock agrees with the live members' clocks.
     pub(crate) fn clock_verdict(&self) -> Verdict {
         let view = self.view();
@@ -30,7 +38,7 @@ impl Shared {
             .map(|m| m.id.name.as_str());
         self.skew.lock().expect("skew lock").verdict(
             live,
-            self.now().0,
+            self.reading(),
             self.config.max_clock_offset_ms,
         )
     }
@@ -70,11 +78,16 @@ pub(crate) fn pong(received_us: u64) -> Response {
 
 /// Probes `id` once and records the sample; `false` when it did not answer.
 pub(crate) async fn probe(shared: &Shared, id: &MemberId) -> bool {
+    shared
+        .skew
+        .lock()
+        .expect("skew lock")
+        .probe_sent(&id.name, shared.reading().mono_us);
     let answered = tokio::time::timeout(PROBE_TIMEOUT, async {
         let connection = shared.peers.connection(id).await?;
         let sent_us = system_wall_us();
         let answer = request(&connection, &Request::Ping { sent_us }).await?;
-        Ok::<_, super::peers::PeerError>((sent_us, answer, system_wall_us()))
+        Ok::<_, super::peers::PeerError>((sent_us, answer, shared.reading()))
     })
     .await;
     match answered {
@@ -84,19 +97,19 @@ pub(crate) async fn probe(shared: &Shared, id: &MemberId) -> bool {
                 received_us,
                 replied_us,
             },
-            answered_us,
+            now,
         ))) => {
             let sample = Probe {
                 sent_us,
                 received_us,
                 replied_us,
-                answered_us,
+                answered_us: now.wall_us,
             };
             shared
                 .skew
                 .lock()
                 .expect("skew lock")
-                .record(&id.name, sample, shared.now().0);
+                .record(&id.name, sample, now.mono_us);
             true
         }
         _ => false,

@@ -418,6 +418,7 @@ impl Shared {
         let backlog = self.store.hint_backlog().unwrap_or_default();
         let verdict = self.clock_verdict();
         let skew = self.skew.lock().expect("skew lock").clone();
+        let reading = self.reading();
         let members = view
             .members
             .iter()
@@ -458,7 +459,7 @@ impl Shared {
                 } else if let Some(report) = &m.status {
                     let age_ms = now.0.saturating_sub(m.status_at.0);
                     status.hlc = Some(report.hlc);
-                    status.clock_skew_ms = skew.offset(name, now.0).map(|o| o.offset_us / 1000);
+                    status.clock_skew_ms = skew.offset(name, reading).map(|o| o.offset_us / 1000);
                     status.report_age_ms = Some(age_ms);
                     status.records = Some(report.records);
                     status.hints = report.hints;
