@@ -176,6 +176,9 @@ pub enum MembershipError {
 
 type Swim = Foca<MemberId, PostcardCodec, SmallRng, StatusHandler>;
 
+/// Least time between two "you are down" notices taken from one member, ms.
+const TURN_UNDEAD_EVERY_MS: u64 = 1_000;
+
 /// A timer membership asked for ([`Membership::poll_timer`]), to hand back to
 /// [`Membership::handle_timer`] when it fires. Timers of an earlier SWIM instance (from
 /// before this node renewed its identity) are ignored.
@@ -205,6 +208,10 @@ pub struct Membership {
     runtime: AccumulatingRuntime<MemberId>,
     events: VecDeque<MembershipEvent>,
     roster_changed: bool,
+    /// When a "you are down" notice was last taken from each member. Two members that
+    /// hold each other down answer each such notice with another, for ever (and a
+    /// duplicated datagram doubles the exchange): one a second per sender is enough.
+    turn_undead: BTreeMap<String, Millis>,
     status_seq: u64,
     leaving: bool,
     /// Departures known, most recent first.
@@ -269,6 +276,7 @@ impl Membership {
             runtime: AccumulatingRuntime::new(),
             events: VecDeque::new(),
             roster_changed: true,
+            turn_undead: BTreeMap::new(),
             status_seq: 0,
             leaving: false,
             departed: VecDeque::new(),
@@ -483,6 +491,17 @@ impl Membership {
 
     /// A datagram from another member.
     pub fn handle_data(&mut self, data: &[u8], now: Millis) -> Result<(), MembershipError> {
+        if let Ok(header) = foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, data)
+            && header.message == foca::Message::TurnUndead
+        {
+            let last = self.turn_undead.get(&header.src.name).copied();
+            if last.is_some_and(|at| now.0 < at.0 + TURN_UNDEAD_EVERY_MS) {
+                return Ok(());
+            }
+            self.turn_undead
+                .retain(|_, at| now.0 < at.0 + TURN_UNDEAD_EVERY_MS);
+            self.turn_undead.insert(header.src.name.clone(), now);
+        }
         let result = self.swim.handle_data(data, &mut self.runtime);
         self.sync(now);
         result.map_err(MembershipError::from)
