@@ -1176,6 +1176,11 @@ impl Sim {
         self.drain_coordinator(i);
         self.nodes[i].ticks += 1;
         if self.nodes[i].ticks.is_multiple_of(PROBE_MS / TICK_MS) {
+            let live = self.live_peers(i);
+            let now = self.reading(i);
+            self.nodes[i]
+                .skew
+                .confirm(live.iter().map(String::as_str), now, MAX_OFFSET_MS);
             let sent_us = self.wall(i) * 1000;
             for name in self.live_peers(i) {
                 let j = self.index_of(&name).expect("a member");
@@ -2093,7 +2098,10 @@ impl Sim {
                     && at >= op.issued_ms
                     && at <= op.issued_ms + 2 * REPLICA_TIMEOUT_MS
             });
-            if crashed_in_flight {
+            // A coordinator that stepped aside for a second process under its name
+            // keeps its hints until it takes the name back (its view is frozen
+            // meanwhile): they are late, not lost, and convergence checks them.
+            if crashed_in_flight || self.nodes[coordinator].stepped_aside {
                 continue;
             }
             for replica in placement.replicas(partition_of(&op.key, self.settings.partitions)) {

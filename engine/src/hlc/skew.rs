@@ -135,6 +135,13 @@ pub enum Verdict {
         /// node is behind).
         cluster_offset_us: i64,
     },
+    /// No majority to compare with (alone, or one peer), and this node's wall clock has
+    /// moved against its monotonic clock by more than the bound since a majority last
+    /// confirmed it: it was stepped, and nobody can say it is right.
+    Stepped {
+        /// How far it moved, microseconds (positive: ahead).
+        moved_us: i64,
+    },
 }
 
 impl Verdict {
@@ -144,7 +151,7 @@ impl Verdict {
             Verdict::InStep { cluster_offset_us } | Verdict::Outlier { cluster_offset_us } => {
                 Some(cluster_offset_us / 1000)
             }
-            Verdict::Alone | Verdict::Unmeasured { .. } => None,
+            Verdict::Alone | Verdict::Unmeasured { .. } | Verdict::Stepped { .. } => None,
         }
     }
 
@@ -155,6 +162,13 @@ impl Verdict {
             Verdict::Unmeasured { measured, needed } => {
                 return Some(format!(
                     "this node has not compared its clock with the cluster yet ({measured} of the {needed} live members it needs answered its clock probes); it coordinates no writes until it has, and still serves reads and replication"
+                ));
+            }
+            Verdict::Stepped { moved_us } => {
+                return Some(format!(
+                    "this node's clock moved {} {} since a majority of the cluster last confirmed it, and no majority is reachable to compare with (the limit is {max_offset_ms} ms); it coordinates no writes until one is, and still serves reads and replication",
+                    describe_us(moved_us.unsigned_abs()),
+                    if moved_us > 0 { "ahead" } else { "back" }
                 ));
             }
             Verdict::Alone | Verdict::InStep { .. } => return None,
@@ -188,6 +202,9 @@ pub struct SkewBook {
     peers: HashMap<String, VecDeque<Sample>>,
     /// Since when (monotonic µs) each peer has left a probe unanswered.
     unanswered: HashMap<String, u64>,
+    /// The cluster's frame (its median clock minus this node's monotonic clock) when a
+    /// majority last confirmed this node's clock.
+    trusted_frame_us: Option<i64>,
 }
 
 impl SkewBook {
@@ -273,6 +290,50 @@ impl SkewBook {
         now: Reading,
         max_offset_ms: u64,
     ) -> Verdict {
+        let (verdict, voters) = self.assess(live, now, max_offset_ms);
+        let unconfirmed = match verdict {
+            Verdict::Alone => Some(0),
+            Verdict::InStep { cluster_offset_us } if voters < 3 => Some(cluster_offset_us),
+            _ => None,
+        };
+        if let (Some(offset_us), Some(trusted)) = (unconfirmed, self.trusted_frame_us) {
+            let moved_us = clamp(
+                i128::from(now.frame_us()) + i128::from(offset_us) - i128::from(trusted),
+            );
+            if moved_us.unsigned_abs() > max_offset_ms.saturating_mul(1000) {
+                return Verdict::Stepped { moved_us };
+            }
+        }
+        verdict
+    }
+
+    /// Remembers the cluster's frame when a majority (this node and at least two
+    /// peers) finds this node's clock in step: the reference for a later time with no
+    /// majority to compare with. Called after each round of probes.
+    pub fn confirm<'a>(
+        &mut self,
+        live: impl IntoIterator<Item = &'a str>,
+        now: Reading,
+        max_offset_ms: u64,
+    ) {
+        if let (Verdict::InStep { cluster_offset_us }, voters) =
+            self.assess(live, now, max_offset_ms)
+            && voters >= 3
+        {
+            self.trusted_frame_us = Some(clamp(
+                i128::from(now.frame_us()) + i128::from(cluster_offset_us),
+            ));
+        }
+    }
+
+    /// The verdict from the samples alone, and how many clocks voted (this node's
+    /// included).
+    fn assess<'a>(
+        &self,
+        live: impl IntoIterator<Item = &'a str>,
+        now: Reading,
+        max_offset_ms: u64,
+    ) -> (Verdict, usize) {
         let mut peers = 0;
         // This node's own clock is one vote: offset 0.
         let mut offsets = vec![0i64];
@@ -284,20 +345,22 @@ impl SkewBook {
             }
             peers += 1;
         }
+        let voters = offsets.len();
         if peers == 0 {
-            return Verdict::Alone;
+            return (Verdict::Alone, voters);
         }
-        let measured = offsets.len() - 1;
+        let measured = voters - 1;
         let needed = peers / 2 + 1;
         if measured < needed {
-            return Verdict::Unmeasured { measured, needed };
+            return (Verdict::Unmeasured { measured, needed }, voters);
         }
         let cluster_offset_us = median_toward_zero(&mut offsets);
-        if cluster_offset_us.unsigned_abs() > max_offset_ms.saturating_mul(1000) {
+        let verdict = if cluster_offset_us.unsigned_abs() > max_offset_ms.saturating_mul(1000) {
             Verdict::Outlier { cluster_offset_us }
         } else {
             Verdict::InStep { cluster_offset_us }
-        }
+        };
+        (verdict, voters)
     }
 }
 
@@ -408,6 +471,28 @@ mod tests {
                 cluster_offset_us: -60_000_000
             }
         );
+    }
+
+    #[test]
+    fn a_step_with_no_majority_to_compare_with_stops_writes() {
+        let mut book = SkewBook::new();
+        for peer in ["n2", "n3"] {
+            book.record(peer, probe(100, 100, 0), 0);
+        }
+        book.confirm(["n2", "n3"], at(0), 500);
+        // Cut off from both, its clock is then set a minute ahead.
+        let stepped = Reading {
+            mono_us: 40_000_000,
+            wall_us: BASE_US + 40_000_000 + 60_000_000,
+        };
+        let verdict = book.verdict([], stepped, 500);
+        assert!(
+            matches!(verdict, Verdict::Stepped { moved_us } if moved_us > 59_000_000),
+            "{verdict:?}"
+        );
+        assert!(verdict.refusal(500).unwrap().contains("moved 60.0 s ahead"));
+        // Unstepped, alone is fine.
+        assert_eq!(book.verdict([], at(40_000_000), 500), Verdict::Alone);
     }
 
     #[test]

@@ -28,16 +28,21 @@ impl Shared {
         }
     }
 
-    /// Whether this node's clock agrees with the live members' clocks.
-    pub(crate) fn clock_verdict(&self) -> Verdict {
-        let view = self.view();
-        let live = view
+    /// The other members alive in this node's view.
+    fn live_peers(&self) -> Vec<String> {
+        self.view()
             .members
             .iter()
             .filter(|m| m.id.name != self.me.name && m.state.is_live())
-            .map(|m| m.id.name.as_str());
+            .map(|m| m.id.name.clone())
+            .collect()
+    }
+
+    /// Whether this node's clock agrees with the live members' clocks.
+    pub(crate) fn clock_verdict(&self) -> Verdict {
+        let live = self.live_peers();
         self.skew.lock().expect("skew lock").verdict(
-            live,
+            live.iter().map(String::as_str),
             self.reading(),
             self.config.max_clock_offset_ms,
         )
@@ -153,6 +158,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             lives.insert(name.clone(), member.id.clone());
         }
         probe_all(&shared).await;
+        let live = shared.live_peers();
+        shared.skew.lock().expect("skew lock").confirm(
+            live.iter().map(String::as_str),
+            shared.reading(),
+            shared.config.max_clock_offset_ms,
+        );
         let verdict = shared.clock_verdict();
         let refusal = verdict.refusal(shared.config.max_clock_offset_ms);
         let outlier = matches!(verdict, Verdict::Outlier { .. });
