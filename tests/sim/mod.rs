@@ -837,9 +837,20 @@ impl Sim {
             self.nodes[i].stepped_aside = true;
         }
         if consult {
-            // As the node does: ask a live member for its view of the cluster.
-            let seed = (0..self.nodes.len())
-                .find(|&j| j != i && self.nodes[j].up && self.nodes[j].membership.is_some());
+            // As the node does: ask a live member for its view of the cluster, the one
+            // that said this node is down when there is one.
+            let told = self.nodes[i]
+                .membership
+                .as_ref()
+                .and_then(|m| m.consult_whom())
+                .and_then(|name| self.index_of(name));
+            let seed = told
+                .filter(|&j| self.nodes[j].up && self.nodes[j].membership.is_some())
+                .or_else(|| {
+                    (0..self.nodes.len()).find(|&j| {
+                        j != i && self.nodes[j].up && self.nodes[j].membership.is_some()
+                    })
+                });
             if let Some(j) = seed {
                 let members = self.nodes[j].membership.as_ref().unwrap().seed_members();
                 let now = Millis(self.now);

@@ -212,6 +212,9 @@ pub struct Membership {
     /// hold each other down answer each such notice with another, for ever (and a
     /// duplicated datagram doubles the exchange): one a second per sender is enough.
     turn_undead: BTreeMap<String, Millis>,
+    /// The member that last said this node is down: the one to ask for its view (it
+    /// may be the only one holding the later life of this name that keeps this one out).
+    told_down_by: Option<String>,
     status_seq: u64,
     leaving: bool,
     /// Departures known, most recent first.
@@ -277,6 +280,7 @@ impl Membership {
             events: VecDeque::new(),
             roster_changed: true,
             turn_undead: BTreeMap::new(),
+            told_down_by: None,
             status_seq: 0,
             leaving: false,
             departed: VecDeque::new(),
@@ -501,6 +505,7 @@ impl Membership {
             self.turn_undead
                 .retain(|_, at| now.0 < at.0 + TURN_UNDEAD_EVERY_MS);
             self.turn_undead.insert(header.src.name.clone(), now);
+            self.told_down_by = Some(header.src.name.clone());
         }
         let result = self.swim.handle_data(data, &mut self.runtime);
         self.sync(now);
@@ -615,6 +620,12 @@ impl Membership {
         }
         self.step_aside_if_superseded(now);
         self.sync(now);
+    }
+
+    /// Whom to ask for a view on [`MembershipEvent::ConsultSeed`]: the member that
+    /// last said this node is down, if any.
+    pub fn consult_whom(&self) -> Option<&str> {
+        self.told_down_by.as_deref()
     }
 
     /// The later life of this node's name this process stepped aside for, if any.

@@ -474,7 +474,7 @@ fn flush(
             _ => {}
         }
         if matches!(event, MembershipEvent::ConsultSeed) {
-            consult_seed(shared);
+            consult_seed(shared, m.consult_whom().map(str::to_string));
         }
         if let MembershipEvent::Died(id) = &event {
             // Whatever comes back (the same process after a pause, or a new one) is
@@ -556,14 +556,17 @@ fn flush(
 
 /// Asks a live member for its view of the cluster and hands it to membership: a node
 /// that keeps being declared dead learns whether another process holds its name.
-fn consult_seed(shared: &Arc<Shared>) {
+fn consult_seed(shared: &Arc<Shared>, told_by: Option<String>) {
     let view = shared.view();
-    let Some(seed) = view
-        .members
-        .iter()
-        .find(|m| m.id.name != shared.me.name && m.state.is_live())
-        .map(|m| m.id.clone())
-    else {
+    // The member that said this node is down first: it may be the only one holding
+    // the later life of this name that keeps this one out.
+    let told = told_by.and_then(|name| view.member(&name).map(|m| m.id.clone()));
+    let Some(seed) = told.or_else(|| {
+        view.members
+            .iter()
+            .find(|m| m.id.name != shared.me.name && m.state.is_live())
+            .map(|m| m.id.clone())
+    }) else {
         return;
     };
     let shared2 = shared.clone();
