@@ -297,9 +297,8 @@ impl SkewBook {
             _ => None,
         };
         if let (Some(offset_us), Some(trusted)) = (unconfirmed, self.trusted_frame_us) {
-            let moved_us = clamp(
-                i128::from(now.frame_us()) + i128::from(offset_us) - i128::from(trusted),
-            );
+            let moved_us =
+                clamp(i128::from(now.frame_us()) + i128::from(offset_us) - i128::from(trusted));
             if moved_us.unsigned_abs() > max_offset_ms.saturating_mul(1000) {
                 return Verdict::Stepped { moved_us };
             }
