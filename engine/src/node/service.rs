@@ -433,6 +433,7 @@ impl Shared {
                     swim_incarnation: m.swim_incarnation,
                     hlc: None,
                     clock_skew_ms: None,
+                    clock_skew_us: None,
                     report_age_ms: None,
                     partitions_held: held,
                     records: None,
@@ -449,6 +450,7 @@ impl Shared {
                     let oldest = backlog.iter().map(|b| b.oldest_ms).filter(|&t| t > 0).min();
                     status.hlc = Some(self.clock.lock().expect("clock lock").read(now_wall));
                     status.clock_skew_ms = Some(0);
+                    status.clock_skew_us = Some(0);
                     status.report_age_ms = Some(0);
                     status.records = self.store.len().ok();
                     status.hints = backlog.iter().map(|b| b.count).sum();
@@ -459,7 +461,9 @@ impl Shared {
                 } else if let Some(report) = &m.status {
                     let age_ms = now.0.saturating_sub(m.status_at.0);
                     status.hlc = Some(report.hlc);
-                    status.clock_skew_ms = skew.offset(name, reading).map(|o| o.offset_us / 1000);
+                    let offset = skew.offset(name, reading);
+                    status.clock_skew_us = offset.map(|o| o.offset_us);
+                    status.clock_skew_ms = offset.map(|o| o.offset_us / 1000);
                     status.report_age_ms = Some(age_ms);
                     status.records = Some(report.records);
                     status.hints = report.hints;

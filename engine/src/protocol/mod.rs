@@ -366,6 +366,8 @@ pub struct MemberStatus {
     /// Its wall clock minus the answering node's, milliseconds, as the answering node's
     /// probes measure it (half the round trip taken out).
     pub clock_skew_ms: Option<i64>,
+    /// The same, microseconds.
+    pub clock_skew_us: Option<i64>,
     /// Age of its last report, milliseconds.
     pub report_age_ms: Option<u64>,
     /// Partitions it holds in the answering node's placement view.
