@@ -4,66 +4,15 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::{
-    ServeProcess, TestCerts, cli, eventually_async, replica_record, stderr, stdout, vergent,
+    ServeProcess, TestCerts, cli, eventually_async, member, replica_record, settled, status,
+    stderr, stdout, vergent,
 };
 
 const NAMES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
-
-fn status(certs: &TestCerts, node: SocketAddr) -> Option<serde_json::Value> {
-    let out = cli(
-        certs.path(),
-        node,
-        &["status", "--json", "--timeout-ms", "3000"],
-    );
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
-}
-
-fn member<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == name)
-        .unwrap_or(&serde_json::Value::Null)
-}
-
-/// Every process sees `alive` alive, all agree on placement, and no member is still
-/// filling its partitions.
-fn agree(certs: &TestCerts, nodes: &[&ServeProcess], alive: &[&str]) -> bool {
-    let mut digests = std::collections::BTreeSet::new();
-    for node in nodes {
-        let Some(status) = status(certs, node.addr) else {
-            return false;
-        };
-        if status["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["partitions_filling"].as_u64() != Some(0))
-        {
-            return false;
-        }
-        let seen: Vec<&str> = status["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["state"] == "alive")
-            .map(|m| m["name"].as_str().unwrap())
-            .collect();
-        if seen != alive {
-            return false;
-        }
-        digests.insert(status["placement_digest"].as_str().unwrap().to_string());
-    }
-    digests.len() == 1
-}
 
 fn start(certs: &TestCerts, dir: &std::path::Path, names: &[&str]) -> Vec<ServeProcess> {
     let mut nodes: Vec<ServeProcess> = Vec::new();
@@ -83,8 +32,13 @@ fn start(certs: &TestCerts, dir: &std::path::Path, names: &[&str]) -> Vec<ServeP
     nodes
 }
 
-async fn wait_agree(certs: &TestCerts, nodes: &[&ServeProcess], alive: &[&str], timeout: Duration) {
-    let agreed = eventually_async(timeout, || async { agree(certs, nodes, alive) }).await;
+async fn wait_settled(
+    certs: &TestCerts,
+    nodes: &[&ServeProcess],
+    alive: &[&str],
+    timeout: Duration,
+) {
+    let agreed = eventually_async(timeout, || async { settled(certs, nodes, alive) }).await;
     assert!(agreed, "processes did not agree on {alive:?}");
 }
 
@@ -94,7 +48,7 @@ async fn replicate_at_quorum(size: usize) {
     let data = tempfile::tempdir().unwrap();
     let nodes = start(&certs, data.path(), names);
     let refs: Vec<&ServeProcess> = nodes.iter().collect();
-    wait_agree(&certs, &refs, names, Duration::from_secs(30)).await;
+    wait_settled(&certs, &refs, names, Duration::from_secs(30)).await;
 
     let put = cli(
         certs.path(),
@@ -160,7 +114,7 @@ async fn a_killed_process_is_declared_dead_gets_hints_and_catches_up_after_resta
     let mut nodes = start(&certs, data.path(), &NAMES[..3]);
     {
         let refs: Vec<&ServeProcess> = nodes.iter().collect();
-        wait_agree(&certs, &refs, &NAMES[..3], Duration::from_secs(30)).await;
+        wait_settled(&certs, &refs, &NAMES[..3], Duration::from_secs(30)).await;
     }
     nodes[2].kill();
     let killed = Instant::now();
@@ -213,7 +167,7 @@ async fn a_killed_process_is_declared_dead_gets_hints_and_catches_up_after_resta
     nodes[2] = n3;
     {
         let refs: Vec<&ServeProcess> = nodes.iter().collect();
-        wait_agree(&certs, &refs, &NAMES[..3], Duration::from_secs(30)).await;
+        wait_settled(&certs, &refs, &NAMES[..3], Duration::from_secs(30)).await;
     }
     eprintln!(
         "restarted n3 alive everywhere after {:?}",
@@ -246,7 +200,7 @@ async fn watch_shows_replication_live_and_leave_takes_a_node_out() {
     let mut nodes = start(&certs, data.path(), &NAMES[..3]);
     {
         let refs: Vec<&ServeProcess> = nodes.iter().collect();
-        wait_agree(&certs, &refs, &NAMES[..3], Duration::from_secs(30)).await;
+        wait_settled(&certs, &refs, &NAMES[..3], Duration::from_secs(30)).await;
     }
     let mut watch = vergent()
         .args([
@@ -357,7 +311,7 @@ async fn bench_spreads_its_clients_over_the_cluster_and_reports_as_json() {
     let data = tempfile::tempdir().unwrap();
     let nodes = start(&certs, data.path(), names);
     let refs: Vec<&ServeProcess> = nodes.iter().collect();
-    wait_agree(&certs, &refs, names, Duration::from_secs(30)).await;
+    wait_settled(&certs, &refs, names, Duration::from_secs(30)).await;
 
     let spread: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
     let bench = |extra: &[&str]| {

@@ -236,10 +236,7 @@ async fn apply_received(shared: &Arc<Shared>, entries: Vec<Entry>) -> Result<u32
                 |e| match clock.observe_against(e.record.version.hlc, now, cluster_ms) {
                     Ok(_) => true,
                     Err(err) => {
-                        shared
-                            .clock_refusals
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!("anti-entropy entry refused: {err}");
+                        shared.clock_refused("anti-entropy entry", &err);
                         false
                     }
                 },

@@ -58,6 +58,14 @@ impl Shared {
         }
     }
 
+    /// Counts and logs a version refused for coming from too far ahead (`what`: where it
+    /// came from).
+    pub(crate) fn clock_refused(&self, what: &str, err: &crate::hlc::ClockError) {
+        self.clock_refusals
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!("{what} refused: {err}");
+    }
+
     /// Why this node may not coordinate a write now, if it may not: its clock is off
     /// the cluster's by more than the bound, or it cannot tell. A node that has not
     /// compared its clock with a majority of the live members yet (just started) probes

@@ -210,10 +210,7 @@ fn from_the_future(shared: &Shared, entry: &Entry) -> bool {
     match clock.check(entry.record.version.hlc, cluster_ms) {
         Ok(()) => false,
         Err(err) => {
-            shared
-                .clock_refusals
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!("read repair left out: {err}");
+            shared.clock_refused("read repair", &err);
             true
         }
     }

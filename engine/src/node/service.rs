@@ -249,8 +249,7 @@ impl Shared {
             let now = system_wall_ms();
             for entry in &entries {
                 if let Err(err) = clock.observe_against(entry.record.version.hlc, now, cluster_ms) {
-                    self.clock_refusals.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("{err}");
+                    self.clock_refused("replicated entry", &err);
                     return Err(ErrorReply::new(ErrorCode::ClockOffset, err.to_string()));
                 }
             }

@@ -234,9 +234,19 @@ impl super::Store {
     /// clock reads less (it stepped back, or the last start ran on a clock that was
     /// ahead), so every start's identity sorts above every earlier one.
     pub fn next_start_epoch(&self, wall_ms: u64) -> Result<u64, StoreError> {
+        self.update_start_epoch(|last| wall_ms.max(last.saturating_add(1)))
+    }
+
+    /// Raises the stored start epoch to at least `epoch` (a seed knew an earlier life of
+    /// this name with a later epoch: a wiped disk lost the count).
+    pub fn raise_start_epoch(&self, epoch: u64) -> Result<(), StoreError> {
+        self.update_start_epoch(|last| last.max(epoch)).map(|_| ())
+    }
+
+    fn update_start_epoch(&self, next: impl FnOnce(u64) -> u64) -> Result<u64, StoreError> {
         let mut wtxn = self.tables.write_txn()?;
         let last = get_u64(&self.tables.meta, &wtxn, START_EPOCH)?.unwrap_or(0);
-        let next = wall_ms.max(last.saturating_add(1));
+        let next = next(last);
         self.tables
             .meta
             .put(&mut wtxn, START_EPOCH, &next.to_be_bytes())
@@ -244,22 +254,6 @@ impl super::Store {
         wtxn.commit()
             .map_err(StoreError::lmdb("writing the start epoch"))?;
         Ok(next)
-    }
-
-    /// Raises the stored start epoch to at least `epoch` (a seed knew an earlier life of
-    /// this name with a later epoch: a wiped disk lost the count).
-    pub fn raise_start_epoch(&self, epoch: u64) -> Result<(), StoreError> {
-        let mut wtxn = self.tables.write_txn()?;
-        let last = get_u64(&self.tables.meta, &wtxn, START_EPOCH)?.unwrap_or(0);
-        if epoch > last {
-            self.tables
-                .meta
-                .put(&mut wtxn, START_EPOCH, &epoch.to_be_bytes())
-                .map_err(StoreError::lmdb("writing the start epoch"))?;
-        }
-        wtxn.commit()
-            .map_err(StoreError::lmdb("writing the start epoch"))?;
-        Ok(())
     }
 
     /// This node's placement token, when it replaced another member.
