@@ -195,6 +195,19 @@ fn acknowledged_writes_survive_real_partitions() {
     .join();
     drop(ns);
     if let Err(panic) = outcome {
+        // What each node logged is the only record of why; the directory goes with the
+        // test.
+        for name in NAMES {
+            let log = std::fs::read_to_string(dir.path().join(name).with_extension("log"))
+                .unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!(
+                "--- {name}: last {} lines of its log\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
         std::panic::resume_unwind(panic);
     }
 }

@@ -14,6 +14,7 @@
 //! what changed ([`Membership::poll_event`]).
 
 mod identity;
+mod lives;
 mod status;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -129,6 +130,10 @@ pub enum MembershipEvent {
     /// takes its name back under an identity that supersedes it. It missed the writes
     /// that went to the other process, so it refills before it counts.
     NameTakenBack(MemberId),
+    /// This node heard from a member it had declared dead while it was itself cut off
+    /// from the majority (named): the cut has healed, and it counts those members alive
+    /// again rather than telling them they are down.
+    BackFromMinority(String),
 }
 
 /// Renewals allowed at once within [`RENEWAL_WINDOW_MS`]; past them each waits twice as
@@ -230,6 +235,16 @@ pub struct Membership {
     rival: Option<(MemberId, bool)>,
     /// This life is ending (graceful shutdown): no renewal.
     going_down: bool,
+    /// Since when this node sees no more than half the members it counts as live.
+    minority_since: Option<Millis>,
+    /// When SWIM last started afresh on hearing from a member lost to a minority.
+    revived_at: Option<Millis>,
+    /// When a datagram from another member last arrived.
+    heard_at: Option<Millis>,
+    /// When the last silence (no datagram for two probe periods) ended.
+    quiet_ended: Option<Millis>,
+    /// Suspicions held open while this node doubts itself, and since when.
+    held: std::collections::HashMap<MemberId, Millis>,
 }
 
 impl Membership {
@@ -289,6 +304,11 @@ impl Membership {
             stepped_aside: None,
             rival: None,
             going_down: false,
+            minority_since: None,
+            revived_at: None,
+            heard_at: None,
+            quiet_ended: None,
+            held: std::collections::HashMap::new(),
         }
     }
 
@@ -495,17 +515,21 @@ impl Membership {
 
     /// A datagram from another member.
     pub fn handle_data(&mut self, data: &[u8], now: Millis) -> Result<(), MembershipError> {
-        if let Ok(header) = foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, data)
-            && header.message == foca::Message::TurnUndead
-        {
-            let last = self.turn_undead.get(&header.src.name).copied();
-            if last.is_some_and(|at| now.0 < at.0 + TURN_UNDEAD_EVERY_MS) {
-                return Ok(());
+        if let Ok(header) = foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, data) {
+            if header.message == foca::Message::TurnUndead {
+                let last = self.turn_undead.get(&header.src.name).copied();
+                if last.is_some_and(|at| now.0 < at.0 + TURN_UNDEAD_EVERY_MS) {
+                    return Ok(());
+                }
+                self.turn_undead
+                    .retain(|_, at| now.0 < at.0 + TURN_UNDEAD_EVERY_MS);
+                self.turn_undead.insert(header.src.name.clone(), now);
+                self.told_down_by = Some(header.src.name.clone());
             }
-            self.turn_undead
-                .retain(|_, at| now.0 < at.0 + TURN_UNDEAD_EVERY_MS);
-            self.turn_undead.insert(header.src.name.clone(), now);
-            self.told_down_by = Some(header.src.name.clone());
+            if header.src.name != self.me.name {
+                self.heard(now);
+            }
+            self.revive_if_lost(&header.src, now);
         }
         let result = self.swim.handle_data(data, &mut self.runtime);
         self.sync(now);
@@ -515,6 +539,10 @@ impl Membership {
     /// A timer this membership asked for has fired.
     pub fn handle_timer(&mut self, timer: SwimTimer, now: Millis) {
         if timer.generation != self.generation {
+            return;
+        }
+        if self.hold_suspicion(&timer.timer, now) {
+            self.sync(now);
             return;
         }
         if let Err(err) = self.swim.handle_timer(timer.timer, &mut self.runtime) {
@@ -631,120 +659,6 @@ impl Membership {
     /// The later life of this node's name this process stepped aside for, if any.
     pub fn stepped_aside(&self) -> Option<&MemberId> {
         self.stepped_aside.as_ref().map(|(id, _)| id)
-    }
-
-    /// Declared dead while alive: comes back under the next incarnation, at once the
-    /// first few times, then after a growing wait.
-    fn schedule_renewal(&mut self, now: Millis) {
-        if self.leaving || self.going_down || self.stepped_aside.is_some() {
-            return;
-        }
-        if self.step_aside_if_superseded(now) {
-            return;
-        }
-        while self
-            .renewals
-            .front()
-            .is_some_and(|t| t.0 + RENEWAL_WINDOW_MS < now.0)
-        {
-            self.renewals.pop_front();
-        }
-        let recent = self.renewals.len();
-        if recent >= 1 {
-            // Declared dead again soon after a renewal: what another process under this
-            // name looks like from here, since the cluster then talks only to it.
-            self.events.push_back(MembershipEvent::ConsultSeed);
-        }
-        if recent < RENEWALS_FREE {
-            self.renew(now);
-            return;
-        }
-        if self.renew_at.is_none() {
-            let doublings = (recent - RENEWALS_FREE).min(16) as u32;
-            let delay = (1000u64 << doublings).min(RENEWAL_DELAY_MAX_MS);
-            self.renew_at = Some(now.plus(delay));
-            self.events.push_back(MembershipEvent::RejoinDelayed(delay));
-        }
-    }
-
-    /// Comes back under the next incarnation, in a SWIM instance of its own. A node
-    /// that was declared dead was most likely the one cut off, so what it suspected
-    /// meanwhile is stale: the new instance starts from the roster with every member it
-    /// knows live counted alive, and finds out afresh. (Renewing in place would keep
-    /// those suspicions with their timers cancelled: a member suspected just before
-    /// the renewal would stay suspect here for good, since its probes succeed and it
-    /// never hears it was suspected.)
-    /// Another process's identity of this node's name: newer than what was known, or
-    /// the same one with the cluster's word on whether it is live (`None`: no word,
-    /// taken as live).
-    fn learn_rival(&mut self, id: MemberId, live: Option<bool>) {
-        match &mut self.rival {
-            Some((known, known_live)) if *known == id => {
-                if let Some(live) = live {
-                    *known_live = live;
-                }
-            }
-            Some((known, _)) if !id.supersedes(known) => {}
-            _ => self.rival = Some((id, live.unwrap_or(true))),
-        }
-    }
-
-    /// Steps aside when another process holds a later life of this node's name.
-    fn step_aside_if_superseded(&mut self, now: Millis) -> bool {
-        if self.stepped_aside.is_some() || self.leaving || self.going_down {
-            return false;
-        }
-        let Some((later, live)) = self.rival.clone().filter(|(r, _)| r.supersedes(&self.me)) else {
-            return false;
-        };
-        if !live {
-            // The other process is gone: take the name back at once.
-            self.me = MemberId {
-                epoch_ms: later.epoch_ms.max(self.me.epoch_ms),
-                incarnation: later.incarnation.max(self.me.incarnation),
-                ..self.me.clone()
-            };
-            self.events.push_back(MembershipEvent::NameTakenBack(later));
-            self.renew(now);
-            return false;
-        }
-        self.stepped_aside = Some((later.clone(), now));
-        self.renew_at = None;
-        self.events.push_back(MembershipEvent::SteppedAside(later));
-        true
-    }
-
-    fn renew(&mut self, _now: Millis) {
-        let renewed = self.me.renewed();
-        while self.runtime.to_send().is_some() {}
-        while self.runtime.to_schedule().is_some() {}
-        while self.runtime.to_notify().is_some() {}
-        self.generation = self.generation.wrapping_add(1);
-        let rng = SmallRng::seed_from_u64(
-            self.seed ^ u64::from(self.generation).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
-        self.swim = Foca::with_custom_broadcast(
-            renewed.clone(),
-            self.swim_config.clone(),
-            rng,
-            PostcardCodec,
-            StatusHandler::new(self.book.clone()),
-        );
-        let known: Vec<Member<MemberId>> = self
-            .roster
-            .values()
-            .filter(|m| m.id.name != renewed.name && m.state != MemberState::Left)
-            .map(|m| match m.state {
-                MemberState::Dead => Member::down(m.id.clone()),
-                _ => Member::new(m.id.clone(), m.swim_incarnation, State::Alive),
-            })
-            .collect();
-        let _ = self
-            .swim
-            .apply_many(known.into_iter(), false, &mut self.runtime);
-        self.me = renewed.clone();
-        self.renewals.push_back(_now);
-        self.events.push_back(MembershipEvent::RejoinedAs(renewed));
     }
 
     /// Whether this node is leaving.
@@ -900,6 +814,8 @@ impl Membership {
             }
             self.update(id, state, swim_incarnation, status, now);
         }
+        drop(book);
+        self.track_minority(now);
     }
 
     fn update(
