@@ -143,6 +143,38 @@ async fn until(
     }
 }
 
+/// Waits until every node's view of every member's state and incarnation has held
+/// still for `quiet`.
+async fn settled_incarnations(certs: &TestCerts, quiet: Duration, timeout: Duration) {
+    let started = Instant::now();
+    let mut last: Option<Vec<String>> = None;
+    let mut since = Instant::now();
+    loop {
+        let mut views = Vec::new();
+        for o in 0..NAMES.len() {
+            let view = status(certs, o).await.map_or("no status".to_string(), |s| {
+                s.members
+                    .iter()
+                    .map(|m| format!("{}={}#{}", m.name, m.state, m.incarnation))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+            views.push(view);
+        }
+        if last.as_ref() != Some(&views) {
+            last = Some(views);
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "membership did not settle within {timeout:?}: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Every observer sees every member of `alive` alive.
 fn sees_alive(alive: &[usize]) -> impl Fn(usize, &ClusterStatus) -> bool + '_ {
     move |_, s| alive.iter().all(|&i| state_of(s, NAMES[i]) == "alive")
@@ -304,6 +336,9 @@ async fn scenario(ns: Arc<NetNs>, certs: Arc<TestCerts>, data: std::path::PathBu
     )
     .await;
     heal_times.push(("majority/minority".into(), healed));
+    // Both sides declared the other dead, so members renew for a while after the heal;
+    // the next phase judges its own heal, so it starts once every view has held still.
+    settled_incarnations(&certs, Duration::from_secs(5), Duration::from_secs(40)).await;
 
     // One node isolated; on healing, nobody that was not cut is ever called dead.
     ns.cut(&ips(&[4]), &ips(&[0, 1, 2, 3]));

@@ -130,10 +130,6 @@ pub enum MembershipEvent {
     /// takes its name back under an identity that supersedes it. It missed the writes
     /// that went to the other process, so it refills before it counts.
     NameTakenBack(MemberId),
-    /// This node heard from a member it had declared dead while it was itself cut off
-    /// from the majority (named): the cut has healed, and it counts those members alive
-    /// again rather than telling them they are down.
-    BackFromMinority(String),
 }
 
 /// Renewals allowed at once within [`RENEWAL_WINDOW_MS`]; past them each waits twice as
@@ -235,16 +231,6 @@ pub struct Membership {
     rival: Option<(MemberId, bool)>,
     /// This life is ending (graceful shutdown): no renewal.
     going_down: bool,
-    /// Since when this node sees no more than half the members it counts as live.
-    minority_since: Option<Millis>,
-    /// When SWIM last started afresh on hearing from a member lost to a minority.
-    revived_at: Option<Millis>,
-    /// When a datagram from another member last arrived.
-    heard_at: Option<Millis>,
-    /// When the last silence (no datagram for two probe periods) ended.
-    quiet_ended: Option<Millis>,
-    /// Suspicions held open while this node doubts itself, and since when.
-    held: std::collections::HashMap<MemberId, Millis>,
 }
 
 impl Membership {
@@ -304,11 +290,6 @@ impl Membership {
             stepped_aside: None,
             rival: None,
             going_down: false,
-            minority_since: None,
-            revived_at: None,
-            heard_at: None,
-            quiet_ended: None,
-            held: std::collections::HashMap::new(),
         }
     }
 
@@ -515,21 +496,17 @@ impl Membership {
 
     /// A datagram from another member.
     pub fn handle_data(&mut self, data: &[u8], now: Millis) -> Result<(), MembershipError> {
-        if let Ok(header) = foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, data) {
-            if header.message == foca::Message::TurnUndead {
-                let last = self.turn_undead.get(&header.src.name).copied();
-                if last.is_some_and(|at| now.0 < at.0 + TURN_UNDEAD_EVERY_MS) {
-                    return Ok(());
-                }
-                self.turn_undead
-                    .retain(|_, at| now.0 < at.0 + TURN_UNDEAD_EVERY_MS);
-                self.turn_undead.insert(header.src.name.clone(), now);
-                self.told_down_by = Some(header.src.name.clone());
+        if let Ok(header) = foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, data)
+            && header.message == foca::Message::TurnUndead
+        {
+            let last = self.turn_undead.get(&header.src.name).copied();
+            if last.is_some_and(|at| now.0 < at.0 + TURN_UNDEAD_EVERY_MS) {
+                return Ok(());
             }
-            if header.src.name != self.me.name {
-                self.heard(now);
-            }
-            self.revive_if_lost(&header.src, now);
+            self.turn_undead
+                .retain(|_, at| now.0 < at.0 + TURN_UNDEAD_EVERY_MS);
+            self.turn_undead.insert(header.src.name.clone(), now);
+            self.told_down_by = Some(header.src.name.clone());
         }
         let result = self.swim.handle_data(data, &mut self.runtime);
         self.sync(now);
@@ -539,10 +516,6 @@ impl Membership {
     /// A timer this membership asked for has fired.
     pub fn handle_timer(&mut self, timer: SwimTimer, now: Millis) {
         if timer.generation != self.generation {
-            return;
-        }
-        if self.hold_suspicion(&timer.timer, now) {
-            self.sync(now);
             return;
         }
         if let Err(err) = self.swim.handle_timer(timer.timer, &mut self.runtime) {
@@ -814,8 +787,6 @@ impl Membership {
             }
             self.update(id, state, swim_incarnation, status, now);
         }
-        drop(book);
-        self.track_minority(now);
     }
 
     fn update(

@@ -644,10 +644,6 @@ fn log_event(event: &MembershipEvent) {
                 "declared dead again soon after rejoining; asking a member for its view"
             )
         }
-        MembershipEvent::BackFromMinority(member) => tracing::info!(
-            %member,
-            "heard from a member this node declared dead while it was cut off from the majority; counting those members alive again"
-        ),
         MembershipEvent::NameTakenBack(other) => tracing::warn!(
             other = %other.addr,
             "the other process under this node's name is gone; this one takes the name back and refills its partitions before it counts in quorums"
