@@ -72,19 +72,25 @@ impl Membership {
         };
         if !live {
             // The other process is gone: take the name back at once.
-            self.me = MemberId {
-                epoch_ms: later.epoch_ms.max(self.me.epoch_ms),
-                incarnation: later.incarnation.max(self.me.incarnation),
-                ..self.me.clone()
-            };
-            self.events.push_back(MembershipEvent::NameTakenBack(later));
-            self.renew(now);
+            self.take_name_back(later, now);
             return false;
         }
         self.stepped_aside = Some((later.clone(), now));
         self.renew_at = None;
         self.events.push_back(MembershipEvent::SteppedAside(later));
         true
+    }
+
+    /// Takes this node's name back from the later life `later` of it (gone, or waited
+    /// out): under an identity that supersedes it.
+    pub(super) fn take_name_back(&mut self, later: MemberId, now: Millis) {
+        self.me = MemberId {
+            epoch_ms: later.epoch_ms.max(self.me.epoch_ms),
+            incarnation: later.incarnation.max(self.me.incarnation),
+            ..self.me.clone()
+        };
+        self.events.push_back(MembershipEvent::NameTakenBack(later));
+        self.renew(now);
     }
 
     /// Comes back under the next incarnation, in a SWIM instance of its own.
