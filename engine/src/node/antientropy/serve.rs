@@ -1,0 +1,71 @@
+//! The responder's side of anti-entropy: a peer's exchange steps, checked, answered.
+
+use super::*;
+
+/// The responder's side: one step of a peer's exchange. The request is checked before
+/// anything is read or applied; a failure of this node's own storage is reported as
+/// such, not as the peer's fault.
+pub(crate) async fn respond(
+    shared: &Arc<Shared>,
+    request: SyncRequest,
+) -> Result<Response, ErrorReply> {
+    let limits = sync_limits(shared);
+    match request {
+        SyncRequest::Push { partition, entries } => {
+            check_push(partition, &entries, shared.settings.partitions, &limits)
+                .map_err(sync_error)?;
+            let bytes = entry_bytes(&entries);
+            shared
+                .anti_entropy
+                .limiter
+                .take(bytes, shared.config.repair_bytes_per_sec)
+                .await;
+            let horizon = purge_horizon(shared);
+            // An old tombstone is accepted only where it deletes something.
+            let mut keep = Vec::with_capacity(entries.len());
+            for entry in entries {
+                if purgeable(&entry, horizon)
+                    && shared
+                        .store
+                        .get(&entry.key)
+                        .map_err(|e| sync_error(e.into()))?
+                        .is_none()
+                {
+                    continue;
+                }
+                keep.push(entry);
+            }
+            let applied = apply_received(shared, keep).await.map_err(sync_error)?;
+            Ok(Response::Sync(SyncResponse::Pushed { applied }))
+        }
+        other => {
+            let response = crate::antientropy::respond::respond(&shared.store, &other, &limits)
+                .map_err(sync_error)?;
+            if let SyncResponse::Compared { send, .. }
+            | SyncResponse::Entries { entries: send, .. } = &response
+            {
+                let bytes = entry_bytes(send);
+                shared
+                    .anti_entropy
+                    .limiter
+                    .take(bytes, shared.config.repair_bytes_per_sec)
+                    .await;
+            }
+            Ok(Response::Sync(response))
+        }
+    }
+}
+
+/// The answer to a peer whose step failed: whose fault it was, and why.
+fn sync_error(err: SyncError) -> ErrorReply {
+    match err {
+        SyncError::Storage(err) => crate::node::service::storage_error(err),
+        SyncError::LimitExceeded { .. } | SyncError::BadEntry(_) => {
+            ErrorReply::new(ErrorCode::LimitExceeded, format!("sync: {err}"))
+        }
+        SyncError::NoSuchPartition { .. }
+        | SyncError::NoSuchNode { .. }
+        | SyncError::BadRequest(_)
+        | SyncError::Protocol(_) => ErrorReply::new(ErrorCode::BadRequest, format!("sync: {err}")),
+    }
+}
