@@ -7,6 +7,7 @@
 use crate::record::{Entry, Record};
 
 use super::StoreError;
+use super::writer::{WriteOp, WriteResult};
 
 /// Default most hints a node keeps, across all targets.
 pub const HINTS_MAX_DEFAULT: u64 = 1_000_000;
@@ -111,6 +112,120 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Hint, StoreError> {
         },
         created_ms,
     })
+}
+
+/// The hints as the node reads and keeps them.
+impl super::Store {
+    /// Keeps `hints` durably. Returns how many were stored; the rest were over
+    /// `hints_max` and dropped (anti-entropy repairs what they would have).
+    pub async fn put_hints(&self, hints: Vec<Hint>) -> Result<usize, StoreError> {
+        match self.writer.submit(WriteOp::PutHints(hints)).await? {
+            WriteResult::HintsStored(stored) => Ok(stored),
+            _ => unreachable!("the writer answers put_hints with a count"),
+        }
+    }
+
+    /// Keeps `hints` in a transaction of their own on the calling thread (tools, tests,
+    /// the simulator). Returns how many were stored.
+    pub fn put_hints_now(&self, hints: Vec<Hint>) -> Result<usize, StoreError> {
+        match self.tables.commit(&[&WriteOp::PutHints(hints)])?.pop() {
+            Some(WriteResult::HintsStored(stored)) => Ok(stored),
+            _ => unreachable!("a commit answers put_hints with a count"),
+        }
+    }
+
+    /// Deletes hints in a transaction of their own on the calling thread.
+    pub fn delete_hints_now(&self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        self.tables
+            .commit(&[&WriteOp::DeleteHints(keys)])
+            .map(|_| ())
+    }
+
+    /// Deletes delivered or expired hints by key.
+    pub async fn delete_hints(&self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        self.writer
+            .submit(WriteOp::DeleteHints(keys))
+            .await
+            .map(|_| ())
+    }
+
+    /// Up to `limit` hints for `target` (at most `bytes_max` of values), oldest first.
+    pub fn hints_for(
+        &self,
+        target: &str,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<StoredHint>, StoreError> {
+        let rtxn = self.tables.read_txn()?;
+        let prefix = target_prefix(target);
+        let iter = self
+            .tables
+            .hints
+            .prefix_iter(&rtxn, &prefix)
+            .map_err(StoreError::lmdb("reading hints"))?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in iter {
+            let (key, value) = item.map_err(StoreError::lmdb("reading hints"))?;
+            if key.len() != prefix.len() + 8 {
+                continue;
+            }
+            if !out.is_empty() && (out.len() >= limit || bytes + value.len() > bytes_max) {
+                break;
+            }
+            bytes += value.len();
+            out.push(StoredHint {
+                key: key.to_vec(),
+                hint: decode(key, value)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every target with hints waiting: count and age of the oldest.
+    pub fn hint_backlog(&self) -> Result<Vec<HintBacklog>, StoreError> {
+        let counts: Vec<(String, u64)> = {
+            let state = self.tables.hint_state.lock().expect("hint state lock");
+            state
+                .counts
+                .iter()
+                .filter(|(_, c)| **c > 0)
+                .map(|(t, c)| (t.clone(), *c))
+                .collect()
+        };
+        let rtxn = self.tables.read_txn()?;
+        let mut out = Vec::with_capacity(counts.len());
+        for (target, count) in counts {
+            let prefix = target_prefix(&target);
+            let first = self
+                .tables
+                .hints
+                .prefix_iter(&rtxn, &prefix)
+                .map_err(StoreError::lmdb("reading hints"))?
+                .next()
+                .transpose()
+                .map_err(StoreError::lmdb("reading hints"))?;
+            let oldest_ms = first
+                .and_then(|(_, v)| v.get(..8))
+                .map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+            out.push(HintBacklog {
+                target,
+                count,
+                oldest_ms,
+            });
+        }
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        Ok(out)
+    }
+
+    /// Hints dropped since start because storage was at `hints_max`.
+    pub fn hints_dropped(&self) -> u64 {
+        self.tables
+            .hint_state
+            .lock()
+            .expect("hint state lock")
+            .dropped
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,175 @@
+//! Removing data for good: tombstones past the purge horizon, partitions handed off, and
+//! what the tables weigh.
+
+use super::*;
+
+impl Tables {
+    /// Deletes `key` if its record is still the tombstone `version`.
+    pub(super) fn purge_tombstone(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        key: &[u8],
+        version: Version,
+        tree_deltas: &mut Vec<(Location, Delta)>,
+    ) -> Result<bool, StoreError> {
+        let settings = *self.settings()?;
+        let location = tree::locate(key, settings.partitions);
+        let dkey = data_key_at(location.partition, location.leaf, key);
+        let current = match self
+            .data
+            .get(wtxn, &dkey)
+            .map_err(|e| self.write_error("reading a record", e))?
+        {
+            None => return Ok(false),
+            Some(bytes) => Record::decode(bytes).map_err(StoreError::corrupt_record)?,
+        };
+        if current.version != version || current.payload != crate::record::Payload::Tombstone {
+            return Ok(false);
+        }
+        self.data
+            .delete(wtxn, &dkey)
+            .map_err(|e| self.write_error("purging a tombstone", e))?;
+        if self.maintain_tree {
+            let delta = Delta {
+                digest_removed: tree::entry_hash(&settings.tree_key, key, &current),
+                count: -1,
+                ..Delta::default()
+            };
+            self.update_leaf(wtxn, location, &delta)?;
+            tree_deltas.push((location, delta));
+        }
+        Ok(true)
+    }
+
+    /// Deletes every record and tree leaf of `partition`; returns how many records.
+    pub(super) fn drop_partition(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        partition: PartitionId,
+    ) -> Result<u64, StoreError> {
+        let prefix = partition.to_be_bytes();
+        let mut removed = 0;
+        {
+            let mut iter = self
+                .data
+                .prefix_iter_mut(wtxn, &prefix)
+                .map_err(|e| self.write_error("dropping a partition", e))?;
+            while let Some(item) = iter.next() {
+                let is_record = item
+                    .map(|(key, _)| key.len() != LEAF_KEY_BYTES)
+                    .map_err(|e| self.write_error("dropping a partition", e))?;
+                // SAFETY: no reference into the database is held across the deletion.
+                #[allow(unsafe_code)]
+                unsafe {
+                    iter.del_current()
+                        .map_err(|e| self.write_error("dropping a partition", e))?;
+                }
+                removed += u64::from(is_record);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Pages a table takes on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableSize {
+    /// Rows.
+    pub entries: u64,
+    /// Bytes of its pages (branch, leaf and overflow).
+    pub bytes: u64,
+}
+
+impl Store {
+    /// The `data` table's size, and the part of it the tree's leaf rows take (each
+    /// counted at its key, value and LMDB node header: 4 + 40 + 8 bytes).
+    pub fn table_sizes(&self) -> Result<(TableSize, TableSize), StoreError> {
+        let rtxn = self.tables.read_txn()?;
+        let stat = self
+            .tables
+            .data
+            .stat(&rtxn)
+            .map_err(StoreError::lmdb("reading table sizes"))?;
+        let data = TableSize {
+            entries: stat.entries as u64,
+            bytes: (stat.branch_pages + stat.leaf_pages + stat.overflow_pages) as u64
+                * u64::from(stat.page_size),
+        };
+        let mut leaves = 0u64;
+        for partition in 0..self.cluster().map_or(0, |c| c.partitions) {
+            leaves += self.tables.leaves(&rtxn, partition)?.len() as u64;
+        }
+        Ok((
+            data,
+            TableSize {
+                entries: leaves,
+                bytes: leaves * 52,
+            },
+        ))
+    }
+}
+
+/// Tombstone purging and partition handoff.
+impl Store {
+    /// Up to `limit` tombstones of `partition` whose HLC wall time is before `horizon_ms`.
+    pub fn tombstones_before(
+        &self,
+        partition: PartitionId,
+        horizon_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Version)>, StoreError> {
+        let rtxn = self.tables.read_txn()?;
+        let iter = self
+            .tables
+            .data
+            .prefix_iter(&rtxn, &partition.to_be_bytes())
+            .map_err(StoreError::lmdb("reading data"))?;
+        let mut out = Vec::new();
+        for item in iter {
+            let (dkey, value) = item.map_err(StoreError::lmdb("reading data"))?;
+            if dkey.len() == LEAF_KEY_BYTES {
+                continue;
+            }
+            let version = Record::decode_version(value).map_err(StoreError::corrupt_record)?;
+            if value.get(crate::record::RECORD_HEADER_BYTES - 1) == Some(&1)
+                && version.hlc.wall_ms() < horizon_ms
+            {
+                out.push((dkey[4..].to_vec(), version));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes these tombstones where they are still the keys' records; returns how many.
+    pub async fn purge(&self, tombstones: Vec<(Vec<u8>, Version)>) -> Result<u64, StoreError> {
+        match self.writer.submit(WriteOp::Purge(tombstones)).await? {
+            WriteResult::Removed(count) => Ok(count),
+            _ => unreachable!("the writer answers a purge with a count"),
+        }
+    }
+
+    /// Deletes a partition this node no longer holds; returns how many records went.
+    pub async fn drop_partition(&self, partition: PartitionId) -> Result<u64, StoreError> {
+        match self
+            .writer
+            .submit(WriteOp::DropPartition(partition))
+            .await?
+        {
+            WriteResult::Removed(count) => Ok(count),
+            _ => unreachable!("the writer answers a drop with a count"),
+        }
+    }
+
+    /// Partitions holding at least one record (tombstones included).
+    pub fn partitions_with_data(&self) -> Vec<PartitionId> {
+        let Some(settings) = self.cluster() else {
+            return Vec::new();
+        };
+        (0..settings.partitions)
+            .filter(|&p| self.tree_root(p).map(|r| r.count > 0).unwrap_or(false))
+            .collect()
+    }
+}
