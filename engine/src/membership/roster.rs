@@ -37,8 +37,16 @@ impl Membership {
         }
         if !self.leaving && !self.going_down && self.departed(&self.me.clone()) {
             // Removed while it was away (cut off, or paused past the others' patience):
-            // a later incarnation is a new member to the others, which fills before it
-            // counts.
+            // it comes back as a new member, which fills before it counts, under a life
+            // after the departed one (a departure covers every incarnation of a life).
+            let departed_life = self
+                .departed
+                .iter()
+                .filter(|d| d.name == self.me.name)
+                .map(|d| d.epoch_ms)
+                .max()
+                .unwrap_or(self.me.epoch_ms);
+            self.me.epoch_ms = self.me.epoch_ms.max(departed_life.saturating_add(1));
             self.events.push_back(MembershipEvent::RemovedWhileAway);
             self.renew(now);
         }

@@ -22,9 +22,12 @@ pub struct Departure {
 }
 
 impl Departure {
-    /// Whether this departure covers `id`: the same life or an earlier one.
+    /// Whether this departure covers `id`: the same life or an earlier one, at any
+    /// incarnation. The member that recorded the departure may not have seen the
+    /// departed node's last renewals; a member that did must drop it too, or the two
+    /// disagree on placement (the node that replaced it holds the same token).
     pub fn covers(&self, id: &MemberId) -> bool {
-        self.name == id.name && (id.epoch_ms, id.incarnation) <= (self.epoch_ms, self.incarnation)
+        self.name == id.name && id.epoch_ms <= self.epoch_ms
     }
 }
 
