@@ -16,6 +16,7 @@
 mod identity;
 mod lives;
 mod roster;
+mod silence;
 mod status;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -232,6 +233,10 @@ pub struct Membership {
     rival: Option<(MemberId, bool)>,
     /// This life is ending (graceful shutdown): no renewal.
     going_down: bool,
+    /// When a datagram from another member last arrived.
+    heard_at: Option<Millis>,
+    /// When the last silence (no datagram for two probe periods) ended.
+    silence_ended: Option<Millis>,
 }
 
 impl Membership {
@@ -291,6 +296,8 @@ impl Membership {
             stepped_aside: None,
             rival: None,
             going_down: false,
+            heard_at: None,
+            silence_ended: None,
         }
     }
 
@@ -497,7 +504,11 @@ impl Membership {
 
     /// A datagram from another member.
     pub fn handle_data(&mut self, data: &[u8], now: Millis) -> Result<(), MembershipError> {
-        if let Ok(header) = foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, data)
+        let header = foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, data).ok();
+        if header.as_ref().is_some_and(|h| h.src.name != self.me.name) {
+            self.heard(now);
+        }
+        if let Some(header) = header
             && header.message == foca::Message::TurnUndead
         {
             let last = self.turn_undead.get(&header.src.name).copied();
@@ -517,6 +528,9 @@ impl Membership {
     /// A timer this membership asked for has fired.
     pub fn handle_timer(&mut self, timer: SwimTimer, now: Millis) {
         if timer.generation != self.generation {
+            return;
+        }
+        if self.hold_suspicion(&timer.timer, now) {
             return;
         }
         if let Err(err) = self.swim.handle_timer(timer.timer, &mut self.runtime) {

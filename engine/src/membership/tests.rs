@@ -325,6 +325,77 @@ fn the_survivor_of_a_majority_crash_declares_the_crashed_dead() {
     assert_eq!(net.state("n1", "n3"), Some(MemberState::Dead));
 }
 
+/// A departure recorded against an earlier incarnation covers the node's later
+/// incarnations of the same life (the recorder may have missed a renewal), never a later
+/// life.
+#[test]
+fn a_departure_covers_every_incarnation_of_the_departed_life() {
+    let departure = Departure {
+        name: "n5".into(),
+        epoch_ms: 100,
+        incarnation: 1,
+    };
+    assert!(departure.covers(&id("n5", 1, 100)));
+    assert!(
+        departure.covers(&id("n5", 2, 100)),
+        "a renewal the recorder missed"
+    );
+    assert!(departure.covers(&id("n5", 7, 90)), "an earlier life");
+    assert!(
+        !departure.covers(&id("n5", 1, 101)),
+        "a later life is a new member"
+    );
+    assert!(!departure.covers(&id("n4", 1, 100)));
+}
+
+/// A node cut off alone for less than the suspicion timeout suspects everyone; the cut
+/// heals before those suspicions would turn into deaths, and they are held open after
+/// the silence ends, so it declares nobody dead and nobody renews.
+#[test]
+fn a_short_cut_of_one_node_leaves_every_other_member_alive_in_its_eyes() {
+    let names = ["n1", "n2", "n3", "n4", "n5"];
+    let mut net = Net::new();
+    net.start(id("n1", 1, 100), None);
+    for name in &names[1..] {
+        net.start(id(name, 1, 100), Some(id("n1", 1, 100)));
+    }
+    net.run_announcing(8_000);
+    for other in &names[..4] {
+        net.cut.insert(("n5".into(), other.to_string()));
+        net.cut.insert((other.to_string(), "n5".into()));
+    }
+    let cut_at = net.events.len();
+    net.run_announcing(11_500);
+    let suspected = names[..4]
+        .iter()
+        .filter(|o| net.state("n5", o) == Some(MemberState::Suspect))
+        .count();
+    assert!(
+        suspected >= 2,
+        "n5 suspects {suspected} members when the cut heals"
+    );
+    net.cut.clear();
+    net.run_announcing(40_000);
+    let died: Vec<String> = net.events[cut_at..]
+        .iter()
+        .filter_map(|(n, e)| match e {
+            MembershipEvent::Died(id) if n == "n5" => Some(id.name.clone()),
+            MembershipEvent::RejoinedAs(_) if n != "n5" => Some(format!("{n} renewed")),
+            _ => None,
+        })
+        .collect();
+    assert!(died.is_empty(), "after the short cut: {died:?}");
+    for observer in names {
+        for of in names {
+            assert_eq!(
+                net.state(observer, of),
+                Some(MemberState::Alive),
+                "{observer} sees {of}"
+            );
+        }
+    }
+}
+
 #[test]
 fn statuses_reach_every_member_and_a_leaver_drops_out_of_placement() {
     let mut net = Net::new();
