@@ -44,7 +44,7 @@ impl Membership {
             return false;
         }
         let settle = self.swim_config.suspect_to_down_after.as_millis() as u64 + self.silence_ms();
-        if !self.silence_ended.is_some_and(|at| now.0 < at.0 + settle) {
+        if self.silence_ended.is_none_or(|at| now.0 >= at.0 + settle) {
             return false;
         }
         foca::Runtime::submit_after(&mut self.runtime, timer.clone(), HELD_RECHECK);
