@@ -1344,7 +1344,7 @@ impl Sim {
                 .filter(|&p| {
                     let set = &sets[usize::from(p)];
                     if let Some(only) = only {
-                        only.contains(&p) && set.counted.contains(&peer)
+                        only.contains(&p) && set.fill_sources(&me).contains(&peer)
                     } else if set.targets.contains(&me) {
                         set.targets.contains(&peer)
                     } else {

@@ -6,8 +6,10 @@
 //! identity, so each member it named renews and everyone sees it dead meanwhile. So for
 //! a while after a silence ends, a suspicion about to turn into a death is held open
 //! (handed back to fire again later), long enough for the member to hear of it and
-//! refute it. A silence that lasts past the suspicion timeout still ends in deaths, as
-//! before: this only closes the window right after a short cut heals.
+//! refute it. While the silence lasts, suspicions are held too: a node that hears from
+//! nobody cannot tell a cut around itself from everyone else failing, and the first is
+//! far more likely. A silence longer than `SILENT_HOLD_MAX` ends in deaths, as before, so
+//! a node whose peers did all fail still learns it.
 
 use std::time::Duration;
 
@@ -18,6 +20,10 @@ use crate::coordinator::Millis;
 
 /// How often a held suspicion is looked at again.
 const HELD_RECHECK: Duration = Duration::from_millis(500);
+
+/// The longest silence during which suspicions are held: past it, the members this node
+/// cannot hear are declared dead as SWIM would have.
+const SILENT_HOLD_MAX_MS: u64 = 20_000;
 
 impl Membership {
     /// How long without a datagram from another member counts as silence: two probe
@@ -37,14 +43,19 @@ impl Membership {
         self.heard_at = Some(now);
     }
 
-    /// Whether a suspicion due to turn into a death at `now` is held open: the silence
+    /// Whether a suspicion due to turn into a death at `now` is held open: this node has
+    /// heard from nobody for a while (but not past `SILENT_HOLD_MAX_MS`), or its silence
     /// ended less than a suspicion timeout (plus the silence itself) ago.
     pub(super) fn hold_suspicion(&mut self, timer: &Timer<MemberId>, now: Millis) -> bool {
         if !matches!(timer, Timer::ChangeSuspectToDown { .. }) {
             return false;
         }
+        let silent_for = self.heard_at.map(|at| now.0.saturating_sub(at.0));
+        let silent =
+            silent_for.is_some_and(|ms| ms >= self.silence_ms() && ms < SILENT_HOLD_MAX_MS);
         let settle = self.swim_config.suspect_to_down_after.as_millis() as u64 + self.silence_ms();
-        if self.silence_ended.is_none_or(|at| now.0 >= at.0 + settle) {
+        let just_ended = self.silence_ended.is_some_and(|at| now.0 < at.0 + settle);
+        if !silent && !just_ended {
             return false;
         }
         foca::Runtime::submit_after(&mut self.runtime, timer.clone(), HELD_RECHECK);

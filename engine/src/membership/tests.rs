@@ -396,6 +396,52 @@ fn a_short_cut_of_one_node_leaves_every_other_member_alive_in_its_eyes() {
     }
 }
 
+/// A node cut off alone for longer than the suspicion timeout (but under the silent-hold
+/// limit) holds its suspicions while it hears from nobody: the others declare it dead and
+/// it renews, but it declares none of them dead, so nobody else renews.
+#[test]
+fn a_long_cut_of_one_node_costs_only_that_node_a_renewal() {
+    let names = ["n1", "n2", "n3", "n4", "n5"];
+    let mut net = Net::new();
+    net.start(id("n1", 1, 100), None);
+    for name in &names[1..] {
+        net.start(id(name, 1, 100), Some(id("n1", 1, 100)));
+    }
+    net.run_announcing(8_000);
+    for other in &names[..4] {
+        net.cut.insert(("n5".into(), other.to_string()));
+        net.cut.insert((other.to_string(), "n5".into()));
+    }
+    let cut_at = net.events.len();
+    net.run_announcing(20_000);
+    assert!(
+        names[..4]
+            .iter()
+            .all(|o| net.state(o, "n5") == Some(MemberState::Dead)),
+        "the others declare the cut node dead"
+    );
+    net.cut.clear();
+    net.run_announcing(50_000);
+    let collateral: Vec<String> = net.events[cut_at..]
+        .iter()
+        .filter_map(|(n, e)| match e {
+            MembershipEvent::Died(id) if n == "n5" => Some(format!("n5 saw {} die", id.name)),
+            MembershipEvent::RejoinedAs(_) if n != "n5" => Some(format!("{n} renewed")),
+            _ => None,
+        })
+        .collect();
+    assert!(collateral.is_empty(), "after the long cut: {collateral:?}");
+    for observer in names {
+        for of in names {
+            assert_eq!(
+                net.state(observer, of),
+                Some(MemberState::Alive),
+                "{observer} sees {of}"
+            );
+        }
+    }
+}
+
 #[test]
 fn statuses_reach_every_member_and_a_leaver_drops_out_of_placement() {
     let mut net = Net::new();

@@ -17,6 +17,11 @@
 //! partition's writes (placement moved it away, or a stand-in is no longer needed)
 //! forgets that it held the data, since from then on it misses writes.
 //!
+//! When no member counts for a partition (each owner lost track of its data and no
+//! earlier holder is left to stand in), a node fills it from every other owner instead:
+//! their union is all the cluster has, and otherwise the partition would refuse every
+//! quorum for good.
+//!
 //! The exact rule for counting is in [`Placement::replica_set`]. The books are pure:
 //! the node feeds them its view, the other members' filled sets, the times of its
 //! exchanges and the time, and stores what they say.
@@ -136,7 +141,7 @@ impl Fill {
                 continue;
             }
             let since = *self.filling_since.entry(partition).or_insert(now);
-            let sources: Vec<&String> = set.counted.iter().filter(|c| *c != me).collect();
+            let sources = set.fill_sources(me);
             let caught_up = !sources.is_empty()
                 && sources
                     .iter()
@@ -150,7 +155,8 @@ impl Fill {
         change
     }
 
-    /// The replicas to exchange `partition` with to fill it: the ones that count.
+    /// The replicas to exchange `partition` with to fill it: the ones that count, or the
+    /// other owners when none does ([`ReplicaSet::fill_sources`]).
     pub fn sources(
         &self,
         me: &str,
@@ -159,10 +165,7 @@ impl Fill {
         partition: PartitionId,
     ) -> Vec<String> {
         self.replica_set(me, placement, others_filled, partition)
-            .counted
-            .into_iter()
-            .filter(|c| c != me)
-            .collect()
+            .fill_sources(me)
     }
 }
 
@@ -230,5 +233,34 @@ mod tests {
         assert!(change.released.contains(&p));
         assert!(!fill.filled().contains(p));
         assert_eq!(fill.released_at(p), Some(20));
+    }
+
+    /// Every owner of a partition lost track of its data and nobody stands in: an owner
+    /// fills it from the other owners, once it has exchanged with each of them.
+    #[test]
+    fn with_nobody_counted_an_owner_fills_from_every_other_owner() {
+        let placement = Placement::compute(["n1", "n2", "n3", "n4", "n5"], 16, 3);
+        let p = 2;
+        let owners: Vec<String> = placement.replicas(p).map(str::to_string).collect();
+        let me = owners[0].clone();
+        let nobody = |_: &str, _: PartitionId| false;
+        let mut fill = Fill::new(PartitionSet::empty());
+        fill.update(&me, &placement, nobody, |_, _| None, 10);
+        assert!(fill.filling().any(|q| q == p));
+        let mut sources = fill.sources(&me, &placement, nobody, p);
+        sources.sort();
+        assert_eq!(sources, owners[1..].to_vec());
+        // One owner not yet exchanged with: still filling.
+        let change = fill.update(
+            &me,
+            &placement,
+            nobody,
+            |_, s| (s == owners[1]).then_some(20),
+            30,
+        );
+        assert!(!change.filled.contains(&p));
+        let change = fill.update(&me, &placement, nobody, |_, _| Some(40), 50);
+        assert!(change.filled.contains(&p));
+        assert!(fill.filled().contains(p));
     }
 }

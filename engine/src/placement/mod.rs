@@ -322,6 +322,20 @@ impl ReplicaSet {
             .filter(|t| !self.counted.contains(t))
             .map(String::as_str)
     }
+
+    /// The replicas `me` fills this partition from: the ones that count. When none counts
+    /// (every owner lost track of the data: a wiped disk, a name another process used
+    /// while its owner was away, and no member that held the partition before stands
+    /// in), the other owners: their union is all the cluster holds, and without this
+    /// rule nobody could ever count for the partition again.
+    pub fn fill_sources(&self, me: &str) -> Vec<String> {
+        let from = if self.counted.is_empty() {
+            &self.targets
+        } else {
+            &self.counted
+        };
+        from.iter().filter(|c| *c != me).cloned().collect()
+    }
 }
 
 /// A set of partitions, as a bitmap: which partitions a member holds the data of.

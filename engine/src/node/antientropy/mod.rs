@@ -225,8 +225,12 @@ fn plan(shared: &Shared, scope: Scope<'_>, only_peer: Option<&str>) -> Vec<Plan>
     for p in partitions {
         let set = view.replica_set_of(p);
         let mine = set.targets.iter().any(|t| t == me);
+        let sources;
         let peers: &[String] = match scope {
-            Scope::Fill(_) => &set.counted,
+            Scope::Fill(_) => {
+                sources = set.fill_sources(me);
+                &sources
+            }
             Scope::All(_) if mine => &set.targets,
             Scope::All(_) if with_data.contains(&p) => &set.counted,
             Scope::All(_) => continue,
