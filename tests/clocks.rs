@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::{
-    ServeProcess, TestCerts, cli, eventually_async, member, replica_record, status, stderr, stdout,
-    wait_settled,
+    ServeProcess, TestCerts, cli, eventually, eventually_async, member, replica_record, status,
+    stderr, stdout, wait_settled,
 };
 use vergent::client::{Client, Session};
 use vergent::protocol::Consistency;
@@ -281,5 +281,153 @@ async fn one_sessions_sequential_writes_keep_their_order_through_any_coordinator
     );
     for client in clients {
         client.close().await;
+    }
+}
+
+/// Measured before: nodes that ran 60 s ahead together and came back to the real time
+/// kept issuing versions from the future (each write refused by the other replicas but
+/// stored on its coordinator), and their records beat every later write for their keys
+/// until the real time caught up (an accidental +11.7 h run: until the next morning).
+/// Now each node says so, `verify` lists the records, and `rewrite-future` brings them
+/// back to the present: the values stay, and later writes win again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_from_the_future_are_reported_and_rewritten_to_the_present() {
+    let names = &NAMES[..3];
+    let certs = TestCerts::new(names).with_probe();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<ServeProcess> = Vec::new();
+    for name in names {
+        let seed = nodes.first().map(|n| n.addr.to_string());
+        let mut extra = vec!["--anti-entropy-interval", "off"];
+        if let Some(seed) = &seed {
+            extra.extend(["--join", seed.as_str()]);
+        }
+        nodes.push(ServeProcess::start_skewed(
+            name,
+            certs.path(),
+            &dir.path().join(name),
+            &extra,
+            "+60s",
+        ));
+    }
+    let refs: Vec<&ServeProcess> = nodes.iter().collect();
+    wait_settled(&certs, &refs, names).await;
+    let keys: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        let out = cli(
+            certs.path(),
+            nodes[0].addr,
+            &["put", key, &format!("from-{key}"), "--consistency", "all"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // Back to the real time, every node at once.
+    for node in &mut nodes {
+        node.kill();
+    }
+    let mut restarted: Vec<ServeProcess> = Vec::new();
+    for name in names {
+        let seed = restarted.first().map(|n| n.addr.to_string());
+        let mut extra = vec!["--anti-entropy-interval", "off"];
+        if let Some(seed) = &seed {
+            extra.extend(["--join", seed.as_str()]);
+        }
+        restarted.push(ServeProcess::start(
+            name,
+            certs.path(),
+            &dir.path().join(name),
+            &extra,
+        ));
+    }
+    let nodes = restarted;
+    let refs: Vec<&ServeProcess> = nodes.iter().collect();
+    wait_settled(&certs, &refs, names).await;
+
+    // Each node says it holds versions from the future once it has measured the
+    // cluster's time, and refuses to issue more of them.
+    let refusal = |node: &ServeProcess| {
+        status(&certs, node.addr)
+            .and_then(|s| s["clock_refusal"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    for node in &nodes {
+        assert!(
+            eventually(Duration::from_secs(20), || refusal(node)
+                .contains("issued or stored versions"))
+            .await,
+            "{}: {}",
+            node.name,
+            refusal(node)
+        );
+    }
+    let refused = put(&certs, nodes[0].addr, "fresh", "v");
+    assert_eq!(refused.status.code(), Some(2), "{}", stdout(&refused));
+    let why = stderr(&refused);
+    assert!(
+        why.contains("ahead of the cluster's time") && why.contains("rewrite-future"),
+        "{why}"
+    );
+    let verify = cli(certs.path(), nodes[1].addr, &["verify"]);
+    assert_eq!(verify.status.code(), Some(1), "{}", stdout(&verify));
+    assert!(
+        stdout(&verify).contains("5 records from the future") && stdout(&verify).contains("\"k0\""),
+        "{}",
+        stdout(&verify)
+    );
+    let dry = cli(
+        certs.path(),
+        nodes[1].addr,
+        &["rewrite-future", "--dry-run"],
+    );
+    assert_eq!(dry.status.code(), Some(1), "{}", stderr(&dry));
+    assert!(stdout(&dry).contains("5 records from the future"));
+    let verify = cli(certs.path(), nodes[1].addr, &["verify"]);
+    assert_eq!(verify.status.code(), Some(1), "a dry run changed nothing");
+
+    for node in &nodes {
+        let out = cli(certs.path(), node.addr, &["rewrite-future"]);
+        assert!(out.status.success(), "{}: {}", node.name, stderr(&out));
+        assert!(
+            stdout(&out).contains("5 records rewritten to the present"),
+            "{}: {}",
+            node.name,
+            stdout(&out)
+        );
+        let verify = cli(certs.path(), node.addr, &["verify"]);
+        assert!(
+            verify.status.success(),
+            "{}: {}",
+            node.name,
+            stderr(&verify)
+        );
+        assert!(
+            status(&certs, node.addr).unwrap()["clock_refusal"].is_null(),
+            "{} still refuses writes",
+            node.name
+        );
+    }
+    for node in &nodes {
+        let out = cli(certs.path(), node.addr, &["repair"]);
+        assert!(out.status.success(), "{}: {}", node.name, stderr(&out));
+    }
+    for node in &nodes {
+        for key in &keys {
+            assert_eq!(quorum_get(&certs, node.addr, key), format!("from-{key}"));
+            assert_eq!(
+                held(&certs, node.addr, key).await,
+                Some(format!("from-{key}")),
+                "{key} on {}",
+                node.name
+            );
+        }
+    }
+    // Later writes win again, through any node.
+    for (i, node) in nodes.iter().enumerate() {
+        let key = &keys[i];
+        let out = put(&certs, node.addr, key, "later");
+        assert!(out.status.success(), "{}: {}", node.name, stderr(&out));
+        for reader in &nodes {
+            assert_eq!(quorum_get(&certs, reader.addr, key), "later");
+        }
     }
 }

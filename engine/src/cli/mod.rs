@@ -7,6 +7,7 @@ mod bench;
 mod certs_cmd;
 mod data;
 mod demo;
+mod future;
 mod repair;
 mod serve;
 mod shell;
@@ -56,8 +57,12 @@ enum Command {
     Remove(data::RemoveArgs),
     /// Compare the node's partitions with their co-replicas and repair them (admin).
     Repair(repair::RepairArgs),
-    /// Check the node's Merkle trees against its data (admin).
+    /// Check the node's Merkle trees against its data, and list records from the
+    /// future (admin).
     Verify(repair::VerifyArgs),
+    /// Rewrite the records the node holds from beyond the cluster's time to the present,
+    /// and bring its clock back (admin).
+    RewriteFuture(future::RewriteFutureArgs),
     /// The live dashboard: members, clocks, hints, partitions, sync lag, events.
     Top(top::TopArgs),
     /// An interactive shell against one node.
@@ -190,6 +195,7 @@ pub fn main() -> ExitCode {
         Command::Remove(args) => with_runtime(|| data::remove(args)),
         Command::Repair(args) => with_runtime(|| repair::run(args)),
         Command::Verify(args) => with_runtime(|| repair::verify(args)),
+        Command::RewriteFuture(args) => with_runtime(|| future::run(args)),
         Command::Top(args) => top::run(args),
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),

@@ -186,33 +186,43 @@ pub(crate) struct VerifyArgs {
 }
 
 /// `vergent verify`: the node rebuilds every partition's tree from its data and
-/// compares it with the tree it keeps. Exit 1 when any differs.
+/// compares it with the tree it keeps, and lists records whose version is from the
+/// future. Exit 1 when any tree differs or any such record exists.
 pub(crate) async fn verify(mut args: VerifyArgs) -> Result<(), Failure> {
     args.client.timeout_ms = args.client.timeout_ms.max(600_000);
     let client = args.client.connect().await?;
     let answer = client.request(&Request::Verify).await;
     client.close().await;
-    match answer? {
-        Response::Verified {
-            checked,
-            mismatched,
-        } if mismatched.is_empty() => {
-            println!(
-                "{checked} partitions checked: every tree equals the tree rebuilt from the data"
-            );
-            Ok(())
-        }
-        Response::Verified {
-            checked,
-            mismatched,
-        } => Err(Failure {
-            message: format!(
-                "{checked} partitions checked; trees differ from the data in partitions {mismatched:?}"
-            ),
-            status: 1,
-        }),
-        other => Err(Failure::new(format!(
-            "unexpected answer from the node: {other:?}"
-        ))),
+    let Response::Verified {
+        checked,
+        mismatched,
+        future,
+    } = answer?
+    else {
+        return Err(Failure::new("unexpected answer from the node"));
+    };
+    let mut problems = Vec::new();
+    if mismatched.is_empty() {
+        println!("{checked} partitions checked: every tree equals the tree rebuilt from the data");
+    } else {
+        problems.push(format!(
+            "{checked} partitions checked; trees differ from the data in partitions {mismatched:?}"
+        ));
     }
+    if future.count > 0 {
+        for line in super::future::describe(&future) {
+            println!("{line}");
+        }
+        problems.push(format!(
+            "{} records are from the future; `vergent rewrite-future` on this node rewrites them to the present",
+            future.count
+        ));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Failure {
+        message: problems.join("; "),
+        status: 1,
+    })
 }

@@ -233,6 +233,18 @@ impl Clock {
         Ok(())
     }
 
+    /// Brings a clock that reads beyond `limit_ms` (it issued or observed timestamps
+    /// from the future) back to `limit_ms`; whether it moved. The one deliberate break
+    /// of monotonicity, for an admin's rewrite of versions the cluster refuses: every
+    /// timestamp given up is above the limit, where no accepted version lies.
+    pub fn rewind(&mut self, limit_ms: u64) -> bool {
+        if self.last.wall_ms() <= limit_ms {
+            return false;
+        }
+        self.last = Timestamp::new(limit_ms.min(WALL_MS_MAX), 0);
+        true
+    }
+
     fn successor_of_last(&self) -> Timestamp {
         successor(self.last)
     }
@@ -253,6 +265,16 @@ fn successor(ts: Timestamp) -> Timestamp {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn rewind_brings_a_clock_from_the_future_back_to_the_limit_only() {
+        let mut clock = Clock::starting_after(Timestamp::new(10_000, 3), 500);
+        assert!(!clock.rewind(10_000), "at the limit is not the future");
+        assert!(clock.rewind(9_000));
+        assert_eq!(clock.last(), Timestamp::new(9_000, 0));
+        assert_eq!(clock.tick(8_900), Timestamp::new(9_000, 1));
+        assert_eq!(clock.tick(9_100), Timestamp::new(9_100, 0));
+    }
 
     #[test]
     fn packs_wall_and_logical() {

@@ -11,6 +11,7 @@ mod antientropy;
 mod clocks;
 mod cluster;
 mod fill;
+mod future;
 mod hints;
 mod join;
 pub mod metrics;

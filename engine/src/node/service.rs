@@ -123,13 +123,14 @@ impl Shared {
             )),
             Request::Sync(request) => super::antientropy::respond(self, request).await,
             Request::Verify => self.verify().await,
+            Request::RewriteFuture { dry_run } => self.rewrite_future(dry_run).await,
         };
         result.unwrap_or_else(Response::Error)
     }
 
     /// Refuses data operations while another process holds this node's name: this one
     /// has stepped aside, and its view of the cluster is frozen.
-    fn serving(&self) -> Result<(), ErrorReply> {
+    pub(crate) fn serving(&self) -> Result<(), ErrorReply> {
         match &*self.stepped_aside.lock().expect("stepped aside lock") {
             None => Ok(()),
             Some(other) => Err(ErrorReply::new(
@@ -205,6 +206,9 @@ impl Shared {
         // A version from a clock the cluster would refuse must never be issued: it
         // would be stored here and win later over writes acknowledged meanwhile.
         if let Some(why) = self.clock_refusal().await {
+            return Err(ErrorReply::new(ErrorCode::ClockOffset, why));
+        }
+        if let Some(why) = self.future_refusal() {
             return Err(ErrorReply::new(ErrorCode::ClockOffset, why));
         }
         self.observe_session(after)?;
@@ -389,9 +393,11 @@ impl Shared {
         })
         .await
         .map_err(|e| ErrorReply::new(ErrorCode::Storage, format!("verify failed: {e}")))?;
+        let future = self.future_versions(self.future_limit_ms()).await?;
         Ok(Response::Verified {
             checked: u64::from(partitions),
             mismatched,
+            future,
         })
     }
 
@@ -416,6 +422,10 @@ impl Shared {
         let now = self.now();
         let backlog = self.store.hint_backlog().unwrap_or_default();
         let verdict = self.clock_verdict();
+        // Before the status below: its clock readings hold the clock's lock to its end.
+        let clock_refusal = verdict
+            .refusal(self.config.max_clock_offset_ms)
+            .or_else(|| self.future_refusal());
         let skew = self.skew.lock().expect("skew lock").clone();
         let reading = self.reading();
         let members = view
@@ -504,12 +514,12 @@ impl Shared {
                 .collect(),
             clock_refusals: self.clock_refusals.load(Ordering::Relaxed),
             clock_offset_ms: verdict.cluster_offset_ms(),
-            clock_refusal: verdict.refusal(self.config.max_clock_offset_ms),
+            clock_refusal,
         }
     }
 
     /// A version with its coordinator's name, when this node knows it.
-    fn describe(&self, version: Version) -> VersionInfo {
+    pub(crate) fn describe(&self, version: Version) -> VersionInfo {
         let origin = if version.node == self.store.node_id() {
             Some(self.me.name.clone())
         } else {

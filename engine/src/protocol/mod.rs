@@ -181,6 +181,13 @@ pub enum Request {
         /// Compare only; move nothing.
         dry_run: bool,
     },
+    /// Administrative: rewrite every record this node holds from beyond the cluster's
+    /// time (plus the clock bound) to a present version of this node's, and bring its
+    /// clock back (unless `dry_run`). Answered with `RewroteFuture`.
+    RewriteFuture {
+        /// Count and list only; change nothing.
+        dry_run: bool,
+    },
 }
 
 impl Request {
@@ -212,6 +219,7 @@ impl Request {
             Request::Members => "members",
             Request::Repair { .. } => "repair",
             Request::Verify => "verify",
+            Request::RewriteFuture { .. } => "rewrite-future",
         }
     }
 
@@ -231,11 +239,24 @@ impl Request {
             | Request::Sync(_)
             | Request::Ping { .. }
             | Request::Members => Role::Node,
-            Request::Leave | Request::Remove { .. } | Request::Repair { .. } | Request::Verify => {
-                Role::Admin
-            }
+            Request::Leave
+            | Request::Remove { .. }
+            | Request::Repair { .. }
+            | Request::Verify
+            | Request::RewriteFuture { .. } => Role::Admin,
         }
     }
+}
+
+/// Versions a node holds from beyond the cluster's time plus the clock bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FutureVersions {
+    /// How many records.
+    pub count: u64,
+    /// The first few: each key (lossy UTF-8) and its version.
+    pub first: Vec<(String, VersionInfo)>,
+    /// How far the furthest of them is ahead of the cluster's time, in ms.
+    pub ahead_ms_max: u64,
 }
 
 /// A version as shown to people: the timestamp, the coordinating node's id and name.
@@ -343,6 +364,18 @@ pub enum Response {
         checked: u64,
         /// Partitions whose kept tree differs from the rebuilt one.
         mismatched: Vec<u16>,
+        /// Records whose version is from beyond the cluster's time plus the clock
+        /// bound, with the first of them.
+        future: FutureVersions,
+    },
+    /// The answer to [`Request::RewriteFuture`].
+    RewroteFuture {
+        /// What was found from the future, before any rewrite.
+        found: FutureVersions,
+        /// Records rewritten to the present (0 in a dry run).
+        rewritten: u64,
+        /// Whether this node's clock was brought back from the future too.
+        clock_rewound: bool,
     },
     /// The request failed; the node keeps serving.
     Error(ErrorReply),

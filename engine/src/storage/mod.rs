@@ -18,6 +18,7 @@
 //! with the data after a crash.
 
 mod error;
+mod future;
 pub mod hints;
 mod meta;
 mod open;
@@ -36,6 +37,7 @@ use heed::{Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
 use tokio::sync::broadcast;
 
 pub use self::error::StoreError;
+pub use self::future::FutureScan;
 pub use self::hints::{HINTS_MAX_DEFAULT, Hint, HintBacklog, StoredHint};
 pub use self::meta::{ClusterSettings, FORMAT_VERSION, MemberRecord};
 use self::open::{check_same_cluster, open_env, open_tables};
@@ -447,6 +449,7 @@ impl Tables {
         let mut hint_delta = HintDelta::default();
         let mut tree_deltas: Vec<(Location, Delta)> = Vec::new();
         let mut dropped_partitions: Vec<PartitionId> = Vec::new();
+        let mut high_water_cap: Option<Timestamp> = None;
         let watched = self.changes.receiver_count() > 0;
         let mut encoded = Vec::new();
         for op in ops {
@@ -493,9 +496,32 @@ impl Tables {
                     dropped_partitions.push(*partition);
                     WriteResult::Removed(removed)
                 }
+                WriteOp::Rewrite { rewrites, cap } => {
+                    let mut rewritten = 0;
+                    for (entry, old) in rewrites {
+                        if self.rewrite_record(
+                            &mut wtxn,
+                            entry,
+                            *old,
+                            &mut encoded,
+                            &mut tree_deltas,
+                        )? {
+                            rewritten += 1;
+                            if watched {
+                                changed.push(Arc::new(entry.clone()));
+                            }
+                        }
+                    }
+                    high_water_cap = Some(*cap);
+                    WriteResult::Rewritten(rewritten)
+                }
             });
         }
         self.raise_high_water(&mut wtxn, high_water)?;
+        if let Some(cap) = high_water_cap {
+            // Entries applied beside the rewrite are inside the bound, below the cap.
+            self.cap_high_water(&mut wtxn, cap.max(high_water))?;
+        }
         wtxn.commit()
             .map_err(|e| self.write_error("committing", e))?;
         // There was room for this commit: the next failure is judged afresh.

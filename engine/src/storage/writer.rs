@@ -19,6 +19,12 @@ pub(crate) enum WriteOp {
     Purge(Vec<(Vec<u8>, crate::record::Version)>),
     /// Deletes a partition's data and tree (after its new owners have it).
     DropPartition(crate::placement::PartitionId),
+    /// Replaces records still at their old version and caps the HLC high-water mark:
+    /// versions from the future brought back to the present.
+    Rewrite {
+        rewrites: Vec<(Entry, crate::record::Version)>,
+        cap: crate::hlc::Timestamp,
+    },
 }
 
 /// What a committed [`WriteOp`] did.
@@ -27,6 +33,7 @@ pub(crate) enum WriteResult {
     HintsStored(usize),
     HintsDeleted,
     Removed(u64),
+    Rewritten(u64),
 }
 
 struct Job {
