@@ -11,7 +11,7 @@ use super::Shared;
 use super::peers::request;
 use crate::hlc::skew::{Probe, Reading, Verdict};
 use crate::membership::MemberId;
-use crate::protocol::{Request, Response};
+use crate::protocol::{ErrorCode, ErrorReply, Request, Response};
 use crate::wallclock::{system_wall_ms, system_wall_us};
 
 /// Time between probes of each live peer.
@@ -71,13 +71,22 @@ impl Shared {
     /// compared its clock with a majority of the live members yet (just started) probes
     /// them first; one that still cannot (they do not answer) issues nothing, since
     /// what it issued might be refused everywhere else.
-    pub(crate) async fn clock_refusal(self: &Arc<Self>) -> Option<String> {
+    ///
+    /// Not having compared is `unavailable` (the peers to compare with did not answer,
+    /// as during a cut), not `clock offset`: nothing says this node's clock is wrong.
+    pub(crate) async fn clock_refusal(self: &Arc<Self>) -> Option<ErrorReply> {
         let mut verdict = self.clock_verdict();
         if let Verdict::Unmeasured { .. } = verdict {
             probe_all(self).await;
             verdict = self.clock_verdict();
         }
-        verdict.refusal(self.config.max_clock_offset_ms)
+        let code = match verdict {
+            Verdict::Unmeasured { .. } => ErrorCode::Unavailable,
+            _ => ErrorCode::ClockOffset,
+        };
+        verdict
+            .refusal(self.config.max_clock_offset_ms)
+            .map(|why| ErrorReply::new(code, why))
     }
 }
 

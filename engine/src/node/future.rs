@@ -102,10 +102,13 @@ impl Shared {
         self.serving()?;
         // "The future" is the cluster's time plus the bound; a node that cannot measure
         // the cluster's time, or whose own clock is off it, cannot tell.
-        if let Some(why) = self.clock_refusal().await {
+        if let Some(refusal) = self.clock_refusal().await {
             return Err(ErrorReply::new(
-                ErrorCode::ClockOffset,
-                format!("versions from the future cannot be told apart now: {why}"),
+                refusal.code,
+                format!(
+                    "versions from the future cannot be told apart now: {}",
+                    refusal.message
+                ),
             ));
         }
         let limit_ms = self.future_limit_ms();

@@ -205,8 +205,8 @@ impl Shared {
         }
         // A version from a clock the cluster would refuse must never be issued: it
         // would be stored here and win later over writes acknowledged meanwhile.
-        if let Some(why) = self.clock_refusal().await {
-            return Err(ErrorReply::new(ErrorCode::ClockOffset, why));
+        if let Some(refusal) = self.clock_refusal().await {
+            return Err(refusal);
         }
         if let Some(why) = self.future_refusal() {
             return Err(ErrorReply::new(ErrorCode::ClockOffset, why));
