@@ -1493,6 +1493,7 @@ impl Sim {
         let placement = self.placement(i);
         let replicas =
             self.replica_set(i, &placement, partition_of(&key, self.settings.partitions));
+        let replica_set_shown = (replicas.targets.clone(), replicas.counted.clone());
         let now = Millis(self.now);
         let op = match kind {
             OpKind::Get => {
@@ -1563,9 +1564,10 @@ impl Sim {
         o.consistency = consistency;
         o.issued_ms = self.now;
         self.nodes[i].ops.insert(op, index);
+        let key = String::from_utf8_lossy(&self.client_ops[index].key).into_owned();
         self.log(format!(
-            "op {index} {kind:?} on {} at {consistency:?}",
-            self.names[i]
+            "op {index} {kind:?} of {key} on {} at {consistency:?}: targets {:?}, counted {:?}",
+            self.names[i], replica_set_shown.0, replica_set_shown.1
         ));
         self.drain_coordinator(i);
     }

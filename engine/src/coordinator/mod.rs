@@ -6,6 +6,15 @@
 //! answered (or timed out) the stale ones are repaired. Replicas that miss a write get a
 //! durable hint.
 //!
+//! While a new owner of the partition is still filling it (a joined node, a replaced
+//! disk), the member standing in for it is a target too, and a write needs one
+//! acknowledgement more per target beyond the partition's copies, from any target:
+//! `W + P` of the `copies + P` targets, as Cassandra counts pending endpoints (and `W`
+//! of them from the replicas that count now). Whichever `copies` of the targets count
+//! later (the filling owner in, the stand-in out), `W` of them hold the write, so a
+//! quorum read still meets it: the new owner's fill only covers writes acknowledged
+//! before it began.
+//!
 //! The coordinator does no I/O and reads no clock: the runtime feeds it inputs
 //! (`begin_*`, `handle_*`, the current time) and drains what it wants done with
 //! [`Coordinator::poll_action`] and when it wants waking with
@@ -104,9 +113,9 @@ pub enum OpError {
 /// Longest reason kept for a replica's failure (reasons can come from the network).
 const FAILURE_REASON_CHARS_MAX: usize = 200;
 
-/// Why a replica that takes writes does not count towards the answer.
-pub const FILLING_REASON: &str =
-    "still filling this partition from the other replicas; it does not count yet";
+/// Why a replica that takes writes does not count towards a read, and a write needs
+/// one acknowledgement more while it fills.
+pub const FILLING_REASON: &str = "still filling this partition from the other replicas; until it has, a read does not ask it and a write needs one more acknowledgement";
 
 /// ` (n2: timed out; n3: dead)`, or nothing when no reason is known.
 fn failure_text(failures: &[(String, String)]) -> String {
@@ -510,35 +519,45 @@ impl Coordinator {
         if state.replied {
             return;
         }
-        let counted = |want: &Answer<()>| {
-            state
-                .replicas
-                .iter()
-                .zip(&state.counts)
-                .filter(|((_, a), counts)| **counts && a == want)
-                .count()
-        };
-        let acked = counted(&Answer::Ok(()));
-        let pending = counted(&Answer::Pending);
+        let count = |want: &Answer<()>| state.replicas.iter().filter(|(_, a)| a == want).count();
+        let acked = count(&Answer::Ok(()));
+        let pending = count(&Answer::Pending);
+        // Targets beyond the copies (stand-ins beside filling owners) may stop counting
+        // later, so each needs an acknowledgement more.
+        let beyond = state.replicas.len().saturating_sub(state.copies);
+        let counted_acked = state
+            .replicas
+            .iter()
+            .zip(&state.counts)
+            .filter(|((_, a), counts)| **counts && *a == Answer::Ok(()))
+            .count();
+        let needed = state.required + beyond;
         // A write that can no longer succeed still waits for the replicas that may
         // answer, so the error says how many really have the write.
-        let outcome = if acked >= state.required {
+        let outcome = if acked >= needed && counted_acked >= state.required {
             Outcome::Written {
                 version: state.entry.record.version,
             }
         } else if final_ || pending == 0 {
             let mut failures = state.failures.clone();
             for ((name, _), counts) in state.replicas.iter().zip(&state.counts) {
-                // One reason per replica: that it failed says more than that it would
-                // not have counted.
+                // One reason per replica: that it failed says more than that it is
+                // filling.
                 if !counts && !failures.iter().any(|(f, _)| f == name) {
                     failures.push((name.clone(), FILLING_REASON.to_string()));
                 }
             }
+            // The shortfall the error names: among the replicas that count, or among
+            // all the targets.
+            let (acked, replicas, required) = if counted_acked < state.required {
+                (counted_acked, state.copies, state.required)
+            } else {
+                (acked, state.replicas.len(), needed)
+            };
             Outcome::Failed(OpError::WriteUnavailable {
                 acked,
-                replicas: state.copies,
-                required: state.required,
+                replicas,
+                required,
                 failures,
             })
         } else {
