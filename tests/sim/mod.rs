@@ -1863,11 +1863,12 @@ impl Sim {
         };
         let name = self.names[d].clone();
         let now = Millis(self.now);
+        let wall = self.wall(by);
         if self.nodes[by]
             .membership
             .as_mut()
             .unwrap()
-            .depart(&name, now)
+            .depart(&name, now, wall)
             .is_err()
         {
             return "none";
@@ -1890,11 +1891,12 @@ impl Sim {
         let name = self.names[d].clone();
         let token = self.nodes[d].token.clone().unwrap_or_else(|| name.clone());
         let now = Millis(self.now);
+        let wall = self.wall(by);
         if self.nodes[by]
             .membership
             .as_mut()
             .unwrap()
-            .depart(&name, now)
+            .depart(&name, now, wall)
             .is_err()
         {
             return "none";

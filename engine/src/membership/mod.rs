@@ -420,7 +420,14 @@ impl Membership {
     /// partitions go to the others, which fill them by anti-entropy) and the others
     /// learn it from this node's next status. Refused, with the reason, for a member
     /// that is alive, suspect, unknown, already gone, or this node.
-    pub fn depart(&mut self, name: &str, now: Millis) -> Result<MemberId, String> {
+    ///
+    /// The departure covers every life of the member that started before `wall_ms`
+    /// (this node's wall clock), not only the one this node knows: the member may have
+    /// restarted and died again unseen by it, and that later life, dead in the others'
+    /// views, would otherwise stay in their placement and hold fills back for good. A
+    /// life started after the removal is a new member; one that started just before and
+    /// is alive after all learns it was removed and comes back under a later life.
+    pub fn depart(&mut self, name: &str, now: Millis, wall_ms: u64) -> Result<MemberId, String> {
         if name == self.me.name {
             return Err(format!(
                 "{name} is this node; ask another member to remove it, or make it leave with `vergent leave`"
@@ -444,7 +451,7 @@ impl Membership {
         let id = view.id.clone();
         self.learn_departure(Departure {
             name: id.name.clone(),
-            epoch_ms: id.epoch_ms,
+            epoch_ms: id.epoch_ms.max(wall_ms),
             incarnation: id.incarnation,
         });
         self.sync(now);

@@ -348,6 +348,71 @@ fn a_departure_covers_every_incarnation_of_the_departed_life() {
     assert!(!departure.covers(&id("n4", 1, 100)));
 }
 
+/// A removal covers the lives of the member that started before it, not only the one
+/// the remover knew: n4 restarted and died again while n1 was cut off, n1 removes n4
+/// (it only knows n4's first life), and every member drops n4 from placement (found in
+/// the simulator: the later life stayed in the others' placement, dead, and held their
+/// fills back for good).
+#[test]
+fn a_removal_covers_a_later_life_the_remover_never_saw() {
+    let names = ["n1", "n2", "n3", "n4"];
+    let mut net = Net::new();
+    net.start(id("n1", 1, 100), None);
+    for name in &names[1..] {
+        net.start(id(name, 1, 100), Some(id("n1", 1, 100)));
+    }
+    net.run_announcing(6_000);
+    for other in &names[1..] {
+        net.cut.insert(("n1".into(), other.to_string()));
+        net.cut.insert((other.to_string(), "n1".into()));
+    }
+    net.down.insert("n4".into());
+    net.run_announcing(9_000);
+    net.start(id("n4", 1, 200), Some(id("n2", 1, 100)));
+    net.run_announcing(14_000);
+    assert_eq!(
+        net.nodes["n2"].member("n4").map(|m| m.id.epoch_ms),
+        Some(200)
+    );
+    net.down.insert("n4".into());
+    net.run_announcing(40_000);
+    assert_eq!(net.state("n1", "n4"), Some(MemberState::Dead));
+    assert_eq!(
+        net.nodes["n1"].member("n4").map(|m| m.id.epoch_ms),
+        Some(100)
+    );
+    assert_eq!(net.state("n2", "n4"), Some(MemberState::Dead));
+    let now = Millis(net.now);
+    net.nodes
+        .get_mut("n1")
+        .unwrap()
+        .depart("n4", now, 300)
+        .unwrap();
+    net.cut.clear();
+    for _ in 0..10 {
+        let now = Millis(net.now);
+        for name in &names[..3] {
+            net.nodes
+                .get_mut(*name)
+                .unwrap()
+                .publish(GossipStatus::default(), now);
+            net.drain(name);
+        }
+        net.run_announcing(net.now + 1_000);
+    }
+    for observer in &names[..3] {
+        assert_eq!(
+            net.nodes[*observer]
+                .placement_members()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>(),
+            vec!["n1", "n2", "n3"],
+            "{observer}'s placement"
+        );
+    }
+}
+
 /// A node cut off alone for less than the suspicion timeout suspects everyone; the cut
 /// heals before those suspicions would turn into deaths, and they are held open after
 /// the silence ends, so it declares nobody dead and nobody renews.

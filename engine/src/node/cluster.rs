@@ -285,7 +285,7 @@ pub(crate) async fn run(
                     let _ = reply.send(answer);
                 }
                 Some(MembershipInput::Remove { name, reply }) => {
-                    let answer = m.depart(&name, shared.now());
+                    let answer = m.depart(&name, shared.now(), system_wall_ms());
                     if answer.is_ok() {
                         // The removal is durable before it is acknowledged: a crash of
                         // this node right after must not bring the member back.
@@ -410,7 +410,7 @@ fn admit(shared: &Shared, m: &mut Membership, id: MemberId, replace: Option<Stri
                 );
             }
             Some((MemberState::Dead, old_token)) => {
-                if let Err(reason) = m.depart(old, shared.now()) {
+                if let Err(reason) = m.depart(old, shared.now(), system_wall_ms()) {
                     return refuse(ErrorCode::Refused, reason);
                 }
                 tracing::warn!(member = %old, by = %id.name, "member replaced; its partitions move to the new node");
