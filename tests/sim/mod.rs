@@ -1513,6 +1513,17 @@ impl Sim {
                     return;
                 }
                 let wall = self.wall(i);
+                // Nor from a clock that already reads beyond the cluster's time (it
+                // issued or stored versions from the future before).
+                let limit = self.cluster_wall(i) + MAX_OFFSET_MS;
+                if self.nodes[i].clock.read(wall).wall_ms() > limit {
+                    let why = "this node's clock has issued or stored versions ahead of the cluster's time".to_string();
+                    self.log(format!("op {index} refused on {}: {why}", self.names[i]));
+                    let o = &mut self.client_ops[index];
+                    o.outcome = Some(Err(why));
+                    o.completed_ms = Some(self.now);
+                    return;
+                }
                 let session = self.client_ops[index].session;
                 if let Some(after) = self.sessions[session] {
                     let cluster = self.cluster_wall(i);
