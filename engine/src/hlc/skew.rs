@@ -186,10 +186,14 @@ impl Verdict {
     }
 }
 
-/// `2.9 s`, `340 ms`.
+/// `340 ms`, `2.9 s`, `4.5 min`, `11.7 h`.
 pub fn describe_us(us: u64) -> String {
     let ms = us / 1000;
-    if ms >= 1000 {
+    if ms >= 2 * 3_600_000 {
+        format!("{:.1} h", ms as f64 / 3_600_000.0)
+    } else if ms >= 2 * 60_000 {
+        format!("{:.1} min", ms as f64 / 60_000.0)
+    } else if ms >= 1000 {
         format!("{:.1} s", ms as f64 / 1000.0)
     } else {
         format!("{ms} ms")
@@ -512,6 +516,16 @@ mod tests {
         p.answered_us = p.sent_us - 1_000;
         assert!(!book.record("n2", p, 0));
         assert!(book.offset("n2", at(0)).is_none());
+    }
+
+    #[test]
+    fn durations_are_described_in_a_unit_a_person_reads_at_once() {
+        assert_eq!(describe_us(340_000), "340 ms");
+        assert_eq!(describe_us(2_900_000), "2.9 s");
+        assert_eq!(describe_us(59_800_000), "59.8 s");
+        assert_eq!(describe_us(270_000_000), "4.5 min");
+        assert_eq!(describe_us(3_597_700_000), "60.0 min");
+        assert_eq!(describe_us(42_120_000_000), "11.7 h");
     }
 
     #[test]
