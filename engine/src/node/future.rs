@@ -6,16 +6,21 @@
 //!
 //! Rewrite, not drop: a version from the future may carry a write a client was told
 //! succeeded (the whole cluster's clocks ran ahead together, or the write predates the
-//! checks), and dropping it would lose that write. Rewritten to a present version of
-//! this node's, the value stays and the next write to its key wins again, as a client
-//! expects. Every node that holds such versions rewrites its own (each `status` says
-//! so); replicas then converge by anti-entropy on the highest rewritten version.
+//! checks), and dropping it would lose that write. Rewritten to the cluster's present
+//! time, the value stays and later writes to its key win again, as a client expects.
+//! Every node that holds such versions rewrites its own (each `status` says so), all to
+//! the time the first run printed (`--at`), so a write made through a node that already
+//! rewrote is not beaten by another node's later rewrite; replicas then converge by
+//! anti-entropy. While it runs the node coordinates no writes: one acknowledged then
+//! could lose to the rewritten version.
 
 use std::sync::Arc;
 
 use super::Shared;
+use std::sync::atomic::Ordering;
+
 use crate::hlc::Timestamp;
-use crate::hlc::skew::describe_us;
+use crate::hlc::skew::{Verdict, describe_us};
 use crate::protocol::{ErrorCode, ErrorReply, FutureVersions, Response};
 use crate::record::{Entry, Record, Version};
 use crate::storage::FutureScan;
@@ -54,18 +59,15 @@ impl Shared {
         ))
     }
 
-    /// Counts the records from the future and describes the first few.
+    /// Counts the records more than twice the bound ahead of the cluster's time
+    /// `present_ms` and describes the first few.
     pub(crate) async fn future_versions(
         self: &Arc<Self>,
-        limit_ms: u64,
+        present_ms: u64,
     ) -> Result<FutureVersions, ErrorReply> {
+        let limit_ms = present_ms.saturating_add(2 * self.config.max_clock_offset_ms);
         let scan = self.scan_future(limit_ms, LISTED).await?;
-        let bound = self.config.max_clock_offset_ms;
-        let ahead_ms_max = if scan.count == 0 {
-            0
-        } else {
-            scan.latest_ms - limit_ms + bound
-        };
+        let ahead_ms_max = scan.latest_ms.saturating_sub(present_ms);
         Ok(FutureVersions {
             count: scan.count,
             first: scan
@@ -78,7 +80,7 @@ impl Shared {
                     )
                 })
                 .collect(),
-            ahead_ms_max,
+            ahead_ms_max: if scan.count == 0 { 0 } else { ahead_ms_max },
         })
     }
 
@@ -98,6 +100,7 @@ impl Shared {
     pub(crate) async fn rewrite_future(
         self: &Arc<Self>,
         dry_run: bool,
+        at: Option<Timestamp>,
     ) -> Result<Response, ErrorReply> {
         self.serving()?;
         // "The future" is the cluster's time plus the bound; a node that cannot measure
@@ -111,36 +114,90 @@ impl Shared {
                 ),
             ));
         }
-        let limit_ms = self.future_limit_ms();
-        let found = self.future_versions(limit_ms).await?;
+        if matches!(self.clock_verdict(), Verdict::Alone) && self.view().members.len() > 1 {
+            return Err(ErrorReply::new(
+                ErrorCode::Unavailable,
+                "versions from the future cannot be told apart now: no other member is alive to compare this node's clock with",
+            ));
+        }
+        let bound = self.config.max_clock_offset_ms;
+        let present_ms = self.cluster_wall_ms();
+        // Records less than twice the bound ahead are left alone: every node accepts
+        // them within a bound's time, and nodes' estimates of the cluster's time differ
+        // by a few milliseconds.
+        let scan_limit_ms = present_ms.saturating_add(2 * bound);
+        let at = match at {
+            Some(at) if at.wall_ms() > present_ms.saturating_add(bound) => {
+                return Err(ErrorReply::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "--at {at} is itself from the future (the cluster's time is {})",
+                        Timestamp::new(present_ms, 0)
+                    ),
+                ));
+            }
+            Some(at) => at,
+            None => Timestamp::new(present_ms, 0),
+        };
+        let found = self.future_versions(present_ms).await?;
         if dry_run {
             return Ok(Response::RewroteFuture {
                 found,
                 rewritten: 0,
                 clock_rewound: false,
+                at,
             });
         }
-        // The clock first, so nothing issued from here on is from the future: at the
-        // limit, above every version the cluster accepts from this node.
-        let rewound = self.clock.lock().expect("clock lock").rewind(limit_ms);
+        if self.rewriting_future.swap(true, Ordering::SeqCst) {
+            return Err(ErrorReply::new(
+                ErrorCode::Refused,
+                "a rewrite of versions from the future is already running on this node",
+            ));
+        }
+        let result = self.rewrite_batches(scan_limit_ms, at, found.count).await;
+        // Then the clock: back from the future, and past the rewritten version, so the
+        // next write through this node to any of those keys wins.
+        let rewound = {
+            let mut clock = self.clock.lock().expect("clock lock");
+            let rewound = clock.rewind(self.future_limit_ms());
+            let _ = clock.observe_against(at, system_wall_ms(), self.cluster_wall_ms());
+            rewound
+        };
+        self.rewriting_future.store(false, Ordering::SeqCst);
+        let rewritten = result?;
+        tracing::warn!(
+            rewritten,
+            found = found.count,
+            clock_rewound = rewound,
+            at = %at,
+            "versions from the future rewritten to the present by an admin's request"
+        );
+        Ok(Response::RewroteFuture {
+            found,
+            rewritten,
+            clock_rewound: rewound,
+            at,
+        })
+    }
+
+    /// Rewrites every record beyond `scan_limit_ms` to version `at` of this node's, in
+    /// batches; returns how many. Every rewritten record gets the same version:
+    /// versions order the writes of one key, and each key here gets one.
+    async fn rewrite_batches(
+        self: &Arc<Self>,
+        scan_limit_ms: u64,
+        at: Timestamp,
+        found: u64,
+    ) -> Result<u64, ErrorReply> {
+        let version = Version {
+            hlc: at,
+            node: self.store.node_id(),
+        };
         let mut rewritten = 0;
-        // Each batch lowers the count (a rewritten key is not from the future); the
-        // bound on rounds only guards against a store that says otherwise.
-        for _ in 0..=found.count / BATCH as u64 + 1 {
-            let scan = self.scan_future(limit_ms, BATCH).await?;
-            let (version, cap) = {
-                let mut clock = self.clock.lock().expect("clock lock");
-                let hlc = clock.tick(system_wall_ms());
-                (
-                    Version {
-                        hlc,
-                        node: self.store.node_id(),
-                    },
-                    clock.last().max(Timestamp::new(limit_ms, 0)),
-                )
-            };
-            // One version for the whole batch: versions order writes of one key, and
-            // each key here gets one.
+        // Each batch lowers the count (a rewritten record is at `at`, below the scan's
+        // limit); the bound on rounds only guards against a store that says otherwise.
+        for _ in 0..=found / BATCH as u64 + 1 {
+            let scan = self.scan_future(scan_limit_ms, BATCH).await?;
             let rewrites: Vec<(Entry, Version)> = scan
                 .first
                 .into_iter()
@@ -159,23 +216,13 @@ impl Shared {
             let last_batch = rewrites.len() < BATCH;
             rewritten += self
                 .store
-                .rewrite(rewrites, cap)
+                .rewrite(rewrites, Timestamp::new(scan_limit_ms, 0))
                 .await
                 .map_err(|e| ErrorReply::new(ErrorCode::Storage, e.to_string()))?;
             if last_batch {
                 break;
             }
         }
-        tracing::warn!(
-            rewritten,
-            found = found.count,
-            clock_rewound = rewound,
-            "versions from the future rewritten to the present by an admin's request"
-        );
-        Ok(Response::RewroteFuture {
-            found,
-            rewritten,
-            clock_rewound: rewound,
-        })
+        Ok(rewritten)
     }
 }

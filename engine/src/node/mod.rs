@@ -233,6 +233,8 @@ pub(crate) struct Shared {
     pub(crate) writes: AtomicU64,
     pub(crate) reads: AtomicU64,
     pub(crate) clock_refusals: AtomicU64,
+    /// Set while `rewrite-future` runs: this node coordinates no writes meanwhile.
+    pub(crate) rewriting_future: std::sync::atomic::AtomicBool,
     /// Every live peer's clock against this node's.
     pub(crate) skew: Mutex<crate::hlc::skew::SkewBook>,
     /// Set while another process holds this node's name: the node serves no data then.
@@ -381,6 +383,7 @@ impl Node {
             writes: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             clock_refusals: AtomicU64::new(0),
+            rewriting_future: std::sync::atomic::AtomicBool::new(false),
             skew: Mutex::new(crate::hlc::skew::SkewBook::new()),
             stepped_aside: Mutex::new(None),
             left: Notify::new(),

@@ -123,7 +123,7 @@ impl Shared {
             )),
             Request::Sync(request) => super::antientropy::respond(self, request).await,
             Request::Verify => self.verify().await,
-            Request::RewriteFuture { dry_run } => self.rewrite_future(dry_run).await,
+            Request::RewriteFuture { dry_run, at } => self.rewrite_future(dry_run, at).await,
         };
         result.unwrap_or_else(Response::Error)
     }
@@ -210,6 +210,13 @@ impl Shared {
         }
         if let Some(why) = self.future_refusal() {
             return Err(ErrorReply::new(ErrorCode::ClockOffset, why));
+        }
+        if self.rewriting_future.load(Ordering::SeqCst) {
+            // A write acknowledged now could lose to the rewritten versions.
+            return Err(ErrorReply::new(
+                ErrorCode::Unavailable,
+                "unavailable: versions from the future are being rewritten on this node; it coordinates no writes until that ends",
+            ));
         }
         self.observe_session(after)?;
         self.writes.fetch_add(1, Ordering::Relaxed);
@@ -393,7 +400,7 @@ impl Shared {
         })
         .await
         .map_err(|e| ErrorReply::new(ErrorCode::Storage, format!("verify failed: {e}")))?;
-        let future = self.future_versions(self.future_limit_ms()).await?;
+        let future = self.future_versions(self.cluster_wall_ms()).await?;
         Ok(Response::Verified {
             checked: u64::from(partitions),
             mismatched,

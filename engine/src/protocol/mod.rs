@@ -187,6 +187,9 @@ pub enum Request {
     RewriteFuture {
         /// Count and list only; change nothing.
         dry_run: bool,
+        /// The timestamp to rewrite them to (the one an earlier run on another node
+        /// used); the cluster's time now when not given.
+        at: Option<crate::hlc::Timestamp>,
     },
 }
 
@@ -376,6 +379,8 @@ pub enum Response {
         rewritten: u64,
         /// Whether this node's clock was brought back from the future too.
         clock_rewound: bool,
+        /// The timestamp the records were (or would be) rewritten to.
+        at: crate::hlc::Timestamp,
     },
     /// The request failed; the node keeps serving.
     Error(ErrorReply),
