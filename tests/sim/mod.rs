@@ -723,6 +723,23 @@ impl Sim {
             .is_some_and(|s| s.filled.contains(partition))
     }
 
+    /// Whether node `i` knows the status of every member in `placement`, as the node's
+    /// `ClusterView::statuses_known`.
+    fn statuses_known(&self, i: usize, placement: &Placement) -> bool {
+        placement.members().iter().all(|n| {
+            *n == self.names[i]
+                || self.nodes[i]
+                    .membership
+                    .as_ref()
+                    .and_then(|m| m.member(n))
+                    .is_some_and(|v| {
+                        v.status.as_ref().is_some_and(|s| {
+                            v.id.same_data(s.data_epoch) && s.filled.fits(self.settings.partitions)
+                        })
+                    })
+        })
+    }
+
     /// Who takes part in operations on `partition` in node `i`'s view (`placement` is
     /// that view's placement).
     fn replica_set(&self, i: usize, placement: &Placement, partition: u16) -> ReplicaSet {
@@ -748,6 +765,7 @@ impl Sim {
                 let j = names.iter().position(|x| x == peer)?;
                 in_sync.get(&(p, j)).copied()
             },
+            self.statuses_known(i, &placement),
             self.now,
         );
         self.nodes[i].fill = fill;
@@ -1332,6 +1350,7 @@ impl Sim {
         let sets: Vec<ReplicaSet> = (0..self.settings.partitions)
             .map(|p| self.replica_set(i, &placement, p))
             .collect();
+        let statuses_known = self.statuses_known(i, &placement);
         for j in 0..self.nodes.len() {
             let peer = self.names[j].clone();
             if j == i
@@ -1344,7 +1363,7 @@ impl Sim {
                 .filter(|&p| {
                     let set = &sets[usize::from(p)];
                     if let Some(only) = only {
-                        only.contains(&p) && set.fill_sources(&me).contains(&peer)
+                        only.contains(&p) && set.fill_sources(&me, statuses_known).contains(&peer)
                     } else if set.targets.contains(&me) {
                         set.targets.contains(&peer)
                     } else {

@@ -9,13 +9,16 @@ use super::MemberId;
 use crate::hlc::Timestamp;
 use crate::placement::PartitionSet;
 
-/// A member that left the cluster or was removed from it, as statuses pass it on: the
-/// life of the member that departed (a later life of the same name is a new member).
+/// A member that left the cluster or was removed from it, as statuses pass it on: every
+/// life of the member up to the one that departed (a later life of the same name is a
+/// new member).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Departure {
     /// The member.
     pub name: String,
-    /// Its identity's epoch when it departed.
+    /// The start epoch up to which its lives departed: its identity's epoch when it
+    /// left; for a removal, the remover's measure of the cluster's time (the member may
+    /// have started lives the remover never saw).
     pub epoch_ms: u64,
     /// Its identity's incarnation when it departed.
     pub incarnation: u32,

@@ -90,6 +90,15 @@ impl ClusterView {
             .collect()
     }
 
+    /// Whether this node knows the status (the filled partitions) of every member in
+    /// placement.
+    pub fn statuses_known(&self) -> bool {
+        self.placement
+            .members()
+            .iter()
+            .all(|m| self.filled.contains_key(m))
+    }
+
     /// Whether `name` holds the data of `partition`.
     pub fn is_filled(&self, name: &str, partition: PartitionId) -> bool {
         self.filled
@@ -285,7 +294,7 @@ pub(crate) async fn run(
                     let _ = reply.send(answer);
                 }
                 Some(MembershipInput::Remove { name, reply }) => {
-                    let answer = m.depart(&name, shared.now(), system_wall_ms());
+                    let answer = m.depart(&name, shared.now(), shared.cluster_wall_ms());
                     if answer.is_ok() {
                         // The removal is durable before it is acknowledged: a crash of
                         // this node right after must not bring the member back.
@@ -410,7 +419,7 @@ fn admit(shared: &Shared, m: &mut Membership, id: MemberId, replace: Option<Stri
                 );
             }
             Some((MemberState::Dead, old_token)) => {
-                if let Err(reason) = m.depart(old, shared.now(), system_wall_ms()) {
+                if let Err(reason) = m.depart(old, shared.now(), shared.cluster_wall_ms()) {
                     return refuse(ErrorCode::Refused, reason);
                 }
                 tracing::warn!(member = %old, by = %id.name, "member replaced; its partitions move to the new node");

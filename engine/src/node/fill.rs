@@ -18,6 +18,7 @@ pub(crate) fn update(shared: &Arc<Shared>) {
             &view.placement,
             |n, p| view.is_filled(n, p),
             |p, peer| shared.anti_entropy.in_sync_at(p, peer),
+            view.statuses_known(),
             system_wall_ms(),
         );
         (change, fill.filled().clone())

@@ -115,12 +115,15 @@ impl Fill {
     /// released, partitions it newly takes writes for start filling, and a filling
     /// partition is filled once every counted replica has ended an exchange with this
     /// node in agreement (`in_sync(partition, peer)`, the time the exchange began) since.
+    /// `statuses_known`: whether every member's status is known (see
+    /// [`ReplicaSet::fill_sources`]).
     pub fn update(
         &mut self,
         me: &str,
         placement: &Placement,
         others_filled: impl Fn(&str, PartitionId) -> bool,
         in_sync: impl Fn(PartitionId, &str) -> Option<u64>,
+        statuses_known: bool,
         now: u64,
     ) -> FillChange {
         let mut change = FillChange::default();
@@ -141,7 +144,7 @@ impl Fill {
                 continue;
             }
             let since = *self.filling_since.entry(partition).or_insert(now);
-            let sources = set.fill_sources(me);
+            let sources = set.fill_sources(me, statuses_known);
             let caught_up = !sources.is_empty()
                 && sources
                     .iter()
@@ -163,9 +166,10 @@ impl Fill {
         placement: &Placement,
         others_filled: impl Fn(&str, PartitionId) -> bool,
         partition: PartitionId,
+        statuses_known: bool,
     ) -> Vec<String> {
         self.replica_set(me, placement, others_filled, partition)
-            .fill_sources(me)
+            .fill_sources(me, statuses_known)
     }
 }
 
@@ -180,12 +184,12 @@ mod tests {
         let old = |n: &str, p: PartitionId| before.holds(n, p);
         let mut fill = Fill::new(PartitionSet::empty());
         // Exchanges before it took writes do not count.
-        let change = fill.update("n4", &after, old, |_, _| Some(5), 10);
+        let change = fill.update("n4", &after, old, |_, _| Some(5), true, 10);
         assert!(change.filled.is_empty());
         let held: Vec<PartitionId> = after.partitions_of("n4").collect();
         assert_eq!(fill.filling().collect::<Vec<_>>(), held);
         for &p in &held {
-            let mut sources = fill.sources("n4", &after, old, p);
+            let mut sources = fill.sources("n4", &after, old, p, true);
             sources.sort();
             let mut owners: Vec<String> = before.replicas(p).map(str::to_string).collect();
             owners.sort();
@@ -193,9 +197,16 @@ mod tests {
         }
         // One source short: still filling.
         // One source short (down, or not yet exchanged with): still filling.
-        let change = fill.update("n4", &after, old, |_, s| (s != "n1").then_some(20), 30);
+        let change = fill.update(
+            "n4",
+            &after,
+            old,
+            |_, s| (s != "n1").then_some(20),
+            true,
+            30,
+        );
         assert!(change.filled.iter().all(|&p| !before.holds("n1", p)));
-        let change = fill.update("n4", &after, old, |_, _| Some(40), 50);
+        let change = fill.update("n4", &after, old, |_, _| Some(40), true, 50);
         assert_eq!(fill.filled().len(), held.len());
         assert_eq!(fill.filling().count(), 0);
         assert!(change.released.is_empty());
@@ -224,12 +235,12 @@ mod tests {
         ));
         // n4 still filling: the stand-in keeps counting.
         let n4_filling = |n: &str, q: PartitionId| n != "n4" && before.holds(n, q);
-        let change = fill.update(&stand_in, &after, n4_filling, |_, _| None, 10);
+        let change = fill.update(&stand_in, &after, n4_filling, |_, _| None, true, 10);
         assert!(!change.released.contains(&p));
         assert!(fill.filled().contains(p));
         // n4 filled: released, and handoff waits for exchanges after now.
         let n4_done = |n: &str, q: PartitionId| n == "n4" || before.holds(n, q);
-        let change = fill.update(&stand_in, &after, n4_done, |_, _| None, 20);
+        let change = fill.update(&stand_in, &after, n4_done, |_, _| None, true, 20);
         assert!(change.released.contains(&p));
         assert!(!fill.filled().contains(p));
         assert_eq!(fill.released_at(p), Some(20));
@@ -245,9 +256,9 @@ mod tests {
         let me = owners[0].clone();
         let nobody = |_: &str, _: PartitionId| false;
         let mut fill = Fill::new(PartitionSet::empty());
-        fill.update(&me, &placement, nobody, |_, _| None, 10);
+        fill.update(&me, &placement, nobody, |_, _| None, true, 10);
         assert!(fill.filling().any(|q| q == p));
-        let mut sources = fill.sources(&me, &placement, nobody, p);
+        let mut sources = fill.sources(&me, &placement, nobody, p, true);
         sources.sort();
         assert_eq!(sources, owners[1..].to_vec());
         // One owner not yet exchanged with: still filling.
@@ -256,10 +267,16 @@ mod tests {
             &placement,
             nobody,
             |_, s| (s == owners[1]).then_some(20),
+            true,
             30,
         );
         assert!(!change.filled.contains(&p));
-        let change = fill.update(&me, &placement, nobody, |_, _| Some(40), 50);
+        // Not every member's status known yet: "nobody counts" may only mean unheard
+        // of, so the owners alone do not fill it.
+        assert!(fill.sources(&me, &placement, nobody, p, false).is_empty());
+        let change = fill.update(&me, &placement, nobody, |_, _| Some(40), false, 45);
+        assert!(!change.filled.contains(&p));
+        let change = fill.update(&me, &placement, nobody, |_, _| Some(40), true, 50);
         assert!(change.filled.contains(&p));
         assert!(fill.filled().contains(p));
     }

@@ -327,9 +327,11 @@ impl ReplicaSet {
     /// (every owner lost track of the data: a wiped disk, a name another process used
     /// while its owner was away, and no member that held the partition before stands
     /// in), the other owners: their union is all the cluster holds, and without this
-    /// rule nobody could ever count for the partition again.
-    pub fn fill_sources(&self, me: &str) -> Vec<String> {
-        let from = if self.counted.is_empty() {
+    /// rule nobody could ever count for the partition again. Only once `me` knows every
+    /// member's status (`statuses_known`): before, "none counts" may only mean that the
+    /// members holding the data have not been heard from yet.
+    pub fn fill_sources(&self, me: &str, statuses_known: bool) -> Vec<String> {
+        let from = if self.counted.is_empty() && statuses_known {
             &self.targets
         } else {
             &self.counted

@@ -228,7 +228,7 @@ fn plan(shared: &Shared, scope: Scope<'_>, only_peer: Option<&str>) -> Vec<Plan>
         let sources;
         let peers: &[String] = match scope {
             Scope::Fill(_) => {
-                sources = set.fill_sources(me);
+                sources = set.fill_sources(me, view.statuses_known());
                 &sources
             }
             Scope::All(_) if mine => &set.targets,
