@@ -27,6 +27,18 @@ fn start(
     names: &[&str],
     offset: Option<&str>,
 ) -> Vec<ServeProcess> {
+    start_skewing(certs, dir, names, |i| {
+        offset.filter(|_| i == names.len() - 1)
+    })
+}
+
+/// Like [`start`], node `i` with its clock `skew(i)` off the real one, when given.
+fn start_skewing<'a>(
+    certs: &TestCerts,
+    dir: &std::path::Path,
+    names: &[&str],
+    skew: impl Fn(usize) -> Option<&'a str>,
+) -> Vec<ServeProcess> {
     let mut nodes: Vec<ServeProcess> = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let seed = nodes.first().map(|n| n.addr.to_string());
@@ -35,11 +47,9 @@ fn start(
             extra.extend(["--join", seed.as_str()]);
         }
         let data = dir.join(name);
-        nodes.push(match offset {
-            Some(offset) if i == names.len() - 1 => {
-                ServeProcess::start_skewed(name, certs.path(), &data, &extra, offset)
-            }
-            _ => ServeProcess::start(name, certs.path(), &data, &extra),
+        nodes.push(match skew(i) {
+            Some(offset) => ServeProcess::start_skewed(name, certs.path(), &data, &extra, offset),
+            None => ServeProcess::start(name, certs.path(), &data, &extra),
         });
     }
     nodes
@@ -295,21 +305,7 @@ async fn versions_from_the_future_are_reported_and_rewritten_to_the_present() {
     let names = &NAMES[..3];
     let certs = TestCerts::new(names).with_probe();
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<ServeProcess> = Vec::new();
-    for name in names {
-        let seed = nodes.first().map(|n| n.addr.to_string());
-        let mut extra = vec!["--anti-entropy-interval", "off"];
-        if let Some(seed) = &seed {
-            extra.extend(["--join", seed.as_str()]);
-        }
-        nodes.push(ServeProcess::start_skewed(
-            name,
-            certs.path(),
-            &dir.path().join(name),
-            &extra,
-            "+60s",
-        ));
-    }
+    let mut nodes = start_skewing(&certs, dir.path(), names, |_| Some("+60s"));
     let refs: Vec<&ServeProcess> = nodes.iter().collect();
     wait_settled(&certs, &refs, names).await;
     let keys: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
@@ -325,20 +321,7 @@ async fn versions_from_the_future_are_reported_and_rewritten_to_the_present() {
     for node in &mut nodes {
         node.kill();
     }
-    let mut restarted: Vec<ServeProcess> = Vec::new();
-    for name in names {
-        let seed = restarted.first().map(|n| n.addr.to_string());
-        let mut extra = vec!["--anti-entropy-interval", "off"];
-        if let Some(seed) = &seed {
-            extra.extend(["--join", seed.as_str()]);
-        }
-        restarted.push(ServeProcess::start(
-            name,
-            certs.path(),
-            &dir.path().join(name),
-            &extra,
-        ));
-    }
+    let restarted = start_skewing(&certs, dir.path(), names, |_| None);
     let nodes = restarted;
     let refs: Vec<&ServeProcess> = nodes.iter().collect();
     wait_settled(&certs, &refs, names).await;

@@ -173,6 +173,36 @@ impl Net {
     fn state(&self, observer: &str, of: &str) -> Option<MemberState> {
         self.nodes[observer].member(of).map(|m| m.state)
     }
+
+    /// Starts `names`, each joining the first, and lets them settle.
+    fn start_all(&mut self, names: &[&str]) {
+        self.start(id(names[0], 1, 100), None);
+        for name in &names[1..] {
+            self.start(id(name, 1, 100), Some(id(names[0], 1, 100)));
+        }
+        self.run_announcing(8_000);
+    }
+
+    /// Cuts `name` off from `others`, both ways.
+    fn isolate(&mut self, name: &str, others: &[&str]) {
+        for other in others {
+            self.cut.insert((name.to_string(), other.to_string()));
+            self.cut.insert((other.to_string(), name.to_string()));
+        }
+    }
+
+    /// Every one of `names` sees every one of them alive.
+    fn assert_all_alive(&self, names: &[&str]) {
+        for observer in names {
+            for of in names {
+                assert_eq!(
+                    self.state(observer, of),
+                    Some(MemberState::Alive),
+                    "{observer} sees {of}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -362,10 +392,7 @@ fn a_removal_covers_a_later_life_the_remover_never_saw() {
         net.start(id(name, 1, 100), Some(id("n1", 1, 100)));
     }
     net.run_announcing(6_000);
-    for other in &names[1..] {
-        net.cut.insert(("n1".into(), other.to_string()));
-        net.cut.insert((other.to_string(), "n1".into()));
-    }
+    net.isolate("n1", &names[1..]);
     net.down.insert("n4".into());
     net.run_announcing(9_000);
     net.start(id("n4", 1, 200), Some(id("n2", 1, 100)));
@@ -420,15 +447,8 @@ fn a_removal_covers_a_later_life_the_remover_never_saw() {
 fn a_short_cut_of_one_node_leaves_every_other_member_alive_in_its_eyes() {
     let names = ["n1", "n2", "n3", "n4", "n5"];
     let mut net = Net::new();
-    net.start(id("n1", 1, 100), None);
-    for name in &names[1..] {
-        net.start(id(name, 1, 100), Some(id("n1", 1, 100)));
-    }
-    net.run_announcing(8_000);
-    for other in &names[..4] {
-        net.cut.insert(("n5".into(), other.to_string()));
-        net.cut.insert((other.to_string(), "n5".into()));
-    }
+    net.start_all(&names);
+    net.isolate("n5", &names[..4]);
     let cut_at = net.events.len();
     net.run_announcing(11_500);
     let suspected = names[..4]
@@ -450,15 +470,7 @@ fn a_short_cut_of_one_node_leaves_every_other_member_alive_in_its_eyes() {
         })
         .collect();
     assert!(died.is_empty(), "after the short cut: {died:?}");
-    for observer in names {
-        for of in names {
-            assert_eq!(
-                net.state(observer, of),
-                Some(MemberState::Alive),
-                "{observer} sees {of}"
-            );
-        }
-    }
+    net.assert_all_alive(&names);
 }
 
 /// A node cut off alone for longer than the suspicion timeout (but under the silent-hold
@@ -468,15 +480,8 @@ fn a_short_cut_of_one_node_leaves_every_other_member_alive_in_its_eyes() {
 fn a_long_cut_of_one_node_costs_only_that_node_a_renewal() {
     let names = ["n1", "n2", "n3", "n4", "n5"];
     let mut net = Net::new();
-    net.start(id("n1", 1, 100), None);
-    for name in &names[1..] {
-        net.start(id(name, 1, 100), Some(id("n1", 1, 100)));
-    }
-    net.run_announcing(8_000);
-    for other in &names[..4] {
-        net.cut.insert(("n5".into(), other.to_string()));
-        net.cut.insert((other.to_string(), "n5".into()));
-    }
+    net.start_all(&names);
+    net.isolate("n5", &names[..4]);
     let cut_at = net.events.len();
     net.run_announcing(20_000);
     assert!(
@@ -496,15 +501,7 @@ fn a_long_cut_of_one_node_costs_only_that_node_a_renewal() {
         })
         .collect();
     assert!(collateral.is_empty(), "after the long cut: {collateral:?}");
-    for observer in names {
-        for of in names {
-            assert_eq!(
-                net.state(observer, of),
-                Some(MemberState::Alive),
-                "{observer} sees {of}"
-            );
-        }
-    }
+    net.assert_all_alive(&names);
 }
 
 #[test]

@@ -32,13 +32,8 @@ impl Tables {
         let settings = *self.settings()?;
         let location = tree::locate(&entry.key, settings.partitions);
         let dkey = data_key_at(location.partition, location.leaf, &entry.key);
-        let current = match self
-            .data
-            .get(wtxn, &dkey)
-            .map_err(|e| self.write_error("reading a record", e))?
-        {
-            None => return Ok(false),
-            Some(bytes) => Record::decode(bytes).map_err(StoreError::corrupt_record)?,
+        let Some(current) = self.record_at(wtxn, &dkey)? else {
+            return Ok(false);
         };
         if current.version != old {
             return Ok(false);
@@ -48,38 +43,12 @@ impl Tables {
         self.data
             .put(wtxn, &dkey, encoded)
             .map_err(|e| self.write_error("rewriting a record", e))?;
-        if self.maintain_tree {
-            let delta = Delta {
-                digest_added: tree::entry_hash(&settings.tree_key, &entry.key, &entry.record),
-                digest_removed: tree::entry_hash(&settings.tree_key, &entry.key, &current),
-                ..Delta::default()
-            };
-            self.update_leaf(wtxn, location, &delta)?;
-            tree_deltas.push((location, delta));
-        }
+        self.change_tree(wtxn, location, tree_deltas, || Delta {
+            digest_added: tree::entry_hash(&settings.tree_key, &entry.key, &entry.record),
+            digest_removed: tree::entry_hash(&settings.tree_key, &entry.key, &current),
+            ..Delta::default()
+        })?;
         Ok(true)
-    }
-
-    /// Sets the HLC high-water mark to `cap` if it is above it: the mark was raised by
-    /// versions from the future, which are rewritten now.
-    pub(super) fn cap_high_water(
-        &self,
-        wtxn: &mut RwTxn<'_>,
-        cap: Timestamp,
-    ) -> Result<(), StoreError> {
-        let stored = self
-            .meta
-            .get(wtxn, meta::HLC_HIGH_WATER)
-            .map_err(|e| self.write_error("reading the HLC high-water mark", e))?
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0);
-        if stored > cap.as_u64() {
-            self.meta
-                .put(wtxn, meta::HLC_HIGH_WATER, &cap.as_u64().to_be_bytes())
-                .map_err(|e| self.write_error("lowering the HLC high-water mark", e))?;
-        }
-        Ok(())
     }
 }
 

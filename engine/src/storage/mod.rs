@@ -19,6 +19,7 @@
 
 mod error;
 mod future;
+mod high_water;
 pub mod hints;
 mod meta;
 mod open;
@@ -319,16 +320,6 @@ impl Store {
         self.tables.get(&rtxn, key)
     }
 
-    /// The highest HLC timestamp ever committed; a restarted node's clock starts above it.
-    pub fn hlc_high_water(&self) -> Result<Timestamp, StoreError> {
-        let rtxn = self.tables.read_txn()?;
-        Ok(
-            meta::get_u64(&self.tables.meta, &rtxn, meta::HLC_HIGH_WATER)?
-                .map(Timestamp::from_u64)
-                .unwrap_or(Timestamp::ZERO),
-        )
-    }
-
     /// Applies `entries` last-writer-wins, durably, through the group-commit writer. The
     /// outcomes come back in the order of `entries` once the transaction is on disk.
     pub async fn apply(&self, entries: Vec<Entry>) -> Result<Vec<ApplyOutcome>, StoreError> {
@@ -559,14 +550,7 @@ impl Tables {
         let settings = *self.settings()?;
         let location = tree::locate(&entry.key, settings.partitions);
         let dkey = data_key_at(location.partition, location.leaf, &entry.key);
-        let previous = match self
-            .data
-            .get(wtxn, &dkey)
-            .map_err(|e| self.write_error("reading a record", e))?
-        {
-            None => None,
-            Some(bytes) => Some(Record::decode(bytes).map_err(StoreError::corrupt_record)?),
-        };
+        let previous = self.record_at(wtxn, &dkey)?;
         let incoming = entry.record.version;
         match previous.as_ref().map(|r| r.version) {
             Some(current) if current == incoming => return Ok(ApplyOutcome::AlreadyPresent),
@@ -578,9 +562,7 @@ impl Tables {
         self.data
             .put(wtxn, &dkey, encoded)
             .map_err(|e| self.write_error("writing a record", e))?;
-        if self.maintain_tree {
-            // The tree changes in the same transaction as the data: a crash can never
-            // leave them apart.
+        self.change_tree(wtxn, location, tree_deltas, || {
             let mut delta = Delta {
                 digest_added: tree::entry_hash(&settings.tree_key, &entry.key, &entry.record),
                 ..Delta::default()
@@ -591,9 +573,8 @@ impl Tables {
                 }
                 None => delta.count = 1,
             }
-            self.update_leaf(wtxn, location, &delta)?;
-            tree_deltas.push((location, delta));
-        }
+            delta
+        })?;
         Ok(ApplyOutcome::Applied {
             previous: previous.map(|r| r.version),
         })
@@ -629,33 +610,6 @@ impl Tables {
         }
         delta.next_seq = seq;
         Ok(stored)
-    }
-
-    fn raise_high_water(
-        &self,
-        wtxn: &mut RwTxn<'_>,
-        candidate: Timestamp,
-    ) -> Result<(), StoreError> {
-        if candidate == Timestamp::ZERO {
-            return Ok(());
-        }
-        let stored = self
-            .meta
-            .get(wtxn, meta::HLC_HIGH_WATER)
-            .map_err(|e| self.write_error("reading the HLC high-water mark", e))?
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0);
-        if candidate.as_u64() > stored {
-            self.meta
-                .put(
-                    wtxn,
-                    meta::HLC_HIGH_WATER,
-                    &candidate.as_u64().to_be_bytes(),
-                )
-                .map_err(|e| self.write_error("raising the HLC high-water mark", e))?;
-        }
-        Ok(())
     }
 }
 

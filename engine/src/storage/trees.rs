@@ -307,6 +307,43 @@ impl Tables {
         }
     }
 
+    /// Applies `delta` (built only when trees are kept) to its leaf in this
+    /// transaction, and notes it for the in-memory tree once the transaction commits: the
+    /// tree changes in the same transaction as the data, so a crash never leaves them
+    /// apart.
+    pub(super) fn change_tree(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        location: Location,
+        tree_deltas: &mut Vec<(Location, Delta)>,
+        delta: impl FnOnce() -> Delta,
+    ) -> Result<(), StoreError> {
+        if self.maintain_tree {
+            let delta = delta();
+            self.update_leaf(wtxn, location, &delta)?;
+            tree_deltas.push((location, delta));
+        }
+        Ok(())
+    }
+
+    /// The record stored under data key `dkey`, read in a write transaction.
+    pub(super) fn record_at(
+        &self,
+        wtxn: &RwTxn<'_>,
+        dkey: &[u8],
+    ) -> Result<Option<Record>, StoreError> {
+        match self
+            .data
+            .get(wtxn, dkey)
+            .map_err(|e| self.write_error("reading a record", e))?
+        {
+            None => Ok(None),
+            Some(bytes) => Record::decode(bytes)
+                .map(Some)
+                .map_err(StoreError::corrupt_record),
+        }
+    }
+
     pub(super) fn update_leaf(
         &self,
         wtxn: &mut RwTxn<'_>,

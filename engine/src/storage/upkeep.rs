@@ -15,13 +15,8 @@ impl Tables {
         let settings = *self.settings()?;
         let location = tree::locate(key, settings.partitions);
         let dkey = data_key_at(location.partition, location.leaf, key);
-        let current = match self
-            .data
-            .get(wtxn, &dkey)
-            .map_err(|e| self.write_error("reading a record", e))?
-        {
-            None => return Ok(false),
-            Some(bytes) => Record::decode(bytes).map_err(StoreError::corrupt_record)?,
+        let Some(current) = self.record_at(wtxn, &dkey)? else {
+            return Ok(false);
         };
         if current.version != version || current.payload != crate::record::Payload::Tombstone {
             return Ok(false);
@@ -29,15 +24,11 @@ impl Tables {
         self.data
             .delete(wtxn, &dkey)
             .map_err(|e| self.write_error("purging a tombstone", e))?;
-        if self.maintain_tree {
-            let delta = Delta {
-                digest_removed: tree::entry_hash(&settings.tree_key, key, &current),
-                count: -1,
-                ..Delta::default()
-            };
-            self.update_leaf(wtxn, location, &delta)?;
-            tree_deltas.push((location, delta));
-        }
+        self.change_tree(wtxn, location, tree_deltas, || Delta {
+            digest_removed: tree::entry_hash(&settings.tree_key, key, &current),
+            count: -1,
+            ..Delta::default()
+        })?;
         Ok(true)
     }
 
