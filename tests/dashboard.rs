@@ -1,5 +1,6 @@
 //! The dashboard as a person sees it, driven in tmux: the demo, `vergent top` watching a
-//! node die and come back, and the metrics listener.
+//! node die and come back, partitions not shown in sync before a compare confirms them,
+//! a repair on another node seen from the watched one, and the metrics listener.
 
 mod support;
 
@@ -7,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{ServeProcess, TestCerts, cli, stderr};
+use support::{ServeProcess, TestCerts, cli, entries, load, stderr};
 
 /// A tmux session the test owns; killed when dropped.
 struct Tmux {
@@ -191,7 +192,7 @@ async fn top_shows_a_killed_node_dead_and_then_alive_again() {
             .any(|l| l.contains("n3") && l.contains("✕ dead")),
         "{pane}"
     );
-    assert!(pane.contains("u replica down"), "{pane}");
+    assert!(pane.contains("u down"), "{pane}");
     eprintln!(
         "the dashboard showed n3 dead {:?} after SIGKILL",
         killed.elapsed()
@@ -213,7 +214,133 @@ async fn top_shows_a_killed_node_dead_and_then_alive_again() {
         p.contains("n1 unreachable; now watching")
     });
     assert!(pane.contains("n1 stopped answering"), "{pane}");
+    // It comes back where it was: the dashboard goes back to it.
+    let addr = n1.addr.to_string();
+    let _n1 = ServeProcess::try_start_at(
+        "n1",
+        &addr,
+        certs.path(),
+        &data.path().join("n1"),
+        &["--join", &_n2.addr.to_string()],
+    )
+    .expect("n1 restarts on its address");
+    tmux.wait_for(Duration::from_secs(30), "the return to n1", |p| {
+        p.contains("n1 is back; watching it again")
+    });
     tmux.keys("q");
+}
+
+/// The partition map's cells, counted by symbol: the map is the block titled
+/// `Partitions`, its cells the lines between that title and the block's bottom border.
+fn map_symbols(pane: &str, symbol: char) -> usize {
+    let mut inside = false;
+    let mut count = 0;
+    for line in pane.lines() {
+        if line.contains("Partitions (") {
+            inside = true;
+            continue;
+        }
+        if inside {
+            // The bottom border carries the legend; the map ends there.
+            if line.contains('└') || line.contains('╰') {
+                break;
+            }
+            count += line.chars().filter(|c| *c == symbol).count();
+        }
+    }
+    count
+}
+
+/// Measured before: with anti-entropy off, a replica that missed 20,000 writes showed
+/// every partition `·` (in sync), and a repair run on n3 was invisible from n1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_shows_unconfirmed_partitions_and_a_repair_on_another_node() {
+    let certs = TestCerts::new(&["n1", "n2", "n3"]).with_probe();
+    let data = tempfile::tempdir().unwrap();
+    let quiet = ["--anti-entropy-interval", "off", "--hints-max", "0"];
+    let n1 = ServeProcess::start("n1", certs.path(), &data.path().join("n1"), &quiet);
+    let seed = n1.addr.to_string();
+    let joined = |extra: &[&str]| {
+        let mut args = quiet.to_vec();
+        args.extend_from_slice(&["--join", &seed]);
+        args.extend_from_slice(extra);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let n2_args = joined(&[]);
+    let n2_refs: Vec<&str> = n2_args.iter().map(String::as_str).collect();
+    let n2 = ServeProcess::start("n2", certs.path(), &data.path().join("n2"), &n2_refs);
+    // n3 repairs at 200,000 B/s, so its repair lasts long enough to watch.
+    let n3_args = joined(&["--repair-bytes-per-sec", "200000"]);
+    let n3_refs: Vec<&str> = n3_args.iter().map(String::as_str).collect();
+    let mut n3 = ServeProcess::start("n3", certs.path(), &data.path().join("n3"), &n3_refs);
+    let command = format!(
+        "{} top --node {} --certs {}; sleep 600",
+        vergent_path(),
+        n1.addr,
+        certs.path().display()
+    );
+    let tmux = Tmux::start(&command, 120, 40);
+    tmux.wait_for(Duration::from_secs(30), "three live members", |p| {
+        p.contains("nodes 3 alive")
+    });
+
+    // n3 misses every write, then comes back.
+    n3.kill();
+    let writes = entries(
+        "key",
+        0..5_000,
+        vergent::wallclock::system_wall_ms(),
+        &"v".repeat(100),
+    );
+    load(&certs, n1.addr, &writes).await;
+    load(&certs, n2.addr, &writes).await;
+    let n3 = ServeProcess::start("n3", certs.path(), &data.path().join("n3"), &n3_refs);
+    let pane = tmux.wait_for(Duration::from_secs(30), "n3 back", |p| {
+        p.contains("nodes 3 alive")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let pane = {
+        let later = tmux.capture();
+        if later.contains("nodes 3 alive") {
+            later
+        } else {
+            pane
+        }
+    };
+    assert_eq!(
+        map_symbols(&pane, '·'),
+        0,
+        "no partition may show in sync before a compare\n{pane}"
+    );
+    assert!(map_symbols(&pane, '?') > 0, "{pane}");
+    assert!(
+        pane.contains("? unconf"),
+        "the legend names the state\n{pane}"
+    );
+
+    // A repair on n3, from the command line: n1's dashboard shows it running and ended.
+    let mut repair = support::vergent()
+        .args(["repair", "--node", &n3.addr.to_string(), "--certs"])
+        .arg(certs.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pane = tmux.wait_for(Duration::from_secs(30), "the repair's gauge", |p| {
+        p.contains("repair started on n3") && p.contains("n3 →")
+    });
+    assert!(pane.contains("ETA") || pane.contains("/"), "{pane}");
+    assert!(repair.wait().unwrap().success(), "the repair failed");
+    let pane = tmux.wait_for(Duration::from_secs(30), "the repair's end", |p| {
+        p.contains("repair on n3 ended")
+    });
+    let _ = pane;
+    let pane = tmux.wait_for(Duration::from_secs(15), "every partition confirmed", |p| {
+        map_symbols(p, '?') == 0 && map_symbols(p, '·') > 0
+    });
+    assert_eq!(map_symbols(&pane, '!'), 0, "{pane}");
+    tmux.keys("q");
+    drop((n2, n3));
 }
 
 #[test]

@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use vergent::coordinator::{Action, Coordinator, CoordinatorConfig, Millis, OpId,
 use vergent::hlc::skew::{Probe, Reading, SkewBook, Verdict};
 use vergent::hlc::{Clock, Timestamp};
 use vergent::membership::{MemberId, Membership, MembershipConfig};
-use vergent::placement::{Fill, PartitionSet, Placement, ReplicaSet, partition_of};
+use vergent::placement::{Fill, FillNews, PartitionSet, Placement, ReplicaSet, partition_of};
 use vergent::protocol::Consistency;
 use vergent::record::{Entry, NodeId, Payload, Record, Version};
 use vergent::storage::{ClusterSettings, Hint, Store, StoreOptions};
@@ -262,6 +262,8 @@ struct ClientOp {
     /// seen when the operation was issued (sent along, as the client library does).
     session: usize,
     after: Option<Timestamp>,
+    /// The replicas its coordinator wrote to.
+    targets: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,6 +314,8 @@ struct Node {
     epoch_ms: u64,
     /// Which partitions it holds the data of.
     fill: Fill,
+    /// When the node learned of each member's fills.
+    news: FillNews,
     /// (partition, peer) → start of the last run that ended in sync.
     in_sync: BTreeMap<(u16, usize), u64>,
     /// Removed from the cluster (or replaced): never starts again.
@@ -450,6 +454,7 @@ impl Sim {
                 last_clock: Timestamp::ZERO,
                 epoch_ms: 0,
                 fill: Fill::default(),
+                news: FillNews::default(),
                 in_sync: BTreeMap::new(),
                 removed: false,
                 started_once: false,
@@ -743,7 +748,30 @@ impl Sim {
     /// Who takes part in operations on `partition` in node `i`'s view (`placement` is
     /// that view's placement).
     fn replica_set(&self, i: usize, placement: &Placement, partition: u16) -> ReplicaSet {
-        placement.replica_set(partition, |n| self.filled_in_view(i, n, partition))
+        placement.replica_set_settling(
+            partition,
+            |n| self.filled_in_view(i, n, partition),
+            |n| self.nodes[i].news.settling(n, partition, self.now),
+        )
+    }
+
+    /// Takes what node `i` believes every member holds into its news of fills, as the
+    /// node does whenever its view changes.
+    fn observe_fills(&mut self, i: usize) {
+        let Some(m) = self.nodes[i].membership.as_ref() else {
+            return;
+        };
+        let mut filled: HashMap<String, PartitionSet> = m
+            .roster()
+            .filter_map(|v| {
+                let s = v.status.as_ref()?;
+                (v.id.same_data(s.data_epoch) && s.filled.fits(self.settings.partitions))
+                    .then(|| (v.id.name.clone(), s.filled.clone()))
+            })
+            .collect();
+        filled.insert(self.names[i].clone(), self.nodes[i].fill.filled().clone());
+        let now = self.now;
+        self.nodes[i].news.observe(&filled, now);
     }
 
     /// Brings node `i`'s fill books up to date, as the node does after each exchange
@@ -757,10 +785,12 @@ impl Sim {
         let names = self.names.clone();
         let in_sync = self.nodes[i].in_sync.clone();
         let mut fill = self.nodes[i].fill.clone();
+        let now = self.now;
         let change = fill.update(
             &me,
             &placement,
             |n, p| self.filled_in_view(i, n, p),
+            |n, p| self.nodes[i].news.settling(n, p, now),
             |p, peer| {
                 let j = names.iter().position(|x| x == peer)?;
                 in_sync.get(&(p, j)).copied()
@@ -769,6 +799,7 @@ impl Sim {
             self.now,
         );
         self.nodes[i].fill = fill;
+        self.observe_fills(i);
         if !change.is_empty() {
             self.log(format!(
                 "{} filled {:?} released {:?}",
@@ -867,6 +898,7 @@ impl Sim {
         if removed_while_away {
             self.nodes[i].fill.clear();
         }
+        self.observe_fills(i);
         self.renewals[i] += renewed;
         for event in events {
             let line = format!("{} {event}", self.names[i]);
@@ -1593,6 +1625,7 @@ impl Sim {
         o.kind = kind;
         o.consistency = consistency;
         o.issued_ms = self.now;
+        o.targets = replica_set_shown.0.clone();
         self.nodes[i].ops.insert(op, index);
         let key = String::from_utf8_lossy(&self.client_ops[index].key).into_owned();
         self.log(format!(
@@ -1981,6 +2014,7 @@ impl Sim {
                 completed_ms: None,
                 session: self.rng.random_range(0..SESSIONS),
                 after: None,
+                targets: Vec::new(),
             });
             let at = start + self.rng.random_range(0..self.config.fault_ms);
             self.schedule(at, Event::Client { op });
@@ -2173,10 +2207,21 @@ impl Sim {
             // A coordinator that stepped aside for a second process under its name
             // keeps its hints until it takes the name back (its view is frozen
             // meanwhile): they are late, not lost, and convergence checks them.
-            if crashed_in_flight || self.nodes[coordinator].stepped_aside {
+            // A version from a clock beyond the bound (issued before its node found out)
+            // is refused by replicas until the cluster's time reaches it: by design, its
+            // hints land only then, after the drain; convergence checks where it ends.
+            let beyond_bound = version.hlc.wall_ms() > EPOCH_MS + op.issued_ms + MAX_OFFSET_MS;
+            if crashed_in_flight || self.nodes[coordinator].stepped_aside || beyond_bound {
                 continue;
             }
             for replica in placement.replicas(partition_of(&op.key, self.settings.partitions)) {
+                // Hints go to the replicas the coordinator wrote to. One it did not know
+                // of yet (it learned of a new owner late, across a cut) gets the write
+                // from the replicas that took it, by handoff and anti-entropy, which the
+                // convergence check covers.
+                if !op.targets.iter().any(|t| t == replica) {
+                    continue;
+                }
                 let r = self.index_of(replica).unwrap();
                 if self.nodes[r].empty_since >= op.issued_ms && self.nodes[r].empty_since > 0
                     || self.nodes[r].stepped_aside

@@ -43,6 +43,8 @@ pub enum Overlay {
     Details,
     /// "Start a repair on NODE?"
     ConfirmRepair(String),
+    /// One event in full (index into the events).
+    Event(usize),
 }
 
 /// The dashboard.
@@ -56,6 +58,8 @@ pub struct App {
     pub member: usize,
     /// The selected partition.
     pub partition: usize,
+    /// The selected event (index into the events); `None` follows the newest.
+    pub event: Option<usize>,
     /// Whether model updates are held back.
     pub paused: bool,
     /// The open overlay.
@@ -72,6 +76,7 @@ impl App {
             panel: Panel::Members,
             member: 0,
             partition: 0,
+            event: None,
             paused: false,
             overlay: None,
             colour: true,
@@ -91,6 +96,15 @@ impl App {
         self.model = model;
         self.member = self.member.min(self.model.members.len().saturating_sub(1));
         self.partition = self.partition.min(self.model.cells.len().saturating_sub(1));
+        if let Some(e) = self.event {
+            self.event = Some(e.min(self.model.events.len().saturating_sub(1)));
+        }
+    }
+
+    /// The event selected, as shown: the chosen one, or the newest.
+    pub fn selected_event(&self) -> Option<usize> {
+        let n = self.model.events.len();
+        (n > 0).then(|| self.event.unwrap_or(n - 1).min(n - 1))
     }
 
     /// The selected member's name.
@@ -128,6 +142,13 @@ impl App {
             KeyCode::Down => self.step(1, true),
             KeyCode::Left => self.step(-1, false),
             KeyCode::Right => self.step(1, false),
+            KeyCode::PageUp => self.step(-10, true),
+            KeyCode::PageDown => self.step(10, true),
+            KeyCode::Enter if self.panel == Panel::Events => {
+                if let Some(e) = self.selected_event() {
+                    self.overlay = Some(Overlay::Event(e));
+                }
+            }
             KeyCode::Enter => {
                 self.overlay = Some(Overlay::Details);
                 if self.panel == Panel::Partitions && !self.model.cells.is_empty() {
@@ -180,6 +201,15 @@ impl App {
                         1
                     };
                     self.partition = (self.partition as i64 + by * stride).clamp(0, n - 1) as usize;
+                }
+            }
+            // Up from the newest picks older events; back down to the newest follows
+            // new ones again.
+            Panel::Events if vertical => {
+                let n = self.model.events.len() as i64;
+                if let Some(current) = self.selected_event() {
+                    let next = (current as i64 + by).clamp(0, n - 1);
+                    self.event = (next < n - 1).then_some(next as usize);
                 }
             }
             _ => {}

@@ -81,6 +81,9 @@ pub struct MemberRow {
     pub sync_lag_ms: Option<u64>,
     /// Partitions it takes writes for but is still filling (it does not count for them).
     pub filling: u16,
+    /// For a member that is not live (dead or left): how old its `hlc` and `skew_ms`
+    /// are, milliseconds, since they are what it said last, not what it says now.
+    pub stale_age_ms: Option<u64>,
     /// Whether the watched node cannot reach it directly although it is alive.
     pub unreachable: bool,
 }
@@ -106,7 +109,11 @@ pub enum PartitionState {
     Repairing,
     /// Differed at the last compare.
     Diverged,
-    /// Agreed at the last compare (or nothing says otherwise).
+    /// Not confirmed in sync: written since its replicas last compared equal, or not
+    /// compared within the anti-entropy interval (or never).
+    Unconfirmed,
+    /// Every replica's root compared equal within the interval, after the last write
+    /// its replicas saw.
     InSync,
 }
 
@@ -115,6 +122,7 @@ impl PartitionState {
     pub fn symbol(self) -> &'static str {
         match self {
             PartitionState::InSync => "·",
+            PartitionState::Unconfirmed => "?",
             PartitionState::Repairing => "~",
             PartitionState::Diverged => "!",
             PartitionState::UnderReplicated => "u",
@@ -125,19 +133,23 @@ impl PartitionState {
     pub fn label(self) -> &'static str {
         match self {
             PartitionState::InSync => "sync",
+            PartitionState::Unconfirmed => "unconf",
             PartitionState::Repairing => "repair",
             PartitionState::Diverged => "diverged",
-            PartitionState::UnderReplicated => "replica down",
+            PartitionState::UnderReplicated => "down",
         }
     }
 
     /// What the symbol means.
     pub fn meaning(self) -> &'static str {
         match self {
-            PartitionState::InSync => "in sync",
+            PartitionState::InSync => "confirmed in sync",
+            PartitionState::Unconfirmed => {
+                "unconfirmed: written since its last compare, or not compared lately"
+            }
             PartitionState::Repairing => "repairing",
             PartitionState::Diverged => "diverged",
-            PartitionState::UnderReplicated => "under-replicated",
+            PartitionState::UnderReplicated => "under-replicated: a replica is down",
         }
     }
 }
@@ -149,6 +161,8 @@ pub struct PartitionCell {
     pub state: PartitionState,
     /// Its replicas.
     pub replicas: Vec<String>,
+    /// Since its replicas were last confirmed in sync, milliseconds; `None` if never.
+    pub confirmed_age_ms: Option<u64>,
 }
 
 /// One replica of a partition, in the details of a selected cell.
@@ -175,9 +189,17 @@ pub struct PartitionDetail {
     pub replicas: Vec<ReplicaDetail>,
 }
 
-/// A repair in progress.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A repair in progress, on any node.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RepairRow {
+    /// The node running it.
+    pub node: String,
+    /// The peers it compares with.
+    pub peers: Vec<String>,
+    /// Bytes moved so far (entries and tree metadata).
+    pub bytes_moved: u64,
+    /// Entries moved per second at the current pace.
+    pub keys_per_s: Option<f64>,
     /// (partition, peer) pairs done.
     pub done: u64,
     /// (partition, peer) pairs in all.
@@ -249,8 +271,11 @@ pub struct Dashboard {
     pub cells: Vec<PartitionCell>,
     /// Recent cluster writes per second, oldest first.
     pub throughput: Vec<u64>,
-    /// A repair running on the watched node.
-    pub repair: Option<RepairRow>,
+    /// Repairs running on any node, by node.
+    pub repairs: Vec<RepairRow>,
+    /// A line the operator needs at hand (how to reach the cluster, say), shown on its
+    /// own line rather than as an event.
+    pub notice: Option<String>,
     /// Recent events, oldest first.
     pub events: Vec<EventRow>,
     /// Details of the selected partition, when asked for.
@@ -272,7 +297,8 @@ impl Dashboard {
             members: Vec::new(),
             cells: Vec::new(),
             throughput: Vec::new(),
-            repair: None,
+            repairs: Vec::new(),
+            notice: None,
             events: Vec::new(),
             detail: None,
         }

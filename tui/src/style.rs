@@ -63,6 +63,7 @@ impl Theme {
     pub fn partition(&self, state: PartitionState) -> Style {
         match state {
             PartitionState::InSync => self.fg(Color::Green),
+            PartitionState::Unconfirmed => self.fg(Color::Gray),
             PartitionState::Repairing => self.fg(Color::Blue).add_modifier(Modifier::BOLD),
             PartitionState::Diverged => self.fg(Color::Red).add_modifier(Modifier::BOLD),
             PartitionState::UnderReplicated => self.fg(Color::Yellow).add_modifier(Modifier::BOLD),

@@ -25,6 +25,7 @@ fn member(name: &str, state: MemberState) -> MemberRow {
         last_exchange_age_ms: Some(4_000),
         partitions_differing: Some(0),
         sync_lag_ms: Some(4_000),
+        stale_age_ms: None,
     }
 }
 
@@ -46,16 +47,31 @@ fn healthy(names: &[&str]) -> Dashboard {
             .map(|_| PartitionCell {
                 state: PartitionState::InSync,
                 replicas: names.iter().take(3).map(|n| n.to_string()).collect(),
+                confirmed_age_ms: Some(12_000),
             })
             .collect(),
         throughput: (0..60).map(|i| 1000 + (i * 37) % 400).collect(),
-        repair: None,
+        repairs: Vec::new(),
+        notice: None,
         events: vec![EventRow {
             at: "12:34:50".into(),
             text: format!("{} joined", names[names.len() - 1]),
             severity: Severity::Info,
         }],
         detail: None,
+    }
+}
+
+fn repair_on(node: &str, done: u64, total: u64) -> RepairRow {
+    RepairRow {
+        node: node.to_string(),
+        peers: vec!["n1".into(), "n2".into()],
+        done,
+        total,
+        keys_moved: 40,
+        bytes_moved: 4_000,
+        keys_per_s: Some(40.0),
+        eta_s: Some(9.0),
     }
 }
 
@@ -208,17 +224,12 @@ fn diverged_repairing_and_under_replicated_partitions_have_their_own_symbols() {
     model.cells[4].state = PartitionState::Diverged;
     model.cells[17].state = PartitionState::Repairing;
     model.cells[200].state = PartitionState::UnderReplicated;
-    model.repair = Some(RepairRow {
-        done: 128,
-        total: 512,
-        keys_moved: 40,
-        eta_s: Some(9.0),
-    });
+    model.repairs = vec![repair_on("n1", 128, 512)];
     let app = App::new(model);
     let lines = screen(&app, 80, 24);
     let all = text(&lines);
     assert!(
-        all.contains("· sync  ~ repair  ! diverged  u replica down"),
+        all.contains("· sync  ? unconf  ~ repair  ! diverged  u down"),
         "legend\n{all}"
     );
     let map = map_cells(&lines);
@@ -229,7 +240,10 @@ fn diverged_repairing_and_under_replicated_partitions_have_their_own_symbols() {
         "{all}"
     );
     assert_eq!(map.matches('·').count(), 252, "{all}");
-    assert!(all.contains("128/512 ETA 9s"), "the repair gauge\n{all}");
+    assert!(
+        all.contains("128/512 40/s ETA 9s"),
+        "the repair gauge\n{all}"
+    );
 }
 
 #[test]
@@ -396,4 +410,147 @@ fn skew_fits_its_column_in_a_unit_that_says_what_it_is() {
         assert!(skew_text(ms).len() <= 6, "{ms}: {}", skew_text(ms));
         assert!(skew_text(-ms).len() <= 6, "{ms}: {}", skew_text(-ms));
     }
+}
+
+const SIZES: [(u16, u16); 3] = [(80, 24), (120, 40), (200, 60)];
+
+#[test]
+fn partitions_written_since_a_compare_show_unconfirmed_at_every_size() {
+    let mut model = healthy(&["n1", "n2", "n3"]);
+    for cell in model.cells.iter_mut().take(100) {
+        cell.state = PartitionState::Unconfirmed;
+        cell.confirmed_age_ms = None;
+    }
+    let mut app = App::new(model);
+    for (w, h) in SIZES {
+        let lines = screen(&app, w, h);
+        let map = map_cells(&lines);
+        let all = text(&lines);
+        assert_eq!(map.matches('?').count(), 100, "{w}×{h}\n{all}");
+        assert_eq!(map.matches('·').count(), 156, "{w}×{h}\n{all}");
+        assert!(all.contains("? unconf"), "legend at {w}×{h}\n{all}");
+    }
+    // Details of an unconfirmed cell, then of a confirmed one.
+    app.panel = Panel::Partitions;
+    app.handle_key(key(KeyCode::Enter));
+    let all = text(&screen(&app, 80, 24));
+    assert!(all.contains("never confirmed in sync"), "{all}");
+    app.overlay = None;
+    app.partition = 150;
+    app.handle_key(key(KeyCode::Enter));
+    let all = text(&screen(&app, 80, 24));
+    assert!(all.contains("confirmed in sync 12s ago"), "{all}");
+}
+
+#[test]
+fn a_repair_on_another_node_has_a_gauge_at_every_size() {
+    let mut model = healthy(&["n1", "n2", "n3"]);
+    model.repairs = vec![repair_on("n3", 63, 512)];
+    let app = App::new(model);
+    for (w, h) in SIZES {
+        let all = text(&screen(&app, w, h));
+        assert!(all.contains("n3 → n1,n2"), "{w}×{h}\n{all}");
+        assert!(
+            all.contains("63/512") && all.contains("ETA 9s"),
+            "{w}×{h}\n{all}"
+        );
+    }
+    // Two at once: both, where there is room.
+    let mut model = healthy(&["n1", "n2", "n3"]);
+    model.repairs = vec![repair_on("n2", 1, 10), repair_on("n3", 63, 512)];
+    let all = text(&screen(&App::new(model), 200, 60));
+    assert!(all.contains("n2 → ") && all.contains("n3 → "), "{all}");
+}
+
+#[test]
+fn a_dead_members_clock_reads_as_what_it_said_last() {
+    let mut model = healthy(&["n1", "n2", "n3"]);
+    model.members[2].state = MemberState::Dead;
+    model.members[2].stale_age_ms = Some(40_000);
+    let mut app = App::new(model);
+    let all = text(&screen(&app, 120, 40));
+    let row = all
+        .lines()
+        .find(|l| l.contains("n3") && l.contains("dead"))
+        .unwrap();
+    assert!(row.contains("40s ago"), "{all}");
+    assert!(row.contains("~-3ms"), "{all}");
+    // Live members' values are not marked.
+    let live = all
+        .lines()
+        .find(|l| l.contains("n2") && l.contains("alive"))
+        .unwrap();
+    assert!(!live.contains("ago"), "{all}");
+    app.member = 2;
+    app.handle_key(key(KeyCode::Enter));
+    let all = text(&screen(&app, 80, 24));
+    assert!(all.contains("12:34:56.789+0 (as said 40s ago)"), "{all}");
+}
+
+#[test]
+fn the_map_grows_with_the_terminal_and_events_keep_rows() {
+    let mut model = healthy(&["n1", "n2", "n3"]);
+    model.cells = (0..512)
+        .map(|_| PartitionCell {
+            state: PartitionState::InSync,
+            replicas: vec!["n1".into()],
+            confirmed_age_ms: Some(1_000),
+        })
+        .collect();
+    let app = App::new(model);
+    let lines = screen(&app, 200, 60);
+    assert_eq!(
+        map_cells(&lines).matches('·').count(),
+        512,
+        "{}",
+        text(&lines)
+    );
+    for (w, h) in SIZES {
+        let lines = screen(&app, w, h);
+        let all = text(&lines);
+        assert!(all.contains("n3 joined"), "events at {w}×{h}\n{all}");
+    }
+}
+
+#[test]
+fn an_event_can_be_picked_and_read_in_full() {
+    let mut model = healthy(&["n1", "n2", "n3"]);
+    let long = format!(
+        "{} and this is how it ends",
+        "a long event text ".repeat(16)
+    );
+    model.events.push(EventRow {
+        at: "12:34:55".into(),
+        text: long.clone(),
+        severity: Severity::Warning,
+    });
+    model.events.push(EventRow {
+        at: "12:34:56".into(),
+        text: "the newest".into(),
+        severity: Severity::Info,
+    });
+    let mut app = App::new(model);
+    app.panel = Panel::Events;
+    // The newest is selected first; up picks the long one.
+    app.handle_key(key(KeyCode::Up));
+    assert_eq!(app.selected_event(), Some(1));
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(app.overlay, Some(Overlay::Event(1)));
+    let all = text(&screen(&app, 80, 24));
+    assert!(!all.contains(&long[..]), "cut on one line");
+    assert!(all.contains("this is how it ends"), "{all}");
+    app.handle_key(key(KeyCode::Esc));
+    assert_eq!(app.overlay, None);
+    // Down to the newest follows new events again.
+    app.handle_key(key(KeyCode::Down));
+    assert_eq!(app.event, None);
+}
+
+#[test]
+fn a_notice_has_a_line_of_its_own() {
+    let mut model = healthy(&["n1", "n2", "n3"]);
+    let notice = "demo cluster of 3 nodes; from another terminal: vergent status --node 127.0.0.1:7001 --certs x";
+    model.notice = Some(notice.into());
+    let all = text(&screen(&App::new(model), 100, 30));
+    assert!(all.contains(notice), "{all}");
 }

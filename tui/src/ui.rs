@@ -18,6 +18,10 @@ use crate::style::Theme;
 pub const MAP_COLUMNS_HINT: usize = 52;
 /// Width of the panel beside the map.
 const SIDE_WIDTH: u16 = 26;
+/// Gauges the layout makes room for (more fit on a tall terminal).
+const GAUGES_MAX: usize = 3;
+/// Rows the event log keeps, borders included, however large the map.
+const EVENTS_MIN_HEIGHT: u16 = 5;
 /// Smallest size the layout is designed for.
 pub const MIN_SIZE: (u16, u16) = (80, 24);
 
@@ -80,13 +84,19 @@ impl Widget for &App {
         let model = &self.model;
         let map_inner = area.width.saturating_sub(SIDE_WIDTH + 2).max(8) as usize;
         MAP_COLUMNS.with(|c| c.set(map_inner));
+        let header_height = if model.notice.is_some() { 3 } else { 2 };
         let map_rows = model.cells.len().div_ceil(map_inner).max(1) as u16;
-        let map_height = (map_rows + 2).min(area.height / 3).max(5);
-        let fixed = 2 + map_height + 1 + 3;
-        let members_cap = area.height.saturating_sub(fixed + 3).max(1) as usize;
+        // The side panel beside the map holds the sparkline and a gauge per run.
+        let side_min = 3 + 3 * (model.repairs.len().min(GAUGES_MAX) as u16);
+        let members_cap = (area.height / 3).saturating_sub(3).max(1) as usize;
         let members_height = model.members.len().clamp(1, members_cap) as u16 + 3;
+        // The map takes what it needs to show every cell; events keep at least 3 rows.
+        let left = area
+            .height
+            .saturating_sub(header_height + members_height + 1 + EVENTS_MIN_HEIGHT);
+        let map_height = (map_rows + 2).min(left).max(side_min.max(5));
         let [header, members, middle, events, footer] = Layout::vertical([
-            Constraint::Length(2),
+            Constraint::Length(header_height),
             Constraint::Length(members_height),
             Constraint::Length(map_height),
             Constraint::Min(3),
@@ -164,7 +174,14 @@ impl App {
                 rate(m.read_rate)
             )));
         }
-        Paragraph::new(vec![first, Line::from(second)]).render(area, buf);
+        let mut lines = vec![first, Line::from(second)];
+        if let Some(notice) = &m.notice {
+            lines.push(Line::from(Span::styled(
+                format!(" {}", cut(notice, area.width.saturating_sub(1) as usize)),
+                theme.title(),
+            )));
+        }
+        Paragraph::new(lines).render(area, buf);
     }
 
     fn render_members(&self, area: Rect, buf: &mut Buffer, theme: &Theme) {
@@ -236,6 +253,7 @@ impl App {
     fn render_map(&self, area: Rect, buf: &mut Buffer, theme: &Theme) {
         let legend = [
             PartitionState::InSync,
+            PartitionState::Unconfirmed,
             PartitionState::Repairing,
             PartitionState::Diverged,
             PartitionState::UnderReplicated,
@@ -270,14 +288,14 @@ impl App {
     fn render_side(&self, area: Rect, buf: &mut Buffer, theme: &Theme) {
         let m = &self.model;
         let max = m.throughput.iter().copied().max().unwrap_or(0);
-        let (spark, gauge) = match m.repair {
-            Some(_) => {
-                let [a, b] =
-                    Layout::vertical([Constraint::Min(3), Constraint::Length(3)]).areas(area);
-                (a, Some(b))
-            }
-            None => (area, None),
-        };
+        // As many gauges as fit under a sparkline of at least 3 rows, at least one.
+        let shown = m
+            .repairs
+            .len()
+            .min((area.height.saturating_sub(3) / 3).max(1) as usize);
+        let gauges_height = (3 * shown as u16).min(area.height);
+        let [spark, gauges] =
+            Layout::vertical([Constraint::Min(0), Constraint::Length(gauges_height)]).areas(area);
         let title = format!("writes/s {} (max {})", rate(m.write_rate), rate(max as f64));
         let data: Vec<u64> = m
             .throughput
@@ -287,34 +305,48 @@ impl App {
             .rev()
             .copied()
             .collect();
-        Sparkline::default()
-            .block(
-                Block::new()
-                    .borders(Borders::ALL)
-                    .title(Span::styled(title, theme.title())),
-            )
-            .data(&data)
-            .style(theme.sparkline())
-            .render(spark, buf);
-        if let (Some(area), Some(repair)) = (gauge, m.repair) {
+        if spark.height >= 3 {
+            Sparkline::default()
+                .block(
+                    Block::new()
+                        .borders(Borders::ALL)
+                        .title(Span::styled(title, theme.title())),
+                )
+                .data(&data)
+                .style(theme.sparkline())
+                .render(spark, buf);
+        }
+        let rows = Layout::vertical(vec![Constraint::Length(3); shown]).split(gauges);
+        let inner = area.width.saturating_sub(2) as usize;
+        for (repair, row) in m.repairs.iter().zip(rows.iter()) {
             let ratio = if repair.total == 0 {
                 0.0
             } else {
                 repair.done as f64 / repair.total as f64
             };
-            let eta = repair
-                .eta_s
-                .map_or("…".to_string(), |s| age((s * 1000.0) as u64));
+            let mut label = format!("{}/{}", repair.done, repair.total);
+            if let Some(k) = repair.keys_per_s {
+                label.push_str(&format!(" {}/s", rate(k)));
+            }
+            if let Some(eta) = repair.eta_s {
+                label.push_str(&format!(" ETA {}", age((eta * 1000.0) as u64)));
+            }
+            let peers = if repair.peers.is_empty() {
+                "…".to_string()
+            } else {
+                repair.peers.join(",")
+            };
+            let title = cut(&format!("{} → {peers}", repair.node), inner);
             Gauge::default()
                 .block(
                     Block::new()
                         .borders(Borders::ALL)
-                        .title(Span::styled("repair", theme.title())),
+                        .title(Span::styled(title, theme.title())),
                 )
                 .gauge_style(theme.gauge())
                 .ratio(ratio.clamp(0.0, 1.0))
-                .label(format!("{}/{} ETA {eta}", repair.done, repair.total))
-                .render(area, buf);
+                .label(cut(&label, inner))
+                .render(*row, buf);
         }
     }
 
@@ -322,17 +354,28 @@ impl App {
         let height = area.height.saturating_sub(2) as usize;
         let width = area.width.saturating_sub(2) as usize;
         let events = &self.model.events;
+        let selected = self.selected_event();
+        // The window ends at the selection (the newest unless one was picked).
+        let end = selected.map_or(events.len(), |s| s + 1);
+        let first = end.saturating_sub(height);
         let lines: Vec<Line> = events
             .iter()
-            .skip(events.len().saturating_sub(height))
-            .map(|e| {
-                Line::from(vec![
+            .enumerate()
+            .skip(first)
+            .take(height)
+            .map(|(i, e)| {
+                let line = Line::from(vec![
                     Span::styled(format!("{} ", e.at), theme.dim()),
                     Span::styled(
                         cut(&e.text, width.saturating_sub(e.at.len() + 1)),
                         theme.event(e.severity),
                     ),
-                ])
+                ]);
+                if self.panel == Panel::Events && Some(i) == selected {
+                    line.style(theme.selected())
+                } else {
+                    line
+                }
             })
             .collect();
         let block = self.block(
@@ -362,7 +405,11 @@ impl App {
                     "p          pause / resume updates",
                     "?          this help",
                     "",
-                    "partitions: · in sync  ~ repairing  ! diverged  u under-replicated",
+                    "Enter on an event: read it in full",
+                    "",
+                    "partitions: · confirmed in sync (compared equal since the last write)",
+                    "            ? unconfirmed (written since, or not compared lately)",
+                    "            ~ repairing  ! diverged  u under-replicated (replica down)",
                     "members:    ● alive  ◐ suspect  ✕ dead  ○ left",
                 ]
                 .into_iter()
@@ -382,6 +429,33 @@ impl App {
                 Panel::Partitions => self.partition_details(),
                 _ => self.member_details(),
             },
+            Overlay::Event(i) => {
+                let Some(e) = self.model.events.get(*i) else {
+                    return;
+                };
+                let width = area.width.saturating_sub(4).clamp(20, 100);
+                let popup_height = area.height.saturating_sub(2);
+                let popup = Rect {
+                    x: area.x + (area.width - width) / 2,
+                    y: area.y + 1,
+                    width,
+                    height: popup_height,
+                };
+                Clear.render(popup, buf);
+                Paragraph::new(vec![
+                    Line::from(Span::styled(format!("{} UTC", e.at), theme.dim())),
+                    Line::from(Span::styled(e.text.clone(), theme.event(e.severity))),
+                ])
+                .wrap(Wrap { trim: false })
+                .block(
+                    Block::new()
+                        .borders(Borders::ALL)
+                        .border_style(theme.focused())
+                        .title(Span::styled("event", theme.title())),
+                )
+                .render(popup, buf);
+                return;
+            }
         };
         let width = (lines.iter().map(Line::width).max().unwrap_or(20) as u16 + 4).min(area.width);
         let height = (lines.len() as u16 + 2).min(area.height);
@@ -411,8 +485,12 @@ impl App {
             format!("state            {} {}", m.state.symbol(), m.state.word()),
             format!("address          {}", m.address),
             format!("incarnation      {}", m.incarnation),
-            format!("HLC              {}", opt(m.hlc.clone())),
-            format!("clock skew       {}", opt(m.skew_ms.map(skew_text))),
+            format!("HLC              {}{}", opt(m.hlc.clone()), stale_suffix(m)),
+            format!(
+                "clock skew       {}{}",
+                opt(m.skew_ms.map(skew_text)),
+                stale_suffix(m)
+            ),
             format!("writes/s         {}", opt(m.writes_per_s.map(rate))),
             format!("partitions held  {}", m.partitions_held),
             format!(
@@ -448,11 +526,17 @@ impl App {
         let Some(cell) = self.model.cells.get(self.partition) else {
             return (title, vec![Line::from("no partition selected")]);
         };
-        let mut lines = vec![Line::from(format!(
-            "state  {} {}",
-            cell.state.symbol(),
-            cell.state.meaning()
-        ))];
+        let mut lines = vec![
+            Line::from(format!(
+                "state  {} {}",
+                cell.state.symbol(),
+                cell.state.meaning()
+            )),
+            Line::from(match cell.confirmed_age_ms {
+                Some(ms) => format!("confirmed in sync {} ago", age(ms)),
+                None => "never confirmed in sync".to_string(),
+            }),
+        ];
         match self
             .model
             .detail
@@ -505,8 +589,18 @@ fn member_cells<'a>(m: &MemberRow, name_width: usize, wide: bool, theme: &Theme)
             theme.member(m.state)
         }),
         Cell::from(m.incarnation.to_string()),
-        Cell::from(opt(m.hlc.clone())),
-        Cell::from(opt(m.skew_ms.map(skew_text))),
+        // What a member that is gone said last is not its clock now: its age comes
+        // first, where a narrow column keeps it.
+        match m.stale_age_ms {
+            Some(ms) => {
+                Cell::from(format!("{} ago {}", age(ms), opt(m.hlc.clone()))).style(theme.dim())
+            }
+            None => Cell::from(opt(m.hlc.clone())),
+        },
+        match m.stale_age_ms {
+            Some(_) => Cell::from(format!("~{}", opt(m.skew_ms.map(skew_text)))).style(theme.dim()),
+            None => Cell::from(opt(m.skew_ms.map(skew_text))),
+        },
         Cell::from(opt(m.writes_per_s.map(rate))),
         Cell::from(hints).style(if m.hints > 0 {
             theme.event(crate::model::Severity::Warning)
@@ -524,6 +618,12 @@ fn member_cells<'a>(m: &MemberRow, name_width: usize, wide: bool, theme: &Theme)
         ]);
     }
     cells
+}
+
+/// ` (as said 40s ago)` for a member that is gone, nothing for a live one.
+fn stale_suffix(m: &MemberRow) -> String {
+    m.stale_age_ms
+        .map_or(String::new(), |ms| format!(" (as said {} ago)", age(ms)))
 }
 
 /// A clock offset in at most six characters, in the unit that fits it: `+12ms`,

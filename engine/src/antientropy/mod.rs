@@ -9,6 +9,7 @@
 //! - [`report`]: what a repair reports and what `status` shows per peer.
 //! - [`local`]: two local stores reconciled in one process (tests, benchmarks).
 
+pub mod confirm;
 pub mod error;
 pub mod exchange;
 pub mod local;

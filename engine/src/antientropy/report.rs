@@ -89,6 +89,75 @@ pub struct RepairReport {
     pub in_sync: bool,
     /// What went wrong: unreachable peers, partitions that did not converge.
     pub problems: Vec<String>,
+    /// What a run already going when the repair was asked for moved while the repair
+    /// waited for it (included in `counts`).
+    pub waited_for: Option<SyncCounts>,
+}
+
+/// What started an anti-entropy run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    /// `vergent repair` or the dashboard's `r`.
+    #[default]
+    Repair,
+    /// Background anti-entropy on its interval.
+    Background,
+    /// Filling partitions this node takes writes for but does not hold yet.
+    Fill,
+}
+
+impl RunKind {
+    /// The word shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Repair => "repair",
+            RunKind::Background => "background",
+            RunKind::Fill => "fill",
+        }
+    }
+}
+
+/// Most peer names a run's summary carries in a status.
+pub const RUN_PEERS_GOSSIPED_MAX: usize = 6;
+
+/// A run in progress, as its node tells the cluster in its status: every node's
+/// dashboard shows who repairs whom and how far it has got.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// What started it.
+    pub kind: RunKind,
+    /// The peers it compares with (at most [`RUN_PEERS_GOSSIPED_MAX`]).
+    pub peers: Vec<String>,
+    /// Peers in all.
+    pub peers_total: u16,
+    /// (partition, peer) pairs finished.
+    pub done: u64,
+    /// (partition, peer) pairs to do.
+    pub total: u64,
+    /// Entries moved so far.
+    pub keys_moved: u64,
+    /// Bytes moved so far (entries and tree metadata), counted per finished peer.
+    pub bytes_moved: u64,
+    /// Wall ms when it started.
+    pub started_ms: u64,
+}
+
+/// What a member says about its anti-entropy, every second with its status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncSummary {
+    /// The partitions it takes writes for that it has not itself compared equal with
+    /// every other replica since it last changed them; `None` when the list did not
+    /// fit its status (take every one it holds as such).
+    pub not_checked_with_all: Option<Vec<PartitionId>>,
+    /// The partitions it takes writes for that it has not confirmed in sync
+    /// ([`crate::antientropy::confirm`]); `None` when the list did not fit its status:
+    /// take every one it holds as unconfirmed.
+    pub unconfirmed: Option<Vec<PartitionId>>,
+    /// Wall ms of its oldest confirmation among the partitions it confirmed.
+    pub oldest_confirmed_ms: Option<u64>,
+    /// The run in progress, if any.
+    pub run: Option<RunSummary>,
 }
 
 /// How far a repair has got.
@@ -102,11 +171,9 @@ pub struct RepairProgress {
     pub keys_moved: u64,
 }
 
-/// This node's anti-entropy state with one peer, as `status` shows it.
-///
-/// Sync lag, as Vergent defines it: the time since the last exchange with the peer
-/// that found every shared partition in agreement (or brought it there). A peer that
-/// has never completed such an exchange has no sync lag figure ("never").
+/// This node's anti-entropy state with one peer, as `status` shows it. (Sync lag, how
+/// far behind the peer may be, is in the member's row: see
+/// [`crate::antientropy::confirm`].)
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerSync {
     /// The peer.

@@ -266,7 +266,7 @@ fn aligned(rows: &[Vec<String>]) -> String {
 /// The anti-entropy lines of the status table: one per peer.
 fn sync_table(status: &ClusterStatus) -> String {
     if status.sync.is_empty() {
-        return String::new();
+        return partitions_line(status);
     }
     let now = crate::wallclock::system_wall_ms();
     let age = |t: Option<u64>| t.map_or("never".to_string(), |t| format_age(now.saturating_sub(t)));
@@ -279,20 +279,58 @@ fn sync_table(status: &ClusterStatus) -> String {
         "LAST ERROR".to_string(),
     ]];
     for s in &status.sync {
+        let lag = status
+            .members
+            .iter()
+            .find(|m| m.name == s.peer)
+            .and_then(|m| m.sync_lag_ms)
+            .map_or("-".to_string(), format_age);
         rows.push(vec![
             s.peer.clone(),
             age(s.last_exchange_ms),
-            age(s.last_in_sync_ms),
+            lag,
             s.partitions_differing.to_string(),
             format!("{:.1} KiB", s.bytes_moved as f64 / 1024.0),
             s.last_error.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
     format!(
-        "\nanti-entropy with peers (as seen by {})\n{}",
+        "\nanti-entropy with peers (as seen by {})\n{}{}",
         status.node,
-        aligned(&rows)
+        aligned(&rows),
+        partitions_line(status)
     )
+}
+
+/// `partitions: 500 in sync (oldest confirmation 12s ago), 12 unconfirmed, ...`.
+fn partitions_line(status: &ClusterStatus) -> String {
+    use crate::antientropy::confirm::PartitionSyncState as S;
+    let states = &status.partition_states;
+    if states.is_empty() {
+        return String::new();
+    }
+    let count = |state: S| states.iter().filter(|s| s.state == state).count();
+    let now = crate::wallclock::system_wall_ms();
+    let oldest = states
+        .iter()
+        .filter(|s| s.state == S::InSync)
+        .filter_map(|s| s.confirmed_ms)
+        .min()
+        .map(|t| {
+            format!(
+                " (oldest confirmation {} ago)",
+                format_age(now.saturating_sub(t))
+            )
+        })
+        .unwrap_or_default();
+    let mut parts = vec![format!("{} in sync{oldest}", count(S::InSync))];
+    for state in [S::Unconfirmed, S::Differing, S::Repairing, S::ReplicaDown] {
+        let n = count(state);
+        if n > 0 {
+            parts.push(format!("{n} {}", state.as_str()));
+        }
+    }
+    format!("partitions: {}\n", parts.join(", "))
 }
 
 /// `1h 02m`, `3m 20s`, `12s`: ages at the precision a person needs.

@@ -123,7 +123,12 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
             "demo cluster of {} nodes; from another terminal: {reach}",
             nodes.len()
         )];
-        super::top::dashboard(&runtime, material, first.to_string(), notes)
+        super::top::dashboard(
+            &runtime,
+            material,
+            first.to_string(),
+            notes.into_iter().next(),
+        )
     };
     stop.cancel();
     for node in nodes {

@@ -144,6 +144,12 @@ pub(crate) fn render(report: &RepairReport) -> String {
         ));
     }
     out.push('\n');
+    if let Some(w) = &report.waited_for {
+        out.push_str(&format!(
+            "includes a run that was already going on {} when the repair was asked for: {} keys sent, {} received while the repair waited for it\n",
+            report.node, w.keys_sent, w.keys_received
+        ));
+    }
     out.push_str(&format!(
         "bytes: tree metadata {} sent, {} received; entries {} sent, {} received; {} round trips\n",
         bytes(c.metadata_bytes_sent),

@@ -16,6 +16,8 @@ use vergent_tui::model::{
 };
 
 use super::{ClientArgs, Failure};
+use crate::antientropy::confirm::PartitionSyncState;
+use crate::antientropy::report::{RunKind, RunSummary};
 use crate::client::Client;
 use crate::hlc::Timestamp;
 use crate::net::TlsMaterial;
@@ -27,6 +29,8 @@ const REFRESH: Duration = Duration::from_millis(250);
 const POLL_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Events kept.
 const EVENTS_MAX: usize = 200;
+/// Time between tries to go back to the node asked for, after failing over.
+const RETURN_TRY: Duration = Duration::from_secs(2);
 /// Throughput samples kept (one a second).
 const THROUGHPUT_MAX: usize = 300;
 
@@ -40,7 +44,7 @@ pub(crate) fn run(args: TopArgs) -> Result<(), Failure> {
     let runtime = super::runtime()?;
     let node = args.client.node()?.to_owned();
     let material = Arc::new(TlsMaterial::load(&args.client.certs, &args.client.user)?);
-    dashboard(&runtime, material, node, Vec::new())
+    dashboard(&runtime, material, node, None)
 }
 
 /// Runs the dashboard against `node` until the operator quits.
@@ -48,7 +52,7 @@ pub(crate) fn dashboard(
     runtime: &tokio::runtime::Runtime,
     material: Arc<TlsMaterial>,
     node: String,
-    notes: Vec<String>,
+    notice: Option<String>,
 ) -> Result<(), Failure> {
     use std::io::IsTerminal;
     if !std::io::stdout().is_terminal() {
@@ -57,11 +61,10 @@ pub(crate) fn dashboard(
         ));
     }
     let builder = Arc::new(Mutex::new(Builder::new(&node)));
-    for note in notes {
-        builder
-            .lock()
-            .expect("builder lock")
-            .event(note, Severity::Info);
+    if let Some(notice) = notice {
+        let mut b = builder.lock().expect("builder lock");
+        b.event(notice.clone(), Severity::Info);
+        b.notice = Some(notice);
     }
     let (models, model_rx) = std_mpsc::channel();
     let (commands, command_rx) = std_mpsc::channel::<Command>();
@@ -95,6 +98,9 @@ async fn poll(
     models: std_mpsc::Sender<Dashboard>,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    let asked = node.clone();
+    let mut asked_name: Option<String> = None;
+    let mut last_return_try = Instant::now();
     let mut client: Option<Client> = None;
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -117,9 +123,36 @@ async fn poll(
                 .and_then(Result::ok),
             None => None,
         };
+        // Watching another node since the one asked for stopped answering: go back to
+        // it once it answers again.
+        if node != asked && last_return_try.elapsed() >= RETURN_TRY {
+            last_return_try = Instant::now();
+            if let Ok(Ok(c)) =
+                tokio::time::timeout(POLL_TIMEOUT, Client::connect(&asked, &material)).await
+                && let Ok(Ok(status)) = tokio::time::timeout(POLL_TIMEOUT, c.status()).await
+            {
+                let mut b = builder.lock().expect("builder lock");
+                let text = format!("{} is back; watching it again", status.node);
+                b.event(text, Severity::Info);
+                b.watched = status.node.clone();
+                b.observe(status);
+                node = asked.clone();
+                client = Some(c);
+                failures = 0;
+                drop(b);
+                let model = builder.lock().expect("builder lock").model();
+                if models.send(model).is_err() {
+                    break;
+                }
+                continue;
+            }
+        }
         match answer {
             Some(status) => {
                 failures = 0;
+                if node == asked {
+                    asked_name.get_or_insert_with(|| status.node.clone());
+                }
                 builder.lock().expect("builder lock").observe(status);
             }
             None => {
@@ -161,10 +194,12 @@ async fn carry_out(command: Command, builder: Arc<Mutex<Builder>>, material: Arc
             let Some(addr) = builder.lock().expect("builder lock").address_of(&node) else {
                 return;
             };
+            // Its start shows with the node's status; its end with the report here.
             builder
                 .lock()
                 .expect("builder lock")
-                .event(format!("repair started on {node}"), Severity::Info);
+                .reported_here
+                .insert(node.clone());
             let outcome = async {
                 let mut client = Client::connect(&addr, &material)
                     .await
@@ -187,6 +222,7 @@ async fn carry_out(command: Command, builder: Arc<Mutex<Builder>>, material: Arc
             }
             .await;
             let mut b = builder.lock().expect("builder lock");
+            b.reported_here.remove(&node);
             match outcome {
                 Ok(report) => {
                     let c = &report.counts;
@@ -297,8 +333,12 @@ struct Builder {
     events: VecDeque<EventRow>,
     seen: BTreeMap<String, (MemberState, u32)>,
     clock_refusals: u64,
-    repair_started: Option<(Instant, u64)>,
+    /// The runs in progress at the last status, by node.
+    runs: BTreeMap<String, RunSummary>,
+    /// Nodes running a repair the operator started here: its report ends it.
+    reported_here: BTreeSet<String>,
     detail: Option<PartitionDetail>,
+    notice: Option<String>,
 }
 
 impl Builder {
@@ -316,8 +356,10 @@ impl Builder {
             events: VecDeque::new(),
             seen: BTreeMap::new(),
             clock_refusals: 0,
-            repair_started: None,
+            runs: BTreeMap::new(),
+            reported_here: BTreeSet::new(),
             detail: None,
+            notice: None,
         }
     }
 
@@ -407,11 +449,7 @@ impl Builder {
             );
         }
         self.clock_refusals = status.clock_refusals;
-        match (&status.repair, self.repair_started) {
-            (Some(p), None) => self.repair_started = Some((now, p.done)),
-            (None, Some(_)) => self.repair_started = None,
-            _ => {}
-        }
+        self.observe_runs(&status);
         if now.duration_since(self.last_sample) >= Duration::from_secs(1) {
             self.last_sample = now;
             let total: f64 = self.writes.values().filter_map(Meter::rate).sum();
@@ -421,6 +459,57 @@ impl Builder {
             }
         }
         self.status = Some(status);
+    }
+
+    /// Events for repairs that started or ended on any node; background runs and fills
+    /// show in the gauge but would flood the log.
+    fn observe_runs(&mut self, status: &ClusterStatus) {
+        let runs: BTreeMap<String, RunSummary> = status
+            .members
+            .iter()
+            .filter_map(|m| m.run.clone().map(|r| (m.name.clone(), r)))
+            .collect();
+        let first = self.status.is_none();
+        for (node, run) in &runs {
+            let same = self
+                .runs
+                .get(node)
+                .is_some_and(|r| r.started_ms == run.started_ms);
+            if !same && !first && run.kind == RunKind::Repair {
+                self.event(
+                    format!("repair started on {node} with {}", peers_text(run)),
+                    Severity::Info,
+                );
+            }
+        }
+        let ended: Vec<(String, RunSummary)> = self
+            .runs
+            .iter()
+            .filter(|(node, run)| {
+                run.kind == RunKind::Repair
+                    && !self.reported_here.contains(*node)
+                    && runs
+                        .get(*node)
+                        .is_none_or(|r| r.started_ms != run.started_ms)
+            })
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
+        for (node, run) in ended {
+            self.event(
+                format!(
+                    "repair on {node} ended after about {}: {}/{} compared, {} keys and {} bytes moved (as last seen)",
+                    vergent_tui::ui::age(
+                        crate::wallclock::system_wall_ms().saturating_sub(run.started_ms)
+                    ),
+                    run.done,
+                    run.total,
+                    run.keys_moved,
+                    run.bytes_moved,
+                ),
+                Severity::Info,
+            );
+        }
+        self.runs = runs;
     }
 
     fn failover_candidates(&self) -> Vec<(String, String)> {
@@ -544,59 +633,70 @@ impl Builder {
                         .and_then(|p| p.last_exchange_ms)
                         .map(|t| now_wall.saturating_sub(t)),
                     partitions_differing: peer.map(|p| p.partitions_differing),
-                    sync_lag_ms: peer
-                        .and_then(|p| p.last_in_sync_ms)
-                        .map(|t| now_wall.saturating_sub(t)),
+                    sync_lag_ms: m.sync_lag_ms,
+                    stale_age_ms: (m.state == "dead" || m.state == "left")
+                        .then_some(m.report_age_ms)
+                        .flatten(),
                 }
             })
-            .collect();
-        let down: BTreeSet<&str> = status
-            .members
-            .iter()
-            .filter(|m| m.state == "dead" || m.state == "suspect")
-            .map(|m| m.name.as_str())
-            .collect();
-        let repairing: BTreeSet<u16> = status.repairing.iter().copied().collect();
-        let diverged: BTreeSet<u16> = status
-            .sync
-            .iter()
-            .flat_map(|s| s.differing_partitions.iter().copied())
             .collect();
         model.cells = status
             .placement
             .iter()
             .enumerate()
             .map(|(p, replicas)| {
-                let p = p as u16;
-                let state = if replicas.iter().any(|r| down.contains(r.as_str())) {
-                    PartitionState::UnderReplicated
-                } else if repairing.contains(&p) {
-                    PartitionState::Repairing
-                } else if diverged.contains(&p) {
-                    PartitionState::Diverged
-                } else {
-                    PartitionState::InSync
+                let known = status.partition_states.get(p);
+                let state = match known.map(|k| k.state) {
+                    Some(PartitionSyncState::ReplicaDown) => PartitionState::UnderReplicated,
+                    Some(PartitionSyncState::Repairing) => PartitionState::Repairing,
+                    Some(PartitionSyncState::Differing) => PartitionState::Diverged,
+                    Some(PartitionSyncState::InSync) => PartitionState::InSync,
+                    Some(PartitionSyncState::Unconfirmed) | None => PartitionState::Unconfirmed,
                 };
                 PartitionCell {
                     state,
                     replicas: replicas.clone(),
+                    confirmed_age_ms: known
+                        .and_then(|k| k.confirmed_ms)
+                        .map(|t| now_wall.saturating_sub(t)),
                 }
             })
             .collect();
-        model.repair = status.repair.map(|p| {
-            let eta_s = self.repair_started.and_then(|(started, done0)| {
-                let done = p.done.saturating_sub(done0);
-                let elapsed = started.elapsed().as_secs_f64();
-                (done > 0 && elapsed > 0.5)
-                    .then(|| elapsed / done as f64 * p.total.saturating_sub(p.done) as f64)
-            });
-            RepairRow {
-                done: p.done,
-                total: p.total,
-                keys_moved: p.keys_moved,
-                eta_s,
-            }
-        });
+        model.repairs = self
+            .runs
+            .iter()
+            .map(|(node, run)| {
+                let elapsed_s = now_wall.saturating_sub(run.started_ms) as f64 / 1000.0;
+                let keys_per_s = (elapsed_s > 0.5).then(|| run.keys_moved as f64 / elapsed_s);
+                let eta_s = (run.done > 0 && elapsed_s > 0.5).then(|| {
+                    elapsed_s / run.done as f64 * run.total.saturating_sub(run.done) as f64
+                });
+                RepairRow {
+                    node: node.clone(),
+                    peers: run.peers.clone(),
+                    done: run.done,
+                    total: run.total,
+                    keys_moved: run.keys_moved,
+                    bytes_moved: run.bytes_moved,
+                    keys_per_s,
+                    eta_s,
+                }
+            })
+            .collect();
+        model.notice = self.notice.clone();
         model
     }
+}
+
+/// The peers of a run, for an event: a few names, then how many more.
+fn peers_text(run: &RunSummary) -> String {
+    let mut text = run.peers.join(",");
+    let more = usize::from(run.peers_total).saturating_sub(run.peers.len());
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    if text.is_empty() {
+        text.push_str("no peer");
+    }
+    text
 }

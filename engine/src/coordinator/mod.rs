@@ -366,17 +366,20 @@ impl Coordinator {
     /// Replica `from` applied the write `op`, or failed to and says why. Late, duplicate
     /// and unknown reports are ignored.
     pub fn handle_write_ack(&mut self, op: OpId, from: &str, result: Result<(), String>) {
-        self.write_answered(op, from, result, true);
+        self.write_answered(op, from, result);
     }
 
-    /// Replica `from` refused the write `op` for what it is (a version from a clock too
-    /// far ahead): it failed like any other, but gets no hint, since delivering it later
-    /// would land the refused version after all.
+    /// Replica `from` refused the write `op` as a version too far ahead of the cluster's
+    /// time as it measures it. This node issued the version only with its own clock
+    /// within the bound, so one of the two measures is off; the write failed there like
+    /// any other and is hinted: the hint lands once the replica's measure of the
+    /// cluster's time reaches the version (the copy this node holds would reach it by
+    /// anti-entropy at that point anyway).
     pub fn handle_write_refused(&mut self, op: OpId, from: &str, reason: String) {
-        self.write_answered(op, from, Err(reason), false);
+        self.write_answered(op, from, Err(reason));
     }
 
-    fn write_answered(&mut self, op: OpId, from: &str, result: Result<(), String>, hint: bool) {
+    fn write_answered(&mut self, op: OpId, from: &str, result: Result<(), String>) {
         let Some(Op::Write(state)) = self.ops.get_mut(&op) else {
             return;
         };
@@ -394,12 +397,10 @@ impl Coordinator {
         if let Err(reason) = result {
             let reason: String = reason.chars().take(FAILURE_REASON_CHARS_MAX).collect();
             state.failures.push((from.to_string(), reason));
-            if hint {
-                self.actions.push_back(Action::Hint {
-                    to: from.to_string(),
-                    entry: state.entry.clone(),
-                });
-            }
+            self.actions.push_back(Action::Hint {
+                to: from.to_string(),
+                entry: state.entry.clone(),
+            });
         }
         Self::settle_write(op, state, &mut self.actions, false);
         if state.replicas.iter().all(|(_, a)| *a != Answer::Pending) {

@@ -91,6 +91,23 @@ fn a_write_goes_to_every_replica_and_is_answered_at_quorum() {
     assert_eq!(c.in_flight(), 0);
 }
 
+/// A replica whose measure of the cluster's time is behind this node's refuses the
+/// version; it is hinted, to land once that replica's measure reaches it.
+#[test]
+fn a_write_a_replica_refused_for_its_clock_is_hinted() {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    let op = c.begin_write(entry(10), set(), Consistency::Quorum, Millis(0));
+    drain(&mut c);
+    c.handle_write_ack(op, "n1", Ok(()));
+    c.handle_write_refused(op, "n2", "too far ahead".into());
+    let actions = drain(&mut c);
+    assert_eq!(hints(&actions), vec!["n2"]);
+    assert!(replies(&actions).is_empty());
+    c.handle_write_ack(op, "n3", Ok(()));
+    let actions = drain(&mut c);
+    assert_eq!(replies(&actions).len(), 1);
+}
+
 #[test]
 fn a_write_at_all_with_a_dead_replica_fails_honestly_and_hints_it() {
     let mut c = Coordinator::new(CoordinatorConfig::default());

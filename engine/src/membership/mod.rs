@@ -503,7 +503,16 @@ impl Membership {
         // A status must fit a datagram beside SWIM's own header and a few updates: with
         // the largest partition bitmaps, fewer departures ride along (the rest follow in
         // later statuses, most recent first).
+        // The list of unconfirmed partitions goes first: without it the others take
+        // every partition of this node as unconfirmed, which errs on the safe side.
         let mut bytes = postcard::to_allocvec(&status);
+        if let Ok(encoded) = &bytes
+            && encoded.len() > STATUS_BYTES_MAX
+            && status.sync.unconfirmed.take().is_some()
+        {
+            status.sync.not_checked_with_all = None;
+            bytes = postcard::to_allocvec(&status);
+        }
         while let Ok(encoded) = &bytes
             && encoded.len() > STATUS_BYTES_MAX
             && status.departed.pop().is_some()

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::MemberId;
+use crate::antientropy::report::SyncSummary;
 use crate::hlc::Timestamp;
 use crate::placement::PartitionSet;
 
@@ -75,6 +76,8 @@ pub struct GossipStatus {
     /// Members it knows departed (left or removed), most recent first and bounded, so a
     /// member that missed a departure learns it from anyone's next status.
     pub departed: Vec<Departure>,
+    /// What it has confirmed in sync, and the run it has in progress.
+    pub sync: SyncSummary,
 }
 
 impl GossipStatus {

@@ -44,6 +44,10 @@ pub struct ClusterView {
     /// The partitions each member holds the data of, as it last said (this node's own
     /// from its books). A member whose word is not known for its current life has none.
     pub filled: HashMap<String, PartitionSet>,
+    /// The fills among `filled` this node learned of lately: the stand-ins they ended
+    /// stay write targets until the news has settled (see
+    /// [`Placement::replica_set_settling`]).
+    pub settling: HashMap<String, PartitionSet>,
     /// Members this node cannot reach directly although membership says they are
     /// alive.
     pub unreachable: BTreeSet<String>,
@@ -72,6 +76,7 @@ impl ClusterView {
                 settings.replication_factor,
             )),
             filled: HashMap::from([(me.name.clone(), filled)]),
+            settling: HashMap::new(),
             unreachable: BTreeSet::new(),
         }
     }
@@ -113,8 +118,18 @@ impl ClusterView {
 
     /// Who takes part in an operation on `partition`.
     pub fn replica_set_of(&self, partition: PartitionId) -> ReplicaSet {
-        self.placement
-            .replica_set(partition, |n| self.is_filled(n, partition))
+        self.placement.replica_set_settling(
+            partition,
+            |n| self.is_filled(n, partition),
+            |n| self.is_settling(n, partition),
+        )
+    }
+
+    /// Whether this node learned lately that `name` filled `partition`.
+    pub fn is_settling(&self, name: &str, partition: PartitionId) -> bool {
+        self.settling
+            .get(name)
+            .is_some_and(|set| set.contains(partition))
     }
 
     /// Partitions `name` takes writes for but does not hold the data of yet.
@@ -551,14 +566,10 @@ fn flush(
         members: m.roster().cloned().collect(),
         placement: placement.clone(),
         filled,
+        settling: HashMap::new(),
         unreachable,
     };
-    let changed = {
-        let current = shared.view();
-        current.placement != view.placement || current.filled != view.filled
-    };
-    *shared.view.write().expect("view lock") = Arc::new(view);
-    if changed {
+    if shared.update_view(|current| *current = view) {
         super::fill::update(shared);
     }
 }
@@ -682,6 +693,7 @@ fn status(shared: &Shared, m: &Membership, placement: &Placement) -> GossipStatu
         records: shared.store.len().unwrap_or(0),
         placement_digest: placement.digest(),
         filled: shared.fill.lock().expect("fill lock").filled().clone(),
+        sync: super::antientropy::confirmations::summary(shared, &shared.view()),
         ..GossipStatus::default()
     }
 }

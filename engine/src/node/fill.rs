@@ -17,6 +17,7 @@ pub(crate) fn update(shared: &Arc<Shared>) {
             me,
             &view.placement,
             |n, p| view.is_filled(n, p),
+            |n, p| view.is_settling(n, p),
             |p, peer| shared.anti_entropy.in_sync_at(p, peer),
             view.statuses_known(),
             system_wall_ms(),
@@ -45,12 +46,9 @@ pub(crate) fn update(shared: &Arc<Shared>) {
         );
     }
     // Visible to this node's own operations at once; to the others with its status.
-    {
-        let mut current = shared.view.write().expect("view lock");
-        let mut next = (**current).clone();
+    shared.update_view(|next| {
         next.filled.insert(me.to_string(), filled.clone());
-        *current = Arc::new(next);
-    }
+    });
     if let Err(err) = shared.store.save_filled(&filled) {
         tracing::error!("filled partitions not saved: {err}");
     }

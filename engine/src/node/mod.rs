@@ -33,14 +33,15 @@ use tokio_util::task::TaskTracker;
 
 pub use self::cluster::ClusterView;
 use self::peers::Peers;
+use crate::antientropy::confirm::WriteMarks;
 use crate::coordinator::{Coordinator, CoordinatorConfig, Millis};
 use crate::hlc::{Clock, MAX_CLOCK_OFFSET_MS_DEFAULT};
 use crate::limits::VALUE_BYTES_MAX_DEFAULT;
 use crate::membership::{MemberId, Membership, MembershipConfig};
 use crate::net::{self, NetError, TlsMaterial};
 use crate::placement::{
-    Fill, PARTITIONS_DEFAULT, PARTITIONS_MAX, PartitionSet, REPLICATION_FACTOR_DEFAULT,
-    REPLICATION_FACTOR_MAX,
+    Fill, FillNews, PARTITIONS_DEFAULT, PARTITIONS_MAX, PartitionSet, REPLICATION_FACTOR_DEFAULT,
+    REPLICATION_FACTOR_MAX, partition_of,
 };
 use crate::protocol::{Consistency, Role};
 use crate::storage::{
@@ -224,6 +225,10 @@ pub(crate) struct Shared {
     pub(crate) view: RwLock<Arc<ClusterView>>,
     /// Which partitions this node holds the data of.
     pub(crate) fill: Mutex<Fill>,
+    /// The last and oldest unconfirmed change this node made to each partition.
+    pub(crate) write_marks: WriteMarks,
+    /// When this node learned of each member's fills, for [`ClusterView::settling`].
+    pub(crate) fill_news: Mutex<FillNews>,
     pub(crate) peers: Peers,
     pub(crate) coordinator: Mutex<Coordinator>,
     pub(crate) replication: replication::Replication,
@@ -253,6 +258,35 @@ impl Shared {
     /// The current cluster view.
     pub(crate) fn view(&self) -> Arc<ClusterView> {
         self.view.read().expect("view lock").clone()
+    }
+
+    /// Notes changes this node is about to make to partitions: client writes,
+    /// replication, hints and what anti-entropy brings (the compare that ends an
+    /// exchange comes after, and confirms it).
+    pub(crate) fn note_writes(&self, entries: &[crate::record::Entry]) {
+        let now = crate::wallclock::system_wall_ms();
+        for entry in entries {
+            self.write_marks
+                .note(partition_of(&entry.key, self.settings.partitions), now);
+        }
+    }
+
+    /// Changes the view, marks the fills it learned of (and lets settled news go), and
+    /// publishes it. Whether placement, fills or settling news changed: this node's own
+    /// fill books then need bringing up to date.
+    pub(crate) fn update_view(&self, change: impl FnOnce(&mut ClusterView)) -> bool {
+        let mut current = self.view.write().expect("view lock");
+        let mut next = (**current).clone();
+        change(&mut next);
+        let now = self.now().0;
+        let mut news = self.fill_news.lock().expect("fill news lock");
+        news.observe(&next.filled, now);
+        next.settling = news.settling_sets(now);
+        let changed = current.placement != next.placement
+            || current.filled != next.filled
+            || current.settling != next.settling;
+        *current = Arc::new(next);
+        changed
     }
 }
 
@@ -375,6 +409,8 @@ impl Node {
             started,
             view: RwLock::new(Arc::new(view)),
             fill: Mutex::new(Fill::new(filled)),
+            fill_news: Mutex::new(FillNews::default()),
+            write_marks: WriteMarks::new(settings.partitions),
             peers,
             replication: replication::Replication::default(),
             membership,

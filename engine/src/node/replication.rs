@@ -217,6 +217,7 @@ fn from_the_future(shared: &Shared, entry: &Entry) -> bool {
 }
 
 fn apply_locally(shared: &Arc<Shared>, op: Option<OpId>, entry: Arc<Entry>) {
+    shared.note_writes(std::slice::from_ref(&*entry));
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
         let result = shared2.store.apply(vec![(*entry).clone()]).await;

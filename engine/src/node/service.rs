@@ -121,7 +121,7 @@ impl Shared {
                 ErrorCode::BadRequest,
                 "this request needs a stream of its own",
             )),
-            Request::Sync(request) => super::antientropy::respond(self, request).await,
+            Request::Sync(request) => super::antientropy::respond(self, &peer.name, request).await,
             Request::Verify => self.verify().await,
             Request::RewriteFuture { dry_run, at } => self.rewrite_future(dry_run, at).await,
         };
@@ -265,6 +265,7 @@ impl Shared {
                 }
             }
         }
+        self.note_writes(&entries);
         let outcomes = self.store.apply(entries).await.map_err(storage_error)?;
         let applied = outcomes.iter().filter(|o| o.applied()).count() as u32;
         Ok(Response::Replicated { applied })
@@ -435,6 +436,7 @@ impl Shared {
             .or_else(|| self.future_refusal());
         let skew = self.skew.lock().expect("skew lock").clone();
         let reading = self.reading();
+        let partition_states = super::antientropy::confirmations::partition_states(self, &view);
         let members = view
             .members
             .iter()
@@ -461,6 +463,8 @@ impl Shared {
                     state_age_ms: now.0.saturating_sub(m.since.0),
                     partitions_filling: view.filling_of(name) as u16,
                     reachable: self.peers.unreachable_reason(name).is_none(),
+                    sync_lag_ms: None,
+                    run: None,
                 };
                 if *name == self.me.name {
                     let oldest = backlog.iter().map(|b| b.oldest_ms).filter(|&t| t > 0).min();
@@ -474,6 +478,7 @@ impl Shared {
                     status.writes = self.writes.load(Ordering::Relaxed);
                     status.reads = self.reads.load(Ordering::Relaxed);
                     status.placement_digest = Some(view.placement.digest());
+                    status.run = self.anti_entropy.run();
                 } else if let Some(report) = &m.status {
                     let age_ms = now.0.saturating_sub(m.status_at.0);
                     status.hlc = Some(report.hlc);
@@ -491,6 +496,20 @@ impl Shared {
                     status.writes = report.writes;
                     status.reads = report.reads;
                     status.placement_digest = Some(report.placement_digest.clone());
+                    status.run = report.sync.run.clone();
+                }
+                if *name != self.me.name && m.state.is_live() {
+                    let hint = backlog
+                        .iter()
+                        .find(|b| b.target == *name)
+                        .map(|b| b.oldest_ms);
+                    status.sync_lag_ms = Some(super::antientropy::confirmations::sync_lag(
+                        self,
+                        &view,
+                        &partition_states,
+                        name,
+                        hint,
+                    ));
                 }
                 status
             })
@@ -507,6 +526,7 @@ impl Shared {
             sync: self.anti_entropy.peer_syncs(),
             repair: self.anti_entropy.progress(),
             repairing: self.anti_entropy.repairing(),
+            partition_states,
             placement: (0..self.settings.partitions)
                 .map(|p| view.placement.replicas(p).map(str::to_string).collect())
                 .collect(),

@@ -26,7 +26,7 @@
 //! the node feeds them its view, the other members' filled sets, the times of its
 //! exchanges and the time, and stores what they say.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::{PartitionId, PartitionSet, Placement, ReplicaSet};
 
@@ -94,21 +94,27 @@ impl Fill {
         self.filling_since.clear();
     }
 
-    /// The replica set of `partition` as the rest of the cluster computes it.
+    /// The replica set of `partition` as the rest of the cluster computes it
+    /// (`settling`: fills this node learned of lately, see [`FillNews`]).
     pub fn replica_set(
         &self,
         me: &str,
         placement: &Placement,
         others_filled: impl Fn(&str, PartitionId) -> bool,
+        settling: impl Fn(&str, PartitionId) -> bool,
         partition: PartitionId,
     ) -> ReplicaSet {
-        placement.replica_set(partition, |n| {
-            if n == me {
-                self.filled.contains(partition)
-            } else {
-                others_filled(n, partition)
-            }
-        })
+        placement.replica_set_settling(
+            partition,
+            |n| {
+                if n == me {
+                    self.filled.contains(partition)
+                } else {
+                    others_filled(n, partition)
+                }
+            },
+            |n| settling(n, partition),
+        )
     }
 
     /// Brings the books up to date: partitions this node no longer takes writes for are
@@ -117,18 +123,20 @@ impl Fill {
     /// node in agreement (`in_sync(partition, peer)`, the time the exchange began) since.
     /// `statuses_known`: whether every member's status is known (see
     /// [`ReplicaSet::fill_sources`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn update(
         &mut self,
         me: &str,
         placement: &Placement,
         others_filled: impl Fn(&str, PartitionId) -> bool,
+        settling: impl Fn(&str, PartitionId) -> bool,
         in_sync: impl Fn(PartitionId, &str) -> Option<u64>,
         statuses_known: bool,
         now: u64,
     ) -> FillChange {
         let mut change = FillChange::default();
         for partition in 0..placement.partitions() {
-            let set = self.replica_set(me, placement, &others_filled, partition);
+            let set = self.replica_set(me, placement, &others_filled, &settling, partition);
             let target = set.targets.iter().any(|t| t == me);
             if target {
                 self.released_at.remove(&partition);
@@ -165,17 +173,94 @@ impl Fill {
         me: &str,
         placement: &Placement,
         others_filled: impl Fn(&str, PartitionId) -> bool,
+        settling: impl Fn(&str, PartitionId) -> bool,
         partition: PartitionId,
         statuses_known: bool,
     ) -> Vec<String> {
-        self.replica_set(me, placement, others_filled, partition)
+        self.replica_set(me, placement, others_filled, settling, partition)
             .fill_sources(me, statuses_known)
+    }
+}
+
+/// How long after this node learns that a member filled a partition it keeps writing
+/// to the stand-in that fill ended: time for the news to reach every member by its
+/// status (published every second and gossiped), so that none counts the stand-in
+/// while this node no longer writes to it. Cassandra waits out a ring delay for the
+/// same reason.
+pub const FILL_SETTLE_MS: u64 = 10_000;
+
+/// When this node learned of each member's fills, until the news has settled
+/// ([`FILL_SETTLE_MS`]). A fill is news when the partition was not in what the member
+/// said before (or the member was not heard from before: a node that has just started
+/// cannot tell an old fill from a new one, and news it learns all at once ends no
+/// stand-in in its own view).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FillNews {
+    seen: HashMap<String, PartitionSet>,
+    learned: HashMap<String, BTreeMap<PartitionId, u64>>,
+}
+
+impl FillNews {
+    /// Takes in what every member (this one included) holds now, by name.
+    pub fn observe(&mut self, filled: &HashMap<String, PartitionSet>, now: u64) {
+        for (name, set) in filled {
+            let before = self.seen.get(name);
+            if before == Some(set) {
+                continue;
+            }
+            for partition in set.iter() {
+                if !before.is_some_and(|b| b.contains(partition)) {
+                    self.learned
+                        .entry(name.clone())
+                        .or_default()
+                        .insert(partition, now);
+                }
+            }
+            self.seen.insert(name.clone(), set.clone());
+        }
+        self.seen.retain(|name, _| filled.contains_key(name));
+        self.learned.retain(|name, learned| {
+            let Some(set) = filled.get(name) else {
+                return false;
+            };
+            learned.retain(|&p, at| now < at.saturating_add(FILL_SETTLE_MS) && set.contains(p));
+            !learned.is_empty()
+        });
+    }
+
+    /// Whether this node learned lately that `name` filled `partition`.
+    pub fn settling(&self, name: &str, partition: PartitionId, now: u64) -> bool {
+        self.learned
+            .get(name)
+            .and_then(|learned| learned.get(&partition))
+            .is_some_and(|&at| now < at.saturating_add(FILL_SETTLE_MS))
+    }
+
+    /// The partitions each member filled lately, by name.
+    pub fn settling_sets(&self, now: u64) -> HashMap<String, PartitionSet> {
+        self.learned
+            .iter()
+            .map(|(name, learned)| {
+                let mut set = PartitionSet::empty();
+                for (&p, &at) in learned {
+                    if now < at.saturating_add(FILL_SETTLE_MS) {
+                        set.insert(p);
+                    }
+                }
+                (name.clone(), set)
+            })
+            .filter(|(_, set)| !set.is_empty())
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unsettled(_: &str, _: PartitionId) -> bool {
+        false
+    }
 
     #[test]
     fn a_new_owner_fills_after_exchanges_with_every_counted_replica_since_it_started() {
@@ -184,12 +269,12 @@ mod tests {
         let old = |n: &str, p: PartitionId| before.holds(n, p);
         let mut fill = Fill::new(PartitionSet::empty());
         // Exchanges before it took writes do not count.
-        let change = fill.update("n4", &after, old, |_, _| Some(5), true, 10);
+        let change = fill.update("n4", &after, old, unsettled, |_, _| Some(5), true, 10);
         assert!(change.filled.is_empty());
         let held: Vec<PartitionId> = after.partitions_of("n4").collect();
         assert_eq!(fill.filling().collect::<Vec<_>>(), held);
         for &p in &held {
-            let mut sources = fill.sources("n4", &after, old, p, true);
+            let mut sources = fill.sources("n4", &after, old, unsettled, p, true);
             sources.sort();
             let mut owners: Vec<String> = before.replicas(p).map(str::to_string).collect();
             owners.sort();
@@ -201,12 +286,13 @@ mod tests {
             "n4",
             &after,
             old,
+            unsettled,
             |_, s| (s != "n1").then_some(20),
             true,
             30,
         );
         assert!(change.filled.iter().all(|&p| !before.holds("n1", p)));
-        let change = fill.update("n4", &after, old, |_, _| Some(40), true, 50);
+        let change = fill.update("n4", &after, old, unsettled, |_, _| Some(40), true, 50);
         assert_eq!(fill.filled().len(), held.len());
         assert_eq!(fill.filling().count(), 0);
         assert!(change.released.is_empty());
@@ -235,12 +321,20 @@ mod tests {
         ));
         // n4 still filling: the stand-in keeps counting.
         let n4_filling = |n: &str, q: PartitionId| n != "n4" && before.holds(n, q);
-        let change = fill.update(&stand_in, &after, n4_filling, |_, _| None, true, 10);
+        let change = fill.update(
+            &stand_in,
+            &after,
+            n4_filling,
+            unsettled,
+            |_, _| None,
+            true,
+            10,
+        );
         assert!(!change.released.contains(&p));
         assert!(fill.filled().contains(p));
         // n4 filled: released, and handoff waits for exchanges after now.
         let n4_done = |n: &str, q: PartitionId| n == "n4" || before.holds(n, q);
-        let change = fill.update(&stand_in, &after, n4_done, |_, _| None, true, 20);
+        let change = fill.update(&stand_in, &after, n4_done, unsettled, |_, _| None, true, 20);
         assert!(change.released.contains(&p));
         assert!(!fill.filled().contains(p));
         assert_eq!(fill.released_at(p), Some(20));
@@ -256,9 +350,9 @@ mod tests {
         let me = owners[0].clone();
         let nobody = |_: &str, _: PartitionId| false;
         let mut fill = Fill::new(PartitionSet::empty());
-        fill.update(&me, &placement, nobody, |_, _| None, true, 10);
+        fill.update(&me, &placement, nobody, unsettled, |_, _| None, true, 10);
         assert!(fill.filling().any(|q| q == p));
-        let mut sources = fill.sources(&me, &placement, nobody, p, true);
+        let mut sources = fill.sources(&me, &placement, nobody, unsettled, p, true);
         sources.sort();
         assert_eq!(sources, owners[1..].to_vec());
         // One owner not yet exchanged with: still filling.
@@ -266,6 +360,7 @@ mod tests {
             &me,
             &placement,
             nobody,
+            unsettled,
             |_, s| (s == owners[1]).then_some(20),
             true,
             30,
@@ -273,10 +368,29 @@ mod tests {
         assert!(!change.filled.contains(&p));
         // Not every member's status known yet: "nobody counts" may only mean unheard
         // of, so the owners alone do not fill it.
-        assert!(fill.sources(&me, &placement, nobody, p, false).is_empty());
-        let change = fill.update(&me, &placement, nobody, |_, _| Some(40), false, 45);
+        assert!(
+            fill.sources(&me, &placement, nobody, unsettled, p, false)
+                .is_empty()
+        );
+        let change = fill.update(
+            &me,
+            &placement,
+            nobody,
+            unsettled,
+            |_, _| Some(40),
+            false,
+            45,
+        );
         assert!(!change.filled.contains(&p));
-        let change = fill.update(&me, &placement, nobody, |_, _| Some(40), true, 50);
+        let change = fill.update(
+            &me,
+            &placement,
+            nobody,
+            unsettled,
+            |_, _| Some(40),
+            true,
+            50,
+        );
         assert!(change.filled.contains(&p));
         assert!(fill.filled().contains(p));
     }

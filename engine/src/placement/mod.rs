@@ -5,7 +5,7 @@
 
 mod fill;
 
-pub use self::fill::{Fill, FillChange};
+pub use self::fill::{FILL_SETTLE_MS, Fill, FillChange, FillNews};
 
 /// A partition number, `0..partitions`.
 pub type PartitionId = u16;
@@ -248,6 +248,32 @@ impl Placement {
     /// Who takes part in operations on `partition`, given which members hold its data
     /// (`filled(name)`); see [`ReplicaSet`].
     pub fn replica_set(&self, partition: PartitionId, filled: impl Fn(&str) -> bool) -> ReplicaSet {
+        self.replica_set_settling(partition, filled, |_| false)
+    }
+
+    /// As [`Placement::replica_set`], where `settling(name)` says this node learned only
+    /// lately that `name` filled the partition. Members that have not heard yet still
+    /// count the stand-ins that fill ended, so those stay write targets until the news
+    /// has settled: a write then reaches a quorum of the counted replicas in both views
+    /// (the coordinator's rule for targets beyond the copies), and a read in either
+    /// view meets it.
+    pub fn replica_set_settling(
+        &self,
+        partition: PartitionId,
+        filled: impl Fn(&str) -> bool,
+        settling: impl Fn(&str) -> bool,
+    ) -> ReplicaSet {
+        let mut set = self.counting(partition, &filled);
+        let unheard = self.counting(partition, |n| filled(n) && !settling(n));
+        for target in unheard.targets {
+            if !set.targets.contains(&target) {
+                set.targets.push(target);
+            }
+        }
+        set
+    }
+
+    fn counting(&self, partition: PartitionId, filled: impl Fn(&str) -> bool) -> ReplicaSet {
         let owners: Vec<String> = self.replicas(partition).map(str::to_string).collect();
         let mut counted: Vec<String> = owners.iter().filter(|o| filled(o)).cloned().collect();
         let mut targets = owners;

@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::HashMap;
 
 #[test]
 fn partition_is_stable_across_builds() {
@@ -236,4 +237,95 @@ fn partition_sets_hold_what_was_put_in_and_check_their_size() {
     assert_eq!(PartitionSet::all(10).len(), 10);
     let bytes = postcard::to_allocvec(&PartitionSet::all(4096)).unwrap();
     assert!(bytes.len() <= 514, "{} bytes", bytes.len());
+}
+
+/// Every way a write can be acknowledged under the coordinator's rule for `set`
+/// (`required + (targets − copies)` acknowledgements from the targets, `required` of
+/// them from the counted replicas), as sets of the replicas that acknowledged.
+fn acknowledging(set: &ReplicaSet, required: usize) -> Vec<Vec<&str>> {
+    let needed = required + set.targets.len().saturating_sub(set.copies);
+    (0u32..1 << set.targets.len())
+        .map(|mask| {
+            (0..set.targets.len())
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| set.targets[i].as_str())
+                .collect::<Vec<_>>()
+        })
+        .filter(|acks| {
+            acks.len() >= needed
+                && acks
+                    .iter()
+                    .filter(|a| set.counted.iter().any(|c| c == *a))
+                    .count()
+                    >= required
+        })
+        .collect()
+}
+
+/// A new owner has just filled a partition. Members that heard count it, members that
+/// have not still count the stand-in; while the news settles, a quorum write in either
+/// view and a quorum read in the other share a replica.
+#[test]
+fn while_a_fill_settles_quorums_in_the_old_and_new_views_meet() {
+    let before = Placement::compute(["n1", "n2", "n3"], 16, 3);
+    let after = Placement::compute(["n1", "n2", "n3", "n4"], 16, 3);
+    let moved: Vec<PartitionId> = (0..16).filter(|&p| after.holds("n4", p)).collect();
+    assert!(!moved.is_empty());
+    for p in moved {
+        let unheard = after.replica_set(p, |n| before.holds(n, p));
+        let heard =
+            after.replica_set_settling(p, |n| n == "n4" || before.holds(n, p), |n| n == "n4");
+        let settled = after.replica_set(p, |n| n == "n4" || before.holds(n, p));
+        let stand_in = unheard.counted.iter().find(|c| !after.holds(c, p)).unwrap();
+        assert!(heard.counted.iter().any(|c| c == "n4"));
+        assert!(!heard.counted.contains(stand_in));
+        assert!(
+            heard.targets.contains(stand_in),
+            "the stand-in stays a target"
+        );
+        assert!(
+            !settled.targets.contains(stand_in),
+            "and not once the news settled"
+        );
+        for (writer, reader) in [(&unheard, &heard), (&heard, &unheard), (&heard, &heard)] {
+            for acks in acknowledging(writer, 2) {
+                for read in acknowledging(&ReplicaSet::settled(reader.counted.clone()), 2) {
+                    assert!(
+                        read.iter().any(|r| acks.contains(r)),
+                        "partition {p}: write acknowledged by {acks:?}, read from {read:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fill_news_settles_after_its_time_and_old_fills_are_no_news() {
+    let mut news = FillNews::default();
+    let mut filled = HashMap::from([("n1".to_string(), PartitionSet::all(4))]);
+    news.observe(&filled, 0);
+    // First heard: news, as a node just started cannot tell.
+    assert!(news.settling("n1", 2, 0));
+    news.observe(&filled, FILL_SETTLE_MS);
+    assert!(!news.settling("n1", 2, FILL_SETTLE_MS));
+    assert!(news.settling_sets(FILL_SETTLE_MS).is_empty());
+    // A partition filled later is news; the ones held before are not.
+    let mut more = PartitionSet::all(4);
+    more.insert(7);
+    filled.insert("n1".to_string(), more);
+    filled.insert("n2".to_string(), PartitionSet::empty());
+    news.observe(&filled, FILL_SETTLE_MS + 5);
+    assert!(news.settling("n1", 7, FILL_SETTLE_MS + 5));
+    assert!(!news.settling("n1", 2, FILL_SETTLE_MS + 5));
+    let sets = news.settling_sets(FILL_SETTLE_MS + 5);
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets["n1"].iter().collect::<Vec<_>>(), [7]);
+    // A member that lost its data and fills again is news again.
+    filled.insert("n1".to_string(), PartitionSet::empty());
+    news.observe(&filled, 2 * FILL_SETTLE_MS);
+    assert!(!news.settling("n1", 7, 2 * FILL_SETTLE_MS));
+    filled.insert("n1".to_string(), PartitionSet::all(1));
+    news.observe(&filled, 2 * FILL_SETTLE_MS + 1);
+    assert!(news.settling("n1", 0, 2 * FILL_SETTLE_MS + 1));
 }

@@ -430,6 +430,11 @@ pub struct MemberStatus {
     /// Whether the answering node can reach it directly right now (`false`: requests
     /// to it failed while membership says it is alive, a one-way or bridged cut).
     pub reachable: bool,
+    /// How far behind it may be, as the answering node sees it: the age of the oldest
+    /// write it may not hold (see `docs/anti-entropy.md`); `None` for the answering node.
+    pub sync_lag_ms: Option<u64>,
+    /// The anti-entropy run it has in progress (a repair, a background run, a fill).
+    pub run: Option<crate::antientropy::report::RunSummary>,
 }
 
 /// A node's view of the cluster.
@@ -457,6 +462,9 @@ pub struct ClusterStatus {
     pub repair: Option<RepairProgress>,
     /// Partitions the answering node is exchanging right now.
     pub repairing: Vec<u16>,
+    /// Every partition's state as the answering node knows it (confirmed in sync and
+    /// since when, unconfirmed, differing, repairing, a replica down).
+    pub partition_states: Vec<crate::antientropy::confirm::PartitionStatus>,
     /// The replicas of each partition in the answering node's placement view.
     pub placement: Vec<Vec<String>>,
     /// The answering node's root of each partition.

@@ -27,7 +27,8 @@ use crate::antientropy::messages::{
     DifferingRoot, ROOTS_PER_REQUEST_MAX, SyncLimits, SyncRequest, SyncResponse,
 };
 use crate::antientropy::report::{
-    PartitionDifference, PeerSync, RepairProgress, RepairReport, SyncCounts,
+    PartitionDifference, PeerSync, RUN_PEERS_GOSSIPED_MAX, RepairProgress, RepairReport, RunKind,
+    RunSummary, SyncCounts,
 };
 use crate::antientropy::respond::{check_entries, check_push, check_roots_answer};
 use crate::placement::PartitionId;
@@ -36,6 +37,8 @@ use crate::record::Entry;
 use crate::wallclock::system_wall_ms;
 
 pub(crate) use self::serve::respond;
+pub(crate) mod confirmations;
+
 use self::steps::sync_with;
 use self::upkeep::{hand_off, purge};
 
@@ -71,6 +74,11 @@ struct Books {
     /// The placement digest seen last, and when it was first seen.
     placement: Option<(String, u64)>,
     progress: Option<RepairProgress>,
+    /// The run in progress, as this node's status tells the cluster.
+    run: Option<RunSummary>,
+    /// The last run that ended: when (wall ms), and what it moved. A repair that had to
+    /// wait for it reports what it did in the meantime.
+    last_run: Option<(u64, SyncCounts)>,
     /// Partitions being exchanged right now.
     in_flight: std::collections::BTreeSet<PartitionId>,
 }
@@ -101,6 +109,43 @@ impl AntiEntropy {
     /// The progress of the repair running now, if any.
     pub(crate) fn progress(&self) -> Option<RepairProgress> {
         self.books.lock().expect("books lock").progress
+    }
+
+    /// `partitions` compared equal with `peer` in an exchange begun at `began` (wall
+    /// ms), on either side of it.
+    pub(crate) fn agreed(
+        &self,
+        shared: &Shared,
+        peer: &str,
+        partitions: &[PartitionId],
+        began: u64,
+    ) {
+        if partitions.is_empty() {
+            return;
+        }
+        let view = shared.view();
+        let mut books = self.books.lock().expect("books lock");
+        for &p in partitions {
+            let at = books.in_sync.entry((p, peer.to_string())).or_insert(began);
+            *at = (*at).max(began);
+            // Agreement with every other replica now: the writes before the oldest of
+            // those exchanges are on all of them.
+            let oldest = view
+                .replica_set_of(p)
+                .targets
+                .iter()
+                .filter(|t| **t != shared.me.name)
+                .map(|t| books.in_sync.get(&(p, t.clone())).copied())
+                .try_fold(u64::MAX, |oldest, at| at.map(|at| oldest.min(at)));
+            if let Some(oldest) = oldest {
+                shared.write_marks.confirmed(p, oldest);
+            }
+        }
+    }
+
+    /// The run in progress, if any, for this node's status.
+    pub(crate) fn run(&self) -> Option<RunSummary> {
+        self.books.lock().expect("books lock").run.clone()
     }
 
     /// Partitions being exchanged right now.
@@ -183,6 +228,7 @@ async fn apply_received(shared: &Arc<Shared>, entries: Vec<Entry>) -> Result<u32
             )
             .collect()
     };
+    shared.note_writes(&entries);
     let outcomes = shared.store.apply(entries).await?;
     Ok(outcomes.iter().filter(|o| o.applied()).count() as u32)
 }
@@ -286,7 +332,15 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         if !filling.is_empty() {
             let report = {
                 let _running = shared.anti_entropy.running.lock().await;
-                run_once(&shared, Scope::Fill(&filling), None, false, &|_| {}).await
+                run_once(
+                    &shared,
+                    RunKind::Fill,
+                    Scope::Fill(&filling),
+                    None,
+                    false,
+                    &|_| {},
+                )
+                .await
             };
             super::fill::update(&shared);
             let left = shared.fill.lock().expect("fill lock").filling().count();
@@ -307,7 +361,15 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         }
         let report = {
             let _running = shared.anti_entropy.running.lock().await;
-            run_once(&shared, Scope::All(None), None, false, &|_| {}).await
+            run_once(
+                &shared,
+                RunKind::Background,
+                Scope::All(None),
+                None,
+                false,
+                &|_| {},
+            )
+            .await
         };
         if report.counts.partitions_differing > 0 || !report.problems.is_empty() {
             tracing::info!(
@@ -366,17 +428,40 @@ pub(crate) async fn repair(
     progress: &(dyn Fn(RepairProgress) + Sync),
 ) -> RepairReport {
     note_placement(shared);
-    let report = {
+    let asked = Instant::now();
+    let asked_ms = system_wall_ms();
+    let (mut report, waited_for) = {
         let _running = shared.anti_entropy.running.lock().await;
-        run_once(
+        // A run that was going when the repair was asked for did the work the repair
+        // waited for: the report says what happened to the data from the asking on.
+        let waited_for = shared
+            .anti_entropy
+            .books
+            .lock()
+            .expect("books lock")
+            .last_run
+            .clone()
+            .filter(|(ended, _)| *ended >= asked_ms)
+            .map(|(_, counts)| counts);
+        let report = run_once(
             shared,
+            RunKind::Repair,
             Scope::All(partition),
             peer.as_deref(),
             dry_run,
             progress,
         )
-        .await
+        .await;
+        (report, waited_for)
     };
+    if let Some(counts) = waited_for.filter(|c| c.keys_sent + c.keys_received > 0) {
+        report.waited_for = Some(counts.clone());
+        report.counts.keys_sent += counts.keys_sent;
+        report.counts.keys_received += counts.keys_received;
+        report.counts.entry_bytes_sent += counts.entry_bytes_sent;
+        report.counts.entry_bytes_received += counts.entry_bytes_received;
+    }
+    report.duration_ms = asked.elapsed().as_millis() as u64;
     if !dry_run {
         super::fill::update(shared);
     }
@@ -385,6 +470,7 @@ pub(crate) async fn repair(
 
 async fn run_once(
     shared: &Arc<Shared>,
+    kind: RunKind,
     scope: Scope<'_>,
     peer: Option<&str>,
     dry_run: bool,
@@ -456,6 +542,18 @@ async fn run_once(
         total,
         keys_moved: 0,
     });
+    shared.anti_entropy.books.lock().expect("books lock").run = Some(RunSummary {
+        kind,
+        peers: plans
+            .iter()
+            .take(RUN_PEERS_GOSSIPED_MAX)
+            .map(|p| p.peer.clone())
+            .collect(),
+        peers_total: plans.len().min(usize::from(u16::MAX)) as u16,
+        total,
+        started_ms: system_wall_ms(),
+        ..RunSummary::default()
+    });
     let tick = |done: u64, moved: u64| {
         let snapshot = {
             let mut state = state.lock().expect("progress lock");
@@ -463,12 +561,13 @@ async fn run_once(
             state.keys_moved += moved;
             *state
         };
-        shared
-            .anti_entropy
-            .books
-            .lock()
-            .expect("books lock")
-            .progress = Some(snapshot);
+        let mut books = shared.anti_entropy.books.lock().expect("books lock");
+        books.progress = Some(snapshot);
+        if let Some(run) = books.run.as_mut() {
+            run.done = snapshot.done;
+            run.keys_moved = snapshot.keys_moved;
+        }
+        drop(books);
         progress(snapshot);
     };
     tick(0, 0);
@@ -490,12 +589,12 @@ async fn run_once(
                         ));
                     }
                 }
-                let mut books = shared.anti_entropy.books.lock().expect("books lock");
                 if !dry_run {
-                    for p in &in_sync {
-                        books.in_sync.insert((*p, plan.peer.clone()), began);
-                    }
+                    shared
+                        .anti_entropy
+                        .agreed(shared, &plan.peer, &in_sync, began);
                 }
+                let mut books = shared.anti_entropy.books.lock().expect("books lock");
                 let entry = books.peers.entry(plan.peer.clone()).or_default();
                 entry.peer = plan.peer.clone();
                 entry.last_exchange_ms = Some(system_wall_ms());
@@ -513,13 +612,17 @@ async fn run_once(
                     .map(|d| d.partition)
                     .collect();
                 entry.partitions_differing = entry.differing_partitions.len() as u64;
-                entry.bytes_moved += counts.metadata_bytes_sent
+                let moved = counts.metadata_bytes_sent
                     + counts.metadata_bytes_received
                     + counts.entry_bytes_sent
                     + counts.entry_bytes_received;
+                entry.bytes_moved += moved;
                 entry.last_error = None;
                 if all_in_sync && !dry_run {
                     entry.last_in_sync_ms = Some(began);
+                }
+                if let Some(run) = books.run.as_mut() {
+                    run.bytes_moved += moved;
                 }
                 drop(books);
                 report.counts.add(&counts);
@@ -537,11 +640,10 @@ async fn run_once(
         }
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
-    shared
-        .anti_entropy
-        .books
-        .lock()
-        .expect("books lock")
-        .progress = None;
+    let mut books = shared.anti_entropy.books.lock().expect("books lock");
+    books.progress = None;
+    books.run = None;
+    books.last_run = Some((system_wall_ms(), report.counts.clone()));
+    drop(books);
     report
 }

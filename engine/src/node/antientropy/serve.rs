@@ -7,6 +7,7 @@ use super::*;
 /// such, not as the peer's fault.
 pub(crate) async fn respond(
     shared: &Arc<Shared>,
+    peer: &str,
     request: SyncRequest,
 ) -> Result<Response, ErrorReply> {
     let limits = sync_limits(shared);
@@ -39,8 +40,21 @@ pub(crate) async fn respond(
             Ok(Response::Sync(SyncResponse::Pushed { applied }))
         }
         other => {
+            let began = system_wall_ms();
             let response = crate::antientropy::respond::respond(&shared.store, &other, &limits)
                 .map_err(sync_error)?;
+            // Roots that compared equal here are an agreement for this side's books too:
+            // a partition is confirmed in sync on each replica, whichever one asked.
+            if let (SyncRequest::Roots { roots, .. }, SyncResponse::Roots { differing }) =
+                (&other, &response)
+            {
+                let agreed: Vec<PartitionId> = roots
+                    .iter()
+                    .map(|r| r.partition)
+                    .filter(|p| !differing.iter().any(|d| d.partition == *p))
+                    .collect();
+                shared.anti_entropy.agreed(shared, peer, &agreed, began);
+            }
             if let SyncResponse::Compared { send, .. }
             | SyncResponse::Entries { entries: send, .. } = &response
             {

@@ -36,6 +36,13 @@ async fn step(
         SyncResponse::Entries { entries, .. } => entry_bytes(entries),
         _ => 0,
     };
+    // What this node pulls counts against its own limit too, not only what it sends:
+    // the next step waits until the bytes received fit.
+    shared
+        .anti_entropy
+        .limiter
+        .take(entries_in, shared.config.repair_bytes_per_sec)
+        .await;
     let mut c = counts.lock().expect("counts lock");
     c.round_trips += 1;
     c.entry_bytes_sent += pushed;
@@ -72,7 +79,7 @@ pub(super) async fn sync_with(
         let _ = getrandom::fill(&mut bytes);
         u64::from_le_bytes(bytes)
     };
-    let differing = compare_roots(shared, &connection, partitions, salt, &counts).await?;
+    let differing = compare_roots(shared, &connection, peer, partitions, salt, &counts).await?;
     check_roots_answer(partitions, &differing)?;
     counts.lock().expect("counts lock").partitions_compared += partitions.len() as u64;
     counts.lock().expect("counts lock").partitions_differing += differing.len() as u64;
@@ -95,7 +102,7 @@ pub(super) async fn sync_with(
         // Verify, and give partitions written to during the exchange one more pass.
         let touched: Vec<PartitionId> = differing.iter().map(|d| d.partition).collect();
         let salt = salt.wrapping_add(1);
-        let again = compare_roots(shared, &connection, &touched, salt, &counts).await?;
+        let again = compare_roots(shared, &connection, peer, &touched, salt, &counts).await?;
         check_roots_answer(&touched, &again)?;
         let mut ignored = BTreeMap::new();
         run_exchanges(
@@ -112,7 +119,7 @@ pub(super) async fn sync_with(
         .await;
         let retried: Vec<PartitionId> = again.iter().map(|d| d.partition).collect();
         let salt = salt.wrapping_add(1);
-        let last = compare_roots(shared, &connection, &retried, salt, &counts).await?;
+        let last = compare_roots(shared, &connection, peer, &retried, salt, &counts).await?;
         check_roots_answer(&retried, &last)?;
         still = last
             .into_iter()
@@ -140,12 +147,16 @@ pub(super) async fn sync_with(
 async fn compare_roots(
     shared: &Shared,
     connection: &quinn::Connection,
+    peer: &str,
     partitions: &[PartitionId],
     salt: u64,
     counts: &Mutex<SyncCounts>,
 ) -> Result<Vec<DifferingRoot>, String> {
     let mut differing = Vec::new();
     for chunk in partitions.chunks(ROOTS_PER_MESSAGE) {
+        // Taken before the summaries: everything this node held then is in them, so
+        // roots found equal mean both held the same from this time on.
+        let taken = system_wall_ms();
         let roots = chunk
             .iter()
             .map(|&p| root_summary(&shared.store, p, salt))
@@ -158,7 +169,15 @@ async fn compare_roots(
         )
         .await?
         {
-            SyncResponse::Roots { differing: d } => differing.extend(d),
+            SyncResponse::Roots { differing: d } => {
+                let agreed: Vec<PartitionId> = chunk
+                    .iter()
+                    .copied()
+                    .filter(|p| !d.iter().any(|x| x.partition == *p))
+                    .collect();
+                shared.anti_entropy.agreed(shared, peer, &agreed, taken);
+                differing.extend(d);
+            }
             other => return Err(format!("unexpected answer {other:?}")),
         }
     }
