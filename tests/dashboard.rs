@@ -312,8 +312,11 @@ async fn top_shows_unconfirmed_partitions_and_a_repair_on_another_node() {
         pane.contains("? unconf"),
         "the legend names the state\n{pane}"
     );
-    // Its fill compared every partition with both others: confirmed.
-    tmux.wait_for(Duration::from_secs(60), "the fill's end", |p| {
+    // A repair on n3 (after its fill, if one runs) compares every partition with both
+    // others: confirmed.
+    let out = cli(certs.path(), n3.addr, &["repair"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    tmux.wait_for(Duration::from_secs(30), "every partition confirmed", |p| {
         map_symbols(p, '?') == 0 && map_symbols(p, '·') > 0
     });
 
@@ -349,9 +352,11 @@ async fn top_shows_unconfirmed_partitions_and_a_repair_on_another_node() {
         p.contains("repair on n3 ended")
     });
     let _ = pane;
-    let pane = tmux.wait_for(Duration::from_secs(15), "every partition confirmed", |p| {
-        map_symbols(p, '?') == 0 && map_symbols(p, '·') > 0
-    });
+    let pane = tmux.wait_for(
+        Duration::from_secs(30),
+        "every partition confirmed again",
+        |p| map_symbols(p, '?') == 0 && map_symbols(p, '·') > 0,
+    );
     assert_eq!(map_symbols(&pane, '!'), 0, "{pane}");
     tmux.keys("q");
     drop((n2, n3));

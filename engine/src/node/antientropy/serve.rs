@@ -40,7 +40,13 @@ pub(crate) async fn respond(
             Ok(Response::Sync(SyncResponse::Pushed { applied }))
         }
         other => {
-            let began = system_wall_ms();
+            let began = match &other {
+                SyncRequest::Roots { roots, .. } => {
+                    let partitions: Vec<PartitionId> = roots.iter().map(|r| r.partition).collect();
+                    AntiEntropy::compare_time(shared, &partitions).await
+                }
+                _ => system_wall_ms(),
+            };
             let response = crate::antientropy::respond::respond(&shared.store, &other, &limits)
                 .map_err(sync_error)?;
             // Roots that compared equal here are an agreement for this side's books too:

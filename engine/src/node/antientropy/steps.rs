@@ -156,7 +156,7 @@ async fn compare_roots(
     for chunk in partitions.chunks(ROOTS_PER_MESSAGE) {
         // Taken before the summaries: everything this node held then is in them, so
         // roots found equal mean both held the same from this time on.
-        let taken = system_wall_ms();
+        let taken = AntiEntropy::compare_time(shared, chunk).await;
         let roots = chunk
             .iter()
             .map(|&p| root_summary(&shared.store, p, salt))
