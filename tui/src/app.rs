@@ -4,7 +4,7 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::model::Dashboard;
+use crate::model::{Dashboard, EventRow};
 
 /// A panel that can have focus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,12 +93,20 @@ impl App {
             }
             return;
         }
+        // The feeder keeps a bounded log, so indices shift as old events drop off: the
+        // selection and an open event follow the event they pointed at (an overlay whose
+        // event dropped off closes rather than show another).
+        let newest = model.events.len().saturating_sub(1);
+        self.event = self
+            .event
+            .map(|i| same_event(&self.model.events, &model.events, i).unwrap_or(0))
+            .filter(|&i| i < newest);
+        if let Some(Overlay::Event(i)) = self.overlay {
+            self.overlay = same_event(&self.model.events, &model.events, i).map(Overlay::Event);
+        }
         self.model = model;
         self.member = self.member.min(self.model.members.len().saturating_sub(1));
         self.partition = self.partition.min(self.model.cells.len().saturating_sub(1));
-        if let Some(e) = self.event {
-            self.event = Some(e.min(self.model.events.len().saturating_sub(1)));
-        }
     }
 
     /// The event selected, as shown: the chosen one, or the newest.
@@ -142,8 +150,18 @@ impl App {
             KeyCode::Down => self.step(1, true),
             KeyCode::Left => self.step(-1, false),
             KeyCode::Right => self.step(1, false),
+            KeyCode::PageUp if self.panel == Panel::Events => {
+                self.step(-(crate::ui::event_rows() as i64), true)
+            }
+            KeyCode::PageDown if self.panel == Panel::Events => {
+                self.step(crate::ui::event_rows() as i64, true)
+            }
             KeyCode::PageUp => self.step(-10, true),
             KeyCode::PageDown => self.step(10, true),
+            KeyCode::Home if self.panel == Panel::Events => {
+                self.step(-(self.model.events.len() as i64), true)
+            }
+            KeyCode::End if self.panel == Panel::Events => self.event = None,
             KeyCode::Enter if self.panel == Panel::Events => {
                 if let Some(e) = self.selected_event() {
                     self.overlay = Some(Overlay::Event(e));
@@ -215,4 +233,12 @@ impl App {
             _ => {}
         }
     }
+}
+
+/// Where the event at `i` in `old` is in `new`: at `i` or before it, as the log only
+/// grows at the end and drops at the front; `None` once it dropped off.
+fn same_event(old: &[EventRow], new: &[EventRow], i: usize) -> Option<usize> {
+    let event = old.get(i)?;
+    let end = (i + 1).min(new.len());
+    new[..end].iter().rposition(|e| e == event)
 }

@@ -224,12 +224,12 @@ fn diverged_repairing_and_under_replicated_partitions_have_their_own_symbols() {
     model.cells[4].state = PartitionState::Diverged;
     model.cells[17].state = PartitionState::Repairing;
     model.cells[200].state = PartitionState::UnderReplicated;
-    model.repairs = vec![repair_on("n1", 128, 512)];
+    model.repairs = vec![repair_on("n3", 128, 512)];
     let app = App::new(model);
     let lines = screen(&app, 80, 24);
     let all = text(&lines);
     assert!(
-        all.contains("· sync  ? unconf  ~ repair  ! diverged  u down"),
+        all.contains("· sync  ? unconfirmed  ~ repair  ! diverged  u down"),
         "legend\n{all}"
     );
     let map = map_cells(&lines);
@@ -241,7 +241,7 @@ fn diverged_repairing_and_under_replicated_partitions_have_their_own_symbols() {
     );
     assert_eq!(map.matches('·').count(), 252, "{all}");
     assert!(
-        all.contains("128/512 40/s ETA 9s"),
+        all.contains("repair n3 → n1,n2  128/512  40 keys/s  4.0 kB moved  ETA 9s"),
         "the repair gauge\n{all}"
     );
 }
@@ -557,4 +557,227 @@ fn a_notice_has_a_line_of_its_own() {
     model.notice = Some(notice.into());
     let all = text(&screen(&App::new(model), 100, 30));
     assert!(all.contains(notice), "{all}");
+}
+
+fn cells(n: usize) -> Vec<PartitionCell> {
+    (0..n)
+        .map(|_| PartitionCell {
+            state: PartitionState::InSync,
+            replicas: vec!["n1".into()],
+            confirmed_age_ms: Some(1_000),
+        })
+        .collect()
+}
+
+fn event(at: &str, text: &str) -> EventRow {
+    EventRow {
+        at: at.into(),
+        text: text.into(),
+        severity: Severity::Info,
+    }
+}
+
+/// The lines inside the Events block.
+fn event_lines(lines: &[String]) -> Vec<String> {
+    let start = lines
+        .iter()
+        .position(|l| l.contains("Events ("))
+        .expect("an event log");
+    lines[start + 1..]
+        .iter()
+        .take_while(|l| !l.starts_with('└'))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn the_legend_has_every_state_in_the_longest_words_that_fit() {
+    let app = App::new(healthy(&["n1", "n2", "n3"]));
+    let all = text(&screen(&app, 80, 24));
+    assert!(
+        all.contains("· sync  ? unconfirmed  ~ repair  ! diverged  u down"),
+        "{all}"
+    );
+    for (w, h) in [(120, 40), (200, 60)] {
+        let all = text(&screen(&app, w, h));
+        assert!(
+            all.contains("· in sync  ? unconfirmed  ~ repairing  ! diverged  u down"),
+            "{w}×{h}\n{all}"
+        );
+    }
+    // Below the designed size the words go, the symbols stay.
+    let all = text(&screen(&app, 50, 20));
+    assert!(all.contains("· ? ~ ! u"), "{all}");
+}
+
+#[test]
+fn a_crowded_80_by_24_keeps_three_event_lines() {
+    let mut model = healthy(&["n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8"]);
+    model.cells = cells(512);
+    model.repairs = vec![repair_on("n2", 1, 10), repair_on("n3", 63, 512)];
+    model.notice = Some("x".repeat(120));
+    for i in 0..10 {
+        model.events.push(event("12:35:00", &format!("event {i}")));
+    }
+    let lines = screen(&App::new(model), 80, 24);
+    let all = text(&lines);
+    assert_eq!(event_lines(&lines).len(), 3, "{all}");
+    assert!(all.contains("event 9"), "the newest\n{all}");
+    // One repair line, and the one that did not fit is counted.
+    assert!(all.contains("repair n2 → n1,n2  1/10"), "{all}");
+    assert!(all.contains("+1 more"), "{all}");
+}
+
+#[test]
+fn repair_rows_say_who_how_far_how_fast_and_when() {
+    let mut model = healthy(&["n1", "n2", "n3"]);
+    model.repairs = vec![RepairRow {
+        node: "n3".into(),
+        peers: vec!["n1".into(), "n2".into()],
+        done: 63,
+        total: 512,
+        keys_moved: 9_000,
+        bytes_moved: 3_400_000,
+        keys_per_s: Some(1_234.0),
+        eta_s: Some(23.0),
+    }];
+    let app = App::new(model);
+    for (w, h, words) in [
+        (
+            80,
+            24,
+            "repair n3 → n1,n2  63/512  1.2k keys/s  3.4 MB moved  ETA 23s",
+        ),
+        (
+            120,
+            40,
+            "repair n3 → n1,n2  63/512  1.2k keys/s  3.4 MB moved  ETA 23s",
+        ),
+        (
+            200,
+            60,
+            "repair n3 → n1,n2  63/512  1.2k keys/s  3.4 MB moved  ETA 23s",
+        ),
+    ] {
+        let lines = screen(&app, w, h);
+        let row = lines
+            .iter()
+            .find(|l| l.contains(words))
+            .unwrap_or_else(|| panic!("{w}×{h}\n{}", text(&lines)));
+        // The bar reads without colour, and says how far in numbers too.
+        assert!(row.contains('█') && row.contains('░') && row.trim_end().ends_with("12%"));
+    }
+    // Not yet paced: no rate, and the ETA says it does not know.
+    let mut model = healthy(&["n1", "n2", "n3"]);
+    model.repairs = vec![RepairRow {
+        keys_per_s: None,
+        eta_s: None,
+        bytes_moved: 0,
+        ..repair_on("n2", 0, 8)
+    }];
+    let all = text(&screen(&App::new(model), 80, 24));
+    assert!(all.contains("repair n2 → n1,n2  0/8  ETA …"), "{all}");
+}
+
+#[test]
+fn a_dead_members_clock_keeps_as_much_as_its_column_holds() {
+    let mut model = healthy(&["n1", "n2", "n3"]);
+    model.members[2].state = MemberState::Left;
+    model.members[2].stale_age_ms = Some(40_000);
+    let app = App::new(model);
+    for (w, h, hlc) in [
+        (80, 24, "12:34:56 40s ago"),
+        (120, 40, "12:34:56 (40s ago)"),
+        (200, 60, "12:34:56.789 (40s ago)"),
+    ] {
+        let all = text(&screen(&app, w, h));
+        let row = all
+            .lines()
+            .find(|l| l.contains("n3") && l.contains("○ left"))
+            .unwrap();
+        assert!(row.contains(hlc), "{w}×{h}\n{all}");
+    }
+    // At 120 columns every column of the wide table fits.
+    let all = text(&screen(&app, 120, 40));
+    for header in ["ADDRESS", "HELD", "LAST AE", "DIFF", "127.0.0.1:7001"] {
+        assert!(all.contains(header), "{header}\n{all}");
+    }
+}
+
+#[test]
+fn the_map_scrolls_to_the_selected_partition() {
+    let mut model = healthy(&["n1", "n2", "n3", "n4", "n5", "n6"]);
+    model.cells = cells(512);
+    model.cells[511].state = PartitionState::Diverged;
+    let mut app = App::new(model);
+    let lines = screen(&app, 80, 24);
+    assert!(!map_cells(&lines).contains('!'), "{}", text(&lines));
+    app.panel = Panel::Partitions;
+    app.partition = 511;
+    let lines = screen(&app, 80, 24);
+    let all = text(&lines);
+    assert!(map_cells(&lines).contains('!'), "{all}");
+    assert!(all.contains("–10 of 10"), "the last rows\n{all}");
+}
+
+#[test]
+fn a_notice_wider_than_the_terminal_wraps_rather_than_cut() {
+    let mut model = healthy(&["n1", "n2", "n3"]);
+    model.notice = Some(
+        "demo cluster of 3 nodes; from another terminal: vergent status --node 127.0.0.1:7001 --certs x"
+            .into(),
+    );
+    let all = text(&screen(&App::new(model), 80, 24));
+    assert!(
+        all.contains(" demo cluster of 3 nodes; from another terminal: vergent status --node"),
+        "{all}"
+    );
+    assert!(all.contains(" 127.0.0.1:7001 --certs x"), "{all}");
+}
+
+#[test]
+fn a_picked_event_stays_picked_as_old_events_drop_off() {
+    let log = |from: usize| -> Vec<EventRow> {
+        (from..from + 20)
+            .map(|i| event("12:35:00", &format!("event {i}")))
+            .collect()
+    };
+    let mut model = healthy(&["n1", "n2", "n3"]);
+    model.events = log(0);
+    let mut app = App::new(model.clone());
+    app.panel = Panel::Events;
+    for _ in 0..3 {
+        app.handle_key(key(KeyCode::Up));
+    }
+    assert_eq!(
+        app.model.events[app.selected_event().unwrap()].text,
+        "event 16"
+    );
+    app.handle_key(key(KeyCode::Enter));
+    // The feeder's log is bounded: two new events push two old ones out.
+    model.events = log(2);
+    app.update(model.clone());
+    assert_eq!(
+        app.model.events[app.selected_event().unwrap()].text,
+        "event 16"
+    );
+    assert_eq!(app.overlay, Some(Overlay::Event(14)));
+    let lines = screen(&app, 80, 24);
+    assert!(text(&lines).contains("event 16"), "{}", text(&lines));
+    app.handle_key(key(KeyCode::Esc));
+    assert!(text(&screen(&app, 80, 24)).contains("5 newer below"));
+    // End follows the newest again, and keeps following.
+    app.handle_key(key(KeyCode::End));
+    model.events = log(4);
+    app.update(model.clone());
+    assert_eq!(
+        app.model.events[app.selected_event().unwrap()].text,
+        "event 23"
+    );
+    // Home picks the oldest; a page down moves by the lines the log shows.
+    app.handle_key(key(KeyCode::Home));
+    assert_eq!(app.selected_event(), Some(0));
+    let shown = event_lines(&screen(&app, 80, 24)).len();
+    app.handle_key(key(KeyCode::PageDown));
+    assert_eq!(app.selected_event(), Some(shown));
 }

@@ -1,4 +1,10 @@
-//! Rendering: `impl Widget for &App`. The layout fits 80×24 and grows with the terminal.
+//! Rendering: `impl Widget for &App`. The layout fits 80×24 and grows with the terminal:
+//! members first, then the partition map until every cell shows, then one line per
+//! running repair; the event log takes what is left and keeps a few lines whatever
+//! the cluster's size.
+
+mod overlay;
+mod text;
 
 use std::cell::Cell as StdCell;
 
@@ -6,27 +12,33 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{
-    Block, Borders, Cell, Clear, Gauge, Paragraph, Row, Sparkline, Table, Widget, Wrap,
-};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, Widget, Wrap};
 
-use crate::app::{App, Overlay, Panel};
-use crate::model::{Connection, MemberRow, MemberState, PartitionState};
+use crate::app::{App, Panel};
+use crate::model::{Connection, MemberRow, MemberState, PartitionState, RepairRow, Severity};
 use crate::style::Theme;
+
+pub(crate) use text::skew_text;
+pub use text::{age, bytes, cut, rate, wrap};
 
 /// Columns of the partition map at 80 columns; ↑↓ move by a row of the map as drawn.
 pub const MAP_COLUMNS_HINT: usize = 52;
 /// Width of the panel beside the map.
 const SIDE_WIDTH: u16 = 26;
-/// Gauges the layout makes room for (more fit on a tall terminal).
-const GAUGES_MAX: usize = 3;
-/// Rows the event log keeps, borders included, however large the map.
-const EVENTS_MIN_HEIGHT: u16 = 5;
 /// Smallest size the layout is designed for.
 pub const MIN_SIZE: (u16, u16) = (80, 24);
+/// Event lines kept however many members and partitions compete for the rows.
+const EVENT_LINES_MIN: u16 = 3;
+/// Height of the map's row: less leaves the sparkline beside it without a line to draw.
+const MAP_HEIGHT_MIN: u16 = 4;
+/// Lines the notice may take before it is cut; it is usually one.
+const NOTICE_LINES_MAX: usize = 2;
+/// Cells of a repair's progress bar below which the bar is left out for the text.
+const BAR_MIN: usize = 10;
 
 thread_local! {
     static MAP_COLUMNS: StdCell<usize> = const { StdCell::new(MAP_COLUMNS_HINT) };
+    static EVENT_LINES: StdCell<usize> = const { StdCell::new(10) };
 }
 
 /// Columns of the partition map as last drawn.
@@ -34,39 +46,9 @@ pub fn map_columns() -> usize {
     MAP_COLUMNS.with(StdCell::get)
 }
 
-/// `3s`, `2m05s`, `1h02m`, `3d04h`.
-pub fn age(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
-    }
-}
-
-/// `950`, `1.2k`, `3.4M`.
-pub fn rate(per_s: f64) -> String {
-    if per_s >= 999_500.0 {
-        format!("{:.1}M", per_s / 1e6)
-    } else if per_s >= 999.5 {
-        format!("{:.1}k", per_s / 1e3)
-    } else {
-        format!("{per_s:.0}")
-    }
-}
-
-/// Cuts `text` to `width` characters, marking the cut with `…`.
-pub fn cut(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        return text.to_string();
-    }
-    if width == 0 {
-        return String::new();
-    }
-    let mut out: String = text.chars().take(width - 1).collect();
-    out.push('…');
-    out
+/// Lines of the event log as last drawn; PageUp and PageDown move by as many.
+pub fn event_rows() -> usize {
+    EVENT_LINES.with(StdCell::get)
 }
 
 impl Widget for &App {
@@ -84,31 +66,41 @@ impl Widget for &App {
         let model = &self.model;
         let map_inner = area.width.saturating_sub(SIDE_WIDTH + 2).max(8) as usize;
         MAP_COLUMNS.with(|c| c.set(map_inner));
-        let header_height = if model.notice.is_some() { 3 } else { 2 };
+        let notice = model
+            .notice
+            .as_deref()
+            .map_or_else(Vec::new, |n| notice_lines(n, area.width as usize));
+        let header_height = 2 + notice.len() as u16;
+        let room = area.height.saturating_sub(header_height + 1);
+        let members_want = (model.members.len().max(1) as u16).saturating_add(3);
         let map_rows = model.cells.len().div_ceil(map_inner).max(1) as u16;
-        // The side panel beside the map holds the sparkline and a gauge per run.
-        let side_min = 3 + 3 * (model.repairs.len().min(GAUGES_MAX) as u16);
-        let members_cap = (area.height / 3).saturating_sub(3).max(1) as usize;
-        let members_height = model.members.len().clamp(1, members_cap) as u16 + 3;
-        // The map takes what it needs to show every cell; events keep at least 3 rows.
-        let left = area
-            .height
-            .saturating_sub(header_height + members_height + 1 + EVENTS_MIN_HEIGHT);
-        let map_height = (map_rows + 2).min(left).max(side_min.max(5));
-        let [header, members, middle, events, footer] = Layout::vertical([
+        let repairs_want = model.repairs.len().min(u16::MAX as usize) as u16;
+        let [members_height, map_height, repairs_height] = share(
+            room,
+            [
+                // A large cluster scrolls its members rather than take every row.
+                (members_want.min(4), members_want.min((room / 2).max(4))),
+                (MAP_HEIGHT_MIN, (map_rows + 2).max(MAP_HEIGHT_MIN)),
+                (repairs_want.min(1), repairs_want),
+            ],
+            EVENT_LINES_MIN + 2,
+        );
+        let [header, members, middle, repairs, events, footer] = Layout::vertical([
             Constraint::Length(header_height),
             Constraint::Length(members_height),
             Constraint::Length(map_height),
-            Constraint::Min(3),
+            Constraint::Length(repairs_height),
+            Constraint::Fill(1),
             Constraint::Length(1),
         ])
         .areas(area);
-        self.render_header(header, buf, &theme);
+        self.render_header(header, buf, &theme, notice);
         self.render_members(members, buf, &theme);
         let [map, side] =
             Layout::horizontal([Constraint::Min(10), Constraint::Length(SIDE_WIDTH)]).areas(middle);
         self.render_map(map, buf, &theme);
         self.render_side(side, buf, &theme);
+        self.render_repairs(repairs, buf, &theme);
         self.render_events(events, buf, &theme);
         Paragraph::new(Line::from(
             " q quit  ↑↓ select  Tab panel  Enter details  r repair  p pause  ? help",
@@ -118,6 +110,78 @@ impl Widget for &App {
         if let Some(overlay) = &self.overlay {
             self.render_overlay(overlay, area, buf, &theme);
         }
+    }
+}
+
+/// Splits `room` rows: each part gets its minimum in turn, then `reserve` rows are kept
+/// for what comes after the parts, then each part grows in turn up to what it wants.
+fn share<const N: usize>(room: u16, parts: [(u16, u16); N], reserve: u16) -> [u16; N] {
+    let mut left = room;
+    let mut got = parts.map(|(min, _)| {
+        let take = min.min(left);
+        left -= take;
+        take
+    });
+    left = left.saturating_sub(reserve);
+    for (got, (_, want)) in got.iter_mut().zip(parts) {
+        let more = want.saturating_sub(*got).min(left);
+        *got += more;
+        left -= more;
+    }
+    got
+}
+
+/// The notice as lines of the header: whole when the terminal is wide enough, wrapped
+/// when not, and cut only past [`NOTICE_LINES_MAX`] lines.
+fn notice_lines(notice: &str, width: usize) -> Vec<String> {
+    let width = width.saturating_sub(1).max(1);
+    let mut lines = wrap(notice.trim(), width);
+    if lines.len() > NOTICE_LINES_MAX {
+        let rest = lines.split_off(NOTICE_LINES_MAX - 1).join(" ");
+        lines.push(cut(&rest, width));
+    }
+    lines.into_iter().map(|l| format!(" {l}")).collect()
+}
+
+/// The map's legend, in the longest words that fit `width`; every symbol is always there.
+fn legend(width: usize) -> String {
+    const STATES: [PartitionState; 5] = [
+        PartitionState::InSync,
+        PartitionState::Unconfirmed,
+        PartitionState::Repairing,
+        PartitionState::Diverged,
+        PartitionState::UnderReplicated,
+    ];
+    // Longest first; the last are the model's own short labels, then symbols alone.
+    // `u down` reads the same at every width; the help spells it out.
+    const WORDS: [[&str; 5]; 2] = [
+        ["in sync", "unconfirmed", "repairing", "diverged", "down"],
+        ["sync", "unconfirmed", "repair", "diverged", "down"],
+    ];
+    let labels = STATES.map(PartitionState::label);
+    let forms = WORDS
+        .iter()
+        .chain([&labels])
+        .map(|words| {
+            STATES
+                .iter()
+                .zip(words)
+                .map(|(s, w)| format!("{} {w}", s.symbol()))
+                .collect::<Vec<_>>()
+                .join("  ")
+        })
+        .chain([STATES.map(PartitionState::symbol).join(" ")]);
+    let mut text = String::new();
+    for form in forms {
+        text = form;
+        if text.chars().count() <= width {
+            break;
+        }
+    }
+    match width.saturating_sub(text.chars().count()) {
+        0 => text,
+        1 => format!(" {text}"),
+        _ => format!(" {text} "),
     }
 }
 
@@ -133,7 +197,7 @@ impl App {
         }
     }
 
-    fn render_header(&self, area: Rect, buf: &mut Buffer, theme: &Theme) {
+    fn render_header(&self, area: Rect, buf: &mut Buffer, theme: &Theme, notice: Vec<String>) {
         let m = &self.model;
         let cluster = if m.cluster_id.is_empty() {
             "connecting…".to_string()
@@ -175,19 +239,16 @@ impl App {
             )));
         }
         let mut lines = vec![first, Line::from(second)];
-        if let Some(notice) = &m.notice {
-            lines.push(Line::from(Span::styled(
-                format!(" {}", cut(notice, area.width.saturating_sub(1) as usize)),
-                theme.title(),
-            )));
-        }
+        lines.extend(
+            notice
+                .into_iter()
+                .map(|l| Line::from(Span::styled(l, theme.title()))),
+        );
         Paragraph::new(lines).render(area, buf);
     }
 
     fn render_members(&self, area: Rect, buf: &mut Buffer, theme: &Theme) {
-        let wide = area.width >= 120;
-        // 1 + 9 + 9 + 3 + 14 + 6 + 5 + 14 + 6 columns and 8 spaces fit the 78 inside 80.
-        let name_width = if wide { 16 } else { 9 };
+        let columns = MemberColumns::new(area.width.saturating_sub(2));
         let mut header = vec![
             "",
             "NAME",
@@ -201,24 +262,24 @@ impl App {
         ];
         let mut widths = vec![
             Constraint::Length(1),
-            Constraint::Length(name_width),
+            Constraint::Length(columns.name),
             Constraint::Length(9),
             Constraint::Length(3),
-            Constraint::Length(14),
+            Constraint::Length(columns.hlc),
             Constraint::Length(6),
             Constraint::Length(5),
             Constraint::Length(14),
             Constraint::Length(6),
         ];
-        if wide {
+        if let Some(address) = columns.address {
             widths[8] = Constraint::Length(8);
             header.extend(["ADDRESS", "HELD", "LAST AE", "DIFF"]);
             header[8] = "SYNC LAG";
             widths.extend([
-                Constraint::Length(21),
-                Constraint::Length(5),
-                Constraint::Length(8),
-                Constraint::Length(5),
+                Constraint::Length(address),
+                Constraint::Length(4),
+                Constraint::Length(7),
+                Constraint::Length(4),
             ]);
         }
         let visible = area.height.saturating_sub(3) as usize;
@@ -231,7 +292,7 @@ impl App {
             .skip(first)
             .take(visible)
             .map(|(i, m)| {
-                let mut row = member_cells(m, name_width as usize, wide, theme);
+                let mut row = member_cells(m, &columns, theme);
                 if i == self.member {
                     row[0] = Cell::from("›");
                 }
@@ -251,36 +312,43 @@ impl App {
     }
 
     fn render_map(&self, area: Rect, buf: &mut Buffer, theme: &Theme) {
-        let legend = [
-            PartitionState::InSync,
-            PartitionState::Unconfirmed,
-            PartitionState::Repairing,
-            PartitionState::Diverged,
-            PartitionState::UnderReplicated,
-        ]
-        .iter()
-        .map(|s| format!("{} {}", s.symbol(), s.label()))
-        .collect::<Vec<_>>()
-        .join("  ");
-        let title = format!("Partitions ({})", self.model.cells.len());
+        let cells = &self.model.cells;
+        let columns = area.width.saturating_sub(2).max(1) as usize;
+        let visible = area.height.saturating_sub(2) as usize;
+        let rows = cells.len().div_ceil(columns);
+        // Rows that do not fit scroll so that the selected partition stays in view.
+        let first_row = (self.partition / columns)
+            .saturating_sub(visible.saturating_sub(1))
+            .min(rows.saturating_sub(visible));
+        let mut title = format!("Partitions ({})", cells.len());
+        if rows > visible && visible > 0 {
+            title.push_str(&format!(
+                " rows {}–{} of {rows}",
+                first_row + 1,
+                first_row + visible
+            ));
+        }
+        let legend = legend(area.width.saturating_sub(2) as usize);
         let block = self
             .block(title, Some(Panel::Partitions), theme)
-            .title_bottom(Span::styled(format!(" {legend} "), theme.dim()));
+            .title_bottom(Span::styled(legend, theme.dim()));
         let inner = block.inner(area);
         block.render(area, buf);
-        let columns = inner.width.max(1) as usize;
-        for (i, cell) in self.model.cells.iter().enumerate() {
-            let (x, y) = ((i % columns) as u16, (i / columns) as u16);
-            if y >= inner.height {
-                break;
-            }
+        let shown = cells
+            .iter()
+            .enumerate()
+            .skip(first_row * columns)
+            .take(visible * columns);
+        for (i, cell) in shown {
+            let x = (i % columns) as u16;
+            let y = (i / columns - first_row) as u16;
             let mut style = theme.partition(cell.state);
             if i == self.partition && self.panel == Panel::Partitions {
                 style = style.patch(theme.selected());
             }
             buf.set_string(inner.x + x, inner.y + y, cell.state.symbol(), style);
         }
-        if self.model.cells.is_empty() {
+        if cells.is_empty() {
             buf.set_string(inner.x, inner.y, "no partitions yet", theme.dim());
         }
     }
@@ -288,101 +356,94 @@ impl App {
     fn render_side(&self, area: Rect, buf: &mut Buffer, theme: &Theme) {
         let m = &self.model;
         let max = m.throughput.iter().copied().max().unwrap_or(0);
-        // As many gauges as fit under a sparkline of at least 3 rows, at least one.
-        let shown = m
-            .repairs
-            .len()
-            .min((area.height.saturating_sub(3) / 3).max(1) as usize);
-        let gauges_height = (3 * shown as u16).min(area.height);
-        let [spark, gauges] =
-            Layout::vertical([Constraint::Min(0), Constraint::Length(gauges_height)]).areas(area);
         let title = format!("writes/s {} (max {})", rate(m.write_rate), rate(max as f64));
         let data: Vec<u64> = m
             .throughput
             .iter()
             .rev()
-            .take(spark.width.saturating_sub(2) as usize)
+            .take(area.width.saturating_sub(2) as usize)
             .rev()
             .copied()
             .collect();
-        if spark.height >= 3 {
-            Sparkline::default()
-                .block(
-                    Block::new()
-                        .borders(Borders::ALL)
-                        .title(Span::styled(title, theme.title())),
-                )
-                .data(&data)
-                .style(theme.sparkline())
-                .render(spark, buf);
-        }
-        let rows = Layout::vertical(vec![Constraint::Length(3); shown]).split(gauges);
-        let inner = area.width.saturating_sub(2) as usize;
-        for (repair, row) in m.repairs.iter().zip(rows.iter()) {
-            let ratio = if repair.total == 0 {
-                0.0
+        Sparkline::default()
+            .block(
+                Block::new()
+                    .borders(Borders::ALL)
+                    .title(Span::styled(title, theme.title())),
+            )
+            .data(&data)
+            .style(theme.sparkline())
+            .render(area, buf);
+    }
+
+    /// One line per running repair, as many as the rows allow; the last line shown
+    /// counts those left out.
+    fn render_repairs(&self, area: Rect, buf: &mut Buffer, theme: &Theme) {
+        let repairs = &self.model.repairs;
+        let shown = repairs.len().min(area.height as usize);
+        let hidden = repairs.len() - shown;
+        for (i, repair) in repairs.iter().take(shown).enumerate() {
+            let more = if hidden > 0 && i + 1 == shown {
+                format!("  +{hidden} more")
             } else {
-                repair.done as f64 / repair.total as f64
+                String::new()
             };
-            let mut label = format!("{}/{}", repair.done, repair.total);
-            if let Some(k) = repair.keys_per_s {
-                label.push_str(&format!(" {}/s", rate(k)));
-            }
-            if let Some(eta) = repair.eta_s {
-                label.push_str(&format!(" ETA {}", age((eta * 1000.0) as u64)));
-            }
-            let peers = if repair.peers.is_empty() {
-                "…".to_string()
-            } else {
-                repair.peers.join(",")
+            let line = repair_line(repair, &more, area.width as usize, theme);
+            let row = Rect {
+                y: area.y + i as u16,
+                height: 1,
+                ..area
             };
-            let title = cut(&format!("{} → {peers}", repair.node), inner);
-            Gauge::default()
-                .block(
-                    Block::new()
-                        .borders(Borders::ALL)
-                        .title(Span::styled(title, theme.title())),
-                )
-                .gauge_style(theme.gauge())
-                .ratio(ratio.clamp(0.0, 1.0))
-                .label(cut(&label, inner))
-                .render(*row, buf);
+            Paragraph::new(line).render(row, buf);
         }
     }
 
     fn render_events(&self, area: Rect, buf: &mut Buffer, theme: &Theme) {
         let height = area.height.saturating_sub(2) as usize;
+        EVENT_LINES.with(|c| c.set(height.max(1)));
         let width = area.width.saturating_sub(2) as usize;
         let events = &self.model.events;
+        let focused = self.panel == Panel::Events;
         let selected = self.selected_event();
-        // The window ends at the selection (the newest unless one was picked).
-        let end = selected.map_or(events.len(), |s| s + 1);
-        let first = end.saturating_sub(height);
+        // Scrolled up, the window keeps the selection in view; following, it shows the
+        // newest at the bottom.
+        let last_window = events.len().saturating_sub(height);
+        let first = self.event.map_or(last_window, |i| i.min(last_window));
         let lines: Vec<Line> = events
             .iter()
             .enumerate()
             .skip(first)
             .take(height)
             .map(|(i, e)| {
+                let mark = Some(i) == selected && (focused || self.event.is_some());
                 let line = Line::from(vec![
+                    Span::raw(if mark { "›" } else { " " }),
                     Span::styled(format!("{} ", e.at), theme.dim()),
                     Span::styled(
-                        cut(&e.text, width.saturating_sub(e.at.len() + 1)),
+                        cut(&e.text, width.saturating_sub(e.at.chars().count() + 2)),
                         theme.event(e.severity),
                     ),
                 ]);
-                if self.panel == Panel::Events && Some(i) == selected {
+                if mark && focused {
                     line.style(theme.selected())
                 } else {
                     line
                 }
             })
             .collect();
-        let block = self.block(
-            format!("Events ({})", events.len()),
-            Some(Panel::Events),
-            theme,
-        );
+        let newer = selected.map_or(0, |i| events.len() - 1 - i);
+        let title = if self.event.is_some() && newer > 0 {
+            format!("Events ({}, {newer} newer below)", events.len())
+        } else {
+            format!("Events ({})", events.len())
+        };
+        let mut block = self.block(title, Some(Panel::Events), theme);
+        if focused && !events.is_empty() {
+            block = block.title_bottom(Span::styled(
+                " ↑↓ PgUp PgDn scroll  Enter read in full ",
+                theme.dim(),
+            ));
+        }
         let body = if lines.is_empty() {
             Paragraph::new(Span::styled("nothing has happened yet", theme.dim()))
         } else {
@@ -390,187 +451,128 @@ impl App {
         };
         body.block(block).render(area, buf);
     }
+}
 
-    fn render_overlay(&self, overlay: &Overlay, area: Rect, buf: &mut Buffer, theme: &Theme) {
-        let (title, lines): (String, Vec<Line>) = match overlay {
-            Overlay::Help => (
-                "keys".into(),
-                [
-                    "q, Esc     quit",
-                    "↑ ↓        select a member (or a row of partitions)",
-                    "← →        select a partition",
-                    "Tab        next panel",
-                    "Enter      details of the selection",
-                    "r          start a repair on the selected member",
-                    "p          pause / resume updates",
-                    "?          this help",
-                    "",
-                    "Enter on an event: read it in full",
-                    "",
-                    "partitions: · confirmed in sync (compared equal since the last write)",
-                    "            ? unconfirmed (written since, or not compared lately)",
-                    "            ~ repairing  ! diverged  u under-replicated (replica down)",
-                    "members:    ● alive  ◐ suspect  ✕ dead  ○ left",
-                ]
-                .into_iter()
-                .map(Line::from)
-                .collect(),
-            ),
-            Overlay::ConfirmRepair(node) => (
-                "repair".into(),
-                vec![
-                    Line::from(format!("Start a repair on {node}?")),
-                    Line::from("It compares every partition it holds with every co-replica."),
-                    Line::from(""),
-                    Line::from("y to start, any other key to cancel"),
-                ],
-            ),
-            Overlay::Details => match self.panel {
-                Panel::Partitions => self.partition_details(),
-                _ => self.member_details(),
-            },
-            Overlay::Event(i) => {
-                let Some(e) = self.model.events.get(*i) else {
-                    return;
-                };
-                let width = area.width.saturating_sub(4).clamp(20, 100);
-                let popup_height = area.height.saturating_sub(2);
-                let popup = Rect {
-                    x: area.x + (area.width - width) / 2,
-                    y: area.y + 1,
-                    width,
-                    height: popup_height,
-                };
-                Clear.render(popup, buf);
-                Paragraph::new(vec![
-                    Line::from(Span::styled(format!("{} UTC", e.at), theme.dim())),
-                    Line::from(Span::styled(e.text.clone(), theme.event(e.severity))),
-                ])
-                .wrap(Wrap { trim: false })
-                .block(
-                    Block::new()
-                        .borders(Borders::ALL)
-                        .border_style(theme.focused())
-                        .title(Span::styled("event", theme.title())),
-                )
-                .render(popup, buf);
-                return;
-            }
-        };
-        let width = (lines.iter().map(Line::width).max().unwrap_or(20) as u16 + 4).min(area.width);
-        let height = (lines.len() as u16 + 2).min(area.height);
-        let popup = Rect {
-            x: area.x + (area.width - width) / 2,
-            y: area.y + (area.height - height) / 2,
-            width,
-            height,
-        };
-        Clear.render(popup, buf);
-        Paragraph::new(lines)
-            .block(
-                Block::new()
-                    .borders(Borders::ALL)
-                    .border_style(theme.focused())
-                    .title(Span::styled(title, theme.title())),
-            )
-            .render(popup, buf);
+/// One repair: who repairs whom, how far, how fast, then a bar. Words are dropped, the
+/// least needed first, before the bar shrinks below [`BAR_MIN`].
+fn repair_line(r: &RepairRow, more: &str, width: usize, theme: &Theme) -> Line<'static> {
+    const PREFIX: &str = " repair ";
+    let ratio = if r.total == 0 {
+        0.0
+    } else {
+        (r.done as f64 / r.total as f64).clamp(0.0, 1.0)
+    };
+    // Floored, so that 100% is only said when it is done.
+    let percent = format!(" {:>3}%", (ratio * 100.0).floor() as u64);
+    // A run that has not yet picked its peers still says who runs it.
+    let peers = if r.peers.is_empty() {
+        "…".to_string()
+    } else {
+        r.peers.join(",")
+    };
+    let who = format!("{} → {peers}", r.node);
+    let progress = format!("{}/{}", r.done, r.total);
+    let speed = r.keys_per_s.map(|k| format!("{} keys/s", rate(k)));
+    let moved = (r.bytes_moved > 0).then(|| format!("{} moved", bytes(r.bytes_moved)));
+    let eta = format!(
+        "ETA {}",
+        r.eta_s
+            .map_or("…".to_string(), |s| age((s * 1000.0) as u64))
+    );
+    let forms = [
+        vec![
+            Some(progress.clone()),
+            speed.clone(),
+            moved,
+            Some(eta.clone()),
+        ],
+        vec![Some(progress.clone()), speed, Some(eta.clone())],
+        vec![Some(progress), Some(eta)],
+    ];
+    let tail = |form: &[Option<String>]| {
+        let words: Vec<&str> = form.iter().flatten().map(String::as_str).collect();
+        format!("  {}{more}", words.join("  "))
+    };
+    let with_bar = width.saturating_sub(PREFIX.len() + BAR_MIN + 1 + percent.len());
+    let chars = |s: &str| s.chars().count();
+    let fitting = forms
+        .iter()
+        .map(|f| tail(f))
+        .find(|t| chars(&who) + chars(t) <= with_bar);
+    let (label, bar) = match fitting {
+        Some(t) => {
+            let label = format!("{who}{t}");
+            let bar = width - PREFIX.len() - chars(&label) - 1 - percent.len();
+            (label, bar)
+        }
+        None => {
+            // No room for everything and a bar: the words matter more.
+            let t = tail(&forms[2]);
+            let room = width.saturating_sub(PREFIX.len());
+            let who = cut(&who, room.saturating_sub(chars(&t)).max(2));
+            (cut(&format!("{who}{t}"), room), 0)
+        }
+    };
+    let mut spans = vec![Span::styled(PREFIX, theme.title()), Span::raw(label)];
+    if bar > 0 {
+        let filled = (ratio * bar as f64).round() as usize;
+        spans.push(Span::raw(" "));
+        spans.push(Span::styled("█".repeat(filled), theme.gauge()));
+        spans.push(Span::styled("░".repeat(bar - filled), theme.dim()));
+        spans.push(Span::raw(percent));
     }
+    Line::from(spans)
+}
 
-    fn member_details(&self) -> (String, Vec<Line<'static>>) {
-        let Some(m) = self.model.members.get(self.member) else {
-            return ("member".into(), vec![Line::from("no member selected")]);
-        };
-        let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-        let mut lines = vec![
-            format!("state            {} {}", m.state.symbol(), m.state.word()),
-            format!("address          {}", m.address),
-            format!("incarnation      {}", m.incarnation),
-            format!("HLC              {}{}", opt(m.hlc.clone()), stale_suffix(m)),
-            format!(
-                "clock skew       {}{}",
-                opt(m.skew_ms.map(skew_text)),
-                stale_suffix(m)
-            ),
-            format!("writes/s         {}", opt(m.writes_per_s.map(rate))),
-            format!("partitions held  {}", m.partitions_held),
-            format!(
-                "hints            {} (oldest {}, clear in {})",
-                m.hints,
-                age(m.hints_oldest_age_ms),
-                opt(m.hints_clear_s.map(|s| age((s * 1000.0) as u64)))
-            ),
-            format!("last exchange    {}", opt(m.last_exchange_age_ms.map(age))),
-            format!(
-                "differing        {}",
-                opt(m.partitions_differing.map(|d| d.to_string()))
-            ),
-            format!("sync lag         {}", opt(m.sync_lag_ms.map(age))),
-        ];
-        if m.filling > 0 {
-            lines.push(format!(
-                "filling          {} of {} partitions (not counted for them yet)",
-                m.filling, m.partitions_held
-            ));
-        }
-        if m.unreachable {
-            lines.push(format!(
-                "reachable        no: unreachable from {} (writes to it are hinted)",
-                self.model.watched
-            ));
-        }
-        (m.name.clone(), lines.into_iter().map(Line::from).collect())
-    }
+/// Widths of the members table's columns for the width inside its borders.
+struct MemberColumns {
+    name: u16,
+    hlc: u16,
+    /// The address column's width, when the exchange columns fit too.
+    address: Option<u16>,
+}
 
-    fn partition_details(&self) -> (String, Vec<Line<'static>>) {
-        let title = format!("partition {}", self.partition);
-        let Some(cell) = self.model.cells.get(self.partition) else {
-            return (title, vec![Line::from("no partition selected")]);
-        };
-        let mut lines = vec![
-            Line::from(format!(
-                "state  {} {}",
-                cell.state.symbol(),
-                cell.state.meaning()
-            )),
-            Line::from(match cell.confirmed_age_ms {
-                Some(ms) => format!("confirmed in sync {} ago", age(ms)),
-                None => "never confirmed in sync".to_string(),
-            }),
-        ];
-        match self
-            .model
-            .detail
-            .as_ref()
-            .filter(|d| usize::from(d.partition) == self.partition)
-        {
-            None => {
-                lines.push(Line::from(format!(
-                    "replicas  {}",
-                    cell.replicas.join(", ")
-                )));
-                lines.push(Line::from("asking the replicas for their roots…"));
-            }
-            Some(detail) => {
-                lines.push(Line::from(
-                    "replica           root              keys  last exchange",
-                ));
-                for r in &detail.replicas {
-                    lines.push(Line::from(format!(
-                        "{} {:<15} {:<16} {:>5}  {}",
-                        r.state.symbol(),
-                        cut(&r.name, 15),
-                        r.root.clone().unwrap_or_else(|| "unreachable".into()),
-                        r.count.map_or("-".into(), |c| c.to_string()),
-                        r.last_exchange_age_ms.map_or("-".into(), age)
-                    )));
-                }
-            }
+impl MemberColumns {
+    fn new(inner: u16) -> MemberColumns {
+        // 1 + 9 + 9 + 3 + 16 + 6 + 5 + 14 + 6 columns and 8 spaces fit the 78 inside 80.
+        if inner < 118 {
+            return MemberColumns {
+                name: 9,
+                hlc: 16,
+                address: None,
+            };
         }
-        (title, lines)
+        // Past 158 a stale HLC keeps its milliseconds and the age in words.
+        let (name, hlc) = if inner >= 158 { (16, 24) } else { (12, 18) };
+        // Everything but the address: 1 + name + 9 + 3 + hlc + 6 + 5 + 14 + 8 + 4 + 7
+        // + 4 columns and 12 spaces.
+        let rest = 1 + name + 9 + 3 + hlc + 6 + 5 + 14 + 8 + 4 + 7 + 4 + 12;
+        MemberColumns {
+            name,
+            hlc,
+            address: Some(inner.saturating_sub(rest).min(40)),
+        }
     }
 }
 
-fn member_cells<'a>(m: &MemberRow, name_width: usize, wide: bool, theme: &Theme) -> Vec<Cell<'a>> {
+/// A dead or left member's HLC as it last said it, with its age, in the longest form
+/// that fits `width`: `12:34:56.789 (40s ago)`, `12:34:56 (40s ago)`, `12:34:56 40s
+/// ago`, `40s ago`.
+fn stale_hlc(hlc: &str, age_ms: u64, width: usize) -> String {
+    let ago = age(age_ms);
+    let millis = hlc.split('+').next().unwrap_or(hlc);
+    let seconds = millis.split('.').next().unwrap_or(millis);
+    [
+        format!("{millis} ({ago} ago)"),
+        format!("{seconds} ({ago} ago)"),
+        format!("{seconds} {ago} ago"),
+    ]
+    .into_iter()
+    .find(|form| form.chars().count() <= width)
+    .unwrap_or_else(|| cut(&format!("{ago} ago"), width))
+}
+
+fn member_cells<'a>(m: &MemberRow, columns: &MemberColumns, theme: &Theme) -> Vec<Cell<'a>> {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let hints = if m.hints == 0 {
         "0".to_string()
@@ -580,68 +582,48 @@ fn member_cells<'a>(m: &MemberRow, name_width: usize, wide: bool, theme: &Theme)
             .map_or(String::new(), |s| format!("→{}", age((s * 1000.0) as u64)));
         format!("{} {}{clear}", m.hints, age(m.hints_oldest_age_ms))
     };
+    // What a member that is gone said last is not its clock now: the HLC carries its
+    // age and the skew a `~`, which read without colour.
+    let (hlc, skew, clock_style) = match m.stale_age_ms {
+        Some(ms) => (
+            m.hlc
+                .as_deref()
+                .map_or("-".into(), |h| stale_hlc(h, ms, columns.hlc.into())),
+            format!("~{}", opt(m.skew_ms.map(skew_text))),
+            theme.dim(),
+        ),
+        None => (
+            opt(m.hlc.clone()),
+            opt(m.skew_ms.map(skew_text)),
+            Style::new(),
+        ),
+    };
     let mut cells = vec![
         Cell::from(" "),
-        Cell::from(cut(&m.name, name_width)),
+        Cell::from(cut(&m.name, columns.name.into())),
         Cell::from(format!("{} {}", m.state.symbol(), m.state_word())).style(if m.unreachable {
-            theme.event(crate::model::Severity::Warning)
+            theme.event(Severity::Warning)
         } else {
             theme.member(m.state)
         }),
         Cell::from(m.incarnation.to_string()),
-        // What a member that is gone said last is not its clock now: its age comes
-        // first, where a narrow column keeps it.
-        match m.stale_age_ms {
-            Some(ms) => {
-                Cell::from(format!("{} ago {}", age(ms), opt(m.hlc.clone()))).style(theme.dim())
-            }
-            None => Cell::from(opt(m.hlc.clone())),
-        },
-        match m.stale_age_ms {
-            Some(_) => Cell::from(format!("~{}", opt(m.skew_ms.map(skew_text)))).style(theme.dim()),
-            None => Cell::from(opt(m.skew_ms.map(skew_text))),
-        },
+        Cell::from(hlc).style(clock_style),
+        Cell::from(skew).style(clock_style),
         Cell::from(opt(m.writes_per_s.map(rate))),
         Cell::from(hints).style(if m.hints > 0 {
-            theme.event(crate::model::Severity::Warning)
+            theme.event(Severity::Warning)
         } else {
             Style::new()
         }),
         Cell::from(opt(m.sync_lag_ms.map(age))),
     ];
-    if wide {
+    if let Some(address) = columns.address {
         cells.extend([
-            Cell::from(cut(&m.address, 21)),
+            Cell::from(cut(&m.address, address.into())),
             Cell::from(m.partitions_held.to_string()),
             Cell::from(opt(m.last_exchange_age_ms.map(age))),
             Cell::from(opt(m.partitions_differing.map(|d| d.to_string()))),
         ]);
     }
     cells
-}
-
-/// ` (as said 40s ago)` for a member that is gone, nothing for a live one.
-fn stale_suffix(m: &MemberRow) -> String {
-    m.stale_age_ms
-        .map_or(String::new(), |ms| format!(" (as said {} ago)", age(ms)))
-}
-
-/// A clock offset in at most six characters, in the unit that fits it: `+12ms`,
-/// `-1.99s`, `+12.3s`, `+14m`, `+11.7h`.
-pub(crate) fn skew_text(ms: i64) -> String {
-    let sign = if ms < 0 { '-' } else { '+' };
-    let abs = ms.unsigned_abs();
-    if abs < 1_000 {
-        format!("{sign}{abs}ms")
-    } else if abs < 9_995 {
-        format!("{sign}{:.2}s", abs as f64 / 1e3)
-    } else if abs < 99_950 {
-        format!("{sign}{:.1}s", abs as f64 / 1e3)
-    } else if abs < 3_600_000 {
-        format!("{sign}{}m", abs / 60_000)
-    } else if abs < 359_820_000 {
-        format!("{sign}{:.1}h", abs as f64 / 3.6e6)
-    } else {
-        format!("{sign}{}h", abs / 3_600_000)
-    }
 }

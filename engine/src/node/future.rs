@@ -214,6 +214,9 @@ impl Shared {
                 })
                 .collect();
             let last_batch = rewrites.len() < BATCH;
+            // A rewritten record is a change: its partition is not confirmed in sync
+            // until the replicas compare again.
+            self.note_keys(rewrites.iter().map(|(e, _)| e.key.as_slice()));
             rewritten += self
                 .store
                 .rewrite(rewrites, Timestamp::new(scan_limit_ms, 0))

@@ -264,10 +264,15 @@ impl Shared {
     /// replication, hints and what anti-entropy brings (the compare that ends an
     /// exchange comes after, and confirms it).
     pub(crate) fn note_writes(&self, entries: &[crate::record::Entry]) {
+        self.note_keys(entries.iter().map(|e| e.key.as_slice()));
+    }
+
+    /// As [`Shared::note_writes`], by key.
+    pub(crate) fn note_keys<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) {
         let now = crate::wallclock::system_wall_ms();
-        for entry in entries {
+        for key in keys {
             self.write_marks
-                .note(partition_of(&entry.key, self.settings.partitions), now);
+                .note(partition_of(key, self.settings.partitions), now);
         }
     }
 
