@@ -2,25 +2,34 @@
 //!
 //! # Layout
 //!
-//! Dependencies run downwards; nothing below a layer knows the layer above it.
+//! Dependencies run downwards; nothing below a layer knows the layer above it (a unit
+//! test, `layering`, reads every `crate::` path and refuses an edge this map does not
+//! allow).
 //!
 //! ```text
 //! cli                          the `vergent` command
-//!  └─ client, node             talking to a node; the runtime that drives a node
-//!      └─ protocol, net        wire messages and framing; QUIC + mutual TLS, certificate roles
-//!          └─ coordinator, membership, antientropy   the deterministic mechanisms
-//!              └─ placement    key → partition → replicas
-//!                  └─ storage  LMDB tables, last-writer-wins apply, Merkle leaves, group commit
-//!                      └─ record, hlc, limits   versions and records, hybrid logical clocks, bounds
+//!  └─ node                     the runtime that drives a node
+//!      └─ client               talking to a node
+//!          └─ wallclock        the system clock, read by the runtime only
+//!              └─ net          QUIC + mutual TLS, certificate roles
+//!                  └─ protocol, certs   wire messages and framing; the development CA
+//!                      └─ membership    SWIM, the roster, status gossip
+//!                          └─ coordinator, antientropy   the deterministic mechanisms
+//!                              └─ storage   LMDB tables, last-writer-wins apply, group commit
+//!                                  └─ tree      the Merkle tree's shape and digests
+//!                                      └─ record    versions and records
+//!                                          └─ base, hlc, limits, placement
 //! ```
 //!
+//! - [`base`]: monotonic milliseconds, consistency levels, certificate roles.
+//! - [`tree`]: the shape of a partition's Merkle tree and its digest arithmetic.
 //! - [`hlc`]: hybrid logical clocks; time is passed in.
 //! - [`record`]: node ids, versions (`(hlc, node)`, totally ordered), records, their stored form.
 //! - [`limits`]: key, value and frame bounds, with the errors that name them.
 //! - [`placement`]: the partition of a key, and which members hold each partition.
 //! - [`membership`]: SWIM through foca, the roster of members, status gossip.
 //! - [`coordinator`]: the write/read coordinator (consistency levels, hints, read repair).
-//! - [`antientropy`]: Merkle trees, the exchange that compares and repairs them, reports.
+//! - [`antientropy`]: the exchange that compares and repairs them, reports.
 //! - [`storage`]: the LMDB store and its group-commit writer.
 //! - [`protocol`]: request and response messages, length-prefixed frames.
 //! - [`net`]: QUIC endpoints, rustls configuration, certificate roles.
@@ -33,6 +42,7 @@
 #![deny(missing_docs)]
 
 pub mod antientropy;
+pub mod base;
 pub mod certs;
 pub mod cli;
 pub mod client;
@@ -46,4 +56,8 @@ pub mod placement;
 pub mod protocol;
 pub mod record;
 pub mod storage;
+pub mod tree;
 pub mod wallclock;
+
+#[cfg(test)]
+mod layering;

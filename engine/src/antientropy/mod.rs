@@ -1,7 +1,7 @@
 //! Anti-entropy: finding and repairing what push replication missed, by comparing
 //! Merkle trees kept over each partition's key range.
 //!
-//! - [`tree`]: the tree's shape and digest arithmetic.
+//! - [`tree`]: the tree's shape and digest arithmetic (the crate's [`crate::tree`], below storage).
 //! - [`messages`]: what two replicas say to each other, and the bounds on each message.
 //! - [`error`]: why an exchange step failed, and whose fault it was.
 //! - [`exchange`]: the deterministic state machine of one exchange.
@@ -16,4 +16,4 @@ pub mod local;
 pub mod messages;
 pub mod report;
 pub mod respond;
-pub mod tree;
+pub use crate::tree;

@@ -18,7 +18,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::protocol::Role;
+use crate::base::Role;
 
 /// Default validity of the authority, in days.
 pub const CA_DAYS_DEFAULT: u32 = 3650;

@@ -27,23 +27,13 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::base::Consistency;
+pub use crate::base::Millis;
 use crate::placement::ReplicaSet;
-use crate::protocol::Consistency;
 use crate::record::{Entry, Record, Version};
 
 /// Identifies one coordinated operation.
 pub type OpId = u64;
-
-/// Monotonic time in milliseconds, as the runtime counts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Millis(pub u64);
-
-impl Millis {
-    /// `self + ms`, saturating.
-    pub fn plus(self, ms: u64) -> Millis {
-        Millis(self.0.saturating_add(ms))
-    }
-}
 
 /// Bounds and timeouts.
 #[derive(Debug, Clone)]

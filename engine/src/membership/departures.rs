@@ -2,7 +2,7 @@
 //! a node knows and passes on in its statuses.
 
 use super::{DEPARTURES_GOSSIPED_MAX, Departure, MemberId, MemberState, Membership};
-use crate::coordinator::Millis;
+use crate::base::Millis;
 
 impl Membership {
     /// Removes a dead member from the cluster for good: it leaves placement (its

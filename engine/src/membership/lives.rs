@@ -10,7 +10,7 @@ use super::{
     MemberId, MemberState, Membership, MembershipEvent, RENEWAL_DELAY_MAX_MS, RENEWAL_WINDOW_MS,
     RENEWALS_FREE,
 };
-use crate::coordinator::Millis;
+use crate::base::Millis;
 
 impl Membership {
     /// Declared dead while alive: comes back under the next incarnation, at once the

@@ -33,7 +33,7 @@ use rand::rngs::SmallRng;
 pub use self::identity::MemberId;
 pub use self::status::{Departure, GossipStatus};
 use self::status::{StatusBook, StatusHandler};
-use crate::coordinator::Millis;
+use crate::base::Millis;
 use crate::storage::MemberRecord;
 
 /// Largest membership datagram; fits a QUIC datagram on any path (1200-byte minimum MTU).

@@ -7,7 +7,7 @@ use super::{
     DEPARTURES_GOSSIPED_MAX, Departure, GossipStatus, MemberId, MemberState, MemberView,
     Membership, MembershipEvent,
 };
-use crate::coordinator::Millis;
+use crate::base::Millis;
 
 impl Membership {
     /// Brings the roster up to date with SWIM's view and the gossiped statuses.

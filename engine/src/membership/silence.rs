@@ -16,7 +16,7 @@ use std::time::Duration;
 use foca::Timer;
 
 use super::{MemberId, Membership};
-use crate::coordinator::Millis;
+use crate::base::Millis;
 
 /// How often a held suspicion is looked at again.
 const HELD_RECHECK: Duration = Duration::from_millis(500);

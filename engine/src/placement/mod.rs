@@ -18,12 +18,20 @@ pub const PARTITIONS_MAX: u16 = 4096;
 /// The partition of `key` among `partitions`: the top bits of `blake3(key)`, scaled to
 /// the partition count so any count works and powers of two take the plain top bits.
 pub fn partition_of(key: &[u8], partitions: u16) -> PartitionId {
+    key_position(key, partitions).0
+}
+
+/// The partition of `key` and its position inside that partition's range: the top 64
+/// bits of `blake3(key)` times the partition count, as a 128-bit product whose high
+/// half is the partition and whose low half orders the key within it (the Merkle tree
+/// takes its leaves from the position).
+pub fn key_position(key: &[u8], partitions: u16) -> (PartitionId, u64) {
     debug_assert!(partitions > 0);
     let hash = blake3::hash(key);
     let mut top = [0u8; 8];
     top.copy_from_slice(&hash.as_bytes()[..8]);
-    let top = u64::from_be_bytes(top);
-    ((u128::from(top) * u128::from(partitions)) >> 64) as PartitionId
+    let scaled = u128::from(u64::from_be_bytes(top)) * u128::from(partitions.max(1));
+    ((scaled >> 64) as PartitionId, scaled as u64)
 }
 
 /// Default copies of each partition.

@@ -21,65 +21,7 @@ pub const ALPN: &[u8] = b"vergent/1";
 /// The message protocol version sent in [`Request::Hello`].
 pub const PROTOCOL_VERSION: u16 = 3;
 
-/// Who a certificate says its holder is. Each request is checked against it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Role {
-    /// A cluster member: may send internode messages and data operations.
-    Node,
-    /// An application: data operations and status only.
-    Client,
-    /// An operator: everything a client may do, and administrative commands.
-    Admin,
-}
-
-impl Role {
-    /// The name used in certificates (the subject's OU) and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Node => "node",
-            Role::Client => "client",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// Parses the certificate form.
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "node" => Some(Role::Node),
-            "client" => Some(Role::Client),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// How many replicas must answer before an operation succeeds. Chosen per operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Consistency {
-    /// One replica: fastest, most available.
-    One,
-    /// A majority of replicas.
-    Quorum,
-    /// Every replica.
-    All,
-}
-
-impl Consistency {
-    /// The name used on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Consistency::One => "one",
-            Consistency::Quorum => "quorum",
-            Consistency::All => "all",
-        }
-    }
-}
+pub use crate::base::{Consistency, Role};
 
 /// A request, from a client or another node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,7 +37,7 @@ pub enum Request {
         key: Vec<u8>,
         /// Replicas to consult; the node's default when `None`.
         consistency: Option<Consistency>,
-        /// The highest version the client's session has seen ([`crate::client::Session`]).
+        /// The highest version the client's session has seen (a client session).
         after: Option<Timestamp>,
     },
     /// Writes a key.

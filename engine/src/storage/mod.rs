@@ -5,7 +5,7 @@
 //!   contiguous key range, which is what anti-entropy walks.
 //!   The key also carries the entry's Merkle leaf, `partition ‖ leaf (u16 BE) ‖ key`, so
 //!   each leaf of the partition's tree is a contiguous range too, and the leaf's own
-//!   row, `partition ‖ leaf` → digest and entry count ([`crate::antientropy::tree`]),
+//!   row, `partition ‖ leaf` → digest and entry count ([`crate::tree`]),
 //!   sorts just before its records: updating it in the write's transaction touches a
 //!   page the write dirties anyway.
 //! - `hints`: writes a replica missed, per target, oldest first ([`hints`]).
@@ -46,10 +46,10 @@ use self::open::{check_same_cluster, open_env, open_tables};
 use self::space::no_space_cause;
 pub use self::upkeep::TableSize;
 use self::writer::{WriteOp, WriteResult, Writer};
-use crate::antientropy::tree::{self, Delta, InnerTree, Location, Node as TreeNode};
 use crate::hlc::Timestamp;
 use crate::placement::PartitionId;
 use crate::record::{Entry, NodeId, Record, Version};
+use crate::tree::{self, Delta, InnerTree, Location, Node as TreeNode};
 
 /// Default LMDB map size: address space reserved, not disk used (64 GiB).
 pub const MAP_SIZE_BYTES_DEFAULT: usize = 64 << 30;

@@ -315,7 +315,7 @@ proptest! {
             store.apply_now(&[e]).unwrap();
         }
         let touched: std::collections::BTreeSet<u16> =
-            writes.iter().map(|w| crate::antientropy::tree::locate(&[w.key], partitions).partition).collect();
+            writes.iter().map(|w| crate::tree::locate(&[w.key], partitions).partition).collect();
         for &p in &touched {
             prop_assert!(store.verify_tree(p).unwrap(), "partition {}", p);
         }
@@ -364,7 +364,7 @@ fn two_stores_with_the_same_entries_have_the_same_roots_whatever_the_order() {
     })
     .unwrap();
     c.apply_now(&entries).unwrap();
-    let p = crate::antientropy::tree::locate(b"k1", 256).partition;
+    let p = crate::tree::locate(b"k1", 256).partition;
     assert_ne!(
         a.tree_root(p).unwrap().digest,
         c.tree_root(p).unwrap().digest,
@@ -404,7 +404,7 @@ fn a_leaf_range_is_read_in_pages() {
     let (half, _) = store.entries_in(0, 0..2048, None, usize::MAX).unwrap();
     assert!(
         half.iter()
-            .all(|e| crate::antientropy::tree::locate(&e.key, 1).leaf < 2048)
+            .all(|e| crate::tree::locate(&e.key, 1).leaf < 2048)
     );
     assert!(!half.is_empty() && half.len() < 100);
 }
@@ -455,7 +455,7 @@ fn storage_refuses_keys_outside_the_key_limits() {
     assert!(store.is_empty().unwrap());
     assert!(
         store
-            .verify_tree(crate::antientropy::tree::locate(b"", 256).partition)
+            .verify_tree(crate::tree::locate(b"", 256).partition)
             .unwrap()
     );
 }

@@ -50,13 +50,7 @@ pub struct Location {
 
 /// The partition and leaf of `key` among `partitions`.
 pub fn locate(key: &[u8], partitions: u16) -> Location {
-    let hash = blake3::hash(key);
-    let mut top = [0u8; 8];
-    top.copy_from_slice(&hash.as_bytes()[..8]);
-    let top = u128::from(u64::from_be_bytes(top));
-    let scaled = top * u128::from(partitions.max(1));
-    let partition = (scaled >> 64) as PartitionId;
-    let position = scaled as u64;
+    let (partition, position) = crate::placement::key_position(key, partitions);
     let leaf = (position >> (64 - FANOUT_BITS * LEAF_LEVEL as u32)) as u16;
     Location {
         partition,
