@@ -47,6 +47,25 @@ pub enum Overlay {
     Event(usize),
 }
 
+/// Sizes of the screen as last drawn, which keys move by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewport {
+    /// Columns of the partition map; ↑↓ move by a row of it.
+    pub map_columns: usize,
+    /// Lines of the event log; PageUp and PageDown move by as many.
+    pub event_rows: usize,
+}
+
+impl Default for Viewport {
+    /// The sizes before anything is drawn: the map's columns at 80 columns.
+    fn default() -> Viewport {
+        Viewport {
+            map_columns: crate::ui::MAP_COLUMNS_HINT,
+            event_rows: 10,
+        }
+    }
+}
+
 /// The dashboard.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -66,6 +85,9 @@ pub struct App {
     pub overlay: Option<Overlay>,
     /// Whether colours are used.
     pub colour: bool,
+    /// The screen's sizes as last drawn; the loop stores them from
+    /// [`ui::viewport`](crate::ui::viewport) at each draw.
+    pub viewport: Viewport,
 }
 
 impl App {
@@ -80,6 +102,7 @@ impl App {
             paused: false,
             overlay: None,
             colour: true,
+            viewport: Viewport::default(),
         }
     }
 
@@ -151,10 +174,10 @@ impl App {
             KeyCode::Left => self.step(-1, false),
             KeyCode::Right => self.step(1, false),
             KeyCode::PageUp if self.panel == Panel::Events => {
-                self.step(-(crate::ui::event_rows() as i64), true)
+                self.step(-(self.viewport.event_rows as i64), true)
             }
             KeyCode::PageDown if self.panel == Panel::Events => {
-                self.step(crate::ui::event_rows() as i64, true)
+                self.step(self.viewport.event_rows as i64, true)
             }
             KeyCode::PageUp => self.step(-10, true),
             KeyCode::PageDown => self.step(10, true),
@@ -214,7 +237,7 @@ impl App {
                 let n = self.model.cells.len() as i64;
                 if n > 0 {
                     let stride = if vertical {
-                        crate::ui::map_columns() as i64
+                        self.viewport.map_columns as i64
                     } else {
                         1
                     };

@@ -9,6 +9,7 @@ use crossterm::event::{self, Event, KeyEventKind};
 
 use crate::app::{App, Command};
 use crate::model::Dashboard;
+use crate::ui;
 
 /// Time between redraws when nothing happens.
 const TICK: Duration = Duration::from_millis(250);
@@ -52,7 +53,15 @@ fn run_loop(
             }
         }
         if dirty || last_draw.elapsed() >= TICK {
-            terminal.draw(|frame| frame.render_widget(&app, frame.area()))?;
+            terminal.draw(|frame| {
+                let area = frame.area();
+                // Keys move by what this frame shows; a terminal too small to show the
+                // panels keeps the sizes last drawn.
+                if let Some(viewport) = ui::viewport(&app, area) {
+                    app.viewport = viewport;
+                }
+                frame.render_widget(&app, area);
+            })?;
             last_draw = Instant::now();
             dirty = false;
         }

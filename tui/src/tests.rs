@@ -3,9 +3,11 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use ratatui::layout::Rect;
 
 use crate::app::{App, Command, Overlay, Panel};
 use crate::model::*;
+use crate::ui;
 
 fn member(name: &str, state: MemberState) -> MemberRow {
     MemberRow {
@@ -88,6 +90,15 @@ fn screen(app: &App, width: u16, height: u16) -> Vec<String> {
                 .collect::<String>()
         })
         .collect()
+}
+
+/// Draws `app` as the terminal loop does: the sizes keys move by are stored in the app,
+/// then the screen is rendered.
+fn draw(app: &mut App, width: u16, height: u16) -> Vec<String> {
+    if let Some(viewport) = ui::viewport(app, Rect::new(0, 0, width, height)) {
+        app.viewport = viewport;
+    }
+    screen(app, width, height)
 }
 
 fn text(lines: &[String]) -> String {
@@ -777,7 +788,26 @@ fn a_picked_event_stays_picked_as_old_events_drop_off() {
     // Home picks the oldest; a page down moves by the lines the log shows.
     app.handle_key(key(KeyCode::Home));
     assert_eq!(app.selected_event(), Some(0));
-    let shown = event_lines(&screen(&app, 80, 24)).len();
+    let shown = event_lines(&draw(&mut app, 80, 24)).len();
     app.handle_key(key(KeyCode::PageDown));
     assert_eq!(app.selected_event(), Some(shown));
+}
+
+#[test]
+fn up_and_down_move_by_a_row_of_the_map_as_drawn() {
+    let mut app = App::new(healthy(&["n1", "n2", "n3"]));
+    app.panel = Panel::Partitions;
+    for (w, h) in [(80, 24), (120, 40)] {
+        draw(&mut app, w, h);
+        app.partition = 0;
+        app.handle_key(key(KeyCode::Down));
+        // The map is the width beside the side panel, inside its borders.
+        assert_eq!(app.partition, w as usize - 28, "{w}×{h}");
+        app.handle_key(key(KeyCode::Up));
+        assert_eq!(app.partition, 0, "{w}×{h}");
+    }
+    // A terminal too small for the panels keeps the sizes last drawn.
+    draw(&mut app, 30, 8);
+    app.handle_key(key(KeyCode::Down));
+    assert_eq!(app.partition, 92);
 }

@@ -6,15 +6,13 @@
 mod overlay;
 mod text;
 
-use std::cell::Cell as StdCell;
-
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, Widget, Wrap};
 
-use crate::app::{App, Panel};
+use crate::app::{App, Panel, Viewport};
 use crate::model::{Connection, MemberRow, MemberState, PartitionState, RepairRow, Severity};
 use crate::style::Theme;
 
@@ -36,25 +34,85 @@ const NOTICE_LINES_MAX: usize = 2;
 /// Cells of a repair's progress bar below which the bar is left out for the text.
 const BAR_MIN: usize = 10;
 
-thread_local! {
-    static MAP_COLUMNS: StdCell<usize> = const { StdCell::new(MAP_COLUMNS_HINT) };
-    static EVENT_LINES: StdCell<usize> = const { StdCell::new(10) };
+/// Where the panels of a frame go.
+struct Areas {
+    header: Rect,
+    members: Rect,
+    map: Rect,
+    side: Rect,
+    repairs: Rect,
+    events: Rect,
+    footer: Rect,
+    /// The notice's lines in the header.
+    notice: Vec<String>,
+    /// Columns of the partition map.
+    map_columns: usize,
 }
 
-/// Columns of the partition map as last drawn.
-pub fn map_columns() -> usize {
-    MAP_COLUMNS.with(StdCell::get)
+/// The sizes keys move by in a frame of `area` showing `app`: the map's columns and the
+/// event log's lines. `None` when the terminal is too small to show them.
+pub fn viewport(app: &App, area: Rect) -> Option<Viewport> {
+    let areas = areas(app, area)?;
+    Some(Viewport {
+        map_columns: areas.map_columns,
+        event_rows: (areas.events.height.saturating_sub(2) as usize).max(1),
+    })
 }
 
-/// Lines of the event log as last drawn; PageUp and PageDown move by as many.
-pub fn event_rows() -> usize {
-    EVENT_LINES.with(StdCell::get)
+/// The layout of a frame of `area` showing `app`; `None` when `area` is too small.
+fn areas(app: &App, area: Rect) -> Option<Areas> {
+    if area.width < 40 || area.height < 12 {
+        return None;
+    }
+    let model = &app.model;
+    let map_columns = area.width.saturating_sub(SIDE_WIDTH + 2).max(8) as usize;
+    let notice = model
+        .notice
+        .as_deref()
+        .map_or_else(Vec::new, |n| notice_lines(n, area.width as usize));
+    let header_height = 2 + notice.len() as u16;
+    let room = area.height.saturating_sub(header_height + 1);
+    let members_want = (model.members.len().max(1) as u16).saturating_add(3);
+    let map_rows = model.cells.len().div_ceil(map_columns).max(1) as u16;
+    let repairs_want = model.repairs.len().min(u16::MAX as usize) as u16;
+    let [members_height, map_height, repairs_height] = share(
+        room,
+        [
+            // A large cluster scrolls its members rather than take every row.
+            (members_want.min(4), members_want.min((room / 2).max(4))),
+            (MAP_HEIGHT_MIN, (map_rows + 2).max(MAP_HEIGHT_MIN)),
+            (repairs_want.min(1), repairs_want),
+        ],
+        EVENT_LINES_MIN + 2,
+    );
+    let [header, members, middle, repairs, events, footer] = Layout::vertical([
+        Constraint::Length(header_height),
+        Constraint::Length(members_height),
+        Constraint::Length(map_height),
+        Constraint::Length(repairs_height),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    let [map, side] =
+        Layout::horizontal([Constraint::Min(10), Constraint::Length(SIDE_WIDTH)]).areas(middle);
+    Some(Areas {
+        header,
+        members,
+        map,
+        side,
+        repairs,
+        events,
+        footer,
+        notice,
+        map_columns,
+    })
 }
 
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let theme = Theme::new(self.colour);
-        if area.width < 40 || area.height < 12 {
+        let Some(areas) = areas(self, area) else {
             Paragraph::new(format!(
                 "the dashboard needs at least {}×{} (this terminal is {}×{})",
                 MIN_SIZE.0, MIN_SIZE.1, area.width, area.height
@@ -62,42 +120,20 @@ impl Widget for &App {
             .wrap(Wrap { trim: true })
             .render(area, buf);
             return;
-        }
-        let model = &self.model;
-        let map_inner = area.width.saturating_sub(SIDE_WIDTH + 2).max(8) as usize;
-        MAP_COLUMNS.with(|c| c.set(map_inner));
-        let notice = model
-            .notice
-            .as_deref()
-            .map_or_else(Vec::new, |n| notice_lines(n, area.width as usize));
-        let header_height = 2 + notice.len() as u16;
-        let room = area.height.saturating_sub(header_height + 1);
-        let members_want = (model.members.len().max(1) as u16).saturating_add(3);
-        let map_rows = model.cells.len().div_ceil(map_inner).max(1) as u16;
-        let repairs_want = model.repairs.len().min(u16::MAX as usize) as u16;
-        let [members_height, map_height, repairs_height] = share(
-            room,
-            [
-                // A large cluster scrolls its members rather than take every row.
-                (members_want.min(4), members_want.min((room / 2).max(4))),
-                (MAP_HEIGHT_MIN, (map_rows + 2).max(MAP_HEIGHT_MIN)),
-                (repairs_want.min(1), repairs_want),
-            ],
-            EVENT_LINES_MIN + 2,
-        );
-        let [header, members, middle, repairs, events, footer] = Layout::vertical([
-            Constraint::Length(header_height),
-            Constraint::Length(members_height),
-            Constraint::Length(map_height),
-            Constraint::Length(repairs_height),
-            Constraint::Fill(1),
-            Constraint::Length(1),
-        ])
-        .areas(area);
+        };
+        let Areas {
+            header,
+            members,
+            map,
+            side,
+            repairs,
+            events,
+            footer,
+            notice,
+            map_columns: _,
+        } = areas;
         self.render_header(header, buf, &theme, notice);
         self.render_members(members, buf, &theme);
-        let [map, side] =
-            Layout::horizontal([Constraint::Min(10), Constraint::Length(SIDE_WIDTH)]).areas(middle);
         self.render_map(map, buf, &theme);
         self.render_side(side, buf, &theme);
         self.render_repairs(repairs, buf, &theme);
@@ -400,7 +436,6 @@ impl App {
 
     fn render_events(&self, area: Rect, buf: &mut Buffer, theme: &Theme) {
         let height = area.height.saturating_sub(2) as usize;
-        EVENT_LINES.with(|c| c.set(height.max(1)));
         let width = area.width.saturating_sub(2) as usize;
         let events = &self.model.events;
         let focused = self.panel == Panel::Events;
