@@ -1,0 +1,142 @@
+//! The model at a time: the header's figures, a row per member, a cell per partition
+//! and a line per run, from the last status and what the builder kept of those before.
+
+use std::collections::BTreeMap;
+
+use vergent_tui::model::{
+    Connection, Dashboard, MemberRow, MemberState, PartitionCell, PartitionState, RepairRow,
+};
+
+use super::{Builder, Meter, Now, utc_time};
+use crate::antientropy::confirm::PartitionSyncState;
+use crate::hlc::Timestamp;
+
+impl Builder {
+    /// The dashboard's model at `now`.
+    pub(in crate::cli::top) fn model(&self, now: Now) -> Dashboard {
+        let mut model = Dashboard::empty(&self.watched);
+        model.time = utc_time(now.wall);
+        model.events = self.events.iter().cloned().collect();
+        model.throughput = self.throughput.iter().copied().collect();
+        model.detail = self.detail.clone();
+        model.connection = match &self.connection {
+            Connection::Live => Connection::Live,
+            Connection::Lost { reason, .. } => Connection::Lost {
+                reason: reason.clone(),
+                stale_s: self.stale_s(now),
+            },
+        };
+        let Some(status) = &self.status else {
+            return model;
+        };
+        let now_wall = now.wall_ms();
+        model.cluster_id = status.cluster_id.clone();
+        model.partitions = status.partitions;
+        model.replication_factor = status.replication_factor;
+        model.write_rate = self
+            .writes
+            .values()
+            .filter_map(Meter::rate)
+            .sum::<f64>()
+            .max(0.0);
+        model.read_rate = self
+            .reads
+            .values()
+            .filter_map(Meter::rate)
+            .sum::<f64>()
+            .max(0.0);
+        let sync: BTreeMap<&str, &crate::antientropy::report::PeerSync> =
+            status.sync.iter().map(|s| (s.peer.as_str(), s)).collect();
+        model.members = status
+            .members
+            .iter()
+            .map(|m| {
+                let peer = sync.get(m.name.as_str());
+                let drain = self
+                    .hints
+                    .get(&m.name)
+                    .and_then(Meter::rate)
+                    .filter(|r| *r < -0.1);
+                MemberRow {
+                    name: m.name.clone(),
+                    address: m.address.clone(),
+                    state: MemberState::parse(&m.state).unwrap_or(MemberState::Dead),
+                    incarnation: m.incarnation,
+                    hlc: m.hlc.map(hlc_time),
+                    skew_ms: m.clock_skew_ms,
+                    writes_per_s: self
+                        .writes
+                        .get(&m.name)
+                        .and_then(Meter::rate)
+                        .map(|r| r.max(0.0)),
+                    hints: m.hints,
+                    hints_oldest_age_ms: m.hints_oldest_age_ms,
+                    hints_clear_s: drain.map(|r| m.hints as f64 / -r),
+                    partitions_held: m.partitions_held,
+                    filling: m.partitions_filling,
+                    unreachable: m.state == "alive" && !m.reachable,
+                    last_exchange_age_ms: peer
+                        .and_then(|p| p.last_exchange_ms)
+                        .map(|t| now_wall.saturating_sub(t)),
+                    partitions_differing: peer.map(|p| p.partitions_differing),
+                    sync_lag_ms: m.sync_lag_ms,
+                    stale_age_ms: (m.state == "dead" || m.state == "left")
+                        .then_some(m.report_age_ms)
+                        .flatten(),
+                }
+            })
+            .collect();
+        model.cells = status
+            .placement
+            .iter()
+            .enumerate()
+            .map(|(p, replicas)| {
+                let known = status.partition_states.get(p);
+                let state = match known.map(|k| k.state) {
+                    Some(PartitionSyncState::ReplicaDown) => PartitionState::UnderReplicated,
+                    Some(PartitionSyncState::Repairing) => PartitionState::Repairing,
+                    Some(PartitionSyncState::Differing) => PartitionState::Diverged,
+                    Some(PartitionSyncState::InSync) => PartitionState::InSync,
+                    Some(PartitionSyncState::Unconfirmed) | None => PartitionState::Unconfirmed,
+                };
+                PartitionCell {
+                    state,
+                    replicas: replicas.clone(),
+                    confirmed_age_ms: known
+                        .and_then(|k| k.confirmed_ms)
+                        .map(|t| now_wall.saturating_sub(t)),
+                }
+            })
+            .collect();
+        model.repairs = self
+            .runs
+            .iter()
+            .map(|(node, run)| {
+                let elapsed_s = now_wall.saturating_sub(run.started_ms) as f64 / 1000.0;
+                let keys_per_s = (elapsed_s > 0.5).then(|| run.keys_moved as f64 / elapsed_s);
+                let eta_s = (run.done > 0 && elapsed_s > 0.5).then(|| {
+                    elapsed_s / run.done as f64 * run.total.saturating_sub(run.done) as f64
+                });
+                RepairRow {
+                    node: node.clone(),
+                    peers: run.peers.clone(),
+                    done: run.done,
+                    total: run.total,
+                    keys_moved: run.keys_moved,
+                    bytes_moved: run.bytes_moved,
+                    keys_per_s,
+                    eta_s,
+                }
+            })
+            .collect();
+        model.notice = self.notice.clone();
+        model
+    }
+}
+
+/// `HH:MM:SS.mmm+logical` of a timestamp (UTC).
+fn hlc_time(ts: Timestamp) -> String {
+    let text = ts.to_string();
+    let time = text.get(11..).unwrap_or(&text);
+    time.replacen('Z', "", 1)
+}
