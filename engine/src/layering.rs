@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("membership", 5),
     ("protocol", 6),
     ("certs", 6),
+    ("policy", 6),
     ("net", 7),
     ("wallclock", 8),
     ("client", 9),

@@ -12,7 +12,8 @@
 //!      └─ client               talking to a node
 //!          └─ wallclock        the system clock, read by the runtime only
 //!              └─ net          QUIC + mutual TLS, certificate roles
-//!                  └─ protocol, certs   wire messages and framing; the development CA
+//!                  └─ protocol, certs, policy   wire messages and framing; the development CA;
+//!                     │                 the rules for hints, handoff and purges
 //!                      └─ membership    SWIM, the roster, status gossip
 //!                          └─ coordinator, antientropy   the deterministic mechanisms
 //!                              └─ storage   LMDB tables, last-writer-wins apply, group commit
@@ -28,6 +29,7 @@
 //! - [`limits`]: key, value and frame bounds, with the errors that name them.
 //! - [`placement`]: the partition of a key, and which members hold each partition.
 //! - [`membership`]: SWIM through foca, the roster of members, status gossip.
+//! - [`policy`]: which hints to deliver or drop, when to hand a partition off, what to purge.
 //! - [`coordinator`]: the write/read coordinator (consistency levels, hints, read repair).
 //! - [`antientropy`]: the exchange that compares and repairs them, reports.
 //! - [`storage`]: the LMDB store and its group-commit writer.
@@ -53,6 +55,7 @@ pub mod membership;
 pub mod net;
 pub mod node;
 pub mod placement;
+pub mod policy;
 pub mod protocol;
 pub mod record;
 pub mod storage;

@@ -15,6 +15,25 @@ use super::tree::{self, FANOUT};
 use crate::limits::{KEY_BYTES_MAX, check_key, check_value};
 use crate::placement::PartitionId;
 use crate::record::{Entry, Payload};
+use crate::storage::Store;
+
+/// What of a `Push` to apply: every entry, except that a tombstone past the purge
+/// horizon is taken only where it deletes something (where nothing is, it was purged
+/// here already, or never needed). The caller checks the entries first.
+pub fn pushed_to_apply(
+    store: &Store,
+    entries: Vec<Entry>,
+    horizon_ms: u64,
+) -> Result<Vec<Entry>, SyncError> {
+    let mut keep = Vec::with_capacity(entries.len());
+    for entry in entries {
+        if purgeable(&entry, horizon_ms) && store.get(&entry.key)?.is_none() {
+            continue;
+        }
+        keep.push(entry);
+    }
+    Ok(keep)
+}
 
 /// Checks entries received from a peer against the limits every write obeys: the key
 /// limits and the node's value limit.

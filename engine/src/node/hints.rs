@@ -4,22 +4,19 @@
 //! replication; a batch is deleted only after the replica acknowledged it, so a crash
 //! at any point delivers a hint at most once more (applying is idempotent). Hints older
 //! than the hint window are dropped with a log line and left to anti-entropy; hints for
-//! a member that left are dropped too (its partitions have new owners).
+//! a member that left are dropped too (its partitions have new owners). The rules are
+//! [`crate::policy`]'s, which the simulator applies too.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Shared;
 use super::peers::{PeerError, request};
-use crate::membership::MemberState;
+use crate::policy::{HINT_BATCH_BYTES_MAX, HINT_BATCH_MAX, HintTarget, hint_target, split_expired};
 use crate::protocol::{Request, Response};
 use crate::storage::StoredHint;
 use crate::wallclock::system_wall_ms;
 
-/// Hints sent in one batch.
-const DRAIN_BATCH_MAX: usize = 256;
-/// Value bytes sent in one batch.
-const DRAIN_BATCH_BYTES_MAX: usize = 1 << 20;
 /// How often the backlog is looked at when nothing wakes the task.
 const DRAIN_PERIOD: Duration = Duration::from_secs(1);
 
@@ -43,15 +40,15 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
             let view = shared.view();
             let state = view.member(&target.target).map(|m| m.state);
-            match state {
-                Some(MemberState::Left) | None if target.target != shared.me.name => {
+            let reachable = shared.peers.unreachable_reason(&target.target).is_none();
+            // Waiting out a timeout per batch would hold every other target's hints
+            // back; the reachability pings say when it answers again.
+            match hint_target(&shared.me.name, &target.target, state, reachable) {
+                HintTarget::Drop => {
                     drop_all(&shared, &target.target, "the member left the cluster").await;
                 }
-                Some(state) if !state.is_live() => {}
-                // Waiting out a timeout per batch would hold every other target's hints
-                // back; the reachability pings say when it answers again.
-                _ if shared.peers.unreachable_reason(&target.target).is_some() => {}
-                _ => {
+                HintTarget::Wait => {}
+                HintTarget::Deliver => {
                     if let Err(err) = drain(&shared, &target.target).await {
                         tracing::debug!(target = %target.target, "hint delivery paused: {err}");
                     }
@@ -66,14 +63,12 @@ async fn drain(shared: &Arc<Shared>, target: &str) -> Result<(), PeerError> {
     loop {
         let batch = shared
             .store
-            .hints_for(target, DRAIN_BATCH_MAX, DRAIN_BATCH_BYTES_MAX)
+            .hints_for(target, HINT_BATCH_MAX, HINT_BATCH_BYTES_MAX)
             .map_err(|e| PeerError(e.to_string()))?;
         if batch.is_empty() {
             return Ok(());
         }
-        let horizon = system_wall_ms().saturating_sub(window_ms);
-        let (expired, live): (Vec<StoredHint>, Vec<StoredHint>) =
-            batch.into_iter().partition(|h| h.hint.created_ms < horizon);
+        let (expired, live) = split_expired(batch, system_wall_ms(), window_ms);
         if !expired.is_empty() {
             tracing::warn!(
                 target = %target,
@@ -137,7 +132,7 @@ async fn drop_all(shared: &Shared, target: &str, why: &str) {
     let mut dropped = 0;
     while let Ok(batch) = shared
         .store
-        .hints_for(target, DRAIN_BATCH_MAX, DRAIN_BATCH_BYTES_MAX)
+        .hints_for(target, HINT_BATCH_MAX, HINT_BATCH_BYTES_MAX)
     {
         if batch.is_empty() || delete(shared, &batch).await.is_err() {
             break;

@@ -154,6 +154,27 @@ impl Store {
         }
     }
 
+    /// As [`Store::purge`], in a transaction of its own on the calling thread (tools,
+    /// tests, the simulator).
+    pub fn purge_now(&self, tombstones: Vec<(Vec<u8>, Version)>) -> Result<u64, StoreError> {
+        match self.tables.commit(&[&WriteOp::Purge(tombstones)])?.pop() {
+            Some(WriteResult::Removed(count)) => Ok(count),
+            _ => unreachable!("a commit answers a purge with a count"),
+        }
+    }
+
+    /// As [`Store::drop_partition`], in a transaction of its own on the calling thread.
+    pub fn drop_partition_now(&self, partition: PartitionId) -> Result<u64, StoreError> {
+        match self
+            .tables
+            .commit(&[&WriteOp::DropPartition(partition)])?
+            .pop()
+        {
+            Some(WriteResult::Removed(count)) => Ok(count),
+            _ => unreachable!("a commit answers a drop with a count"),
+        }
+    }
+
     /// Partitions holding at least one record (tombstones included).
     pub fn partitions_with_data(&self) -> Vec<PartitionId> {
         let Some(settings) = self.cluster() else {

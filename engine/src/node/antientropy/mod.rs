@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use super::Shared;
 use super::peers::{PeerError, exchange as send_request};
 use crate::antientropy::error::SyncError;
-use crate::antientropy::exchange::{Exchange, purgeable, root_summary};
+use crate::antientropy::exchange::{Exchange, root_summary};
 use crate::antientropy::local::entry_bytes;
 use crate::antientropy::messages::{
     DifferingRoot, ROOTS_PER_REQUEST_MAX, SyncLimits, SyncRequest, SyncResponse,
@@ -48,8 +48,6 @@ const ROOTS_PER_MESSAGE: usize = ROOTS_PER_REQUEST_MAX;
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Delay before the first background run after a start.
 const FIRST_RUN_DELAY: Duration = Duration::from_secs(3);
-/// Tombstones purged per partition per run.
-const PURGE_BATCH_MAX: usize = 10_000;
 
 /// Anti-entropy's books: per-peer state for `status`, per-(partition, peer) in-sync
 /// times for purges and handoff, the progress of a running repair.
@@ -218,7 +216,7 @@ fn sync_limits(shared: &Shared) -> SyncLimits {
 }
 
 /// Tombstones older than this (wall ms) may be purged.
-fn purge_horizon(shared: &Shared) -> u64 {
+fn grace_horizon(shared: &Shared) -> u64 {
     system_wall_ms().saturating_sub(shared.config.tombstone_grace.as_millis() as u64)
 }
 

@@ -1,6 +1,7 @@
 //! The responder's side of anti-entropy: a peer's exchange steps, checked, answered.
 
 use super::*;
+use crate::antientropy::respond::pushed_to_apply;
 
 /// The responder's side: one step of a peer's exchange. The request is checked before
 /// anything is read or applied; a failure of this node's own storage is reported as
@@ -21,21 +22,8 @@ pub(crate) async fn respond(
                 .limiter
                 .take(bytes, shared.config.repair_bytes_per_sec)
                 .await;
-            let horizon = purge_horizon(shared);
-            // An old tombstone is accepted only where it deletes something.
-            let mut keep = Vec::with_capacity(entries.len());
-            for entry in entries {
-                if purgeable(&entry, horizon)
-                    && shared
-                        .store
-                        .get(&entry.key)
-                        .map_err(|e| sync_error(e.into()))?
-                        .is_none()
-                {
-                    continue;
-                }
-                keep.push(entry);
-            }
+            let keep = pushed_to_apply(&shared.store, entries, grace_horizon(shared))
+                .map_err(sync_error)?;
             let applied = apply_received(shared, keep).await.map_err(sync_error)?;
             Ok(Response::Sync(SyncResponse::Pushed { applied }))
         }

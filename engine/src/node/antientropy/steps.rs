@@ -196,7 +196,7 @@ async fn run_exchanges(
     differences: &mut BTreeMap<PartitionId, PartitionDifference>,
     tick: &(dyn Fn(u64, u64) + Sync),
 ) {
-    let horizon = purge_horizon(shared);
+    let horizon = grace_horizon(shared);
     let limit = shared.config.exchanges_in_flight.max(1);
     let mut pending = differing.iter();
     let mut running = FuturesUnordered::new();

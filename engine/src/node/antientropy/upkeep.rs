@@ -2,6 +2,7 @@
 //! partition off to its new owners, and purging tombstones past the horizon.
 
 use super::*;
+use crate::policy::{PURGE_BATCH_MAX, may_hand_off, purge_horizon};
 
 /// Drops partitions this node holds data of but no longer takes writes for, once every
 /// replica that counts for them has completed an exchange in agreement with it since it
@@ -21,25 +22,14 @@ pub(super) async fn hand_off(shared: &Arc<Shared>) {
     };
     for partition in shared.store.partitions_with_data() {
         let set = view.replica_set_of(partition);
-        if set.targets.iter().any(|t| t == me) {
-            continue;
-        }
-        let Some(released) = shared
+        let released = shared
             .fill
             .lock()
             .expect("fill lock")
-            .released_at(partition)
-        else {
-            continue;
-        };
-        let since = released.max(placement_since);
-        let confirmed = !set.counted.is_empty()
-            && set.counted.iter().all(|o| {
-                shared
-                    .anti_entropy
-                    .in_sync_at(partition, o)
-                    .is_some_and(|t| t >= since)
-            });
+            .released_at(partition);
+        let confirmed = may_hand_off(me, &set, released, placement_since, |owner| {
+            shared.anti_entropy.in_sync_at(partition, owner)
+        });
         if !confirmed {
             continue;
         }
@@ -58,31 +48,14 @@ pub(super) async fn hand_off(shared: &Arc<Shared>) {
 pub(super) async fn purge(shared: &Arc<Shared>) {
     let view = shared.view();
     let me = shared.me.name.as_str();
-    let grace_horizon = purge_horizon(shared);
+    let grace_horizon = grace_horizon(shared);
     for partition in 0..shared.settings.partitions {
         let set = view.replica_set_of(partition);
-        if !set.targets.iter().any(|t| t == me) {
+        let Some(horizon) = purge_horizon(me, &set, grace_horizon, |replica| {
+            shared.anti_entropy.in_sync_at(partition, replica)
+        }) else {
             continue;
-        }
-        let horizon = {
-            let books = shared.anti_entropy.books.lock().expect("books lock");
-            set.targets
-                .iter()
-                .filter(|r| *r != me)
-                .map(|r| {
-                    books
-                        .in_sync
-                        .get(&(partition, r.to_string()))
-                        .copied()
-                        .unwrap_or(0)
-                })
-                .min()
-                .unwrap_or(grace_horizon)
-                .min(grace_horizon)
         };
-        if horizon == 0 {
-            continue;
-        }
         let Ok(tombstones) = shared
             .store
             .tombstones_before(partition, horizon, PURGE_BATCH_MAX)

@@ -1,0 +1,202 @@
+//! The rules a node lives by between the mechanisms: which hints to deliver, in what
+//! batches, and which to drop; when a partition it no longer owns may be dropped
+//! (handoff); which tombstones may be purged. Each rule is a pure function of the
+//! node's books and the time it is given, so the runtime and the simulator apply the
+//! same rule to the same inputs: a rule the simulator runs is the rule that ships.
+//!
+//! Times are the node's wall milliseconds, the clock its books are kept in (exchange
+//! starts, releases, tombstone versions).
+
+use crate::membership::MemberState;
+use crate::placement::ReplicaSet;
+use crate::storage::StoredHint;
+
+/// Hints sent in one delivery batch.
+pub const HINT_BATCH_MAX: usize = 256;
+/// Value bytes sent in one delivery batch.
+pub const HINT_BATCH_BYTES_MAX: usize = 1 << 20;
+/// Tombstones purged per partition per anti-entropy run.
+pub const PURGE_BATCH_MAX: usize = 10_000;
+
+/// What to do with the hints waiting for one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HintTarget {
+    /// Send them now.
+    Deliver,
+    /// Keep them: the target is down or cannot be reached; delivery resumes when it
+    /// answers again.
+    Wait,
+    /// Drop them all: the target left the cluster (or is unknown), and its partitions
+    /// have new owners that anti-entropy fills.
+    Drop,
+}
+
+/// The rule for `target`'s hints, from this node's view of it: its state (`None`
+/// when the view does not know it) and whether it answers.
+pub fn hint_target(
+    me: &str,
+    target: &str,
+    state: Option<MemberState>,
+    reachable: bool,
+) -> HintTarget {
+    if target == me {
+        // Hints for oneself are writes this node's own store refused for a moment.
+        return HintTarget::Deliver;
+    }
+    match state {
+        None | Some(MemberState::Left) => HintTarget::Drop,
+        Some(state) if !state.is_live() => HintTarget::Wait,
+        Some(_) if !reachable => HintTarget::Wait,
+        Some(_) => HintTarget::Deliver,
+    }
+}
+
+/// Splits a batch into the hints past the window (`wall_now - window_ms`), which are
+/// dropped and left to anti-entropy, and those still to deliver.
+pub fn split_expired(
+    batch: Vec<StoredHint>,
+    wall_now: u64,
+    window_ms: u64,
+) -> (Vec<StoredHint>, Vec<StoredHint>) {
+    let horizon = wall_now.saturating_sub(window_ms);
+    batch.into_iter().partition(|h| h.hint.created_ms < horizon)
+}
+
+/// Whether this node may drop `partition`, which it holds data of but no longer takes
+/// writes for: every replica that counts for it has completed an exchange in agreement
+/// with this node since it was released here and since the placement last changed.
+/// Handoff is repair: the new owners have everything this node held.
+pub fn may_hand_off(
+    me: &str,
+    set: &ReplicaSet,
+    released_at: Option<u64>,
+    placement_since: u64,
+    in_sync_at: impl Fn(&str) -> Option<u64>,
+) -> bool {
+    if set.targets.iter().any(|t| t == me) {
+        return false;
+    }
+    let Some(released) = released_at else {
+        return false;
+    };
+    let since = released.max(placement_since);
+    !set.counted.is_empty()
+        && set
+            .counted
+            .iter()
+            .all(|owner| in_sync_at(owner).is_some_and(|t| t >= since))
+}
+
+/// The horizon below which `partition`'s tombstones may be purged on this node: the
+/// oldest start of an exchange in agreement with each other replica it takes writes
+/// with, and never later than `grace_horizon` (`wall_now - grace`). `None` when this
+/// node does not take the partition's writes or some replica was never in agreement.
+pub fn purge_horizon(
+    me: &str,
+    set: &ReplicaSet,
+    grace_horizon: u64,
+    in_sync_at: impl Fn(&str) -> Option<u64>,
+) -> Option<u64> {
+    if !set.targets.iter().any(|t| t == me) {
+        return None;
+    }
+    let mut horizon = grace_horizon;
+    for replica in set.targets.iter().filter(|r| *r != me) {
+        horizon = horizon.min(in_sync_at(replica)?);
+    }
+    (horizon > 0).then_some(horizon)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(targets: &[&str], counted: &[&str]) -> ReplicaSet {
+        ReplicaSet {
+            targets: targets.iter().map(|s| s.to_string()).collect(),
+            counted: counted.iter().map(|s| s.to_string()).collect(),
+            copies: counted.len(),
+        }
+    }
+
+    #[test]
+    fn hints_for_a_member_that_left_are_dropped_and_for_a_dead_one_kept() {
+        use MemberState::*;
+        assert_eq!(hint_target("n1", "n2", Some(Left), true), HintTarget::Drop);
+        assert_eq!(hint_target("n1", "n9", None, true), HintTarget::Drop);
+        assert_eq!(hint_target("n1", "n2", Some(Dead), true), HintTarget::Wait);
+        assert_eq!(
+            hint_target("n1", "n2", Some(Alive), false),
+            HintTarget::Wait
+        );
+        assert_eq!(
+            hint_target("n1", "n2", Some(Alive), true),
+            HintTarget::Deliver
+        );
+        assert_eq!(hint_target("n1", "n1", None, false), HintTarget::Deliver);
+    }
+
+    #[test]
+    fn a_released_partition_waits_for_every_counted_owner_after_the_release() {
+        let s = set(&["n2", "n3"], &["n2", "n3"]);
+        let synced =
+            |at2: Option<u64>, at3: Option<u64>| move |o: &str| if o == "n2" { at2 } else { at3 };
+        assert!(!may_hand_off(
+            "n1",
+            &s,
+            Some(100),
+            50,
+            synced(Some(120), None)
+        ));
+        assert!(!may_hand_off(
+            "n1",
+            &s,
+            Some(100),
+            50,
+            synced(Some(120), Some(90))
+        ));
+        assert!(may_hand_off(
+            "n1",
+            &s,
+            Some(100),
+            50,
+            synced(Some(120), Some(100))
+        ));
+        // A placement change after the release restarts the wait.
+        assert!(!may_hand_off(
+            "n1",
+            &s,
+            Some(100),
+            130,
+            synced(Some(120), Some(140))
+        ));
+        // Never released here, or still a target: kept.
+        assert!(!may_hand_off("n1", &s, None, 0, synced(Some(9), Some(9))));
+        let mine = set(&["n1", "n2"], &["n2"]);
+        assert!(!may_hand_off(
+            "n1",
+            &mine,
+            Some(1),
+            0,
+            synced(Some(9), Some(9))
+        ));
+    }
+
+    #[test]
+    fn the_purge_horizon_is_the_oldest_agreement_and_at_most_the_grace() {
+        let s = set(&["n1", "n2", "n3"], &["n1", "n2", "n3"]);
+        let at = |o: &str| match o {
+            "n2" => Some(500),
+            "n3" => Some(300),
+            _ => None,
+        };
+        assert_eq!(purge_horizon("n1", &s, 1_000, at), Some(300));
+        assert_eq!(purge_horizon("n1", &s, 200, at), Some(200));
+        assert_eq!(
+            purge_horizon("n1", &s, 1_000, |o| at(o).filter(|_| o != "n3")),
+            None
+        );
+        assert_eq!(purge_horizon("n4", &s, 1_000, at), None);
+        assert_eq!(purge_horizon("n1", &s, 0, at), None);
+    }
+}
