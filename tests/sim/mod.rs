@@ -20,12 +20,16 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use vergent::antientropy::exchange::{Exchange, root_summary};
 use vergent::antientropy::messages::{SyncLimits, SyncRequest, SyncResponse};
-use vergent::antientropy::respond::respond;
+use vergent::antientropy::respond::{pushed_to_apply, respond};
 use vergent::coordinator::{Action, Coordinator, CoordinatorConfig, Millis, OpId, Outcome};
 use vergent::hlc::skew::{Probe, Reading, SkewBook, Verdict};
 use vergent::hlc::{Clock, Timestamp};
 use vergent::membership::{MemberId, Membership, MembershipConfig};
 use vergent::placement::{Fill, FillNews, PartitionSet, Placement, ReplicaSet, partition_of};
+use vergent::policy::{
+    HINT_BATCH_BYTES_MAX, HINT_BATCH_MAX, HintTarget, PURGE_BATCH_MAX, hint_target, may_hand_off,
+    purge_horizon, split_expired,
+};
 use vergent::protocol::Consistency;
 use vergent::record::{Entry, NodeId, Payload, Record, Version};
 use vergent::storage::{ClusterSettings, Hint, Store, StoreOptions};
@@ -42,6 +46,9 @@ const REPLICA_TIMEOUT_MS: u64 = 2_000;
 const ANTI_ENTROPY_MS: u64 = 3_000;
 /// Hints older than this are dropped (short, so the simulator exercises it).
 const HINT_WINDOW_MS: u64 = 20_000;
+/// Age past which a tombstone may be purged once every replica holds it: short, so
+/// purges happen while faults do.
+const TOMBSTONE_GRACE_MS: u64 = 25_000;
 /// After healing, time given to hinted handoff alone (anti-entropy paused), at the end
 /// of which every write a replica missed recently enough must have reached it.
 const HINT_DRAIN_MS: u64 = 10_000;
@@ -316,8 +323,11 @@ struct Node {
     fill: Fill,
     /// When the node learned of each member's fills.
     news: FillNews,
-    /// (partition, peer) → start of the last run that ended in sync.
+    /// (partition, peer) → the node's wall ms at the start of the last exchange that
+    /// ended in agreement, on either side (as the node's books).
     in_sync: BTreeMap<(u16, usize), u64>,
+    /// The placement digest seen last, and the node's wall ms when it was first seen.
+    placement_seen: Option<(String, u64)>,
     /// Removed from the cluster (or replaced): never starts again.
     removed: bool,
     /// Whether it has ever started (spares start during the run).
@@ -381,6 +391,9 @@ pub struct Sim {
     identities: Vec<Vec<(u64, u32)>>,
     /// The highest version each session has seen.
     sessions: Vec<Option<Timestamp>>,
+    /// (node, key) → the newest tombstone purged there and when (virtual ms): what
+    /// the key's record was before the purge took it, for the checks.
+    purged: BTreeMap<(usize, Vec<u8>), (Version, u64)>,
 }
 
 impl Sim {
@@ -429,6 +442,7 @@ impl Sim {
             jitter_recent: (5, 0),
             identities: Vec::new(),
             sessions: vec![None; SESSIONS],
+            purged: BTreeMap::new(),
             config,
         };
         for name in &names {
@@ -456,6 +470,7 @@ impl Sim {
                 fill: Fill::default(),
                 news: FillNews::default(),
                 in_sync: BTreeMap::new(),
+                placement_seen: None,
                 removed: false,
                 started_once: false,
                 token: None,
@@ -648,6 +663,7 @@ impl Sim {
         node.hint_batches.clear();
         node.sync_runs.clear();
         node.in_sync.clear();
+        node.placement_seen = None;
         node.fill = Fill::new(filled);
         node.up = true;
         node.store = Some(store);
@@ -796,7 +812,7 @@ impl Sim {
                 in_sync.get(&(p, j)).copied()
             },
             self.statuses_known(i, &placement),
-            self.now,
+            self.wall(i),
         );
         self.nodes[i].fill = fill;
         self.observe_fills(i);
@@ -1239,7 +1255,13 @@ impl Sim {
             Msg::Sync { run, request } => {
                 let response = match &request {
                     SyncRequest::Push { entries, .. } => {
-                        if self.apply(to, entries) == Applied::Yes {
+                        let keep = pushed_to_apply(
+                            self.nodes[to].store.as_ref().unwrap(),
+                            entries.clone(),
+                            self.grace_horizon(to),
+                        )
+                        .expect("read for a push");
+                        if self.apply(to, &keep) == Applied::Yes {
                             Ok(SyncResponse::Pushed { applied: 0 })
                         } else {
                             Err("refused".into())
@@ -1252,6 +1274,21 @@ impl Sim {
                     )
                     .map_err(|e| e.to_string()),
                 };
+                // Roots that compared equal are an agreement on the responder's side too.
+                if let (SyncRequest::Roots { roots, .. }, Ok(SyncResponse::Roots { differing })) =
+                    (&request, &response)
+                {
+                    let wall = self.wall(to);
+                    for r in roots {
+                        if !differing.iter().any(|d| d.partition == r.partition) {
+                            let at = self.nodes[to]
+                                .in_sync
+                                .entry((r.partition, from))
+                                .or_insert(wall);
+                            *at = (*at).max(wall);
+                        }
+                    }
+                }
                 self.send(to, from, Msg::SyncReply { run, response });
             }
             Msg::SyncReply { run, response } => self.sync_reply(to, run, response),
@@ -1310,42 +1347,53 @@ impl Sim {
         self.schedule(self.now + TICK_MS, Event::Tick { node: i, life });
     }
 
+    /// Hint delivery by the node's rules ([`vergent::policy`]): one batch in flight per
+    /// target, the node's batch bounds, expired hints and hints for members that left
+    /// dropped.
     fn drain_hints(&mut self, i: usize) {
         let Some(store) = &self.nodes[i].store else {
             return;
         };
         let backlog = store.hint_backlog().unwrap();
-        let horizon = self.wall(i).saturating_sub(HINT_WINDOW_MS);
+        let wall = self.wall(i);
         for target in backlog {
-            let Some(j) = self.index_of(&target.target) else {
-                continue;
-            };
-            let left = self.nodes[i]
+            let state = self.nodes[i]
                 .membership
                 .as_ref()
                 .and_then(|m| m.member(&target.target))
-                .is_some_and(|v| v.state == vergent::membership::MemberState::Left);
-            if left {
-                // As the node does: its partitions have new owners.
-                let store = self.nodes[i].store.as_ref().unwrap();
-                while let Ok(batch) = store.hints_for(&target.target, 256, 1 << 20) {
-                    if batch.is_empty() {
-                        break;
-                    }
-                    store
-                        .delete_hints_now(batch.into_iter().map(|h| h.key).collect())
-                        .unwrap();
-                }
-                continue;
-            }
-            let busy = self.nodes[i].hint_batches.values().any(|(t, _, _)| *t == j);
-            if busy || !self.live_in_view(i, &target.target) {
-                continue;
-            }
+                .map(|v| v.state);
+            let plan = hint_target(&self.names[i], &target.target, state, true);
             let store = self.nodes[i].store.as_ref().unwrap();
-            let batch = store.hints_for(&target.target, 64, 1 << 20).unwrap();
-            let (expired, live): (Vec<_>, Vec<_>) =
-                batch.into_iter().partition(|h| h.hint.created_ms < horizon);
+            match plan {
+                HintTarget::Wait => continue,
+                HintTarget::Drop => {
+                    let mut dropped = 0;
+                    while let Ok(batch) =
+                        store.hints_for(&target.target, HINT_BATCH_MAX, HINT_BATCH_BYTES_MAX)
+                    {
+                        if batch.is_empty() {
+                            break;
+                        }
+                        dropped += batch.len() as u64;
+                        store
+                            .delete_hints_now(batch.into_iter().map(|h| h.key).collect())
+                            .unwrap();
+                    }
+                    *self.report.faults.entry("hints-dropped").or_default() += dropped;
+                    continue;
+                }
+                HintTarget::Deliver => {}
+            }
+            let Some(j) = self.index_of(&target.target) else {
+                continue;
+            };
+            if self.nodes[i].hint_batches.values().any(|(t, _, _)| *t == j) {
+                continue;
+            }
+            let batch = store
+                .hints_for(&target.target, HINT_BATCH_MAX, HINT_BATCH_BYTES_MAX)
+                .unwrap();
+            let (expired, live) = split_expired(batch, wall, HINT_WINDOW_MS);
             if !expired.is_empty() {
                 store
                     .delete_hints_now(expired.iter().map(|h| h.key.clone()).collect())
@@ -1368,10 +1416,107 @@ impl Sim {
             .retain(|_, (_, _, sent)| now < *sent + REPLICA_TIMEOUT_MS);
     }
 
+    /// The version node `r` holds of `key`, counting a tombstone it purged.
+    fn held_version(&self, r: usize, key: &[u8]) -> Option<Version> {
+        let stored = self.nodes[r]
+            .store
+            .as_ref()
+            .and_then(|s| s.get(key).ok().flatten())
+            .map(|record| record.version);
+        let purged = self.purged.get(&(r, key.to_vec())).map(|&(v, _)| v);
+        stored.max(purged)
+    }
+
+    /// Whether some node purged a tombstone of `key` at `version` or newer before
+    /// `by` (virtual ms): a read may then rightly find nothing.
+    fn purged_before(&self, key: &[u8], version: Option<Version>, by: u64) -> bool {
+        self.purged
+            .iter()
+            .any(|((_, k), &(v, at))| k.as_slice() == key && Some(v) >= version && at <= by)
+    }
+
+    /// The horizon past which tombstones are purgeable on node `i`.
+    fn grace_horizon(&self, i: usize) -> u64 {
+        self.wall(i).saturating_sub(TOMBSTONE_GRACE_MS)
+    }
+
+    /// Remembers when node `i` first saw the placement it has now (handoff waits for
+    /// exchanges after it), as the node does before each run.
+    fn note_placement(&mut self, i: usize) {
+        let digest = self.placement(i).digest();
+        let wall = self.wall(i);
+        let node = &mut self.nodes[i];
+        if node
+            .placement_seen
+            .as_ref()
+            .is_none_or(|(seen, _)| *seen != digest)
+        {
+            node.placement_seen = Some((digest, wall));
+        }
+    }
+
+    /// After a run, as the node does: partitions handed off where every counting owner
+    /// agreed since their release, tombstones purged below the horizon of agreement
+    /// with every other replica.
+    fn upkeep(&mut self, i: usize) {
+        let Some(store) = self.nodes[i].store.as_ref() else {
+            return;
+        };
+        let me = self.names[i].clone();
+        let placement = self.placement(i);
+        let names = &self.names;
+        let in_sync = &self.nodes[i].in_sync;
+        let synced = |p: u16, peer: &str| {
+            let j = names.iter().position(|x| x == peer)?;
+            in_sync.get(&(p, j)).copied()
+        };
+        let mut handed_off = Vec::new();
+        if let Some((_, placement_since)) = &self.nodes[i].placement_seen {
+            for p in store.partitions_with_data() {
+                let set = self.replica_set(i, &placement, p);
+                let released = self.nodes[i].fill.released_at(p);
+                if may_hand_off(&me, &set, released, *placement_since, |o| synced(p, o)) {
+                    store.drop_partition_now(p).expect("drop partition");
+                    handed_off.push(p);
+                }
+            }
+        }
+        let grace = self.grace_horizon(i);
+        let mut purged = 0;
+        for p in 0..self.settings.partitions {
+            let set = self.replica_set(i, &placement, p);
+            let Some(horizon) = purge_horizon(&me, &set, grace, |r| synced(p, r)) else {
+                continue;
+            };
+            let tombstones = store
+                .tombstones_before(p, horizon, PURGE_BATCH_MAX)
+                .expect("tombstones");
+            if !tombstones.is_empty() {
+                purged += store.purge_now(tombstones.clone()).expect("purge");
+                for (key, version) in tombstones {
+                    let seen = self.purged.entry((i, key)).or_insert((version, self.now));
+                    *seen = (*seen).max((version, self.now));
+                }
+            }
+        }
+        for &p in &handed_off {
+            self.nodes[i].fill.handed_off(p);
+        }
+        if !handed_off.is_empty() {
+            self.log(format!("{me} handed off {handed_off:?}"));
+            *self.report.faults.entry("handoff").or_default() += handed_off.len() as u64;
+        }
+        if purged > 0 {
+            self.log(format!("{me} purged {purged} tombstones"));
+            *self.report.faults.entry("purge").or_default() += purged;
+        }
+    }
+
     /// Exchanges with every live peer the partitions both take writes for, and hands
     /// off partitions this node holds data of without taking their writes, to the
     /// replicas that count for them (the node's plan).
     fn start_syncs(&mut self, i: usize, only: Option<&[u16]>) {
+        self.note_placement(i);
         let me = self.names[i].clone();
         let with_data = self.nodes[i]
             .store
@@ -1414,13 +1559,14 @@ impl Sim {
                 .collect();
             let run = self.next_id;
             self.next_id += 1;
+            let started_ms = self.wall(i);
             self.nodes[i].sync_runs.insert(
                 run,
                 SyncRun {
                     peer: j,
                     salt,
                     partitions: shared,
-                    started_ms: self.now,
+                    started_ms,
                     failed: false,
                     exchanges: Vec::new(),
                     current: None,
@@ -1452,9 +1598,14 @@ impl Sim {
         match (&mut run.current, response) {
             (None, SyncResponse::Roots { differing }) => {
                 for root in &differing {
-                    if let Ok(exchange) =
-                        Exchange::new(store, root, run.salt, 0, false, SyncLimits::default())
-                    {
+                    if let Ok(exchange) = Exchange::new(
+                        store,
+                        root,
+                        run.salt,
+                        self.grace_horizon(i),
+                        false,
+                        SyncLimits::default(),
+                    ) {
                         run.exchanges.push(exchange);
                     }
                 }
@@ -1482,9 +1633,14 @@ impl Sim {
                         // in sync with the peer as of the run's start.
                         if !run.failed {
                             for &p in &run.partitions {
-                                self.nodes[i].in_sync.insert((p, run.peer), run.started_ms);
+                                let at = self.nodes[i]
+                                    .in_sync
+                                    .entry((p, run.peer))
+                                    .or_insert(run.started_ms);
+                                *at = (*at).max(run.started_ms);
                             }
                             self.update_fill(i);
+                            self.upkeep(i);
                         }
                         return;
                     }
@@ -1878,11 +2034,12 @@ impl Sim {
             self.crash(i);
         }
         self.nodes[i].dir = tempfile::tempdir().expect("temp dir");
+        self.purged.retain(|(node, _), _| *node != i);
         self.nodes[i].last_clock = Timestamp::ZERO;
         self.nodes[i].last_issued = None;
         self.last_membership_change = self.now;
         self.start(i);
-        "wiped disk rejoins"
+        "wipe"
     }
 
     /// A new node joins mid-run.
@@ -1895,7 +2052,7 @@ impl Sim {
         }
         self.last_membership_change = self.now;
         self.start(i);
-        "new node joins"
+        "join"
     }
 
     /// A dead member, seen dead by a live one, and the live one that sees it so.
@@ -1940,7 +2097,7 @@ impl Sim {
         self.destructive = true;
         self.last_membership_change = self.now;
         self.flush_membership(by);
-        "remove of a dead member"
+        "remove"
     }
 
     /// `--replace`: a new node takes a dead member's token; the dead one departs.
@@ -1970,7 +2127,7 @@ impl Sim {
         self.destructive = true;
         self.last_membership_change = self.now;
         self.start(s);
-        "replace of a dead member"
+        "replace"
     }
 
     fn heal(&mut self) {
@@ -2149,21 +2306,27 @@ impl Sim {
                 .replicas(p)
                 .map(|n| self.index_of(n).unwrap())
                 .collect();
-            let mut seen: Option<(
-                usize,
-                BTreeMap<Vec<u8>, Record>,
-                vergent::antientropy::tree::Node,
-            )> = None;
+            // Tombstones past the grace may be purged on one replica before another:
+            // the replicas agree on everything else (each tree is checked against its
+            // own data at the end).
+            let horizon = replicas
+                .iter()
+                .map(|&r| self.grace_horizon(r))
+                .min()
+                .unwrap_or(0);
+            let mut seen: Option<(usize, BTreeMap<Vec<u8>, Record>)> = None;
             for &r in &replicas {
                 let store = self.nodes[r].store.as_ref()?;
                 let (entries, _) = store.entries_in(p, 0..4096, None, usize::MAX).ok()?;
-                let data: BTreeMap<Vec<u8>, Record> =
-                    entries.into_iter().map(|e| (e.key, e.record)).collect();
-                let root = store.tree_root(p).ok()?;
+                let data: BTreeMap<Vec<u8>, Record> = entries
+                    .into_iter()
+                    .filter(|e| !vergent::antientropy::exchange::purgeable(e, horizon))
+                    .map(|e| (e.key, e.record))
+                    .collect();
                 match &seen {
-                    None => seen = Some((r, data, root)),
-                    Some((first, d, rt)) => {
-                        if *d != data || *rt != root {
+                    None => seen = Some((r, data)),
+                    Some((first, d)) => {
+                        if *d != data {
                             return Some(format!(
                                 "partition {p}: {} and {} differ ({} vs {} records)",
                                 self.names[*first],
@@ -2228,11 +2391,10 @@ impl Sim {
                 {
                     continue;
                 }
-                let held = self.nodes[r]
-                    .store
-                    .as_ref()
-                    .and_then(|s| s.get(&op.key).ok().flatten());
-                if held.is_none_or(|record| record.version < version) {
+                if self
+                    .held_version(r, &op.key)
+                    .is_none_or(|held| held < version)
+                {
                     self.violations.push(format!(
                         "op {index} ({:?} of {} at {}) never reached {replica}: no hint delivered it",
                         op.kind,
@@ -2326,7 +2488,12 @@ impl Sim {
                 .store
                 .as_ref()
                 .and_then(|s| s.get(&op.key).ok().flatten());
+            // Nothing is what purged tombstones leave: right where some replica purged
+            // a tombstone of this version or a newer one (a new owner then fills
+            // nothing for the key).
+            let superseded = self.purged_before(&op.key, Some(version), u64::MAX);
             match record {
+                None if superseded => {}
                 None => self.violations.push(format!(
                     "op {index} ({:?} of {}) was acknowledged at {:?} and is lost",
                     op.kind,
@@ -2374,7 +2541,14 @@ impl Sim {
                     && matches!(w.outcome, Some(Ok(_)))
                     && w.completed_ms.is_some_and(|done| done < read.issued_ms)
             }) {
-                if seen.is_none_or(|v| Some(v) < write.version) {
+                if seen.is_none_or(|v| Some(v) < write.version)
+                    && !(seen.is_none()
+                        && self.purged_before(
+                            &read.key,
+                            write.version,
+                            read.completed_ms.unwrap_or(u64::MAX),
+                        ))
+                {
                     self.violations.push(format!(
                         "a {:?} read of {} at {} saw {:?}, older than the {:?} write acknowledged at {}",
                         read.consistency,
