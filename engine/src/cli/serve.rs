@@ -63,7 +63,8 @@ pub(crate) struct ServeArgs {
     /// for repair on demand only.
     #[arg(long, default_value = "60s", value_parser = parse_interval)]
     anti_entropy_interval: Interval,
-    /// Tombstones older than this are purged once every replica holds them.
+    /// Tombstones older than this are purged once every replica holds them; must be
+    /// longer than the hint window (a later hint would bring a deleted key back).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     tombstone_grace: std::time::Duration,
     /// Bytes of entries per second anti-entropy may move (0: unlimited).

@@ -579,6 +579,17 @@ fn check_config(config: &NodeConfig) -> Result<(), NodeError> {
         )));
     }
     crate::certs::check_name(&config.name).map_err(|e| NodeError::Config(e.to_string()))?;
+    // A hint may be delivered until it is a window old; were the tombstone that
+    // superseded it purged before then, the hint would bring the deleted key back.
+    let grace_floor = config.hint_window + Duration::from_millis(config.max_clock_offset_ms);
+    if config.tombstone_grace <= grace_floor {
+        return Err(NodeError::Config(format!(
+            "--tombstone-grace {} must be longer than --hint-window {} plus the clock offset bound ({} ms): a hint delivered after the tombstone that superseded it was purged would bring a deleted key back",
+            humantime::format_duration(config.tombstone_grace),
+            humantime::format_duration(config.hint_window),
+            config.max_clock_offset_ms
+        )));
+    }
     if let Some(p) = config.partitions
         && (p == 0 || p > PARTITIONS_MAX)
     {
@@ -632,4 +643,39 @@ fn check_flags(config: &NodeConfig, settings: &ClusterSettings) -> Result<(), No
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        NodeConfig::new(
+            "n1",
+            "127.0.0.1:0".parse().expect("an address"),
+            PathBuf::from("data"),
+            PathBuf::from("certs"),
+        )
+    }
+
+    #[test]
+    fn the_defaults_pass() {
+        assert!(check_config(&config()).is_ok());
+    }
+
+    #[test]
+    fn a_tombstone_grace_within_the_hint_window_is_refused_by_name() {
+        let mut c = config();
+        c.hint_window = Duration::from_secs(3 * 3600);
+        c.tombstone_grace = Duration::from_secs(3600);
+        let err = check_config(&c).expect_err("a grace shorter than the window");
+        let text = err.to_string();
+        assert!(text.contains("--tombstone-grace 1h"), "{text}");
+        assert!(text.contains("--hint-window 3h"), "{text}");
+        // The bound is strict and counts the clock offset bound.
+        c.tombstone_grace = c.hint_window + Duration::from_millis(c.max_clock_offset_ms);
+        assert!(check_config(&c).is_err());
+        c.tombstone_grace += Duration::from_millis(1);
+        assert!(check_config(&c).is_ok());
+    }
 }
