@@ -89,11 +89,18 @@ pub fn may_hand_off(
 
 /// The horizon below which `partition`'s tombstones may be purged on this node: the
 /// oldest start of an exchange in agreement with each other replica it takes writes
-/// with, and never later than `grace_horizon` (`wall_now - grace`). `None` when this
-/// node does not take the partition's writes or some replica was never in agreement.
-pub fn purge_horizon(
+/// with and each member that says it holds the partition's data without taking its
+/// writes (`holders`: an old owner waiting to hand it off, a stand-in that has not),
+/// and never later than `grace_horizon` (`wall_now - grace`). `None` when this node
+/// does not take the partition's writes or one of them was never in agreement.
+///
+/// The holders count because a holder's data goes back to the owners when it hands
+/// off: a put it kept from before a delete would come back once every owner had
+/// purged the tombstone, had it been away longer than the grace.
+pub fn purge_horizon<'a>(
     me: &str,
     set: &ReplicaSet,
+    holders: impl IntoIterator<Item = &'a str>,
     grace_horizon: u64,
     in_sync_at: impl Fn(&str) -> Option<u64>,
 ) -> Option<u64> {
@@ -103,6 +110,9 @@ pub fn purge_horizon(
     let mut horizon = grace_horizon;
     for replica in set.targets.iter().filter(|r| *r != me) {
         horizon = horizon.min(in_sync_at(replica)?);
+    }
+    for holder in holders.into_iter().filter(|h| *h != me) {
+        horizon = horizon.min(in_sync_at(holder)?);
     }
     (horizon > 0).then_some(horizon)
 }
@@ -190,13 +200,29 @@ mod tests {
             "n3" => Some(300),
             _ => None,
         };
-        assert_eq!(purge_horizon("n1", &s, 1_000, at), Some(300));
-        assert_eq!(purge_horizon("n1", &s, 200, at), Some(200));
+        let none: [&str; 0] = [];
+        assert_eq!(purge_horizon("n1", &s, none, 1_000, at), Some(300));
+        assert_eq!(purge_horizon("n1", &s, none, 200, at), Some(200));
         assert_eq!(
-            purge_horizon("n1", &s, 1_000, |o| at(o).filter(|_| o != "n3")),
+            purge_horizon("n1", &s, none, 1_000, |o| at(o).filter(|_| o != "n3")),
             None
         );
-        assert_eq!(purge_horizon("n4", &s, 1_000, at), None);
-        assert_eq!(purge_horizon("n1", &s, 0, at), None);
+        assert_eq!(purge_horizon("n4", &s, none, 1_000, at), None);
+        assert_eq!(purge_horizon("n1", &s, none, 0, at), None);
+    }
+
+    #[test]
+    fn a_member_holding_old_data_holds_purges_back_until_it_agreed() {
+        let s = set(&["n1", "n2"], &["n1", "n2"]);
+        let at = |o: &str| match o {
+            "n2" => Some(500),
+            "n5" => Some(200),
+            _ => None,
+        };
+        assert_eq!(purge_horizon("n1", &s, ["n5"], 1_000, at), Some(200));
+        // A holder never in agreement (away since before the delete) stops them.
+        assert_eq!(purge_horizon("n1", &s, ["n6"], 1_000, at), None);
+        // This node's own word about holding counts for nothing.
+        assert_eq!(purge_horizon("n1", &s, ["n1"], 1_000, at), Some(500));
     }
 }

@@ -73,6 +73,9 @@ pub struct GossipStatus {
     /// since the cluster began); an owner counts in a partition's quorums only once it
     /// is here.
     pub filled: PartitionSet,
+    /// The partitions it holds any data of, filled or not: an old owner's or a stand-in's
+    /// copy waiting to be handed off counts, since it would go back to the owners.
+    pub holding: PartitionSet,
     /// Members it knows departed (left or removed), most recent first and bounded, so a
     /// member that missed a departure learns it from anyone's next status.
     pub departed: Vec<Departure>,

@@ -44,6 +44,9 @@ pub struct ClusterView {
     /// The partitions each member holds the data of, as it last said (this node's own
     /// from its books). A member whose word is not known for its current life has none.
     pub filled: HashMap<String, PartitionSet>,
+    /// The partitions each other member holds any data of, as it last said (see
+    /// [`crate::policy::purge_horizon`]).
+    pub holding: HashMap<String, PartitionSet>,
     /// The fills among `filled` this node learned of lately: the stand-ins they ended
     /// stay write targets until the news has settled (see
     /// [`Placement::replica_set_settling`]).
@@ -76,6 +79,7 @@ impl ClusterView {
                 settings.replication_factor,
             )),
             filled: HashMap::from([(me.name.clone(), filled)]),
+            holding: HashMap::new(),
             settling: HashMap::new(),
             unreachable: BTreeSet::new(),
         }
@@ -102,6 +106,20 @@ impl ClusterView {
             .members()
             .iter()
             .all(|m| self.filled.contains_key(m))
+    }
+
+    /// The other members that say they hold data of `partition`, live or not (a
+    /// member that left holds none that counts).
+    pub fn holders_of(&self, partition: PartitionId) -> impl Iterator<Item = &str> + '_ {
+        self.holding
+            .iter()
+            .filter(move |(name, set)| {
+                set.contains(partition)
+                    && self
+                        .member(name)
+                        .is_some_and(|m| m.state != MemberState::Left)
+            })
+            .map(|(name, _)| name.as_str())
     }
 
     /// Whether `name` holds the data of `partition`.
@@ -557,6 +575,15 @@ fn flush(
                 .then(|| (v.id.name.clone(), status.filled.clone()))
         })
         .collect();
+    let holding: HashMap<String, PartitionSet> = m
+        .roster()
+        .filter(|v| v.id.name != shared.me.name)
+        .filter_map(|v| {
+            let status = v.status.as_ref()?;
+            (v.id.same_data(status.data_epoch) && status.holding.fits(partitions))
+                .then(|| (v.id.name.clone(), status.holding.clone()))
+        })
+        .collect();
     let own = shared.fill.lock().expect("fill lock").filled().clone();
     filled.insert(shared.me.name.clone(), own);
     let unreachable = shared.peers.unreachable();
@@ -566,6 +593,7 @@ fn flush(
         members: m.roster().cloned().collect(),
         placement: placement.clone(),
         filled,
+        holding,
         settling: HashMap::new(),
         unreachable,
     };
@@ -693,7 +721,17 @@ fn status(shared: &Shared, m: &Membership, placement: &Placement) -> GossipStatu
         records: shared.store.len().unwrap_or(0),
         placement_digest: placement.digest(),
         filled: shared.fill.lock().expect("fill lock").filled().clone(),
+        holding: held_partitions(shared),
         sync: super::antientropy::confirmations::summary(shared, &shared.view()),
         ..GossipStatus::default()
     }
+}
+
+/// The partitions this node's store holds any record of, as a set for its status.
+fn held_partitions(shared: &Shared) -> PartitionSet {
+    let mut set = PartitionSet::empty();
+    for p in shared.store.partitions_with_data() {
+        set.insert(p);
+    }
+    set
 }

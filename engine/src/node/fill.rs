@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use super::Shared;
-use crate::wallclock::system_wall_ms;
 
 /// Brings the fill books up to date with the current view and exchange times.
 pub(crate) fn update(shared: &Arc<Shared>) {
@@ -18,9 +17,10 @@ pub(crate) fn update(shared: &Arc<Shared>) {
             &view.placement,
             |n, p| view.is_filled(n, p),
             |n, p| view.is_settling(n, p),
-            |p, peer| shared.anti_entropy.in_sync_at(p, peer),
+            // Monotonic, as the agreements the fills wait for.
+            |p, peer| shared.anti_entropy.agreed_at(p, peer).map(|at| at.0),
             view.statuses_known(),
-            system_wall_ms(),
+            shared.now().0,
         );
         (change, fill.filled().clone())
     };

@@ -31,6 +31,7 @@ use crate::antientropy::report::{
     RunSummary, SyncCounts,
 };
 use crate::antientropy::respond::{check_entries, check_push, check_roots_answer};
+use crate::base::Millis;
 use crate::placement::PartitionId;
 use crate::protocol::{ErrorCode, ErrorReply, Request, Response};
 use crate::record::Entry;
@@ -67,9 +68,15 @@ pub(crate) struct AntiEntropy {
 struct Books {
     peers: BTreeMap<String, PeerSync>,
     /// Wall ms at the start of the last exchange of (partition, peer) that ended with
-    /// both in sync: everything either held before then, the other holds.
+    /// both in sync: everything either held before then, the other holds. What status
+    /// and the confirmations show.
     in_sync: HashMap<(PartitionId, String), u64>,
-    /// The placement digest seen last, and when it was first seen.
+    /// The same moments in this node's monotonic milliseconds: what purges, handoff and
+    /// fills rely on. A wall clock that jumped ahead and came back would leave wall
+    /// stamps in the future, and a purge would take them for agreements after a
+    /// tombstone that the peer never had.
+    agreed_mono: HashMap<(PartitionId, String), Millis>,
+    /// The placement digest seen last, and when it was first seen (monotonic ms).
     placement: Option<(String, u64)>,
     progress: Option<RepairProgress>,
     /// The run in progress, as this node's status tells the cluster.
@@ -82,17 +89,6 @@ struct Books {
 }
 
 impl AntiEntropy {
-    /// Wall ms at the start of the last exchange of `partition` with `peer` that ended
-    /// with both in agreement.
-    pub(crate) fn in_sync_at(&self, partition: PartitionId, peer: &str) -> Option<u64> {
-        self.books
-            .lock()
-            .expect("books lock")
-            .in_sync
-            .get(&(partition, peer.to_string()))
-            .copied()
-    }
-
     /// This node's state with each peer, for `status`.
     pub(crate) fn peer_syncs(&self) -> Vec<PeerSync> {
         self.books
@@ -109,14 +105,25 @@ impl AntiEntropy {
         self.books.lock().expect("books lock").progress
     }
 
-    /// `partitions` compared equal with `peer` in an exchange begun at `began` (wall
-    /// ms), on either side of it.
+    /// Monotonic ms at the start of the last exchange of `partition` with `peer` that
+    /// ended with both in agreement.
+    pub(crate) fn agreed_at(&self, partition: PartitionId, peer: &str) -> Option<Millis> {
+        self.books
+            .lock()
+            .expect("books lock")
+            .agreed_mono
+            .get(&(partition, peer.to_string()))
+            .copied()
+    }
+
+    /// `partitions` compared equal with `peer` in an exchange begun at `began`, on
+    /// either side of it.
     pub(crate) fn agreed(
         &self,
         shared: &Shared,
         peer: &str,
         partitions: &[PartitionId],
-        began: u64,
+        began: Moment,
     ) {
         if partitions.is_empty() {
             return;
@@ -124,6 +131,12 @@ impl AntiEntropy {
         let view = shared.view();
         let mut books = self.books.lock().expect("books lock");
         for &p in partitions {
+            let mono = books
+                .agreed_mono
+                .entry((p, peer.to_string()))
+                .or_insert(began.mono);
+            *mono = (*mono).max(began.mono);
+            let began = began.wall;
             let at = books.in_sync.entry((p, peer.to_string())).or_insert(began);
             *at = (*at).max(began);
             // Agreement with every other replica now: the writes before the oldest of
@@ -141,23 +154,23 @@ impl AntiEntropy {
         }
     }
 
-    /// A time (wall ms) for a compare of `partitions` that comes after every change
-    /// made to them so far: a change and a compare in the same millisecond cannot be
-    /// told apart, and the agreement would not count.
-    pub(crate) async fn compare_time(shared: &Shared, partitions: &[PartitionId]) -> u64 {
+    /// A time for a compare of `partitions` that comes after every change made to
+    /// them so far: a change and a compare in the same millisecond cannot be told
+    /// apart, and the agreement would not count.
+    pub(crate) async fn compare_time(shared: &Shared, partitions: &[PartitionId]) -> Moment {
         // Under writes every millisecond this gives up after a few: the compare then
         // goes on, and only its agreement on the busiest partitions does not count.
         for _ in 0..4 {
-            let now = system_wall_ms();
+            let now = Moment::now(shared);
             if partitions
                 .iter()
-                .all(|&p| shared.write_marks.last(p).is_none_or(|c| c < now))
+                .all(|&p| shared.write_marks.last(p).is_none_or(|c| c < now.wall))
             {
                 return now;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        system_wall_ms()
+        Moment::now(shared)
     }
 
     /// The run in progress, if any, for this node's status.
@@ -215,9 +228,41 @@ fn sync_limits(shared: &Shared) -> SyncLimits {
     }
 }
 
+/// A moment as the books keep it: in wall ms (what status shows, and what the write
+/// marks are compared with) and in this node's monotonic ms (what the rules rely on).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Moment {
+    pub(crate) wall: u64,
+    pub(crate) mono: Millis,
+}
+
+impl Moment {
+    pub(crate) fn now(shared: &Shared) -> Moment {
+        Moment {
+            wall: system_wall_ms(),
+            mono: shared.now(),
+        }
+    }
+}
+
+/// The wall time the rules go by: this node's clock, or the cluster's when that is
+/// behind it. A clock far ahead would purge tombstones before their grace is out.
+fn rules_wall_ms(shared: &Shared) -> u64 {
+    system_wall_ms().min(shared.cluster_wall_ms())
+}
+
 /// Tombstones older than this (wall ms) may be purged.
 fn grace_horizon(shared: &Shared) -> u64 {
-    system_wall_ms().saturating_sub(shared.config.tombstone_grace.as_millis() as u64)
+    rules_wall_ms(shared).saturating_sub(shared.config.tombstone_grace.as_millis() as u64)
+}
+
+/// The wall time (as [`rules_wall_ms`] goes) of the last agreement of `partition` with
+/// `peer`: its monotonic age taken back from now, so a clock that jumped since cannot
+/// move it.
+fn agreed_wall_ms(shared: &Shared, partition: PartitionId, peer: &str) -> Option<u64> {
+    let at = shared.anti_entropy.agreed_at(partition, peer)?;
+    let age = shared.now().0.saturating_sub(at.0);
+    Some(rules_wall_ms(shared).saturating_sub(age))
 }
 
 /// Applies entries received from a peer, pushed or answered. They pass the same checks
@@ -432,7 +477,7 @@ fn note_placement(shared: &Shared) {
         .as_ref()
         .is_none_or(|(seen, _)| *seen != digest)
     {
-        books.placement = Some((digest, system_wall_ms()));
+        books.placement = Some((digest, shared.now().0));
     }
 }
 
@@ -589,7 +634,7 @@ async fn run_once(
     };
     tick(0, 0);
     for plan in &plans {
-        let began = system_wall_ms();
+        let began = Moment::now(shared);
         match sync_with(shared, &plan.peer, &plan.partitions, dry_run, &tick).await {
             Ok((counts, differences, in_sync)) => {
                 super::metrics::exchange(&counts, true);
@@ -636,7 +681,7 @@ async fn run_once(
                 entry.bytes_moved += moved;
                 entry.last_error = None;
                 if all_in_sync && !dry_run {
-                    entry.last_in_sync_ms = Some(began);
+                    entry.last_in_sync_ms = Some(began.wall);
                 }
                 if let Some(run) = books.run.as_mut() {
                     run.bytes_moved += moved;

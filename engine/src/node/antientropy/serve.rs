@@ -33,7 +33,7 @@ pub(crate) async fn respond(
                     let partitions: Vec<PartitionId> = roots.iter().map(|r| r.partition).collect();
                     AntiEntropy::compare_time(shared, &partitions).await
                 }
-                _ => system_wall_ms(),
+                _ => Moment::now(shared),
             };
             let response = crate::antientropy::respond::respond(&shared.store, &other, &limits)
                 .map_err(sync_error)?;

@@ -28,7 +28,10 @@ pub(super) async fn hand_off(shared: &Arc<Shared>) {
             .expect("fill lock")
             .released_at(partition);
         let confirmed = may_hand_off(me, &set, released, placement_since, |owner| {
-            shared.anti_entropy.in_sync_at(partition, owner)
+            shared
+                .anti_entropy
+                .agreed_at(partition, owner)
+                .map(|at| at.0)
         });
         if !confirmed {
             continue;
@@ -51,8 +54,9 @@ pub(super) async fn purge(shared: &Arc<Shared>) {
     let grace_horizon = grace_horizon(shared);
     for partition in 0..shared.settings.partitions {
         let set = view.replica_set_of(partition);
-        let Some(horizon) = purge_horizon(me, &set, grace_horizon, |replica| {
-            shared.anti_entropy.in_sync_at(partition, replica)
+        let holders = view.holders_of(partition);
+        let Some(horizon) = purge_horizon(me, &set, holders, grace_horizon, |replica| {
+            agreed_wall_ms(shared, partition, replica)
         }) else {
             continue;
         };
