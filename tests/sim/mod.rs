@@ -24,7 +24,7 @@ use vergent::antientropy::respond::{pushed_to_apply, respond};
 use vergent::coordinator::{Action, Coordinator, CoordinatorConfig, Millis, OpId, Outcome};
 use vergent::hlc::skew::{Probe, Reading, SkewBook, Verdict};
 use vergent::hlc::{Clock, Timestamp};
-use vergent::membership::{MemberId, Membership, MembershipConfig};
+use vergent::membership::{MemberId, MemberState, Membership, MembershipConfig};
 use vergent::placement::{Fill, FillNews, PartitionSet, Placement, ReplicaSet, partition_of};
 use vergent::policy::{
     HINT_BATCH_BYTES_MAX, HINT_BATCH_MAX, HintTarget, PURGE_BATCH_MAX, hint_target, may_hand_off,
@@ -44,11 +44,13 @@ const TICK_MS: u64 = 100;
 const REPLICA_TIMEOUT_MS: u64 = 2_000;
 /// Time between anti-entropy runs of a node.
 const ANTI_ENTROPY_MS: u64 = 3_000;
-/// Hints older than this are dropped (short, so the simulator exercises it).
-const HINT_WINDOW_MS: u64 = 20_000;
-/// Age past which a tombstone may be purged once every replica holds it: short, so
-/// purges happen while faults do.
-const TOMBSTONE_GRACE_MS: u64 = 25_000;
+/// Hints older than this are dropped, and tombstones older than the grace may be
+/// purged once every replica holds them. The grace is longer than the window, as the
+/// node requires (a hint delivered after its tombstone was purged would bring the key
+/// back). Two thirds of the seeds keep hints long enough to check hinted handoff alone
+/// after healing; the rest keep both short, so purges happen while replicas are cut off.
+const HINTS_LONG: (u64, u64) = (20_000, 25_000);
+const HINTS_SHORT: (u64, u64) = (2_000, 3_000);
 /// After healing, time given to hinted handoff alone (anti-entropy paused), at the end
 /// of which every write a replica missed recently enough must have reached it.
 const HINT_DRAIN_MS: u64 = 10_000;
@@ -82,6 +84,10 @@ pub struct SimConfig {
     pub fault_ms: u64,
     /// Time allowed after healing to converge, virtual milliseconds.
     pub heal_ms: u64,
+    /// Age past which hints are dropped, virtual milliseconds.
+    pub hint_window_ms: u64,
+    /// Age past which tombstones may be purged, virtual milliseconds.
+    pub tombstone_grace_ms: u64,
 }
 
 impl SimConfig {
@@ -95,6 +101,16 @@ impl SimConfig {
             keys: 24,
             fault_ms: 30_000,
             heal_ms: 90_000,
+            hint_window_ms: if seed.is_multiple_of(3) {
+                HINTS_SHORT.0
+            } else {
+                HINTS_LONG.0
+            },
+            tombstone_grace_ms: if seed.is_multiple_of(3) {
+                HINTS_SHORT.1
+            } else {
+                HINTS_LONG.1
+            },
         }
     }
 }
@@ -323,10 +339,10 @@ struct Node {
     fill: Fill,
     /// When the node learned of each member's fills.
     news: FillNews,
-    /// (partition, peer) → the node's wall ms at the start of the last exchange that
-    /// ended in agreement, on either side (as the node's books).
+    /// (partition, peer) → the start of the last exchange that ended in agreement, on
+    /// either side, in virtual ms: the node keeps these in its monotonic clock.
     in_sync: BTreeMap<(u16, usize), u64>,
-    /// The placement digest seen last, and the node's wall ms when it was first seen.
+    /// The placement digest seen last, and when it was first seen (virtual ms).
     placement_seen: Option<(String, u64)>,
     /// Removed from the cluster (or replaced): never starts again.
     removed: bool,
@@ -342,6 +358,9 @@ struct Node {
     /// writes meanwhile, and refills.
     stepped_aside: bool,
 }
+
+/// The tombstones purged of one key on one node: each version, and when.
+type Purges = Vec<(Version, u64)>;
 
 /// One simulation.
 pub struct Sim {
@@ -391,9 +410,9 @@ pub struct Sim {
     identities: Vec<Vec<(u64, u32)>>,
     /// The highest version each session has seen.
     sessions: Vec<Option<Timestamp>>,
-    /// (node, key) → the newest tombstone purged there and when (virtual ms): what
-    /// the key's record was before the purge took it, for the checks.
-    purged: BTreeMap<(usize, Vec<u8>), (Version, u64)>,
+    /// Every tombstone purged: (node, key) → each version purged there and when
+    /// (virtual ms), what the key's record was before the purge took it, for the checks.
+    purged: BTreeMap<(usize, Vec<u8>), Purges>,
 }
 
 impl Sim {
@@ -744,6 +763,25 @@ impl Sim {
             .is_some_and(|s| s.filled.contains(partition))
     }
 
+    /// The other members node `i` heard hold data of `partition`, as the node's
+    /// `ClusterView::holders_of`.
+    fn holders_of(&self, i: usize, partition: u16) -> Vec<String> {
+        let Some(m) = self.nodes[i].membership.as_ref() else {
+            return Vec::new();
+        };
+        m.roster()
+            .filter(|v| v.id.name != self.names[i] && v.state != MemberState::Left)
+            .filter(|v| {
+                v.status.as_ref().is_some_and(|s| {
+                    v.id.same_data(s.data_epoch)
+                        && s.holding.fits(self.settings.partitions)
+                        && s.holding.contains(partition)
+                })
+            })
+            .map(|v| v.id.name.clone())
+            .collect()
+    }
+
     /// Whether node `i` knows the status of every member in `placement`, as the node's
     /// `ClusterView::statuses_known`.
     fn statuses_known(&self, i: usize, placement: &Placement) -> bool {
@@ -812,7 +850,7 @@ impl Sim {
                 in_sync.get(&(p, j)).copied()
             },
             self.statuses_known(i, &placement),
-            self.wall(i),
+            self.now,
         );
         self.nodes[i].fill = fill;
         self.observe_fills(i);
@@ -1278,14 +1316,14 @@ impl Sim {
                 if let (SyncRequest::Roots { roots, .. }, Ok(SyncResponse::Roots { differing })) =
                     (&request, &response)
                 {
-                    let wall = self.wall(to);
+                    let now = self.now;
                     for r in roots {
                         if !differing.iter().any(|d| d.partition == r.partition) {
                             let at = self.nodes[to]
                                 .in_sync
                                 .entry((r.partition, from))
-                                .or_insert(wall);
-                            *at = (*at).max(wall);
+                                .or_insert(now);
+                            *at = (*at).max(now);
                         }
                     }
                 }
@@ -1317,8 +1355,18 @@ impl Sim {
             && let Some(m) = self.nodes[i].membership.as_mut()
         {
             m.tick(now);
+            let mut holding = PartitionSet::empty();
+            for p in self.nodes[i]
+                .store
+                .as_ref()
+                .map(|s| s.partitions_with_data())
+                .unwrap_or_default()
+            {
+                holding.insert(p);
+            }
             let status = vergent::membership::GossipStatus {
                 filled: self.nodes[i].fill.filled().clone(),
+                holding,
                 ..vergent::membership::GossipStatus::default()
             };
             let m = self.nodes[i].membership.as_mut().unwrap();
@@ -1393,7 +1441,7 @@ impl Sim {
             let batch = store
                 .hints_for(&target.target, HINT_BATCH_MAX, HINT_BATCH_BYTES_MAX)
                 .unwrap();
-            let (expired, live) = split_expired(batch, wall, HINT_WINDOW_MS);
+            let (expired, live) = split_expired(batch, wall, self.config.hint_window_ms);
             if !expired.is_empty() {
                 store
                     .delete_hints_now(expired.iter().map(|h| h.key.clone()).collect())
@@ -1423,35 +1471,45 @@ impl Sim {
             .as_ref()
             .and_then(|s| s.get(key).ok().flatten())
             .map(|record| record.version);
-        let purged = self.purged.get(&(r, key.to_vec())).map(|&(v, _)| v);
+        let purged = self
+            .purged
+            .get(&(r, key.to_vec()))
+            .and_then(|purges| purges.iter().map(|&(v, _)| v).max());
         stored.max(purged)
     }
 
     /// Whether some node purged a tombstone of `key` at `version` or newer before
     /// `by` (virtual ms): a read may then rightly find nothing.
     fn purged_before(&self, key: &[u8], version: Option<Version>, by: u64) -> bool {
-        self.purged
-            .iter()
-            .any(|((_, k), &(v, at))| k.as_slice() == key && Some(v) >= version && at <= by)
+        self.purged.iter().any(|((_, k), purges)| {
+            k.as_slice() == key && purges.iter().any(|&(v, at)| Some(v) >= version && at <= by)
+        })
     }
 
     /// The horizon past which tombstones are purgeable on node `i`.
     fn grace_horizon(&self, i: usize) -> u64 {
-        self.wall(i).saturating_sub(TOMBSTONE_GRACE_MS)
+        self.rules_wall(i)
+            .saturating_sub(self.config.tombstone_grace_ms)
+    }
+
+    /// The wall time node `i`'s rules go by: its clock, or the cluster's when that is
+    /// behind it, as the node's.
+    fn rules_wall(&self, i: usize) -> u64 {
+        self.wall(i).min(self.cluster_wall(i))
     }
 
     /// Remembers when node `i` first saw the placement it has now (handoff waits for
     /// exchanges after it), as the node does before each run.
     fn note_placement(&mut self, i: usize) {
         let digest = self.placement(i).digest();
-        let wall = self.wall(i);
+        let now = self.now;
         let node = &mut self.nodes[i];
         if node
             .placement_seen
             .as_ref()
             .is_none_or(|(seen, _)| *seen != digest)
         {
-            node.placement_seen = Some((digest, wall));
+            node.placement_seen = Some((digest, now));
         }
     }
 
@@ -1482,10 +1540,18 @@ impl Sim {
             }
         }
         let grace = self.grace_horizon(i);
+        let (rules_wall, now) = (self.rules_wall(i), self.now);
+        // As the node: an agreement's age taken back from the wall time now.
+        let agreed_wall = |p: u16, peer: &str| {
+            synced(p, peer).map(|at| rules_wall.saturating_sub(now.saturating_sub(at)))
+        };
         let mut purged = 0;
         for p in 0..self.settings.partitions {
             let set = self.replica_set(i, &placement, p);
-            let Some(horizon) = purge_horizon(&me, &set, grace, |r| synced(p, r)) else {
+            let holders = self.holders_of(i, p);
+            let holders = holders.iter().map(String::as_str);
+            let Some(horizon) = purge_horizon(&me, &set, holders, grace, |r| agreed_wall(p, r))
+            else {
                 continue;
             };
             let tombstones = store
@@ -1494,8 +1560,10 @@ impl Sim {
             if !tombstones.is_empty() {
                 purged += store.purge_now(tombstones.clone()).expect("purge");
                 for (key, version) in tombstones {
-                    let seen = self.purged.entry((i, key)).or_insert((version, self.now));
-                    *seen = (*seen).max((version, self.now));
+                    self.purged
+                        .entry((i, key))
+                        .or_default()
+                        .push((version, self.now));
                 }
             }
         }
@@ -1559,7 +1627,7 @@ impl Sim {
                 .collect();
             let run = self.next_id;
             self.next_id += 1;
-            let started_ms = self.wall(i);
+            let started_ms = self.now;
             self.nodes[i].sync_runs.insert(
                 run,
                 SyncRun {
@@ -2349,7 +2417,7 @@ impl Sim {
         let placement = self.final_placement();
         // Writes from before the membership last changed went to other replicas than
         // the final ones; the new owners fill those from the others, not by hints.
-        let cutoff = ((healed_at + HINT_DRAIN_MS).saturating_sub(HINT_WINDOW_MS)
+        let cutoff = ((healed_at + HINT_DRAIN_MS).saturating_sub(self.config.hint_window_ms)
             + 2 * REPLICA_TIMEOUT_MS)
             .max(self.last_membership_change + 2 * REPLICA_TIMEOUT_MS);
         for (index, op) in self.client_ops.iter().enumerate() {
@@ -2489,9 +2557,15 @@ impl Sim {
                 .as_ref()
                 .and_then(|s| s.get(&op.key).ok().flatten());
             // Nothing is what purged tombstones leave: right where some replica purged
-            // a tombstone of this version or a newer one (a new owner then fills
-            // nothing for the key).
-            let superseded = self.purged_before(&op.key, Some(version), u64::MAX);
+            // a tombstone of this version or a newer one, or another replica holds a
+            // tombstone past the grace that a refilled owner was rightly not sent (a
+            // value there would be a divergence, checked apart).
+            let superseded = self.purged_before(&op.key, Some(version), u64::MAX)
+                || placement
+                    .replicas(partition_of(&op.key, self.settings.partitions))
+                    .filter_map(|r| self.held_version(self.index_of(r)?, &op.key))
+                    .max()
+                    >= Some(version);
             match record {
                 None if superseded => {}
                 None => self.violations.push(format!(
