@@ -3,7 +3,8 @@
 //! For tests and benchmarks: it measures the protocol, not the transport.
 
 use super::error::SyncError;
-use super::exchange::{Exchange, LocalTree, root_summary};
+use super::exchange::Exchange;
+use super::local_tree::{LocalTree, root_summary};
 use super::messages::{SyncLimits, SyncRequest, SyncResponse};
 use super::report::SyncCounts;
 use super::respond::{check_entries, check_roots_answer, respond};

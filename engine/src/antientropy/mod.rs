@@ -5,6 +5,7 @@
 //! - [`messages`]: what two replicas say to each other, and the bounds on each message.
 //! - [`error`]: why an exchange step failed, and whose fault it was.
 //! - [`exchange`]: the deterministic state machine of one exchange.
+//! - [`local_tree`]: the local replica as an exchange reads it, and the summaries of its tree.
 //! - [`respond`]: the responder's side of each step, and the checks of what a peer sends.
 //! - [`report`]: what a repair reports and what `status` shows per peer.
 //! - [`local`]: two local stores reconciled in one process (tests, benchmarks).
@@ -13,6 +14,7 @@ pub mod confirm;
 pub mod error;
 pub mod exchange;
 pub mod local;
+pub mod local_tree;
 pub mod messages;
 pub mod report;
 pub mod respond;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::error::SyncError;
-use super::exchange::{Listed, LocalTree, purgeable, root_summary, summary};
+use super::local_tree::{Listed, LocalTree, purgeable, root_summary, summary};
 use super::messages::{
     CHILDREN_NODES_MAX, COMPARE_ENTRIES_READ_MAX, DifferingRoot, LIST_ITEMS_MAX, NodeRef,
     PAGE_BYTES_MAX, PAGE_ENTRIES_MAX, ROOTS_PER_REQUEST_MAX, RangeList, SyncLimits, SyncRequest,

@@ -21,8 +21,9 @@ use tokio::sync::Notify;
 use super::Shared;
 use super::peers::{PeerError, exchange as send_request};
 use crate::antientropy::error::SyncError;
-use crate::antientropy::exchange::{Exchange, root_summary};
+use crate::antientropy::exchange::Exchange;
 use crate::antientropy::local::entry_bytes;
+use crate::antientropy::local_tree::root_summary;
 use crate::antientropy::messages::{
     DifferingRoot, ROOTS_PER_REQUEST_MAX, SyncLimits, SyncRequest, SyncResponse,
 };

@@ -9,10 +9,11 @@ use proptest::prelude::*;
 use super::*;
 use crate::antientropy::messages::{
     CHILDREN_NODES_MAX, COMPARE_ENTRIES_READ_MAX, LIST_ITEMS_MAX, ROOTS_PER_REQUEST_MAX,
+    RootSummary,
 };
 use crate::antientropy::respond::{check_entries, check_push, check_roots_answer, respond};
 use crate::hlc::Timestamp;
-use crate::record::{NodeId, Record, Version};
+use crate::record::{NodeId, Payload, Record, Version};
 use crate::storage::{ClusterSettings, Store, StoreOptions};
 
 fn store(dir: &std::path::Path, partitions: u16) -> Store {
