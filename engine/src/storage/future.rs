@@ -31,7 +31,7 @@ impl Tables {
     ) -> Result<bool, StoreError> {
         let settings = *self.settings()?;
         let location = tree::locate(&entry.key, settings.partitions);
-        let dkey = data_key_at(location.partition, location.leaf, &entry.key);
+        let dkey = data_key(location, &entry.key);
         let Some(current) = self.record_at(wtxn, &dkey)? else {
             return Ok(false);
         };
@@ -65,9 +65,9 @@ impl Store {
         let mut scan = FutureScan::default();
         for item in iter {
             let (dkey, value) = item.map_err(StoreError::lmdb("reading data"))?;
-            if dkey.len() <= LEAF_KEY_BYTES {
+            let Some(key) = user_key(dkey) else {
                 continue;
-            }
+            };
             let version = Record::decode_version(value).map_err(StoreError::corrupt_record)?;
             if version.hlc.wall_ms() <= limit_ms {
                 continue;
@@ -76,7 +76,7 @@ impl Store {
             scan.latest_ms = scan.latest_ms.max(version.hlc.wall_ms());
             if scan.first.len() < keep {
                 scan.first.push(Entry {
-                    key: dkey[LEAF_KEY_BYTES..].to_vec(),
+                    key: key.to_vec(),
                     record: Record::decode(value).map_err(StoreError::corrupt_record)?,
                 });
             }

@@ -89,9 +89,9 @@ impl Store {
         let mut last_key: Vec<u8> = Vec::new();
         for item in iter {
             let (dkey, value) = item.map_err(StoreError::lmdb("reading a leaf"))?;
-            if dkey.len() == LEAF_KEY_BYTES {
+            let Some(key) = user_key(dkey) else {
                 continue;
-            }
+            };
             if !out.is_empty() && (out.len() >= entries_max || bytes + value.len() > bytes_max) {
                 return Ok((out, Some(last_key)));
             }
@@ -99,7 +99,7 @@ impl Store {
             last_key.clear();
             last_key.extend_from_slice(dkey);
             out.push(Entry {
-                key: dkey[LEAF_KEY_BYTES..].to_vec(),
+                key: key.to_vec(),
                 record: Record::decode(value).map_err(StoreError::corrupt_record)?,
             });
         }
@@ -120,16 +120,16 @@ impl Store {
         let mut out = Vec::new();
         for item in iter {
             let (dkey, value) = item.map_err(StoreError::lmdb("reading a leaf"))?;
-            if dkey.len() == LEAF_KEY_BYTES {
+            let Some(key) = user_key(dkey) else {
                 continue;
-            }
+            };
             if out.len() >= entries_max {
                 return Ok((out, false));
             }
             let version = Record::decode_version(value).map_err(StoreError::corrupt_record)?;
             let tombstone = value.get(crate::record::RECORD_HEADER_BYTES - 1) == Some(&1);
             out.push(Listed {
-                key: dkey[LEAF_KEY_BYTES..].to_vec(),
+                key: key.to_vec(),
                 version,
                 tombstone,
             });
@@ -140,7 +140,7 @@ impl Store {
     /// The data key an entry is stored under: the resume point just after it.
     pub fn resume_point(&self, key: &[u8]) -> Result<Vec<u8>, StoreError> {
         let location = self.tables.locate(key)?;
-        Ok(data_key_at(location.partition, location.leaf, key))
+        Ok(data_key(location, key))
     }
 
     /// Recomputes `partition`'s tree from its data and compares it with the tree kept
@@ -149,7 +149,7 @@ impl Store {
         use std::collections::BTreeMap;
         let settings = self.cluster().ok_or(StoreError::NoCluster)?;
         let rtxn = self.tables.read_txn()?;
-        let prefix = partition.to_be_bytes();
+        let prefix = partition_prefix(partition);
         let mut rebuilt: BTreeMap<u16, TreeNode> = BTreeMap::new();
         let mut stored: BTreeMap<u16, TreeNode> = BTreeMap::new();
         let iter = self
@@ -159,16 +159,17 @@ impl Store {
             .map_err(StoreError::lmdb("reading data"))?;
         for item in iter {
             let (dkey, value) = item.map_err(StoreError::lmdb("reading data"))?;
-            if dkey.len() == LEAF_KEY_BYTES {
+            let Some(key) = user_key(dkey) else {
                 let node = TreeNode::decode(value).ok_or(StoreError::Corrupt {
                     what: "tree leaf",
                     detail: "wrong size".into(),
                 })?;
-                stored.insert(u16::from_be_bytes([dkey[2], dkey[3]]), node);
+                if let Some((_, leaf)) = partition_and_leaf(dkey) {
+                    stored.insert(leaf, node);
+                }
                 continue;
-            }
+            };
             let record = Record::decode(value).map_err(StoreError::corrupt_record)?;
-            let key = &dkey[LEAF_KEY_BYTES..];
             let leaf = tree::locate(key, settings.partitions).leaf;
             let node = rebuilt.entry(leaf).or_default();
             node.digest =
@@ -193,23 +194,19 @@ impl Tables {
         after: Option<&[u8]>,
     ) -> Result<heed::RoRange<'t, Bytes, Bytes>, StoreError> {
         use std::ops::Bound;
-        let start = data_key_at(partition, leaves.start, b"");
-        let end = if usize::from(leaves.end) >= tree::LEAVES {
-            // The range ends where the next partition begins.
-            (u32::from(partition) + 1).to_be_bytes()[2..].to_vec()
-        } else {
-            data_key_at(partition, leaves.end, b"")
-        };
+        let start = leaf_key(partition, leaves.start).to_vec();
         let lower = match after {
             Some(after) if after >= start.as_slice() => Bound::Excluded(after.to_vec()),
             _ => Bound::Included(start),
         };
-        let upper = if u32::from(partition) + 1 > u32::from(u16::MAX)
-            && usize::from(leaves.end) >= tree::LEAVES
-        {
-            Bound::Unbounded
+        let upper = if usize::from(leaves.end) < tree::LEAVES {
+            Bound::Excluded(leaf_key(partition, leaves.end).to_vec())
         } else {
-            Bound::Excluded(end)
+            // The range ends where the next partition begins (the last one, at the end).
+            match partition.checked_add(1) {
+                Some(next) => Bound::Excluded(partition_prefix(next).to_vec()),
+                None => Bound::Unbounded,
+            }
         };
         let bounds = (
             lower.as_ref().map(Vec::as_slice),
@@ -272,11 +269,13 @@ impl Tables {
                 .get_greater_than_or_equal_to(rtxn, &from)
                 .map_err(StoreError::lmdb("reading the tree"))?;
             let Some((key, value)) = found else { break };
-            if key.len() < LEAF_KEY_BYTES || key[..2] != partition.to_be_bytes() {
+            let Some((found_partition, found_leaf)) = partition_and_leaf(key) else {
+                break;
+            };
+            if found_partition != partition {
                 break;
             }
-            let found_leaf = u16::from_be_bytes([key[2], key[3]]);
-            if key.len() == LEAF_KEY_BYTES {
+            if user_key(key).is_none() {
                 let node = TreeNode::decode(value).ok_or(StoreError::Corrupt {
                     what: "tree leaf",
                     detail: format!("partition {partition} leaf {found_leaf}: wrong size"),

@@ -14,7 +14,7 @@ impl Tables {
     ) -> Result<bool, StoreError> {
         let settings = *self.settings()?;
         let location = tree::locate(key, settings.partitions);
-        let dkey = data_key_at(location.partition, location.leaf, key);
+        let dkey = data_key(location, key);
         let Some(current) = self.record_at(wtxn, &dkey)? else {
             return Ok(false);
         };
@@ -38,7 +38,7 @@ impl Tables {
         wtxn: &mut RwTxn<'_>,
         partition: PartitionId,
     ) -> Result<u64, StoreError> {
-        let prefix = partition.to_be_bytes();
+        let prefix = partition_prefix(partition);
         let mut removed = 0;
         {
             let mut iter = self
@@ -47,7 +47,7 @@ impl Tables {
                 .map_err(|e| self.write_error("dropping a partition", e))?;
             while let Some(item) = iter.next() {
                 let is_record = item
-                    .map(|(key, _)| key.len() != LEAF_KEY_BYTES)
+                    .map(|(key, _)| user_key(key).is_some())
                     .map_err(|e| self.write_error("dropping a partition", e))?;
                 // SAFETY: no reference into the database is held across the deletion.
                 #[allow(unsafe_code)]
@@ -113,19 +113,19 @@ impl Store {
         let iter = self
             .tables
             .data
-            .prefix_iter(&rtxn, &partition.to_be_bytes())
+            .prefix_iter(&rtxn, &partition_prefix(partition))
             .map_err(StoreError::lmdb("reading data"))?;
         let mut out = Vec::new();
         for item in iter {
             let (dkey, value) = item.map_err(StoreError::lmdb("reading data"))?;
-            if dkey.len() == LEAF_KEY_BYTES {
+            let Some(key) = user_key(dkey) else {
                 continue;
-            }
+            };
             let version = Record::decode_version(value).map_err(StoreError::corrupt_record)?;
             if value.get(crate::record::RECORD_HEADER_BYTES - 1) == Some(&1)
                 && version.hlc.wall_ms() < horizon_ms
             {
-                out.push((dkey[4..].to_vec(), version));
+                out.push((key.to_vec(), version));
                 if out.len() >= limit {
                     break;
                 }
