@@ -1,88 +1,68 @@
-//! The commit path: every change the writer makes, in one write transaction per batch.
-//! Last-writer-wins is decided here, and state derived from the data (the Merkle
-//! trees, the HLC high-water mark, hint counts, `watch` subscribers) follows it in
-//! the same transaction or once it has committed.
+//! The commit path: every change is made in a [`Batch`], one write transaction (the
+//! writer puts many requests in one). Last-writer-wins is decided here, and state
+//! derived from the data (the Merkle trees, the HLC high-water mark, hint counts,
+//! `watch` subscribers) follows it in the same transaction or once it has committed.
 
 use super::*;
 
+/// One write transaction in progress: the changes made in it so far, and what they
+/// change outside LMDB (the in-memory trees and hint counts, `watch` subscribers),
+/// which is published only once the transaction has committed. Each kind of change is
+/// one typed method; dropping a batch without [`Tables::transaction`] finishing it
+/// aborts the transaction, and nothing derived is touched.
+pub(crate) struct Batch<'t> {
+    tables: &'t Tables,
+    wtxn: RwTxn<'t>,
+    /// The highest version written, which the HLC high-water mark is raised to.
+    high_water: Timestamp,
+    /// Where a rewrite lowers the high-water mark to.
+    high_water_cap: Option<Timestamp>,
+    /// Whether anyone watches changes: only then are they kept for `changed`.
+    watched: bool,
+    changed: Vec<Arc<Entry>>,
+    hint_delta: HintDelta,
+    tree_deltas: Vec<(Location, Delta)>,
+    dropped_partitions: Vec<PartitionId>,
+    /// A buffer for encoding records, reused across the batch.
+    encoded: Vec<u8>,
+}
+
 impl Tables {
-    /// One write transaction, one fsync, for every operation given.
-    pub(super) fn commit(&self, ops: &[&WriteOp]) -> Result<Vec<WriteResult>, StoreError> {
-        let mut wtxn = self.write_txn()?;
-        let mut high_water = Timestamp::ZERO;
-        let mut results = Vec::with_capacity(ops.len());
-        let mut changed: Vec<Arc<Entry>> = Vec::new();
-        let mut hint_delta = HintDelta::default();
-        let mut tree_deltas: Vec<(Location, Delta)> = Vec::new();
-        let mut dropped_partitions: Vec<PartitionId> = Vec::new();
-        let mut high_water_cap: Option<Timestamp> = None;
-        let watched = self.changes.receiver_count() > 0;
-        let mut encoded = Vec::new();
-        for op in ops {
-            results.push(match op {
-                WriteOp::Apply(entries) => {
-                    let mut outcomes = Vec::with_capacity(entries.len());
-                    for entry in entries {
-                        high_water = high_water.max(entry.record.version.hlc);
-                        let outcome =
-                            self.apply_entry(&mut wtxn, entry, &mut encoded, &mut tree_deltas)?;
-                        if watched && outcome.applied() {
-                            changed.push(Arc::new(entry.clone()));
-                        }
-                        outcomes.push(outcome);
-                    }
-                    WriteResult::Applied(outcomes)
-                }
-                WriteOp::PutHints(hints) => {
-                    WriteResult::HintsStored(self.put_hints(&mut wtxn, hints, &mut hint_delta)?)
-                }
-                WriteOp::DeleteHints(keys) => {
-                    for key in keys {
-                        let deleted = self
-                            .hints
-                            .delete(&mut wtxn, key)
-                            .map_err(|e| self.write_error("deleting a hint", e))?;
-                        if deleted && let Some(target) = hints::target_of(key) {
-                            hint_delta.removed.push(target);
-                        }
-                    }
-                    WriteResult::HintsDeleted
-                }
-                WriteOp::Purge(tombstones) => {
-                    let mut purged = 0;
-                    for (key, version) in tombstones {
-                        if self.purge_tombstone(&mut wtxn, key, *version, &mut tree_deltas)? {
-                            purged += 1;
-                        }
-                    }
-                    WriteResult::Removed(purged)
-                }
-                WriteOp::DropPartition(partition) => {
-                    let removed = self.drop_partition(&mut wtxn, *partition)?;
-                    dropped_partitions.push(*partition);
-                    WriteResult::Removed(removed)
-                }
-                WriteOp::Rewrite { rewrites, cap } => {
-                    let mut rewritten = 0;
-                    for (entry, old) in rewrites {
-                        if self.rewrite_record(
-                            &mut wtxn,
-                            entry,
-                            *old,
-                            &mut encoded,
-                            &mut tree_deltas,
-                        )? {
-                            rewritten += 1;
-                            if watched {
-                                changed.push(Arc::new(entry.clone()));
-                            }
-                        }
-                    }
-                    high_water_cap = Some(*cap);
-                    WriteResult::Rewritten(rewritten)
-                }
-            });
-        }
+    /// One write transaction, one fsync, for whatever `changes` makes in it; its result
+    /// once the transaction is on disk. On an error nothing is committed.
+    pub(super) fn transaction<T>(
+        &self,
+        changes: impl FnOnce(&mut Batch<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut batch = Batch {
+            tables: self,
+            wtxn: self.write_txn()?,
+            high_water: Timestamp::ZERO,
+            high_water_cap: None,
+            watched: self.changes.receiver_count() > 0,
+            changed: Vec::new(),
+            hint_delta: HintDelta::default(),
+            tree_deltas: Vec::new(),
+            dropped_partitions: Vec::new(),
+            encoded: Vec::new(),
+        };
+        let result = changes(&mut batch)?;
+        self.finish(batch)?;
+        Ok(result)
+    }
+
+    /// Commits `batch`, then updates what is derived from it outside LMDB.
+    fn finish(&self, batch: Batch<'_>) -> Result<(), StoreError> {
+        let Batch {
+            mut wtxn,
+            high_water,
+            high_water_cap,
+            changed,
+            hint_delta,
+            tree_deltas,
+            dropped_partitions,
+            ..
+        } = batch;
         self.raise_high_water(&mut wtxn, high_water)?;
         if let Some(cap) = high_water_cap {
             // Entries applied beside the rewrite are inside the bound, below the cap.
@@ -108,9 +88,103 @@ impl Tables {
         for entry in changed {
             let _ = self.changes.send(entry);
         }
-        Ok(results)
+        Ok(())
+    }
+}
+
+/// The changes a batch can make, each with its own result.
+impl Batch<'_> {
+    /// Applies `entries` last-writer-wins; the outcomes in the order of `entries`.
+    pub(super) fn apply(&mut self, entries: &[Entry]) -> Result<Vec<ApplyOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for entry in entries {
+            self.high_water = self.high_water.max(entry.record.version.hlc);
+            let outcome = self.tables.apply_entry(
+                &mut self.wtxn,
+                entry,
+                &mut self.encoded,
+                &mut self.tree_deltas,
+            )?;
+            if self.watched && outcome.applied() {
+                self.changed.push(Arc::new(entry.clone()));
+            }
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
     }
 
+    /// Keeps `hints`; how many were stored (the rest were over `hints_max`).
+    pub(super) fn put_hints(&mut self, hints: &[Hint]) -> Result<usize, StoreError> {
+        self.tables
+            .put_hints(&mut self.wtxn, hints, &mut self.hint_delta)
+    }
+
+    /// Deletes the hints stored under `keys`.
+    pub(super) fn delete_hints(&mut self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        for key in keys {
+            let deleted = self
+                .tables
+                .hints
+                .delete(&mut self.wtxn, key)
+                .map_err(|e| self.tables.write_error("deleting a hint", e))?;
+            if deleted && let Some(target) = hints::target_of(key) {
+                self.hint_delta.removed.push(target);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes these tombstones where they are still the keys' records; how many.
+    pub(super) fn purge(&mut self, tombstones: &[(Vec<u8>, Version)]) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        for (key, version) in tombstones {
+            if self
+                .tables
+                .purge_tombstone(&mut self.wtxn, key, *version, &mut self.tree_deltas)?
+            {
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Deletes a partition's data and tree (after its new owners have it); how many
+    /// records went.
+    pub(super) fn drop_partition(&mut self, partition: PartitionId) -> Result<u64, StoreError> {
+        let removed = self.tables.drop_partition(&mut self.wtxn, partition)?;
+        self.dropped_partitions.push(partition);
+        Ok(removed)
+    }
+
+    /// Replaces records still at their old version and caps the HLC high-water mark at
+    /// `cap`: versions from the future brought back to the present. How many were
+    /// replaced.
+    pub(super) fn rewrite(
+        &mut self,
+        rewrites: &[(Entry, Version)],
+        cap: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut rewritten = 0;
+        for (entry, old) in rewrites {
+            if self.tables.rewrite_record(
+                &mut self.wtxn,
+                entry,
+                *old,
+                &mut self.encoded,
+                &mut self.tree_deltas,
+            )? {
+                rewritten += 1;
+                if self.watched {
+                    self.changed.push(Arc::new(entry.clone()));
+                }
+            }
+        }
+        self.high_water_cap = Some(cap);
+        Ok(rewritten)
+    }
+}
+
+impl Tables {
     /// Last writer wins: the entry replaces the stored record only if its version is
     /// higher. This is the single place where a record changes, so state derived from
     /// the data is updated here, in the same transaction.

@@ -93,13 +93,8 @@ impl Store {
         rewrites: Vec<(Entry, Version)>,
         cap: Timestamp,
     ) -> Result<u64, StoreError> {
-        match self
-            .writer
-            .submit(WriteOp::Rewrite { rewrites, cap })
-            .await?
-        {
-            WriteResult::Rewritten(count) => Ok(count),
-            _ => unreachable!("the writer answers a rewrite with a count"),
-        }
+        self.writer
+            .submit(move |batch| batch.rewrite(&rewrites, cap))
+            .await
     }
 }

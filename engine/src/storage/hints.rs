@@ -7,7 +7,6 @@
 use crate::record::{Entry, Record};
 
 use super::StoreError;
-use super::writer::{WriteOp, WriteResult};
 
 /// Default most hints a node keeps, across all targets.
 pub const HINTS_MAX_DEFAULT: u64 = 1_000_000;
@@ -119,34 +118,27 @@ impl super::Store {
     /// Keeps `hints` durably. Returns how many were stored; the rest were over
     /// `hints_max` and dropped (anti-entropy repairs what they would have).
     pub async fn put_hints(&self, hints: Vec<Hint>) -> Result<usize, StoreError> {
-        match self.writer.submit(WriteOp::PutHints(hints)).await? {
-            WriteResult::HintsStored(stored) => Ok(stored),
-            _ => unreachable!("the writer answers put_hints with a count"),
-        }
+        self.writer
+            .submit(move |batch| batch.put_hints(&hints))
+            .await
     }
 
     /// Keeps `hints` in a transaction of their own on the calling thread (tools, tests,
     /// the simulator). Returns how many were stored.
     pub fn put_hints_now(&self, hints: Vec<Hint>) -> Result<usize, StoreError> {
-        match self.tables.commit(&[&WriteOp::PutHints(hints)])?.pop() {
-            Some(WriteResult::HintsStored(stored)) => Ok(stored),
-            _ => unreachable!("a commit answers put_hints with a count"),
-        }
+        self.tables.transaction(|batch| batch.put_hints(&hints))
     }
 
     /// Deletes hints in a transaction of their own on the calling thread.
     pub fn delete_hints_now(&self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
-        self.tables
-            .commit(&[&WriteOp::DeleteHints(keys)])
-            .map(|_| ())
+        self.tables.transaction(|batch| batch.delete_hints(&keys))
     }
 
     /// Deletes delivered or expired hints by key.
     pub async fn delete_hints(&self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
         self.writer
-            .submit(WriteOp::DeleteHints(keys))
+            .submit(move |batch| batch.delete_hints(&keys))
             .await
-            .map(|_| ())
     }
 
     /// Up to `limit` hints for `target` (at most `bytes_max` of values), oldest first.

@@ -49,7 +49,7 @@ use self::open::{check_same_cluster, open_env, open_tables};
 #[cfg(test)]
 use self::space::no_space_cause;
 pub use self::upkeep::TableSize;
-use self::writer::{WriteOp, WriteResult, Writer};
+use self::writer::Writer;
 use crate::hlc::Timestamp;
 use crate::placement::PartitionId;
 use crate::record::{Entry, NodeId, Record, Version};
@@ -328,21 +328,14 @@ impl Store {
     /// outcomes come back in the order of `entries` once the transaction is on disk.
     pub async fn apply(&self, entries: Vec<Entry>) -> Result<Vec<ApplyOutcome>, StoreError> {
         self.require_cluster()?;
-        match self.writer.submit(WriteOp::Apply(entries)).await? {
-            WriteResult::Applied(outcomes) => Ok(outcomes),
-            _ => unreachable!("the writer answers an apply with outcomes"),
-        }
+        self.writer.submit(move |batch| batch.apply(&entries)).await
     }
 
     /// Applies `entries` in a transaction of their own on the calling thread, bypassing
     /// the writer. For tools and tests that have no runtime.
     pub fn apply_now(&self, entries: &[Entry]) -> Result<Vec<ApplyOutcome>, StoreError> {
         self.require_cluster()?;
-        let op = WriteOp::Apply(entries.to_vec());
-        match self.tables.commit(&[&op])?.pop() {
-            Some(WriteResult::Applied(outcomes)) => Ok(outcomes),
-            _ => unreachable!("a commit answers an apply with outcomes"),
-        }
+        self.tables.transaction(|batch| batch.apply(entries))
     }
 
     /// Every change applied from now on (entries that changed the store).

@@ -136,43 +136,28 @@ impl Store {
 
     /// Deletes these tombstones where they are still the keys' records; returns how many.
     pub async fn purge(&self, tombstones: Vec<(Vec<u8>, Version)>) -> Result<u64, StoreError> {
-        match self.writer.submit(WriteOp::Purge(tombstones)).await? {
-            WriteResult::Removed(count) => Ok(count),
-            _ => unreachable!("the writer answers a purge with a count"),
-        }
+        self.writer
+            .submit(move |batch| batch.purge(&tombstones))
+            .await
     }
 
     /// Deletes a partition this node no longer holds; returns how many records went.
     pub async fn drop_partition(&self, partition: PartitionId) -> Result<u64, StoreError> {
-        match self
-            .writer
-            .submit(WriteOp::DropPartition(partition))
-            .await?
-        {
-            WriteResult::Removed(count) => Ok(count),
-            _ => unreachable!("the writer answers a drop with a count"),
-        }
+        self.writer
+            .submit(move |batch| batch.drop_partition(partition))
+            .await
     }
 
     /// As [`Store::purge`], in a transaction of its own on the calling thread (tools,
     /// tests, the simulator).
     pub fn purge_now(&self, tombstones: Vec<(Vec<u8>, Version)>) -> Result<u64, StoreError> {
-        match self.tables.commit(&[&WriteOp::Purge(tombstones)])?.pop() {
-            Some(WriteResult::Removed(count)) => Ok(count),
-            _ => unreachable!("a commit answers a purge with a count"),
-        }
+        self.tables.transaction(|batch| batch.purge(&tombstones))
     }
 
     /// As [`Store::drop_partition`], in a transaction of its own on the calling thread.
     pub fn drop_partition_now(&self, partition: PartitionId) -> Result<u64, StoreError> {
-        match self
-            .tables
-            .commit(&[&WriteOp::DropPartition(partition)])?
-            .pop()
-        {
-            Some(WriteResult::Removed(count)) => Ok(count),
-            _ => unreachable!("a commit answers a drop with a count"),
-        }
+        self.tables
+            .transaction(|batch| batch.drop_partition(partition))
     }
 
     /// Partitions holding at least one record (tombstones included).

@@ -2,47 +2,63 @@
 //! since its last commit (up to `batch_max`), applies them all in one transaction, pays
 //! one fsync, and only then answers each caller. Concurrent writers share the cost of
 //! the flush, which is what makes durable writes fast.
+//!
+//! A request is a closure that makes one change through a [`Batch`]'s typed methods,
+//! and its caller receives exactly what the closure returns: the change and its reply
+//! are one generic [`Request`], so the writer never needs to know the kinds of change.
+//! An enum of operations answered by an enum of results (or of typed reply senders)
+//! would have the writer pair the two by matching, with arms that cannot happen; here
+//! an answer of the wrong type cannot be written. The `*_now` paths call the same
+//! batch methods in [`Tables::transaction`] directly.
 
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ApplyOutcome, Hint, StoreError, Tables};
-use crate::record::Entry;
+use super::commit::Batch;
+use super::{StoreError, Tables};
 
-/// A change for the writer to commit.
-pub(crate) enum WriteOp {
-    Apply(Vec<Entry>),
-    PutHints(Vec<Hint>),
-    DeleteHints(Vec<Vec<u8>>),
-    /// Deletes these tombstones if they are still the keys' records.
-    Purge(Vec<(Vec<u8>, crate::record::Version)>),
-    /// Deletes a partition's data and tree (after its new owners have it).
-    DropPartition(crate::placement::PartitionId),
-    /// Replaces records still at their old version and caps the HLC high-water mark:
-    /// versions from the future brought back to the present.
-    Rewrite {
-        rewrites: Vec<(Entry, crate::record::Version)>,
-        cap: crate::hlc::Timestamp,
-    },
+/// A request as the writer thread holds it, whatever its result's type.
+trait Job: Send {
+    /// Makes the request's change in `batch`, keeping its result until the batch
+    /// commits.
+    fn run(&mut self, batch: &mut Batch<'_>) -> Result<(), StoreError>;
+
+    /// Answers the caller: the kept result if the batch it last ran in committed, or
+    /// why the request failed.
+    fn answer(self: Box<Self>, committed: Result<(), StoreError>);
 }
 
-/// What a committed [`WriteOp`] did.
-pub(crate) enum WriteResult {
-    Applied(Vec<ApplyOutcome>),
-    HintsStored(usize),
-    HintsDeleted,
-    Removed(u64),
-    Rewritten(u64),
+/// A change to make, and the caller waiting for its result.
+struct Request<F, T> {
+    /// Run once per transaction the request is tried in: with its batch, and alone
+    /// again if that batch fails.
+    change: F,
+    result: Option<T>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
-struct Job {
-    op: WriteOp,
-    reply: oneshot::Sender<Result<WriteResult, StoreError>>,
+impl<F, T> Job for Request<F, T>
+where
+    F: Fn(&mut Batch<'_>) -> Result<T, StoreError> + Send,
+    T: Send,
+{
+    fn run(&mut self, batch: &mut Batch<'_>) -> Result<(), StoreError> {
+        self.result = Some((self.change)(batch)?);
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, committed: Result<(), StoreError>) {
+        let Request { result, reply, .. } = *self;
+        let answer = committed.map(|()| {
+            result.expect("a request is answered with a result only after it ran in the batch")
+        });
+        let _ = reply.send(answer);
+    }
 }
 
 pub(crate) struct Writer {
-    queue: Option<mpsc::Sender<Job>>,
+    queue: Option<mpsc::Sender<Box<dyn Job>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -59,11 +75,22 @@ impl Writer {
         }
     }
 
-    pub(crate) async fn submit(&self, op: WriteOp) -> Result<WriteResult, StoreError> {
+    /// Has the writer make `change` in its next batch; what `change` returned, once the
+    /// batch is on disk.
+    pub(crate) async fn submit<F, T>(&self, change: F) -> Result<T, StoreError>
+    where
+        F: Fn(&mut Batch<'_>) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
         let queue = self.queue.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
+        let request = Request {
+            change,
+            result: None,
+            reply,
+        };
         queue
-            .send(Job { op, reply })
+            .send(Box::new(request))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -88,7 +115,7 @@ impl Drop for Writer {
     }
 }
 
-fn run(tables: Tables, mut queue: mpsc::Receiver<Job>, batch_max: usize) {
+fn run(tables: Tables, mut queue: mpsc::Receiver<Box<dyn Job>>, batch_max: usize) {
     let mut jobs = Vec::with_capacity(batch_max.min(1024));
     while let Some(first) = queue.blocking_recv() {
         jobs.push(first);
@@ -102,26 +129,24 @@ fn run(tables: Tables, mut queue: mpsc::Receiver<Job>, batch_max: usize) {
     }
 }
 
-fn commit(tables: &Tables, jobs: &mut Vec<Job>) {
-    let ops: Vec<&WriteOp> = jobs.iter().map(|job| &job.op).collect();
-    match tables.commit(&ops) {
-        Ok(results) => {
-            for (job, result) in jobs.drain(..).zip(results) {
-                let _ = job.reply.send(Ok(result));
+fn commit(tables: &Tables, jobs: &mut Vec<Box<dyn Job>>) {
+    let committed = tables.transaction(|batch| jobs.iter_mut().try_for_each(|job| job.run(batch)));
+    match committed {
+        Ok(()) => {
+            for job in jobs.drain(..) {
+                job.answer(Ok(()));
             }
         }
         Err(err) if jobs.len() == 1 => {
             let job = jobs.pop().expect("one job");
-            let _ = job.reply.send(Err(err));
+            job.answer(Err(err));
         }
         Err(_) => {
             // The whole transaction was rolled back. Retry each request alone so that
             // one request's failure (a damaged record, say) is reported to it only.
-            for job in jobs.drain(..) {
-                let result = tables
-                    .commit(&[&job.op])
-                    .map(|mut results| results.pop().expect("one result"));
-                let _ = job.reply.send(result);
+            for mut job in jobs.drain(..) {
+                let committed = tables.transaction(|batch| job.run(batch));
+                job.answer(committed);
             }
         }
     }
