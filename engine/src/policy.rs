@@ -7,9 +7,12 @@
 //! Times are the node's wall milliseconds, the clock its books are kept in (exchange
 //! starts, releases, tombstone versions).
 
-use crate::membership::MemberState;
-use crate::placement::ReplicaSet;
+use crate::membership::{MemberState, MemberView};
+use crate::placement::{PartitionId, PartitionSet, ReplicaSet};
 use crate::storage::StoredHint;
+
+/// Most partitions a status lists in `also_holding`; past it the status says "any".
+pub const ALSO_HOLDING_LISTED_MAX: usize = 32;
 
 /// Hints sent in one delivery batch.
 pub const HINT_BATCH_MAX: usize = 256;
@@ -87,6 +90,63 @@ pub fn may_hand_off(
             .all(|owner| in_sync_at(owner).is_some_and(|t| t >= since))
 }
 
+/// What another member may hold data of, as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holding {
+    /// These partitions.
+    Partitions(PartitionSet),
+    /// Possibly any: it is not alive here (down or suspected, it may have taken data
+    /// since its last word), its word for its current data is not known, or it had too much to list.
+    Any,
+}
+
+impl Holding {
+    /// Whether it may hold data of `partition`.
+    pub fn may_hold(&self, partition: PartitionId) -> bool {
+        match self {
+            Holding::Partitions(set) => set.contains(partition),
+            Holding::Any => true,
+        }
+    }
+}
+
+/// What `member` may hold, from its state and last status. `None` for a member that
+/// left: what it kept does not count (a name that comes back refills).
+pub fn holding_of(member: &MemberView, partitions: u16) -> Option<Holding> {
+    if member.state == MemberState::Left {
+        return None;
+    }
+    let status = member
+        .status
+        .as_ref()
+        .filter(|s| member.state == MemberState::Alive && member.id.same_data(s.data_epoch))
+        .filter(|s| s.filled.fits(partitions));
+    let Some(status) = status else {
+        return Some(Holding::Any);
+    };
+    let Some(also) = &status.also_holding else {
+        return Some(Holding::Any);
+    };
+    let mut set = status.filled.clone();
+    for &p in also.iter().filter(|&&p| p < partitions) {
+        set.insert(p);
+    }
+    Some(Holding::Partitions(set))
+}
+
+/// What a node's status lists as held beyond `filled`: the partitions `with_data` it
+/// does not count as filled, or `None` past [`ALSO_HOLDING_LISTED_MAX`].
+pub fn also_holding(
+    with_data: impl IntoIterator<Item = PartitionId>,
+    filled: &PartitionSet,
+) -> Option<Vec<PartitionId>> {
+    let extra: Vec<PartitionId> = with_data
+        .into_iter()
+        .filter(|&p| !filled.contains(p))
+        .collect();
+    (extra.len() <= ALSO_HOLDING_LISTED_MAX).then_some(extra)
+}
+
 /// The horizon below which `partition`'s tombstones may be purged on this node: the
 /// oldest start of an exchange in agreement with each other replica it takes writes
 /// with and each member that says it holds the partition's data without taking its
@@ -96,7 +156,9 @@ pub fn may_hand_off(
 ///
 /// The holders count because a holder's data goes back to the owners when it hands
 /// off: a put it kept from before a delete would come back once every owner had
-/// purged the tombstone, had it been away longer than the grace.
+/// purged the tombstone, had it been away longer than the grace. A member that is down
+/// counts as holding everything ([`holding_of`]): while one is down, purges wait for it
+/// to return or be removed, as a repair that cannot reach every replica cannot end.
 pub fn purge_horizon<'a>(
     me: &str,
     set: &ReplicaSet,
@@ -209,6 +271,80 @@ mod tests {
         );
         assert_eq!(purge_horizon("n4", &s, none, 1_000, at), None);
         assert_eq!(purge_horizon("n1", &s, none, 0, at), None);
+    }
+
+    fn member(state: MemberState, status: Option<crate::membership::GossipStatus>) -> MemberView {
+        MemberView {
+            id: crate::membership::MemberId {
+                name: "n2".into(),
+                addr: "127.0.0.1:7002".parse().expect("an address"),
+                incarnation: 1,
+                epoch_ms: 10,
+                token: None,
+                data_epoch: 10,
+            },
+            state,
+            swim_incarnation: 0,
+            status,
+            status_at: crate::base::Millis(0),
+            since: crate::base::Millis(0),
+        }
+    }
+
+    fn status(
+        filled: &[PartitionId],
+        also: Option<Vec<PartitionId>>,
+    ) -> crate::membership::GossipStatus {
+        let mut set = PartitionSet::empty();
+        for &p in filled {
+            set.insert(p);
+        }
+        crate::membership::GossipStatus {
+            data_epoch: 10,
+            filled: set,
+            also_holding: also,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn what_a_member_may_hold_is_its_word_only_while_it_is_live() {
+        use MemberState::*;
+        let said = status(&[1], Some(vec![4]));
+        let live = holding_of(&member(Alive, Some(said.clone())), 8).expect("a member");
+        assert!(live.may_hold(1) && live.may_hold(4) && !live.may_hold(2));
+        // Down or suspected: it may have taken data since it last spoke.
+        assert_eq!(
+            holding_of(&member(Dead, Some(said.clone())), 8),
+            Some(Holding::Any)
+        );
+        assert_eq!(
+            holding_of(&member(Suspect, Some(said)), 8),
+            Some(Holding::Any)
+        );
+        // Not heard from, or too much to list: anything.
+        assert_eq!(holding_of(&member(Alive, None), 8), Some(Holding::Any));
+        assert_eq!(
+            holding_of(&member(Alive, Some(status(&[1], None))), 8),
+            Some(Holding::Any)
+        );
+        // A word about another life's data does not count.
+        let mut other = status(&[1], Some(vec![]));
+        other.data_epoch = 9;
+        assert_eq!(
+            holding_of(&member(Alive, Some(other)), 8),
+            Some(Holding::Any)
+        );
+        assert_eq!(holding_of(&member(Left, None), 8), None);
+    }
+
+    #[test]
+    fn a_status_lists_what_it_holds_beyond_its_fills_up_to_the_bound() {
+        let mut filled = PartitionSet::empty();
+        filled.insert(2);
+        assert_eq!(also_holding([1, 2, 3], &filled), Some(vec![1, 3]));
+        let many = 0..(ALSO_HOLDING_LISTED_MAX as u16 + 1);
+        assert_eq!(also_holding(many.map(|p| p + 10), &filled), None);
     }
 
     #[test]

@@ -73,9 +73,10 @@ pub struct GossipStatus {
     /// since the cluster began); an owner counts in a partition's quorums only once it
     /// is here.
     pub filled: PartitionSet,
-    /// The partitions it holds any data of, filled or not: an old owner's or a stand-in's
-    /// copy waiting to be handed off counts, since it would go back to the owners.
-    pub holding: PartitionSet,
+    /// The partitions it holds data of beyond `filled` (a copy it no longer counts for,
+    /// waiting to be handed off; a fill under way), listed; `None` when there are too
+    /// many to list, and then it may hold any. Such data goes back to the owners.
+    pub also_holding: Option<Vec<crate::placement::PartitionId>>,
     /// Members it knows departed (left or removed), most recent first and bounded, so a
     /// member that missed a departure learns it from anyone's next status.
     pub departed: Vec<Departure>,

@@ -619,6 +619,11 @@ fn a_status_with_the_largest_partition_bitmap_and_many_departures_still_fits_a_d
     }
     let status = GossipStatus {
         filled: crate::placement::PartitionSet::all(crate::placement::PARTITIONS_MAX),
+        also_holding: Some(
+            (0..crate::policy::ALSO_HOLDING_LISTED_MAX as u16)
+                .map(|p| crate::placement::PARTITIONS_MAX - 1 - p)
+                .collect(),
+        ),
         placement_digest: "0123456789abcdef".into(),
         ..GossipStatus::default()
     };

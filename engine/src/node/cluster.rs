@@ -17,6 +17,7 @@ use crate::membership::{
     SwimTimer,
 };
 use crate::placement::{PartitionId, PartitionSet, Placement, ReplicaSet, partition_of};
+use crate::policy::{Holding, also_holding, holding_of};
 use crate::protocol::{ErrorCode, ErrorReply};
 use crate::storage::ClusterSettings;
 use crate::wallclock::system_wall_ms;
@@ -44,9 +45,9 @@ pub struct ClusterView {
     /// The partitions each member holds the data of, as it last said (this node's own
     /// from its books). A member whose word is not known for its current life has none.
     pub filled: HashMap<String, PartitionSet>,
-    /// The partitions each other member holds any data of, as it last said (see
+    /// What each other member (but those that left) may hold data of (see
     /// [`crate::policy::purge_horizon`]).
-    pub holding: HashMap<String, PartitionSet>,
+    pub holding: HashMap<String, Holding>,
     /// The fills among `filled` this node learned of lately: the stand-ins they ended
     /// stay write targets until the news has settled (see
     /// [`Placement::replica_set_settling`]).
@@ -108,17 +109,12 @@ impl ClusterView {
             .all(|m| self.filled.contains_key(m))
     }
 
-    /// The other members that say they hold data of `partition`, live or not (a
-    /// member that left holds none that counts).
+    /// The other members that may hold data of `partition`: those that say so, and
+    /// those whose word this node cannot trust now (down, or not heard from).
     pub fn holders_of(&self, partition: PartitionId) -> impl Iterator<Item = &str> + '_ {
         self.holding
             .iter()
-            .filter(move |(name, set)| {
-                set.contains(partition)
-                    && self
-                        .member(name)
-                        .is_some_and(|m| m.state != MemberState::Left)
-            })
+            .filter(move |(_, holding)| holding.may_hold(partition))
             .map(|(name, _)| name.as_str())
     }
 
@@ -575,14 +571,10 @@ fn flush(
                 .then(|| (v.id.name.clone(), status.filled.clone()))
         })
         .collect();
-    let holding: HashMap<String, PartitionSet> = m
+    let holding: HashMap<String, Holding> = m
         .roster()
         .filter(|v| v.id.name != shared.me.name)
-        .filter_map(|v| {
-            let status = v.status.as_ref()?;
-            (v.id.same_data(status.data_epoch) && status.holding.fits(partitions))
-                .then(|| (v.id.name.clone(), status.holding.clone()))
-        })
+        .filter_map(|v| Some((v.id.name.clone(), holding_of(v, partitions)?)))
         .collect();
     let own = shared.fill.lock().expect("fill lock").filled().clone();
     filled.insert(shared.me.name.clone(), own);
@@ -721,17 +713,11 @@ fn status(shared: &Shared, m: &Membership, placement: &Placement) -> GossipStatu
         records: shared.store.len().unwrap_or(0),
         placement_digest: placement.digest(),
         filled: shared.fill.lock().expect("fill lock").filled().clone(),
-        holding: held_partitions(shared),
+        also_holding: also_holding(
+            shared.store.partitions_with_data(),
+            shared.fill.lock().expect("fill lock").filled(),
+        ),
         sync: super::antientropy::confirmations::summary(shared, &shared.view()),
         ..GossipStatus::default()
     }
-}
-
-/// The partitions this node's store holds any record of, as a set for its status.
-fn held_partitions(shared: &Shared) -> PartitionSet {
-    let mut set = PartitionSet::empty();
-    for p in shared.store.partitions_with_data() {
-        set.insert(p);
-    }
-    set
 }
