@@ -24,11 +24,11 @@ use vergent::antientropy::respond::{pushed_to_apply, respond};
 use vergent::coordinator::{Action, Coordinator, CoordinatorConfig, Millis, OpId, Outcome};
 use vergent::hlc::skew::{Probe, Reading, SkewBook, Verdict};
 use vergent::hlc::{Clock, Timestamp};
-use vergent::membership::{MemberId, MemberState, Membership, MembershipConfig};
+use vergent::membership::{MemberId, Membership, MembershipConfig};
 use vergent::placement::{Fill, FillNews, PartitionSet, Placement, ReplicaSet, partition_of};
 use vergent::policy::{
-    HINT_BATCH_BYTES_MAX, HINT_BATCH_MAX, HintTarget, PURGE_BATCH_MAX, hint_target, may_hand_off,
-    purge_horizon, split_expired,
+    HINT_BATCH_BYTES_MAX, HINT_BATCH_MAX, HintTarget, PURGE_BATCH_MAX, also_holding, hint_target,
+    holding_of, may_hand_off, purge_horizon, split_expired,
 };
 use vergent::protocol::Consistency;
 use vergent::record::{Entry, NodeId, Payload, Record, Version};
@@ -244,6 +244,11 @@ enum Event {
     },
     Fault,
     Heal,
+    /// A member goes down for longer than the tombstone grace (`back`: it returns).
+    Away {
+        node: usize,
+        back: bool,
+    },
     /// A datagram for the second process under a member's name.
     ToGhost {
         data: Vec<u8>,
@@ -763,20 +768,16 @@ impl Sim {
             .is_some_and(|s| s.filled.contains(partition))
     }
 
-    /// The other members node `i` heard hold data of `partition`, as the node's
-    /// `ClusterView::holders_of`.
+    /// The other members that may hold data of `partition` as node `i` knows them,
+    /// by the node's rule.
     fn holders_of(&self, i: usize, partition: u16) -> Vec<String> {
         let Some(m) = self.nodes[i].membership.as_ref() else {
             return Vec::new();
         };
         m.roster()
-            .filter(|v| v.id.name != self.names[i] && v.state != MemberState::Left)
+            .filter(|v| v.id.name != self.names[i])
             .filter(|v| {
-                v.status.as_ref().is_some_and(|s| {
-                    v.id.same_data(s.data_epoch)
-                        && s.holding.fits(self.settings.partitions)
-                        && s.holding.contains(partition)
-                })
+                holding_of(v, self.settings.partitions).is_some_and(|h| h.may_hold(partition))
             })
             .map(|v| v.id.name.clone())
             .collect()
@@ -1355,18 +1356,14 @@ impl Sim {
             && let Some(m) = self.nodes[i].membership.as_mut()
         {
             m.tick(now);
-            let mut holding = PartitionSet::empty();
-            for p in self.nodes[i]
+            let with_data = self.nodes[i]
                 .store
                 .as_ref()
                 .map(|s| s.partitions_with_data())
-                .unwrap_or_default()
-            {
-                holding.insert(p);
-            }
+                .unwrap_or_default();
             let status = vergent::membership::GossipStatus {
                 filled: self.nodes[i].fill.filled().clone(),
-                holding,
+                also_holding: also_holding(with_data, self.nodes[i].fill.filled()),
                 ..vergent::membership::GossipStatus::default()
             };
             let m = self.nodes[i].membership.as_mut().unwrap();
@@ -1484,6 +1481,22 @@ impl Sim {
         self.purged.iter().any(|((_, k), purges)| {
             k.as_slice() == key && purges.iter().any(|&(v, at)| Some(v) >= version && at <= by)
         })
+    }
+
+    /// Whether a read finishing at `by` may rightly find nothing for `key` where a
+    /// write at `version` was acknowledged: a tombstone at that version or newer was
+    /// purged by then, or was past the grace by then (a replica refilled since is not
+    /// sent it: its key holds nothing there either).
+    fn gone_by(&self, key: &[u8], version: Option<Version>, by: u64) -> bool {
+        let past_grace =
+            (EPOCH_MS + by + MAX_OFFSET_MS).saturating_sub(self.config.tombstone_grace_ms);
+        self.purged_before(key, version, by)
+            || self.client_ops.iter().any(|o| {
+                o.kind == OpKind::Delete
+                    && o.key == key
+                    && o.version >= version
+                    && o.version.is_some_and(|v| v.hlc.wall_ms() < past_grace)
+            })
     }
 
     /// The horizon past which tombstones are purgeable on node `i`.
@@ -2110,6 +2123,23 @@ impl Sim {
         "wipe"
     }
 
+    /// Takes member `i` down for a while, or brings it back, when the other faults
+    /// leave it so (a minority down at most; never a member being removed).
+    fn away(&mut self, i: usize, back: bool) {
+        let members: Vec<usize> = self.members().collect();
+        if !members.contains(&i) || self.pending_departure.is_some_and(|(d, _)| d == i) {
+            return;
+        }
+        let down = members.iter().filter(|&&x| !self.nodes[x].up).count();
+        if !back && self.nodes[i].up && down < (self.nodes.len() - 1) / 2 {
+            self.crash(i);
+            self.log(format!("fault away past the grace: {}", self.names[i]));
+            *self.report.faults.entry("away past the grace").or_default() += 1;
+        } else if back && !self.nodes[i].up {
+            self.start(i);
+        }
+    }
+
     /// A new node joins mid-run.
     fn join_spare(&mut self) -> &'static str {
         let Some(i) = (0..self.nodes.len()).find(|&i| !self.nodes[i].started_once) else {
@@ -2245,6 +2275,15 @@ impl Sim {
             self.schedule(at, Event::Client { op });
         }
         self.schedule(start + 500, Event::Fault);
+        if self.config.tombstone_grace_ms < HINTS_LONG.1 {
+            // A replica away for longer than the grace while deletes go on: the case a
+            // purge must wait out.
+            let node = self.rng.random_range(0..self.config.nodes);
+            let at = start + self.rng.random_range(1_000..self.config.fault_ms / 2);
+            let away = self.rng.random_range(3..6) * self.config.tombstone_grace_ms;
+            self.schedule(at, Event::Away { node, back: false });
+            self.schedule(at + away, Event::Away { node, back: true });
+        }
         self.schedule(start + self.config.fault_ms, Event::Heal);
         self.run_until(start + self.config.fault_ms);
         let healed_at = self.now;
@@ -2321,6 +2360,7 @@ impl Sim {
                 }
                 Event::Client { op } => self.client_op(op),
                 Event::Fault => self.fault(),
+                Event::Away { node, back } => self.away(node, back),
                 Event::ToGhost { data, ghost } => {
                     if let Some(g) = self.ghost.as_mut().filter(|g| g.id == ghost) {
                         let _ = g.membership.handle_data(&data, Millis(self.now));
@@ -2617,7 +2657,7 @@ impl Sim {
             }) {
                 if seen.is_none_or(|v| Some(v) < write.version)
                     && !(seen.is_none()
-                        && self.purged_before(
+                        && self.gone_by(
                             &read.key,
                             write.version,
                             read.completed_ms.unwrap_or(u64::MAX),
