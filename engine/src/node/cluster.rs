@@ -692,6 +692,9 @@ fn log_event(event: &MembershipEvent) {
 }
 
 fn status(shared: &Shared, m: &Membership, placement: &Placement) -> GossipStatus {
+    // Taken apart: the fill lock is not reentrant, and a guard inside the literal below
+    // would live to its end.
+    let filled = shared.fill.lock().expect("fill lock").filled().clone();
     let backlog = shared.store.hint_backlog().unwrap_or_default();
     GossipStatus {
         hlc: shared
@@ -712,11 +715,8 @@ fn status(shared: &Shared, m: &Membership, placement: &Placement) -> GossipStatu
         partitions_held: placement.partitions_of(&m.me().name).count() as u16,
         records: shared.store.len().unwrap_or(0),
         placement_digest: placement.digest(),
-        filled: shared.fill.lock().expect("fill lock").filled().clone(),
-        also_holding: also_holding(
-            shared.store.partitions_with_data(),
-            shared.fill.lock().expect("fill lock").filled(),
-        ),
+        also_holding: also_holding(shared.store.partitions_with_data(), &filled),
+        filled,
         sync: super::antientropy::confirmations::summary(shared, &shared.view()),
         ..GossipStatus::default()
     }
