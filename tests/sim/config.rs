@@ -1,0 +1,114 @@
+//! The simulator's constants, and what a run is given ([`SimConfig`]) and gives back
+//! ([`SimReport`], or a [`Violation`]).
+
+use std::collections::BTreeMap;
+
+/// Wall-clock milliseconds at virtual time 0 (any fixed point will do).
+pub(super) const EPOCH_MS: u64 = 1_800_000_000_000;
+/// The clock offset nodes refuse beyond.
+pub(super) const MAX_OFFSET_MS: u64 = 500;
+/// Tick of each node's runtime work (timeouts, hints, anti-entropy scheduling).
+pub(super) const TICK_MS: u64 = 100;
+/// Time a replica request or exchange step waits before it counts as lost.
+pub(super) const REPLICA_TIMEOUT_MS: u64 = 2_000;
+/// Time between anti-entropy runs of a node.
+pub(super) const ANTI_ENTROPY_MS: u64 = 3_000;
+/// Hints older than this are dropped, and tombstones older than the grace may be
+/// purged once every replica holds them. The grace is longer than the window, as the
+/// node requires (a hint delivered after its tombstone was purged would bring the key
+/// back). Two thirds of the seeds keep hints long enough to check hinted handoff alone
+/// after healing; the rest keep both short, so purges happen while replicas are cut off.
+pub(super) const HINTS_LONG: (u64, u64) = (20_000, 25_000);
+pub(super) const HINTS_SHORT: (u64, u64) = (2_000, 3_000);
+/// After healing, time given to hinted handoff alone (anti-entropy paused), at the end
+/// of which every write a replica missed recently enough must have reached it.
+pub(super) const HINT_DRAIN_MS: u64 = 10_000;
+/// Bound checked on every node's coordinator.
+pub(super) const OPS_MAX: usize = 4_096;
+/// Slots for nodes that join during the run (a new node, a replacement).
+pub(super) const SPARES: usize = 2;
+/// Events one run may handle; a healthy run handles well under a tenth of this.
+pub(super) const EVENTS_MAX: u64 = 5_000_000;
+/// Time between a node's clock probes of each live peer, as in the node.
+pub(super) const PROBE_MS: u64 = 1_000;
+/// How long a clock sample speaks for a peer, as in the node.
+pub(super) const SKEW_SAMPLE_MAX_AGE_MS: u64 = vergent::hlc::skew::SAMPLE_AGE_MAX_MS;
+/// Client sessions the operations are spread over.
+pub(super) const SESSIONS: usize = 4;
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The seed of everything random.
+    pub seed: u64,
+    /// Nodes.
+    pub nodes: usize,
+    /// Partitions.
+    pub partitions: u16,
+    /// Client operations issued during the fault phase.
+    pub ops: usize,
+    /// Distinct keys (few, so operations collide).
+    pub keys: usize,
+    /// Length of the fault phase, virtual milliseconds.
+    pub fault_ms: u64,
+    /// Time allowed after healing to converge, virtual milliseconds.
+    pub heal_ms: u64,
+    /// Age past which hints are dropped, virtual milliseconds.
+    pub hint_window_ms: u64,
+    /// Age past which tombstones may be purged, virtual milliseconds.
+    pub tombstone_grace_ms: u64,
+}
+
+impl SimConfig {
+    /// The default shape for `seed`.
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            nodes: 5,
+            partitions: 16,
+            ops: 160,
+            keys: 24,
+            fault_ms: 30_000,
+            heal_ms: 90_000,
+            hint_window_ms: if seed.is_multiple_of(3) {
+                HINTS_SHORT.0
+            } else {
+                HINTS_LONG.0
+            },
+            tombstone_grace_ms: if seed.is_multiple_of(3) {
+                HINTS_SHORT.1
+            } else {
+                HINTS_LONG.1
+            },
+        }
+    }
+}
+
+/// What happened, for the figures.
+#[derive(Debug, Clone, Default)]
+pub struct SimReport {
+    /// Operations issued, by kind.
+    pub puts: u64,
+    /// Deletes issued.
+    pub deletes: u64,
+    /// Reads issued.
+    pub gets: u64,
+    /// Operations acknowledged as successful.
+    pub acked: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Messages delivered, dropped, duplicated.
+    pub delivered: u64,
+    /// Messages dropped by loss or partitions.
+    pub dropped: u64,
+    /// Messages delivered twice.
+    pub duplicated: u64,
+    /// Virtual milliseconds from healing to convergence.
+    pub converged_after_ms: u64,
+    /// A digest of the whole history: equal seeds give equal digests.
+    pub history_digest: String,
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone)]
+pub struct Violation(pub String);

@@ -1,0 +1,360 @@
+//! Hint delivery and anti-entropy by the node's rules (`vergent::policy`): runs with
+//! each peer and their replies, and the upkeep after a run (handoff, tombstone purges).
+
+use rand::RngExt;
+use vergent::antientropy::exchange::{Exchange, root_summary};
+use vergent::antientropy::messages::{SyncLimits, SyncRequest, SyncResponse};
+use vergent::placement::ReplicaSet;
+use vergent::policy::{
+    HINT_BATCH_BYTES_MAX, HINT_BATCH_MAX, HintTarget, PURGE_BATCH_MAX, hint_target, may_hand_off,
+    purge_horizon, split_expired,
+};
+
+use super::Sim;
+use super::config::REPLICA_TIMEOUT_MS;
+use super::network::Msg;
+use super::node::Applied;
+
+/// An anti-entropy run of one node with one peer.
+pub(super) struct SyncRun {
+    pub(super) peer: usize,
+    pub(super) salt: u64,
+    /// The partitions compared, and when the run began: if every exchange ends well,
+    /// each is in sync with the peer as of then.
+    pub(super) partitions: Vec<u16>,
+    pub(super) started_ms: u64,
+    pub(super) failed: bool,
+    pub(super) exchanges: Vec<Exchange>,
+    pub(super) current: Option<Exchange>,
+    pub(super) deadline_ms: u64,
+    pub(super) awaiting: bool,
+}
+
+impl Sim {
+    /// Hint delivery by the node's rules ([`vergent::policy`]): one batch in flight per
+    /// target, the node's batch bounds, expired hints and hints for members that left
+    /// dropped.
+    pub(super) fn drain_hints(&mut self, i: usize) {
+        let Some(store) = &self.nodes[i].store else {
+            return;
+        };
+        let backlog = store.hint_backlog().unwrap();
+        let wall = self.wall(i);
+        for target in backlog {
+            let state = self.nodes[i]
+                .membership
+                .as_ref()
+                .and_then(|m| m.member(&target.target))
+                .map(|v| v.state);
+            let plan = hint_target(&self.names[i], &target.target, state, true);
+            let store = self.nodes[i].store.as_ref().unwrap();
+            match plan {
+                HintTarget::Wait => continue,
+                HintTarget::Drop => {
+                    let mut dropped = 0;
+                    while let Ok(batch) =
+                        store.hints_for(&target.target, HINT_BATCH_MAX, HINT_BATCH_BYTES_MAX)
+                    {
+                        if batch.is_empty() {
+                            break;
+                        }
+                        dropped += batch.len() as u64;
+                        store
+                            .delete_hints_now(batch.into_iter().map(|h| h.key).collect())
+                            .unwrap();
+                    }
+                    *self.report.faults.entry("hints-dropped").or_default() += dropped;
+                    continue;
+                }
+                HintTarget::Deliver => {}
+            }
+            let Some(j) = self.index_of(&target.target) else {
+                continue;
+            };
+            if self.nodes[i].hint_batches.values().any(|(t, _, _)| *t == j) {
+                continue;
+            }
+            let batch = store
+                .hints_for(&target.target, HINT_BATCH_MAX, HINT_BATCH_BYTES_MAX)
+                .unwrap();
+            let (expired, live) = split_expired(batch, wall, self.config.hint_window_ms);
+            if !expired.is_empty() {
+                store
+                    .delete_hints_now(expired.iter().map(|h| h.key.clone()).collect())
+                    .unwrap();
+            }
+            if live.is_empty() {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let keys = live.iter().map(|h| h.key.clone()).collect();
+            let entries = live.into_iter().map(|h| h.hint.entry).collect();
+            self.nodes[i].hint_batches.insert(id, (j, keys, self.now));
+            self.send(i, j, Msg::Hints { batch: id, entries });
+        }
+        // A batch whose answer was lost is retried.
+        let now = self.now;
+        self.nodes[i]
+            .hint_batches
+            .retain(|_, (_, _, sent)| now < *sent + REPLICA_TIMEOUT_MS);
+    }
+
+    /// The horizon past which tombstones are purgeable on node `i`.
+    pub(super) fn grace_horizon(&self, i: usize) -> u64 {
+        self.rules_wall(i)
+            .saturating_sub(self.config.tombstone_grace_ms)
+    }
+
+    /// The wall time node `i`'s rules go by: its clock, or the cluster's when that is
+    /// behind it, as the node's.
+    fn rules_wall(&self, i: usize) -> u64 {
+        self.wall(i).min(self.cluster_wall(i))
+    }
+
+    /// Remembers when node `i` first saw the placement it has now (handoff waits for
+    /// exchanges after it), as the node does before each run.
+    fn note_placement(&mut self, i: usize) {
+        let digest = self.placement(i).digest();
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        if node
+            .placement_seen
+            .as_ref()
+            .is_none_or(|(seen, _)| *seen != digest)
+        {
+            node.placement_seen = Some((digest, now));
+        }
+    }
+
+    /// After a run, as the node does: partitions handed off where every counting owner
+    /// agreed since their release, tombstones purged below the horizon of agreement
+    /// with every other replica.
+    fn upkeep(&mut self, i: usize) {
+        let Some(store) = self.nodes[i].store.as_ref() else {
+            return;
+        };
+        let me = self.names[i].clone();
+        let placement = self.placement(i);
+        let names = &self.names;
+        let in_sync = &self.nodes[i].in_sync;
+        let synced = |p: u16, peer: &str| {
+            let j = names.iter().position(|x| x == peer)?;
+            in_sync.get(&(p, j)).copied()
+        };
+        let mut handed_off = Vec::new();
+        if let Some((_, placement_since)) = &self.nodes[i].placement_seen {
+            for p in store.partitions_with_data() {
+                let set = self.replica_set(i, &placement, p);
+                let released = self.nodes[i].fill.released_at(p);
+                if may_hand_off(&me, &set, released, *placement_since, |o| synced(p, o)) {
+                    store.drop_partition_now(p).expect("drop partition");
+                    handed_off.push(p);
+                }
+            }
+        }
+        let grace = self.grace_horizon(i);
+        let (rules_wall, now) = (self.rules_wall(i), self.now);
+        // As the node: an agreement's age taken back from the wall time now.
+        let agreed_wall = |p: u16, peer: &str| {
+            synced(p, peer).map(|at| rules_wall.saturating_sub(now.saturating_sub(at)))
+        };
+        let mut purged = 0;
+        for p in 0..self.settings.partitions {
+            let set = self.replica_set(i, &placement, p);
+            let holders = self.holders_of(i, p);
+            let holders = holders.iter().map(String::as_str);
+            let Some(horizon) = purge_horizon(&me, &set, holders, grace, |r| agreed_wall(p, r))
+            else {
+                continue;
+            };
+            let tombstones = store
+                .tombstones_before(p, horizon, PURGE_BATCH_MAX)
+                .expect("tombstones");
+            if !tombstones.is_empty() {
+                purged += store.purge_now(tombstones.clone()).expect("purge");
+                for (key, version) in tombstones {
+                    self.purged
+                        .entry((i, key))
+                        .or_default()
+                        .push((version, self.now));
+                }
+            }
+        }
+        for &p in &handed_off {
+            self.nodes[i].fill.handed_off(p);
+        }
+        if !handed_off.is_empty() {
+            self.log(format!("{me} handed off {handed_off:?}"));
+            *self.report.faults.entry("handoff").or_default() += handed_off.len() as u64;
+        }
+        if purged > 0 {
+            self.log(format!("{me} purged {purged} tombstones"));
+            *self.report.faults.entry("purge").or_default() += purged;
+        }
+    }
+
+    /// Exchanges with every live peer the partitions both take writes for, and hands
+    /// off partitions this node holds data of without taking their writes, to the
+    /// replicas that count for them (the node's plan).
+    pub(super) fn start_syncs(&mut self, i: usize, only: Option<&[u16]>) {
+        self.note_placement(i);
+        let me = self.names[i].clone();
+        let with_data = self.nodes[i]
+            .store
+            .as_ref()
+            .map(|s| s.partitions_with_data())
+            .unwrap_or_default();
+        let placement = self.placement(i);
+        let sets: Vec<ReplicaSet> = (0..self.settings.partitions)
+            .map(|p| self.replica_set(i, &placement, p))
+            .collect();
+        let statuses_known = self.statuses_known(i, &placement);
+        for j in 0..self.nodes.len() {
+            let peer = self.names[j].clone();
+            if j == i
+                || !self.live_in_view(i, &peer)
+                || self.nodes[i].sync_runs.values().any(|r| r.peer == j)
+            {
+                continue;
+            }
+            let shared: Vec<u16> = (0..self.settings.partitions)
+                .filter(|&p| {
+                    let set = &sets[usize::from(p)];
+                    if let Some(only) = only {
+                        only.contains(&p) && set.fill_sources(&me, statuses_known).contains(&peer)
+                    } else if set.targets.contains(&me) {
+                        set.targets.contains(&peer)
+                    } else {
+                        with_data.contains(&p) && set.counted.contains(&peer)
+                    }
+                })
+                .collect();
+            if shared.is_empty() {
+                continue;
+            }
+            let salt = self.rng.random::<u64>();
+            let store = self.nodes[i].store.as_ref().unwrap();
+            let roots = shared
+                .iter()
+                .map(|&p| root_summary(store, p, salt).unwrap())
+                .collect();
+            let run = self.next_id;
+            self.next_id += 1;
+            let started_ms = self.now;
+            self.nodes[i].sync_runs.insert(
+                run,
+                SyncRun {
+                    peer: j,
+                    salt,
+                    partitions: shared,
+                    started_ms,
+                    failed: false,
+                    exchanges: Vec::new(),
+                    current: None,
+                    deadline_ms: self.now + REPLICA_TIMEOUT_MS,
+                    awaiting: true,
+                },
+            );
+            self.send(
+                i,
+                j,
+                Msg::Sync {
+                    run,
+                    request: SyncRequest::Roots { salt, roots },
+                },
+            );
+        }
+    }
+
+    pub(super) fn sync_reply(
+        &mut self,
+        i: usize,
+        run_id: u64,
+        response: Result<SyncResponse, String>,
+    ) {
+        let Some(mut run) = self.nodes[i].sync_runs.remove(&run_id) else {
+            return;
+        };
+        if !run.awaiting {
+            self.nodes[i].sync_runs.insert(run_id, run);
+            return;
+        }
+        let Ok(response) = response else { return };
+        let store = self.nodes[i].store.as_ref().unwrap();
+        match (&mut run.current, response) {
+            (None, SyncResponse::Roots { differing }) => {
+                for root in &differing {
+                    if let Ok(exchange) = Exchange::new(
+                        store,
+                        root,
+                        run.salt,
+                        self.grace_horizon(i),
+                        false,
+                        SyncLimits::default(),
+                    ) {
+                        run.exchanges.push(exchange);
+                    }
+                }
+            }
+            (Some(exchange), response) => {
+                exchange.handle_response(store, response);
+                let mut received = Vec::new();
+                while let Some(entries) = exchange.poll_apply() {
+                    received.extend(entries);
+                }
+                if !received.is_empty() && self.apply(i, &received) != Applied::Yes {
+                    return;
+                }
+            }
+            (None, _) => return,
+        }
+        // The next request of this run: the current exchange's, or the next exchange's.
+        let store = self.nodes[i].store.as_ref().unwrap();
+        loop {
+            if run.current.is_none() {
+                match run.exchanges.pop() {
+                    Some(next) => run.current = Some(next),
+                    None => {
+                        // The run is done: unless an exchange failed, each partition was
+                        // in sync with the peer as of the run's start.
+                        if !run.failed {
+                            for &p in &run.partitions {
+                                let at = self.nodes[i]
+                                    .in_sync
+                                    .entry((p, run.peer))
+                                    .or_insert(run.started_ms);
+                                *at = (*at).max(run.started_ms);
+                            }
+                            self.update_fill(i);
+                            self.upkeep(i);
+                        }
+                        return;
+                    }
+                }
+            }
+            let exchange = run.current.as_mut().unwrap();
+            match exchange.poll_request(store) {
+                Some(request) => {
+                    run.awaiting = true;
+                    run.deadline_ms = self.now + REPLICA_TIMEOUT_MS;
+                    let peer = run.peer;
+                    self.nodes[i].sync_runs.insert(run_id, run);
+                    self.send(
+                        i,
+                        peer,
+                        Msg::Sync {
+                            run: run_id,
+                            request,
+                        },
+                    );
+                    return;
+                }
+                None => {
+                    run.failed |= exchange.failure().is_some();
+                    run.current = None;
+                }
+            }
+        }
+    }
+}
