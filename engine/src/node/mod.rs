@@ -20,6 +20,7 @@ mod reach;
 mod replication;
 mod server;
 mod service;
+mod view;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,8 +32,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use self::cluster::ClusterView;
 use self::peers::Peers;
+pub use self::view::ClusterView;
 use crate::antientropy::confirm::WriteMarks;
 use crate::coordinator::{Coordinator, CoordinatorConfig, Millis};
 use crate::hlc::{Clock, MAX_CLOCK_OFFSET_MS_DEFAULT};

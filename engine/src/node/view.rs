@@ -1,0 +1,140 @@
+//! The cluster as this node believes it: members, placement, which members hold
+//! which partitions' data, and who takes part in an operation. Built by the membership
+//! task ([`super::cluster`]) and read by everything else.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::membership::{MemberId, MemberState, MemberView};
+use crate::placement::{PartitionId, PartitionSet, Placement, ReplicaSet, partition_of};
+use crate::policy::Holding;
+use crate::storage::ClusterSettings;
+
+/// What this node believes about the cluster: members, placement, and which members
+/// hold which partitions' data.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    /// This node's name.
+    pub me: String,
+    /// The cluster's settings.
+    pub settings: ClusterSettings,
+    /// Every member known, by name.
+    pub members: Vec<MemberView>,
+    /// Which members hold which partitions.
+    pub placement: Arc<Placement>,
+    /// The partitions each member holds the data of, as it last said (this node's own
+    /// from its books). A member whose word is not known for its current life has none.
+    pub filled: HashMap<String, PartitionSet>,
+    /// What each other member (but those that left) may hold data of (see
+    /// [`crate::policy::purge_horizon`]).
+    pub holding: HashMap<String, Holding>,
+    /// The fills among `filled` this node learned of lately: the stand-ins they ended
+    /// stay write targets until the news has settled (see
+    /// [`Placement::replica_set_settling`]).
+    pub settling: HashMap<String, PartitionSet>,
+    /// Members this node cannot reach directly although membership says they are
+    /// alive.
+    pub unreachable: BTreeSet<String>,
+}
+
+impl ClusterView {
+    pub(crate) fn initial(
+        me: &MemberId,
+        settings: &ClusterSettings,
+        filled: PartitionSet,
+    ) -> ClusterView {
+        ClusterView {
+            me: me.name.clone(),
+            settings: *settings,
+            members: vec![MemberView {
+                id: me.clone(),
+                state: MemberState::Alive,
+                swim_incarnation: 0,
+                status: None,
+                status_at: crate::coordinator::Millis(0),
+                since: crate::coordinator::Millis(0),
+            }],
+            placement: Arc::new(Placement::compute_with_tokens(
+                [(me.name.clone(), me.token().to_string())],
+                settings.partitions,
+                settings.replication_factor,
+            )),
+            filled: HashMap::from([(me.name.clone(), filled)]),
+            holding: HashMap::new(),
+            settling: HashMap::new(),
+            unreachable: BTreeSet::new(),
+        }
+    }
+
+    /// A member by name.
+    pub fn member(&self, name: &str) -> Option<&MemberView> {
+        self.members.iter().find(|m| m.id.name == name)
+    }
+
+    /// The owners of `key` in placement.
+    pub fn replicas_of(&self, key: &[u8]) -> Vec<String> {
+        let partition = partition_of(key, self.settings.partitions);
+        self.placement
+            .replicas(partition)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Whether this node knows the status (the filled partitions) of every member in
+    /// placement.
+    pub fn statuses_known(&self) -> bool {
+        self.placement
+            .members()
+            .iter()
+            .all(|m| self.filled.contains_key(m))
+    }
+
+    /// The other members that may hold data of `partition`: those that say so, and
+    /// those whose word this node cannot trust now (down, or not heard from).
+    pub fn holders_of(&self, partition: PartitionId) -> impl Iterator<Item = &str> + '_ {
+        self.holding
+            .iter()
+            .filter(move |(_, holding)| holding.may_hold(partition))
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// Whether `name` holds the data of `partition`.
+    pub fn is_filled(&self, name: &str, partition: PartitionId) -> bool {
+        self.filled
+            .get(name)
+            .is_some_and(|set| set.contains(partition))
+    }
+
+    /// Who takes part in an operation on `key`.
+    pub fn replica_set(&self, key: &[u8]) -> ReplicaSet {
+        self.replica_set_of(partition_of(key, self.settings.partitions))
+    }
+
+    /// Who takes part in an operation on `partition`.
+    pub fn replica_set_of(&self, partition: PartitionId) -> ReplicaSet {
+        self.placement.replica_set_settling(
+            partition,
+            |n| self.is_filled(n, partition),
+            |n| self.is_settling(n, partition),
+        )
+    }
+
+    /// Whether this node learned lately that `name` filled `partition`.
+    pub fn is_settling(&self, name: &str, partition: PartitionId) -> bool {
+        self.settling
+            .get(name)
+            .is_some_and(|set| set.contains(partition))
+    }
+
+    /// Partitions `name` takes writes for but does not hold the data of yet.
+    pub fn filling_of(&self, name: &str) -> usize {
+        (0..self.settings.partitions)
+            .filter(|&p| !self.is_filled(name, p) && self.placement.holds(name, p))
+            .count()
+    }
+
+    /// Members in `state`.
+    pub fn count(&self, state: MemberState) -> usize {
+        self.members.iter().filter(|m| m.state == state).count()
+    }
+}
