@@ -267,7 +267,6 @@ impl Sim {
             self.crash(i);
         }
         self.nodes[i].dir = tempfile::tempdir().expect("temp dir");
-        self.purged.retain(|(node, _), _| *node != i);
         self.nodes[i].last_clock = Timestamp::ZERO;
         self.nodes[i].last_issued = None;
         self.last_membership_change = self.now;

@@ -20,10 +20,16 @@ impl Sim {
             .as_ref()
             .and_then(|s| s.get(key).ok().flatten())
             .map(|record| record.version);
-        let purged = self
-            .purged
-            .get(&(r, key.to_vec()))
-            .and_then(|purges| purges.iter().map(|&(v, _)| v).max());
+        // A purge before the node last came up empty took nothing it holds now; it
+        // still happened, for the checks that ask whether a key is gone.
+        let since = self.nodes[r].empty_since;
+        let purged = self.purged.get(&(r, key.to_vec())).and_then(|purges| {
+            purges
+                .iter()
+                .filter(|&&(_, at)| at >= since)
+                .map(|&(v, _)| v)
+                .max()
+        });
         stored.max(purged)
     }
 

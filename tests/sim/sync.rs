@@ -143,13 +143,20 @@ impl Sim {
             in_sync.get(&(p, j)).copied()
         };
         let mut handed_off = Vec::new();
+        let mut dropped_tombstones = Vec::new();
         if let Some((_, placement_since)) = &self.nodes[i].placement_seen {
             for p in store.partitions_with_data() {
                 let set = self.replica_set(i, &placement, p);
                 let released = self.nodes[i].fill.released_at(p);
                 if may_hand_off(&me, &set, released, *placement_since, |o| synced(p, o)) {
+                    // Its tombstones go with it: for the checks, as good as purged (the
+                    // owners are not sent those past the grace where they hold nothing).
+                    let tombstones = store
+                        .tombstones_before(p, u64::MAX, usize::MAX)
+                        .expect("tombstones");
                     store.drop_partition_now(p).expect("drop partition");
                     handed_off.push(p);
+                    dropped_tombstones.extend(tombstones);
                 }
             }
         }
@@ -180,6 +187,12 @@ impl Sim {
                         .push((version, self.now));
                 }
             }
+        }
+        for (key, version) in dropped_tombstones {
+            self.purged
+                .entry((i, key))
+                .or_default()
+                .push((version, self.now));
         }
         for &p in &handed_off {
             self.nodes[i].fill.handed_off(p);
