@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use vergent::placement::{Placement, partition_of};
 use vergent::protocol::Consistency;
-use vergent::record::{NodeId, Record, Version};
+use vergent::record::{NodeId, Payload, Record, Version};
 
 use super::Sim;
 use super::config::{EPOCH_MS, HINT_DRAIN_MS, MAX_OFFSET_MS, REPLICA_TIMEOUT_MS};
@@ -277,7 +277,15 @@ impl Sim {
                     .replicas(partition_of(&op.key, self.settings.partitions))
                     .filter_map(|r| self.held_version(self.index_of(r)?, &op.key))
                     .max()
-                    >= Some(version);
+                    >= Some(version)
+                // A node that no longer owns the partition may still hold the tombstone
+                // the owners were rightly not sent: the key is deleted all the same.
+                || self.nodes.iter().any(|n| {
+                    n.store
+                        .as_ref()
+                        .and_then(|s| s.get(&op.key).ok().flatten())
+                        .is_some_and(|r| r.payload == Payload::Tombstone && r.version >= version)
+                });
             match record {
                 None if superseded => {}
                 None => self.violations.push(format!(
