@@ -106,10 +106,13 @@ fn demo_dirs(tmp: &Path) -> Vec<String> {
 fn the_demo_shows_three_live_members_and_the_partition_map_then_cleans_up() {
     let tmp = tempfile::tempdir().unwrap();
     let done = tmp.path().join("exit-status");
+    // Written aside and renamed: the file appears with its status in it, never empty.
     let command = format!(
-        "TMPDIR={} {} demo; echo $? > {}; sleep 600",
+        "TMPDIR={} {} demo; echo $? > {}.part && mv {}.part {}; sleep 600",
         tmp.path().display(),
         vergent_path(),
+        done.display(),
+        done.display(),
         done.display()
     );
     let tmux = Tmux::start(&command, 100, 30);
