@@ -40,7 +40,10 @@ use crate::wallclock::system_wall_ms;
 
 pub(crate) use self::serve::respond;
 pub(crate) mod confirmations;
+mod moments;
 
+pub(crate) use self::moments::Moment;
+use self::moments::{agreed_wall_ms, grace_horizon};
 use self::steps::sync_with;
 use self::upkeep::{hand_off, purge};
 
@@ -227,43 +230,6 @@ fn sync_limits(shared: &Shared) -> SyncLimits {
     SyncLimits {
         value_bytes_max: shared.config.value_bytes_max,
     }
-}
-
-/// A moment as the books keep it: in wall ms (what status shows, and what the write
-/// marks are compared with) and in this node's monotonic ms (what the rules rely on).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Moment {
-    pub(crate) wall: u64,
-    pub(crate) mono: Millis,
-}
-
-impl Moment {
-    pub(crate) fn now(shared: &Shared) -> Moment {
-        Moment {
-            wall: system_wall_ms(),
-            mono: shared.now(),
-        }
-    }
-}
-
-/// The wall time the rules go by: this node's clock, or the cluster's when that is
-/// behind it. A clock far ahead would purge tombstones before their grace is out.
-fn rules_wall_ms(shared: &Shared) -> u64 {
-    system_wall_ms().min(shared.cluster_wall_ms())
-}
-
-/// Tombstones older than this (wall ms) may be purged.
-fn grace_horizon(shared: &Shared) -> u64 {
-    rules_wall_ms(shared).saturating_sub(shared.config.tombstone_grace.as_millis() as u64)
-}
-
-/// The wall time (as [`rules_wall_ms`] goes) of the last agreement of `partition` with
-/// `peer`: its monotonic age taken back from now, so a clock that jumped since cannot
-/// move it.
-fn agreed_wall_ms(shared: &Shared, partition: PartitionId, peer: &str) -> Option<u64> {
-    let at = shared.anti_entropy.agreed_at(partition, peer)?;
-    let age = shared.now().0.saturating_sub(at.0);
-    Some(rules_wall_ms(shared).saturating_sub(age))
 }
 
 /// Applies entries received from a peer, pushed or answered. They pass the same checks
