@@ -47,6 +47,7 @@ use vergent::coordinator::{Coordinator, CoordinatorConfig, Millis};
 use vergent::hlc::skew::SkewBook;
 use vergent::hlc::{Clock, Timestamp};
 use vergent::placement::{Fill, FillNews};
+use vergent::policy::TombstoneArrivals;
 use vergent::protocol::Consistency;
 use vergent::record::Version;
 use vergent::storage::ClusterSettings;
@@ -229,6 +230,7 @@ impl Sim {
                 fill: Fill::default(),
                 news: FillNews::default(),
                 in_sync: BTreeMap::new(),
+                arrivals: TombstoneArrivals::new(settings.partitions),
                 placement_seen: None,
                 removed: false,
                 started_once: false,

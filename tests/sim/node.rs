@@ -9,9 +9,9 @@ use vergent::coordinator::{Action, Coordinator, CoordinatorConfig, Millis, OpId,
 use vergent::hlc::skew::SkewBook;
 use vergent::hlc::{Clock, Timestamp};
 use vergent::membership::{Membership, MembershipConfig};
-use vergent::placement::{Fill, FillNews, PartitionSet};
-use vergent::policy::also_holding;
-use vergent::record::Entry;
+use vergent::placement::{Fill, FillNews, PartitionSet, partition_of};
+use vergent::policy::{TombstoneArrivals, also_holding};
+use vergent::record::{Entry, Payload};
 use vergent::storage::{Hint, Store, StoreOptions};
 
 use super::config::{
@@ -63,6 +63,8 @@ pub(super) struct Node {
     /// (partition, peer) → the start of the last exchange that ended in agreement, on
     /// either side, in virtual ms: the node keeps these in its monotonic clock.
     pub(super) in_sync: BTreeMap<(u16, usize), u64>,
+    /// When tombstones landed on it (virtual ms), which its purges stay below.
+    pub(super) arrivals: TombstoneArrivals,
     /// The placement digest seen last, and when it was first seen (virtual ms).
     pub(super) placement_seen: Option<(String, u64)>,
     /// Removed from the cluster (or replaced): never starts again.
@@ -121,6 +123,7 @@ impl Sim {
         node.hint_batches.clear();
         node.sync_runs.clear();
         node.in_sync.clear();
+        node.arrivals = TombstoneArrivals::new(self.settings.partitions);
         node.placement_seen = None;
         node.fill = Fill::new(filled);
         node.up = true;
@@ -335,6 +338,17 @@ impl Sim {
             return Applied::No;
         };
         if store.apply_now(entries).is_ok() {
+            // Applied at once: it lands at the moment it is noted.
+            let now = self.now;
+            for e in entries
+                .iter()
+                .filter(|e| e.record.payload == Payload::Tombstone)
+            {
+                let p = partition_of(&e.key, self.settings.partitions);
+                if let Some(book) = self.nodes[i].arrivals.partition(p) {
+                    book.note(e.record.version.hlc.wall_ms(), now);
+                }
+            }
             Applied::Yes
         } else {
             Applied::No

@@ -6,8 +6,8 @@ use vergent::antientropy::exchange::{Exchange, root_summary};
 use vergent::antientropy::messages::{SyncLimits, SyncRequest, SyncResponse};
 use vergent::placement::ReplicaSet;
 use vergent::policy::{
-    HINT_BATCH_BYTES_MAX, HINT_BATCH_MAX, HintTarget, PURGE_BATCH_MAX, hint_target, may_hand_off,
-    purge_horizon, split_expired,
+    Agreed, HINT_BATCH_BYTES_MAX, HINT_BATCH_MAX, HintTarget, PURGE_BATCH_MAX, TombstoneArrivals,
+    hint_target, may_hand_off, purge_horizon, split_expired,
 };
 
 use super::Sim;
@@ -131,6 +131,14 @@ impl Sim {
     /// agreed since their release, tombstones purged below the horizon of agreement
     /// with every other replica.
     fn upkeep(&mut self, i: usize) {
+        // Out of the node for the purges below, and put back after them.
+        let mut arrivals =
+            std::mem::replace(&mut self.nodes[i].arrivals, TombstoneArrivals::new(0));
+        self.upkeep_with(i, &mut arrivals);
+        self.nodes[i].arrivals = arrivals;
+    }
+
+    fn upkeep_with(&mut self, i: usize, arrivals: &mut TombstoneArrivals) {
         let Some(store) = self.nodes[i].store.as_ref() else {
             return;
         };
@@ -163,15 +171,22 @@ impl Sim {
         let grace = self.grace_horizon(i);
         let (rules_wall, now) = (self.rules_wall(i), self.now);
         // As the node: an agreement's age taken back from the wall time now.
-        let agreed_wall = |p: u16, peer: &str| {
-            synced(p, peer).map(|at| rules_wall.saturating_sub(now.saturating_sub(at)))
+        let agreed = |p: u16, peer: &str| {
+            synced(p, peer).map(|at| Agreed {
+                mono: at,
+                wall: rules_wall.saturating_sub(now.saturating_sub(at)),
+            })
         };
         let mut purged = 0;
         for p in 0..self.settings.partitions {
             let set = self.replica_set(i, &placement, p);
             let holders = self.holders_of(i, p);
             let holders = holders.iter().map(String::as_str);
-            let Some(horizon) = purge_horizon(&me, &set, holders, grace, |r| agreed_wall(p, r))
+            let Some(arrivals) = arrivals.partition(p) else {
+                continue;
+            };
+            let Some(horizon) =
+                purge_horizon(&me, &set, holders, grace, arrivals, |r| agreed(p, r))
             else {
                 continue;
             };

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use crate::hlc::Timestamp;
 use crate::hlc::skew::{Verdict, describe_us};
 use crate::protocol::{ErrorCode, ErrorReply, FutureVersions, Response};
-use crate::record::{Entry, Record, Version};
+use crate::record::{Entry, Payload, Record, Version};
 use crate::storage::FutureScan;
 use crate::wallclock::system_wall_ms;
 
@@ -217,11 +217,18 @@ impl Shared {
             // A rewritten record is a change: its partition is not confirmed in sync
             // until the replicas compare again.
             self.note_keys(rewrites.iter().map(|(e, _)| e.key.as_slice()));
-            rewritten += self
+            let tombstones: Vec<Entry> = rewrites
+                .iter()
+                .filter(|(e, _)| e.record.payload == Payload::Tombstone)
+                .map(|(e, _)| e.clone())
+                .collect();
+            let landing = self.arrivals.landing(&tombstones);
+            let done = self
                 .store
                 .rewrite(rewrites, Timestamp::new(scan_limit_ms, 0))
-                .await
-                .map_err(|e| ErrorReply::new(ErrorCode::Storage, e.to_string()))?;
+                .await;
+            drop(landing);
+            rewritten += done.map_err(|e| ErrorReply::new(ErrorCode::Storage, e.to_string()))?;
             if last_batch {
                 break;
             }

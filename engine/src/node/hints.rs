@@ -81,13 +81,12 @@ async fn drain(shared: &Arc<Shared>, target: &str) -> Result<(), PeerError> {
         if live.is_empty() {
             continue;
         }
-        let entries = live.iter().map(|h| h.hint.entry.clone()).collect();
+        let entries: Vec<_> = live.iter().map(|h| h.hint.entry.clone()).collect();
         if target == shared.me.name {
-            shared
-                .store
-                .apply(entries)
-                .await
-                .map_err(|e| PeerError(e.to_string()))?;
+            let landing = shared.note_writes(&entries);
+            let applied = shared.store.apply(entries).await;
+            drop(landing);
+            applied.map_err(|e| PeerError(e.to_string()))?;
         } else {
             let id = shared
                 .view()

@@ -8,6 +8,7 @@
 //! here, never in the mechanisms.
 
 mod antientropy;
+mod arrivals;
 mod clocks;
 mod cluster;
 mod fill;
@@ -228,6 +229,8 @@ pub(crate) struct Shared {
     pub(crate) fill: Mutex<Fill>,
     /// The last and oldest unconfirmed change this node made to each partition.
     pub(crate) write_marks: WriteMarks,
+    /// When tombstones landed here, which purges stay below.
+    pub(crate) arrivals: arrivals::ArrivalsBook,
     /// When this node learned of each member's fills, for [`ClusterView::settling`].
     pub(crate) fill_news: Mutex<FillNews>,
     pub(crate) peers: Peers,
@@ -263,9 +266,11 @@ impl Shared {
 
     /// Notes changes this node is about to make to partitions: client writes,
     /// replication, hints and what anti-entropy brings (the compare that ends an
-    /// exchange comes after, and confirms it).
-    pub(crate) fn note_writes(&self, entries: &[crate::record::Entry]) {
+    /// exchange comes after, and confirms it). Hold the guard until the write is done:
+    /// its tombstones hold purges back meanwhile.
+    pub(crate) fn note_writes(&self, entries: &[crate::record::Entry]) -> arrivals::Landing {
         self.note_keys(entries.iter().map(|e| e.key.as_slice()));
+        self.arrivals.landing(entries)
     }
 
     /// As [`Shared::note_writes`], by key.
@@ -417,6 +422,7 @@ impl Node {
             fill: Mutex::new(Fill::new(filled)),
             fill_news: Mutex::new(FillNews::default()),
             write_marks: WriteMarks::new(settings.partitions),
+            arrivals: arrivals::ArrivalsBook::new(settings.partitions, started),
             peers,
             replication: replication::Replication::default(),
             membership,

@@ -217,10 +217,11 @@ fn from_the_future(shared: &Shared, entry: &Entry) -> bool {
 }
 
 fn apply_locally(shared: &Arc<Shared>, op: Option<OpId>, entry: Arc<Entry>) {
-    shared.note_writes(std::slice::from_ref(&*entry));
+    let landing = shared.note_writes(std::slice::from_ref(&*entry));
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
         let result = shared2.store.apply(vec![(*entry).clone()]).await;
+        drop(landing);
         if let Err(err) = &result {
             tracing::error!("local apply failed: {err}");
         }

@@ -265,8 +265,10 @@ impl Shared {
                 }
             }
         }
-        self.note_writes(&entries);
-        let outcomes = self.store.apply(entries).await.map_err(storage_error)?;
+        let landing = self.note_writes(&entries);
+        let outcomes = self.store.apply(entries).await;
+        drop(landing);
+        let outcomes = outcomes.map_err(storage_error)?;
         let applied = outcomes.iter().filter(|o| o.applied()).count() as u32;
         Ok(Response::Replicated { applied })
     }

@@ -43,7 +43,7 @@ pub(crate) mod confirmations;
 mod moments;
 
 pub(crate) use self::moments::Moment;
-use self::moments::{agreed_wall_ms, grace_horizon};
+use self::moments::{agreed, grace_horizon};
 use self::steps::sync_with;
 use self::upkeep::{hand_off, purge};
 
@@ -257,8 +257,10 @@ async fn apply_received(shared: &Arc<Shared>, entries: Vec<Entry>) -> Result<u32
             )
             .collect()
     };
-    shared.note_writes(&entries);
-    let outcomes = shared.store.apply(entries).await?;
+    let landing = shared.note_writes(&entries);
+    let outcomes = shared.store.apply(entries).await;
+    drop(landing);
+    let outcomes = outcomes?;
     Ok(outcomes.iter().filter(|o| o.applied()).count() as u32)
 }
 

@@ -5,6 +5,7 @@
 use super::Shared;
 use crate::base::Millis;
 use crate::placement::PartitionId;
+use crate::policy::Agreed;
 use crate::wallclock::system_wall_ms;
 
 /// A moment as the books keep it: in wall ms (what status shows, and what the write
@@ -35,11 +36,14 @@ pub(super) fn grace_horizon(shared: &Shared) -> u64 {
     rules_wall_ms(shared).saturating_sub(shared.config.tombstone_grace.as_millis() as u64)
 }
 
-/// The wall time (as [`rules_wall_ms`] goes) of the last agreement of `partition` with
-/// `peer`: its monotonic age taken back from now, so a clock that jumped since cannot
-/// move it.
-pub(super) fn agreed_wall_ms(shared: &Shared, partition: PartitionId, peer: &str) -> Option<u64> {
+/// When the last agreement of `partition` with `peer` began: in monotonic ms, and in
+/// wall time as [`rules_wall_ms`] goes (its monotonic age taken back from now, so a
+/// clock that jumped since cannot move it).
+pub(super) fn agreed(shared: &Shared, partition: PartitionId, peer: &str) -> Option<Agreed> {
     let at = shared.anti_entropy.agreed_at(partition, peer)?;
     let age = shared.now().0.saturating_sub(at.0);
-    Some(rules_wall_ms(shared).saturating_sub(age))
+    Some(Agreed {
+        mono: at.0,
+        wall: rules_wall_ms(shared).saturating_sub(age),
+    })
 }

@@ -55,9 +55,13 @@ pub(super) async fn purge(shared: &Arc<Shared>) {
     for partition in 0..shared.settings.partitions {
         let set = view.replica_set_of(partition);
         let holders = view.holders_of(partition);
-        let Some(horizon) = purge_horizon(me, &set, holders, grace_horizon, |replica| {
-            agreed_wall_ms(shared, partition, replica)
-        }) else {
+        let horizon = shared.arrivals.with(|arrivals| {
+            let arrivals = arrivals.partition(partition)?;
+            purge_horizon(me, &set, holders, grace_horizon, arrivals, |replica| {
+                agreed(shared, partition, replica)
+            })
+        });
+        let Some(horizon) = horizon else {
             continue;
         };
         let Ok(tombstones) = shared

@@ -4,8 +4,13 @@
 //! node's books and the time it is given, so the runtime and the simulator apply the
 //! same rule to the same inputs: a rule the simulator runs is the rule that ships.
 //!
-//! Times are the node's wall milliseconds, the clock its books are kept in (exchange
-//! starts, releases, tombstone versions).
+//! Times are the node's wall milliseconds (exchange starts, releases, tombstone
+//! versions) unless named `mono`: the node's monotonic milliseconds, which agreements
+//! and arrivals are kept in.
+
+mod arrivals;
+
+pub use self::arrivals::{PartitionArrivals, SPAN_MS, SPANS_MAX, TombstoneArrivals};
 
 use crate::membership::{MemberState, MemberView};
 use crate::placement::{PartitionId, PartitionSet, ReplicaSet};
@@ -147,12 +152,24 @@ pub fn also_holding(
     (extra.len() <= ALSO_HOLDING_LISTED_MAX).then_some(extra)
 }
 
+/// When an exchange in agreement began, in the node's two clocks: `mono` is what the
+/// books keep, `wall` its age taken back from the rules' wall time now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Agreed {
+    /// Monotonic ms.
+    pub mono: u64,
+    /// Wall ms.
+    pub wall: u64,
+}
+
 /// The horizon below which `partition`'s tombstones may be purged on this node: the
 /// oldest start of an exchange in agreement with each other replica it takes writes
 /// with and each member that says it holds the partition's data without taking its
 /// writes (`holders`: an old owner waiting to hand it off, a stand-in that has not),
-/// and never later than `grace_horizon` (`wall_now - grace`). `None` when this node
-/// does not take the partition's writes or one of them was never in agreement.
+/// never later than `grace_horizon` (`wall_now - grace`), and below every tombstone
+/// that arrived here since the oldest of those agreements (`arrivals`). `None` when
+/// this node does not take the partition's writes or one of them was never in
+/// agreement.
 ///
 /// The holders count because a holder's data goes back to the owners when it hands
 /// off: a put it kept from before a delete would come back once every owner had
@@ -164,17 +181,34 @@ pub fn purge_horizon<'a>(
     set: &ReplicaSet,
     holders: impl IntoIterator<Item = &'a str>,
     grace_horizon: u64,
-    in_sync_at: impl Fn(&str) -> Option<u64>,
+    arrivals: &mut PartitionArrivals,
+    in_sync_at: impl Fn(&str) -> Option<Agreed>,
 ) -> Option<u64> {
     if !set.targets.iter().any(|t| t == me) {
         return None;
     }
-    let mut horizon = grace_horizon;
-    for replica in set.targets.iter().filter(|r| *r != me) {
-        horizon = horizon.min(in_sync_at(replica)?);
+    let mut oldest: Option<Agreed> = None;
+    let mut count = |other: &str| -> Option<()> {
+        if other != me {
+            let at = in_sync_at(other)?;
+            oldest = Some(match oldest {
+                Some(o) if o.mono <= at.mono => o,
+                _ => at,
+            });
+        }
+        Some(())
+    };
+    for replica in &set.targets {
+        count(replica)?;
     }
-    for holder in holders.into_iter().filter(|h| *h != me) {
-        horizon = horizon.min(in_sync_at(holder)?);
+    for holder in holders {
+        count(holder)?;
+    }
+    let mut horizon = grace_horizon;
+    if let Some(oldest) = oldest {
+        horizon = horizon
+            .min(oldest.wall)
+            .min(arrivals.purge_cap(oldest.mono)?);
     }
     (horizon > 0).then_some(horizon)
 }
@@ -257,20 +291,39 @@ mod tests {
     #[test]
     fn the_purge_horizon_is_the_oldest_agreement_and_at_most_the_grace() {
         let s = set(&["n1", "n2", "n3"], &["n1", "n2", "n3"]);
-        let at = |o: &str| match o {
-            "n2" => Some(500),
-            "n3" => Some(300),
-            _ => None,
-        };
+        let at = |o: &str| agreed(o, &[("n2", 500), ("n3", 300)]);
         let none: [&str; 0] = [];
-        assert_eq!(purge_horizon("n1", &s, none, 1_000, at), Some(300));
-        assert_eq!(purge_horizon("n1", &s, none, 200, at), Some(200));
+        let book = &mut PartitionArrivals::default();
+        assert_eq!(purge_horizon("n1", &s, none, 1_000, book, at), Some(300));
+        assert_eq!(purge_horizon("n1", &s, none, 200, book, at), Some(200));
         assert_eq!(
-            purge_horizon("n1", &s, none, 1_000, |o| at(o).filter(|_| o != "n3")),
+            purge_horizon("n1", &s, none, 1_000, book, |o| at(o).filter(|_| o != "n3")),
             None
         );
-        assert_eq!(purge_horizon("n4", &s, none, 1_000, at), None);
-        assert_eq!(purge_horizon("n1", &s, none, 0, at), None);
+        assert_eq!(purge_horizon("n4", &s, none, 1_000, book, at), None);
+        assert_eq!(purge_horizon("n1", &s, none, 0, book, at), None);
+    }
+
+    #[test]
+    fn a_tombstone_that_landed_after_the_oldest_agreement_is_not_purged() {
+        let s = set(&["n1", "n2", "n3"], &["n1", "n2", "n3"]);
+        let at = |o: &str| agreed(o, &[("n2", 500), ("n3", 300)]);
+        let none: [&str; 0] = [];
+        let book = &mut PartitionArrivals::default();
+        // Timestamped 120, it landed after n3's agreement: n3 may still hold the value.
+        book.note(120, 400);
+        assert_eq!(purge_horizon("n1", &s, none, 1_000, book, at), Some(120));
+        // Landed before every agreement: both replicas held it when they agreed.
+        let book = &mut PartitionArrivals::default();
+        book.note(120, 250);
+        assert_eq!(purge_horizon("n1", &s, none, 1_000, book, at), Some(300));
+    }
+
+    /// Agreements where the monotonic and the wall clock read the same.
+    fn agreed(o: &str, at: &[(&str, u64)]) -> Option<Agreed> {
+        at.iter()
+            .find(|(name, _)| *name == o)
+            .map(|&(_, t)| Agreed { mono: t, wall: t })
     }
 
     fn member(state: MemberState, status: Option<crate::membership::GossipStatus>) -> MemberView {
@@ -350,15 +403,12 @@ mod tests {
     #[test]
     fn a_member_holding_old_data_holds_purges_back_until_it_agreed() {
         let s = set(&["n1", "n2"], &["n1", "n2"]);
-        let at = |o: &str| match o {
-            "n2" => Some(500),
-            "n5" => Some(200),
-            _ => None,
-        };
-        assert_eq!(purge_horizon("n1", &s, ["n5"], 1_000, at), Some(200));
+        let at = |o: &str| agreed(o, &[("n2", 500), ("n5", 200)]);
+        let book = &mut PartitionArrivals::default();
+        assert_eq!(purge_horizon("n1", &s, ["n5"], 1_000, book, at), Some(200));
         // A holder never in agreement (away since before the delete) stops them.
-        assert_eq!(purge_horizon("n1", &s, ["n6"], 1_000, at), None);
+        assert_eq!(purge_horizon("n1", &s, ["n6"], 1_000, book, at), None);
         // This node's own word about holding counts for nothing.
-        assert_eq!(purge_horizon("n1", &s, ["n1"], 1_000, at), Some(500));
+        assert_eq!(purge_horizon("n1", &s, ["n1"], 1_000, book, at), Some(500));
     }
 }
