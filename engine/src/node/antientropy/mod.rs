@@ -6,17 +6,17 @@
 //! The exchanges themselves are [`Exchange`] state machines; this module only moves
 //! their messages, applies what they receive, and keeps the books.
 
+mod books;
 mod serve;
 mod steps;
 mod upkeep;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::Notify;
 
 use super::Shared;
 use super::peers::{PeerError, exchange as send_request};
@@ -28,11 +28,10 @@ use crate::antientropy::messages::{
     DifferingRoot, ROOTS_PER_REQUEST_MAX, SyncLimits, SyncRequest, SyncResponse,
 };
 use crate::antientropy::report::{
-    PartitionDifference, PeerSync, RUN_PEERS_GOSSIPED_MAX, RepairProgress, RepairReport, RunKind,
-    RunSummary, SyncCounts,
+    PartitionDifference, RUN_PEERS_GOSSIPED_MAX, RepairProgress, RepairReport, RunKind, RunSummary,
+    SyncCounts,
 };
 use crate::antientropy::respond::{check_entries, check_push, check_roots_answer};
-use crate::base::Millis;
 use crate::placement::PartitionId;
 use crate::protocol::{ErrorCode, ErrorReply, Request, Response};
 use crate::record::Entry;
@@ -42,6 +41,7 @@ pub(crate) use self::serve::respond;
 pub(crate) mod confirmations;
 mod moments;
 
+pub(crate) use self::books::AntiEntropy;
 pub(crate) use self::moments::Moment;
 use self::moments::{agreed, grace_horizon};
 use self::steps::sync_with;
@@ -53,177 +53,6 @@ const ROOTS_PER_MESSAGE: usize = ROOTS_PER_REQUEST_MAX;
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Delay before the first background run after a start.
 const FIRST_RUN_DELAY: Duration = Duration::from_secs(3);
-
-/// Anti-entropy's books: per-peer state for `status`, per-(partition, peer) in-sync
-/// times for purges and handoff, the progress of a running repair.
-#[derive(Default)]
-pub(crate) struct AntiEntropy {
-    pub(crate) wake: Notify,
-    /// Partitions to fill: exchanges for them run at once and are retried until done,
-    /// whether or not background runs are on.
-    pub(crate) fill_wake: Notify,
-    books: Mutex<Books>,
-    /// One run at a time: a repair waits for a background run and the other way round.
-    running: tokio::sync::Mutex<()>,
-    limiter: RateLimiter,
-}
-
-#[derive(Default)]
-struct Books {
-    peers: BTreeMap<String, PeerSync>,
-    /// Wall ms at the start of the last exchange of (partition, peer) that ended with
-    /// both in sync: everything either held before then, the other holds. What status
-    /// and the confirmations show.
-    in_sync: HashMap<(PartitionId, String), u64>,
-    /// The same moments in this node's monotonic milliseconds: what purges, handoff and
-    /// fills rely on. A wall clock that jumped ahead and came back would leave wall
-    /// stamps in the future, and a purge would take them for agreements after a
-    /// tombstone that the peer never had.
-    agreed_mono: HashMap<(PartitionId, String), Millis>,
-    /// The placement digest seen last, and when it was first seen (monotonic ms).
-    placement: Option<(String, u64)>,
-    progress: Option<RepairProgress>,
-    /// The run in progress, as this node's status tells the cluster.
-    run: Option<RunSummary>,
-    /// The last run that ended: when (wall ms), and what it moved. A repair that had to
-    /// wait for it reports what it did in the meantime.
-    last_run: Option<(u64, SyncCounts)>,
-    /// Partitions being exchanged right now.
-    in_flight: std::collections::BTreeSet<PartitionId>,
-}
-
-impl AntiEntropy {
-    /// This node's state with each peer, for `status`.
-    pub(crate) fn peer_syncs(&self) -> Vec<PeerSync> {
-        self.books
-            .lock()
-            .expect("books lock")
-            .peers
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    /// The progress of the repair running now, if any.
-    pub(crate) fn progress(&self) -> Option<RepairProgress> {
-        self.books.lock().expect("books lock").progress
-    }
-
-    /// Monotonic ms at the start of the last exchange of `partition` with `peer` that
-    /// ended with both in agreement.
-    pub(crate) fn agreed_at(&self, partition: PartitionId, peer: &str) -> Option<Millis> {
-        self.books
-            .lock()
-            .expect("books lock")
-            .agreed_mono
-            .get(&(partition, peer.to_string()))
-            .copied()
-    }
-
-    /// `partitions` compared equal with `peer` in an exchange begun at `began`, on
-    /// either side of it.
-    pub(crate) fn agreed(
-        &self,
-        shared: &Shared,
-        peer: &str,
-        partitions: &[PartitionId],
-        began: Moment,
-    ) {
-        if partitions.is_empty() {
-            return;
-        }
-        let view = shared.view();
-        let mut books = self.books.lock().expect("books lock");
-        for &p in partitions {
-            let mono = books
-                .agreed_mono
-                .entry((p, peer.to_string()))
-                .or_insert(began.mono);
-            *mono = (*mono).max(began.mono);
-            let began = began.wall;
-            let at = books.in_sync.entry((p, peer.to_string())).or_insert(began);
-            *at = (*at).max(began);
-            // Agreement with every other replica now: the writes before the oldest of
-            // those exchanges are on all of them.
-            let oldest = view
-                .replica_set_of(p)
-                .targets
-                .iter()
-                .filter(|t| **t != shared.me.name)
-                .map(|t| books.in_sync.get(&(p, t.clone())).copied())
-                .try_fold(u64::MAX, |oldest, at| at.map(|at| oldest.min(at)));
-            if let Some(oldest) = oldest {
-                shared.write_marks.confirmed(p, oldest);
-            }
-        }
-    }
-
-    /// A time for a compare of `partitions` that comes after every change made to
-    /// them so far: a change and a compare in the same millisecond cannot be told
-    /// apart, and the agreement would not count.
-    pub(crate) async fn compare_time(shared: &Shared, partitions: &[PartitionId]) -> Moment {
-        // Under writes every millisecond this gives up after a few: the compare then
-        // goes on, and only its agreement on the busiest partitions does not count.
-        for _ in 0..4 {
-            let now = Moment::now(shared);
-            if partitions
-                .iter()
-                .all(|&p| shared.write_marks.last(p).is_none_or(|c| c < now.wall))
-            {
-                return now;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        Moment::now(shared)
-    }
-
-    /// The run in progress, if any, for this node's status.
-    pub(crate) fn run(&self) -> Option<RunSummary> {
-        self.books.lock().expect("books lock").run.clone()
-    }
-
-    /// Partitions being exchanged right now.
-    pub(crate) fn repairing(&self) -> Vec<PartitionId> {
-        self.books
-            .lock()
-            .expect("books lock")
-            .in_flight
-            .iter()
-            .copied()
-            .collect()
-    }
-}
-
-/// A token bucket over the bytes of entries moved, so repair never starves clients.
-#[derive(Default)]
-struct RateLimiter {
-    state: Mutex<Option<(f64, Instant)>>,
-}
-
-impl RateLimiter {
-    async fn take(&self, bytes: u64, per_sec: u64) {
-        if per_sec == 0 || bytes == 0 {
-            return;
-        }
-        let wait = {
-            let mut state = self.state.lock().expect("limiter lock");
-            let now = Instant::now();
-            let (tokens, last) = state.unwrap_or((per_sec as f64, now));
-            let refilled = (tokens + now.duration_since(last).as_secs_f64() * per_sec as f64)
-                .min(per_sec as f64);
-            let left = refilled - bytes as f64;
-            *state = Some((left, now));
-            if left >= 0.0 {
-                None
-            } else {
-                Some(Duration::from_secs_f64(-left / per_sec as f64))
-            }
-        };
-        if let Some(wait) = wait {
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
 
 /// What this node accepts and answers in an exchange.
 fn sync_limits(shared: &Shared) -> SyncLimits {
