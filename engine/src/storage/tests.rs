@@ -459,3 +459,63 @@ fn storage_refuses_keys_outside_the_key_limits() {
             .unwrap()
     );
 }
+
+#[test]
+fn a_request_that_fails_in_a_group_commit_fails_alone_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(open(dir.path()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // The first request holds the writer so the rest queue up into one batch (they
+        // are checked the same whichever batches they land in).
+        let (started, running) = std::sync::mpsc::channel();
+        let hold = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .writer
+                    .submit(move |batch| {
+                        let _ = started.send(());
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        batch.apply(&[entry(b"first", 1, 1, Some(b"v"))])
+                    })
+                    .await
+            })
+        };
+        running.recv().expect("the first request runs");
+        let mut tasks = Vec::new();
+        for i in 0..20u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("key-{i}");
+                let e = entry(key.as_bytes(), 100 + i, 1, Some(b"v"));
+                store
+                    .writer
+                    .submit(move |batch| {
+                        let outcome = batch.apply(std::slice::from_ref(&e))?;
+                        if i == 7 {
+                            // Its change is made, then it fails: the change must go too.
+                            return Err(StoreError::Closed);
+                        }
+                        Ok(outcome)
+                    })
+                    .await
+            }));
+        }
+        assert!(hold.await.unwrap().is_ok());
+        for (i, task) in tasks.into_iter().enumerate() {
+            let answer = task.await.unwrap();
+            if i == 7 {
+                assert!(matches!(answer, Err(StoreError::Closed)), "{answer:?}");
+            } else {
+                assert!(answer.expect("the others commit")[0].applied());
+            }
+        }
+    });
+    assert_eq!(store.len().unwrap(), 20, "first and 19 others");
+    assert!(store.get(b"key-7").unwrap().is_none());
+    assert!(store.get(b"key-6").unwrap().is_some());
+}
