@@ -340,13 +340,13 @@ impl Sim {
         if store.apply_now(entries).is_ok() {
             // Applied at once: it lands at the moment it is noted.
             let now = self.now;
-            for e in entries
-                .iter()
-                .filter(|e| e.record.payload == Payload::Tombstone)
-            {
+            for e in entries {
                 let p = partition_of(&e.key, self.settings.partitions);
                 if let Some(book) = self.nodes[i].arrivals.partition(p) {
-                    book.note(e.record.version.hlc.wall_ms(), now);
+                    book.note_write(now);
+                    if e.record.payload == Payload::Tombstone {
+                        book.note(e.record.version.hlc.wall_ms(), now);
+                    }
                 }
             }
             Applied::Yes

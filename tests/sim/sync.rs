@@ -156,7 +156,10 @@ impl Sim {
             for p in store.partitions_with_data() {
                 let set = self.replica_set(i, &placement, p);
                 let released = self.nodes[i].fill.released_at(p);
-                if may_hand_off(&me, &set, released, *placement_since, |o| synced(p, o)) {
+                let landed = arrivals.partition(p).and_then(|b| b.last_landed());
+                if may_hand_off(&me, &set, released, *placement_since, landed, |o| {
+                    synced(p, o)
+                }) {
                     // Its tombstones go with it: for the checks, as good as purged (the
                     // owners are not sent those past the grace where they hold nothing).
                     let tombstones = store

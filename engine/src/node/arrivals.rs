@@ -1,6 +1,6 @@
-//! The node's book of tombstone arrivals ([`crate::policy::TombstoneArrivals`]), and
-//! the guard a write holds from just before it reaches the store until it is done, so
-//! no purge can take a tombstone a compare may not have seen.
+//! The node's book of arrivals ([`crate::policy::TombstoneArrivals`]), and the guard a
+//! write holds from just before it reaches the store until it is done, so no purge can
+//! take a tombstone, and no handoff drop a write, that a compare may not have seen.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -26,9 +26,15 @@ impl ArrivalsBook {
         }
     }
 
-    /// The tombstones among `entries` are about to be written: they hold purges back
-    /// until the returned guard is dropped, after the write.
+    /// `entries` are about to be written: they hold handoff of their partitions back,
+    /// and their tombstones purges, until the returned guard is dropped after the write.
     pub(crate) fn landing(&self, entries: &[Entry]) -> Landing {
+        let mut written: Vec<PartitionId> = entries
+            .iter()
+            .map(|e| partition_of(&e.key, self.partitions))
+            .collect();
+        written.sort_unstable();
+        written.dedup();
         let tombstones: Vec<(PartitionId, u64)> = entries
             .iter()
             .filter(|e| matches!(e.record.payload, Payload::Tombstone))
@@ -39,8 +45,13 @@ impl ArrivalsBook {
                 )
             })
             .collect();
-        if !tombstones.is_empty() {
+        if !written.is_empty() {
             let mut book = self.book.lock().expect("arrivals lock");
+            for &p in &written {
+                if let Some(part) = book.partition(p) {
+                    part.begin_write();
+                }
+            }
             for &(p, hlc_ms) in &tombstones {
                 if let Some(part) = book.partition(p) {
                     part.begin(hlc_ms);
@@ -50,6 +61,7 @@ impl ArrivalsBook {
         Landing {
             book: self.book.clone(),
             started: self.started,
+            written,
             tombstones,
         }
     }
@@ -65,16 +77,22 @@ impl ArrivalsBook {
 pub(crate) struct Landing {
     book: Arc<Mutex<TombstoneArrivals>>,
     started: Instant,
+    written: Vec<PartitionId>,
     tombstones: Vec<(PartitionId, u64)>,
 }
 
 impl Drop for Landing {
     fn drop(&mut self) {
-        if self.tombstones.is_empty() {
+        if self.written.is_empty() {
             return;
         }
         let mono = self.started.elapsed().as_millis() as u64;
         let mut book = self.book.lock().expect("arrivals lock");
+        for &p in &self.written {
+            if let Some(part) = book.partition(p) {
+                part.end_write(mono);
+            }
+        }
         for &(p, hlc_ms) in &self.tombstones {
             if let Some(part) = book.partition(p) {
                 part.end(hlc_ms, mono);

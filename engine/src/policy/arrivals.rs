@@ -17,6 +17,9 @@
 //! arrivals are forgotten is kept: an agreement older than that (a member that starts
 //! to count with an old agreement) allows no purge until it agrees again.
 //!
+//! The book also keeps when the last write of any kind landed on each partition, which
+//! handoff waits for agreements after ([`crate::policy::may_hand_off`]).
+//!
 //! Times: `mono` is the node's monotonic milliseconds (the clock agreements are kept
 //! in), `hlc_ms` a version's wall milliseconds (what tombstones are purged by).
 
@@ -58,6 +61,9 @@ pub struct PartitionArrivals {
     /// Tombstones about to be written and not yet known to be (see [`Self::begin`]).
     pending: u32,
     pending_oldest_ms: u64,
+    /// Writes of any kind in flight, and when the last one landed (monotonic ms).
+    writes_pending: u32,
+    last_write_mono: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +73,28 @@ struct Span {
 }
 
 impl PartitionArrivals {
+    /// A write (of anything) is about to land; see [`Self::last_landed`].
+    pub fn begin_write(&mut self) {
+        self.writes_pending += 1;
+    }
+
+    /// The write begun with [`Self::begin_write`] is done (or failed) at `mono`.
+    pub fn end_write(&mut self, mono: u64) {
+        self.writes_pending = self.writes_pending.saturating_sub(1);
+        self.note_write(mono);
+    }
+
+    /// A write landed at `mono`.
+    pub fn note_write(&mut self, mono: u64) {
+        self.last_write_mono = self.last_write_mono.max(mono);
+    }
+
+    /// When the last write landed here (0 when none has since the node started), or
+    /// `None` while one is in flight: what handoff waits for agreements after.
+    pub fn last_landed(&self) -> Option<u64> {
+        (self.writes_pending == 0).then_some(self.last_write_mono)
+    }
+
     /// A tombstone timestamped `hlc_ms` is about to be written. Until [`Self::end`], no
     /// purge reaches it: a compare may run between now and the commit and not see it.
     pub fn begin(&mut self, hlc_ms: u64) {
@@ -184,6 +212,19 @@ mod tests {
         assert_eq!(book.purge_cap(10 * SPAN_MS), Some(1_000));
         let last = (SPANS_MAX as u64 + 5) * 10 * SPAN_MS;
         assert_eq!(book.purge_cap(last + 1), Some(u64::MAX));
+    }
+
+    #[test]
+    fn the_last_landing_is_unknown_while_a_write_is_in_flight() {
+        let mut book = PartitionArrivals::default();
+        assert_eq!(book.last_landed(), Some(0));
+        book.note_write(40);
+        book.begin_write();
+        assert_eq!(book.last_landed(), None);
+        book.end_write(70);
+        assert_eq!(book.last_landed(), Some(70));
+        book.note_write(60);
+        assert_eq!(book.last_landed(), Some(70));
     }
 
     #[test]

@@ -72,22 +72,27 @@ pub fn split_expired(
 
 /// Whether this node may drop `partition`, which it holds data of but no longer takes
 /// writes for: every replica that counts for it has completed an exchange in agreement
-/// with this node since it was released here and since the placement last changed.
-/// Handoff is repair: the new owners have everything this node held.
+/// with this node since it was released here, since the placement last changed, and
+/// since the last write landed here (`last_landed`, monotonic ms from
+/// [`PartitionArrivals::last_landed`]; `None` while a write is in flight): a late hint
+/// or a write from a member with an old placement lands after the release. Handoff is
+/// repair: the new owners have everything this node held.
 pub fn may_hand_off(
     me: &str,
     set: &ReplicaSet,
     released_at: Option<u64>,
     placement_since: u64,
+    last_landed: Option<u64>,
     in_sync_at: impl Fn(&str) -> Option<u64>,
 ) -> bool {
     if set.targets.iter().any(|t| t == me) {
         return false;
     }
-    let Some(released) = released_at else {
+    let (Some(released), Some(landed)) = (released_at, last_landed) else {
         return false;
     };
-    let since = released.max(placement_since);
+    // An agreement that began in the millisecond a write landed may not have seen it.
+    let since = released.max(placement_since).max(landed + 1);
     !set.counted.is_empty()
         && set
             .counted
@@ -252,6 +257,7 @@ mod tests {
             &s,
             Some(100),
             50,
+            Some(0),
             synced(Some(120), None)
         ));
         assert!(!may_hand_off(
@@ -259,6 +265,7 @@ mod tests {
             &s,
             Some(100),
             50,
+            Some(0),
             synced(Some(120), Some(90))
         ));
         assert!(may_hand_off(
@@ -266,6 +273,7 @@ mod tests {
             &s,
             Some(100),
             50,
+            Some(0),
             synced(Some(120), Some(100))
         ));
         // A placement change after the release restarts the wait.
@@ -274,17 +282,52 @@ mod tests {
             &s,
             Some(100),
             130,
+            Some(0),
             synced(Some(120), Some(140))
         ));
         // Never released here, or still a target: kept.
-        assert!(!may_hand_off("n1", &s, None, 0, synced(Some(9), Some(9))));
+        assert!(!may_hand_off(
+            "n1",
+            &s,
+            None,
+            0,
+            Some(0),
+            synced(Some(9), Some(9))
+        ));
         let mine = set(&["n1", "n2"], &["n2"]);
         assert!(!may_hand_off(
             "n1",
             &mine,
             Some(1),
             0,
+            Some(0),
             synced(Some(9), Some(9))
+        ));
+        // A write that landed after the agreements (a late hint): kept until they agree
+        // again; and while one is in flight, kept.
+        assert!(!may_hand_off(
+            "n1",
+            &s,
+            Some(100),
+            50,
+            Some(120),
+            synced(Some(120), Some(130))
+        ));
+        assert!(may_hand_off(
+            "n1",
+            &s,
+            Some(100),
+            50,
+            Some(119),
+            synced(Some(120), Some(130))
+        ));
+        assert!(!may_hand_off(
+            "n1",
+            &s,
+            Some(100),
+            50,
+            None,
+            synced(Some(120), Some(130))
         ));
     }
 

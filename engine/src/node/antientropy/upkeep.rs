@@ -27,7 +27,10 @@ pub(super) async fn hand_off(shared: &Arc<Shared>) {
             .lock()
             .expect("fill lock")
             .released_at(partition);
-        let confirmed = may_hand_off(me, &set, released, placement_since, |owner| {
+        let landed = shared
+            .arrivals
+            .with(|a| a.partition(partition).and_then(|b| b.last_landed()));
+        let confirmed = may_hand_off(me, &set, released, placement_since, landed, |owner| {
             shared
                 .anti_entropy
                 .agreed_at(partition, owner)
