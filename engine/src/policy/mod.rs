@@ -250,26 +250,32 @@ mod tests {
     #[test]
     fn a_released_partition_waits_for_every_counted_owner_after_the_release() {
         let s = set(&["n2", "n3"], &["n2", "n3"]);
+        fn hand_off(
+            set: &ReplicaSet,
+            released: Option<u64>,
+            since: u64,
+            landed: Option<u64>,
+            synced: impl Fn(&str) -> Option<u64>,
+        ) -> bool {
+            may_hand_off("n1", set, released, since, landed, synced)
+        }
         let synced =
             |at2: Option<u64>, at3: Option<u64>| move |o: &str| if o == "n2" { at2 } else { at3 };
-        assert!(!may_hand_off(
-            "n1",
+        assert!(!hand_off(
             &s,
             Some(100),
             50,
             Some(0),
             synced(Some(120), None)
         ));
-        assert!(!may_hand_off(
-            "n1",
+        assert!(!hand_off(
             &s,
             Some(100),
             50,
             Some(0),
             synced(Some(120), Some(90))
         ));
-        assert!(may_hand_off(
-            "n1",
+        assert!(hand_off(
             &s,
             Some(100),
             50,
@@ -277,8 +283,7 @@ mod tests {
             synced(Some(120), Some(100))
         ));
         // A placement change after the release restarts the wait.
-        assert!(!may_hand_off(
-            "n1",
+        assert!(!hand_off(
             &s,
             Some(100),
             130,
@@ -286,17 +291,9 @@ mod tests {
             synced(Some(120), Some(140))
         ));
         // Never released here, or still a target: kept.
-        assert!(!may_hand_off(
-            "n1",
-            &s,
-            None,
-            0,
-            Some(0),
-            synced(Some(9), Some(9))
-        ));
+        assert!(!hand_off(&s, None, 0, Some(0), synced(Some(9), Some(9))));
         let mine = set(&["n1", "n2"], &["n2"]);
-        assert!(!may_hand_off(
-            "n1",
+        assert!(!hand_off(
             &mine,
             Some(1),
             0,
@@ -305,24 +302,21 @@ mod tests {
         ));
         // A write that landed after the agreements (a late hint): kept until they agree
         // again; and while one is in flight, kept.
-        assert!(!may_hand_off(
-            "n1",
+        assert!(!hand_off(
             &s,
             Some(100),
             50,
             Some(120),
             synced(Some(120), Some(130))
         ));
-        assert!(may_hand_off(
-            "n1",
+        assert!(hand_off(
             &s,
             Some(100),
             50,
             Some(119),
             synced(Some(120), Some(130))
         ));
-        assert!(!may_hand_off(
-            "n1",
+        assert!(!hand_off(
             &s,
             Some(100),
             50,

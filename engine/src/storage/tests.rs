@@ -210,14 +210,19 @@ fn hints_are_kept_per_target_in_order_survive_restarts_and_are_bounded() {
     assert_eq!(store.hints_for("n3", 10, 1 << 20).unwrap().len(), 1);
 }
 
+/// A runtime for tests that write from many tasks at once.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn group_commit_answers_every_concurrent_writer() {
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(open(dir.path()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let mut tasks = Vec::new();
         for i in 0..500u64 {
@@ -464,10 +469,7 @@ fn storage_refuses_keys_outside_the_key_limits() {
 fn a_request_that_fails_in_a_group_commit_fails_alone_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(open(dir.path()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         // The first request holds the writer so the rest queue up into one batch (they
         // are checked the same whichever batches they land in).
