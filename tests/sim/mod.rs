@@ -88,6 +88,7 @@ enum Event {
     },
     /// A datagram for the second process under a member's name.
     ToGhost {
+        from: usize,
         data: Vec<u8>,
         ghost: u32,
     },
@@ -371,9 +372,10 @@ impl Sim {
                 Event::Client { op } => self.client_op(op),
                 Event::Fault => self.fault(),
                 Event::Away { node, back } => self.away(node, back),
-                Event::ToGhost { data, ghost } => {
+                Event::ToGhost { from, data, ghost } => {
                     if let Some(g) = self.ghost.as_mut().filter(|g| g.id == ghost) {
-                        let _ = g.membership.handle_data(&data, Millis(self.now));
+                        let sender = &self.names[from];
+                        let _ = g.membership.handle_data(sender, &data, Millis(self.now));
                         self.flush_ghost();
                     }
                 }

@@ -192,6 +192,7 @@ impl Sim {
                 self.schedule(
                     at,
                     Event::ToGhost {
+                        from: i,
                         data: data.to_vec(),
                         ghost,
                     },
@@ -223,8 +224,9 @@ impl Sim {
         self.report.delivered += 1;
         match msg {
             Msg::Swim(data) => {
+                let sender = &self.names[from];
                 if let Some(m) = self.nodes[to].membership.as_mut() {
-                    let _ = m.handle_data(&data, Millis(self.now));
+                    let _ = m.handle_data(sender, &data, Millis(self.now));
                 }
                 self.flush_membership(to);
             }

@@ -16,9 +16,12 @@
 mod departures;
 mod identity;
 mod lives;
+mod refusals;
 mod roster;
+pub mod seal;
 mod silence;
 mod status;
+pub mod wire;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -31,6 +34,9 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 pub use self::identity::MemberId;
+pub use self::refusals::{REFUSALS_REPORTED_EVERY_MS, Refusal, RefusalReport};
+use self::refusals::RefusalLog;
+use self::seal::StatusSeal;
 pub use self::status::{Departure, GossipStatus};
 use self::status::{StatusBook, StatusHandler};
 use crate::base::Millis;
@@ -133,6 +139,9 @@ pub enum MembershipEvent {
     /// takes its name back under an identity that supersedes it. It missed the writes
     /// that went to the other process, so it refills before it counts.
     NameTakenBack(MemberId),
+    /// Messages from a peer were refused for speaking as another member (reported at
+    /// most once a minute per peer; every one is counted in [`Membership::refusals`]).
+    Refused(RefusalReport),
 }
 
 /// Renewals allowed at once within [`RENEWAL_WINDOW_MS`]; past them each waits twice as
@@ -176,6 +185,14 @@ pub enum MembershipError {
     /// foca refused the input (a malformed or foreign datagram, most often).
     #[error("membership message refused: {0}")]
     Swim(#[from] foca::Error),
+    /// The message speaks as another member than the one that sent it.
+    #[error("membership message from {from:?} refused: {refusal}")]
+    Refused {
+        /// The certificate name of the connection it came on.
+        from: String,
+        /// What it claimed.
+        refusal: Refusal,
+    },
 }
 
 type Swim = Foca<MemberId, PostcardCodec, SmallRng, StatusHandler>;
@@ -238,6 +255,8 @@ pub struct Membership {
     heard_at: Option<Millis>,
     /// When the last silence (no datagram for two probe periods) ended.
     silence_ended: Option<Millis>,
+    /// Messages refused for speaking as another member.
+    refusals: RefusalLog,
 }
 
 impl Membership {
@@ -299,6 +318,31 @@ impl Membership {
             going_down: false,
             heard_at: None,
             silence_ended: None,
+            refusals: RefusalLog::default(),
+        }
+    }
+
+    /// Signs this node's statuses with `seal` and checks others' with it from now on
+    /// (a membership starts [`Unsealed`](seal::Unsealed)).
+    pub fn set_seal(&mut self, seal: Arc<dyn StatusSeal>) {
+        self.book.lock().expect("status book lock").seal = seal;
+    }
+
+    /// Messages refused for speaking as another member since the start, by reason
+    /// ([`Refusal::reason`]).
+    pub fn refusals(&self) -> &BTreeMap<&'static str, u64> {
+        self.refusals.totals()
+    }
+
+    /// Second-hand statuses dropped because their author's certificate was not known
+    /// here yet (a later copy, or the author's own, is taken).
+    pub fn unverified_statuses(&self) -> u64 {
+        self.book.lock().expect("status book lock").unverified
+    }
+
+    fn refuse(&mut self, from: &str, refusal: Refusal, now: Millis) {
+        if let Some(report) = self.refusals.note(from, refusal, now) {
+            self.events.push_back(MembershipEvent::Refused(report));
         }
     }
 
@@ -447,9 +491,28 @@ impl Membership {
         self.sync(now);
     }
 
-    /// A datagram from another member.
-    pub fn handle_data(&mut self, data: &[u8], now: Millis) -> Result<(), MembershipError> {
-        let header = foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, data).ok();
+    /// A datagram from another member, that came on a connection whose certificate
+    /// names `from`. A datagram whose SWIM header names another sender is refused
+    /// whole: a member speaks only for itself.
+    pub fn handle_data(
+        &mut self,
+        from: &str,
+        data: &[u8],
+        now: Millis,
+    ) -> Result<(), MembershipError> {
+        let header = wire::header(data);
+        if let Some(header) = &header
+            && header.src.name != from
+        {
+            let refusal = Refusal::NotTheSender {
+                claimed: header.src.name.clone(),
+            };
+            self.refuse(from, refusal.clone(), now);
+            return Err(MembershipError::Refused {
+                from: from.to_string(),
+                refusal,
+            });
+        }
         if header.as_ref().is_some_and(|h| h.src.name != self.me.name) {
             self.heard(now);
         }
@@ -466,6 +529,10 @@ impl Membership {
             self.told_down_by = Some(header.src.name.clone());
         }
         let result = self.swim.handle_data(data, &mut self.runtime);
+        let forged = std::mem::take(&mut self.book.lock().expect("status book lock").forged);
+        for (from, subject) in forged {
+            self.refuse(&from, Refusal::ForgedStatus { subject }, now);
+        }
         self.sync(now);
         result.map_err(MembershipError::from)
     }
@@ -480,52 +547,6 @@ impl Membership {
         }
         if let Err(err) = self.swim.handle_timer(timer.timer, &mut self.runtime) {
             tracing::debug!("membership timer: {err}");
-        }
-        self.sync(now);
-    }
-
-    /// Publishes this node's status to the cluster (`name`, `incarnation`, `epoch_ms`,
-    /// `seq` and `leaving` are filled in here).
-    pub fn publish(&mut self, mut status: GossipStatus, now: Millis) {
-        self.status_seq += 1;
-        status.name = self.me.name.clone();
-        status.incarnation = self.me.incarnation;
-        status.epoch_ms = self.me.epoch_ms;
-        status.data_epoch = self.me.data_epoch;
-        status.seq = self.status_seq;
-        status.leaving = self.leaving;
-        status.departed = self
-            .departed
-            .iter()
-            .take(DEPARTURES_GOSSIPED_MAX)
-            .cloned()
-            .collect();
-        // A status must fit a datagram beside SWIM's own header and a few updates: with
-        // the largest partition bitmaps, fewer departures ride along (the rest follow in
-        // later statuses, most recent first).
-        // The list of unconfirmed partitions goes first: without it the others take
-        // every partition of this node as unconfirmed, which errs on the safe side.
-        let mut bytes = postcard::to_allocvec(&status);
-        if let Ok(encoded) = &bytes
-            && encoded.len() > STATUS_BYTES_MAX
-            && status.sync.unconfirmed.take().is_some()
-        {
-            status.sync.not_checked_with_all = None;
-            bytes = postcard::to_allocvec(&status);
-        }
-        while let Ok(encoded) = &bytes
-            && encoded.len() > STATUS_BYTES_MAX
-            && status.departed.pop().is_some()
-        {
-            bytes = postcard::to_allocvec(&status);
-        }
-        match bytes {
-            Ok(bytes) => {
-                if let Err(err) = self.swim.add_broadcast(&bytes) {
-                    tracing::debug!("status not published: {err}");
-                }
-            }
-            Err(err) => tracing::debug!("status not encoded: {err}"),
         }
         self.sync(now);
     }

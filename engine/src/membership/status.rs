@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::MemberId;
+use super::seal::sealed_message;
+use super::{DEPARTURES_GOSSIPED_MAX, MemberId, Membership, STATUS_BYTES_MAX, wire};
+use crate::base::Millis;
+use super::seal::{SealCheck, SealedStatus, StatusSeal, Unsealed};
 use crate::antientropy::report::SyncSummary;
 use crate::hlc::Timestamp;
 use crate::placement::PartitionSet;
@@ -93,10 +96,27 @@ impl GossipStatus {
     }
 }
 
-/// The newest status seen from each member.
-#[derive(Default)]
+/// The newest status seen from each member, the seal that checks them, and what was
+/// refused since membership last looked.
 pub(super) struct StatusBook {
     latest: HashMap<String, GossipStatus>,
+    pub(super) seal: Arc<dyn StatusSeal>,
+    /// Statuses of others passed on by a peer without their author's seal: (the peer,
+    /// the author).
+    pub(super) forged: Vec<(String, String)>,
+    /// Second-hand statuses whose author's certificate is not known here yet.
+    pub(super) unverified: u64,
+}
+
+impl Default for StatusBook {
+    fn default() -> Self {
+        StatusBook {
+            latest: HashMap::new(),
+            seal: Arc::new(Unsealed),
+            forged: Vec::new(),
+            unverified: 0,
+        }
+    }
 }
 
 impl StatusBook {
@@ -109,12 +129,15 @@ impl StatusBook {
         &self.latest
     }
 
+    fn is_newer(&self, status: &GossipStatus) -> bool {
+        self.latest
+            .get(&status.name)
+            .is_none_or(|held| held.key().order < status.key().order)
+    }
+
     /// Keeps `status` if it is newer than the one held; whether it was.
     pub(super) fn offer(&mut self, status: GossipStatus) -> bool {
-        let newer = self
-            .latest
-            .get(&status.name)
-            .is_none_or(|held| held.key().order < status.key().order);
+        let newer = self.is_newer(&status);
         if newer {
             self.latest.insert(status.name.clone(), status);
         }
@@ -155,11 +178,94 @@ impl foca::BroadcastHandler<MemberId> for StatusHandler {
     fn receive_item(
         &mut self,
         data: &[u8],
-        _sender: Option<&MemberId>,
+        sender: Option<&MemberId>,
     ) -> Result<Option<StatusKey>, StatusError> {
-        let status: GossipStatus = postcard::from_bytes(data).map_err(StatusError)?;
+        let sealed: SealedStatus = postcard::from_bytes(data).map_err(StatusError)?;
+        let status: GossipStatus = postcard::from_bytes(&sealed.status).map_err(StatusError)?;
+        let mut book = self.book.lock().expect("status book lock");
+        if !book.is_newer(&status) {
+            return Ok(None);
+        }
+        // `None` is this node's own status; a status from its author came on the
+        // author's own connection (membership bound the sender to its certificate).
+        // Anything else is passed on, and counts only with its author's seal.
+        if let Some(sender) = sender
+            && sender.name != status.name
+        {
+            let message = sealed_message(&sealed.status);
+            match book
+                .seal
+                .check(&status.name, &message, sealed.seal.as_ref())
+            {
+                SealCheck::Valid => {}
+                SealCheck::Invalid => {
+                    book.forged.push((sender.name.clone(), status.name.clone()));
+                    return Ok(None);
+                }
+                SealCheck::UnknownKey => {
+                    book.unverified += 1;
+                    return Ok(None);
+                }
+            }
+        }
         let key = status.key();
-        let newer = self.book.lock().expect("status book lock").offer(status);
+        let newer = book.offer(status);
         Ok(newer.then_some(key))
     }
+}
+
+impl Membership {
+    /// Publishes this node's status to the cluster (`name`, `incarnation`, `epoch_ms`,
+    /// `seq` and `leaving` are filled in here).
+    pub fn publish(&mut self, mut status: GossipStatus, now: Millis) {
+        self.status_seq += 1;
+        status.name = self.me.name.clone();
+        status.incarnation = self.me.incarnation;
+        status.epoch_ms = self.me.epoch_ms;
+        status.data_epoch = self.me.data_epoch;
+        status.seq = self.status_seq;
+        status.leaving = self.leaving;
+        status.departed = self
+            .departed
+            .iter()
+            .take(DEPARTURES_GOSSIPED_MAX)
+            .cloned()
+            .collect();
+        // A status must fit a datagram beside SWIM's own header and a few updates: with
+        // the largest partition bitmaps, fewer departures ride along (the rest follow in
+        // later statuses, most recent first).
+        // The list of unconfirmed partitions goes first: without it the others take
+        // every partition of this node as unconfirmed, which errs on the safe side.
+        let seal = self.book.lock().expect("status book lock").seal.clone();
+        // Room for the seal and its framing (an option tag and two lengths).
+        let limit = STATUS_BYTES_MAX.saturating_sub(seal.seal_bytes_max() + 8);
+        let mut bytes = wire::status_bytes(&status);
+        if let Ok(encoded) = &bytes
+            && encoded.len() > limit
+            && status.sync.unconfirmed.take().is_some()
+        {
+            status.sync.not_checked_with_all = None;
+            bytes = wire::status_bytes(&status);
+        }
+        while let Ok(encoded) = &bytes
+            && encoded.len() > limit
+            && status.departed.pop().is_some()
+        {
+            bytes = wire::status_bytes(&status);
+        }
+        match bytes {
+            Ok(bytes) => {
+                let sealed = wire::encode_status(&bytes, seal.seal(&sealed_message(&bytes)));
+                if let Err(err) = sealed
+                    .map_err(|e| e.to_string())
+                    .and_then(|sealed| self.swim.add_broadcast(&sealed).map_err(|e| e.to_string()))
+                {
+                    tracing::debug!("status not published: {err}");
+                }
+            }
+            Err(err) => tracing::debug!("status not encoded: {err}"),
+        }
+        self.sync(now);
+    }
+
 }

@@ -15,6 +15,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
+pub mod seal;
+
 use crate::certs;
 use crate::protocol::{ALPN, Role};
 
@@ -206,6 +208,16 @@ pub fn peer_identity(connection: &quinn::Connection) -> Result<PeerIdentity, Net
         .first()
         .ok_or_else(|| NetError::Identity("the peer presented an empty chain".into()))?;
     identity_of(leaf)
+}
+
+/// The certificate the peer on `connection` presented (verified in the handshake).
+pub fn peer_certificate(connection: &quinn::Connection) -> Option<CertificateDer<'static>> {
+    connection
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?
+        .first()
+        .cloned()
 }
 
 /// Reads name (CN) and role (OU) from a certificate.

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 use super::Shared;
 use super::view::ClusterView;
 use crate::membership::{
-    GossipStatus, MemberId, MemberState, Membership, MembershipEvent, SeedMember, SwimTimer,
+    GossipStatus, MemberId, MemberState, Membership, MembershipError, MembershipEvent, SeedMember,
+    SwimTimer,
 };
 use crate::placement::{PartitionSet, Placement};
 use crate::policy::{Holding, also_holding, holding_of};
@@ -34,7 +35,8 @@ const LEAVE_GRACE: Duration = Duration::from_millis(1500);
 pub(crate) type Admission = Result<(Vec<SeedMember>, Option<String>), ErrorReply>;
 
 pub(crate) enum MembershipInput {
-    Data(Bytes),
+    /// A datagram, and the certificate name of the connection it came on.
+    Data(String, Bytes),
     Leave,
     Join {
         id: MemberId,
@@ -69,8 +71,10 @@ impl MembershipHandle {
     }
 
     /// A datagram from a node; dropped when the task is behind.
-    pub(crate) fn datagram(&self, data: Bytes) {
-        let _ = self.inputs.try_send(MembershipInput::Data(data));
+    pub(crate) fn datagram(&self, from: &str, data: Bytes) {
+        let _ = self
+            .inputs
+            .try_send(MembershipInput::Data(from.to_string(), data));
     }
 
     /// Starts leaving the cluster.
@@ -175,9 +179,12 @@ pub(crate) async fn run(
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,
             input = inputs.recv() => match input {
-                Some(MembershipInput::Data(data)) => {
-                    if let Err(err) = m.handle_data(&data, shared.now()) {
-                        tracing::debug!("{err}");
+                Some(MembershipInput::Data(from, data)) => {
+                    match m.handle_data(&from, &data, shared.now()) {
+                        Ok(()) => {}
+                        // Counted and reported (once a minute per peer) by membership.
+                        Err(MembershipError::Refused { .. }) => {}
+                        Err(err) => tracing::debug!("{err}"),
                     }
                 }
                 Some(MembershipInput::Leave) => {
@@ -237,6 +244,7 @@ pub(crate) async fn run(
             }
             _ = status_tick.tick(), if !m.is_leaving() => {
                 m.tick(shared.now());
+                super::metrics::membership_refusals(m.refusals(), m.unverified_statuses());
                 let status = status(&shared, &m, &placement);
                 m.publish(status, shared.now());
                 m.announce_if_isolated(shared.now());
@@ -557,6 +565,14 @@ fn log_event(event: &MembershipEvent) {
         MembershipEvent::NameTakenBack(other) => tracing::warn!(
             other = %other.addr,
             "the other process under this node's name is gone; this one takes the name back and refills its partitions before it counts in quorums"
+        ),
+        MembershipEvent::Refused(report) => tracing::warn!(
+            peer = %report.from,
+            refused = report.count,
+            "membership messages from {} refused: {} ({} since the last report; reported at most once a minute per peer)",
+            report.from,
+            report.refusal,
+            report.count
         ),
     }
 }

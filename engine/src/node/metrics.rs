@@ -16,6 +16,11 @@
 //!   `vergent_antientropy_bytes_total{direction, kind}`,
 //!   `vergent_antientropy_keys_total{direction}`: anti-entropy work.
 //! - `vergent_clock_refusals_total`: peer timestamps refused for being too far ahead.
+//! - `vergent_membership_refused_total{reason}`: membership messages refused for
+//!   speaking as another member (`not_the_sender`: the datagram names another sender
+//!   than its connection's certificate; `forged_status`: a status its member did not
+//!   sign); `vergent_membership_unverified_statuses_total`: statuses passed on by a
+//!   peer whose author this node has not met yet, left for a copy it can check.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -107,4 +112,16 @@ pub(crate) fn unreachable(peer: &str, unreachable: bool) {
 /// Partitions this node takes writes for but is still filling.
 pub(crate) fn filling(partitions: usize) {
     metrics::gauge!("vergent_partitions_filling").set(partitions as f64);
+}
+
+/// Membership's refusals so far, by reason, and the statuses it could not check.
+pub(crate) fn membership_refusals(
+    totals: &std::collections::BTreeMap<&'static str, u64>,
+    unverified: u64,
+) {
+    for reason in ["not_the_sender", "forged_status"] {
+        metrics::counter!("vergent_membership_refused_total", "reason" => reason)
+            .absolute(totals.get(reason).copied().unwrap_or(0));
+    }
+    metrics::counter!("vergent_membership_unverified_statuses_total").absolute(unverified);
 }

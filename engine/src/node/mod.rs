@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     /// When this node learned of each member's fills, for [`ClusterView::settling`].
     pub(crate) fill_news: Mutex<FillNews>,
     pub(crate) peers: Peers,
+    /// Seals this node's statuses and checks others' with the certificates met.
+    pub(crate) seal: Arc<net::seal::CertSeal>,
     pub(crate) coordinator: Mutex<Coordinator>,
     pub(crate) replication: replication::Replication,
     pub(crate) membership: cluster::MembershipHandle,
@@ -201,7 +203,13 @@ impl Node {
             token: store.placement_token()?,
             data_epoch: store.data_epoch_or(epoch_ms)?,
         };
-        let peers = Peers::new(endpoint.clone(), config.name.clone());
+        let seal = Arc::new(net::seal::CertSeal::new(&material)?);
+        if !seal.can_sign() {
+            tracing::warn!(
+                "the key of this node's certificate cannot seal statuses (an RSA key?): the others take its status only from this node itself, never passed on; issue an ECDSA or Ed25519 certificate"
+            );
+        }
+        let peers = Peers::new(endpoint.clone(), config.name.clone(), seal.clone());
 
         let had_cluster = store.cluster().is_some();
         let joined = join::join_or_create(&config, &store, &peers, &me).await;
@@ -264,6 +272,7 @@ impl Node {
             write_marks: WriteMarks::new(settings.partitions),
             arrivals: arrivals::ArrivalsBook::new(settings.partitions, started),
             peers,
+            seal: seal.clone(),
             replication: replication::Replication::default(),
             membership,
             hints_wake: Notify::new(),
@@ -286,6 +295,7 @@ impl Node {
             random_seed(),
             shared.now(),
         );
+        m.set_seal(seal);
         m.restore(&remembered, shared.now());
         m.install(joined.members, shared.now());
         let (primed, view_ready) = tokio::sync::oneshot::channel();

@@ -18,7 +18,8 @@ use quinn::Connection;
 use crate::client::describe_connection_error;
 use crate::limits::{VALUE_BYTES_MAX_CEILING, frame_bytes_max};
 use crate::membership::MemberId;
-use crate::net::peer_identity;
+use crate::net::seal::CertSeal;
+use crate::net::{peer_certificate, peer_identity};
 use crate::protocol::frame;
 use crate::protocol::{PROTOCOL_VERSION, Request, Response, Role};
 
@@ -42,16 +43,19 @@ struct Slot {
 pub(crate) struct Peers {
     endpoint: quinn::Endpoint,
     me: String,
+    /// Learns the certificates of the nodes dialled, to check their status seals.
+    seal: Arc<CertSeal>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     /// Peers the data path cannot reach right now, with why.
     unreachable: Mutex<BTreeMap<String, String>>,
 }
 
 impl Peers {
-    pub(crate) fn new(endpoint: quinn::Endpoint, me: String) -> Peers {
+    pub(crate) fn new(endpoint: quinn::Endpoint, me: String, seal: Arc<CertSeal>) -> Peers {
         Peers {
             endpoint,
             me,
+            seal,
             slots: Mutex::new(HashMap::new()),
             unreachable: Mutex::new(BTreeMap::new()),
         }
@@ -99,6 +103,9 @@ impl Peers {
                     "{addr} is node {:?}, expected {expected:?}",
                     identity.name
                 )));
+            }
+            if let Some(cert) = peer_certificate(&connection) {
+                self.seal.learn(&identity.name, &cert);
             }
             let hello = Request::Hello {
                 protocol_version: PROTOCOL_VERSION,

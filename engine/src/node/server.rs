@@ -14,7 +14,7 @@ use quinn::{Connection, Incoming, RecvStream, SendStream, VarInt};
 use super::Shared;
 use super::replication::batch_frame_bytes_max;
 use crate::limits::frame_bytes_max;
-use crate::net::{PeerIdentity, peer_identity};
+use crate::net::{NetError, PeerIdentity, peer_certificate, peer_identity};
 use crate::protocol::Role;
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::{ErrorCode, ErrorReply, PROTOCOL_VERSION, Request, Response};
@@ -74,7 +74,7 @@ async fn serve_connection(incoming: Incoming, shared: Arc<Shared>) {
             return;
         }
     };
-    let peer = match peer_identity(&connection) {
+    let peer = match peer_identity(&connection).and_then(member_name_checked) {
         Ok(peer) => peer,
         Err(err) => {
             tracing::info!(%remote, "connection refused: {err}");
@@ -99,7 +99,14 @@ async fn serve_connection(incoming: Incoming, shared: Arc<Shared>) {
     }
     tracing::debug!(%remote, peer = %peer.name, role = %peer.role, "connection open");
     if peer.role == Role::Node {
-        tasks.spawn(read_datagrams(connection.clone(), shared.clone()));
+        if let Some(cert) = peer_certificate(&connection) {
+            shared.seal.learn(&peer.name, &cert);
+        }
+        tasks.spawn(read_datagrams(
+            connection.clone(),
+            shared.clone(),
+            peer.name.clone(),
+        ));
     }
     let peer = Arc::new(peer);
     loop {
@@ -171,13 +178,27 @@ async fn hello(connection: &Connection, shared: &Shared) -> Result<(), String> {
     outcome
 }
 
-/// Membership datagrams from another node go to the membership task.
-async fn read_datagrams(connection: Connection, shared: Arc<Shared>) {
+/// A node certificate must name a valid member: the name is its identity in the
+/// cluster, in placement and in every message.
+fn member_name_checked(peer: PeerIdentity) -> Result<PeerIdentity, NetError> {
+    if peer.role == Role::Node
+        && let Err(err) = crate::certs::check_name(&peer.name)
+    {
+        return Err(NetError::Identity(format!(
+            "a node certificate must name a valid member: {err}"
+        )));
+    }
+    Ok(peer)
+}
+
+/// Membership datagrams from another node go to the membership task, with the name its
+/// certificate gives (a datagram speaking for anyone else is refused there).
+async fn read_datagrams(connection: Connection, shared: Arc<Shared>, from: String) {
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,
             datagram = connection.read_datagram() => match datagram {
-                Ok(data) => shared.membership.datagram(data),
+                Ok(data) => shared.membership.datagram(&from, data),
                 Err(_) => break,
             },
         }

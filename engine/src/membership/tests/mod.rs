@@ -22,7 +22,8 @@ struct Net {
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum Item {
-    Data(Vec<u8>),
+    /// A datagram, and the name of its sender (whose certificate it would come with).
+    Data(String, Vec<u8>),
     Timer(TimerBox),
 }
 
@@ -101,7 +102,7 @@ impl Net {
             let m = self.nodes.get_mut(name).unwrap();
             while let Some((to, data)) = m.poll_send() {
                 if !self.cut.contains(&(name.to_string(), to.name.clone())) {
-                    out.push((now + 1, to.name.clone(), Item::Data(data.to_vec())));
+                    out.push((now + 1, to.name.clone(), Item::Data(name.to_string(), data.to_vec())));
                 }
             }
             let mut probing = false;
@@ -140,8 +141,8 @@ impl Net {
             let now = Millis(at);
             let m = self.nodes.get_mut(&to).unwrap();
             match item {
-                Item::Data(data) => {
-                    let _ = m.handle_data(&data, now);
+                Item::Data(from, data) => {
+                    let _ = m.handle_data(&from, &data, now);
                 }
                 Item::Timer(TimerBox(timer)) => m.handle_timer(timer, now),
             }
@@ -633,3 +634,5 @@ fn a_status_with_the_largest_partition_bitmap_and_many_departures_still_fits_a_d
     assert!(!mine.departed.is_empty());
     assert!(postcard::to_allocvec(mine).unwrap().len() <= STATUS_BYTES_MAX);
 }
+
+mod identity;

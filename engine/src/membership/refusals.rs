@@ -1,0 +1,131 @@
+//! Membership messages refused for claiming another member's identity: every one is
+//! counted, and each peer's refusals are reported at most once a minute, so a peer that
+//! keeps trying cannot flood the log.
+
+use std::collections::BTreeMap;
+
+use crate::base::Millis;
+
+/// How often refusals from one peer are reported, ms.
+pub const REFUSALS_REPORTED_EVERY_MS: u64 = 60_000;
+
+/// Why a membership message was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its SWIM header names another member as its sender than the certificate of the
+    /// connection it came on.
+    NotTheSender {
+        /// The member it claims to come from.
+        claimed: String,
+    },
+    /// It carries a status of another member that member did not sign.
+    ForgedStatus {
+        /// The member the status claims to be from.
+        subject: String,
+    },
+}
+
+impl Refusal {
+    /// A short name for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::NotTheSender { .. } => "not_the_sender",
+            Refusal::ForgedStatus { .. } => "forged_status",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotTheSender { claimed } => write!(
+                f,
+                "it claims to be sent by {claimed:?}; a member speaks only for itself"
+            ),
+            Refusal::ForgedStatus { subject } => write!(
+                f,
+                "it carries a status of {subject:?} that {subject:?} did not sign"
+            ),
+        }
+    }
+}
+
+/// A report of refusals from one peer, at most one a minute per peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalReport {
+    /// The certificate name of the connection the messages came on.
+    pub from: String,
+    /// The refusal that prompted this report.
+    pub refusal: Refusal,
+    /// Refusals from this peer since its previous report, this one included.
+    pub count: u64,
+}
+
+/// Counts refusals and decides when to report them.
+#[derive(Debug, Default)]
+pub(super) struct RefusalLog {
+    /// Every refusal since the start, by reason.
+    totals: BTreeMap<&'static str, u64>,
+    /// Per peer: when it was last reported, and refusals since then not yet reported.
+    peers: BTreeMap<String, (Option<Millis>, u64)>,
+}
+
+impl RefusalLog {
+    /// Counts a refusal; a report when this peer's last one is a minute old (or none
+    /// was made yet).
+    pub(super) fn note(
+        &mut self,
+        from: &str,
+        refusal: Refusal,
+        now: Millis,
+    ) -> Option<RefusalReport> {
+        *self.totals.entry(refusal.reason()).or_default() += 1;
+        let (last, pending) = self.peers.entry(from.to_string()).or_default();
+        *pending += 1;
+        if last.is_some_and(|at| now.0 < at.0 + REFUSALS_REPORTED_EVERY_MS) {
+            return None;
+        }
+        *last = Some(now);
+        let count = std::mem::take(pending);
+        Some(RefusalReport {
+            from: from.to_string(),
+            refusal,
+            count,
+        })
+    }
+
+    /// Refusals since the start, by reason.
+    pub(super) fn totals(&self) -> &BTreeMap<&'static str, u64> {
+        &self.totals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn impersonation() -> Refusal {
+        Refusal::NotTheSender {
+            claimed: "n1".into(),
+        }
+    }
+
+    #[test]
+    fn one_report_per_peer_per_minute_and_every_refusal_counted() {
+        let mut log = RefusalLog::default();
+        let first = log.note("n2", impersonation(), Millis(1_000)).unwrap();
+        assert_eq!(first.count, 1);
+        for at in 1..100 {
+            assert!(log.note("n2", impersonation(), Millis(1_000 + at)).is_none());
+        }
+        // Another peer is reported on its own.
+        assert!(log.note("n3", impersonation(), Millis(2_000)).is_some());
+        let forged = Refusal::ForgedStatus {
+            subject: "n1".into(),
+        };
+        let next = log.note("n2", forged, Millis(61_000)).unwrap();
+        assert_eq!(next.count, 100, "the 99 held back and this one");
+        assert_eq!(log.totals()["not_the_sender"], 101);
+        assert_eq!(log.totals()["forged_status"], 1);
+    }
+}
