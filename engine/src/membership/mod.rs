@@ -34,8 +34,8 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 pub use self::identity::MemberId;
-pub use self::refusals::{REFUSALS_REPORTED_EVERY_MS, Refusal, RefusalReport};
 use self::refusals::RefusalLog;
+pub use self::refusals::{REFUSALS_REPORTED_EVERY_MS, Refusal, RefusalReport};
 use self::seal::StatusSeal;
 pub use self::status::{Departure, GossipStatus};
 use self::status::{StatusBook, StatusHandler};

@@ -116,7 +116,10 @@ mod tests {
         let first = log.note("n2", impersonation(), Millis(1_000)).unwrap();
         assert_eq!(first.count, 1);
         for at in 1..100 {
-            assert!(log.note("n2", impersonation(), Millis(1_000 + at)).is_none());
+            assert!(
+                log.note("n2", impersonation(), Millis(1_000 + at))
+                    .is_none()
+            );
         }
         // Another peer is reported on its own.
         assert!(log.note("n3", impersonation(), Millis(2_000)).is_some());

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::seal::sealed_message;
-use super::{DEPARTURES_GOSSIPED_MAX, MemberId, Membership, STATUS_BYTES_MAX, wire};
-use crate::base::Millis;
 use super::seal::{SealCheck, SealedStatus, StatusSeal, Unsealed};
+use super::{DEPARTURES_GOSSIPED_MAX, MemberId, Membership, STATUS_BYTES_MAX, wire};
 use crate::antientropy::report::SyncSummary;
+use crate::base::Millis;
 use crate::hlc::Timestamp;
 use crate::placement::PartitionSet;
 
@@ -267,5 +267,4 @@ impl Membership {
         }
         self.sync(now);
     }
-
 }

@@ -59,7 +59,10 @@ impl CertSeal {
     /// Remembers `cert` as `name`'s: it was presented on a verified connection.
     pub fn learn(&self, name: &str, cert: &CertificateDer<'_>) {
         let mut certs = self.certs.lock().expect("seal certificates lock");
-        if certs.get(name).is_none_or(|known| known.as_ref() != cert.as_ref()) {
+        if certs
+            .get(name)
+            .is_none_or(|known| known.as_ref() != cert.as_ref())
+        {
             certs.insert(name.to_string(), cert.clone().into_owned());
         }
     }
@@ -98,9 +101,10 @@ impl StatusSeal for CertSeal {
         let Ok(cert) = webpki::EndEntityCert::try_from(&cert) else {
             return SealCheck::Invalid;
         };
-        let valid = algorithms
-            .iter()
-            .any(|alg| cert.verify_signature(*alg, message, &seal.signature).is_ok());
+        let valid = algorithms.iter().any(|alg| {
+            cert.verify_signature(*alg, message, &seal.signature)
+                .is_ok()
+        });
         if valid {
             SealCheck::Valid
         } else {
@@ -126,8 +130,8 @@ mod tests {
 
     fn material(ca: &Authority, name: &str) -> (TlsMaterial, CertificateDer<'static>) {
         let issued = ca.issue(&LeafSpec::new(name, Role::Node, 1)).unwrap();
-        let material = TlsMaterial::from_pem(ca.cert_pem(), &issued.cert_pem, &issued.key_pem)
-            .unwrap();
+        let material =
+            TlsMaterial::from_pem(ca.cert_pem(), &issued.cert_pem, &issued.key_pem).unwrap();
         let cert = material.chain[0].clone();
         (material, cert)
     }
@@ -155,10 +159,19 @@ mod tests {
         assert_eq!(checker.check("n1", &other, Some(&seal)), SealCheck::Invalid);
         // n2 signing a status in n1's name.
         let by_n2 = s2.seal(&message).unwrap();
-        assert_eq!(checker.check("n1", &message, Some(&by_n2)), SealCheck::Invalid);
-        assert_eq!(checker.check("n2", &message, Some(&by_n2)), SealCheck::Valid);
+        assert_eq!(
+            checker.check("n1", &message, Some(&by_n2)),
+            SealCheck::Invalid
+        );
+        assert_eq!(
+            checker.check("n2", &message, Some(&by_n2)),
+            SealCheck::Valid
+        );
         let mut garbled = seal.clone();
         garbled.scheme = 0x0401; // RSA PKCS#1 SHA-256: not a seal scheme
-        assert_eq!(checker.check("n1", &message, Some(&garbled)), SealCheck::Invalid);
+        assert_eq!(
+            checker.check("n1", &message, Some(&garbled)),
+            SealCheck::Invalid
+        );
     }
 }

@@ -48,7 +48,11 @@ fn current(net: &Net, name: &str) -> MemberId {
 /// What n3 makes of `datagram` arriving on the connection of `from`.
 fn deliver(net: &mut Net, from: &str, datagram: &[u8]) -> Result<(), MembershipError> {
     let now = Millis(net.now);
-    let result = net.nodes.get_mut("n3").unwrap().handle_data(from, datagram, now);
+    let result = net
+        .nodes
+        .get_mut("n3")
+        .unwrap()
+        .handle_data(from, datagram, now);
     net.drain("n3");
     result
 }
@@ -123,7 +127,11 @@ fn a_datagram_naming_another_sender_is_refused_whole() {
 #[test]
 fn a_status_passed_on_without_its_authors_seal_is_not_taken() {
     let mut net = settled();
-    let (n1, n2, n3) = (current(&net, "n1"), current(&net, "n2"), current(&net, "n3"));
+    let (n1, n2, n3) = (
+        current(&net, "n1"),
+        current(&net, "n2"),
+        current(&net, "n3"),
+    );
     let status_of_n1 = |hints: u64, leaving: bool, sealed_by: &str| {
         let status = GossipStatus {
             name: "n1".into(),
@@ -152,7 +160,12 @@ fn a_status_passed_on_without_its_authors_seal_is_not_taken() {
         .unwrap()
     };
     // n2 publishes, in n1's name, that n1 is leaving: refused.
-    deliver(&mut net, "n2", &broadcast(vec![status_of_n1(99, true, "n2")])).unwrap();
+    deliver(
+        &mut net,
+        "n2",
+        &broadcast(vec![status_of_n1(99, true, "n2")]),
+    )
+    .unwrap();
     let n3_view = &net.nodes["n3"];
     assert_eq!(n3_view.refusals()["forged_status"], 1);
     let seen = n3_view.member("n1").unwrap();
@@ -160,7 +173,12 @@ fn a_status_passed_on_without_its_authors_seal_is_not_taken() {
     assert_eq!(seen.state, MemberState::Alive);
 
     // n1's own sealed status, passed on by n2, is taken.
-    deliver(&mut net, "n2", &broadcast(vec![status_of_n1(42, false, "n1")])).unwrap();
+    deliver(
+        &mut net,
+        "n2",
+        &broadcast(vec![status_of_n1(42, false, "n1")]),
+    )
+    .unwrap();
     let seen = net.nodes["n3"].member("n1").unwrap();
     assert_eq!(seen.status.as_ref().map(|s| s.hints), Some(42));
     assert_eq!(net.nodes["n3"].refusals()["forged_status"], 1);

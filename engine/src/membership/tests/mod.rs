@@ -102,7 +102,11 @@ impl Net {
             let m = self.nodes.get_mut(name).unwrap();
             while let Some((to, data)) = m.poll_send() {
                 if !self.cut.contains(&(name.to_string(), to.name.clone())) {
-                    out.push((now + 1, to.name.clone(), Item::Data(name.to_string(), data.to_vec())));
+                    out.push((
+                        now + 1,
+                        to.name.clone(),
+                        Item::Data(name.to_string(), data.to_vec()),
+                    ));
                 }
             }
             let mut probing = false;
