@@ -47,12 +47,14 @@ use vergent::coordinator::{Coordinator, CoordinatorConfig, Millis};
 use vergent::hlc::skew::SkewBook;
 use vergent::hlc::{Clock, Timestamp};
 use vergent::placement::{Fill, FillNews};
-use vergent::policy::TombstoneArrivals;
+use vergent::policy::{HintPump, TombstoneArrivals};
 use vergent::protocol::Consistency;
 use vergent::record::Version;
 use vergent::storage::ClusterSettings;
 
-use config::{EVENTS_MAX, HINT_DRAIN_MS, HINTS_LONG, MAX_OFFSET_MS, SESSIONS, SPARES};
+use config::{
+    EVENTS_MAX, HINT_DRAIN_MS, HINTS_LONG, MAX_OFFSET_MS, REPLICA_TIMEOUT_MS, SESSIONS, SPARES,
+};
 use faults::Ghost;
 use network::Msg;
 use node::Node;
@@ -221,7 +223,7 @@ impl Sim {
                 coordinator: Coordinator::new(CoordinatorConfig::default()),
                 membership: None,
                 ops: BTreeMap::new(),
-                hint_batches: BTreeMap::new(),
+                hints: HintPump::new(REPLICA_TIMEOUT_MS),
                 ticks: 0,
                 sync_runs: BTreeMap::new(),
                 next_sync_ms: 0,

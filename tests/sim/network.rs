@@ -7,6 +7,7 @@ use vergent::antientropy::messages::{SyncLimits, SyncRequest, SyncResponse};
 use vergent::antientropy::respond::{pushed_to_apply, respond};
 use vergent::coordinator::{Millis, OpId};
 use vergent::hlc::skew::Probe;
+use vergent::policy::HintWork;
 use vergent::record::{Entry, Record};
 
 use super::node::Applied;
@@ -299,9 +300,11 @@ impl Sim {
                 self.send(to, from, Msg::HintsAck { batch, ok });
             }
             Msg::HintsAck { batch, ok } => {
-                if let Some((_, keys, _)) = self.nodes[to].hint_batches.remove(&batch)
-                    && ok
-                    && let Some(store) = &self.nodes[to].store
+                let node = &mut self.nodes[to];
+                if !ok {
+                    node.hints.failed(batch);
+                } else if let Some(HintWork::Delete { keys, .. }) = node.hints.delivered(batch)
+                    && let Some(store) = &node.store
                 {
                     store.delete_hints_now(keys).expect("delete hints");
                 }

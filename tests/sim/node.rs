@@ -10,7 +10,7 @@ use vergent::hlc::skew::SkewBook;
 use vergent::hlc::{Clock, Timestamp};
 use vergent::membership::{Membership, MembershipConfig};
 use vergent::placement::{Fill, FillNews, PartitionSet, partition_of};
-use vergent::policy::{TombstoneArrivals, also_holding};
+use vergent::policy::{HintPump, TombstoneArrivals, also_holding};
 use vergent::record::{Entry, Payload};
 use vergent::storage::{Hint, Store, StoreOptions};
 
@@ -48,8 +48,8 @@ pub(super) struct Node {
     pub(super) membership: Option<Membership>,
     /// Coordinator op → client op index.
     pub(super) ops: BTreeMap<OpId, usize>,
-    /// Hint batches in flight: target, the hint keys, when sent.
-    pub(super) hint_batches: BTreeMap<u64, (usize, Vec<Vec<u8>>, u64)>,
+    /// Hint delivery, by the node's own pump.
+    pub(super) hints: HintPump,
     pub(super) ticks: u64,
     pub(super) sync_runs: BTreeMap<u64, SyncRun>,
     pub(super) next_sync_ms: u64,
@@ -120,7 +120,7 @@ impl Sim {
             ops_max: OPS_MAX,
         });
         node.ops.clear();
-        node.hint_batches.clear();
+        node.hints = HintPump::new(REPLICA_TIMEOUT_MS);
         node.sync_runs.clear();
         node.in_sync.clear();
         node.arrivals = TombstoneArrivals::new(self.settings.partitions);

@@ -1,13 +1,15 @@
-//! Hint delivery and anti-entropy by the node's rules (`vergent::policy`): runs with
-//! each peer and their replies, and the upkeep after a run (handoff, tombstone purges).
+//! Hint delivery by the node's pump, and anti-entropy by the node's rules
+//! (`vergent::policy`): runs with each peer and their replies, and the upkeep after a
+//! run (handoff, tombstone purges).
 
 use rand::RngExt;
 use vergent::antientropy::exchange::{Exchange, root_summary};
 use vergent::antientropy::messages::{SyncLimits, SyncRequest, SyncResponse};
+use vergent::base::Millis;
 use vergent::placement::ReplicaSet;
 use vergent::policy::{
-    Agreed, HINT_BATCH_BYTES_MAX, HINT_BATCH_MAX, HintTarget, PURGE_BATCH_MAX, TombstoneArrivals,
-    hint_target, may_hand_off, purge_horizon, split_expired,
+    Agreed, HintContext, HintWork, HintsDeleted, PURGE_BATCH_MAX, TombstoneArrivals, may_hand_off,
+    purge_horizon,
 };
 
 use super::Sim;
@@ -31,73 +33,46 @@ pub(super) struct SyncRun {
 }
 
 impl Sim {
-    /// Hint delivery by the node's rules ([`vergent::policy`]): one batch in flight per
-    /// target, the node's batch bounds, expired hints and hints for members that left
-    /// dropped.
+    /// Hint delivery by the node's own pump ([`vergent::policy::HintPump`]): this
+    /// carries out its work (sends and deletions) and nothing else.
     pub(super) fn drain_hints(&mut self, i: usize) {
-        let Some(store) = &self.nodes[i].store else {
+        let (wall_ms, now) = (self.wall(i), Millis(self.now));
+        let window_ms = self.config.hint_window_ms;
+        let node = &mut self.nodes[i];
+        let (Some(store), Some(membership)) = (&node.store, &node.membership) else {
             return;
         };
-        let backlog = store.hint_backlog().unwrap();
-        let wall = self.wall(i);
-        for target in backlog {
-            let state = self.nodes[i]
-                .membership
-                .as_ref()
-                .and_then(|m| m.member(&target.target))
-                .map(|v| v.state);
-            let plan = hint_target(&self.names[i], &target.target, state, true);
-            let store = self.nodes[i].store.as_ref().unwrap();
-            match plan {
-                HintTarget::Wait => continue,
-                HintTarget::Drop => {
-                    let mut dropped = 0;
-                    while let Ok(batch) =
-                        store.hints_for(&target.target, HINT_BATCH_MAX, HINT_BATCH_BYTES_MAX)
-                    {
-                        if batch.is_empty() {
-                            break;
-                        }
-                        dropped += batch.len() as u64;
-                        store
-                            .delete_hints_now(batch.into_iter().map(|h| h.key).collect())
-                            .unwrap();
+        let state = |name: &str| membership.member(name).map(|v| v.state);
+        let reachable = |_: &str| true;
+        let cx = HintContext {
+            me: &node.name,
+            state: &state,
+            reachable: &reachable,
+            wall_ms,
+            window_ms,
+            now,
+        };
+        let work = node.hints.plan(store, &cx).expect("hint plan");
+        for step in work {
+            match step {
+                HintWork::Delete { keys, why, .. } => {
+                    if why == HintsDeleted::TargetLeft {
+                        *self.report.faults.entry("hints-dropped").or_default() +=
+                            keys.len() as u64;
                     }
-                    *self.report.faults.entry("hints-dropped").or_default() += dropped;
-                    continue;
+                    let store = self.nodes[i].store.as_ref().unwrap();
+                    store.delete_hints_now(keys).expect("delete hints");
                 }
-                HintTarget::Deliver => {}
+                HintWork::Send {
+                    batch,
+                    target,
+                    entries,
+                } => match self.index_of(&target) {
+                    Some(j) => self.send(i, j, Msg::Hints { batch, entries }),
+                    None => self.nodes[i].hints.failed(batch),
+                },
             }
-            let Some(j) = self.index_of(&target.target) else {
-                continue;
-            };
-            if self.nodes[i].hint_batches.values().any(|(t, _, _)| *t == j) {
-                continue;
-            }
-            let batch = store
-                .hints_for(&target.target, HINT_BATCH_MAX, HINT_BATCH_BYTES_MAX)
-                .unwrap();
-            let (expired, live) = split_expired(batch, wall, self.config.hint_window_ms);
-            if !expired.is_empty() {
-                store
-                    .delete_hints_now(expired.iter().map(|h| h.key.clone()).collect())
-                    .unwrap();
-            }
-            if live.is_empty() {
-                continue;
-            }
-            let id = self.next_id;
-            self.next_id += 1;
-            let keys = live.iter().map(|h| h.key.clone()).collect();
-            let entries = live.into_iter().map(|h| h.hint.entry).collect();
-            self.nodes[i].hint_batches.insert(id, (j, keys, self.now));
-            self.send(i, j, Msg::Hints { batch: id, entries });
         }
-        // A batch whose answer was lost is retried.
-        let now = self.now;
-        self.nodes[i]
-            .hint_batches
-            .retain(|_, (_, _, sent)| now < *sent + REPLICA_TIMEOUT_MS);
     }
 
     /// The horizon past which tombstones are purgeable on node `i`.

@@ -1,144 +1,159 @@
 //! Hinted handoff: delivers the writes a replica missed once it is alive again.
 //!
-//! Hints drain oldest first, in batches, over the same `Replicate` message as push
-//! replication; a batch is deleted only after the replica acknowledged it, so a crash
-//! at any point delivers a hint at most once more (applying is idempotent). Hints older
-//! than the hint window are dropped with a log line and left to anti-entropy; hints for
-//! a member that left are dropped too (its partitions have new owners). The rules are
-//! [`crate::policy`]'s, which the simulator applies too.
+//! What to send, to whom, in what batches and what to drop is
+//! [`crate::policy::HintPump`]'s, which the simulator drives too; this task moves its
+//! batches over the same `Replicate` message as push replication, deletes what it says
+//! through the store's writer, and logs what was dropped.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Shared;
 use super::peers::{PeerError, request};
-use crate::policy::{HINT_BATCH_BYTES_MAX, HINT_BATCH_MAX, HintTarget, hint_target, split_expired};
+use crate::policy::{HintContext, HintPump, HintWork, HintsDeleted};
 use crate::protocol::{Request, Response};
-use crate::storage::StoredHint;
+use crate::record::Entry;
 use crate::wallclock::system_wall_ms;
 
 /// How often the backlog is looked at when nothing wakes the task.
 const DRAIN_PERIOD: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(shared: Arc<Shared>) {
+    // A batch is awaited for the replica timeout at most, so the pump's own timeout
+    // (for an answer that never came) is only a backstop.
+    let mut pump = HintPump::new(2 * shared.config.replica_timeout.as_millis() as u64);
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,
             _ = shared.hints_wake.notified() => {}
             _ = tokio::time::sleep(DRAIN_PERIOD) => {}
         }
-        let backlog = match shared.store.hint_backlog() {
-            Ok(backlog) => backlog,
-            Err(err) => {
-                tracing::error!("cannot read the hint backlog: {err}");
-                continue;
+        // Plans follow one another while they get somewhere; a target that fails
+        // waits for the next wake or period, so a dead one is not hammered.
+        let mut dropped = Dropped::new();
+        while !shared.shutdown.is_cancelled() && pass(&shared, &mut pump, &mut dropped).await {}
+        for ((target, why), count) in dropped {
+            match why {
+                HintsDeleted::Delivered => {}
+                HintsDeleted::Expired => tracing::warn!(
+                    target = %target,
+                    count,
+                    window = %humantime::format_duration(shared.config.hint_window),
+                    "dropped hints older than the hint window; anti-entropy repairs those keys"
+                ),
+                HintsDeleted::TargetLeft => tracing::warn!(
+                    target = %target,
+                    count,
+                    "dropped hints: the member left the cluster"
+                ),
             }
+        }
+    }
+}
+
+/// Hints deleted without delivery, by target and reason, to log once.
+type Dropped = BTreeMap<(String, HintsDeleted), usize>;
+
+/// One plan, carried out; whether anything was delivered or deleted.
+async fn pass(shared: &Arc<Shared>, pump: &mut HintPump, dropped: &mut Dropped) -> bool {
+    let planned = {
+        let view = shared.view();
+        let state = |name: &str| view.member(name).map(|m| m.state);
+        // Waiting out a timeout per batch would hold every other target's hints back;
+        // the reachability pings say when a target answers again.
+        let reachable = |name: &str| shared.peers.unreachable_reason(name).is_none();
+        let cx = HintContext {
+            me: &shared.me.name,
+            state: &state,
+            reachable: &reachable,
+            wall_ms: system_wall_ms(),
+            window_ms: shared.config.hint_window.as_millis() as u64,
+            now: shared.now(),
         };
-        for target in backlog {
-            if shared.shutdown.is_cancelled() {
-                break;
-            }
-            let view = shared.view();
-            let state = view.member(&target.target).map(|m| m.state);
-            let reachable = shared.peers.unreachable_reason(&target.target).is_none();
-            // Waiting out a timeout per batch would hold every other target's hints
-            // back; the reachability pings say when it answers again.
-            match hint_target(&shared.me.name, &target.target, state, reachable) {
-                HintTarget::Drop => {
-                    drop_all(&shared, &target.target, "the member left the cluster").await;
+        pump.plan(&shared.store, &cx)
+    };
+    let work = match planned {
+        Ok(work) => work,
+        Err(err) => {
+            tracing::error!("cannot read the hint backlog: {err}");
+            return false;
+        }
+    };
+    let mut progress = false;
+    for step in work {
+        match step {
+            HintWork::Delete { target, keys, why } => {
+                let count = keys.len();
+                if delete(shared, &target, keys).await {
+                    *dropped.entry((target, why)).or_default() += count;
+                    progress = true;
                 }
-                HintTarget::Wait => {}
-                HintTarget::Deliver => {
-                    if let Err(err) = drain(&shared, &target.target).await {
-                        tracing::debug!(target = %target.target, "hint delivery paused: {err}");
+            }
+            HintWork::Send {
+                batch,
+                target,
+                entries,
+            } => match send(shared, &target, entries).await {
+                Ok(count) => {
+                    tracing::debug!(target = %target, count, "hints delivered");
+                    if let Some(HintWork::Delete { target, keys, .. }) = pump.delivered(batch) {
+                        progress |= delete(shared, &target, keys).await;
                     }
                 }
-            }
-        }
-    }
-}
-
-async fn drain(shared: &Arc<Shared>, target: &str) -> Result<(), PeerError> {
-    let window_ms = shared.config.hint_window.as_millis() as u64;
-    loop {
-        let batch = shared
-            .store
-            .hints_for(target, HINT_BATCH_MAX, HINT_BATCH_BYTES_MAX)
-            .map_err(|e| PeerError(e.to_string()))?;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let (expired, live) = split_expired(batch, system_wall_ms(), window_ms);
-        if !expired.is_empty() {
-            tracing::warn!(
-                target = %target,
-                count = expired.len(),
-                window = %humantime::format_duration(shared.config.hint_window),
-                "dropped hints older than the hint window; anti-entropy repairs those keys"
-            );
-            delete(shared, &expired).await?;
-        }
-        if live.is_empty() {
-            continue;
-        }
-        let entries: Vec<_> = live.iter().map(|h| h.hint.entry.clone()).collect();
-        if target == shared.me.name {
-            let landing = shared.note_writes(&entries);
-            let applied = shared.store.apply(entries).await;
-            drop(landing);
-            applied.map_err(|e| PeerError(e.to_string()))?;
-        } else {
-            let id = shared
-                .view()
-                .member(target)
-                .map(|m| m.id.clone())
-                .ok_or_else(|| PeerError(format!("{target} is not a known member")))?;
-            let sent = tokio::time::timeout(shared.config.replica_timeout, async {
-                let connection = shared.peers.connection(&id).await?;
-                request(&connection, &Request::Replicate { entries }).await
-            })
-            .await;
-            let sent = match sent {
-                Ok(Ok(sent)) => sent,
-                Ok(Err(err)) => return Err(err),
-                Err(_) => {
-                    let why = format!(
-                        "no answer within {} ms",
-                        shared.config.replica_timeout.as_millis()
-                    );
-                    super::reach::lost(shared, target, &why);
-                    return Err(PeerError(why));
+                Err(err) => {
+                    pump.failed(batch);
+                    tracing::debug!(target = %target, "hint delivery paused: {err}");
                 }
-            };
-            if !matches!(sent, Response::Replicated { .. }) {
-                return Err(PeerError(format!("unexpected answer {sent:?}")));
-            }
+            },
         }
-        tracing::debug!(target = %target, count = live.len(), "hints delivered");
-        delete(shared, &live).await?;
+    }
+    progress
+}
+
+/// Delivers a batch: applied here when the target is this node (writes its store
+/// refused for a moment), sent otherwise.
+async fn send(shared: &Arc<Shared>, target: &str, entries: Vec<Entry>) -> Result<usize, PeerError> {
+    let count = entries.len();
+    if target == shared.me.name {
+        let landing = shared.note_writes(&entries);
+        let applied = shared.store.apply(entries).await;
+        drop(landing);
+        applied.map_err(|e| PeerError(e.to_string()))?;
+        return Ok(count);
+    }
+    let id = shared
+        .view()
+        .member(target)
+        .map(|m| m.id.clone())
+        .ok_or_else(|| PeerError(format!("{target} is not a known member")))?;
+    let sent = tokio::time::timeout(shared.config.replica_timeout, async {
+        let connection = shared.peers.connection(&id).await?;
+        request(&connection, &Request::Replicate { entries }).await
+    })
+    .await;
+    match sent {
+        Ok(Ok(Response::Replicated { .. })) => Ok(count),
+        Ok(Ok(other)) => Err(PeerError(format!("unexpected answer {other:?}"))),
+        Ok(Err(err)) => Err(err),
+        Err(_) => {
+            let why = format!(
+                "no answer within {} ms",
+                shared.config.replica_timeout.as_millis()
+            );
+            super::reach::lost(shared, target, &why);
+            Err(PeerError(why))
+        }
     }
 }
 
-async fn delete(shared: &Shared, hints: &[StoredHint]) -> Result<(), PeerError> {
-    shared
-        .store
-        .delete_hints(hints.iter().map(|h| h.key.clone()).collect())
-        .await
-        .map_err(|e| PeerError(e.to_string()))
-}
-
-async fn drop_all(shared: &Shared, target: &str, why: &str) {
-    let mut dropped = 0;
-    while let Ok(batch) = shared
-        .store
-        .hints_for(target, HINT_BATCH_MAX, HINT_BATCH_BYTES_MAX)
-    {
-        if batch.is_empty() || delete(shared, &batch).await.is_err() {
-            break;
+/// Deletes hints; whether it could.
+async fn delete(shared: &Shared, target: &str, keys: Vec<Vec<u8>>) -> bool {
+    match shared.store.delete_hints(keys).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::error!(target = %target, "hints not deleted: {err}");
+            false
         }
-        dropped += batch.len();
-    }
-    if dropped > 0 {
-        tracing::warn!(target = %target, count = dropped, "dropped hints: {why}");
     }
 }

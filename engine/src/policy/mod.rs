@@ -9,8 +9,10 @@
 //! and arrivals are kept in.
 
 mod arrivals;
+mod hints;
 
 pub use self::arrivals::{PartitionArrivals, SPAN_MS, SPANS_MAX, TombstoneArrivals};
+pub use self::hints::{HintContext, HintPump, HintWork, HintsDeleted};
 
 use crate::membership::{MemberState, MemberView};
 use crate::placement::{PartitionId, PartitionSet, ReplicaSet};
