@@ -8,8 +8,8 @@ use vergent::antientropy::messages::{SyncLimits, SyncRequest, SyncResponse};
 use vergent::base::Millis;
 use vergent::placement::ReplicaSet;
 use vergent::policy::{
-    Agreed, HintContext, HintWork, HintsDeleted, PURGE_BATCH_MAX, TombstoneArrivals, may_hand_off,
-    purge_horizon,
+    Agreed, HintContext, HintWork, HintsDeleted, PURGE_BATCH_MAX, TombstoneArrivals, UpkeepInputs,
+    plan_upkeep,
 };
 
 use super::Sim;
@@ -121,72 +121,63 @@ impl Sim {
         let placement = self.placement(i);
         let names = &self.names;
         let in_sync = &self.nodes[i].in_sync;
-        let synced = |p: u16, peer: &str| {
-            let j = names.iter().position(|x| x == peer)?;
-            in_sync.get(&(p, j)).copied()
-        };
-        let mut handed_off = Vec::new();
-        let mut dropped_tombstones = Vec::new();
-        if let Some((_, placement_since)) = &self.nodes[i].placement_seen {
-            for p in store.partitions_with_data() {
-                let set = self.replica_set(i, &placement, p);
-                let released = self.nodes[i].fill.released_at(p);
-                let landed = arrivals.partition(p).and_then(|b| b.last_landed());
-                if may_hand_off(&me, &set, released, *placement_since, landed, |o| {
-                    synced(p, o)
-                }) {
-                    // Its tombstones go with it: for the checks, as good as purged (the
-                    // owners are not sent those past the grace where they hold nothing).
-                    let tombstones = store
-                        .tombstones_before(p, u64::MAX, usize::MAX)
-                        .expect("tombstones");
-                    store.drop_partition_now(p).expect("drop partition");
-                    handed_off.push(p);
-                    dropped_tombstones.extend(tombstones);
-                }
-            }
-        }
-        let grace = self.grace_horizon(i);
         let (rules_wall, now) = (self.rules_wall(i), self.now);
         // As the node: an agreement's age taken back from the wall time now.
         let agreed = |p: u16, peer: &str| {
-            synced(p, peer).map(|at| Agreed {
+            let j = names.iter().position(|x| x == peer)?;
+            in_sync.get(&(p, j)).map(|&at| Agreed {
                 mono: at,
                 wall: rules_wall.saturating_sub(now.saturating_sub(at)),
             })
         };
+        let with_data = store.partitions_with_data();
+        let replica_set = |p: u16| self.replica_set(i, &placement, p);
+        let holders = |p: u16| self.holders_of(i, p);
+        let fill = &self.nodes[i].fill;
+        let released_at = |p: u16| fill.released_at(p);
+        let inputs = UpkeepInputs {
+            me: &me,
+            partitions: self.settings.partitions,
+            with_data: &with_data,
+            replica_set: &replica_set,
+            holders: &holders,
+            released_at: &released_at,
+            placement_since: self.nodes[i].placement_seen.as_ref().map(|(_, at)| *at),
+            grace_horizon: self.grace_horizon(i),
+            agreed: &agreed,
+            purge: true,
+        };
+        let plan = plan_upkeep(&inputs, arrivals);
+        // What the node's store does with the plan; the tombstones dropped or purged
+        // are recorded for the invariants.
+        let mut gone = Vec::new();
+        for &p in &plan.hand_off {
+            // Its tombstones go with it: for the checks, as good as purged (the owners
+            // are not sent those past the grace where they hold nothing).
+            gone.extend(
+                store
+                    .tombstones_before(p, u64::MAX, usize::MAX)
+                    .expect("tombstones"),
+            );
+            store.drop_partition_now(p).expect("drop partition");
+        }
         let mut purged = 0;
-        for p in 0..self.settings.partitions {
-            let set = self.replica_set(i, &placement, p);
-            let holders = self.holders_of(i, p);
-            let holders = holders.iter().map(String::as_str);
-            let Some(arrivals) = arrivals.partition(p) else {
-                continue;
-            };
-            let Some(horizon) =
-                purge_horizon(&me, &set, holders, grace, arrivals, |r| agreed(p, r))
-            else {
-                continue;
-            };
+        for &(p, horizon) in &plan.purge_below {
             let tombstones = store
                 .tombstones_before(p, horizon, PURGE_BATCH_MAX)
                 .expect("tombstones");
             if !tombstones.is_empty() {
                 purged += store.purge_now(tombstones.clone()).expect("purge");
-                for (key, version) in tombstones {
-                    self.purged
-                        .entry((i, key))
-                        .or_default()
-                        .push((version, self.now));
-                }
+                gone.extend(tombstones);
             }
         }
-        for (key, version) in dropped_tombstones {
+        for (key, version) in gone {
             self.purged
                 .entry((i, key))
                 .or_default()
                 .push((version, self.now));
         }
+        let handed_off = plan.hand_off;
         for &p in &handed_off {
             self.nodes[i].fill.handed_off(p);
         }

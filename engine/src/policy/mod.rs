@@ -10,9 +10,11 @@
 
 mod arrivals;
 mod hints;
+mod upkeep;
 
 pub use self::arrivals::{PartitionArrivals, SPAN_MS, SPANS_MAX, TombstoneArrivals};
 pub use self::hints::{HintContext, HintPump, HintWork, HintsDeleted};
+pub use self::upkeep::{Upkeep, UpkeepInputs, plan_upkeep};
 
 use crate::membership::{MemberState, MemberView};
 use crate::placement::{PartitionId, PartitionSet, ReplicaSet};

@@ -45,7 +45,7 @@ pub(crate) use self::books::AntiEntropy;
 pub(crate) use self::moments::Moment;
 use self::moments::{agreed, grace_horizon};
 use self::steps::sync_with;
-use self::upkeep::{hand_off, purge};
+use self::upkeep::upkeep;
 
 /// Partitions in one roots message: as many as a peer answers.
 const ROOTS_PER_MESSAGE: usize = ROOTS_PER_REQUEST_MAX;
@@ -212,7 +212,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 problems = ?report.problems,
                 "fill run"
             );
-            hand_off(&shared).await;
+            upkeep(&shared, false).await;
         }
         fill_at = (shared.fill.lock().expect("fill lock").filling().count() > 0)
             .then(|| tokio::time::Instant::now() + FILL_RETRY);
@@ -242,8 +242,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             );
         }
         super::fill::update(&shared);
-        hand_off(&shared).await;
-        purge(&shared).await;
+        upkeep(&shared, true).await;
         let Some(interval) = interval else {
             next = far();
             continue;
