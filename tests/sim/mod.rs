@@ -17,9 +17,10 @@
 //! - `clock.rs`: each node's clocks and what its probes measure of the others';
 //! - `view.rs`: what a node knows of the cluster (peers, placement, replica sets, fills);
 //! - `node.rs`: a node's life (start, crash, tick), its coordinator, applying entries,
-//!   the clock checks;
-//! - `sync.rs`: hint delivery, anti-entropy runs and the upkeep after them (handoff,
-//!   purges), by the node's rules in `vergent::policy`;
+//!   the clock checks, and the check that no deleted key comes back (no node takes a
+//!   value older than a purged tombstone while no node keeps that tombstone);
+//! - `sync.rs`: hint delivery (the node's `HintPump`), anti-entropy runs and the upkeep
+//!   after them (handoff and purges as the node's `plan_upkeep` decides);
 //! - `workload.rs`: the client operations;
 //! - `faults.rs`: the faults injected, and healing;
 //! - `invariants.rs`: the checks made at the end of a run.

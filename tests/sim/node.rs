@@ -334,6 +334,7 @@ impl Sim {
             }
         }
         self.check_clock(i);
+        self.check_not_resurrected(i, entries);
         let Some(store) = &self.nodes[i].store else {
             return Applied::No;
         };
@@ -352,6 +353,43 @@ impl Sim {
             Applied::Yes
         } else {
             Applied::No
+        }
+    }
+
+    /// No deleted key comes back: once any node purged a tombstone, no node may take a
+    /// value of that key from before it (a replica that never had the tombstone, a
+    /// handoff or a read repair bringing it back would).
+    fn check_not_resurrected(&mut self, i: usize, entries: &[Entry]) {
+        for e in entries {
+            if e.record.payload == Payload::Tombstone {
+                continue;
+            }
+            let purged = self.purged.iter().find(|((_, key), purges)| {
+                *key == e.key && purges.iter().any(|(v, _)| *v > e.record.version)
+            });
+            if let Some(((by, _), purges)) = purged {
+                let (version, at) = purges.iter().max().copied().unwrap();
+                // The delete still holds while some node keeps its tombstone (or a newer
+                // record): that wins wherever the old value went.
+                let kept = self.nodes.iter().any(|n| {
+                    n.store
+                        .as_ref()
+                        .and_then(|s| s.get(&e.key).ok().flatten())
+                        .is_some_and(|r| r.version >= version)
+                });
+                if kept {
+                    continue;
+                }
+                self.violations.push(format!(
+                    "{} took a value of {} at {:?}, below the tombstone {:?} that {} purged at {} ms: a deleted key came back",
+                    self.names[i],
+                    String::from_utf8_lossy(&e.key),
+                    e.record.version,
+                    version,
+                    self.names[*by],
+                    at
+                ));
+            }
         }
     }
 
