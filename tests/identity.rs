@@ -248,6 +248,7 @@ async fn a_join_under_another_name_than_the_certificates_is_refused() {
         other => panic!("a join under another name was not refused: {other:?}"),
     }
     peer.close().await;
+    node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,4 +289,5 @@ async fn a_node_certificate_must_name_a_valid_member() {
     let client = certs.client(node.local_addr()).await;
     client.put(b"k", b"v", None).await.unwrap();
     client.close().await;
+    node.shutdown().await;
 }

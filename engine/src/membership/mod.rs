@@ -36,7 +36,6 @@ use rand::rngs::SmallRng;
 pub use self::identity::MemberId;
 use self::refusals::RefusalLog;
 pub use self::refusals::{REFUSALS_REPORTED_EVERY_MS, Refusal, RefusalReport};
-use self::seal::StatusSeal;
 pub use self::status::{Departure, GossipStatus};
 use self::status::{StatusBook, StatusHandler};
 use crate::base::Millis;
@@ -319,30 +318,6 @@ impl Membership {
             heard_at: None,
             silence_ended: None,
             refusals: RefusalLog::default(),
-        }
-    }
-
-    /// Signs this node's statuses with `seal` and checks others' with it from now on
-    /// (a membership starts [`Unsealed`](seal::Unsealed)).
-    pub fn set_seal(&mut self, seal: Arc<dyn StatusSeal>) {
-        self.book.lock().expect("status book lock").seal = seal;
-    }
-
-    /// Messages refused for speaking as another member since the start, by reason
-    /// ([`Refusal::reason`]).
-    pub fn refusals(&self) -> &BTreeMap<&'static str, u64> {
-        self.refusals.totals()
-    }
-
-    /// Second-hand statuses dropped because their author's certificate was not known
-    /// here yet (a later copy, or the author's own, is taken).
-    pub fn unverified_statuses(&self) -> u64 {
-        self.book.lock().expect("status book lock").unverified
-    }
-
-    fn refuse(&mut self, from: &str, refusal: Refusal, now: Millis) {
-        if let Some(report) = self.refusals.note(from, refusal, now) {
-            self.events.push_back(MembershipEvent::Refused(report));
         }
     }
 

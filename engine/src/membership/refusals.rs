@@ -1,9 +1,12 @@
 //! Membership messages refused for claiming another member's identity: every one is
 //! counted, and each peer's refusals are reported at most once a minute, so a peer that
-//! keeps trying cannot flood the log.
+//! keeps trying cannot flood the log. Also where membership is given its status seal.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use super::seal::StatusSeal;
+use super::{Membership, MembershipEvent};
 use crate::base::Millis;
 
 /// How often refusals from one peer are reported, ms.
@@ -97,6 +100,32 @@ impl RefusalLog {
     /// Refusals since the start, by reason.
     pub(super) fn totals(&self) -> &BTreeMap<&'static str, u64> {
         &self.totals
+    }
+}
+
+impl Membership {
+    /// Signs this node's statuses with `seal` and checks others' with it from now on
+    /// (a membership starts [`Unsealed`](super::seal::Unsealed)).
+    pub fn set_seal(&mut self, seal: Arc<dyn StatusSeal>) {
+        self.book.lock().expect("status book lock").seal = seal;
+    }
+
+    /// Messages refused for speaking as another member since the start, by reason
+    /// ([`Refusal::reason`]).
+    pub fn refusals(&self) -> &BTreeMap<&'static str, u64> {
+        self.refusals.totals()
+    }
+
+    /// Second-hand statuses dropped because their author's certificate was not known
+    /// here yet (a later copy, or the author's own, is taken).
+    pub fn unverified_statuses(&self) -> u64 {
+        self.book.lock().expect("status book lock").unverified
+    }
+
+    pub(super) fn refuse(&mut self, from: &str, refusal: Refusal, now: Millis) {
+        if let Some(report) = self.refusals.note(from, refusal, now) {
+            self.events.push_back(MembershipEvent::Refused(report));
+        }
     }
 }
 
