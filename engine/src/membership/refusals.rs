@@ -29,6 +29,9 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every [`Refusal::reason`].
+    pub const REASONS: [&'static str; 2] = ["not_the_sender", "forged_status"];
+
     /// A short name for metrics.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -198,26 +198,23 @@ pub struct PeerIdentity {
 
 /// The identity of the peer on `connection`, from its verified certificate.
 pub fn peer_identity(connection: &quinn::Connection) -> Result<PeerIdentity, NetError> {
+    identity_of(&peer_certificate(connection)?)
+}
+
+/// The certificate the peer on `connection` presented (verified in the handshake).
+pub fn peer_certificate(
+    connection: &quinn::Connection,
+) -> Result<CertificateDer<'static>, NetError> {
     let identity = connection
         .peer_identity()
         .ok_or_else(|| NetError::Identity("the peer presented no certificate".into()))?;
     let certs = identity
         .downcast::<Vec<CertificateDer<'static>>>()
         .map_err(|_| NetError::Identity("the peer's identity is not an X.509 chain".into()))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| NetError::Identity("the peer presented an empty chain".into()))?;
-    identity_of(leaf)
-}
-
-/// The certificate the peer on `connection` presented (verified in the handshake).
-pub fn peer_certificate(connection: &quinn::Connection) -> Option<CertificateDer<'static>> {
-    connection
-        .peer_identity()?
-        .downcast::<Vec<CertificateDer<'static>>>()
-        .ok()?
+    certs
         .first()
         .cloned()
+        .ok_or_else(|| NetError::Identity("the peer presented an empty chain".into()))
 }
 
 /// Reads name (CN) and role (OU) from a certificate.

@@ -116,10 +116,10 @@ async fn pass(shared: &Arc<Shared>, pump: &mut HintPump, dropped: &mut Dropped) 
 async fn send(shared: &Arc<Shared>, target: &str, entries: Vec<Entry>) -> Result<usize, PeerError> {
     let count = entries.len();
     if target == shared.me.name {
-        let landing = shared.note_writes(&entries);
-        let applied = shared.store.apply(entries).await;
-        drop(landing);
-        applied.map_err(|e| PeerError(e.to_string()))?;
+        shared
+            .apply_noted(entries)
+            .await
+            .map_err(|e| PeerError(e.to_string()))?;
         return Ok(count);
     }
     let id = shared

@@ -119,7 +119,7 @@ pub(crate) fn membership_refusals(
     totals: &std::collections::BTreeMap<&'static str, u64>,
     unverified: u64,
 ) {
-    for reason in ["not_the_sender", "forged_status"] {
+    for reason in crate::membership::Refusal::REASONS {
         metrics::counter!("vergent_membership_refused_total", "reason" => reason)
             .absolute(totals.get(reason).copied().unwrap_or(0));
     }

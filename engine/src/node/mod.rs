@@ -115,6 +115,18 @@ impl Shared {
         self.arrivals.landing(entries)
     }
 
+    /// Applies `entries` to the store, noted as [`Shared::note_writes`] says for as long
+    /// as the write takes.
+    pub(crate) async fn apply_noted(
+        &self,
+        entries: Vec<crate::record::Entry>,
+    ) -> Result<Vec<crate::storage::ApplyOutcome>, StoreError> {
+        let landing = self.note_writes(&entries);
+        let outcomes = self.store.apply(entries).await;
+        drop(landing);
+        outcomes
+    }
+
     /// As [`Shared::note_writes`], by key.
     pub(crate) fn note_keys<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) {
         let now = crate::wallclock::system_wall_ms();

@@ -104,7 +104,7 @@ impl Peers {
                     identity.name
                 )));
             }
-            if let Some(cert) = peer_certificate(&connection) {
+            if let Ok(cert) = peer_certificate(&connection) {
                 self.seal.learn(&identity.name, &cert);
             }
             let hello = Request::Hello {

@@ -99,7 +99,7 @@ async fn serve_connection(incoming: Incoming, shared: Arc<Shared>) {
     }
     tracing::debug!(%remote, peer = %peer.name, role = %peer.role, "connection open");
     if peer.role == Role::Node {
-        if let Some(cert) = peer_certificate(&connection) {
+        if let Ok(cert) = peer_certificate(&connection) {
             shared.seal.learn(&peer.name, &cert);
         }
         tasks.spawn(read_datagrams(

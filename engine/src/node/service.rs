@@ -265,10 +265,7 @@ impl Shared {
                 }
             }
         }
-        let landing = self.note_writes(&entries);
-        let outcomes = self.store.apply(entries).await;
-        drop(landing);
-        let outcomes = outcomes.map_err(storage_error)?;
+        let outcomes = self.apply_noted(entries).await.map_err(storage_error)?;
         let applied = outcomes.iter().filter(|o| o.applied()).count() as u32;
         Ok(Response::Replicated { applied })
     }

@@ -106,12 +106,7 @@ impl HintPump {
         let mut work = Vec::new();
         for backlog in store.hint_backlog()? {
             let target = backlog.target;
-            let rule = hint_target(
-                cx.me,
-                &target,
-                (cx.state)(&target),
-                target == cx.me || (cx.reachable)(&target),
-            );
+            let rule = hint_target(cx.me, &target, (cx.state)(&target), (cx.reachable)(&target));
             if rule == HintTarget::Wait || self.in_flight.values().any(|b| b.target == target) {
                 continue;
             }

@@ -86,10 +86,7 @@ async fn apply_received(shared: &Arc<Shared>, entries: Vec<Entry>) -> Result<u32
             )
             .collect()
     };
-    let landing = shared.note_writes(&entries);
-    let outcomes = shared.store.apply(entries).await;
-    drop(landing);
-    let outcomes = outcomes?;
+    let outcomes = shared.apply_noted(entries).await?;
     Ok(outcomes.iter().filter(|o| o.applied()).count() as u32)
 }
 
