@@ -14,6 +14,11 @@ impl Millis {
     pub fn plus(self, ms: u64) -> Millis {
         Millis(self.0.saturating_add(ms))
     }
+
+    /// As a duration since the runtime's start.
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0)
+    }
 }
 
 /// Who a certificate says its holder is. Each request is checked against it.

@@ -76,7 +76,6 @@ pub(crate) struct Shared {
     pub(crate) peers: Peers,
     /// Seals this node's statuses and checks others' with the certificates met.
     pub(crate) seal: Arc<net::seal::CertSeal>,
-    pub(crate) coordinator: Mutex<Coordinator>,
     pub(crate) replication: replication::Replication,
     pub(crate) membership: cluster::MembershipHandle,
     pub(crate) hints_wake: Notify,
@@ -263,14 +262,15 @@ impl Node {
         let started = Instant::now();
         let (membership, membership_inputs) = cluster::MembershipHandle::new();
         let view = ClusterView::initial(&me, &settings, filled.clone());
-        let shared = Arc::new(Shared {
-            requests: Arc::new(tokio::sync::Semaphore::new(config.requests_max)),
-            connections_by_identity: Mutex::new(std::collections::HashMap::new()),
-            coordinator: Mutex::new(Coordinator::new(CoordinatorConfig {
+        let (replication, coordinator) =
+            replication::Replication::new(Coordinator::new(CoordinatorConfig {
                 write_timeout_ms: config.replica_timeout.as_millis() as u64,
                 read_timeout_ms: config.replica_timeout.as_millis() as u64,
                 ..CoordinatorConfig::default()
-            })),
+            }));
+        let shared = Arc::new(Shared {
+            requests: Arc::new(tokio::sync::Semaphore::new(config.requests_max)),
+            connections_by_identity: Mutex::new(std::collections::HashMap::new()),
             config,
             store,
             settings,
@@ -285,7 +285,7 @@ impl Node {
             arrivals: arrivals::ArrivalsBook::new(settings.partitions, started),
             peers,
             seal: seal.clone(),
-            replication: replication::Replication::default(),
+            replication,
             membership,
             hints_wake: Notify::new(),
             anti_entropy: antientropy::AntiEntropy::default(),
@@ -327,7 +327,7 @@ impl Node {
             partitions_filling = view.filling_of(&shared.me.name),
             "cluster view installed"
         );
-        tasks.spawn(replication::run_timeouts(shared.clone()));
+        tasks.spawn(replication::run(shared.clone(), coordinator));
         tasks.spawn(hints::run(shared.clone()));
         tasks.spawn(reach::run(shared.clone()));
         tasks.spawn(clocks::run(shared.clone()));

@@ -1,5 +1,11 @@
-//! Drives the [`Coordinator`]: starts operations, carries out its actions, and feeds
-//! back what replicas answered.
+//! Drives the [`Coordinator`]: one task owns it, starts operations, carries out its
+//! actions, feeds back what replicas answered, and sleeps until its next deadline.
+//!
+//! Request tasks and replication links reach the coordinator through one channel of
+//! [`Event`]s, so no lock is held around it and the order in which it saw its inputs is
+//! the order they arrived. The channel is unbounded on purpose: what enters it is
+//! bounded elsewhere (operations by the request limit, answers by the operations in
+//! flight times their replicas), and the links must hand in an answer without waiting.
 //!
 //! Push replication: each peer has one bounded queue and one task that drains it into
 //! `Replicate` batches on one long-lived stream, one batch in flight at a time. While a
@@ -10,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,7 +25,7 @@ use crate::coordinator::{Action, Coordinator, OpError, OpId, Outcome};
 use crate::limits::{VALUE_BYTES_MAX_CEILING, frame_bytes_max};
 use crate::protocol::frame;
 use crate::protocol::{ErrorCode, Request, Response};
-use crate::record::Entry;
+use crate::record::{Entry, Record};
 use crate::storage::Hint;
 use crate::wallclock::system_wall_ms;
 
@@ -33,6 +38,10 @@ pub(crate) const BATCH_ENTRIES_MAX: usize = 512;
 pub(crate) const BATCH_BYTES_MAX: usize = 4 << 20;
 /// Room per entry in a batch frame for its key, version and framing.
 const BATCH_ENTRY_OVERHEAD_BYTES: usize = 512;
+/// Most events the coordinator's task takes in one turn before it carries out what
+/// they asked for: answers that arrived together are settled together, and a burst
+/// cannot hold the deadlines back.
+const EVENTS_PER_TURN: usize = 256;
 
 /// The frame limit a node accepts from another node: a full batch plus one maximal value.
 pub(crate) fn batch_frame_bytes_max(value_bytes_max: usize) -> usize {
@@ -41,119 +50,196 @@ pub(crate) fn batch_frame_bytes_max(value_bytes_max: usize) -> usize {
         + BATCH_ENTRIES_MAX * BATCH_ENTRY_OVERHEAD_BYTES
 }
 
-/// How often expired operations are looked for.
-const TIMEOUT_SCAN: Duration = Duration::from_millis(50);
-
 struct Item {
     op: Option<OpId>,
     entry: Arc<Entry>,
 }
 
-/// Per-peer queues and the operations waiting for their answer.
-#[derive(Default)]
+/// Starts an operation in the coordinator and says which.
+type Start = Box<dyn FnOnce(&mut Coordinator) -> OpId + Send>;
+
+/// What the coordinator's task is told.
+enum Event {
+    /// A client's operation, and where its outcome goes.
+    Begin {
+        start: Start,
+        reply: oneshot::Sender<Outcome>,
+    },
+    WriteAck {
+        op: OpId,
+        from: String,
+        result: Result<(), String>,
+    },
+    WriteRefused {
+        op: OpId,
+        from: String,
+        reason: String,
+    },
+    ReadReply {
+        op: OpId,
+        from: String,
+        reply: Option<Option<Record>>,
+    },
+}
+
+/// Per-peer queues and the way into the coordinator's task.
 pub(crate) struct Replication {
     queues: Mutex<HashMap<String, mpsc::Sender<Item>>>,
-    waiters: Mutex<HashMap<OpId, oneshot::Sender<Outcome>>>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// The coordinator and what only its task touches.
+pub(crate) struct CoordinatorTask {
+    coordinator: Coordinator,
+    events: mpsc::UnboundedReceiver<Event>,
+    waiters: HashMap<OpId, oneshot::Sender<Outcome>>,
+}
+
+impl Replication {
+    /// The shared half, and the half [`run`] owns.
+    pub(crate) fn new(coordinator: Coordinator) -> (Replication, CoordinatorTask) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let replication = Replication {
+            queues: Mutex::default(),
+            events: tx,
+        };
+        let task = CoordinatorTask {
+            coordinator,
+            events: rx,
+            waiters: HashMap::new(),
+        };
+        (replication, task)
+    }
 }
 
 /// Starts an operation with `start` and waits for its answer.
 pub(crate) async fn coordinate(
     shared: &Arc<Shared>,
-    start: impl FnOnce(&mut Coordinator) -> OpId,
+    start: impl FnOnce(&mut Coordinator) -> OpId + Send + 'static,
 ) -> Outcome {
-    let (tx, rx) = oneshot::channel();
-    let actions = {
-        let mut coordinator = shared.coordinator.lock().expect("coordinator lock");
-        let op = start(&mut coordinator);
-        shared
-            .replication
-            .waiters
-            .lock()
-            .expect("waiters lock")
-            .insert(op, tx);
-        drain(&mut coordinator)
+    let (reply, rx) = oneshot::channel();
+    let begin = Event::Begin {
+        start: Box::new(start),
+        reply,
     };
-    dispatch(shared, actions);
-    rx.await
-        .unwrap_or(Outcome::Failed(OpError::Overloaded { limit: 0 }))
+    if shared.replication.events.send(begin).is_err() {
+        return shutting_down();
+    }
+    rx.await.unwrap_or_else(|_| shutting_down())
 }
 
-fn drain(coordinator: &mut Coordinator) -> Vec<Action> {
-    std::iter::from_fn(|| coordinator.poll_action()).collect()
+/// The outcome of an operation the coordinator stopped before it ended (the node is
+/// shutting down).
+fn shutting_down() -> Outcome {
+    Outcome::Failed(OpError::Overloaded { limit: 0 })
 }
 
-fn on_write_ack(shared: &Arc<Shared>, op: OpId, from: &str, result: Result<(), String>) {
-    let actions = {
-        let mut coordinator = shared.coordinator.lock().expect("coordinator lock");
-        coordinator.handle_write_ack(op, from, result);
-        drain(&mut coordinator)
-    };
-    dispatch(shared, actions);
+fn on_write_ack(shared: &Shared, op: OpId, from: &str, result: Result<(), String>) {
+    let _ = shared.replication.events.send(Event::WriteAck {
+        op,
+        from: from.to_string(),
+        result,
+    });
 }
 
-fn on_write_refused(shared: &Arc<Shared>, op: OpId, from: &str, reason: String) {
-    let actions = {
-        let mut coordinator = shared.coordinator.lock().expect("coordinator lock");
-        coordinator.handle_write_refused(op, from, reason);
-        drain(&mut coordinator)
-    };
-    dispatch(shared, actions);
+fn on_write_refused(shared: &Shared, op: OpId, from: &str, reason: String) {
+    let _ = shared.replication.events.send(Event::WriteRefused {
+        op,
+        from: from.to_string(),
+        reason,
+    });
 }
 
-fn on_read_reply(
-    shared: &Arc<Shared>,
-    op: OpId,
-    from: &str,
-    reply: Option<Option<crate::record::Record>>,
-) {
-    let actions = {
-        let mut coordinator = shared.coordinator.lock().expect("coordinator lock");
-        coordinator.handle_read_reply(op, from, reply);
-        drain(&mut coordinator)
-    };
-    dispatch(shared, actions);
-}
-
-/// Expires operations whose replicas did not answer in time.
-pub(crate) async fn run_timeouts(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(TIMEOUT_SCAN);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// The coordinator's task: takes events, expires operations at their deadlines, and
+/// carries out what the coordinator asks. After shutdown it goes on until the
+/// operations in flight have ended, so their clients are answered.
+pub(crate) async fn run(shared: Arc<Shared>, mut task: CoordinatorTask) {
     loop {
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
-            _ = tick.tick() => {}
+        let stopping = shared.shutdown.is_cancelled();
+        if stopping && task.coordinator.in_flight() == 0 {
+            break;
         }
-        let actions = {
-            let mut coordinator = shared.coordinator.lock().expect("coordinator lock");
-            match coordinator.poll_timeout() {
-                Some(deadline) if deadline <= shared.now() => {
-                    coordinator.handle_timeout(shared.now());
-                    drain(&mut coordinator)
-                }
-                _ => continue,
+        let deadline = task
+            .coordinator
+            .poll_timeout()
+            .map(|at| tokio::time::Instant::from_std(shared.started) + at.duration());
+        let expire = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
             }
         };
-        dispatch(&shared, actions);
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled(), if !stopping => continue,
+            event = task.events.recv() => {
+                let Some(event) = event else { break };
+                task.handle(&shared, event);
+                for _ in 1..EVENTS_PER_TURN {
+                    match task.events.try_recv() {
+                        Ok(event) => task.handle(&shared, event),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = expire => task.coordinator.handle_timeout(shared.now()),
+        }
+        task.settle(&shared);
     }
 }
 
-/// Carries out the coordinator's actions. Never blocks: anything slow is spawned.
-fn dispatch(shared: &Arc<Shared>, actions: Vec<Action>) {
-    let me = shared.me.name.as_str();
-    for action in actions {
+impl CoordinatorTask {
+    fn handle(&mut self, shared: &Shared, event: Event) {
+        match event {
+            Event::Begin { start, reply } => {
+                if shared.shutdown.is_cancelled() {
+                    let _ = reply.send(shutting_down());
+                    return;
+                }
+                let op = start(&mut self.coordinator);
+                self.waiters.insert(op, reply);
+            }
+            Event::WriteAck { op, from, result } => {
+                self.coordinator.handle_write_ack(op, &from, result)
+            }
+            Event::WriteRefused { op, from, reason } => {
+                self.coordinator.handle_write_refused(op, &from, reason)
+            }
+            Event::ReadReply { op, from, reply } => {
+                self.coordinator.handle_read_reply(op, &from, reply)
+            }
+        }
+    }
+
+    /// Carries out the coordinator's actions, and the ones they lead to. Never blocks:
+    /// anything slow is spawned.
+    fn settle(&mut self, shared: &Arc<Shared>) {
+        while let Some(action) = self.coordinator.poll_action() {
+            self.dispatch(shared, action);
+        }
+    }
+
+    fn dispatch(&mut self, shared: &Arc<Shared>, action: Action) {
+        let me = shared.me.name.as_str();
         match action {
             Action::Write { op, to, entry } if to == me => apply_locally(shared, Some(op), entry),
-            Action::Write { op, to, entry } => enqueue(
-                shared,
-                &to,
-                Item {
+            Action::Write { op, to, entry } => {
+                let item = Item {
                     op: Some(op),
                     entry,
-                },
-            ),
+                };
+                if let Err((item, reason)) = enqueue(shared, &to, item) {
+                    if let Some(op) = item.op {
+                        self.coordinator.handle_write_ack(op, &to, Err(reason));
+                    }
+                }
+            }
             Action::Repair { entry, .. } if from_the_future(shared, &entry) => {}
             Action::Repair { to, entry } if to == me => apply_locally(shared, None, entry),
-            Action::Repair { to, entry } => enqueue(shared, &to, Item { op: None, entry }),
+            Action::Repair { to, entry } => {
+                // A repair nobody waits for: one that cannot be queued is simply not made.
+                let _ = enqueue(shared, &to, Item { op: None, entry });
+            }
             Action::Read { op, to, key } if to == me => {
                 let reply = match shared.store.get(&key) {
                     Ok(record) => Some(record),
@@ -162,7 +248,7 @@ fn dispatch(shared: &Arc<Shared>, actions: Vec<Action>) {
                         None
                     }
                 };
-                on_read_reply(shared, op, me, reply);
+                self.coordinator.handle_read_reply(op, me, reply);
             }
             Action::Read { op, to, key } => {
                 let shared2 = shared.clone();
@@ -171,7 +257,11 @@ fn dispatch(shared: &Arc<Shared>, actions: Vec<Action>) {
                     if let Err(err) = &reply {
                         tracing::debug!(replica = %to, "read failed: {err}");
                     }
-                    on_read_reply(&shared2, op, &to, reply.ok());
+                    let _ = shared2.replication.events.send(Event::ReadReply {
+                        op,
+                        from: to,
+                        reply: reply.ok(),
+                    });
                 });
             }
             Action::Hint { to, entry } => {
@@ -188,13 +278,7 @@ fn dispatch(shared: &Arc<Shared>, actions: Vec<Action>) {
                 });
             }
             Action::Reply { op, outcome } => {
-                if let Some(waiter) = shared
-                    .replication
-                    .waiters
-                    .lock()
-                    .expect("waiters lock")
-                    .remove(&op)
-                {
+                if let Some(waiter) = self.waiters.remove(&op) {
                     let _ = waiter.send(outcome);
                 }
             }
@@ -236,7 +320,7 @@ async fn read_remote(
     shared: &Arc<Shared>,
     to: &str,
     key: &[u8],
-) -> Result<Option<crate::record::Record>, PeerError> {
+) -> Result<Option<Record>, PeerError> {
     let id = reachable(shared, to)?;
     let attempt = async {
         let connection = shared
@@ -308,14 +392,10 @@ fn reachable(shared: &Shared, to: &str) -> Result<crate::membership::MemberId, P
     }
 }
 
-fn enqueue(shared: &Arc<Shared>, to: &str, item: Item) {
-    let fail = |item: Item, reason: String| {
-        if let Some(op) = item.op {
-            on_write_ack(shared, op, to, Err(reason));
-        }
-    };
+/// Queues `item` for `to`; gives it back with the reason when it cannot be queued.
+fn enqueue(shared: &Arc<Shared>, to: &str, item: Item) -> Result<(), (Item, String)> {
     if let Err(PeerError(reason)) = reachable(shared, to) {
-        return fail(item, reason);
+        return Err((item, reason));
     }
     let sender = {
         let mut queues = shared.replication.queues.lock().expect("queues lock");
@@ -328,20 +408,18 @@ fn enqueue(shared: &Arc<Shared>, to: &str, item: Item) {
             })
             .clone()
     };
-    if let Err(err) = sender.try_send(item) {
-        match err {
-            mpsc::error::TrySendError::Full(item) => {
-                tracing::debug!(peer = %to, "replication queue full ({PEER_QUEUE_MAX} entries); hinting");
-                fail(
-                    item,
-                    format!("replication queue full ({PEER_QUEUE_MAX} entries)"),
-                );
-            }
-            mpsc::error::TrySendError::Closed(item) => {
-                fail(item, "replication stopped (shutting down)".into());
-            }
+    sender.try_send(item).map_err(|err| match err {
+        mpsc::error::TrySendError::Full(item) => {
+            tracing::debug!(peer = %to, "replication queue full ({PEER_QUEUE_MAX} entries); hinting");
+            (
+                item,
+                format!("replication queue full ({PEER_QUEUE_MAX} entries)"),
+            )
         }
-    }
+        mpsc::error::TrySendError::Closed(item) => {
+            (item, "replication stopped (shutting down)".into())
+        }
+    })
 }
 
 /// The per-peer replication task.

@@ -176,7 +176,7 @@ impl Shared {
         let level = consistency.unwrap_or(self.config.default_consistency);
         let replicas = self.view().replica_set(&key);
         let now = self.now();
-        match coordinate(self, |c| c.begin_read(key, replicas, level, now)).await {
+        match coordinate(self, move |c| c.begin_read(key, replicas, level, now)).await {
             Outcome::Read { record } => Ok(Response::Value {
                 found: record.and_then(|record| match record.payload {
                     Payload::Value(value) => Some((value, self.describe(record.version))),
@@ -235,7 +235,7 @@ impl Shared {
             record: Record { version, payload },
         };
         let now = self.now();
-        match coordinate(self, |c| c.begin_write(entry, replicas, level, now)).await {
+        match coordinate(self, move |c| c.begin_write(entry, replicas, level, now)).await {
             Outcome::Written { version } => Ok(Response::Written {
                 version: self.describe(version),
             }),
