@@ -2,7 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::hlc::Timestamp;
-use crate::record::{NodeId, Payload};
+use crate::record::{NodeId, Payload, Version};
 
 fn record(hlc: u64, value: Option<&[u8]>) -> Record {
     Record {
