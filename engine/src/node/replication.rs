@@ -80,6 +80,11 @@ enum Event {
         from: String,
         reply: Option<Option<Record>>,
     },
+    /// This node's own store applied writes of these operations (or failed to).
+    Applied {
+        ops: Vec<OpId>,
+        result: Result<(), String>,
+    },
 }
 
 /// Per-peer queues and the way into the coordinator's task.
@@ -93,6 +98,8 @@ pub(crate) struct CoordinatorTask {
     coordinator: Coordinator,
     events: mpsc::UnboundedReceiver<Event>,
     waiters: HashMap<OpId, oneshot::Sender<Outcome>>,
+    /// Writes to this node's own store gathered in one turn, applied as one request.
+    local: Vec<(Option<OpId>, Arc<Entry>)>,
 }
 
 impl Replication {
@@ -107,6 +114,7 @@ impl Replication {
             coordinator,
             events: rx,
             waiters: HashMap::new(),
+            local: Vec::new(),
         };
         (replication, task)
     }
@@ -154,24 +162,32 @@ fn on_write_refused(shared: &Shared, op: OpId, from: &str, reason: String) {
 /// carries out what the coordinator asks. After shutdown it goes on until the
 /// operations in flight have ended, so their clients are answered.
 pub(crate) async fn run(shared: Arc<Shared>, mut task: CoordinatorTask) {
+    // Both futures live across turns: making them anew each turn would register a
+    // waiter and a timer for every batch of events.
+    let cancelled = shared.shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let expire = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(expire);
+    let mut armed: Option<crate::coordinator::Millis> = None;
+    let mut stopping = false;
     loop {
-        let stopping = shared.shutdown.is_cancelled();
         if stopping && task.coordinator.in_flight() == 0 {
             break;
         }
-        let deadline = task
-            .coordinator
-            .poll_timeout()
-            .map(|at| tokio::time::Instant::from_std(shared.started) + at.duration());
-        let expire = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+        let deadline = task.coordinator.poll_timeout();
+        if deadline != armed {
+            if let Some(at) = deadline {
+                let at = tokio::time::Instant::from_std(shared.started) + at.duration();
+                expire.as_mut().reset(at);
             }
-        };
+            armed = deadline;
+        }
         tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled(), if !stopping => continue,
+            _ = &mut cancelled, if !stopping => {
+                stopping = true;
+                continue;
+            }
             event = task.events.recv() => {
                 let Some(event) = event else { break };
                 task.handle(&shared, event);
@@ -182,7 +198,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut task: CoordinatorTask) {
                     }
                 }
             }
-            _ = expire => task.coordinator.handle_timeout(shared.now()),
+            _ = &mut expire, if armed.is_some() => {
+                armed = None;
+                task.coordinator.handle_timeout(shared.now());
+            }
         }
         task.settle(&shared);
     }
@@ -208,6 +227,12 @@ impl CoordinatorTask {
             Event::ReadReply { op, from, reply } => {
                 self.coordinator.handle_read_reply(op, &from, reply)
             }
+            Event::Applied { ops, result } => {
+                for op in ops {
+                    self.coordinator
+                        .handle_write_ack(op, &shared.me.name, result.clone());
+                }
+            }
         }
     }
 
@@ -217,12 +242,15 @@ impl CoordinatorTask {
         while let Some(action) = self.coordinator.poll_action() {
             self.dispatch(shared, action);
         }
+        if !self.local.is_empty() {
+            apply_locally(shared, std::mem::take(&mut self.local));
+        }
     }
 
     fn dispatch(&mut self, shared: &Arc<Shared>, action: Action) {
         let me = shared.me.name.as_str();
         match action {
-            Action::Write { op, to, entry } if to == me => apply_locally(shared, Some(op), entry),
+            Action::Write { op, to, entry } if to == me => self.local.push((Some(op), entry)),
             Action::Write { op, to, entry } => {
                 let item = Item {
                     op: Some(op),
@@ -235,7 +263,7 @@ impl CoordinatorTask {
                 }
             }
             Action::Repair { entry, .. } if from_the_future(shared, &entry) => {}
-            Action::Repair { to, entry } if to == me => apply_locally(shared, None, entry),
+            Action::Repair { to, entry } if to == me => self.local.push((None, entry)),
             Action::Repair { to, entry } => {
                 // A repair nobody waits for: one that cannot be queued is simply not made.
                 let _ = enqueue(shared, &to, Item { op: None, entry });
@@ -300,18 +328,28 @@ fn from_the_future(shared: &Shared, entry: &Entry) -> bool {
     }
 }
 
-fn apply_locally(shared: &Arc<Shared>, op: Option<OpId>, entry: Arc<Entry>) {
-    let landing = shared.note_writes(std::slice::from_ref(&*entry));
+/// Applies writes to this node's own store in one request (the writer commits them
+/// together) and tells the coordinator which operations it acknowledged.
+fn apply_locally(shared: &Arc<Shared>, writes: Vec<(Option<OpId>, Arc<Entry>)>) {
+    let (ops, entries): (Vec<Option<OpId>>, Vec<Entry>) = writes
+        .into_iter()
+        .map(|(op, entry)| (op, Arc::unwrap_or_clone(entry)))
+        .unzip();
+    let ops: Vec<OpId> = ops.into_iter().flatten().collect();
+    let landing = shared.note_writes(&entries);
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
-        let result = shared2.store.apply(vec![(*entry).clone()]).await;
+        let result = shared2.store.apply(entries).await;
         drop(landing);
         if let Err(err) = &result {
             tracing::error!("local apply failed: {err}");
         }
-        if let Some(op) = op {
+        if !ops.is_empty() {
             let result = result.map(|_| ()).map_err(|err| err.to_string());
-            on_write_ack(&shared2, op, &shared2.me.name, result);
+            let _ = shared2
+                .replication
+                .events
+                .send(Event::Applied { ops, result });
         }
     });
 }
