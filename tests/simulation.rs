@@ -3,12 +3,15 @@
 //! `VERGENT_SIM_SEEDS=N` runs N seeds (default 200); `VERGENT_SIM_SEED=S` replays one;
 //! `VERGENT_SIM_PROGRESS=1` names each seed as it starts.
 //! Seeds that once found a bug run every time, whatever N is.
+//!
+//! The scripted shapes run apart: `VERGENT_SIM_SHAPE_SEEDS=N` seeds of each (default
+//! 20), `VERGENT_SIM_SHAPE=NAME` one shape only (with `VERGENT_SIM_SEED` to replay).
 
 mod sim;
 
 use std::time::Instant;
 
-use sim::{SimConfig, run_seed};
+use sim::{Shape, SimConfig, run_seed};
 
 /// Seeds that found bugs, kept as regression cases.
 const FOUND_BUGS: &[u64] = &[
@@ -62,6 +65,46 @@ fn every_seed_keeps_every_invariant() {
         }
     }
     eprintln!("{}", sim::describe(&reports, started.elapsed()));
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_shape_keeps_every_invariant() {
+    let shapes: Vec<Shape> = match std::env::var("VERGENT_SIM_SHAPE") {
+        Ok(name) => vec![Shape::from_name(&name).unwrap_or_else(|| {
+            panic!(
+                "VERGENT_SIM_SHAPE={name:?} is not a shape; the shapes are {:?}",
+                Shape::SCRIPTED.map(Shape::name)
+            )
+        })],
+        Err(_) => Shape::SCRIPTED.to_vec(),
+    };
+    let seeds: Vec<u64> = match std::env::var("VERGENT_SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("VERGENT_SIM_SEED is a number")],
+        Err(_) => {
+            let n: u64 = std::env::var("VERGENT_SIM_SHAPE_SEEDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(20);
+            (1..=n).collect()
+        }
+    };
+    let mut failures = Vec::new();
+    for shape in shapes {
+        let started = Instant::now();
+        let mut reports = Vec::new();
+        for &seed in &seeds {
+            match run_seed(SimConfig::shaped(seed, shape)) {
+                Ok(report) => reports.push(report),
+                Err(failure) => failures.push(failure),
+            }
+        }
+        eprintln!(
+            "{}: {}",
+            shape.name(),
+            sim::describe(&reports, started.elapsed())
+        );
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 

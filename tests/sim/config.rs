@@ -57,6 +57,53 @@ pub struct SimConfig {
     pub hint_window_ms: u64,
     /// Age past which tombstones may be purged, virtual milliseconds.
     pub tombstone_grace_ms: u64,
+    /// Random faults, or one of the scripted shapes.
+    pub shape: Shape,
+}
+
+/// What a run's fault phase is: random faults and operations, or a script built to
+/// reach one of the moments a rule exists for (its faults and operations fixed, the
+/// nodes it picks, timings and message order still drawn from the seed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Random faults and operations.
+    Random,
+    /// Every key written to all replicas; one replica cut off both ways for several
+    /// graces while every key is deleted at quorum; the cut healed, then quorum reads.
+    /// A purge must wait for the replica that was cut off, or its values come back.
+    DeletesWhileCut,
+    /// A new node joins while writes go on over a lossy network, so replicas miss some
+    /// of them for a while. An old owner may drop a partition only after every owner
+    /// that counts for it synced with it since it let the partition go.
+    HandoffUnderLoad,
+    /// One replica misses every key's quorum write (cut off until its hints expire),
+    /// then a new node joins while anti-entropy is stalled, so it cannot fill; quorum
+    /// reads meanwhile. A filling node must not count in read quorums.
+    ReadsWhileJoining,
+}
+
+impl Shape {
+    /// Every scripted shape.
+    pub const SCRIPTED: [Shape; 3] = [
+        Shape::DeletesWhileCut,
+        Shape::HandoffUnderLoad,
+        Shape::ReadsWhileJoining,
+    ];
+
+    /// The name shown in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Random => "random",
+            Shape::DeletesWhileCut => "deletes-while-cut",
+            Shape::HandoffUnderLoad => "handoff-under-load",
+            Shape::ReadsWhileJoining => "reads-while-joining",
+        }
+    }
+
+    /// The shape of a name, as [`Shape::name`] gives it.
+    pub fn from_name(name: &str) -> Option<Shape> {
+        Shape::SCRIPTED.into_iter().find(|s| s.name() == name)
+    }
 }
 
 impl SimConfig {
@@ -80,6 +127,18 @@ impl SimConfig {
             } else {
                 HINTS_LONG.1
             },
+            shape: Shape::Random,
+        }
+    }
+
+    /// A scripted run of `shape` for `seed`: short hints and grace, so hints expire and
+    /// tombstones pass the grace within the script.
+    pub fn shaped(seed: u64, shape: Shape) -> SimConfig {
+        SimConfig {
+            hint_window_ms: HINTS_SHORT.0,
+            tombstone_grace_ms: HINTS_SHORT.1,
+            shape,
+            ..SimConfig::new(seed)
         }
     }
 }

@@ -292,7 +292,7 @@ impl Sim {
     }
 
     /// A new node joins mid-run.
-    fn join_spare(&mut self) -> &'static str {
+    pub(super) fn join_spare(&mut self) -> &'static str {
         let Some(i) = (0..self.nodes.len()).find(|&i| !self.nodes[i].started_once) else {
             return "none";
         };

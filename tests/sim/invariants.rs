@@ -14,7 +14,7 @@ use super::workload::OpKind;
 
 impl Sim {
     /// The version node `r` holds of `key`, counting a tombstone it purged.
-    fn held_version(&self, r: usize, key: &[u8]) -> Option<Version> {
+    pub(super) fn held_version(&self, r: usize, key: &[u8]) -> Option<Version> {
         let stored = self.nodes[r]
             .store
             .as_ref()
@@ -68,6 +68,39 @@ impl Sim {
             self.settings.partitions,
             self.settings.replication_factor,
         )
+    }
+
+    /// Members that are up and place partitions differently, with each one's view of
+    /// the roster; nothing when every one places them alike.
+    pub(super) fn placement_divergence(&self) -> Option<String> {
+        let up: Vec<usize> = self.members().filter(|&i| self.nodes[i].up).collect();
+        let mut digests: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for &i in &up {
+            digests
+                .entry(self.placement(i).digest())
+                .or_default()
+                .push(self.names[i].as_str());
+        }
+        if digests.len() <= 1 {
+            return None;
+        }
+        let views: Vec<String> = up
+            .iter()
+            .filter_map(|&i| {
+                let m = self.nodes[i].membership.as_ref()?;
+                let roster: Vec<String> = m
+                    .roster()
+                    .map(|v| format!("{}:{}", v.id.name, v.state.as_str()))
+                    .collect();
+                Some(format!(
+                    "{} places {:?} (roster {})",
+                    self.names[i],
+                    m.placement_members(),
+                    roster.join(" ")
+                ))
+            })
+            .collect();
+        Some(format!("{digests:?}; {}", views.join("; ")))
     }
 
     /// Every replica of every partition holds the same records with the same root, and
@@ -217,6 +250,10 @@ impl Sim {
         if let Some(d) = self.divergence() {
             self.violations
                 .push(format!("replicas did not converge: {d}"));
+        }
+        if let Some(d) = self.placement_divergence() {
+            self.violations
+                .push(format!("members' placements did not converge: {d}"));
         }
         for (i, &renewals) in self.renewals.iter().enumerate() {
             // At most 10 free a minute and then a growing wait: over a run of about two

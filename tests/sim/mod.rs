@@ -22,8 +22,10 @@
 //! - `sync.rs`: hint delivery (the node's `HintPump`), anti-entropy runs and the upkeep
 //!   after them (handoff and purges as the node's `plan_upkeep` decides);
 //! - `workload.rs`: the client operations;
-//! - `faults.rs`: the faults injected, and healing;
-//! - `invariants.rs`: the checks made at the end of a run.
+//! - `faults.rs`: the random faults injected, and healing;
+//! - `shapes.rs`: the scripted shapes, each building one moment a rule exists for;
+//! - `invariants.rs`: the checks made at the end of a run (the handoff check is made
+//!   as it happens, in `sync.rs`).
 
 #![allow(dead_code)]
 
@@ -33,6 +35,7 @@ mod faults;
 mod invariants;
 mod network;
 mod node;
+mod shapes;
 mod sync;
 mod view;
 mod workload;
@@ -49,7 +52,6 @@ use vergent::hlc::skew::SkewBook;
 use vergent::hlc::{Clock, Timestamp};
 use vergent::placement::{Fill, FillNews};
 use vergent::policy::{HintPump, TombstoneArrivals};
-use vergent::protocol::Consistency;
 use vergent::record::Version;
 use vergent::storage::ClusterSettings;
 
@@ -59,9 +61,9 @@ use config::{
 use faults::Ghost;
 use network::Msg;
 use node::Node;
-use workload::{ClientOp, OpKind};
+use workload::ClientOp;
 
-pub use config::{SimConfig, SimReport, Violation};
+pub use config::{Shape, SimConfig, SimReport, Violation};
 
 #[derive(Debug)]
 enum Event {
@@ -102,6 +104,8 @@ enum Event {
     GhostTick {
         ghost: u32,
     },
+    /// A step of a scripted shape.
+    Script(shapes::Step),
 }
 
 /// The tombstones purged of one key on one node: each version, and when.
@@ -271,32 +275,10 @@ impl Sim {
         // Let membership settle before the workload.
         self.run_until(5_000);
         let start = self.now;
-        for op in 0..self.config.ops {
-            self.client_ops.push(ClientOp {
-                key: Vec::new(),
-                kind: OpKind::Get,
-                consistency: Consistency::One,
-                issued_ms: 0,
-                version: None,
-                value: None,
-                outcome: None,
-                completed_ms: None,
-                session: self.rng.random_range(0..SESSIONS),
-                after: None,
-                targets: Vec::new(),
-            });
-            let at = start + self.rng.random_range(0..self.config.fault_ms);
-            self.schedule(at, Event::Client { op });
-        }
-        self.schedule(start + 500, Event::Fault);
-        if self.config.tombstone_grace_ms < HINTS_LONG.1 {
-            // A replica away for longer than the grace while deletes go on: the case a
-            // purge must wait out.
-            let node = self.rng.random_range(0..self.config.nodes);
-            let at = start + self.rng.random_range(1_000..self.config.fault_ms / 2);
-            let away = self.rng.random_range(3..6) * self.config.tombstone_grace_ms;
-            self.schedule(at, Event::Away { node, back: false });
-            self.schedule(at + away, Event::Away { node, back: true });
+        if self.config.shape == Shape::Random {
+            self.random_faults(start);
+        } else {
+            self.script(start);
         }
         self.schedule(start + self.config.fault_ms, Event::Heal);
         self.run_until(start + self.config.fault_ms);
@@ -307,7 +289,10 @@ impl Sim {
         let deadline = healed_at + self.config.heal_ms;
         while self.now < deadline {
             self.run_until(self.now + 2_000);
-            if self.converged() && self.members().all(|i| self.nodes[i].up) {
+            if self.converged()
+                && self.members().all(|i| self.nodes[i].up)
+                && self.placement_divergence().is_none()
+            {
                 break;
             }
         }
@@ -327,6 +312,27 @@ impl Sim {
             Ok(self.report)
         } else {
             Err(Violation(self.violations.join("\n")))
+        }
+    }
+
+    /// The random fault phase from `start`: operations, faults, and on short-window
+    /// seeds a replica away past the grace.
+    fn random_faults(&mut self, start: u64) {
+        for op in 0..self.config.ops {
+            let session = self.rng.random_range(0..SESSIONS);
+            self.client_ops.push(ClientOp::new(session, None));
+            let at = start + self.rng.random_range(0..self.config.fault_ms);
+            self.schedule(at, Event::Client { op });
+        }
+        self.schedule(start + 500, Event::Fault);
+        if self.config.tombstone_grace_ms < HINTS_LONG.1 {
+            // A replica away for longer than the grace while deletes go on: the case a
+            // purge must wait out.
+            let node = self.rng.random_range(0..self.config.nodes);
+            let at = start + self.rng.random_range(1_000..self.config.fault_ms / 2);
+            let away = self.rng.random_range(3..6) * self.config.tombstone_grace_ms;
+            self.schedule(at, Event::Away { node, back: false });
+            self.schedule(at + away, Event::Away { node, back: true });
         }
     }
 
@@ -390,6 +396,7 @@ impl Sim {
                 }
                 Event::GhostTick { ghost } => self.ghost_tick(ghost),
                 Event::Heal => self.heal(),
+                Event::Script(step) => self.run_step(step),
             }
         }
         self.now = until;
@@ -404,14 +411,23 @@ impl Sim {
 /// Runs `seed` and returns its report, or the failure with the command that replays it.
 pub fn run_seed(config: SimConfig) -> Result<SimReport, String> {
     let seed = config.seed;
+    let replay = match config.shape {
+        Shape::Random => format!(
+            "VERGENT_SIM_SEED={seed} cargo test -p vergent --test simulation every_seed -- --nocapture"
+        ),
+        shape => format!(
+            "VERGENT_SIM_SHAPE={} VERGENT_SIM_SEED={seed} cargo test -p vergent --test simulation every_shape -- --nocapture",
+            shape.name()
+        ),
+    };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Sim::new(config).run()));
     match outcome {
         Ok(Ok(report)) => Ok(report),
         Ok(Err(Violation(why))) => Err(format!(
-            "seed {seed} violated an invariant:\n{why}\nreplay: VERGENT_SIM_SEED={seed} cargo test -p vergent --test simulation -- --nocapture"
+            "seed {seed} violated an invariant:\n{why}\nreplay: {replay}"
         )),
         Err(panic) => Err(format!(
-            "seed {seed} panicked: {:?}\nreplay: VERGENT_SIM_SEED={seed} cargo test -p vergent --test simulation -- --nocapture",
+            "seed {seed} panicked: {:?}\nreplay: {replay}",
             panic
                 .downcast_ref::<String>()
                 .map(String::as_str)

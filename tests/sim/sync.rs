@@ -150,6 +150,10 @@ impl Sim {
         let plan = plan_upkeep(&inputs, arrivals);
         // What the node's store does with the plan; the tombstones dropped or purged
         // are recorded for the invariants.
+        for &p in &plan.hand_off {
+            self.check_handoff(i, p, &placement);
+        }
+        let store = self.nodes[i].store.as_ref().unwrap();
         let mut gone = Vec::new();
         for &p in &plan.hand_off {
             // Its tombstones go with it: for the checks, as good as purged (the owners
@@ -188,6 +192,49 @@ impl Sim {
         if purged > 0 {
             self.log(format!("{me} purged {purged} tombstones"));
             *self.report.faults.entry("purge").or_default() += purged;
+        }
+    }
+
+    /// A partition is dropped by an old owner only once every replica that counts for
+    /// it holds what the old owner holds, or newer: node `i` is about to hand off `p`.
+    /// A replica that is down is not looked at (its store is closed); a tombstone past
+    /// the grace may rightly be missing (the owners purge it, or were never sent it).
+    fn check_handoff(&mut self, i: usize, p: u16, placement: &vergent::placement::Placement) {
+        let set = self.replica_set(i, placement, p);
+        let horizon = self.grace_horizon(i);
+        let store = self.nodes[i].store.as_ref().unwrap();
+        let leaves = 0..vergent::tree::LEAVES as u16;
+        let (entries, _) = store
+            .entries_in(p, leaves, None, usize::MAX)
+            .expect("entries");
+        let mut missing = Vec::new();
+        for owner in set.counted.iter().filter(|o| **o != self.names[i]) {
+            let Some(r) = self
+                .index_of(owner)
+                .filter(|&r| self.nodes[r].store.is_some())
+            else {
+                continue;
+            };
+            for entry in &entries {
+                let tombstone_past_grace = entry.record.payload.value().is_none()
+                    && entry.record.version.hlc.wall_ms() < horizon;
+                if !tombstone_past_grace
+                    && self.held_version(r, &entry.key) < Some(entry.record.version)
+                {
+                    missing.push(format!(
+                        "{owner} lacks {} at {:?}",
+                        String::from_utf8_lossy(&entry.key),
+                        entry.record.version
+                    ));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.violations.push(format!(
+                "{} handed off partition {p} before every owner synced: {}",
+                self.names[i],
+                missing.join("; ")
+            ));
         }
     }
 

@@ -27,6 +27,47 @@ pub(super) struct ClientOp {
     pub(super) after: Option<Timestamp>,
     /// The replicas its coordinator wrote to.
     pub(super) targets: Vec<String>,
+    /// What a script fixed of it; the rest is drawn when it is issued.
+    pub(super) fixed: Option<Fixed>,
+}
+
+/// An operation a script fixed: what, on which key, and through which coordinator.
+#[derive(Debug, Clone)]
+pub(super) struct Fixed {
+    pub(super) kind: OpKind,
+    pub(super) key: Vec<u8>,
+    pub(super) consistency: Consistency,
+    pub(super) via: Via,
+}
+
+/// Which live nodes may coordinate a fixed operation.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Via {
+    Any,
+    /// This one only.
+    Only(usize),
+    /// Any but this one.
+    Not(usize),
+}
+
+impl ClientOp {
+    /// An operation not yet issued, of `session`.
+    pub(super) fn new(session: usize, fixed: Option<Fixed>) -> ClientOp {
+        ClientOp {
+            key: Vec::new(),
+            kind: OpKind::Get,
+            consistency: Consistency::One,
+            issued_ms: 0,
+            version: None,
+            value: None,
+            outcome: None,
+            completed_ms: None,
+            session,
+            after: None,
+            targets: Vec::new(),
+            fixed,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +79,14 @@ pub(super) enum OpKind {
 
 impl Sim {
     pub(super) fn client_op(&mut self, index: usize) {
+        let fixed = self.client_ops[index].fixed.clone();
         let live: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].up)
+            .filter(|&i| match fixed.as_ref().map(|f| f.via) {
+                None | Some(Via::Any) => true,
+                Some(Via::Only(x)) => i == x,
+                Some(Via::Not(x)) => i != x,
+            })
             .collect();
         if live.is_empty() {
             self.client_ops[index].outcome = Some(Err("no live coordinator".into()));
@@ -55,14 +102,20 @@ impl Sim {
             self.client_ops[index].outcome = Some(Err("not ready: stepped aside".into()));
             return;
         }
-        let kind = match self.rng.random_range(0..10) {
-            0..=4 => OpKind::Put,
-            5..=6 => OpKind::Delete,
-            _ => OpKind::Get,
+        let (kind, consistency, key) = match fixed {
+            Some(f) => (f.kind, f.consistency, f.key),
+            None => {
+                let kind = match self.rng.random_range(0..10) {
+                    0..=4 => OpKind::Put,
+                    5..=6 => OpKind::Delete,
+                    _ => OpKind::Get,
+                };
+                let consistency = [Consistency::One, Consistency::Quorum, Consistency::All]
+                    [self.rng.random_range(0..3)];
+                let key = format!("k{}", self.rng.random_range(0..self.config.keys)).into_bytes();
+                (kind, consistency, key)
+            }
         };
-        let consistency =
-            [Consistency::One, Consistency::Quorum, Consistency::All][self.rng.random_range(0..3)];
-        let key = format!("k{}", self.rng.random_range(0..self.config.keys)).into_bytes();
         let placement = self.placement(i);
         let replicas =
             self.replica_set(i, &placement, partition_of(&key, self.settings.partitions));

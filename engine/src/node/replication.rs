@@ -256,10 +256,10 @@ impl CoordinatorTask {
                     op: Some(op),
                     entry,
                 };
-                if let Err((item, reason)) = enqueue(shared, &to, item) {
-                    if let Some(op) = item.op {
-                        self.coordinator.handle_write_ack(op, &to, Err(reason));
-                    }
+                if let Err((item, reason)) = enqueue(shared, &to, item)
+                    && let Some(op) = item.op
+                {
+                    self.coordinator.handle_write_ack(op, &to, Err(reason));
                 }
             }
             Action::Repair { entry, .. } if from_the_future(shared, &entry) => {}

@@ -1,0 +1,156 @@
+//! The scripted shapes ([`Shape`]): each builds, on every seed, one of the moments a
+//! rule of the node exists for, where random faults reach it on few seeds. The seed
+//! still picks the nodes, the timings within each step and the order of messages.
+
+use rand::RngExt;
+use vergent::protocol::Consistency;
+
+use super::config::Shape;
+use super::workload::{ClientOp, Fixed, OpKind, Via};
+use super::{Event, Sim};
+
+/// A step of a script.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Step {
+    /// Cut every link to and from this node.
+    Cut(usize),
+    /// Restore them.
+    Uncut(usize),
+    /// A new node joins.
+    Join,
+    /// Anti-entropy stops on every node (`true`), or starts again.
+    Stall(bool),
+    /// Every message is lost with this probability.
+    Loss(f64),
+}
+
+impl Sim {
+    /// Schedules the script of this run's shape, from `start` (virtual ms).
+    pub(super) fn script(&mut self, start: u64) {
+        let grace = self.config.tombstone_grace_ms;
+        let keys = self.config.keys;
+        let victim = self.rng.random_range(0..self.config.nodes);
+        self.log(format!(
+            "shape {}: {} is the node it turns on",
+            self.config.shape.name(),
+            self.names[victim]
+        ));
+        match self.config.shape {
+            Shape::Random => unreachable!("a random run has no script"),
+            Shape::DeletesWhileCut => {
+                for k in 0..keys {
+                    let at = start + self.rng.random_range(200..1_500);
+                    self.fixed_op(at, OpKind::Put, k, Consistency::All, Via::Not(victim));
+                }
+                self.step(start + 2_000, Step::Cut(victim));
+                for k in 0..keys {
+                    let at = start + self.rng.random_range(3_000..5_000);
+                    self.fixed_op(at, OpKind::Delete, k, Consistency::Quorum, Via::Not(victim));
+                }
+                let back = start + 5_000 + 5 * grace;
+                self.step(back, Step::Uncut(victim));
+                for k in 0..keys {
+                    let at = back + self.rng.random_range(1_000..6_000);
+                    self.fixed_op(at, OpKind::Get, k, Consistency::Quorum, Via::Any);
+                }
+            }
+            Shape::HandoffUnderLoad => {
+                // A lossy network: replicas miss writes now and then, and have them back
+                // only by hints or anti-entropy some seconds later. Two nodes join, one
+                // after the other, so old owners let partitions go twice.
+                self.step(start + 500, Step::Loss(0.2));
+                for k in 0..keys {
+                    for _ in 0..8 {
+                        let at = start + self.rng.random_range(1_000..24_000);
+                        self.fixed_op(at, OpKind::Put, k, Consistency::Quorum, Via::Any);
+                    }
+                }
+                self.step(start + 2_000, Step::Join);
+                self.step(start + 12_000, Step::Join);
+                self.step(start + 24_000, Step::Loss(0.0));
+                for k in 0..keys {
+                    let at = start + self.rng.random_range(25_000..29_000);
+                    self.fixed_op(at, OpKind::Get, k, Consistency::Quorum, Via::Any);
+                }
+            }
+            Shape::ReadsWhileJoining => {
+                // Twice the keys, so that some partition has the replica that missed
+                // its writes and the new node among its owners after the join.
+                let keys = 2 * keys;
+                self.step(start + 500, Step::Stall(true));
+                self.step(start + 500, Step::Cut(victim));
+                for k in 0..keys {
+                    let at = start + self.rng.random_range(1_000..3_000);
+                    self.fixed_op(at, OpKind::Put, k, Consistency::Quorum, Via::Not(victim));
+                }
+                self.step(start + 6_000, Step::Uncut(victim));
+                self.step(start + 7_000, Step::Join);
+                // Six reads of each key at once, through coordinators drawn apart (the
+                // first to end repairs the replicas it found stale), in the second after
+                // the join: a new owner's fill runs whether anti-entropy is stalled or
+                // not, and takes about that long.
+                for k in 0..keys {
+                    let at = start + self.rng.random_range(7_050..7_800);
+                    for _ in 0..6 {
+                        self.fixed_op(at, OpKind::Get, k, Consistency::Quorum, Via::Any);
+                    }
+                }
+                self.step(start + 10_000, Step::Stall(false));
+            }
+        }
+    }
+
+    fn step(&mut self, at: u64, step: Step) {
+        self.schedule(at, Event::Script(step));
+    }
+
+    fn fixed_op(&mut self, at: u64, kind: OpKind, key: usize, consistency: Consistency, via: Via) {
+        let op = self.client_ops.len();
+        let session = self.rng.random_range(0..super::config::SESSIONS);
+        self.client_ops.push(ClientOp::new(
+            session,
+            Some(Fixed {
+                kind,
+                key: format!("k{key}").into_bytes(),
+                consistency,
+                via,
+            }),
+        ));
+        self.schedule(at, Event::Client { op });
+    }
+
+    /// Carries out a step.
+    pub(super) fn run_step(&mut self, step: Step) {
+        let n = self.nodes.len();
+        let name = match step {
+            Step::Cut(x) => {
+                for y in (0..n).filter(|&y| y != x) {
+                    self.cut.insert((x, y));
+                    self.cut.insert((y, x));
+                }
+                "cut off"
+            }
+            Step::Uncut(x) => {
+                self.cut.retain(|&(a, b)| a != x && b != x);
+                "cut healed"
+            }
+            Step::Join => self.join_spare(),
+            Step::Loss(p) => {
+                self.loss = p;
+                "loss"
+            }
+            Step::Stall(on) => {
+                self.ae_paused = on;
+                if on {
+                    "anti-entropy stalled"
+                } else {
+                    "anti-entropy resumed"
+                }
+            }
+        };
+        if name != "none" {
+            *self.report.faults.entry(name).or_default() += 1;
+            self.log(format!("fault {name} ({step:?})"));
+        }
+    }
+}
