@@ -8,8 +8,8 @@ use vergent::antientropy::messages::{SyncLimits, SyncRequest, SyncResponse};
 use vergent::base::Millis;
 use vergent::placement::ReplicaSet;
 use vergent::policy::{
-    Agreed, HintContext, HintWork, HintsDeleted, PURGE_BATCH_MAX, TombstoneArrivals, UpkeepInputs,
-    plan_upkeep,
+    Agreed, HintContext, HintWork, HintsDeleted, PURGE_BATCH_MAX, RunInputs, RunScope,
+    TombstoneArrivals, UpkeepInputs, plan_runs, plan_upkeep,
 };
 
 use super::Sim;
@@ -254,29 +254,29 @@ impl Sim {
             .map(|p| self.replica_set(i, &placement, p))
             .collect();
         let statuses_known = self.statuses_known(i, &placement);
-        for j in 0..self.nodes.len() {
-            let peer = self.names[j].clone();
-            if j == i
-                || !self.live_in_view(i, &peer)
-                || self.nodes[i].sync_runs.values().any(|r| r.peer == j)
-            {
-                continue;
-            }
-            let shared: Vec<u16> = (0..self.settings.partitions)
-                .filter(|&p| {
-                    let set = &sets[usize::from(p)];
-                    if let Some(only) = only {
-                        only.contains(&p) && set.fill_sources(&me, statuses_known).contains(&peer)
-                    } else if set.targets.contains(&me) {
-                        set.targets.contains(&peer)
-                    } else {
-                        with_data.contains(&p) && set.counted.contains(&peer)
-                    }
-                })
-                .collect();
-            if shared.is_empty() {
-                continue;
-            }
+        let replica_set = |p: u16| sets[usize::from(p)].clone();
+        let busy: Vec<usize> = self.nodes[i].sync_runs.values().map(|r| r.peer).collect();
+        let peer = |name: &str| {
+            self.live_in_view(i, name)
+                && self
+                    .index_of(name)
+                    .is_some_and(|j| j != i && !busy.contains(&j))
+        };
+        let inputs = RunInputs {
+            me: &me,
+            partitions: self.settings.partitions,
+            replica_set: &replica_set,
+            with_data: &with_data,
+            statuses_known,
+            peer: &peer,
+        };
+        let scope = match only {
+            Some(only) => RunScope::Fill(only),
+            None => RunScope::All(None),
+        };
+        let plan = plan_runs(&inputs, scope);
+        for (peer, shared) in plan {
+            let j = self.index_of(&peer).expect("a planned peer is a node");
             let salt = self.rng.random::<u64>();
             let store = self.nodes[i].store.as_ref().unwrap();
             let roots = shared

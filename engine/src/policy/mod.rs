@@ -1,6 +1,7 @@
 //! The rules a node lives by between the mechanisms: which hints to deliver, in what
 //! batches, and which to drop; when a partition it no longer owns may be dropped
-//! (handoff); which tombstones may be purged. Each rule is a pure function of the
+//! (handoff); which tombstones may be purged; which partitions a run compares with
+//! which peer. Each rule is a pure function of the
 //! node's books and the time it is given, so the runtime and the simulator apply the
 //! same rule to the same inputs: a rule the simulator runs is the rule that ships.
 //!
@@ -10,10 +11,12 @@
 
 mod arrivals;
 mod hints;
+mod runs;
 mod upkeep;
 
 pub use self::arrivals::{PartitionArrivals, SPAN_MS, SPANS_MAX, TombstoneArrivals};
 pub use self::hints::{HintContext, HintPump, HintWork, HintsDeleted};
+pub use self::runs::{RunInputs, RunScope, plan_runs};
 pub use self::upkeep::{Upkeep, UpkeepInputs, plan_upkeep};
 
 use crate::membership::{MemberState, MemberView};

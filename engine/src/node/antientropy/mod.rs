@@ -33,6 +33,7 @@ use crate::antientropy::report::{
 };
 use crate::antientropy::respond::{check_entries, check_push, check_roots_answer};
 use crate::placement::PartitionId;
+use crate::policy::{RunInputs, RunScope, plan_runs};
 use crate::protocol::{ErrorCode, ErrorReply, Request, Response};
 use crate::record::Entry;
 use crate::wallclock::system_wall_ms;
@@ -96,60 +97,28 @@ struct Plan {
     partitions: Vec<PartitionId>,
 }
 
-/// Which partitions a run covers.
-#[derive(Clone, Copy)]
-enum Scope<'a> {
-    /// Every partition (or one, for `vergent repair --partition`).
-    All(Option<PartitionId>),
-    /// Only these, with only the replicas that count: filling this node's partitions.
-    Fill(&'a [PartitionId]),
-}
-
-/// Every live peer and the partitions this node exchanges with it: those both take
-/// writes for (owners and stand-ins), plus those this node holds data of without taking
-/// their writes any more, with the replicas that count for them (handoff).
-fn plan(shared: &Shared, scope: Scope<'_>, only_peer: Option<&str>) -> Vec<Plan> {
+/// Every live peer and the partitions this node exchanges with it, by the node's rule
+/// ([`plan_runs`]).
+fn plan(shared: &Shared, scope: RunScope<'_>, only_peer: Option<&str>) -> Vec<Plan> {
     let view = shared.view();
     let me = shared.me.name.as_str();
     let with_data = shared.store.partitions_with_data();
-    let mut per_peer: BTreeMap<&str, Vec<PartitionId>> = BTreeMap::new();
-    let live: Vec<&str> = view
-        .members
-        .iter()
-        .filter(|m| m.id.name != me && m.state.is_live())
-        .filter(|m| only_peer.is_none_or(|only| only == m.id.name))
-        .map(|m| m.id.name.as_str())
-        .collect();
-    let partitions: Vec<PartitionId> = match scope {
-        Scope::All(None) => (0..shared.settings.partitions).collect(),
-        Scope::All(Some(p)) => vec![p],
-        Scope::Fill(partitions) => partitions.to_vec(),
+    let replica_set = |p: PartitionId| view.replica_set_of(p);
+    let peer = |name: &str| {
+        only_peer.is_none_or(|only| only == name)
+            && view.member(name).is_some_and(|m| m.state.is_live())
     };
-    for p in partitions {
-        let set = view.replica_set_of(p);
-        let mine = set.targets.iter().any(|t| t == me);
-        let sources;
-        let peers: &[String] = match scope {
-            Scope::Fill(_) => {
-                sources = set.fill_sources(me, view.statuses_known());
-                &sources
-            }
-            Scope::All(_) if mine => &set.targets,
-            Scope::All(_) if with_data.contains(&p) => &set.counted,
-            Scope::All(_) => continue,
-        };
-        for peer in peers {
-            if let Some(peer) = live.iter().find(|l| **l == peer) {
-                per_peer.entry(peer).or_default().push(p);
-            }
-        }
-    }
-    per_peer
+    let inputs = RunInputs {
+        me,
+        partitions: shared.settings.partitions,
+        replica_set: &replica_set,
+        with_data: &with_data,
+        statuses_known: view.statuses_known(),
+        peer: &peer,
+    };
+    plan_runs(&inputs, scope)
         .into_iter()
-        .map(|(peer, partitions)| Plan {
-            peer: peer.to_string(),
-            partitions,
-        })
+        .map(|(peer, partitions)| Plan { peer, partitions })
         .collect()
 }
 
@@ -192,7 +161,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 run_once(
                     &shared,
                     RunKind::Fill,
-                    Scope::Fill(&filling),
+                    RunScope::Fill(&filling),
                     None,
                     false,
                     &|_| {},
@@ -221,7 +190,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             run_once(
                 &shared,
                 RunKind::Background,
-                Scope::All(None),
+                RunScope::All(None),
                 None,
                 false,
                 &|_| {},
@@ -302,7 +271,7 @@ pub(crate) async fn repair(
         let report = run_once(
             shared,
             RunKind::Repair,
-            Scope::All(partition),
+            RunScope::All(partition),
             peer.as_deref(),
             dry_run,
             progress,
@@ -327,15 +296,15 @@ pub(crate) async fn repair(
 async fn run_once(
     shared: &Arc<Shared>,
     kind: RunKind,
-    scope: Scope<'_>,
+    scope: RunScope<'_>,
     peer: Option<&str>,
     dry_run: bool,
     progress: &(dyn Fn(RepairProgress) + Sync),
 ) -> RepairReport {
     let started = Instant::now();
     let partition = match scope {
-        Scope::All(partition) => partition,
-        Scope::Fill(_) => None,
+        RunScope::All(partition) => partition,
+        RunScope::Fill(_) => None,
     };
     let plans = plan(shared, scope, peer);
     let mut report = RepairReport {
