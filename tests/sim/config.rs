@@ -11,6 +11,8 @@ pub(super) const MAX_OFFSET_MS: u64 = 500;
 pub(super) const TICK_MS: u64 = 100;
 /// Time a replica request or exchange step waits before it counts as lost.
 pub(super) const REPLICA_TIMEOUT_MS: u64 = 2_000;
+/// Exchanges a run keeps in flight, as the node's default.
+pub(super) const EXCHANGES_IN_FLIGHT: usize = 16;
 /// Time between anti-entropy runs of a node.
 pub(super) const ANTI_ENTROPY_MS: u64 = 3_000;
 /// Hints older than this are dropped, and tombstones older than the grace may be

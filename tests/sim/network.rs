@@ -55,10 +55,12 @@ pub(super) enum Msg {
     },
     Sync {
         run: u64,
+        tag: u64,
         request: SyncRequest,
     },
     SyncReply {
         run: u64,
+        tag: u64,
         response: Result<SyncResponse, String>,
     },
 }
@@ -309,7 +311,7 @@ impl Sim {
                     store.delete_hints_now(keys).expect("delete hints");
                 }
             }
-            Msg::Sync { run, request } => {
+            Msg::Sync { run, tag, request } => {
                 let response = match &request {
                     SyncRequest::Push { entries, .. } => {
                         let keep = pushed_to_apply(
@@ -346,9 +348,9 @@ impl Sim {
                         }
                     }
                 }
-                self.send(to, from, Msg::SyncReply { run, response });
+                self.send(to, from, Msg::SyncReply { run, tag, response });
             }
-            Msg::SyncReply { run, response } => self.sync_reply(to, run, response),
+            Msg::SyncReply { run, tag, response } => self.sync_reply(to, run, tag, response),
         }
     }
 }

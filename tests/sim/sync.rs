@@ -1,10 +1,11 @@
 //! Hint delivery by the node's pump, and anti-entropy by the node's rules
-//! (`vergent::policy`): runs with each peer and their replies, and the upkeep after a
-//! run (handoff, tombstone purges).
+//! (`vergent::policy`) and its run state machine (`vergent::antientropy::run`): which
+//! partitions each run compares with which peer, the run's steps carried out as
+//! messages, and the upkeep after a run (handoff, tombstone purges).
 
 use rand::RngExt;
-use vergent::antientropy::exchange::{Exchange, root_summary};
-use vergent::antientropy::messages::{SyncLimits, SyncRequest, SyncResponse};
+use vergent::antientropy::messages::{ROOTS_PER_REQUEST_MAX, SyncLimits, SyncResponse};
+use vergent::antientropy::run::{Run, RunConfig, RunStep};
 use vergent::base::Millis;
 use vergent::placement::ReplicaSet;
 use vergent::policy::{
@@ -13,23 +14,17 @@ use vergent::policy::{
 };
 
 use super::Sim;
-use super::config::REPLICA_TIMEOUT_MS;
+use super::config::{EXCHANGES_IN_FLIGHT, REPLICA_TIMEOUT_MS};
 use super::network::Msg;
 use super::node::Applied;
 
-/// An anti-entropy run of one node with one peer.
+/// An anti-entropy run of one node with one peer: the node's own run state machine,
+/// and when it began (the partitions in sync at its end are so as of then).
 pub(super) struct SyncRun {
     pub(super) peer: usize,
-    pub(super) salt: u64,
-    /// The partitions compared, and when the run began: if every exchange ends well,
-    /// each is in sync with the peer as of then.
-    pub(super) partitions: Vec<u16>,
+    pub(super) run: Run<u64>,
     pub(super) started_ms: u64,
-    pub(super) failed: bool,
-    pub(super) exchanges: Vec<Exchange>,
-    pub(super) current: Option<Exchange>,
     pub(super) deadline_ms: u64,
-    pub(super) awaiting: bool,
 }
 
 impl Sim {
@@ -275,130 +270,114 @@ impl Sim {
             None => RunScope::All(None),
         };
         let plan = plan_runs(&inputs, scope);
-        for (peer, shared) in plan {
+        for (peer, partitions) in plan {
             let j = self.index_of(&peer).expect("a planned peer is a node");
-            let salt = self.rng.random::<u64>();
-            let store = self.nodes[i].store.as_ref().unwrap();
-            let roots = shared
-                .iter()
-                .map(|&p| root_summary(store, p, salt).unwrap())
-                .collect();
-            let run = self.next_id;
+            let config = RunConfig {
+                salt: self.rng.random::<u64>(),
+                dry_run: false,
+                horizon_ms: self.grace_horizon(i),
+                limits: SyncLimits::default(),
+                exchanges_max: EXCHANGES_IN_FLIGHT,
+                roots_per_request: ROOTS_PER_REQUEST_MAX,
+            };
+            let id = self.next_id;
             self.next_id += 1;
-            let started_ms = self.now;
-            self.nodes[i].sync_runs.insert(
-                run,
-                SyncRun {
-                    peer: j,
-                    salt,
-                    partitions: shared,
-                    started_ms,
-                    failed: false,
-                    exchanges: Vec::new(),
-                    current: None,
-                    deadline_ms: self.now + REPLICA_TIMEOUT_MS,
-                    awaiting: true,
-                },
-            );
-            self.send(
-                i,
-                j,
-                Msg::Sync {
-                    run,
-                    request: SyncRequest::Roots { salt, roots },
-                },
-            );
+            let run = SyncRun {
+                peer: j,
+                run: Run::new(&peer, partitions, config),
+                started_ms: self.now,
+                deadline_ms: self.now + REPLICA_TIMEOUT_MS,
+            };
+            self.nodes[i].sync_runs.insert(id, run);
+            self.drive_run(i, id);
         }
     }
 
     pub(super) fn sync_reply(
         &mut self,
         i: usize,
-        run_id: u64,
+        id: u64,
+        tag: u64,
         response: Result<SyncResponse, String>,
     ) {
-        let Some(mut run) = self.nodes[i].sync_runs.remove(&run_id) else {
+        let Some(mut sync) = self.nodes[i].sync_runs.remove(&id) else {
             return;
         };
-        if !run.awaiting {
-            self.nodes[i].sync_runs.insert(run_id, run);
+        let Some(store) = self.nodes[i].store.as_ref() else {
             return;
-        }
-        let Ok(response) = response else { return };
-        let store = self.nodes[i].store.as_ref().unwrap();
-        match (&mut run.current, response) {
-            (None, SyncResponse::Roots { differing }) => {
-                for root in &differing {
-                    if let Ok(exchange) = Exchange::new(
-                        store,
-                        root,
-                        run.salt,
-                        self.grace_horizon(i),
-                        false,
-                        SyncLimits::default(),
-                    ) {
-                        run.exchanges.push(exchange);
-                    }
+        };
+        sync.run.handle_response(store, tag, response);
+        self.nodes[i].sync_runs.insert(id, sync);
+        self.drive_run(i, id);
+    }
+
+    /// Carries out what run `id` of node `i` asks, as the node's driver does: compares
+    /// at the time now, requests as messages, entries applied as the node applies
+    /// them; agreements into the books; at its end, the partitions in sync as of its
+    /// start, the fill, and the upkeep.
+    fn drive_run(&mut self, i: usize, id: u64) {
+        let Some(mut sync) = self.nodes[i].sync_runs.remove(&id) else {
+            return;
+        };
+        let peer = sync.peer;
+        while let Some(step) = sync.run.poll() {
+            match step {
+                RunStep::Compare(_) => {
+                    let store = self.nodes[i].store.as_ref().unwrap();
+                    sync.run.compare(store, self.now);
                 }
-            }
-            (Some(exchange), response) => {
-                exchange.handle_response(store, response);
-                let mut received = Vec::new();
-                while let Some(entries) = exchange.poll_apply() {
-                    received.extend(entries);
-                }
-                if !received.is_empty() && self.apply(i, &received) != Applied::Yes {
-                    return;
-                }
-            }
-            (None, _) => return,
-        }
-        // The next request of this run: the current exchange's, or the next exchange's.
-        let store = self.nodes[i].store.as_ref().unwrap();
-        loop {
-            if run.current.is_none() {
-                match run.exchanges.pop() {
-                    Some(next) => run.current = Some(next),
-                    None => {
-                        // The run is done: unless an exchange failed, each partition was
-                        // in sync with the peer as of the run's start.
-                        if !run.failed {
-                            for &p in &run.partitions {
-                                let at = self.nodes[i]
-                                    .in_sync
-                                    .entry((p, run.peer))
-                                    .or_insert(run.started_ms);
-                                *at = (*at).max(run.started_ms);
-                            }
-                            self.update_fill(i);
-                            self.upkeep(i);
-                        }
-                        return;
-                    }
-                }
-            }
-            let exchange = run.current.as_mut().unwrap();
-            match exchange.poll_request(store) {
-                Some(request) => {
-                    run.awaiting = true;
-                    run.deadline_ms = self.now + REPLICA_TIMEOUT_MS;
-                    let peer = run.peer;
-                    self.nodes[i].sync_runs.insert(run_id, run);
+                RunStep::Send { tag, request } => {
+                    sync.deadline_ms = self.now + REPLICA_TIMEOUT_MS;
                     self.send(
                         i,
                         peer,
                         Msg::Sync {
-                            run: run_id,
+                            run: id,
+                            tag,
                             request,
                         },
                     );
-                    return;
                 }
-                None => {
-                    run.failed |= exchange.failure().is_some();
-                    run.current = None;
+                RunStep::Apply { tag, entries } => {
+                    let result = match self.apply(i, &entries) {
+                        Applied::Yes => Ok(()),
+                        Applied::Refused => Err("a version from beyond the offset bound".into()),
+                        Applied::No => Err("not applied".into()),
+                    };
+                    let store = self.nodes[i].store.as_ref().unwrap();
+                    sync.run.applied(store, tag, result);
+                }
+                RunStep::Agreed { partitions, at } => {
+                    for p in partitions {
+                        let seen = self.nodes[i].in_sync.entry((p, peer)).or_insert(at);
+                        *seen = (*seen).max(at);
+                    }
+                }
+                RunStep::Began(_) | RunStep::Progress { .. } => {}
+                RunStep::Ended { partition, error } => {
+                    if let Some(err) = error {
+                        self.log(format!(
+                            "{} exchange of {partition} with {} failed: {err}",
+                            self.names[i], self.names[peer]
+                        ));
+                    }
+                }
+                RunStep::Done => {
+                    if let Some(Ok(outcome)) = sync.run.outcome() {
+                        for &p in &outcome.in_sync {
+                            let at = self.nodes[i]
+                                .in_sync
+                                .entry((p, peer))
+                                .or_insert(sync.started_ms);
+                            *at = (*at).max(sync.started_ms);
+                        }
+                    }
+                    self.update_fill(i);
+                    self.upkeep(i);
+                    return;
                 }
             }
         }
+        self.nodes[i].sync_runs.insert(id, sync);
     }
 }

@@ -136,6 +136,16 @@ impl AntiEntropy {
         Moment::now(shared)
     }
 
+    /// Notes that an exchange of `partition` began (`true`) or ended.
+    pub(crate) fn books_in_flight(&self, partition: PartitionId, running: bool) {
+        let mut books = self.books.lock().expect("books lock");
+        if running {
+            books.in_flight.insert(partition);
+        } else {
+            books.in_flight.remove(&partition);
+        }
+    }
+
     /// The run in progress, if any, for this node's status.
     pub(crate) fn run(&self) -> Option<RunSummary> {
         self.books.lock().expect("books lock").run.clone()

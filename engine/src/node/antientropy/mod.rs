@@ -11,7 +11,6 @@ mod serve;
 mod steps;
 mod upkeep;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,17 +20,14 @@ use futures_util::stream::FuturesUnordered;
 use super::Shared;
 use super::peers::{PeerError, exchange as send_request};
 use crate::antientropy::error::SyncError;
-use crate::antientropy::exchange::Exchange;
 use crate::antientropy::local::entry_bytes;
-use crate::antientropy::local_tree::root_summary;
-use crate::antientropy::messages::{
-    DifferingRoot, ROOTS_PER_REQUEST_MAX, SyncLimits, SyncRequest, SyncResponse,
-};
+use crate::antientropy::messages::{ROOTS_PER_REQUEST_MAX, SyncLimits, SyncRequest, SyncResponse};
 use crate::antientropy::report::{
     PartitionDifference, RUN_PEERS_GOSSIPED_MAX, RepairProgress, RepairReport, RunKind, RunSummary,
     SyncCounts,
 };
-use crate::antientropy::respond::{check_entries, check_push, check_roots_answer};
+use crate::antientropy::respond::{check_entries, check_push};
+use crate::antientropy::run::{Run, RunConfig, RunStep};
 use crate::placement::PartitionId;
 use crate::policy::{RunInputs, RunScope, plan_runs};
 use crate::protocol::{ErrorCode, ErrorReply, Request, Response};
