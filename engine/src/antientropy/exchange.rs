@@ -543,4 +543,4 @@ fn entries_at(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -229,7 +229,8 @@ pub fn purge_horizon<'a>(
 mod tests {
     use super::*;
 
-    fn set(targets: &[&str], counted: &[&str]) -> ReplicaSet {
+    /// A replica set of these targets, counting these.
+    pub(super) fn set(targets: &[&str], counted: &[&str]) -> ReplicaSet {
         ReplicaSet {
             targets: targets.iter().map(|s| s.to_string()).collect(),
             counted: counted.iter().map(|s| s.to_string()).collect(),

@@ -66,14 +66,7 @@ pub fn plan_runs(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn set(targets: &[&str], counted: &[&str]) -> ReplicaSet {
-        ReplicaSet {
-            targets: targets.iter().map(|s| s.to_string()).collect(),
-            counted: counted.iter().map(|s| s.to_string()).collect(),
-            copies: 3,
-        }
-    }
+    use crate::policy::tests::set;
 
     #[test]
     fn owners_compare_with_every_target_and_an_old_owner_with_the_counted_ones() {

@@ -1,37 +1,10 @@
 //! A run driven in process against a second real store answering as a peer does.
 
 use super::*;
+use crate::antientropy::exchange::tests::{entry, store};
 use crate::antientropy::messages::ROOTS_PER_REQUEST_MAX;
 use crate::antientropy::respond::respond;
-use crate::hlc::Timestamp;
-use crate::record::{NodeId, Payload, Record, Version};
-use crate::storage::{ClusterSettings, Store, StoreOptions};
-
-fn store(dir: &std::path::Path, partitions: u16) -> Store {
-    let store = Store::open(dir, StoreOptions::new("n1")).unwrap();
-    store
-        .set_cluster(ClusterSettings {
-            cluster_id: [1; 16],
-            partitions,
-            replication_factor: 3,
-            tree_key: [2; 32],
-        })
-        .unwrap();
-    store
-}
-
-fn entry(key: &str, hlc: u64) -> Entry {
-    Entry {
-        key: key.as_bytes().to_vec(),
-        record: Record {
-            version: Version {
-                hlc: Timestamp::from_u64(hlc),
-                node: NodeId(1),
-            },
-            payload: Payload::Value(format!("{key}@{hlc}").into_bytes()),
-        },
-    }
-}
+use crate::storage::Store;
 
 fn config(dry_run: bool) -> RunConfig {
     RunConfig {
@@ -123,11 +96,13 @@ fn roots_equal(a: &Store, b: &Store, partitions: u16) -> bool {
 fn a_run_brings_both_sides_to_agreement_and_says_when_each_partition_agreed() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (store(da.path(), 8), store(db.path(), 8));
-    let common: Vec<Entry> = (0..40).map(|i| entry(&format!("c{i}"), 10)).collect();
+    let common: Vec<Entry> = (0..40)
+        .map(|i| entry(&format!("c{i}"), 10, false))
+        .collect();
     a.apply_now(&common).unwrap();
     b.apply_now(&common).unwrap();
-    a.apply_now(&[entry("only-a", 20)]).unwrap();
-    b.apply_now(&[entry("only-b", 20), entry("c1", 30)])
+    a.apply_now(&[entry("only-a", 20, false)]).unwrap();
+    b.apply_now(&[entry("only-b", 20, false), entry("c1", 30, false)])
         .unwrap();
     let partitions: Vec<PartitionId> = (0..8).collect();
     let run = Run::new("n2", partitions.clone(), config(false));
@@ -165,7 +140,7 @@ fn a_run_brings_both_sides_to_agreement_and_says_when_each_partition_agreed() {
 fn a_dry_run_changes_nothing_and_does_not_count_what_differs_as_in_sync() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (store(da.path(), 4), store(db.path(), 4));
-    a.apply_now(&[entry("x", 10)]).unwrap();
+    a.apply_now(&[entry("x", 10, false)]).unwrap();
     let before = a
         .tree_root(crate::placement::partition_of(b"x", 4))
         .unwrap();
@@ -195,7 +170,8 @@ fn a_failed_compare_fails_the_run_and_a_failed_exchange_only_its_partition() {
     let p_of = |k: &str| crate::placement::partition_of(k.as_bytes(), 4);
     let first = keys.iter().find(|k| p_of(k) == 0).unwrap();
     let second = keys.iter().find(|k| p_of(k) == 1).unwrap();
-    a.apply_now(&[entry(first, 10), entry(second, 10)]).unwrap();
+    a.apply_now(&[entry(first, 10, false), entry(second, 10, false)])
+        .unwrap();
     let run = Run::new("n2", (0..4).collect(), config(false));
     let (outcome, seen) = drive(&a, &b, run, &mut |request| {
         (request.partition() == Some(0)).then(|| Err("no answer".to_string()))
@@ -232,15 +208,7 @@ fn a_run_of_no_partitions_is_done_at_once() {
 fn exchanges_that_end_at_once_move_the_run_on_once() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (store(da.path(), 8), store(db.path(), 8));
-    let tombstones: Vec<Entry> = (0..40)
-        .map(|i| Entry {
-            record: Record {
-                payload: Payload::Tombstone,
-                ..entry("t", 10).record
-            },
-            key: format!("t{i}").into_bytes(),
-        })
-        .collect();
+    let tombstones: Vec<Entry> = (0..40).map(|i| entry(&format!("t{i}"), 10, true)).collect();
     a.apply_now(&tombstones).unwrap();
     let config = RunConfig {
         horizon_ms: u64::MAX,

@@ -16,7 +16,8 @@ use crate::hlc::Timestamp;
 use crate::record::{NodeId, Payload, Record, Version};
 use crate::storage::{ClusterSettings, Store, StoreOptions};
 
-fn store(dir: &std::path::Path, partitions: u16) -> Store {
+/// A store of `partitions` partitions in `dir`.
+pub(crate) fn store(dir: &std::path::Path, partitions: u16) -> Store {
     let store = Store::open(dir, StoreOptions::new("n1")).unwrap();
     store
         .set_cluster(ClusterSettings {
@@ -29,7 +30,8 @@ fn store(dir: &std::path::Path, partitions: u16) -> Store {
     store
 }
 
-fn entry(key: &str, hlc: u64, tombstone: bool) -> Entry {
+/// `key` at `hlc`: a value naming both, or a tombstone.
+pub(crate) fn entry(key: &str, hlc: u64, tombstone: bool) -> Entry {
     Entry {
         key: key.as_bytes().to_vec(),
         record: Record {
