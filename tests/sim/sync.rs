@@ -192,8 +192,9 @@ impl Sim {
 
     /// A partition is dropped by an old owner only once every replica that counts for
     /// it holds what the old owner holds, or newer: node `i` is about to hand off `p`.
-    /// A replica that is down is not looked at (its store is closed); a tombstone past
-    /// the grace may rightly be missing (the owners purge it, or were never sent it).
+    /// A replica that is down is not looked at (its store is closed), nor one that in
+    /// its own view no longer takes the partition's writes; a tombstone past the grace
+    /// may rightly be missing (the owners purge it, or were never sent it).
     fn check_handoff(&mut self, i: usize, p: u16, placement: &vergent::placement::Placement) {
         let set = self.replica_set(i, placement, p);
         let horizon = self.grace_horizon(i);
@@ -210,6 +211,17 @@ impl Sim {
             else {
                 continue;
             };
+            // An owner that in its own view no longer takes the partition's writes may
+            // have handed it off itself (views differ for a moment after a change); its
+            // own handoff was checked against the owners it counted.
+            if self.nodes[r].membership.is_none()
+                || !self
+                    .replica_set(r, &self.placement(r), p)
+                    .targets
+                    .contains(owner)
+            {
+                continue;
+            }
             for entry in &entries {
                 let tombstone_past_grace = entry.record.payload.value().is_none()
                     && entry.record.version.hlc.wall_ms() < horizon;
