@@ -48,7 +48,7 @@ async fn a_client_without_a_certificate_is_refused() {
     {
         roots.add(ca.unwrap()).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = vergent::net::provider();
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()

@@ -39,7 +39,7 @@ impl CertSeal {
     /// datagram (RSA) seals nothing: its statuses are taken only from the node itself
     /// ([`CertSeal::can_sign`] tells).
     pub fn new(material: &TlsMaterial) -> Result<CertSeal, NetError> {
-        let provider = rustls::crypto::ring::default_provider();
+        let provider = super::provider();
         let key = provider
             .key_provider
             .load_private_key(material.key.clone_key())
