@@ -146,7 +146,6 @@ pub struct Run<M> {
     steps: VecDeque<RunStep<M>>,
     counts: SyncCounts,
     differences: BTreeMap<PartitionId, PartitionDifference>,
-    failed: Option<String>,
     outcome: Option<Result<RunOutcome, String>>,
 }
 
@@ -168,7 +167,6 @@ impl<M: Clone> Run<M> {
             steps: VecDeque::new(),
             counts: SyncCounts::default(),
             differences: BTreeMap::new(),
-            failed: None,
             outcome: None,
             partitions,
             config,
@@ -358,7 +356,7 @@ impl<M: Clone> Run<M> {
     /// moves to the next pass. Exchanges that end at once (nothing to ask) make room
     /// for the next ones in the same call.
     fn advance(&mut self, local: &impl LocalTree) {
-        while self.exchanging && self.failed.is_none() {
+        while self.exchanging && self.outcome.is_none() {
             let dry_run = self.config.dry_run && self.pass == Pass::First;
             while self.running.len() < self.config.exchanges_max.max(1) {
                 let Some(root) = self.to_start.pop_front() else {
@@ -475,7 +473,6 @@ impl<M: Clone> Run<M> {
     }
 
     fn fail(&mut self, err: String) {
-        self.failed = Some(err.clone());
         self.outcome = Some(Err(err));
         self.steps.push_back(RunStep::Done);
     }

@@ -39,6 +39,11 @@ pub enum OpError {
         /// Replicas that could not count, each with why.
         failures: Vec<(String, String)>,
     },
+    /// The node stopped before the operation ended (it may still have been applied).
+    #[error(
+        "the node is shutting down; the operation may still have been applied; retry through another node"
+    )]
+    ShuttingDown,
     /// Too many operations in flight.
     #[error("overloaded: {limit} operations in flight, the limit; retry shortly")]
     Overloaded {

@@ -15,7 +15,7 @@
 //! the client is answered by the replicas that can answer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -87,9 +87,8 @@ enum Event {
     },
 }
 
-/// Per-peer queues and the way into the coordinator's task.
+/// The way into the coordinator's task.
 pub(crate) struct Replication {
-    queues: Mutex<HashMap<String, mpsc::Sender<Item>>>,
     events: mpsc::UnboundedSender<Event>,
 }
 
@@ -100,21 +99,21 @@ pub(crate) struct CoordinatorTask {
     waiters: HashMap<OpId, oneshot::Sender<Outcome>>,
     /// Writes to this node's own store gathered in one turn, applied as one request.
     local: Vec<(Option<OpId>, Arc<Entry>)>,
+    /// Each peer's replication queue (its link task drains it).
+    queues: HashMap<String, mpsc::Sender<Item>>,
 }
 
 impl Replication {
     /// The shared half, and the half [`run`] owns.
     pub(crate) fn new(coordinator: Coordinator) -> (Replication, CoordinatorTask) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let replication = Replication {
-            queues: Mutex::default(),
-            events: tx,
-        };
+        let replication = Replication { events: tx };
         let task = CoordinatorTask {
             coordinator,
             events: rx,
             waiters: HashMap::new(),
             local: Vec::new(),
+            queues: HashMap::new(),
         };
         (replication, task)
     }
@@ -139,7 +138,7 @@ pub(crate) async fn coordinate(
 /// The outcome of an operation the coordinator stopped before it ended (the node is
 /// shutting down).
 fn shutting_down() -> Outcome {
-    Outcome::Failed(OpError::Overloaded { limit: 0 })
+    Outcome::Failed(OpError::ShuttingDown)
 }
 
 fn on_write_ack(shared: &Shared, op: OpId, from: &str, result: Result<(), String>) {
@@ -247,6 +246,35 @@ impl CoordinatorTask {
         }
     }
 
+    /// Queues `item` for `to`; gives it back with the reason when it cannot be queued.
+    fn enqueue(
+        &mut self,
+        shared: &Arc<Shared>,
+        to: &str,
+        item: Item,
+    ) -> Result<(), (Item, String)> {
+        if let Err(PeerError(reason)) = reachable(shared, to) {
+            return Err((item, reason));
+        }
+        let sender = self.queues.entry(to.to_string()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+            shared.tasks.spawn(link(shared.clone(), to.to_string(), rx));
+            tx
+        });
+        sender.try_send(item).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(item) => {
+                tracing::debug!(peer = %to, "replication queue full ({PEER_QUEUE_MAX} entries); hinting");
+                (
+                    item,
+                    format!("replication queue full ({PEER_QUEUE_MAX} entries)"),
+                )
+            }
+            mpsc::error::TrySendError::Closed(item) => {
+                (item, "replication stopped (shutting down)".into())
+            }
+        })
+    }
+
     fn dispatch(&mut self, shared: &Arc<Shared>, action: Action) {
         let me = shared.me.name.as_str();
         match action {
@@ -256,7 +284,7 @@ impl CoordinatorTask {
                     op: Some(op),
                     entry,
                 };
-                if let Err((item, reason)) = enqueue(shared, &to, item)
+                if let Err((item, reason)) = self.enqueue(shared, &to, item)
                     && let Some(op) = item.op
                 {
                     self.coordinator.handle_write_ack(op, &to, Err(reason));
@@ -266,7 +294,7 @@ impl CoordinatorTask {
             Action::Repair { to, entry } if to == me => self.local.push((None, entry)),
             Action::Repair { to, entry } => {
                 // A repair nobody waits for: one that cannot be queued is simply not made.
-                let _ = enqueue(shared, &to, Item { op: None, entry });
+                let _ = self.enqueue(shared, &to, Item { op: None, entry });
             }
             Action::Read { op, to, key } if to == me => {
                 let reply = match shared.store.get(&key) {
@@ -428,36 +456,6 @@ fn reachable(shared: &Shared, to: &str) -> Result<crate::membership::MemberId, P
         Some(member) => Err(PeerError(member.state.as_str().to_string())),
         None => Err(PeerError("not a known member".into())),
     }
-}
-
-/// Queues `item` for `to`; gives it back with the reason when it cannot be queued.
-fn enqueue(shared: &Arc<Shared>, to: &str, item: Item) -> Result<(), (Item, String)> {
-    if let Err(PeerError(reason)) = reachable(shared, to) {
-        return Err((item, reason));
-    }
-    let sender = {
-        let mut queues = shared.replication.queues.lock().expect("queues lock");
-        queues
-            .entry(to.to_string())
-            .or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-                shared.tasks.spawn(link(shared.clone(), to.to_string(), rx));
-                tx
-            })
-            .clone()
-    };
-    sender.try_send(item).map_err(|err| match err {
-        mpsc::error::TrySendError::Full(item) => {
-            tracing::debug!(peer = %to, "replication queue full ({PEER_QUEUE_MAX} entries); hinting");
-            (
-                item,
-                format!("replication queue full ({PEER_QUEUE_MAX} entries)"),
-            )
-        }
-        mpsc::error::TrySendError::Closed(item) => {
-            (item, "replication stopped (shutting down)".into())
-        }
-    })
 }
 
 /// The per-peer replication task.

@@ -44,15 +44,7 @@ fn both_sides_of_a_healed_partition_find_each_other_again() {
     );
     // And they stay in touch.
     net.run_announcing(100_000);
-    for observer in ["n1", "n2", "n3"] {
-        for of in ["n1", "n2", "n3"] {
-            assert_eq!(
-                net.state(observer, of),
-                Some(MemberState::Alive),
-                "{observer} sees {of}"
-            );
-        }
-    }
+    net.assert_all_alive(&["n1", "n2", "n3"]);
 }
 
 /// The survivor of two crashes in a cluster of three declares them dead (however sure

@@ -55,11 +55,8 @@ impl Shared {
                 consistency,
                 after,
             } => {
-                let started = std::time::Instant::now();
-                let level = consistency.unwrap_or(self.config.default_consistency);
-                let result = self.get(key, consistency, after).await;
-                super::metrics::request("get", level.as_str(), result.is_ok(), started.elapsed());
-                result
+                let get = self.get(key, consistency, after);
+                self.measured("get", consistency, get).await
             }
             Request::Put {
                 key,
@@ -67,31 +64,16 @@ impl Shared {
                 consistency,
                 after,
             } => {
-                let started = std::time::Instant::now();
-                let level = consistency.unwrap_or(self.config.default_consistency);
-                let result = self
-                    .write(key, Payload::Value(value), consistency, after)
-                    .await;
-                super::metrics::request("put", level.as_str(), result.is_ok(), started.elapsed());
-                result
+                let put = self.write(key, Payload::Value(value), consistency, after);
+                self.measured("put", consistency, put).await
             }
             Request::Delete {
                 key,
                 consistency,
                 after,
             } => {
-                let started = std::time::Instant::now();
-                let level = consistency.unwrap_or(self.config.default_consistency);
-                let result = self
-                    .write(key, Payload::Tombstone, consistency, after)
-                    .await;
-                super::metrics::request(
-                    "delete",
-                    level.as_str(),
-                    result.is_ok(),
-                    started.elapsed(),
-                );
-                result
+                let delete = self.write(key, Payload::Tombstone, consistency, after);
+                self.measured("delete", consistency, delete).await
             }
             Request::Status => Ok(Response::Status(self.status())),
             Request::Ping { .. } => Ok(super::clocks::pong(received_us)),
@@ -119,6 +101,21 @@ impl Shared {
             Request::RewriteFuture { dry_run, at } => self.rewrite_future(dry_run, at).await,
         };
         result.unwrap_or_else(Response::Error)
+    }
+
+    /// Runs a data operation and records its outcome and latency, by operation and the
+    /// consistency it ran at.
+    async fn measured(
+        &self,
+        op: &'static str,
+        consistency: Option<crate::protocol::Consistency>,
+        run: impl std::future::Future<Output = Result<Response, ErrorReply>>,
+    ) -> Result<Response, ErrorReply> {
+        let started = std::time::Instant::now();
+        let level = consistency.unwrap_or(self.config.default_consistency);
+        let result = run.await;
+        super::metrics::request(op, level.as_str(), result.is_ok(), started.elapsed());
+        result
     }
 
     /// Refuses data operations while another process holds this node's name: this one
@@ -291,6 +288,7 @@ impl Shared {
 fn op_error(err: OpError) -> ErrorReply {
     let code = match err {
         OpError::Overloaded { .. } => ErrorCode::Overloaded,
+        OpError::ShuttingDown => ErrorCode::ShuttingDown,
         _ => ErrorCode::Unavailable,
     };
     ErrorReply::new(code, err.to_string())
