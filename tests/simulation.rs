@@ -34,6 +34,15 @@ const FOUND_BUGS: &[u64] = &[
     // fill) was purged while a replica still held the value it deleted (purges now
     // stay below tombstones that landed since the oldest agreement).
     1524, 3990, 4326, 6384, 6570, 7737, 8295,
+    // A quorum write acknowledged by two owners; one refilled on its disk after another
+    // process used its name, the other lost its word the same way, and a joined owner
+    // filled from the one counted replica that had missed the write: a quorum read of
+    // the two saw an older version (a fill now waits for targets that may hold data).
+    285,
+    // A node cut off while a new owner filled still counted the stand-in the others had
+    // stopped writing to; a quorum read of it and the stand-in missed a delete the
+    // others acknowledged (reads now count a stand-in only with one reply more).
+    296, 375,
 ];
 
 fn seeds() -> Vec<u64> {

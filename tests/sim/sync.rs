@@ -275,6 +275,7 @@ impl Sim {
             replica_set: &replica_set,
             with_data: &with_data,
             statuses_known,
+            may_hold: &|n, p| self.may_hold_in_view(i, n, p),
             peer: &peer,
         };
         let scope = match only {

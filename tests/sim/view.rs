@@ -71,6 +71,17 @@ impl Sim {
             .collect()
     }
 
+    /// Whether member `name` may hold data of `partition` in node `i`'s view, as the
+    /// node's `ClusterView::may_hold`.
+    pub(super) fn may_hold_in_view(&self, i: usize, name: &str, partition: u16) -> bool {
+        let Some(m) = self.nodes[i].membership.as_ref() else {
+            return true;
+        };
+        m.member(name).is_none_or(|v| {
+            holding_of(v, self.settings.partitions).is_none_or(|h| h.may_hold(partition))
+        })
+    }
+
     /// Whether node `i` knows the status of every member in `placement`, as the node's
     /// `ClusterView::statuses_known`.
     pub(super) fn statuses_known(&self, i: usize, placement: &Placement) -> bool {
@@ -139,6 +150,7 @@ impl Sim {
             &placement,
             |n, p| self.filled_in_view(i, n, p),
             |n, p| self.nodes[i].news.settling(n, p, now),
+            |n, p| self.may_hold_in_view(i, n, p),
             |p, peer| {
                 let j = names.iter().position(|x| x == peer)?;
                 in_sync.get(&(p, j)).copied()

@@ -57,7 +57,7 @@ pub enum OpError {
 
 /// Why a replica that takes writes does not count towards a read, and a write needs
 /// one acknowledgement more while it fills.
-pub const FILLING_REASON: &str = "still filling this partition from the other replicas; until it has, a read does not ask it and a write needs one more acknowledgement";
+pub const FILLING_REASON: &str = "still filling this partition from the other replicas; until it has, its answers count only beside those of the replicas that hold the data, and an operation needs one more answer";
 
 /// ` (n2: timed out; n3: dead)`, or nothing when no reason is known.
 fn failure_text(failures: &[(String, String)]) -> String {

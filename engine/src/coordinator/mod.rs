@@ -15,6 +15,13 @@
 //! quorum read still meets it: the new owner's fill only covers writes acknowledged
 //! before it began.
 //!
+//! Reads past `one` count the same way: `R` replies from the replicas that count now and
+//! `R + P` from all the targets, the filling owners asked too. A coordinator whose view
+//! is stale (cut off while the new owner filled, and the others stopped writing to the
+//! stand-in once the news had settled) still counts the stand-in; `R + P` replies of the
+//! `copies + P` targets hold `R` of the replicas the others count, so the read meets what
+//! they wrote whichever view is current. A filling owner's reply alone never counts.
+//!
 //! The coordinator does no I/O and reads no clock: the runtime feeds it inputs
 //! (`begin_*`, `handle_*`, the current time) and drains what it wants done with
 //! [`Coordinator::poll_action`] and when it wants waking with
@@ -95,12 +102,17 @@ struct WriteState {
 
 struct ReadState {
     key: Arc<[u8]>,
+    /// Every target asked, in the replica set's order.
     replicas: Vec<(String, Answer<Option<Record>>)>,
+    /// Whether each of `replicas` counts now (a filling owner does not).
+    counts: Vec<bool>,
     /// Copies of the partition.
     copies: usize,
-    /// Replicas that hold writes but do not answer reads yet.
-    filling: Vec<String>,
+    /// Replies needed from the replicas that count.
     required: usize,
+    /// Replies needed from all the targets: `required`, and one more per target beyond
+    /// the copies (none at `one`, which promises no meeting with a write).
+    needed: usize,
     replied: bool,
     deadline: Millis,
 }
@@ -205,28 +217,44 @@ impl Coordinator {
         }
         let key: Arc<[u8]> = key.into();
         let deadline = now.plus(self.config.read_timeout_ms);
-        for to in &set.counted {
+        let required = required(consistency, set.copies);
+        let beyond = set.targets.len().saturating_sub(set.copies);
+        let needed = match consistency {
+            Consistency::One => required,
+            _ => required + beyond,
+        };
+        // Nobody holding the data: refused at once, nothing asked.
+        let asked = if set.counted.is_empty() {
+            Vec::new()
+        } else {
+            set.targets.clone()
+        };
+        for to in &asked {
             self.actions.push_back(Action::Read {
                 op,
                 to: to.clone(),
                 key: key.clone(),
             });
         }
-        let filling = set.filling().map(str::to_string).collect();
         let mut state = ReadState {
             key,
-            required: required(consistency, set.copies),
-            copies: set.copies,
-            filling,
+            counts: set
+                .targets
+                .iter()
+                .map(|t| set.counted.contains(t))
+                .collect(),
             replicas: set
-                .counted
+                .targets
                 .into_iter()
                 .map(|r| (r, Answer::Pending))
                 .collect(),
+            copies: set.copies,
+            required,
+            needed,
             replied: false,
             deadline,
         };
-        if state.replicas.is_empty() {
+        if asked.is_empty() {
             Self::settle_read(op, &mut state, &mut self.actions, true);
             return op;
         }
@@ -445,37 +473,46 @@ impl Coordinator {
         if state.replied {
             return;
         }
-        let answered = state
-            .replicas
-            .iter()
-            .filter(|(_, a)| matches!(a, Answer::Ok(_)))
-            .count();
-        let pending = state
-            .replicas
-            .iter()
-            .filter(|(_, a)| *a == Answer::Pending)
-            .count();
-        let outcome = if answered >= state.required {
+        let tally = |counted_only: bool, want: fn(&Answer<Option<Record>>) -> bool| {
+            state
+                .replicas
+                .iter()
+                .zip(&state.counts)
+                .filter(|((_, a), counts)| (**counts || !counted_only) && want(a))
+                .count()
+        };
+        let ok = |a: &Answer<Option<Record>>| matches!(a, Answer::Ok(_));
+        let pending = |a: &Answer<Option<Record>>| *a == Answer::Pending;
+        let (answered, counted_answered) = (tally(false, ok), tally(true, ok));
+        let reachable = answered + tally(false, pending);
+        let counted_reachable = counted_answered + tally(true, pending);
+        let outcome = if counted_answered >= state.required && answered >= state.needed {
             Outcome::Read {
                 record: newest(&state.replicas).cloned(),
             }
-        } else if final_ || answered + pending < state.required {
-            let mut failures: Vec<(String, String)> = state
+        } else if final_ || counted_reachable < state.required || reachable < state.needed {
+            // One reason per replica: that it failed says more than that it is filling.
+            let failures = state
                 .replicas
                 .iter()
-                .filter(|(_, a)| *a == Answer::Failed)
-                .map(|(name, _)| (name.clone(), "no answer".to_string()))
+                .zip(&state.counts)
+                .filter_map(|((name, a), counts)| match a {
+                    Answer::Failed => Some((name.clone(), "no answer".to_string())),
+                    _ if !counts => Some((name.clone(), FILLING_REASON.to_string())),
+                    _ => None,
+                })
                 .collect();
-            failures.extend(
-                state
-                    .filling
-                    .iter()
-                    .map(|name| (name.clone(), FILLING_REASON.to_string())),
-            );
+            // The shortfall the error names: among the replicas that count, or among
+            // all the targets.
+            let (answered, replicas, required) = if counted_answered < state.required {
+                (counted_answered, state.copies, state.required)
+            } else {
+                (answered, state.replicas.len(), state.needed)
+            };
             Outcome::Failed(OpError::ReadUnavailable {
                 answered,
-                replicas: state.copies,
-                required: state.required,
+                replicas,
+                required,
                 failures,
             })
         } else {

@@ -98,6 +98,14 @@ impl ClusterView {
             .map(|(name, _)| name.as_str())
     }
 
+    /// Whether member `name` may hold data of `partition` ([`Holding`]); a member this
+    /// node knows nothing of may hold anything.
+    pub fn may_hold(&self, name: &str, partition: PartitionId) -> bool {
+        self.holding
+            .get(name)
+            .is_none_or(|holding| holding.may_hold(partition))
+    }
+
     /// Whether `name` holds the data of `partition`.
     pub fn is_filled(&self, name: &str, partition: PartitionId) -> bool {
         self.filled

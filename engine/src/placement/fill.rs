@@ -120,9 +120,10 @@ impl Fill {
     /// Brings the books up to date: partitions this node no longer takes writes for are
     /// released, partitions it newly takes writes for start filling, and a filling
     /// partition is filled once every counted replica has ended an exchange with this
-    /// node in agreement (`in_sync(partition, peer)`, the time the exchange began) since.
-    /// `statuses_known`: whether every member's status is known (see
-    /// [`ReplicaSet::fill_sources`]).
+    /// node in agreement (`in_sync(partition, peer)`, the time the exchange began) since,
+    /// and so has every target that may hold data of it without counting
+    /// (`may_hold(name, partition)`). `statuses_known`: whether every member's status is
+    /// known (see [`ReplicaSet::fill_sources`]).
     #[allow(clippy::too_many_arguments)]
     pub fn update(
         &mut self,
@@ -130,6 +131,7 @@ impl Fill {
         placement: &Placement,
         others_filled: impl Fn(&str, PartitionId) -> bool,
         settling: impl Fn(&str, PartitionId) -> bool,
+        may_hold: impl Fn(&str, PartitionId) -> bool,
         in_sync: impl Fn(PartitionId, &str) -> Option<u64>,
         statuses_known: bool,
         now: u64,
@@ -152,7 +154,7 @@ impl Fill {
                 continue;
             }
             let since = *self.filling_since.entry(partition).or_insert(now);
-            let sources = set.fill_sources(me, statuses_known);
+            let sources = set.fill_sources(me, statuses_known, |n| may_hold(n, partition));
             let caught_up = !sources.is_empty()
                 && sources
                     .iter()
@@ -166,19 +168,22 @@ impl Fill {
         change
     }
 
-    /// The replicas to exchange `partition` with to fill it: the ones that count, or the
-    /// other owners when none does ([`ReplicaSet::fill_sources`]).
+    /// The replicas to exchange `partition` with to fill it: the ones that count and the
+    /// targets that may hold data of it, or the other owners when none counts
+    /// ([`ReplicaSet::fill_sources`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn sources(
         &self,
         me: &str,
         placement: &Placement,
         others_filled: impl Fn(&str, PartitionId) -> bool,
         settling: impl Fn(&str, PartitionId) -> bool,
+        may_hold: impl Fn(&str, PartitionId) -> bool,
         partition: PartitionId,
         statuses_known: bool,
     ) -> Vec<String> {
         self.replica_set(me, placement, others_filled, settling, partition)
-            .fill_sources(me, statuses_known)
+            .fill_sources(me, statuses_known, |n| may_hold(n, partition))
     }
 }
 
@@ -262,6 +267,11 @@ mod tests {
         false
     }
 
+    /// No member that does not count holds any data.
+    fn empty(_: &str, _: PartitionId) -> bool {
+        false
+    }
+
     #[test]
     fn a_new_owner_fills_after_exchanges_with_every_counted_replica_since_it_started() {
         let before = Placement::compute(["n1", "n2", "n3"], 8, 3);
@@ -269,12 +279,21 @@ mod tests {
         let old = |n: &str, p: PartitionId| before.holds(n, p);
         let mut fill = Fill::new(PartitionSet::empty());
         // Exchanges before it took writes do not count.
-        let change = fill.update("n4", &after, old, unsettled, |_, _| Some(5), true, 10);
+        let change = fill.update(
+            "n4",
+            &after,
+            old,
+            unsettled,
+            empty,
+            |_, _| Some(5),
+            true,
+            10,
+        );
         assert!(change.filled.is_empty());
         let held: Vec<PartitionId> = after.partitions_of("n4").collect();
         assert_eq!(fill.filling().collect::<Vec<_>>(), held);
         for &p in &held {
-            let mut sources = fill.sources("n4", &after, old, unsettled, p, true);
+            let mut sources = fill.sources("n4", &after, old, unsettled, empty, p, true);
             sources.sort();
             let mut owners: Vec<String> = before.replicas(p).map(str::to_string).collect();
             owners.sort();
@@ -287,12 +306,22 @@ mod tests {
             &after,
             old,
             unsettled,
+            empty,
             |_, s| (s != "n1").then_some(20),
             true,
             30,
         );
         assert!(change.filled.iter().all(|&p| !before.holds("n1", p)));
-        let change = fill.update("n4", &after, old, unsettled, |_, _| Some(40), true, 50);
+        let change = fill.update(
+            "n4",
+            &after,
+            old,
+            unsettled,
+            empty,
+            |_, _| Some(40),
+            true,
+            50,
+        );
         assert_eq!(fill.filled().len(), held.len());
         assert_eq!(fill.filling().count(), 0);
         assert!(change.released.is_empty());
@@ -326,6 +355,7 @@ mod tests {
             &after,
             n4_filling,
             unsettled,
+            empty,
             |_, _| None,
             true,
             10,
@@ -334,7 +364,16 @@ mod tests {
         assert!(fill.filled().contains(p));
         // n4 filled: released, and handoff waits for exchanges after now.
         let n4_done = |n: &str, q: PartitionId| n == "n4" || before.holds(n, q);
-        let change = fill.update(&stand_in, &after, n4_done, unsettled, |_, _| None, true, 20);
+        let change = fill.update(
+            &stand_in,
+            &after,
+            n4_done,
+            unsettled,
+            empty,
+            |_, _| None,
+            true,
+            20,
+        );
         assert!(change.released.contains(&p));
         assert!(!fill.filled().contains(p));
         assert_eq!(fill.released_at(p), Some(20));
@@ -350,9 +389,18 @@ mod tests {
         let me = owners[0].clone();
         let nobody = |_: &str, _: PartitionId| false;
         let mut fill = Fill::new(PartitionSet::empty());
-        fill.update(&me, &placement, nobody, unsettled, |_, _| None, true, 10);
+        fill.update(
+            &me,
+            &placement,
+            nobody,
+            unsettled,
+            empty,
+            |_, _| None,
+            true,
+            10,
+        );
         assert!(fill.filling().any(|q| q == p));
-        let mut sources = fill.sources(&me, &placement, nobody, unsettled, p, true);
+        let mut sources = fill.sources(&me, &placement, nobody, unsettled, empty, p, true);
         sources.sort();
         assert_eq!(sources, owners[1..].to_vec());
         // One owner not yet exchanged with: still filling.
@@ -361,6 +409,7 @@ mod tests {
             &placement,
             nobody,
             unsettled,
+            empty,
             |_, s| (s == owners[1]).then_some(20),
             true,
             30,
@@ -369,7 +418,7 @@ mod tests {
         // Not every member's status known yet: "nobody counts" may only mean unheard
         // of, so the owners alone do not fill it.
         assert!(
-            fill.sources(&me, &placement, nobody, unsettled, p, false)
+            fill.sources(&me, &placement, nobody, unsettled, empty, p, false)
                 .is_empty()
         );
         let change = fill.update(
@@ -377,6 +426,7 @@ mod tests {
             &placement,
             nobody,
             unsettled,
+            empty,
             |_, _| Some(40),
             false,
             45,
@@ -387,11 +437,93 @@ mod tests {
             &placement,
             nobody,
             unsettled,
+            empty,
             |_, _| Some(40),
             true,
             50,
         );
         assert!(change.filled.contains(&p));
         assert!(fill.filled().contains(p));
+    }
+
+    /// The seed-285 shape: a write acknowledged by two owners, one of which then refills
+    /// (its name was used by another process; it kept its disk) while the other loses its
+    /// word. The owner filling now must wait for the refilling one, which alone may still
+    /// hold the write: filling from the one counted replica would count it without it.
+    #[test]
+    fn an_owner_that_refills_on_its_disk_holds_a_fill_back_until_exchanged_with() {
+        let placement = Placement::compute(["n1", "n2", "n3", "n4", "n5"], 16, 3);
+        let p = 5;
+        let owners: Vec<String> = placement.replicas(p).map(str::to_string).collect();
+        let (me, counted, refilling) = (&owners[0], &owners[1], &owners[2]);
+        // Only `counted` holds the data as far as the books know; nobody stands in.
+        let filled = |n: &str, _: PartitionId| n == counted;
+        let kept_disk = |n: &str, _: PartitionId| n == refilling;
+        let mut fill = Fill::new(PartitionSet::empty());
+        fill.update(
+            me,
+            &placement,
+            filled,
+            unsettled,
+            kept_disk,
+            |_, _| None,
+            true,
+            10,
+        );
+        let mut sources = fill.sources(me, &placement, filled, unsettled, kept_disk, p, true);
+        sources.sort();
+        let mut expected = vec![counted.clone(), refilling.clone()];
+        expected.sort();
+        assert_eq!(sources, expected);
+        let only_counted = |_: PartitionId, s: &str| (s == counted).then_some(20);
+        let change = fill.update(
+            me,
+            &placement,
+            filled,
+            unsettled,
+            kept_disk,
+            only_counted,
+            true,
+            30,
+        );
+        assert!(
+            !change.filled.contains(&p),
+            "filled without the owner that kept its disk"
+        );
+        // An owner that refills on an empty disk holds nothing back.
+        let change = fill.update(
+            me,
+            &placement,
+            filled,
+            unsettled,
+            empty,
+            only_counted,
+            true,
+            40,
+        );
+        assert!(change.filled.contains(&p));
+        // Exchanged with both: filled.
+        let mut fill = Fill::new(PartitionSet::empty());
+        fill.update(
+            me,
+            &placement,
+            filled,
+            unsettled,
+            kept_disk,
+            |_, _| None,
+            true,
+            10,
+        );
+        let change = fill.update(
+            me,
+            &placement,
+            filled,
+            unsettled,
+            kept_disk,
+            |_, _| Some(20),
+            true,
+            30,
+        );
+        assert!(change.filled.contains(&p));
     }
 }
