@@ -231,7 +231,7 @@ impl Sim {
                 hints: HintPump::new(REPLICA_TIMEOUT_MS),
                 ticks: 0,
                 sync_runs: BTreeMap::new(),
-                next_sync_ms: 0,
+                schedule: vergent::policy::RunSchedule::new(Some(config::ANTI_ENTROPY_MS), 0),
                 last_issued: None,
                 last_clock: Timestamp::ZERO,
                 epoch_ms: 0,

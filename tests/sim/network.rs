@@ -121,6 +121,7 @@ impl Sim {
         let mut events = Vec::new();
         let mut stepped_aside = false;
         let mut consult = false;
+        let mut wake = false;
         let mut out = Vec::new();
         let mut timers = Vec::new();
         let mut records = None;
@@ -141,6 +142,9 @@ impl Sim {
                     vergent::membership::MembershipEvent::RejoinedAs(_) => renewed += 1,
                     vergent::membership::MembershipEvent::SteppedAside(_) => stepped_aside = true,
                     vergent::membership::MembershipEvent::ConsultSeed => consult = true,
+                    // As the node: a member that joins or returns has to catch up.
+                    vergent::membership::MembershipEvent::Joined(_)
+                    | vergent::membership::MembershipEvent::Recovered(_) => wake = true,
                     _ => {}
                 }
             }
@@ -153,6 +157,10 @@ impl Sim {
         }
         if removed_while_away {
             self.nodes[i].fill.clear();
+        }
+        if wake {
+            let now = self.now;
+            self.nodes[i].schedule.wake(now);
         }
         self.observe_fills(i);
         self.renewals[i] += renewed;

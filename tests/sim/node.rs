@@ -10,7 +10,7 @@ use vergent::hlc::skew::SkewBook;
 use vergent::hlc::{Clock, Timestamp};
 use vergent::membership::{Membership, MembershipConfig};
 use vergent::placement::{Fill, FillNews, PartitionSet, partition_of};
-use vergent::policy::{HintPump, TombstoneArrivals, also_holding};
+use vergent::policy::{HintPump, RunDue, RunSchedule, TombstoneArrivals, also_holding};
 use vergent::record::{Entry, Payload};
 use vergent::storage::{Hint, Store, StoreOptions};
 
@@ -52,7 +52,8 @@ pub(super) struct Node {
     pub(super) hints: HintPump,
     pub(super) ticks: u64,
     pub(super) sync_runs: BTreeMap<u64, SyncRun>,
-    pub(super) next_sync_ms: u64,
+    /// When it runs anti-entropy, by the node's schedule.
+    pub(super) schedule: RunSchedule,
     pub(super) last_issued: Option<Timestamp>,
     pub(super) last_clock: Timestamp,
     pub(super) epoch_ms: u64,
@@ -181,7 +182,7 @@ impl Sim {
         let filled = self.nodes[i].fill.filled().clone();
         let _ = self.nodes[i].store.as_ref().unwrap().save_filled(&filled);
         self.nodes[i].membership = Some(membership);
-        self.nodes[i].next_sync_ms = self.now + 1_000;
+        self.nodes[i].schedule = RunSchedule::new(Some(ANTI_ENTROPY_MS), self.now);
         self.log(format!("start {} life {life}", self.names[i]));
         self.flush_membership(i);
         self.schedule(self.now + TICK_MS, Event::Tick { node: i, life });
@@ -461,21 +462,30 @@ impl Sim {
         }
         self.flush_membership(i);
         self.drain_hints(i);
-        if self.now >= self.nodes[i].next_sync_ms && !self.ae_paused {
-            self.nodes[i].next_sync_ms = self.now + ANTI_ENTROPY_MS;
-            self.start_syncs(i, None);
-        } else if self.nodes[i].ticks.is_multiple_of(10) {
-            // Filling runs whether or not background anti-entropy does, as in the node.
-            let filling: Vec<u16> = self.nodes[i].fill.filling().collect();
-            if !filling.is_empty() {
-                self.start_syncs(i, Some(&filling));
+        let filling = self.nodes[i].fill.filling().next().is_some();
+        let now_ms = self.now;
+        if let Some(due) = self.nodes[i].schedule.poll(now_ms, filling) {
+            if due == RunDue::Full && self.ae_paused {
+                // Stalled: background runs skip their turn; fills go on, as in the node.
+                let jitter = self.rng.random::<u64>();
+                self.nodes[i].schedule.done(due, now_ms, filling, jitter);
+            } else {
+                let only: Option<Vec<u16>> =
+                    (due == RunDue::Fill).then(|| self.nodes[i].fill.filling().collect());
+                self.start_syncs(i, only.as_deref());
+                if self.nodes[i].sync_runs.is_empty() {
+                    self.runs_ended(i);
+                }
             }
         }
         // Runs whose peer went silent are abandoned; the next period retries.
-        let now_ms = self.now;
+        let before = self.nodes[i].sync_runs.len();
         self.nodes[i]
             .sync_runs
             .retain(|_, run| run.deadline_ms > now_ms);
+        if before > 0 && self.nodes[i].sync_runs.is_empty() {
+            self.runs_ended(i);
+        }
         let life = self.nodes[i].life;
         self.schedule(self.now + TICK_MS, Event::Tick { node: i, life });
     }

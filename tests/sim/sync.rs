@@ -9,7 +9,7 @@ use vergent::antientropy::run::{Run, RunConfig, RunStep};
 use vergent::base::Millis;
 use vergent::placement::ReplicaSet;
 use vergent::policy::{
-    Agreed, HintContext, HintWork, HintsDeleted, PURGE_BATCH_MAX, RunInputs, RunScope,
+    Agreed, HintContext, HintWork, HintsDeleted, PURGE_BATCH_MAX, RunDue, RunInputs, RunScope,
     TombstoneArrivals, UpkeepInputs, plan_runs, plan_upkeep,
 };
 
@@ -97,18 +97,33 @@ impl Sim {
         }
     }
 
+    /// Every exchange of the run that was due has ended: as the node, the fill books
+    /// brought up to date, the upkeep the agreements allow (purges after a full run
+    /// only), and the schedule told.
+    pub(super) fn runs_ended(&mut self, i: usize) {
+        let Some(due) = self.nodes[i].schedule.running() else {
+            return;
+        };
+        self.update_fill(i);
+        self.upkeep(i, due == RunDue::Full);
+        let still = self.nodes[i].fill.filling().next().is_some();
+        let jitter = self.rng.random::<u64>();
+        let now = self.now;
+        self.nodes[i].schedule.done(due, now, still, jitter);
+    }
+
     /// After a run, as the node does: partitions handed off where every counting owner
     /// agreed since their release, tombstones purged below the horizon of agreement
     /// with every other replica.
-    fn upkeep(&mut self, i: usize) {
+    fn upkeep(&mut self, i: usize, purge: bool) {
         // Out of the node for the purges below, and put back after them.
         let mut arrivals =
             std::mem::replace(&mut self.nodes[i].arrivals, TombstoneArrivals::new(0));
-        self.upkeep_with(i, &mut arrivals);
+        self.upkeep_with(i, &mut arrivals, purge);
         self.nodes[i].arrivals = arrivals;
     }
 
-    fn upkeep_with(&mut self, i: usize, arrivals: &mut TombstoneArrivals) {
+    fn upkeep_with(&mut self, i: usize, arrivals: &mut TombstoneArrivals, purge: bool) {
         let Some(store) = self.nodes[i].store.as_ref() else {
             return;
         };
@@ -140,7 +155,7 @@ impl Sim {
             placement_since: self.nodes[i].placement_seen.as_ref().map(|(_, at)| *at),
             grace_horizon: self.grace_horizon(i),
             agreed: &agreed,
-            purge: true,
+            purge,
         };
         let plan = plan_upkeep(&inputs, arrivals);
         // What the node's store does with the plan; the tombstones dropped or purged
@@ -385,8 +400,9 @@ impl Sim {
                             *at = (*at).max(sync.started_ms);
                         }
                     }
-                    self.update_fill(i);
-                    self.upkeep(i);
+                    if self.nodes[i].sync_runs.is_empty() {
+                        self.runs_ended(i);
+                    }
                     return;
                 }
             }

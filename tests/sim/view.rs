@@ -144,6 +144,7 @@ impl Sim {
         let names = self.names.clone();
         let in_sync = self.nodes[i].in_sync.clone();
         let mut fill = self.nodes[i].fill.clone();
+        let before: Vec<u16> = fill.filling().collect();
         let now = self.now;
         let change = fill.update(
             &me,
@@ -158,6 +159,10 @@ impl Sim {
             self.statuses_known(i, &placement),
             self.now,
         );
+        // As the node: only partitions newly filling wake a fill.
+        if fill.filling().any(|p| !before.contains(&p)) {
+            self.nodes[i].schedule.fill_wake(now);
+        }
         self.nodes[i].fill = fill;
         self.observe_fills(i);
         if !change.is_empty() {

@@ -10,8 +10,9 @@ use super::Shared;
 pub(crate) fn update(shared: &Arc<Shared>) {
     let view = shared.view();
     let me = shared.me.name.as_str();
-    let (change, filled) = {
+    let (change, filled, newly_filling) = {
         let mut fill = shared.fill.lock().expect("fill lock");
+        let before: Vec<_> = fill.filling().collect();
         let change = fill.update(
             me,
             &view.placement,
@@ -23,11 +24,15 @@ pub(crate) fn update(shared: &Arc<Shared>) {
             view.statuses_known(),
             shared.now().0,
         );
-        (change, fill.filled().clone())
+        let newly_filling = fill.filling().any(|p| !before.contains(&p));
+        (change, fill.filled().clone(), newly_filling)
     };
     let filling = shared.fill.lock().expect("fill lock").filling().count();
     super::metrics::filling(filling);
-    if filling > 0 {
+    // Only news wakes a fill: partitions still filling are retried on the schedule, and
+    // waking for them after every run would run fills back to back while a source is
+    // away.
+    if newly_filling {
         shared.anti_entropy.fill_wake.notify_one();
     }
     if change.is_empty() {

@@ -12,11 +12,13 @@
 mod arrivals;
 mod hints;
 mod runs;
+mod schedule;
 mod upkeep;
 
 pub use self::arrivals::{PartitionArrivals, SPAN_MS, SPANS_MAX, TombstoneArrivals};
 pub use self::hints::{HintContext, HintPump, HintWork, HintsDeleted};
 pub use self::runs::{RunInputs, RunScope, plan_runs};
+pub use self::schedule::{FILL_RETRY_MS, FIRST_RUN_DELAY_MS, RunDue, RunSchedule, WAKE_DELAY_MS};
 pub use self::upkeep::{Upkeep, UpkeepInputs, plan_upkeep};
 
 use crate::membership::{MemberState, MemberView};

@@ -28,8 +28,9 @@ use crate::antientropy::report::{
 };
 use crate::antientropy::respond::{check_entries, check_push};
 use crate::antientropy::run::{Run, RunConfig, RunStep};
+use crate::base::Millis;
 use crate::placement::PartitionId;
-use crate::policy::{RunInputs, RunScope, plan_runs};
+use crate::policy::{RunDue, RunInputs, RunSchedule, RunScope, plan_runs};
 use crate::protocol::{ErrorCode, ErrorReply, Request, Response};
 use crate::record::Entry;
 use crate::wallclock::system_wall_ms;
@@ -48,8 +49,6 @@ use self::upkeep::upkeep;
 const ROOTS_PER_MESSAGE: usize = ROOTS_PER_REQUEST_MAX;
 /// Time allowed for one exchange step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Delay before the first background run after a start.
-const FIRST_RUN_DELAY: Duration = Duration::from_secs(3);
 
 /// What this node accepts and answers in an exchange.
 fn sync_limits(shared: &Shared) -> SyncLimits {
@@ -119,11 +118,9 @@ fn plan(shared: &Shared, scope: RunScope<'_>, only_peer: Option<&str>) -> Vec<Pl
         .collect()
 }
 
-/// Delay before retrying partitions that did not fill.
-const FILL_RETRY: Duration = Duration::from_secs(1);
-
 /// The background task: fills this node's partitions as soon as it takes their writes,
-/// and (unless turned off) compares everything on a jittered interval.
+/// and (unless turned off) compares everything on a jittered interval. When is the
+/// schedule's ([`RunSchedule`], the simulator's too); this carries the runs out.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let interval = shared.config.anti_entropy_interval;
     if interval.is_none() {
@@ -131,94 +128,97 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             "background anti-entropy is off; repair runs on demand only (partitions this node must fill are still filled)"
         );
     }
-    let far = || tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
-    let mut next = match interval {
-        Some(_) => tokio::time::Instant::now() + FIRST_RUN_DELAY,
-        None => far(),
-    };
-    let mut fill_at: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
+    let mut schedule = RunSchedule::new(interval.map(|i| i.as_millis() as u64), shared.now().0);
     loop {
-        let mut full = false;
+        let filling: Vec<PartitionId> = shared.fill.lock().expect("fill lock").filling().collect();
+        match schedule.poll(shared.now().0, !filling.is_empty()) {
+            Some(RunDue::Fill) => {
+                note_placement(&shared);
+                fill_run(&shared, &filling).await;
+                let still = shared.fill.lock().expect("fill lock").filling().count() > 0;
+                schedule.done(RunDue::Fill, shared.now().0, still, 0);
+                continue;
+            }
+            Some(RunDue::Full) => {
+                note_placement(&shared);
+                full_run(&shared).await;
+                let still = shared.fill.lock().expect("fill lock").filling().count() > 0;
+                let jitter = {
+                    let mut bytes = [0u8; 8];
+                    let _ = getrandom::fill(&mut bytes);
+                    u64::from_le_bytes(bytes)
+                };
+                schedule.done(RunDue::Full, shared.now().0, still, jitter);
+                continue;
+            }
+            None => {}
+        }
+        let deadline = schedule
+            .poll_timeout()
+            .map(|at| tokio::time::Instant::from_std(shared.started + Millis(at).duration()));
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,
-            _ = tokio::time::sleep_until(next) => full = true,
-            _ = shared.anti_entropy.wake.notified() => {
-                // Let a burst of membership changes settle into one run.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                full = interval.is_some();
-            }
-            _ = shared.anti_entropy.fill_wake.notified() => {}
-            _ = sleep_until(fill_at), if fill_at.is_some() => {}
+            _ = sleep_until(deadline) => {}
+            _ = shared.anti_entropy.wake.notified() => schedule.wake(shared.now().0),
+            _ = shared.anti_entropy.fill_wake.notified() => schedule.fill_wake(shared.now().0),
         }
-        note_placement(&shared);
-        let filling: Vec<PartitionId> = shared.fill.lock().expect("fill lock").filling().collect();
-        if !filling.is_empty() {
-            let report = {
-                let _running = shared.anti_entropy.running.lock().await;
-                run_once(
-                    &shared,
-                    RunKind::Fill,
-                    RunScope::Fill(&filling),
-                    None,
-                    false,
-                    &|_| {},
-                )
-                .await
-            };
-            super::fill::update(&shared);
-            let left = shared.fill.lock().expect("fill lock").filling().count();
-            tracing::info!(
-                compared = report.counts.partitions_compared,
-                keys_received = report.counts.keys_received,
-                filled = filling.len().saturating_sub(left),
-                still_filling = left,
-                problems = ?report.problems,
-                "fill run"
-            );
-            upkeep(&shared, false).await;
-        }
-        fill_at = (shared.fill.lock().expect("fill lock").filling().count() > 0)
-            .then(|| tokio::time::Instant::now() + FILL_RETRY);
-        if !full {
-            continue;
-        }
-        let report = {
-            let _running = shared.anti_entropy.running.lock().await;
-            run_once(
-                &shared,
-                RunKind::Background,
-                RunScope::All(None),
-                None,
-                false,
-                &|_| {},
-            )
-            .await
-        };
-        if report.counts.partitions_differing > 0 || !report.problems.is_empty() {
-            tracing::info!(
-                compared = report.counts.partitions_compared,
-                differing = report.counts.partitions_differing,
-                keys_sent = report.counts.keys_sent,
-                keys_received = report.counts.keys_received,
-                problems = ?report.problems,
-                "anti-entropy run"
-            );
-        }
-        super::fill::update(&shared);
-        upkeep(&shared, true).await;
-        let Some(interval) = interval else {
-            next = far();
-            continue;
-        };
-        let interval = interval.as_millis() as u64;
-        let jitter = {
-            let mut bytes = [0u8; 8];
-            let _ = getrandom::fill(&mut bytes);
-            u64::from_le_bytes(bytes) % (interval / 5 + 1)
-        };
-        next =
-            tokio::time::Instant::now() + Duration::from_millis(interval - interval / 10 + jitter);
     }
+}
+
+/// Exchanges the partitions this node fills with the replicas they fill from.
+async fn fill_run(shared: &Arc<Shared>, filling: &[PartitionId]) {
+    let report = {
+        let _running = shared.anti_entropy.running.lock().await;
+        run_once(
+            shared,
+            RunKind::Fill,
+            RunScope::Fill(filling),
+            None,
+            false,
+            &|_| {},
+        )
+        .await
+    };
+    super::fill::update(shared);
+    let left = shared.fill.lock().expect("fill lock").filling().count();
+    tracing::info!(
+        compared = report.counts.partitions_compared,
+        keys_received = report.counts.keys_received,
+        filled = filling.len().saturating_sub(left),
+        still_filling = left,
+        problems = ?report.problems,
+        "fill run"
+    );
+    upkeep(shared, false).await;
+}
+
+/// Compares every partition with every peer that shares it, then hands off and purges
+/// what the agreements allow.
+async fn full_run(shared: &Arc<Shared>) {
+    let report = {
+        let _running = shared.anti_entropy.running.lock().await;
+        run_once(
+            shared,
+            RunKind::Background,
+            RunScope::All(None),
+            None,
+            false,
+            &|_| {},
+        )
+        .await
+    };
+    if report.counts.partitions_differing > 0 || !report.problems.is_empty() {
+        tracing::info!(
+            compared = report.counts.partitions_compared,
+            differing = report.counts.partitions_differing,
+            keys_sent = report.counts.keys_sent,
+            keys_received = report.counts.keys_received,
+            problems = ?report.problems,
+            "anti-entropy run"
+        );
+    }
+    super::fill::update(shared);
+    upkeep(shared, true).await;
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
