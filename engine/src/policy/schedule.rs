@@ -135,8 +135,8 @@ mod tests {
         assert_eq!(s.poll_timeout(), Some(4_000 + 54_000 + 7));
         // The jitter spreads over a fifth of the interval and no more.
         s.poll(u64::MAX / 2, false);
-        s.done(RunDue::Full, 0, false, 12_000);
-        assert_eq!(s.poll_timeout(), Some(54_000 + 12_000 % 12_001));
+        s.done(RunDue::Full, 0, false, 12_005);
+        assert_eq!(s.poll_timeout(), Some(54_000 + 4));
     }
 
     #[test]
