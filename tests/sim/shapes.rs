@@ -60,7 +60,7 @@ impl Sim {
                 // after the other, so old owners let partitions go twice.
                 self.step(start + 500, Step::Loss(0.2));
                 for k in 0..keys {
-                    for _ in 0..8 {
+                    for _ in 0..16 {
                         let at = start + self.rng.random_range(1_000..24_000);
                         self.fixed_op(at, OpKind::Put, k, Consistency::Quorum, Via::Any);
                     }
