@@ -20,7 +20,11 @@
 //!   the clock checks, and the check that no deleted key comes back (no node takes a
 //!   value older than a purged tombstone while no node keeps that tombstone);
 //! - `sync.rs`: hint delivery (the node's `HintPump`), anti-entropy runs and the upkeep
-//!   after them (handoff and purges as the node's `plan_upkeep` decides);
+//!   after them, each decided by the node's own rules in `vergent::policy`: when runs
+//!   are due (`RunSchedule`), which peers and partitions (`plan_runs`), the run itself
+//!   (`antientropy::run::Run`), the books of agreement (`Agreements`), and handoff and
+//!   purges (`plan_upkeep`); this file only carries their decisions out as messages
+//!   and store calls;
 //! - `workload.rs`: the client operations;
 //! - `faults.rs`: the random faults injected, and healing;
 //! - `shapes.rs`: the scripted shapes, each building one moment a rule exists for;
@@ -237,9 +241,8 @@ impl Sim {
                 epoch_ms: 0,
                 fill: Fill::default(),
                 news: FillNews::default(),
-                in_sync: BTreeMap::new(),
+                agreements: vergent::policy::Agreements::default(),
                 arrivals: TombstoneArrivals::new(settings.partitions),
-                placement_seen: None,
                 removed: false,
                 started_once: false,
                 token: None,

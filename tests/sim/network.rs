@@ -345,16 +345,13 @@ impl Sim {
                 if let (SyncRequest::Roots { roots, .. }, Ok(SyncResponse::Roots { differing })) =
                     (&request, &response)
                 {
-                    let now = self.now;
-                    for r in roots {
-                        if !differing.iter().any(|d| d.partition == r.partition) {
-                            let at = self.nodes[to]
-                                .in_sync
-                                .entry((r.partition, from))
-                                .or_insert(now);
-                            *at = (*at).max(now);
-                        }
-                    }
+                    let agreed: Vec<u16> = roots
+                        .iter()
+                        .map(|r| r.partition)
+                        .filter(|&p| !differing.iter().any(|d| d.partition == p))
+                        .collect();
+                    let (name, at) = (self.names[from].clone(), self.moment(to));
+                    self.nodes[to].agreements.agreed(&name, &agreed, at);
                 }
                 self.send(to, from, Msg::SyncReply { run, tag, response });
             }

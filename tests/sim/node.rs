@@ -10,7 +10,7 @@ use vergent::hlc::skew::SkewBook;
 use vergent::hlc::{Clock, Timestamp};
 use vergent::membership::{Membership, MembershipConfig};
 use vergent::placement::{Fill, FillNews, PartitionSet, partition_of};
-use vergent::policy::{HintPump, RunDue, RunSchedule, TombstoneArrivals, also_holding};
+use vergent::policy::{Agreements, HintPump, RunDue, RunSchedule, TombstoneArrivals, also_holding};
 use vergent::record::{Entry, Payload};
 use vergent::storage::{Hint, Store, StoreOptions};
 
@@ -61,13 +61,10 @@ pub(super) struct Node {
     pub(super) fill: Fill,
     /// When the node learned of each member's fills.
     pub(super) news: FillNews,
-    /// (partition, peer) → the start of the last exchange that ended in agreement, on
-    /// either side, in virtual ms: the node keeps these in its monotonic clock.
-    pub(super) in_sync: BTreeMap<(u16, usize), u64>,
+    /// Its books of agreement, as the node keeps them.
+    pub(super) agreements: Agreements,
     /// When tombstones landed on it (virtual ms), which its purges stay below.
     pub(super) arrivals: TombstoneArrivals,
-    /// The placement digest seen last, and when it was first seen (virtual ms).
-    pub(super) placement_seen: Option<(String, u64)>,
     /// Removed from the cluster (or replaced): never starts again.
     pub(super) removed: bool,
     /// Whether it has ever started (spares start during the run).
@@ -123,9 +120,8 @@ impl Sim {
         node.ops.clear();
         node.hints = HintPump::new(REPLICA_TIMEOUT_MS);
         node.sync_runs.clear();
-        node.in_sync.clear();
+        node.agreements = Agreements::default();
         node.arrivals = TombstoneArrivals::new(self.settings.partitions);
-        node.placement_seen = None;
         node.fill = Fill::new(filled);
         node.up = true;
         node.store = Some(store);

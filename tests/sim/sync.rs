@@ -1,7 +1,8 @@
 //! Hint delivery by the node's pump, and anti-entropy by the node's rules
-//! (`vergent::policy`) and its run state machine (`vergent::antientropy::run`): which
-//! partitions each run compares with which peer, the run's steps carried out as
-//! messages, and the upkeep after a run (handoff, tombstone purges).
+//! (`vergent::policy`) and its run state machine (`vergent::antientropy::run`): when a
+//! run is due, which partitions it compares with which peer, the run's steps carried
+//! out as messages, the books of agreement, and the upkeep after a run (handoff,
+//! tombstone purges). Nothing here decides; it carries out.
 
 use rand::RngExt;
 use vergent::antientropy::messages::{ROOTS_PER_REQUEST_MAX, SyncLimits, SyncResponse};
@@ -22,8 +23,8 @@ use super::node::Applied;
 /// and when it began (the partitions in sync at its end are so as of then).
 pub(super) struct SyncRun {
     pub(super) peer: usize,
-    pub(super) run: Run<u64>,
-    pub(super) started_ms: u64,
+    pub(super) run: Run<Agreed>,
+    pub(super) started: Agreed,
     pub(super) deadline_ms: u64,
 }
 
@@ -87,13 +88,14 @@ impl Sim {
     fn note_placement(&mut self, i: usize) {
         let digest = self.placement(i).digest();
         let now = self.now;
-        let node = &mut self.nodes[i];
-        if node
-            .placement_seen
-            .as_ref()
-            .is_none_or(|(seen, _)| *seen != digest)
-        {
-            node.placement_seen = Some((digest, now));
+        self.nodes[i].agreements.note_placement(&digest, now);
+    }
+
+    /// The moment now on node `i`, in its two clocks, as its books keep moments.
+    pub(super) fn moment(&self, i: usize) -> Agreed {
+        Agreed {
+            mono: self.now,
+            wall: self.wall(i),
         }
     }
 
@@ -129,17 +131,9 @@ impl Sim {
         };
         let me = self.names[i].clone();
         let placement = self.placement(i);
-        let names = &self.names;
-        let in_sync = &self.nodes[i].in_sync;
+        let agreements = &self.nodes[i].agreements;
         let (rules_wall, now) = (self.rules_wall(i), self.now);
-        // As the node: an agreement's age taken back from the wall time now.
-        let agreed = |p: u16, peer: &str| {
-            let j = names.iter().position(|x| x == peer)?;
-            in_sync.get(&(p, j)).map(|&at| Agreed {
-                mono: at,
-                wall: rules_wall.saturating_sub(now.saturating_sub(at)),
-            })
-        };
+        let agreed = |p: u16, peer: &str| agreements.as_of(p, peer, now, rules_wall);
         let with_data = store.partitions_with_data();
         let replica_set = |p: u16| self.replica_set(i, &placement, p);
         let holders = |p: u16| self.holders_of(i, p);
@@ -152,7 +146,7 @@ impl Sim {
             replica_set: &replica_set,
             holders: &holders,
             released_at: &released_at,
-            placement_since: self.nodes[i].placement_seen.as_ref().map(|(_, at)| *at),
+            placement_since: self.nodes[i].agreements.placement_since(),
             grace_horizon: self.grace_horizon(i),
             agreed: &agreed,
             purge,
@@ -313,7 +307,7 @@ impl Sim {
             let run = SyncRun {
                 peer: j,
                 run: Run::new(&peer, partitions, config),
-                started_ms: self.now,
+                started: self.moment(i),
                 deadline_ms: self.now + REPLICA_TIMEOUT_MS,
             };
             self.nodes[i].sync_runs.insert(id, run);
@@ -351,8 +345,9 @@ impl Sim {
         while let Some(step) = sync.run.poll() {
             match step {
                 RunStep::Compare(_) => {
+                    let at = self.moment(i);
                     let store = self.nodes[i].store.as_ref().unwrap();
-                    sync.run.compare(store, self.now);
+                    sync.run.compare(store, at);
                 }
                 RunStep::Send { tag, request } => {
                     sync.deadline_ms = self.now + REPLICA_TIMEOUT_MS;
@@ -376,10 +371,8 @@ impl Sim {
                     sync.run.applied(store, tag, result);
                 }
                 RunStep::Agreed { partitions, at } => {
-                    for p in partitions {
-                        let seen = self.nodes[i].in_sync.entry((p, peer)).or_insert(at);
-                        *seen = (*seen).max(at);
-                    }
+                    let name = self.names[peer].clone();
+                    self.nodes[i].agreements.agreed(&name, &partitions, at);
                 }
                 RunStep::Began(_) | RunStep::Progress { .. } => {}
                 RunStep::Ended { partition, error } => {
@@ -392,13 +385,10 @@ impl Sim {
                 }
                 RunStep::Done => {
                     if let Some(Ok(outcome)) = sync.run.outcome() {
-                        for &p in &outcome.in_sync {
-                            let at = self.nodes[i]
-                                .in_sync
-                                .entry((p, peer))
-                                .or_insert(sync.started_ms);
-                            *at = (*at).max(sync.started_ms);
-                        }
+                        let name = self.names[peer].clone();
+                        self.nodes[i]
+                            .agreements
+                            .agreed(&name, &outcome.in_sync, sync.started);
                     }
                     if self.nodes[i].sync_runs.is_empty() {
                         self.runs_ended(i);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use vergent::membership::MemberId;
 use vergent::placement::{PartitionSet, Placement, ReplicaSet};
-use vergent::policy::holding_of;
+use vergent::policy::{filled_word, holding_of};
 
 use super::Sim;
 
@@ -48,12 +48,8 @@ impl Sim {
             .membership
             .as_ref()
             .and_then(|m| m.member(name))
-            .and_then(|v| {
-                v.status.as_ref().filter(|s| {
-                    v.id.same_data(s.data_epoch) && s.filled.fits(self.settings.partitions)
-                })
-            })
-            .is_some_and(|s| s.filled.contains(partition))
+            .and_then(|v| filled_word(v, self.settings.partitions))
+            .is_some_and(|filled| filled.contains(partition))
     }
 
     /// The other members that may hold data of `partition` as node `i` knows them,
@@ -91,11 +87,7 @@ impl Sim {
                     .membership
                     .as_ref()
                     .and_then(|m| m.member(n))
-                    .is_some_and(|v| {
-                        v.status.as_ref().is_some_and(|s| {
-                            v.id.same_data(s.data_epoch) && s.filled.fits(self.settings.partitions)
-                        })
-                    })
+                    .is_some_and(|v| filled_word(v, self.settings.partitions).is_some())
         })
     }
 
@@ -123,9 +115,8 @@ impl Sim {
         let mut filled: HashMap<String, PartitionSet> = m
             .roster()
             .filter_map(|v| {
-                let s = v.status.as_ref()?;
-                (v.id.same_data(s.data_epoch) && s.filled.fits(self.settings.partitions))
-                    .then(|| (v.id.name.clone(), s.filled.clone()))
+                let filled = filled_word(v, self.settings.partitions)?;
+                Some((v.id.name.clone(), filled.clone()))
             })
             .collect();
         filled.insert(self.names[i].clone(), self.nodes[i].fill.filled().clone());
@@ -141,8 +132,6 @@ impl Sim {
         }
         let placement = self.placement(i);
         let me = self.names[i].clone();
-        let names = self.names.clone();
-        let in_sync = self.nodes[i].in_sync.clone();
         let mut fill = self.nodes[i].fill.clone();
         let before: Vec<u16> = fill.filling().collect();
         let now = self.now;
@@ -152,10 +141,7 @@ impl Sim {
             |n, p| self.filled_in_view(i, n, p),
             |n, p| self.nodes[i].news.settling(n, p, now),
             |n, p| self.may_hold_in_view(i, n, p),
-            |p, peer| {
-                let j = names.iter().position(|x| x == peer)?;
-                in_sync.get(&(p, j)).copied()
-            },
+            |p, peer| self.nodes[i].agreements.get(p, peer).map(|at| at.mono),
             self.statuses_known(i, &placement),
             self.now,
         );

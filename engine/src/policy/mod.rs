@@ -9,12 +9,14 @@
 //! versions) unless named `mono`: the node's monotonic milliseconds, which agreements
 //! and arrivals are kept in.
 
+mod agreements;
 mod arrivals;
 mod hints;
 mod runs;
 mod schedule;
 mod upkeep;
 
+pub use self::agreements::Agreements;
 pub use self::arrivals::{PartitionArrivals, SPAN_MS, SPANS_MAX, TombstoneArrivals};
 pub use self::hints::{HintContext, HintPump, HintWork, HintsDeleted};
 pub use self::runs::{RunInputs, RunScope, plan_runs};
@@ -127,6 +129,18 @@ impl Holding {
             Holding::Any => true,
         }
     }
+}
+
+/// The partitions `member` says it holds the data of, if its word counts: its last
+/// status speaks for the data it was said of (a node back with an empty disk has a new
+/// data epoch, and holds nothing until it says so; a node restarted on its data holds
+/// what it held), and fits the cluster's partitions.
+pub fn filled_word(member: &MemberView, partitions: u16) -> Option<&PartitionSet> {
+    member
+        .status
+        .as_ref()
+        .filter(|s| member.id.same_data(s.data_epoch) && s.filled.fits(partitions))
+        .map(|s| &s.filled)
 }
 
 /// What `member` may hold, from its state and last status. `None` for a member that

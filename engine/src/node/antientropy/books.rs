@@ -1,7 +1,7 @@
 //! Anti-entropy's books (per-peer state, agreements in both clocks, the placement
 //! seen, a repair's progress) and the rate limit on the bytes repair moves.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use crate::antientropy::report::{PeerSync, RepairProgress, RunSummary, SyncCount
 use crate::base::Millis;
 use crate::node::Shared;
 use crate::placement::PartitionId;
+use crate::policy::{Agreed, Agreements};
 
 /// Anti-entropy's books: per-peer state for `status`, per-(partition, peer) in-sync
 /// times for purges and handoff, the progress of a running repair.
@@ -30,17 +31,12 @@ pub(crate) struct AntiEntropy {
 #[derive(Default)]
 pub(super) struct Books {
     pub(super) peers: BTreeMap<String, PeerSync>,
-    /// Wall ms at the start of the last exchange of (partition, peer) that ended with
-    /// both in sync: everything either held before then, the other holds. What status
-    /// and the confirmations show.
-    pub(super) in_sync: HashMap<(PartitionId, String), u64>,
-    /// The same moments in this node's monotonic milliseconds: what purges, handoff and
-    /// fills rely on. A wall clock that jumped ahead and came back would leave wall
-    /// stamps in the future, and a purge would take them for agreements after a
-    /// tombstone that the peer never had.
-    pub(super) agreed_mono: HashMap<(PartitionId, String), Millis>,
-    /// The placement digest seen last, and when it was first seen (monotonic ms).
-    pub(super) placement: Option<(String, u64)>,
+    /// The start of the last exchange of (partition, peer) that ended with both in
+    /// sync, in both clocks: wall ms for status and the confirmations, monotonic ms for
+    /// purges, handoff and fills (a wall clock that jumped ahead and came back would
+    /// leave wall stamps in the future, and a purge would take them for agreements
+    /// after a tombstone that the peer never had); and the placement seen.
+    pub(super) agreements: Agreements,
     pub(super) progress: Option<RepairProgress>,
     /// The run in progress, as this node's status tells the cluster.
     pub(super) run: Option<RunSummary>,
@@ -74,9 +70,9 @@ impl AntiEntropy {
         self.books
             .lock()
             .expect("books lock")
-            .agreed_mono
-            .get(&(partition, peer.to_string()))
-            .copied()
+            .agreements
+            .get(partition, peer)
+            .map(|at| Millis(at.mono))
     }
 
     /// `partitions` compared equal with `peer` in an exchange begun at `began`, on
@@ -93,25 +89,24 @@ impl AntiEntropy {
         }
         let view = shared.view();
         let mut books = self.books.lock().expect("books lock");
+        books.agreements.agreed(
+            peer,
+            partitions,
+            Agreed {
+                mono: began.mono.0,
+                wall: began.wall,
+            },
+        );
         for &p in partitions {
-            let mono = books
-                .agreed_mono
-                .entry((p, peer.to_string()))
-                .or_insert(began.mono);
-            *mono = (*mono).max(began.mono);
-            let began = began.wall;
-            let at = books.in_sync.entry((p, peer.to_string())).or_insert(began);
-            *at = (*at).max(began);
             // Agreement with every other replica now: the writes before the oldest of
             // those exchanges are on all of them.
-            let oldest = view
-                .replica_set_of(p)
+            let set = view.replica_set_of(p);
+            let others = set
                 .targets
                 .iter()
-                .filter(|t| **t != shared.me.name)
-                .map(|t| books.in_sync.get(&(p, t.clone())).copied())
-                .try_fold(u64::MAX, |oldest, at| at.map(|at| oldest.min(at)));
-            if let Some(oldest) = oldest {
+                .map(String::as_str)
+                .filter(|t| *t != shared.me.name);
+            if let Some(oldest) = books.agreements.oldest_wall(p, others) {
                 shared.write_marks.confirmed(p, oldest);
             }
         }

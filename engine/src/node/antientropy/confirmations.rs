@@ -70,7 +70,7 @@ pub(crate) fn own(shared: &Shared, view: &ClusterView, now_ms: u64) -> Own {
         }
         let last_change = shared.write_marks.last(p);
         let others: Vec<&String> = set.targets.iter().filter(|t| *t != me).collect();
-        let agreed = |t: &String| books.in_sync.get(&(p, t.clone())).copied();
+        let agreed = |t: &String| books.agreements.get(p, t).map(|at| at.wall);
         let hub = confirmed_at(others.iter().map(|t| agreed(t)), last_change, now_ms, valid);
         let confirmed = hub.or_else(|| {
             others
@@ -181,7 +181,7 @@ pub(crate) fn sync_lag(
             (
                 shared.write_marks.first_unconfirmed(p),
                 shared.write_marks.last(p),
-                books.in_sync.get(&(p, peer.to_string())).copied(),
+                books.agreements.get(p, peer).map(|at| at.wall),
             )
         })
     });

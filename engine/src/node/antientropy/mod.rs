@@ -231,14 +231,9 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// Remembers when the placement last changed (handoff waits for exchanges after it).
 fn note_placement(shared: &Shared) {
     let digest = shared.view().placement.digest();
+    let now = shared.now().0;
     let mut books = shared.anti_entropy.books.lock().expect("books lock");
-    if books
-        .placement
-        .as_ref()
-        .is_none_or(|(seen, _)| *seen != digest)
-    {
-        books.placement = Some((digest, shared.now().0));
-    }
+    books.agreements.note_placement(&digest, now);
 }
 
 /// `vergent repair`: one run, reporting progress.

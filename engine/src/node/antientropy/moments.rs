@@ -40,10 +40,7 @@ pub(super) fn grace_horizon(shared: &Shared) -> u64 {
 /// wall time as [`rules_wall_ms`] goes (its monotonic age taken back from now, so a
 /// clock that jumped since cannot move it).
 pub(super) fn agreed(shared: &Shared, partition: PartitionId, peer: &str) -> Option<Agreed> {
-    let at = shared.anti_entropy.agreed_at(partition, peer)?;
-    let age = shared.now().0.saturating_sub(at.0);
-    Some(Agreed {
-        mono: at.0,
-        wall: rules_wall_ms(shared).saturating_sub(age),
-    })
+    let (now, rules_wall) = (shared.now().0, rules_wall_ms(shared));
+    let books = shared.anti_entropy.books.lock().expect("books lock");
+    books.agreements.as_of(partition, peer, now, rules_wall)
 }

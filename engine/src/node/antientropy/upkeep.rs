@@ -29,9 +29,8 @@ pub(super) async fn upkeep(shared: &Arc<Shared>, purge: bool) {
             .books
             .lock()
             .expect("books lock")
-            .placement
-            .as_ref()
-            .map(|(_, since)| *since);
+            .agreements
+            .placement_since();
         let replica_set = |p: PartitionId| view.replica_set_of(p);
         let holders = |p: PartitionId| view.holders_of(p).map(str::to_string).collect();
         let released_at = |p: PartitionId| released.get(&p).copied().flatten();

@@ -20,7 +20,7 @@ use crate::membership::{
     GossipStatus, MemberId, Membership, MembershipError, MembershipEvent, SeedMember, SwimTimer,
 };
 use crate::placement::{PartitionSet, Placement};
-use crate::policy::{Holding, also_holding, holding_of};
+use crate::policy::{Holding, also_holding, filled_word, holding_of};
 use crate::protocol::{ErrorCode, ErrorReply};
 use crate::wallclock::system_wall_ms;
 
@@ -363,14 +363,7 @@ fn flush(
     let partitions = shared.settings.partitions;
     let mut filled: HashMap<String, PartitionSet> = m
         .roster()
-        .filter_map(|v| {
-            // A member's word about its data holds for the data it was said of: a node
-            // back with an empty disk has a new data epoch, and holds nothing until it
-            // says so; a node restarted on its data holds what it held.
-            let status = v.status.as_ref()?;
-            (v.id.same_data(status.data_epoch) && status.filled.fits(partitions))
-                .then(|| (v.id.name.clone(), status.filled.clone()))
-        })
+        .filter_map(|v| Some((v.id.name.clone(), filled_word(v, partitions)?.clone())))
         .collect();
     let holding: HashMap<String, Holding> = m
         .roster()
