@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use vergent::placement::{Placement, partition_of};
 use vergent::protocol::Consistency;
-use vergent::record::{NodeId, Payload, Record, Version};
+use vergent::record::{Entry, NodeId, Payload, Version};
 
 use super::Sim;
 use super::config::{EPOCH_MS, HINT_DRAIN_MS, MAX_OFFSET_MS, REPLICA_TIMEOUT_MS};
@@ -119,36 +119,47 @@ impl Sim {
                 .replicas(p)
                 .map(|n| self.index_of(n).unwrap())
                 .collect();
-            // Tombstones past the grace may be purged on one replica before another:
-            // the replicas agree on everything else (each tree is checked against its
-            // own data at the end).
+            // Tombstones past the grace may be purged on one replica before another, and
+            // a replica that lacks the key is rightly not sent one: a key may be missing
+            // where every copy held elsewhere is such a tombstone. Where a replica holds
+            // the key, it holds the same record as every other (an exchange sends the
+            // newer one, old tombstones included). Each tree is checked against its own
+            // data at the end.
             let horizon = replicas
                 .iter()
                 .map(|&r| self.grace_horizon(r))
                 .min()
                 .unwrap_or(0);
-            let mut seen: Option<(usize, BTreeMap<Vec<u8>, Record>)> = None;
+            let mut by_key: BTreeMap<Vec<u8>, Vec<(usize, Entry)>> = BTreeMap::new();
             for &r in &replicas {
                 let store = self.nodes[r].store.as_ref()?;
                 let (entries, _) = store.entries_in(p, 0..4096, None, usize::MAX).ok()?;
-                let data: BTreeMap<Vec<u8>, Record> = entries
-                    .into_iter()
-                    .filter(|e| !vergent::antientropy::exchange::purgeable(e, horizon))
-                    .map(|e| (e.key, e.record))
-                    .collect();
-                match &seen {
-                    None => seen = Some((r, data)),
-                    Some((first, d)) => {
-                        if *d != data {
-                            return Some(format!(
-                                "partition {p}: {} and {} differ ({} vs {} records)",
-                                self.names[*first],
-                                self.names[r],
-                                d.len(),
-                                data.len()
-                            ));
-                        }
-                    }
+                for e in entries {
+                    by_key.entry(e.key.clone()).or_default().push((r, e));
+                }
+            }
+            for (key, held) in by_key {
+                let (first, e) = &held[0];
+                if let Some((other, _)) = held.iter().find(|(_, o)| o.record != e.record) {
+                    return Some(format!(
+                        "partition {p}: {} and {} hold different versions of {}",
+                        self.names[*first],
+                        self.names[*other],
+                        String::from_utf8_lossy(&key)
+                    ));
+                }
+                let purgeable = vergent::antientropy::exchange::purgeable(e, horizon);
+                if held.len() < replicas.len() && !purgeable {
+                    let lacking = replicas
+                        .iter()
+                        .find(|r| !held.iter().any(|(h, _)| h == *r))
+                        .expect("a replica lacks it");
+                    return Some(format!(
+                        "partition {p}: {} lacks {} that {} holds",
+                        self.names[*lacking],
+                        String::from_utf8_lossy(&key),
+                        self.names[*first]
+                    ));
                 }
             }
         }

@@ -11,7 +11,7 @@ use vergent::hlc::{Clock, Timestamp};
 use vergent::membership::{Membership, MembershipConfig};
 use vergent::placement::{Fill, FillNews, PartitionSet, partition_of};
 use vergent::policy::{Agreements, HintPump, RunDue, RunSchedule, TombstoneArrivals, also_holding};
-use vergent::record::{Entry, Payload};
+use vergent::record::{Entry, Payload, Version};
 use vergent::storage::{Hint, Store, StoreOptions};
 
 use super::config::{
@@ -247,6 +247,12 @@ impl Sim {
             }
             Action::Read { op, to, key } => {
                 let j = self.index_of(&to).expect("a member");
+                // As the node: a member dead in this node's view is not asked.
+                if j != i && !self.live_in_view(i, &to) {
+                    self.nodes[i].coordinator.handle_read_reply(op, &to, None);
+                    self.drain_coordinator(i);
+                    return;
+                }
                 self.send(
                     i,
                     j,
@@ -374,7 +380,7 @@ impl Sim {
                         .and_then(|s| s.get(&e.key).ok().flatten())
                         .is_some_and(|r| r.version >= version)
                 });
-                if kept {
+                if kept || self.kept_on_a_closed_disk(&e.key, version) {
                     continue;
                 }
                 self.violations.push(format!(
@@ -388,6 +394,32 @@ impl Sim {
                 ));
             }
         }
+    }
+
+    /// Whether a member that is down, on the disk it will come back with, keeps `key` at
+    /// `version` or newer: it brings the tombstone back with it, and the exchange sends
+    /// it to whoever holds the older value. (Only looked at when no open store keeps it;
+    /// the store is opened and closed again.)
+    fn kept_on_a_closed_disk(&self, key: &[u8], version: Version) -> bool {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.up && n.started_once && !n.removed)
+            .any(|(i, n)| {
+                let mut options = StoreOptions::new(self.names[i].clone());
+                options.durable = false;
+                options.map_size_bytes = 64 << 20;
+                let Ok(store) = Store::open(n.dir.path(), options) else {
+                    return false;
+                };
+                let kept = store
+                    .get(key)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.version >= version);
+                store.close();
+                kept
+            })
     }
 
     /// Node `i` is about to issue a version: its clock must be within the bound of

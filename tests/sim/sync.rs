@@ -202,7 +202,8 @@ impl Sim {
     /// A partition is dropped by an old owner only once every replica that counts for
     /// it holds what the old owner holds, or newer: node `i` is about to hand off `p`.
     /// A replica that is down is not looked at (its store is closed), nor one that in
-    /// its own view no longer takes the partition's writes; a tombstone past the grace
+    /// its own view no longer takes the partition's writes, nor one wiped since this
+    /// node last heard of it; a tombstone past the grace
     /// may rightly be missing (the owners purge it, or were never sent it).
     fn check_handoff(&mut self, i: usize, p: u16, placement: &vergent::placement::Placement) {
         let set = self.replica_set(i, placement, p);
@@ -220,6 +221,17 @@ impl Sim {
             else {
                 continue;
             };
+            // An owner whose disk was replaced since this node last heard of it is not
+            // the replica this node agreed with: what only the old disk held went with
+            // it (the one destructive fault a run has), and the owner refills.
+            let known_epoch = self.nodes[i]
+                .membership
+                .as_ref()
+                .and_then(|m| m.member(owner))
+                .map(|v| v.id.data_epoch);
+            if known_epoch.is_some_and(|epoch| epoch != self.nodes[r].data_epoch) {
+                continue;
+            }
             // An owner that in its own view no longer takes the partition's writes may
             // have handed it off itself (views differ for a moment after a change); its
             // own handoff was checked against the owners it counted.
@@ -284,7 +296,7 @@ impl Sim {
             replica_set: &replica_set,
             with_data: &with_data,
             statuses_known,
-            may_hold: &|n, p| self.may_hold_in_view(i, n, p),
+            holders: &|p| self.holders_by_word(i, p),
             peer: &peer,
         };
         let scope = match only {

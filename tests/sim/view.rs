@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use vergent::membership::MemberId;
 use vergent::placement::{PartitionSet, Placement, ReplicaSet};
-use vergent::policy::{filled_word, holding_of};
+use vergent::policy::{filled_word, holding_of, may_hold_by_word};
 
 use super::Sim;
 
@@ -67,15 +67,17 @@ impl Sim {
             .collect()
     }
 
-    /// Whether member `name` may hold data of `partition` in node `i`'s view, as the
-    /// node's `ClusterView::may_hold`.
-    pub(super) fn may_hold_in_view(&self, i: usize, name: &str, partition: u16) -> bool {
+    /// The other members that may hold data of `partition` by their word in node `i`'s
+    /// view, as the node's `ClusterView::holders_by_word`.
+    pub(super) fn holders_by_word(&self, i: usize, partition: u16) -> Vec<String> {
         let Some(m) = self.nodes[i].membership.as_ref() else {
-            return true;
+            return Vec::new();
         };
-        m.member(name).is_none_or(|v| {
-            holding_of(v, self.settings.partitions).is_none_or(|h| h.may_hold(partition))
-        })
+        m.roster()
+            .filter(|v| v.id.name != self.names[i])
+            .filter(|v| may_hold_by_word(v, self.settings.partitions, partition))
+            .map(|v| v.id.name.clone())
+            .collect()
     }
 
     /// Whether node `i` knows the status of every member in `placement`, as the node's
@@ -140,7 +142,7 @@ impl Sim {
             &placement,
             |n, p| self.filled_in_view(i, n, p),
             |n, p| self.nodes[i].news.settling(n, p, now),
-            |n, p| self.may_hold_in_view(i, n, p),
+            |p| self.holders_by_word(i, p),
             |p, peer| self.nodes[i].agreements.get(p, peer).map(|at| at.mono),
             self.statuses_known(i, &placement),
             self.now,

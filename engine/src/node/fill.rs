@@ -18,7 +18,7 @@ pub(crate) fn update(shared: &Arc<Shared>) {
             &view.placement,
             |n, p| view.is_filled(n, p),
             |n, p| view.is_settling(n, p),
-            |n, p| view.may_hold(n, p),
+            |p| view.holders_by_word(p),
             // Monotonic, as the agreements the fills wait for.
             |p, peer| shared.anti_entropy.agreed_at(p, peer).map(|at| at.0),
             view.statuses_known(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::membership::{MemberId, MemberState, MemberView};
 use crate::placement::{PartitionId, PartitionSet, Placement, ReplicaSet, partition_of};
-use crate::policy::Holding;
+use crate::policy::{Holding, may_hold_by_word};
 use crate::storage::ClusterSettings;
 
 /// What this node believes about the cluster: members, placement, and which members
@@ -98,12 +98,15 @@ impl ClusterView {
             .map(|(name, _)| name.as_str())
     }
 
-    /// Whether member `name` may hold data of `partition` ([`Holding`]); a member this
-    /// node knows nothing of may hold anything.
-    pub fn may_hold(&self, name: &str, partition: PartitionId) -> bool {
-        self.holding
-            .get(name)
-            .is_none_or(|holding| holding.may_hold(partition))
+    /// The other members that may hold data of `partition` by their last word, alive
+    /// or not ([`may_hold_by_word`]): what a fill waits for beyond the counted replicas.
+    pub fn holders_by_word(&self, partition: PartitionId) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.id.name != self.me)
+            .filter(|m| may_hold_by_word(m, self.settings.partitions, partition))
+            .map(|m| m.id.name.clone())
+            .collect()
     }
 
     /// Whether `name` holds the data of `partition`.

@@ -121,8 +121,7 @@ impl Fill {
     /// released, partitions it newly takes writes for start filling, and a filling
     /// partition is filled once every counted replica has ended an exchange with this
     /// node in agreement (`in_sync(partition, peer)`, the time the exchange began) since,
-    /// and so has every target that may hold data of it without counting
-    /// (`may_hold(name, partition)`). `statuses_known`: whether every member's status is
+    /// and so has every other member that may hold data of it (`holders(partition)`). `statuses_known`: whether every member's status is
     /// known (see [`ReplicaSet::fill_sources`]).
     #[allow(clippy::too_many_arguments)]
     pub fn update(
@@ -131,7 +130,7 @@ impl Fill {
         placement: &Placement,
         others_filled: impl Fn(&str, PartitionId) -> bool,
         settling: impl Fn(&str, PartitionId) -> bool,
-        may_hold: impl Fn(&str, PartitionId) -> bool,
+        holders: impl Fn(PartitionId) -> Vec<String>,
         in_sync: impl Fn(PartitionId, &str) -> Option<u64>,
         statuses_known: bool,
         now: u64,
@@ -154,7 +153,7 @@ impl Fill {
                 continue;
             }
             let since = *self.filling_since.entry(partition).or_insert(now);
-            let sources = set.fill_sources(me, statuses_known, |n| may_hold(n, partition));
+            let sources = set.fill_sources(me, statuses_known, &holders(partition));
             let caught_up = !sources.is_empty()
                 && sources
                     .iter()
@@ -169,8 +168,7 @@ impl Fill {
     }
 
     /// The replicas to exchange `partition` with to fill it: the ones that count and the
-    /// targets that may hold data of it, or the other owners when none counts
-    /// ([`ReplicaSet::fill_sources`]).
+    /// other members that may hold data of it ([`ReplicaSet::fill_sources`]).
     #[allow(clippy::too_many_arguments)]
     pub fn sources(
         &self,
@@ -178,12 +176,12 @@ impl Fill {
         placement: &Placement,
         others_filled: impl Fn(&str, PartitionId) -> bool,
         settling: impl Fn(&str, PartitionId) -> bool,
-        may_hold: impl Fn(&str, PartitionId) -> bool,
+        holders: &[String],
         partition: PartitionId,
         statuses_known: bool,
     ) -> Vec<String> {
         self.replica_set(me, placement, others_filled, settling, partition)
-            .fill_sources(me, statuses_known, |n| may_hold(n, partition))
+            .fill_sources(me, statuses_known, holders)
     }
 }
 
@@ -268,8 +266,8 @@ mod tests {
     }
 
     /// No member that does not count holds any data.
-    fn empty(_: &str, _: PartitionId) -> bool {
-        false
+    fn empty(_: PartitionId) -> Vec<String> {
+        Vec::new()
     }
 
     #[test]
@@ -293,7 +291,7 @@ mod tests {
         let held: Vec<PartitionId> = after.partitions_of("n4").collect();
         assert_eq!(fill.filling().collect::<Vec<_>>(), held);
         for &p in &held {
-            let mut sources = fill.sources("n4", &after, old, unsettled, empty, p, true);
+            let mut sources = fill.sources("n4", &after, old, unsettled, &[], p, true);
             sources.sort();
             let mut owners: Vec<String> = before.replicas(p).map(str::to_string).collect();
             owners.sort();
@@ -400,7 +398,7 @@ mod tests {
             10,
         );
         assert!(fill.filling().any(|q| q == p));
-        let mut sources = fill.sources(&me, &placement, nobody, unsettled, empty, p, true);
+        let mut sources = fill.sources(&me, &placement, nobody, unsettled, &[], p, true);
         sources.sort();
         assert_eq!(sources, owners[1..].to_vec());
         // One owner not yet exchanged with: still filling.
@@ -418,7 +416,7 @@ mod tests {
         // Not every member's status known yet: "nobody counts" may only mean unheard
         // of, so the owners alone do not fill it.
         assert!(
-            fill.sources(&me, &placement, nobody, unsettled, empty, p, false)
+            fill.sources(&me, &placement, nobody, unsettled, &[], p, false)
                 .is_empty()
         );
         let change = fill.update(
@@ -458,7 +456,7 @@ mod tests {
         let (me, counted, refilling) = (&owners[0], &owners[1], &owners[2]);
         // Only `counted` holds the data as far as the books know; nobody stands in.
         let filled = |n: &str, _: PartitionId| n == counted;
-        let kept_disk = |n: &str, _: PartitionId| n == refilling;
+        let kept_disk = |_: PartitionId| vec![refilling.clone()];
         let mut fill = Fill::new(PartitionSet::empty());
         fill.update(
             me,
@@ -470,7 +468,7 @@ mod tests {
             true,
             10,
         );
-        let mut sources = fill.sources(me, &placement, filled, unsettled, kept_disk, p, true);
+        let mut sources = fill.sources(me, &placement, filled, unsettled, &kept_disk(p), p, true);
         sources.sort();
         let mut expected = vec![counted.clone(), refilling.clone()];
         expected.sort();

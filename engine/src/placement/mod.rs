@@ -357,41 +357,39 @@ impl ReplicaSet {
             .map(String::as_str)
     }
 
-    /// The replicas `me` fills this partition from: the ones that count, and the other
-    /// targets that do not count yet but may hold data of it (`may_hold`): an owner
-    /// refilling after another process used its name, or back after the grace, kept
-    /// its disk, and a write acknowledged by it and by a counted replica that has since
-    /// lost its word (a second such fault) may be nowhere else. A fill that skipped it
-    /// would count `me` without that write, and a quorum of `me` and a replica that
-    /// never had it would read around it. A target that is down may hold anything, so
-    /// it holds the fill back until it returns or is removed, as a counted one does.
+    /// The replicas `me` fills this partition from: the ones that count, and every
+    /// other member that may hold data of it without counting (`holders`, by their own
+    /// word): an owner refilling on the disk it kept after another process used its
+    /// name, or back after the grace; a former owner whose word was lost the same way.
+    /// A write acknowledged by it and by a counted replica that has since lost its word
+    /// (a second such fault) may be nowhere else, and a fill that skipped it would count
+    /// `me` without that write: a quorum of `me` and a replica that never had it would
+    /// read around it. A holder that is down holds the fill back until it returns or is
+    /// removed, as a counted one does.
     ///
     /// When none counts (every owner lost track of the data: a wiped disk, a name
     /// another process used while its owner was away, and no member that held the
-    /// partition before stands in), every other target: their union is all the
+    /// partition before stands in), every other target as well: their union is all the
     /// cluster holds, and without this rule nobody could ever count for the partition
     /// again. Only once `me` knows every member's status (`statuses_known`): before,
     /// "none counts" may only mean that the members holding the data have not been
     /// heard from yet.
-    pub fn fill_sources(
-        &self,
-        me: &str,
-        statuses_known: bool,
-        may_hold: impl Fn(&str) -> bool,
-    ) -> Vec<String> {
-        if self.counted.is_empty() {
+    pub fn fill_sources(&self, me: &str, statuses_known: bool, holders: &[String]) -> Vec<String> {
+        let mut from: Vec<String> = if self.counted.is_empty() {
             if !statuses_known {
                 return Vec::new();
             }
-            return self.targets.iter().filter(|t| *t != me).cloned().collect();
+            self.targets.clone()
+        } else {
+            self.counted.clone()
+        };
+        for holder in holders {
+            if !from.contains(holder) {
+                from.push(holder.clone());
+            }
         }
-        let holders = self.filling().filter(|t| may_hold(t)).map(str::to_string);
-        self.counted
-            .iter()
-            .cloned()
-            .chain(holders)
-            .filter(|c| c != me)
-            .collect()
+        from.retain(|s| s != me);
+        from
     }
 }
 

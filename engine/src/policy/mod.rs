@@ -143,6 +143,23 @@ pub fn filled_word(member: &MemberView, partitions: u16) -> Option<&PartitionSet
         .map(|s| &s.filled)
 }
 
+/// Whether `member` may hold data of `partition` by its last word, alive or not: the
+/// partitions its status lists (filled, or held beyond that), or any when it has no
+/// word for its current data (never heard from, another process under its name, a
+/// status for other data) or had too much to list. A member that left holds nothing
+/// that counts. What a fill waits for beyond the replicas that count: a member that
+/// kept a write on its disk while it stopped counting may be the only one that has it.
+pub fn may_hold_by_word(member: &MemberView, partitions: u16, partition: PartitionId) -> bool {
+    if member.state == MemberState::Left {
+        return false;
+    }
+    let Some(filled) = filled_word(member, partitions) else {
+        return true;
+    };
+    let also = member.status.as_ref().and_then(|s| s.also_holding.as_ref());
+    filled.contains(partition) || also.is_none_or(|also| also.contains(&partition))
+}
+
 /// What `member` may hold, from its state and last status. `None` for a member that
 /// left: what it kept does not count (a name that comes back refills).
 pub fn holding_of(member: &MemberView, partitions: u16) -> Option<Holding> {

@@ -26,8 +26,9 @@ pub struct RunInputs<'a> {
     pub with_data: &'a [PartitionId],
     /// Whether this node knows every member's status (see [`ReplicaSet::fill_sources`]).
     pub statuses_known: bool,
-    /// Whether a member may hold data of a partition (see [`ReplicaSet::fill_sources`]).
-    pub may_hold: &'a dyn Fn(&str, PartitionId) -> bool,
+    /// The other members that may hold data of a partition by their word (see
+    /// [`ReplicaSet::fill_sources`]).
+    pub holders: &'a dyn Fn(PartitionId) -> Vec<String>,
     /// Whether a peer may be compared with now (live, and not excluded).
     pub peer: &'a dyn Fn(&str) -> bool,
 }
@@ -51,9 +52,7 @@ pub fn plan_runs(
         let set = (inputs.replica_set)(p);
         let mine = set.targets.iter().any(|t| t == me);
         let peers: Vec<String> = match scope {
-            RunScope::Fill(_) => {
-                set.fill_sources(me, inputs.statuses_known, |n| (inputs.may_hold)(n, p))
-            }
+            RunScope::Fill(_) => set.fill_sources(me, inputs.statuses_known, &(inputs.holders)(p)),
             RunScope::All(_) if mine => set.targets,
             RunScope::All(_) if inputs.with_data.contains(&p) => set.counted,
             RunScope::All(_) => continue,
@@ -89,7 +88,7 @@ mod tests {
             replica_set: &replica_set,
             with_data: &[0, 1],
             statuses_known: true,
-            may_hold: &|_, _| false,
+            holders: &|_| Vec::new(),
             peer: &live,
         };
         let plan = plan_runs(&inputs, RunScope::All(None));

@@ -109,7 +109,7 @@ fn plan(shared: &Shared, scope: RunScope<'_>, only_peer: Option<&str>) -> Vec<Pl
         replica_set: &replica_set,
         with_data: &with_data,
         statuses_known: view.statuses_known(),
-        may_hold: &|n, p| view.may_hold(n, p),
+        holders: &|p| view.holders_by_word(p),
         peer: &peer,
     };
     plan_runs(&inputs, scope)
