@@ -4,6 +4,7 @@ use rand::RngExt;
 use vergent::coordinator::Millis;
 use vergent::hlc::Timestamp;
 use vergent::placement::partition_of;
+use vergent::policy::unheard_refusal;
 use vergent::protocol::Consistency;
 use vergent::record::{Entry, NodeId, Payload, Record, Version};
 
@@ -131,7 +132,14 @@ impl Sim {
             OpKind::Put | OpKind::Delete => {
                 // As the node does: no version from a clock the cluster would refuse,
                 // nor from one not yet compared with it.
-                if let Some(why) = self.verdict(i).refusal(MAX_OFFSET_MS) {
+                let unheard = self.nodes[i].membership.as_ref().and_then(|m| {
+                    let others_known = m.roster().any(|v| {
+                        v.id.name != self.names[i]
+                            && v.state != vergent::membership::MemberState::Left
+                    });
+                    unheard_refusal(others_known, m.heard_from_others()).map(str::to_string)
+                });
+                if let Some(why) = self.verdict(i).refusal(MAX_OFFSET_MS).or(unheard) {
                     self.log(format!("op {index} refused on {}: {why}", self.names[i]));
                     let o = &mut self.client_ops[index];
                     o.outcome = Some(Err(why));

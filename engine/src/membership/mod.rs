@@ -312,6 +312,12 @@ impl Membership {
         self.sync(now);
     }
 
+    /// Whether another member has spoken to this node since it started: one that sends
+    /// it a datagram knows of it.
+    pub fn heard_from_others(&self) -> bool {
+        self.heard_at.is_some()
+    }
+
     /// Whether SWIM knows no active member besides this node.
     pub fn is_isolated(&self) -> bool {
         self.swim.num_members() == 0

@@ -35,6 +35,9 @@ pub struct ClusterView {
     /// Members this node cannot reach directly although membership says they are
     /// alive.
     pub unreachable: BTreeSet<String>,
+    /// Whether another member has spoken to this node since it started
+    /// ([`crate::policy::unheard_refusal`]).
+    pub heard: bool,
 }
 
 impl ClusterView {
@@ -63,6 +66,7 @@ impl ClusterView {
             holding: HashMap::new(),
             settling: HashMap::new(),
             unreachable: BTreeSet::new(),
+            heard: false,
         }
     }
 

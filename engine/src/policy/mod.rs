@@ -131,6 +131,18 @@ impl Holding {
     }
 }
 
+/// Why this node may not coordinate a write yet, as far as the cluster's knowledge of it
+/// goes: its view lists other members (`others_known`) and none has spoken to it since
+/// it started (`heard`). It may be a node nobody knows of, admitted by a seed and cut
+/// off before its announcement reached anyone: the others purge tombstones without
+/// waiting for it, and a value it stored would come back over deletes they
+/// acknowledged. A node alone in its cluster is not held back.
+pub fn unheard_refusal(others_known: bool, heard: bool) -> Option<&'static str> {
+    (others_known && !heard).then_some(
+        "unavailable: no other member has spoken to this node since it started, so the cluster may not know of it yet; it coordinates no writes until one does",
+    )
+}
+
 /// The partitions `member` says it holds the data of, if its word counts: its last
 /// status speaks for the data it was said of (a node back with an empty disk has a new
 /// data epoch, and holds nothing until it says so; a node restarted on its data holds
@@ -436,6 +448,13 @@ mod tests {
             also_holding: also,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_node_no_member_has_spoken_to_coordinates_no_writes_unless_it_is_alone() {
+        assert!(unheard_refusal(true, false).is_some_and(|why| why.contains("no other member")));
+        assert_eq!(unheard_refusal(true, true), None);
+        assert_eq!(unheard_refusal(false, false), None, "a cluster of one");
     }
 
     #[test]

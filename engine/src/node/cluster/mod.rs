@@ -382,6 +382,7 @@ fn flush(
         holding,
         settling: HashMap::new(),
         unreachable,
+        heard: m.heard_from_others(),
     };
     if shared.update_view(|current| *current = view) {
         super::fill::update(shared);

@@ -15,7 +15,9 @@ use super::replication::coordinate;
 use crate::coordinator::{OpError, Outcome};
 use crate::hlc::Timestamp;
 use crate::limits::{check_key, check_value};
+use crate::membership::MemberState;
 use crate::net::PeerIdentity;
+use crate::policy::unheard_refusal;
 use crate::protocol::{ErrorCode, ErrorReply, Request, Response};
 use crate::record::{Entry, Payload, Record, Version};
 use crate::storage::StoreError;
@@ -200,6 +202,14 @@ impl Shared {
         }
         if let Some(why) = self.future_refusal() {
             return Err(ErrorReply::new(ErrorCode::ClockOffset, why));
+        }
+        let view = self.view();
+        let others_known = view
+            .members
+            .iter()
+            .any(|m| m.id.name != view.me && m.state != MemberState::Left);
+        if let Some(why) = unheard_refusal(others_known, view.heard) {
+            return Err(ErrorReply::new(ErrorCode::Unavailable, why));
         }
         if self.rewriting_future.load(Ordering::SeqCst) {
             // A write acknowledged now could lose to the rewritten versions.
