@@ -457,71 +457,35 @@ mod tests {
         // Only `counted` holds the data as far as the books know; nobody stands in.
         let filled = |n: &str, _: PartitionId| n == counted;
         let kept_disk = |_: PartitionId| vec![refilling.clone()];
+        let nobody_else = |_: PartitionId| Vec::new();
+        let update = |fill: &mut Fill,
+                      holders: &dyn Fn(PartitionId) -> Vec<String>,
+                      in_sync: &dyn Fn(PartitionId, &str) -> Option<u64>,
+                      now: u64| {
+            fill.update(
+                me, &placement, filled, unsettled, holders, in_sync, true, now,
+            )
+        };
         let mut fill = Fill::new(PartitionSet::empty());
-        fill.update(
-            me,
-            &placement,
-            filled,
-            unsettled,
-            kept_disk,
-            |_, _| None,
-            true,
-            10,
-        );
+        update(&mut fill, &kept_disk, &|_, _| None, 10);
         let mut sources = fill.sources(me, &placement, filled, unsettled, &kept_disk(p), p, true);
         sources.sort();
         let mut expected = vec![counted.clone(), refilling.clone()];
         expected.sort();
         assert_eq!(sources, expected);
         let only_counted = |_: PartitionId, s: &str| (s == counted).then_some(20);
-        let change = fill.update(
-            me,
-            &placement,
-            filled,
-            unsettled,
-            kept_disk,
-            only_counted,
-            true,
-            30,
-        );
+        let change = update(&mut fill, &kept_disk, &only_counted, 30);
         assert!(
             !change.filled.contains(&p),
             "filled without the owner that kept its disk"
         );
         // An owner that refills on an empty disk holds nothing back.
-        let change = fill.update(
-            me,
-            &placement,
-            filled,
-            unsettled,
-            empty,
-            only_counted,
-            true,
-            40,
-        );
+        let change = update(&mut fill, &nobody_else, &only_counted, 40);
         assert!(change.filled.contains(&p));
         // Exchanged with both: filled.
         let mut fill = Fill::new(PartitionSet::empty());
-        fill.update(
-            me,
-            &placement,
-            filled,
-            unsettled,
-            kept_disk,
-            |_, _| None,
-            true,
-            10,
-        );
-        let change = fill.update(
-            me,
-            &placement,
-            filled,
-            unsettled,
-            kept_disk,
-            |_, _| Some(20),
-            true,
-            30,
-        );
+        update(&mut fill, &kept_disk, &|_, _| None, 10);
+        let change = update(&mut fill, &kept_disk, &|_, _| Some(20), 30);
         assert!(change.filled.contains(&p));
     }
 }

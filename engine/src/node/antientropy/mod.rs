@@ -167,18 +167,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 
 /// Exchanges the partitions this node fills with the replicas they fill from.
 async fn fill_run(shared: &Arc<Shared>, filling: &[PartitionId]) {
-    let report = {
-        let _running = shared.anti_entropy.running.lock().await;
-        run_once(
-            shared,
-            RunKind::Fill,
-            RunScope::Fill(filling),
-            None,
-            false,
-            &|_| {},
-        )
-        .await
-    };
+    let report = background_run(shared, RunKind::Fill, RunScope::Fill(filling)).await;
     super::fill::update(shared);
     let left = shared.fill.lock().expect("fill lock").filling().count();
     tracing::info!(
@@ -195,18 +184,7 @@ async fn fill_run(shared: &Arc<Shared>, filling: &[PartitionId]) {
 /// Compares every partition with every peer that shares it, then hands off and purges
 /// what the agreements allow.
 async fn full_run(shared: &Arc<Shared>) {
-    let report = {
-        let _running = shared.anti_entropy.running.lock().await;
-        run_once(
-            shared,
-            RunKind::Background,
-            RunScope::All(None),
-            None,
-            false,
-            &|_| {},
-        )
-        .await
-    };
+    let report = background_run(shared, RunKind::Background, RunScope::All(None)).await;
     if report.counts.partitions_differing > 0 || !report.problems.is_empty() {
         tracing::info!(
             compared = report.counts.partitions_compared,
@@ -219,6 +197,12 @@ async fn full_run(shared: &Arc<Shared>) {
     }
     super::fill::update(shared);
     upkeep(shared, true).await;
+}
+
+/// One run of the schedule's, once no repair is running.
+async fn background_run(shared: &Arc<Shared>, kind: RunKind, scope: RunScope<'_>) -> RepairReport {
+    let _running = shared.anti_entropy.running.lock().await;
+    run_once(shared, kind, scope, None, false, &|_| {}).await
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
