@@ -275,18 +275,12 @@ mod tests {
         let before = Placement::compute(["n1", "n2", "n3"], 8, 3);
         let after = Placement::compute(["n1", "n2", "n3", "n4"], 8, 3);
         let old = |n: &str, p: PartitionId| before.holds(n, p);
+        let update = |fill: &mut Fill, in_sync: &dyn Fn(PartitionId, &str) -> Option<u64>, now| {
+            fill.update("n4", &after, old, unsettled, empty, in_sync, true, now)
+        };
         let mut fill = Fill::new(PartitionSet::empty());
         // Exchanges before it took writes do not count.
-        let change = fill.update(
-            "n4",
-            &after,
-            old,
-            unsettled,
-            empty,
-            |_, _| Some(5),
-            true,
-            10,
-        );
+        let change = update(&mut fill, &|_, _| Some(5), 10);
         assert!(change.filled.is_empty());
         let held: Vec<PartitionId> = after.partitions_of("n4").collect();
         assert_eq!(fill.filling().collect::<Vec<_>>(), held);
@@ -297,29 +291,10 @@ mod tests {
             owners.sort();
             assert_eq!(sources, owners);
         }
-        // One source short: still filling.
         // One source short (down, or not yet exchanged with): still filling.
-        let change = fill.update(
-            "n4",
-            &after,
-            old,
-            unsettled,
-            empty,
-            |_, s| (s != "n1").then_some(20),
-            true,
-            30,
-        );
+        let change = update(&mut fill, &|_, s| (s != "n1").then_some(20), 30);
         assert!(change.filled.iter().all(|&p| !before.holds("n1", p)));
-        let change = fill.update(
-            "n4",
-            &after,
-            old,
-            unsettled,
-            empty,
-            |_, _| Some(40),
-            true,
-            50,
-        );
+        let change = update(&mut fill, &|_, _| Some(40), 50);
         assert_eq!(fill.filled().len(), held.len());
         assert_eq!(fill.filling().count(), 0);
         assert!(change.released.is_empty());
