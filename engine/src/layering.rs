@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("certs", 6),
     ("policy", 6),
     ("net", 7),
+    ("core", 7),
     ("wallclock", 8),
     ("client", 9),
     ("node", 10),

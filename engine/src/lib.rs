@@ -8,10 +8,11 @@
 //!
 //! ```text
 //! cli                          the `vergent` command
-//!  └─ node                     the runtime that drives a node
+//!  └─ node                     the runtime that drives a node's core
 //!      └─ client               talking to a node
 //!          └─ wallclock        the system clock, read by the runtime only
-//!              └─ net          QUIC + mutual TLS, certificate roles
+//!              └─ net, core    QUIC + mutual TLS, certificate roles; the node core, one
+//!                  │           deterministic state machine the runtime and the simulator drive
 //!                  └─ protocol, certs, policy   wire messages and framing; the development CA;
 //!                     │                 the rules for hints, handoff and purges
 //!                      └─ membership    SWIM, the roster, status gossip
@@ -36,6 +37,8 @@
 //! - [`protocol`]: request and response messages, length-prefixed frames.
 //! - [`net`]: QUIC endpoints, rustls configuration, certificate roles.
 //! - [`certs`]: the development certificate authority (`vergent certs`).
+//! - [`core`]: the node core: every mechanism of a node and the logic that ties them
+//!   together, as one state machine fed inputs and drained of outputs.
 //! - [`node`]: a running node: the tasks that drive the mechanisms, moving their
 //!   messages and their time (connections, membership, replication, hints, anti-entropy).
 //! - [`client`]: a connection to a node.
@@ -49,6 +52,7 @@ pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod coordinator;
+pub mod core;
 pub mod hlc;
 pub mod limits;
 pub mod membership;

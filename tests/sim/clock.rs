@@ -16,22 +16,9 @@ impl Sim {
     }
 
     /// What node `i` concludes about its own clock from its probes.
-    pub(super) fn verdict(&self, i: usize) -> Verdict {
-        let live = self.live_peers(i);
-        self.nodes[i].skew.verdict(
-            live.iter().map(String::as_str),
-            self.reading(i),
-            MAX_OFFSET_MS,
-        )
-    }
-
-    /// The cluster's time as node `i` measures it.
-    pub(super) fn cluster_wall(&self, i: usize) -> u64 {
-        let wall = self.wall(i);
-        match self.verdict(i).cluster_offset_ms() {
-            Some(offset) => wall.saturating_add_signed(offset),
-            None => wall,
-        }
+    pub(super) fn verdict(&self, i: usize) -> Option<Verdict> {
+        let core = self.nodes[i].core.as_ref()?;
+        Some(core.clock_verdict(self.now_of(i)))
     }
 
     /// How far off node `i`'s clock truly is from the median of the clocks its probes
@@ -44,7 +31,12 @@ impl Sim {
         let live: Vec<String> = self
             .live_peers(i)
             .into_iter()
-            .filter(|name| self.nodes[i].skew.offset(name, now).is_some())
+            .filter(|name| {
+                self.nodes[i]
+                    .core
+                    .as_ref()
+                    .is_some_and(|c| c.skew().offset(name, now).is_some())
+            })
             .collect();
         for name in &live {
             let j = self.index_of(name).expect("a member");

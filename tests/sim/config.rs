@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 pub(super) const EPOCH_MS: u64 = 1_800_000_000_000;
 /// The clock offset nodes refuse beyond.
 pub(super) const MAX_OFFSET_MS: u64 = 500;
-/// Tick of each node's runtime work (timeouts, hints, anti-entropy scheduling).
-pub(super) const TICK_MS: u64 = 100;
+/// Tick of the second process under a member's name (membership only).
+pub(super) const GHOST_TICK_MS: u64 = 100;
 /// Time a replica request or exchange step waits before it counts as lost.
 pub(super) const REPLICA_TIMEOUT_MS: u64 = 2_000;
 /// Exchanges a run keeps in flight, as the node's default.

@@ -3,11 +3,12 @@
 //! member's name, a wiped disk, joins, removals and replacements — and healing.
 
 use rand::RngExt;
-use vergent::coordinator::Millis;
+use vergent::base::Millis;
+use vergent::core::{Answer, Ask, Joined};
 use vergent::hlc::Timestamp;
 use vergent::membership::{MemberId, Membership, MembershipConfig};
 
-use super::config::{MAX_OFFSET_MS, TICK_MS};
+use super::config::{GHOST_TICK_MS, MAX_OFFSET_MS};
 use super::network::Msg;
 use super::{Event, Sim};
 
@@ -198,7 +199,7 @@ impl Sim {
         self.log(format!("a second {} at {addr}", self.names[of]));
         self.flush_ghost();
         let ghost = self.ghosts;
-        self.schedule(self.now + TICK_MS, Event::GhostTick { ghost });
+        self.schedule(self.now + GHOST_TICK_MS, Event::GhostTick { ghost });
         "duplicate name"
     }
 
@@ -223,7 +224,7 @@ impl Sim {
                     Event::Deliver {
                         from,
                         to: j,
-                        msg: Msg::Swim(data.to_vec()),
+                        msg: Box::new(Msg::Swim(data.to_vec())),
                     },
                 );
             }
@@ -314,42 +315,31 @@ impl Sim {
             return None;
         }
         let d = dead[0];
-        let by = self.members().find(|&i| {
-            self.nodes[i].up
-                && self.nodes[i]
-                    .membership
-                    .as_ref()
-                    .and_then(|m| m.member(&self.names[d]))
-                    .is_some_and(|v| v.state == vergent::membership::MemberState::Dead)
-        })?;
+        let by = self
+            .members()
+            .find(|&i| self.nodes[i].up && self.sees_dead(i, &self.names[d]))?;
         Some((d, by))
     }
 
-    /// `vergent remove` of a dead member: it never comes back.
+    /// `vergent remove` of a dead member, asked of a live one: it never comes back.
     fn remove_dead(&mut self) -> &'static str {
         let Some((d, by)) = self.dead_member() else {
             return "none";
         };
         let name = self.names[d].clone();
-        let now = Millis(self.now);
-        let wall = self.wall(by);
-        if self.nodes[by]
-            .membership
-            .as_mut()
-            .unwrap()
-            .depart(&name, now, wall)
-            .is_err()
-        {
-            return "none";
+        match self.admin(by, Ask::Remove { name }) {
+            Some(Answer::Removed(_)) => {}
+            _ => return "none",
         }
         self.nodes[d].removed = true;
         self.destructive = true;
         self.last_membership_change = self.now;
-        self.flush_membership(by);
         "remove"
     }
 
-    /// `--replace`: a new node takes a dead member's token; the dead one departs.
+    /// `--replace`: a new node joins through a live member, asking to take a dead
+    /// member's place; the seed admits it (the dead one departs) and it starts with the
+    /// dead one's token.
     fn replace_dead(&mut self) -> &'static str {
         let Some(s) = (0..self.nodes.len()).find(|&i| !self.nodes[i].started_once) else {
             return "none";
@@ -357,25 +347,25 @@ impl Sim {
         let Some((d, by)) = self.dead_member() else {
             return "none";
         };
-        let name = self.names[d].clone();
-        let token = self.nodes[d].token.clone().unwrap_or_else(|| name.clone());
-        let now = Millis(self.now);
-        let wall = self.wall(by);
-        if self.nodes[by]
-            .membership
-            .as_mut()
-            .unwrap()
-            .depart(&name, now, wall)
-            .is_err()
-        {
-            return "none";
-        }
-        self.flush_membership(by);
+        let ask = Ask::Join {
+            id: self.member_id(s),
+            replace: Some(self.names[d].clone()),
+        };
+        let (members, token) = match self.admin(by, ask) {
+            Some(Answer::Admitted { members, token }) => (members, token),
+            _ => return "none",
+        };
         self.nodes[d].removed = true;
-        self.nodes[s].token = Some(token);
         self.destructive = true;
         self.last_membership_change = self.now;
-        self.start(s);
+        let seeds = vec![self.member_id(by)];
+        let joined = Joined {
+            seeds,
+            members,
+            token,
+            ..Joined::default()
+        };
+        self.start_with(s, Some(joined));
         "replace"
     }
 
@@ -386,7 +376,7 @@ impl Sim {
         self.loss = 0.0;
         self.duplicate = 0.0;
         self.set_jitter(5);
-        self.ae_paused = true;
+        self.set_ae_paused(true);
         for i in 0..self.nodes.len() {
             // Clocks come back within the bound (a wall clock stepping back is fine: the
             // HLC never does).

@@ -13,6 +13,24 @@ use super::config::{EPOCH_MS, HINT_DRAIN_MS, MAX_OFFSET_MS, REPLICA_TIMEOUT_MS};
 use super::workload::OpKind;
 
 impl Sim {
+    /// The partitions node `i` is still filling (none while it is down).
+    fn filling(&self, i: usize) -> Vec<u16> {
+        self.nodes[i]
+            .core
+            .as_ref()
+            .map(|c| c.fill().filling().collect())
+            .unwrap_or_default()
+    }
+
+    /// The horizon past which tombstones are purgeable on node `r` (by its wall clock
+    /// while it is down).
+    fn grace_horizon_of(&self, r: usize) -> u64 {
+        match self.nodes[r].core.as_ref() {
+            Some(core) => core.grace_horizon(self.now_of(r)),
+            None => self.wall(r).saturating_sub(self.config.tombstone_grace_ms),
+        }
+    }
+
     /// The version node `r` holds of `key`, counting a tombstone it purged.
     pub(super) fn held_version(&self, r: usize, key: &[u8]) -> Option<Version> {
         let stored = self.nodes[r]
@@ -87,7 +105,7 @@ impl Sim {
         let views: Vec<String> = up
             .iter()
             .filter_map(|&i| {
-                let m = self.nodes[i].membership.as_ref()?;
+                let m = self.nodes[i].core.as_ref()?.membership();
                 let roster: Vec<String> = m
                     .roster()
                     .map(|v| format!("{}:{}", v.id.name, v.state.as_str()))
@@ -106,10 +124,7 @@ impl Sim {
     /// Every replica of every partition holds the same records with the same root, and
     /// every member holds the data of every partition it owns.
     pub(super) fn converged(&self) -> bool {
-        self.divergence().is_none()
-            && self
-                .members()
-                .all(|i| self.nodes[i].fill.filling().next().is_none())
+        self.divergence().is_none() && self.members().all(|i| self.filling(i).is_empty())
     }
 
     fn divergence(&self) -> Option<String> {
@@ -127,7 +142,7 @@ impl Sim {
             // data at the end.
             let horizon = replicas
                 .iter()
-                .map(|&r| self.grace_horizon(r))
+                .map(|&r| self.grace_horizon_of(r))
                 .min()
                 .unwrap_or(0);
             let mut by_key: BTreeMap<Vec<u8>, Vec<(usize, Entry)>> = BTreeMap::new();
@@ -277,7 +292,7 @@ impl Sim {
             }
         }
         for i in self.members().collect::<Vec<_>>() {
-            let filling: Vec<u16> = self.nodes[i].fill.filling().collect();
+            let filling = self.filling(i);
             if !filling.is_empty() {
                 self.violations.push(format!(
                     "{} never filled partitions {filling:?}",

@@ -1,35 +1,29 @@
-//! A deterministic cluster simulator: the real mechanisms of N nodes — membership
-//! (foca), the coordinator, placement, the anti-entropy exchange, LMDB storage with its
-//! Merkle trees, hybrid logical clocks — driven in one process on a virtual clock, over
-//! a simulated network that delays, drops, duplicates and reorders messages and cuts
-//! partitions, while nodes crash and restart and clocks drift. Everything random comes
-//! from one seed, so a failing seed replays exactly.
+//! A deterministic cluster simulator: N nodes, each the shipping node core
+//! ([`vergent::core::NodeCore`]: membership, the coordinator, hint delivery,
+//! anti-entropy and its books, fills, handoff, purges, clocks) over a real LMDB store,
+//! driven in one process on a virtual clock, over a simulated network that delays,
+//! drops, duplicates and reorders messages and cuts partitions, while nodes crash and
+//! restart, disks are wiped, members join, are removed and replaced, and clocks drift.
+//! Everything random comes from one seed, so a failing seed replays exactly.
 //!
-//! The glue here plays the part of the node runtime (`engine/src/node`): it turns the
-//! mechanisms' actions into messages and their inputs back into calls. The real runtime
-//! is exercised by the process chaos test instead.
+//! The simulator decides nothing a node decides: it carries the cores' outputs out
+//! (requests and datagrams into the network, store effects at once, wake-ups on the
+//! virtual clock) and feeds their inputs back, as the tokio runtime does for real. What
+//! it adds is the world around the nodes and the checks.
 //!
 //! This file holds the [`Sim`] itself, its event loop and the scenario a run follows;
 //! the rest is split by concern:
 //!
 //! - `config.rs`: the constants, [`SimConfig`], [`SimReport`] and [`Violation`];
-//! - `network.rs`: the messages, their sending and delivery, membership datagrams;
+//! - `network.rs`: the messages, their sending and delivery to the cores;
 //! - `clock.rs`: each node's clocks and what its probes measure of the others';
-//! - `view.rs`: what a node knows of the cluster (peers, placement, replica sets, fills);
-//! - `node.rs`: a node's life (start, crash, tick), its coordinator, applying entries,
-//!   the clock checks, and the check that no deleted key comes back (no node takes a
-//!   value older than a purged tombstone while no node keeps that tombstone);
-//! - `sync.rs`: hint delivery (the node's `HintPump`), anti-entropy runs and the upkeep
-//!   after them, each decided by the node's own rules in `vergent::policy`: when runs
-//!   are due (`RunSchedule`), which peers and partitions (`plan_runs`), the run itself
-//!   (`antientropy::run::Run`), the books of agreement (`Agreements`), and handoff and
-//!   purges (`plan_upkeep`); this file only carries their decisions out as messages
-//!   and store calls;
+//! - `view.rs`: what a node's core knows of the cluster (peers, placement);
+//! - `node.rs`: a node's life (start, crash), the driver of its core, and the checks
+//!   made as it acts (versions issued, clocks, handoffs, purges, no deleted key back);
 //! - `workload.rs`: the client operations;
 //! - `faults.rs`: the random faults injected, and healing;
 //! - `shapes.rs`: the scripted shapes, each building one moment a rule exists for;
-//! - `invariants.rs`: the checks made at the end of a run (the handoff check is made
-//!   as it happens, in `sync.rs`).
+//! - `invariants.rs`: the checks made at the end of a run.
 
 #![allow(dead_code)]
 
@@ -40,7 +34,6 @@ mod invariants;
 mod network;
 mod node;
 mod shapes;
-mod sync;
 mod view;
 mod workload;
 
@@ -51,17 +44,13 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
-use vergent::coordinator::{Coordinator, CoordinatorConfig, Millis};
-use vergent::hlc::skew::SkewBook;
-use vergent::hlc::{Clock, Timestamp};
-use vergent::placement::{Fill, FillNews};
-use vergent::policy::{HintPump, TombstoneArrivals};
+use vergent::base::Millis;
+use vergent::core::{Answer, Ask};
+use vergent::hlc::Timestamp;
 use vergent::record::Version;
 use vergent::storage::ClusterSettings;
 
-use config::{
-    EVENTS_MAX, HINT_DRAIN_MS, HINTS_LONG, MAX_OFFSET_MS, REPLICA_TIMEOUT_MS, SESSIONS, SPARES,
-};
+use config::{EVENTS_MAX, HINT_DRAIN_MS, HINTS_LONG, SESSIONS, SPARES};
 use faults::Ghost;
 use network::Msg;
 use node::Node;
@@ -74,16 +63,13 @@ enum Event {
     Deliver {
         from: usize,
         to: usize,
-        msg: Msg,
+        msg: Box<Msg>,
     },
-    SwimTimer {
+    /// A node's core asked to be woken at `at`.
+    Wake {
         node: usize,
         life: u32,
-        timer: vergent::membership::SwimTimer,
-    },
-    Tick {
-        node: usize,
-        life: u32,
+        at: u64,
     },
     Client {
         op: usize,
@@ -112,6 +98,9 @@ enum Event {
     Script(shapes::Step),
 }
 
+/// Asks of an operator's are numbered from here; below are the client operations.
+const ADMIN_ASKS: u64 = 1 << 40;
+
 /// The tombstones purged of one key on one node: each version, and when.
 type Purges = Vec<(Version, u64)>;
 
@@ -138,7 +127,9 @@ pub struct Sim {
     ae_paused: bool,
     /// When each node crashed, virtual ms.
     crashes: Vec<(usize, u64)>,
-    next_id: u64,
+    /// Answers to the asks an operator made (removals, a replacement's admission).
+    admin_answers: BTreeMap<u64, Answer>,
+    next_admin: u64,
     history: String,
     report: SimReport,
     violations: Vec<String>,
@@ -199,7 +190,8 @@ impl Sim {
             healed: false,
             ae_paused: false,
             crashes: Vec::new(),
-            next_id: 1,
+            admin_answers: BTreeMap::new(),
+            next_admin: ADMIN_ASKS,
             history: String::new(),
             report: SimReport::default(),
             violations: Vec::new(),
@@ -219,38 +211,7 @@ impl Sim {
         };
         for name in &names {
             let skew_ms = sim.rng.random_range(-200i64..=200);
-            let node = Node {
-                name: name.clone(),
-                dir: tempfile::tempdir().expect("temp dir"),
-                store: None,
-                up: false,
-                life: 0,
-                skew_ms,
-                clock: Clock::new(MAX_OFFSET_MS),
-                skew: SkewBook::new(),
-                seen_skew: BTreeMap::new(),
-                coordinator: Coordinator::new(CoordinatorConfig::default()),
-                membership: None,
-                ops: BTreeMap::new(),
-                hints: HintPump::new(REPLICA_TIMEOUT_MS),
-                ticks: 0,
-                sync_runs: BTreeMap::new(),
-                schedule: vergent::policy::RunSchedule::new(Some(config::ANTI_ENTROPY_MS), 0),
-                last_issued: None,
-                last_clock: Timestamp::ZERO,
-                epoch_ms: 0,
-                fill: Fill::default(),
-                news: FillNews::default(),
-                agreements: vergent::policy::Agreements::default(),
-                arrivals: TombstoneArrivals::new(settings.partitions),
-                removed: false,
-                started_once: false,
-                token: None,
-                empty_since: 0,
-                data_epoch: 0,
-                stepped_aside: false,
-            };
-            sim.nodes.push(node);
+            sim.nodes.push(Node::new(name.clone(), skew_ms));
         }
         sim.renewals = vec![0; sim.nodes.len()];
         sim.identities = vec![Vec::new(); sim.nodes.len()];
@@ -288,7 +249,7 @@ impl Sim {
         let healed_at = self.now;
         self.run_until(healed_at + HINT_DRAIN_MS);
         self.check_hinted_handoff(healed_at);
-        self.ae_paused = false;
+        self.set_ae_paused(false);
         let deadline = healed_at + self.config.heal_ms;
         while self.now < deadline {
             self.run_until(self.now + 2_000);
@@ -366,19 +327,11 @@ impl Sim {
                         self.names[from],
                         self.names[to]
                     ));
-                    self.deliver(from, to, msg);
+                    self.deliver(from, to, *msg);
                 }
-                Event::SwimTimer { node, life, timer } => {
+                Event::Wake { node, life, at } => {
                     if self.nodes[node].up && self.nodes[node].life == life {
-                        if let Some(m) = self.nodes[node].membership.as_mut() {
-                            m.handle_timer(timer, Millis(self.now));
-                        }
-                        self.flush_membership(node);
-                    }
-                }
-                Event::Tick { node, life } => {
-                    if self.nodes[node].up && self.nodes[node].life == life {
-                        self.tick(node);
+                        self.wake(node, at);
                     }
                 }
                 Event::Client { op } => self.client_op(op),
@@ -403,6 +356,25 @@ impl Sim {
             }
         }
         self.now = until;
+    }
+
+    /// Background anti-entropy paused on every node (fills go on), or resumed.
+    fn set_ae_paused(&mut self, paused: bool) {
+        self.ae_paused = paused;
+        for node in &mut self.nodes {
+            if let Some(core) = node.core.as_mut() {
+                core.pause_background(paused);
+            }
+        }
+    }
+
+    /// An operator's ask of node `i` (as `vergent remove` or a join request reach it),
+    /// and its answer when the node gave one at once.
+    fn admin(&mut self, i: usize, ask: Ask) -> Option<Answer> {
+        let id = self.next_admin;
+        self.next_admin += 1;
+        self.with_core(i, |core, now, store| core.handle_ask(id, ask, now, store));
+        self.admin_answers.remove(&id)
     }
 
     /// The nodes that are members at the end: started, and not removed or replaced.

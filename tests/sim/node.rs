@@ -1,70 +1,47 @@
-//! A simulated node: its state, its life (start, crash, tick), its coordinator's
-//! actions turned into messages, entries applied as a replica does, and the checks on
-//! its clock.
+//! A simulated node: the shipping node core ([`NodeCore`]) with a real LMDB store, its
+//! life (start, crash), and the driver that carries out what the core asks — messages
+//! into the simulated network, store effects at once, wake-ups on the virtual clock —
+//! watching as it goes for what the invariants need (versions issued, purges,
+//! handoffs, values taken below a purged tombstone, the clock).
 
 use std::collections::BTreeMap;
 
-use rand::RngExt;
-use vergent::coordinator::{Action, Coordinator, CoordinatorConfig, Millis, OpId, Outcome};
-use vergent::hlc::skew::SkewBook;
-use vergent::hlc::{Clock, Timestamp};
-use vergent::membership::{Membership, MembershipConfig};
-use vergent::placement::{Fill, FillNews, PartitionSet, partition_of};
-use vergent::policy::{Agreements, HintPump, RunDue, RunSchedule, TombstoneArrivals, also_holding};
+use vergent::core::{
+    Answer, Boot, CoreConfig, CoreEvent, Joined, NodeCore, Now, Output, ReqId, StoreWork,
+    carry_out, identity, prepare,
+};
+use vergent::hlc::Timestamp;
+use vergent::membership::{MemberState, MembershipConfig};
+use vergent::policy::HintsDeleted;
+use vergent::protocol::{Consistency, Response};
 use vergent::record::{Entry, Payload, Version};
-use vergent::storage::{Hint, Store, StoreOptions};
+use vergent::storage::{Store, StoreOptions};
 
 use super::config::{
-    ANTI_ENTROPY_MS, EPOCH_MS, MAX_OFFSET_MS, OPS_MAX, PROBE_MS, REPLICA_TIMEOUT_MS, TICK_MS,
+    ANTI_ENTROPY_MS, EPOCH_MS, EXCHANGES_IN_FLIGHT, MAX_OFFSET_MS, OPS_MAX, REPLICA_TIMEOUT_MS,
 };
 use super::network::Msg;
-use super::sync::SyncRun;
 use super::{Event, Sim};
 
-/// How a replica answered entries it was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Applied {
-    Yes,
-    /// A version from beyond the offset bound: refused for what it is.
-    Refused,
-    /// Not applied (no store).
-    No,
-}
-
-/// One simulated node: its mechanisms, its store, and the runtime's books on them.
+/// One simulated node: its core and store, and the simulator's books on it.
 pub(super) struct Node {
     pub(super) name: String,
     pub(super) dir: tempfile::TempDir,
     pub(super) store: Option<Store>,
+    pub(super) core: Option<NodeCore>,
     pub(super) up: bool,
     pub(super) life: u32,
     pub(super) skew_ms: i64,
-    pub(super) clock: Clock,
-    /// Its peers' clocks as its probes measured them.
-    pub(super) skew: SkewBook,
     /// Each peer's true skew when it last answered a probe: what the probes can know.
     pub(super) seen_skew: BTreeMap<usize, i64>,
-    pub(super) coordinator: Coordinator,
-    pub(super) membership: Option<Membership>,
-    /// Coordinator op → client op index.
-    pub(super) ops: BTreeMap<OpId, usize>,
-    /// Hint delivery, by the node's own pump.
-    pub(super) hints: HintPump,
-    pub(super) ticks: u64,
-    pub(super) sync_runs: BTreeMap<u64, SyncRun>,
-    /// When it runs anti-entropy, by the node's schedule.
-    pub(super) schedule: RunSchedule,
+    /// When the core last asked to be woken (virtual ms), with a wake scheduled then.
+    pub(super) armed: Option<u64>,
+    /// Peers' requests waiting for this node's answer: the peer, its life, its id.
+    pub(super) replies: BTreeMap<u64, (usize, u32, ReqId)>,
+    pub(super) next_reply: u64,
     pub(super) last_issued: Option<Timestamp>,
     pub(super) last_clock: Timestamp,
     pub(super) epoch_ms: u64,
-    /// Which partitions it holds the data of.
-    pub(super) fill: Fill,
-    /// When the node learned of each member's fills.
-    pub(super) news: FillNews,
-    /// Its books of agreement, as the node keeps them.
-    pub(super) agreements: Agreements,
-    /// When tombstones landed on it (virtual ms), which its purges stay below.
-    pub(super) arrivals: TombstoneArrivals,
     /// Removed from the cluster (or replaced): never starts again.
     pub(super) removed: bool,
     /// Whether it has ever started (spares start during the run).
@@ -80,66 +57,110 @@ pub(super) struct Node {
     pub(super) stepped_aside: bool,
 }
 
+impl Node {
+    pub(super) fn new(name: String, skew_ms: i64) -> Node {
+        Node {
+            name,
+            dir: tempfile::tempdir().expect("temp dir"),
+            store: None,
+            core: None,
+            up: false,
+            life: 0,
+            skew_ms,
+            seen_skew: BTreeMap::new(),
+            armed: None,
+            replies: BTreeMap::new(),
+            next_reply: 1,
+            last_issued: None,
+            last_clock: Timestamp::ZERO,
+            epoch_ms: 0,
+            removed: false,
+            started_once: false,
+            token: None,
+            empty_since: 0,
+            data_epoch: 0,
+            stepped_aside: false,
+        }
+    }
+}
+
+/// The core configuration every simulated node runs with: the node's defaults, with
+/// the simulation's shorter timeouts and windows.
+pub(super) fn core_config(hint_window_ms: u64, tombstone_grace_ms: u64) -> CoreConfig {
+    CoreConfig {
+        replica_timeout_ms: REPLICA_TIMEOUT_MS,
+        hint_window_ms,
+        tombstone_grace_ms,
+        anti_entropy_interval_ms: Some(ANTI_ENTROPY_MS),
+        max_clock_offset_ms: MAX_OFFSET_MS,
+        value_bytes_max: 1 << 20,
+        ops_max: OPS_MAX,
+        exchanges_in_flight: EXCHANGES_IN_FLIGHT,
+        repair_bytes_per_sec: 0,
+        sync_step_timeout_ms: REPLICA_TIMEOUT_MS,
+        default_consistency: Consistency::Quorum,
+        membership: MembershipConfig::default(),
+    }
+}
+
 impl Sim {
-    /// Starts (or restarts) node `i`: opens its store, builds its clock above the
-    /// store's high-water mark, installs what a live member knows of the cluster (as a
-    /// node does with its seed's answer, joining or restarting), and announces itself
-    /// to every live member. A node with an empty store holds no data, unless it is one
-    /// of the nodes forming the cluster before any write.
+    /// Node `i`'s two clocks now.
+    pub(super) fn now_of(&self, i: usize) -> Now {
+        Now {
+            mono_us: self.now * 1000,
+            wall_us: self.wall(i) * 1000,
+        }
+    }
+
+    /// Starts (or restarts) node `i` as the node starts: opens its store, takes this
+    /// life's identity, asks a live member for the cluster (as a seed answers a join:
+    /// `admitted` is a seed's admission already made, for a replacement), and boots its
+    /// core from that. The nodes forming the cluster at the start hold every partition.
     pub(super) fn start(&mut self, i: usize) {
+        self.start_with(i, None);
+    }
+
+    pub(super) fn start_with(&mut self, i: usize, admitted: Option<Joined>) {
         let mut options = StoreOptions::new(self.names[i].clone());
         options.durable = false;
         options.map_size_bytes = 64 << 20;
         let store = Store::open(self.nodes[i].dir.path(), options).expect("store");
-        let fresh = store.cluster().is_none();
+        let had_cluster = store.cluster().is_some();
         store.set_cluster(self.settings).expect("cluster");
-        let life = store.next_incarnation().expect("incarnation");
-        let high_water = store.hlc_high_water().expect("high water");
-        let remembered = store.members().expect("members");
-        let filled = match store.filled().expect("filled") {
-            Some(set) if !fresh => set,
-            _ if self.now == 0 => PartitionSet::all(self.settings.partitions),
-            _ => PartitionSet::empty(),
-        };
-        if fresh {
+        if !had_cluster {
             self.nodes[i].empty_since = self.now;
         }
-        let node = &mut self.nodes[i];
-        node.life = life;
-        node.started_once = true;
-        node.epoch_ms = store
-            .next_start_epoch((EPOCH_MS as i64 + self.now as i64 + node.skew_ms) as u64)
-            .expect("start epoch");
-        node.data_epoch = store.data_epoch_or(node.epoch_ms).expect("data epoch");
-        node.clock = Clock::starting_after(high_water.max(node.last_clock), MAX_OFFSET_MS);
-        node.coordinator = Coordinator::new(CoordinatorConfig {
-            write_timeout_ms: REPLICA_TIMEOUT_MS,
-            read_timeout_ms: REPLICA_TIMEOUT_MS,
-            ops_max: OPS_MAX,
-        });
-        node.ops.clear();
-        node.hints = HintPump::new(REPLICA_TIMEOUT_MS);
-        node.sync_runs.clear();
-        node.agreements = Agreements::default();
-        node.arrivals = TombstoneArrivals::new(self.settings.partitions);
-        node.fill = Fill::new(filled);
-        node.up = true;
-        node.store = Some(store);
-        // As the node does after its join: above any earlier life the cluster knows (a
-        // wiped disk lost the count).
-        let known = (0..self.nodes.len())
-            .filter(|&j| j != i && self.nodes[j].up)
-            .filter_map(|j| self.nodes[j].membership.as_ref()?.member(&self.names[i]))
-            .map(|v| v.id.epoch_ms)
-            .max();
-        if let Some(known) = known
-            && known >= self.nodes[i].epoch_ms
-        {
-            self.nodes[i].epoch_ms = known + 1;
-            let store = self.nodes[i].store.as_ref().unwrap();
-            store.raise_start_epoch(known + 1).expect("start epoch");
-        }
-        let identity = (self.nodes[i].epoch_ms, life);
+        let wall = (EPOCH_MS as i64 + self.now as i64 + self.nodes[i].skew_ms) as u64;
+        let addr = format!("10.0.0.{}:7000", i + 1).parse().unwrap();
+        let mut me = identity(&store, &self.names[i], addr, wall).expect("identity");
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&j| j != i && self.nodes[j].up && self.nodes[j].core.is_some())
+            .collect();
+        let joined = match admitted {
+            Some(joined) => joined,
+            None => Joined {
+                members: live
+                    .first()
+                    .map(|&j| {
+                        self.nodes[j]
+                            .core
+                            .as_ref()
+                            .unwrap()
+                            .membership()
+                            .seed_members()
+                    })
+                    .unwrap_or_default(),
+                created: self.now == 0,
+                ..Joined::default()
+            },
+        };
+        let seeds = live.iter().map(|&j| self.member_id(j)).collect();
+        let (mut boot, _) =
+            prepare(&store, &mut me, joined, had_cluster, self.settings).expect("boot");
+        boot.seeds = seeds;
+        boot.seed = rand::RngExt::random::<u64>(&mut self.rng);
+        let life = me.incarnation;
+        let identity = (me.epoch_ms, life);
         if self.identities[i]
             .last()
             .is_some_and(|&last| last >= identity)
@@ -151,54 +172,43 @@ impl Sim {
             ));
         }
         self.identities[i].push(identity);
-        self.nodes[i].skew = SkewBook::new();
-        self.nodes[i].seen_skew.clear();
-        let me = self.member_id(i);
-        let seed = self.rng.random::<u64>();
-        let mut membership =
-            Membership::new(me, &MembershipConfig::default(), seed, Millis(self.now));
-        membership.restore(&remembered, Millis(self.now));
-        let live: Vec<usize> = (0..self.nodes.len())
-            .filter(|&j| j != i && self.nodes[j].up && self.nodes[j].membership.is_some())
-            .collect();
-        if let Some(&seed) = live.first() {
-            let members = self.nodes[seed].membership.as_ref().unwrap().seed_members();
-            let departed = members.iter().any(|m| {
-                m.id.name == self.names[i] && m.state == vergent::membership::MemberState::Left
-            });
-            if departed {
-                self.nodes[i].fill.clear();
-            }
-            membership.install(members, Millis(self.now));
-        }
-        for &j in &live {
-            let id = self.member_id(j);
-            membership.announce(id, Millis(self.now));
-        }
-        let filled = self.nodes[i].fill.filled().clone();
-        let _ = self.nodes[i].store.as_ref().unwrap().save_filled(&filled);
-        self.nodes[i].membership = Some(membership);
-        self.nodes[i].schedule = RunSchedule::new(Some(ANTI_ENTROPY_MS), self.now);
+        let node = &mut self.nodes[i];
+        node.life = life;
+        node.epoch_ms = me.epoch_ms;
+        node.data_epoch = me.data_epoch;
+        node.token = me.token.clone();
+        node.started_once = true;
+        node.seen_skew.clear();
+        node.replies.clear();
+        node.armed = None;
+        node.up = true;
+        let config = core_config(self.config.hint_window_ms, self.config.tombstone_grace_ms);
+        let now = self.now_of(i);
+        let boot = Boot {
+            clock_floor: boot.clock_floor.max(self.nodes[i].last_clock),
+            ..boot
+        };
+        let mut core = NodeCore::new(config, boot, now, &store);
+        core.pause_background(self.ae_paused);
+        self.nodes[i].store = Some(store);
+        self.nodes[i].core = Some(core);
         self.log(format!("start {} life {life}", self.names[i]));
-        self.flush_membership(i);
-        self.schedule(self.now + TICK_MS, Event::Tick { node: i, life });
+        self.pump(i);
     }
 
     /// Crashes node `i`: memory gone, storage kept.
     pub(super) fn crash(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         node.up = false;
-        node.membership = None;
-        node.last_clock = node.last_clock.max(node.clock.last());
+        if let Some(core) = node.core.take() {
+            node.last_clock = node.last_clock.max(core.clock().last());
+        }
         if let Some(store) = node.store.take() {
             store.close();
         }
         // Client operations this coordinator had in flight get no answer.
-        let orphaned: Vec<usize> = node.ops.values().copied().collect();
-        node.ops.clear();
-        for op in orphaned {
-            let o = &mut self.client_ops[op];
-            if o.outcome.is_none() {
+        for o in self.client_ops.iter_mut() {
+            if o.outcome.is_none() && o.coordinator == Some(i) && o.issued_ms > 0 {
                 o.outcome = Some(Err("coordinator crashed".into()));
             }
         }
@@ -206,156 +216,212 @@ impl Sim {
         self.log(format!("crash {}", self.names[i]));
     }
 
-    pub(super) fn drain_coordinator(&mut self, i: usize) {
-        let mut actions = Vec::new();
-        while let Some(action) = self.nodes[i].coordinator.poll_action() {
-            actions.push(action);
+    /// Feeds node `i`'s core with `input` and carries out what it asks.
+    pub(super) fn with_core(&mut self, i: usize, input: impl FnOnce(&mut NodeCore, Now, &Store)) {
+        if !self.nodes[i].up {
+            return;
         }
-        for action in actions {
-            self.act(i, action);
+        let now = self.now_of(i);
+        let node = &mut self.nodes[i];
+        let (Some(core), Some(store)) = (node.core.as_mut(), node.store.as_ref()) else {
+            return;
+        };
+        input(core, now, store);
+        self.pump(i);
+    }
+
+    /// Carries out everything node `i`'s core asks, then arms its next wake-up.
+    pub(super) fn pump(&mut self, i: usize) {
+        loop {
+            let Some(core) = self.nodes[i].core.as_mut() else {
+                return;
+            };
+            let Some(output) = core.poll_output() else {
+                break;
+            };
+            self.output(i, output);
         }
-        let in_flight = self.nodes[i].coordinator.in_flight();
+        self.check_clock(i);
+        let core = self.nodes[i].core.as_ref().unwrap();
+        let in_flight = core.ops_in_flight();
         if in_flight > OPS_MAX {
             self.violations.push(format!(
                 "{} has {in_flight} operations in flight, past its bound",
                 self.names[i]
             ));
         }
+        self.arm(i);
     }
 
-    fn act(&mut self, i: usize, action: Action) {
-        match action {
-            Action::Write { op, to, entry } => {
-                let j = self.index_of(&to).expect("a member");
-                if j != i && !self.live_in_view(i, &to) {
-                    self.nodes[i].coordinator.handle_write_ack(
-                        op,
-                        &to,
-                        Err("not live in the view".into()),
-                    );
-                    self.drain_coordinator(i);
-                } else {
-                    self.send(
-                        i,
-                        j,
-                        Msg::Write {
-                            op,
-                            entry: (*entry).clone(),
-                        },
-                    );
-                }
-            }
-            Action::Read { op, to, key } => {
-                let j = self.index_of(&to).expect("a member");
-                // As the node: a member dead in this node's view is not asked.
-                if j != i && !self.live_in_view(i, &to) {
-                    self.nodes[i].coordinator.handle_read_reply(op, &to, None);
-                    self.drain_coordinator(i);
-                    return;
-                }
-                self.send(
-                    i,
-                    j,
-                    Msg::Read {
-                        op,
-                        key: key.to_vec(),
-                    },
-                );
-            }
-            Action::Repair { entry, .. }
-                if self.nodes[i]
-                    .clock
-                    .check(entry.record.version.hlc, self.cluster_wall(i))
-                    .is_err() =>
-            {
-                self.log(format!(
-                    "{} left out a read repair from the future",
-                    self.names[i]
-                ));
-            }
-            Action::Repair { to, entry } => {
-                let j = self.index_of(&to).expect("a member");
-                self.send(
-                    i,
-                    j,
-                    Msg::Repair {
-                        entry: (*entry).clone(),
-                    },
-                );
-            }
-            Action::Hint { to, entry } => {
-                let hint = Hint {
-                    target: to,
-                    entry: (*entry).clone(),
-                    created_ms: self.wall(i),
-                };
-                if let Some(store) = &self.nodes[i].store {
-                    store.put_hints_now(vec![hint]).expect("hint");
-                }
-            }
-            Action::Reply { op, outcome } => {
-                let Some(client) = self.nodes[i].ops.remove(&op) else {
-                    return;
-                };
-                let result = match outcome {
-                    Outcome::Written { version } => Ok(Some(version)),
-                    Outcome::Read { record } => Ok(record.map(|r| r.version)),
-                    Outcome::Failed(err) => Err(err.to_string()),
-                };
-                self.log(format!("reply op {client} {result:?}"));
-                if let Ok(Some(version)) = &result {
-                    let seen = &mut self.sessions[self.client_ops[client].session];
-                    *seen = (*seen).max(Some(version.hlc));
-                }
-                let o = &mut self.client_ops[client];
-                if result.is_ok() {
-                    self.report.acked += 1;
-                }
-                o.outcome = Some(result);
-                o.completed_ms = Some(self.now);
-            }
-        }
-    }
-
-    /// Applies entries on node `i` as a replica would: the clock observes each, an
-    /// entry too far ahead of the cluster's time as `i` measures it is refused (the
-    /// whole batch, as in the node).
-    pub(super) fn apply(&mut self, i: usize, entries: &[Entry]) -> Applied {
-        let wall = self.wall(i);
-        let cluster = self.cluster_wall(i);
-        for e in entries {
-            if self.nodes[i]
-                .clock
-                .observe_against(e.record.version.hlc, wall, cluster)
-                .is_err()
-            {
-                self.log(format!(
-                    "{} refused a timestamp too far ahead",
-                    self.names[i]
-                ));
-                return Applied::Refused;
-            }
-        }
-        self.check_clock(i);
-        self.check_not_resurrected(i, entries);
-        let Some(store) = &self.nodes[i].store else {
-            return Applied::No;
+    /// Schedules node `i`'s next wake-up where its core asks for one.
+    fn arm(&mut self, i: usize) {
+        let Some(at) = self.nodes[i].core.as_ref().and_then(NodeCore::poll_timeout) else {
+            return;
         };
-        if store.apply_now(entries).is_ok() {
-            // Applied at once: it lands at the moment it is noted.
-            let now = self.now;
-            for e in entries {
-                let p = partition_of(&e.key, self.settings.partitions);
-                if let Some(book) = self.nodes[i].arrivals.partition(p) {
-                    book.note_write(now);
-                    if e.record.payload == Payload::Tombstone {
-                        book.note(e.record.version.hlc.wall_ms(), now);
+        let at = at.0.max(self.now);
+        let node = &mut self.nodes[i];
+        if node
+            .armed
+            .is_some_and(|armed| armed >= self.now && armed <= at)
+        {
+            return;
+        }
+        node.armed = Some(at);
+        let life = node.life;
+        self.schedule(at, Event::Wake { node: i, life, at });
+    }
+
+    /// A wake-up armed for `at`.
+    pub(super) fn wake(&mut self, i: usize, at: u64) {
+        if self.nodes[i].armed != Some(at) {
+            return;
+        }
+        self.nodes[i].armed = None;
+        self.with_core(i, |core, now, store| core.handle_timeout(now, store));
+    }
+
+    fn output(&mut self, i: usize, output: Output) {
+        match output {
+            Output::Send { id, to, request } => match self.index_of(&to.name) {
+                Some(j) => {
+                    let life = self.nodes[i].life;
+                    self.send(i, j, Msg::Request { id, life, request });
+                }
+                None => {
+                    let now = self.now_of(i);
+                    let failure = vergent::core::PeerFailure::Path("no such address".into());
+                    let node = &mut self.nodes[i];
+                    if let (Some(core), Some(store)) = (node.core.as_mut(), node.store.as_ref()) {
+                        core.handle_response(id, Err(failure), now, store);
                     }
                 }
+            },
+            Output::Respond { reply, response } => {
+                let Some((j, life, id)) = self.nodes[i].replies.remove(&reply) else {
+                    return;
+                };
+                let truth_skew_ms =
+                    matches!(response, Response::Pong { .. }).then_some(self.nodes[i].skew_ms);
+                self.send(
+                    i,
+                    j,
+                    Msg::Response {
+                        id,
+                        life,
+                        response,
+                        truth_skew_ms,
+                    },
+                );
             }
-            Applied::Yes
-        } else {
-            Applied::No
+            Output::Datagram { to, data } => self.datagram(i, to, data.to_vec()),
+            Output::Store { id, work } => {
+                self.before_store(i, &work);
+                let now = self.now_of(i);
+                let node = &mut self.nodes[i];
+                let (Some(core), Some(store)) = (node.core.as_mut(), node.store.as_ref()) else {
+                    return;
+                };
+                let done = carry_out(store, work);
+                core.handle_stored(id, done, now, store);
+            }
+            Output::Answer { ask, answer } if ask >= super::ADMIN_ASKS => {
+                self.admin_answers.insert(ask, answer);
+            }
+            Output::Answer { ask, answer } => self.answered(ask as usize, answer),
+            Output::Progress { .. } | Output::Forget { .. } => {}
+            Output::Event(event) => self.core_event(i, event),
+        }
+    }
+
+    /// What a node's core did, for the log, the fault counts and the checks.
+    fn core_event(&mut self, i: usize, event: CoreEvent) {
+        match &event {
+            CoreEvent::Issued { ask, version } => {
+                let ask = *ask as usize;
+                self.check_issuing_clock(i);
+                if self.nodes[i]
+                    .last_issued
+                    .is_some_and(|last| version.hlc <= last)
+                {
+                    self.violations.push(format!(
+                        "{} issued a version not above its last",
+                        self.names[i]
+                    ));
+                }
+                self.nodes[i].last_issued = Some(version.hlc);
+                if let Some(o) = self.client_ops.get_mut(ask) {
+                    o.version = Some(*version);
+                }
+            }
+            CoreEvent::HandedOff { partition, .. } => {
+                self.log(format!("{} handed off {partition}", self.names[i]));
+                *self.report.faults.entry("handoff").or_default() += 1;
+            }
+            CoreEvent::Purged { count, .. } => {
+                self.log(format!("{} purged {count} tombstones", self.names[i]));
+                *self.report.faults.entry("purge").or_default() += count;
+            }
+            CoreEvent::HintsDropped {
+                why: HintsDeleted::TargetLeft,
+                count,
+                ..
+            } => {
+                *self.report.faults.entry("hints-dropped").or_default() += *count as u64;
+            }
+            CoreEvent::Membership(m) => {
+                use vergent::membership::MembershipEvent;
+                match m {
+                    MembershipEvent::RejoinedAs(_) => self.renewals[i] += 1,
+                    MembershipEvent::SteppedAside(_) => self.nodes[i].stepped_aside = true,
+                    _ => {}
+                }
+                self.log(format!("{} {m:?}", self.names[i]));
+            }
+            CoreEvent::Filled { .. }
+            | CoreEvent::Released { .. }
+            | CoreEvent::PlacementChanged { .. }
+            | CoreEvent::Removed(_)
+            | CoreEvent::JoinRefused { .. }
+            | CoreEvent::ExchangeFailed { .. }
+            | CoreEvent::ClockRefused { .. }
+            | CoreEvent::Unreachable { .. }
+            | CoreEvent::Reachable { .. } => {
+                self.log(format!("{} {event:?}", self.names[i]));
+            }
+            _ => {}
+        }
+    }
+
+    /// Watches a store effect before it is carried out: a value taken below a purged
+    /// tombstone, the tombstones a purge or a handoff takes, a handoff before every
+    /// owner synced.
+    fn before_store(&mut self, i: usize, work: &StoreWork) {
+        match work {
+            StoreWork::Apply(entries) => self.check_not_resurrected(i, entries),
+            StoreWork::Purge(tombstones) => {
+                for (key, version) in tombstones {
+                    self.purged
+                        .entry((i, key.clone()))
+                        .or_default()
+                        .push((*version, self.now));
+                }
+            }
+            StoreWork::DropPartition(p) => {
+                self.check_handoff(i, *p);
+                // Its tombstones go with it: for the checks, as good as purged (the
+                // owners are not sent those past the grace where they hold nothing).
+                let store = self.nodes[i].store.as_ref().unwrap();
+                let gone = store
+                    .tombstones_before(*p, u64::MAX, usize::MAX)
+                    .expect("tombstones");
+                for (key, version) in gone {
+                    self.purged
+                        .entry((i, key))
+                        .or_default()
+                        .push((version, self.now));
+                }
+            }
+            _ => {}
         }
     }
 
@@ -422,28 +488,92 @@ impl Sim {
             })
     }
 
+    /// A partition is dropped by an old owner only once every replica that counts for
+    /// it holds what the old owner holds, or newer: node `i` is about to hand off `p`.
+    /// A replica that is down is not looked at (its store is closed), nor one that in
+    /// its own view no longer takes the partition's writes, nor one wiped since this
+    /// node last heard of it; a tombstone past the grace may rightly be missing (the
+    /// owners purge it, or were never sent it).
+    fn check_handoff(&mut self, i: usize, p: u16) {
+        let core = self.nodes[i].core.as_ref().unwrap();
+        let set = core.view().replica_set_of(p);
+        let horizon = core.grace_horizon(self.now_of(i));
+        let store = self.nodes[i].store.as_ref().unwrap();
+        let leaves = 0..vergent::tree::LEAVES as u16;
+        let (entries, _) = store
+            .entries_in(p, leaves, None, usize::MAX)
+            .expect("entries");
+        let mut missing = Vec::new();
+        for owner in set.counted.iter().filter(|o| **o != self.names[i]) {
+            let Some(r) = self
+                .index_of(owner)
+                .filter(|&r| self.nodes[r].store.is_some())
+            else {
+                continue;
+            };
+            // An owner whose disk was replaced since this node last heard of it is not
+            // the replica this node agreed with: what only the old disk held went with
+            // it (the one destructive fault a run has), and the owner refills.
+            let known_epoch = core.membership().member(owner).map(|v| v.id.data_epoch);
+            if known_epoch.is_some_and(|epoch| epoch != self.nodes[r].data_epoch) {
+                continue;
+            }
+            // An owner that in its own view no longer takes the partition's writes may
+            // have handed it off itself (views differ for a moment after a change); its
+            // own handoff was checked against the owners it counted.
+            let theirs = self.nodes[r].core.as_ref();
+            if theirs.is_none_or(|c| !c.view().replica_set_of(p).targets.contains(owner)) {
+                continue;
+            }
+            for entry in &entries {
+                let tombstone_past_grace = entry.record.payload.value().is_none()
+                    && entry.record.version.hlc.wall_ms() < horizon;
+                if !tombstone_past_grace
+                    && self.held_version(r, &entry.key) < Some(entry.record.version)
+                {
+                    missing.push(format!(
+                        "{owner} lacks {} at {:?}",
+                        String::from_utf8_lossy(&entry.key),
+                        entry.record.version
+                    ));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.violations.push(format!(
+                "{} handed off partition {p} before every owner synced: {}",
+                self.names[i],
+                missing.join("; ")
+            ));
+        }
+    }
+
     /// Node `i` is about to issue a version: its clock must be within the bound of
     /// its live view's median clock, give or take what probes cannot see (the latency
     /// of late and a clock that changed since the last probe).
     pub(super) fn check_issuing_clock(&mut self, i: usize) {
-        if self.now < self.skew_changed_ms + 2 * PROBE_MS + REPLICA_TIMEOUT_MS {
+        if self.now < self.skew_changed_ms + 2 * super::config::PROBE_MS + REPLICA_TIMEOUT_MS {
             return;
         }
         let off = self.true_cluster_offset_ms(i).unsigned_abs();
         let allowed = MAX_OFFSET_MS + self.measurement_error_ms();
         if off > allowed {
+            let verdict = self.verdict(i);
             self.violations.push(format!(
-                "{} issued a version at {} while its clock was {off} ms off its cluster's (allowed {allowed} ms; it measured {:?} against {:?})",
+                "{} issued a version at {} while its clock was {off} ms off its cluster's (allowed {allowed} ms; it measured {verdict:?} against {:?})",
                 self.names[i],
                 self.now,
-                self.verdict(i),
                 self.live_peers(i)
             ));
         }
     }
 
+    /// A node's clock never goes backwards, across its lives too.
     pub(super) fn check_clock(&mut self, i: usize) {
-        let last = self.nodes[i].clock.last();
+        let Some(core) = self.nodes[i].core.as_ref() else {
+            return;
+        };
+        let last = core.clock().last();
         if last < self.nodes[i].last_clock && self.nodes[i].up {
             self.violations
                 .push(format!("{}'s clock went backwards", self.names[i]));
@@ -451,70 +581,38 @@ impl Sim {
         self.nodes[i].last_clock = self.nodes[i].last_clock.max(last);
     }
 
-    pub(super) fn tick(&mut self, i: usize) {
-        let now = Millis(self.now);
-        self.nodes[i].coordinator.handle_timeout(now);
-        self.drain_coordinator(i);
-        self.nodes[i].ticks += 1;
-        if self.nodes[i].ticks.is_multiple_of(PROBE_MS / TICK_MS) {
-            let live = self.live_peers(i);
-            let now = self.reading(i);
-            self.nodes[i]
-                .skew
-                .confirm(live.iter().map(String::as_str), now, MAX_OFFSET_MS);
-            let sent_us = self.wall(i) * 1000;
-            for name in self.live_peers(i) {
-                let j = self.index_of(&name).expect("a member");
-                self.nodes[i].skew.probe_sent(&name, self.now * 1000);
-                self.send(i, j, Msg::Ping { sent_us });
-            }
+    /// The answer to a client operation (`ask` is its index).
+    fn answered(&mut self, ask: usize, answer: Answer) {
+        let result = match answer {
+            Answer::Written(version) => Ok(Some(version)),
+            Answer::Read(record) => Ok(record.map(|r| r.version)),
+            Answer::Failed(err) => Err(err.message),
+            other => Err(format!("unexpected answer {other:?}")),
+        };
+        self.log(format!("reply op {ask} {result:?}"));
+        let Some(o) = self.client_ops.get_mut(ask) else {
+            return;
+        };
+        if o.outcome.is_some() {
+            return;
         }
-        if self.nodes[i].ticks.is_multiple_of(10)
-            && let Some(m) = self.nodes[i].membership.as_mut()
-        {
-            m.tick(now);
-            let with_data = self.nodes[i]
-                .store
-                .as_ref()
-                .map(|s| s.partitions_with_data())
-                .unwrap_or_default();
-            let status = vergent::membership::GossipStatus {
-                filled: self.nodes[i].fill.filled().clone(),
-                also_holding: also_holding(with_data, self.nodes[i].fill.filled()),
-                ..vergent::membership::GossipStatus::default()
-            };
-            let m = self.nodes[i].membership.as_mut().unwrap();
-            m.publish(status, now);
-            m.announce_if_isolated(now);
-            self.update_fill(i);
+        if let Ok(Some(version)) = &result {
+            let seen = &mut self.sessions[o.session];
+            *seen = (*seen).max(Some(version.hlc));
         }
-        self.flush_membership(i);
-        self.drain_hints(i);
-        let filling = self.nodes[i].fill.filling().next().is_some();
-        let now_ms = self.now;
-        if let Some(due) = self.nodes[i].schedule.poll(now_ms, filling) {
-            if due == RunDue::Full && self.ae_paused {
-                // Stalled: background runs skip their turn; fills go on, as in the node.
-                let jitter = self.rng.random::<u64>();
-                self.nodes[i].schedule.done(due, now_ms, filling, jitter);
-            } else {
-                let only: Option<Vec<u16>> =
-                    (due == RunDue::Fill).then(|| self.nodes[i].fill.filling().collect());
-                self.start_syncs(i, only.as_deref());
-                if self.nodes[i].sync_runs.is_empty() {
-                    self.runs_ended(i);
-                }
-            }
+        if result.is_ok() {
+            self.report.acked += 1;
         }
-        // Runs whose peer went silent are abandoned; the next period retries.
-        let before = self.nodes[i].sync_runs.len();
+        o.outcome = Some(result);
+        o.completed_ms = Some(self.now);
+    }
+
+    /// Whether node `i` sees member `name` dead.
+    pub(super) fn sees_dead(&self, i: usize, name: &str) -> bool {
         self.nodes[i]
-            .sync_runs
-            .retain(|_, run| run.deadline_ms > now_ms);
-        if before > 0 && self.nodes[i].sync_runs.is_empty() {
-            self.runs_ended(i);
-        }
-        let life = self.nodes[i].life;
-        self.schedule(self.now + TICK_MS, Event::Tick { node: i, life });
+            .core
+            .as_ref()
+            .and_then(|c| c.membership().member(name))
+            .is_some_and(|v| v.state == MemberState::Dead)
     }
 }

@@ -140,7 +140,7 @@ impl Sim {
                 "loss"
             }
             Step::Stall(on) => {
-                self.ae_paused = on;
+                self.set_ae_paused(on);
                 if on {
                     "anti-entropy stalled"
                 } else {

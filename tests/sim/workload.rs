@@ -1,15 +1,12 @@
 //! The client workload: each operation's record, and issuing it on a live coordinator.
 
 use rand::RngExt;
-use vergent::coordinator::Millis;
+use vergent::core::Ask;
 use vergent::hlc::Timestamp;
-use vergent::placement::partition_of;
-use vergent::policy::unheard_refusal;
 use vergent::protocol::Consistency;
-use vergent::record::{Entry, NodeId, Payload, Record, Version};
+use vergent::record::{Payload, Version};
 
 use super::Sim;
-use super::config::MAX_OFFSET_MS;
 
 /// The client's record of one operation.
 #[derive(Debug, Clone)]
@@ -28,6 +25,8 @@ pub(super) struct ClientOp {
     pub(super) after: Option<Timestamp>,
     /// The replicas its coordinator wrote to.
     pub(super) targets: Vec<String>,
+    /// The node that coordinated it.
+    pub(super) coordinator: Option<usize>,
     /// What a script fixed of it; the rest is drawn when it is issued.
     pub(super) fixed: Option<Fixed>,
 }
@@ -66,6 +65,7 @@ impl ClientOp {
             session,
             after: None,
             targets: Vec::new(),
+            coordinator: None,
             fixed,
         }
     }
@@ -79,6 +79,8 @@ pub(super) enum OpKind {
 }
 
 impl Sim {
+    /// Issues client operation `index` on a live coordinator, as a client's request
+    /// reaches a node: an ask of its core, answered when the core says.
     pub(super) fn client_op(&mut self, index: usize) {
         let fixed = self.client_ops[index].fixed.clone();
         let live: Vec<usize> = (0..self.nodes.len())
@@ -94,15 +96,6 @@ impl Sim {
             return;
         }
         let i = live[self.rng.random_range(0..live.len())];
-        if self.nodes[i]
-            .membership
-            .as_ref()
-            .is_some_and(|m| m.stepped_aside().is_some())
-        {
-            // As the node does: a node that stepped aside serves no data.
-            self.client_ops[index].outcome = Some(Err("not ready: stepped aside".into()));
-            return;
-        }
         let (kind, consistency, key) = match fixed {
             Some(f) => (f.kind, f.consistency, f.key),
             None => {
@@ -117,90 +110,39 @@ impl Sim {
                 (kind, consistency, key)
             }
         };
-        let placement = self.placement(i);
-        let replicas =
-            self.replica_set(i, &placement, partition_of(&key, self.settings.partitions));
-        let replica_set_shown = (replicas.targets.clone(), replicas.counted.clone());
-        let now = Millis(self.now);
-        let op = match kind {
+        let replicas = self.nodes[i]
+            .core
+            .as_ref()
+            .expect("a live node has a core")
+            .view()
+            .replica_set(&key);
+        let session = self.client_ops[index].session;
+        let after = self.sessions[session];
+        let ask = match kind {
             OpKind::Get => {
                 self.report.gets += 1;
-                self.nodes[i]
-                    .coordinator
-                    .begin_read(key.clone(), replicas, consistency, now)
+                Ask::Get {
+                    key: key.clone(),
+                    consistency: Some(consistency),
+                    after: None,
+                }
             }
             OpKind::Put | OpKind::Delete => {
-                // As the node does: no version from a clock the cluster would refuse,
-                // nor from one not yet compared with it.
-                let unheard = self.nodes[i].membership.as_ref().and_then(|m| {
-                    let others_known = m.roster().any(|v| {
-                        v.id.name != self.names[i]
-                            && v.state != vergent::membership::MemberState::Left
-                    });
-                    unheard_refusal(others_known, m.heard_from_others()).map(str::to_string)
-                });
-                if let Some(why) = self.verdict(i).refusal(MAX_OFFSET_MS).or(unheard) {
-                    self.log(format!("op {index} refused on {}: {why}", self.names[i]));
-                    let o = &mut self.client_ops[index];
-                    o.outcome = Some(Err(why));
-                    o.completed_ms = Some(self.now);
-                    return;
-                }
-                let wall = self.wall(i);
-                // Nor from a clock that already reads beyond the cluster's time (it
-                // issued or stored versions from the future before).
-                let limit = self.cluster_wall(i) + MAX_OFFSET_MS;
-                if self.nodes[i].clock.read(wall).wall_ms() > limit {
-                    let why = "this node's clock has issued or stored versions ahead of the cluster's time".to_string();
-                    self.log(format!("op {index} refused on {}: {why}", self.names[i]));
-                    let o = &mut self.client_ops[index];
-                    o.outcome = Some(Err(why));
-                    o.completed_ms = Some(self.now);
-                    return;
-                }
-                let session = self.client_ops[index].session;
-                if let Some(after) = self.sessions[session] {
-                    let cluster = self.cluster_wall(i);
-                    if let Err(err) = self.nodes[i].clock.observe_against(after, wall, cluster) {
-                        let o = &mut self.client_ops[index];
-                        o.outcome = Some(Err(err.to_string()));
-                        o.completed_ms = Some(self.now);
-                        return;
-                    }
-                }
-                self.client_ops[index].after = self.sessions[session];
-                self.check_issuing_clock(i);
-                let hlc = self.nodes[i].clock.tick(wall);
-                if self.nodes[i].last_issued.is_some_and(|last| hlc <= last) {
-                    self.violations.push(format!(
-                        "{} issued a version not above its last",
-                        self.names[i]
-                    ));
-                }
-                self.nodes[i].last_issued = Some(hlc);
-                self.check_clock(i);
-                let version = Version {
-                    hlc,
-                    node: NodeId::from_name(&self.names[i]),
-                };
-                let (payload, value) = if kind == OpKind::Put {
+                let payload = if kind == OpKind::Put {
                     self.report.puts += 1;
                     let value = format!("op{index}").into_bytes();
-                    (Payload::Value(value.clone()), Some(value))
+                    self.client_ops[index].value = Some(value.clone());
+                    Payload::Value(value)
                 } else {
                     self.report.deletes += 1;
-                    (Payload::Tombstone, None)
+                    Payload::Tombstone
                 };
-                let o = &mut self.client_ops[index];
-                o.version = Some(version);
-                o.value = value;
-                let entry = Entry {
+                Ask::Put {
                     key: key.clone(),
-                    record: Record { version, payload },
-                };
-                self.nodes[i]
-                    .coordinator
-                    .begin_write(entry, replicas, consistency, now)
+                    payload,
+                    consistency: Some(consistency),
+                    after,
+                }
             }
         };
         let o = &mut self.client_ops[index];
@@ -208,13 +150,16 @@ impl Sim {
         o.kind = kind;
         o.consistency = consistency;
         o.issued_ms = self.now;
-        o.targets = replica_set_shown.0.clone();
-        self.nodes[i].ops.insert(op, index);
+        o.after = after;
+        o.coordinator = Some(i);
+        o.targets = replicas.targets.clone();
         let key = String::from_utf8_lossy(&self.client_ops[index].key).into_owned();
         self.log(format!(
             "op {index} {kind:?} of {key} on {} at {consistency:?}: targets {:?}, counted {:?}",
-            self.names[i], replica_set_shown.0, replica_set_shown.1
+            self.names[i], replicas.targets, replicas.counted
         ));
-        self.drain_coordinator(i);
+        self.with_core(i, |core, now, store| {
+            core.handle_ask(index as u64, ask, now, store)
+        });
     }
 }

@@ -188,6 +188,11 @@ impl<M: Clone> Run<M> {
         self.steps.pop_front()
     }
 
+    /// The partitions of the compare asked for and not yet given its time.
+    pub fn to_compare(&self) -> &[PartitionId] {
+        self.to_compare.as_deref().unwrap_or(&[])
+    }
+
     /// How the run went, once it is done: an error when a compare failed (nothing is
     /// known of the peer's partitions then); a failed exchange is a partition that
     /// still differs.

@@ -22,7 +22,6 @@ mod reach;
 mod replication;
 mod server;
 mod service;
-mod view;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -36,9 +35,9 @@ use tokio_util::task::TaskTracker;
 pub use self::config::*;
 use self::config::{check_config, check_flags, new_cluster};
 use self::peers::Peers;
-pub use self::view::ClusterView;
 use crate::antientropy::confirm::WriteMarks;
 use crate::coordinator::{Coordinator, CoordinatorConfig, Millis};
+pub use crate::core::ClusterView;
 use crate::hlc::{Clock, MAX_CLOCK_OFFSET_MS_DEFAULT};
 use crate::limits::VALUE_BYTES_MAX_DEFAULT;
 use crate::membership::{MemberId, Membership, MembershipConfig};

@@ -8,7 +8,7 @@ use crate::antientropy::confirm::{
 };
 use crate::antientropy::report::SyncSummary;
 use crate::coordinator::Millis;
-use crate::node::view::ClusterView;
+use crate::core::ClusterView;
 
 /// Slack beyond two background periods before a confirmation counts as old.
 const CONFIRMATION_SLACK: Duration = Duration::from_secs(30);

@@ -15,7 +15,7 @@ mod admit;
 
 use self::admit::admit;
 use super::Shared;
-use super::view::ClusterView;
+use crate::core::ClusterView;
 use crate::membership::{
     GossipStatus, MemberId, Membership, MembershipError, MembershipEvent, SeedMember, SwimTimer,
 };

@@ -54,8 +54,8 @@ impl ClusterView {
                 state: MemberState::Alive,
                 swim_incarnation: 0,
                 status: None,
-                status_at: crate::coordinator::Millis(0),
-                since: crate::coordinator::Millis(0),
+                status_at: crate::base::Millis(0),
+                since: crate::base::Millis(0),
             }],
             placement: Arc::new(Placement::compute_with_tokens(
                 [(me.name.clone(), me.token().to_string())],

@@ -1,0 +1,561 @@
+//! Data operations: a client's reads and writes (the checks before a version is issued,
+//! then the coordinator), the coordinator's actions carried out, and the replica's side
+//! of replication (`Replicate`, `ReadLocal`).
+
+use std::sync::Arc;
+
+use super::io::{Landing, Pending, Purpose, StorePurpose};
+use super::*;
+use crate::coordinator::{Action, OpError, Outcome};
+use crate::limits::{LimitError, check_key, check_value};
+use crate::membership::MemberState;
+use crate::placement::partition_of;
+use crate::policy::unheard_refusal;
+use crate::protocol::{ErrorCode, ErrorReply};
+use crate::record::{Entry, Payload, Record, Version};
+use crate::storage::Hint;
+
+/// The answer to a probe: when it arrived and when it was answered, by this clock.
+pub fn pong(received_us: u64, replied_us: u64) -> Response {
+    Response::Pong {
+        received_us,
+        replied_us,
+    }
+}
+
+fn limit_error(err: LimitError) -> ErrorReply {
+    ErrorReply::new(ErrorCode::LimitExceeded, err.to_string())
+}
+
+fn op_error(err: OpError) -> ErrorReply {
+    let code = match err {
+        OpError::Overloaded { .. } => ErrorCode::Overloaded,
+        OpError::ShuttingDown => ErrorCode::ShuttingDown,
+        _ => ErrorCode::Unavailable,
+    };
+    ErrorReply::new(code, err.to_string())
+}
+
+impl NodeCore {
+    /// An ask of the driver's: a client's operation, an admin's, or the node's own.
+    pub fn handle_ask(&mut self, ask_id: AskId, ask: Ask, now: Now, store: &Store) {
+        match ask {
+            Ask::Get { .. } | Ask::Put { .. } => {
+                self.data_ask(ask_id, ask, false, now, store);
+                self.settle(now, store);
+                return;
+            }
+            Ask::Status => {
+                let status = self.status(now, store);
+                self.answer(ask_id, Answer::Status(Box::new(status)));
+            }
+            Ask::Members => {
+                let members = self.membership.seed_members();
+                self.answer(ask_id, Answer::Members(members));
+            }
+            Ask::Join { id, replace } => {
+                let answer = self.admit(id, replace, now);
+                self.answer(ask_id, answer);
+            }
+            Ask::Remove { name } => self.remove(ask_id, name, now),
+            Ask::Leave => self.leave(ask_id, now, store),
+            Ask::GoDown => {
+                if !self.membership.is_leaving() {
+                    self.membership.go_down(now.mono());
+                }
+                self.flush_membership(now, store);
+                self.answer(ask_id, Answer::Down);
+            }
+            Ask::Repair {
+                partition,
+                peer,
+                dry_run,
+            } => self.ask_repair(ask_id, partition, peer, dry_run, now, store),
+        }
+        self.flush_membership(now, store);
+        self.settle(now, store);
+    }
+
+    /// Refuses data operations while another process holds this node's name.
+    fn serving(&self) -> Result<(), ErrorReply> {
+        match &self.stepped_aside {
+            None => Ok(()),
+            Some(other) => Err(ErrorReply::new(
+                ErrorCode::NotReady,
+                format!(
+                    "not ready: another process under the name {} is in the cluster (at {other}); this one stepped aside and serves no data until it takes the name back",
+                    self.me.name
+                ),
+            )),
+        }
+    }
+
+    /// Advances this node's clock past the session's last version, so whatever the
+    /// session does next here is ordered after what it saw elsewhere.
+    fn observe_session(&mut self, after: Option<Timestamp>, now: Now) -> Result<(), ErrorReply> {
+        let Some(after) = after else {
+            return Ok(());
+        };
+        let cluster_ms = self.cluster_wall_ms(now);
+        self.clock
+            .observe_against(after, now.wall_ms(), cluster_ms)
+            .map(|_| ())
+            .map_err(|err| {
+                ErrorReply::new(
+                    ErrorCode::ClockOffset,
+                    format!("the session's last version is refused: {err}"),
+                )
+            })
+    }
+
+    /// A client's read or write. `waited`: the ask already waited for this node's
+    /// first clock measurement.
+    pub(super) fn data_ask(
+        &mut self,
+        ask_id: AskId,
+        ask: Ask,
+        waited: bool,
+        now: Now,
+        store: &Store,
+    ) {
+        let _ = store;
+        let result = match ask {
+            Ask::Get {
+                key,
+                consistency,
+                after,
+            } => self.begin_get(key, consistency, after, now),
+            Ask::Put {
+                key,
+                payload,
+                consistency,
+                after,
+            } => {
+                if !waited && self.clock_unmeasured(now) {
+                    // Not compared with the cluster yet (just started): probe first.
+                    self.probe_all(now);
+                    let ask = Ask::Put {
+                        key,
+                        payload,
+                        consistency,
+                        after,
+                    };
+                    let until = Millis(now.mono().0 + PROBE_TIMEOUT_MS);
+                    self.awaiting_clock.push((ask_id, ask, until));
+                    return;
+                }
+                self.begin_put(ask_id, key, payload, consistency, after, now)
+            }
+            _ => return,
+        };
+        match result {
+            Ok(op) => {
+                self.ops.insert(op, ask_id);
+            }
+            Err(reply) => self.answer(ask_id, Answer::Failed(reply)),
+        }
+    }
+
+    fn begin_get(
+        &mut self,
+        key: Vec<u8>,
+        consistency: Option<Consistency>,
+        after: Option<Timestamp>,
+        now: Now,
+    ) -> Result<OpId, ErrorReply> {
+        self.serving()?;
+        check_key(&key).map_err(limit_error)?;
+        self.observe_session(after, now)?;
+        self.counters.reads += 1;
+        let level = consistency.unwrap_or(self.config.default_consistency);
+        let replicas = self.view.replica_set(&key);
+        Ok(self
+            .coordinator
+            .begin_read(key, replicas, level, now.mono()))
+    }
+
+    fn begin_put(
+        &mut self,
+        ask: AskId,
+        key: Vec<u8>,
+        payload: Payload,
+        consistency: Option<Consistency>,
+        after: Option<Timestamp>,
+        now: Now,
+    ) -> Result<OpId, ErrorReply> {
+        self.serving()?;
+        check_key(&key).map_err(limit_error)?;
+        if let Payload::Value(value) = &payload {
+            check_value(value, self.config.value_bytes_max).map_err(limit_error)?;
+        }
+        // A version from a clock the cluster would refuse must never be issued: it
+        // would be stored here and win later over writes acknowledged meanwhile.
+        if let Some(refusal) = self.clock_refusal(now) {
+            return Err(refusal);
+        }
+        if let Some(why) = self.future_refusal(now) {
+            return Err(ErrorReply::new(ErrorCode::ClockOffset, why));
+        }
+        let others_known = self
+            .view
+            .members
+            .iter()
+            .any(|m| m.id.name != self.me.name && m.state != MemberState::Left);
+        if let Some(why) = unheard_refusal(others_known, self.view.heard) {
+            return Err(ErrorReply::new(ErrorCode::Unavailable, why));
+        }
+        if self.rewriting {
+            // A write acknowledged now could lose to the rewritten versions.
+            return Err(ErrorReply::new(
+                ErrorCode::Unavailable,
+                "unavailable: versions from the future are being rewritten on this node; it coordinates no writes until that ends",
+            ));
+        }
+        self.observe_session(after, now)?;
+        self.counters.writes += 1;
+        let level = consistency.unwrap_or(self.config.default_consistency);
+        let version = Version {
+            hlc: self.clock.tick(now.wall_ms()),
+            node: self.node_id,
+        };
+        self.event(CoreEvent::Issued { ask, version });
+        let replicas = self.view.replica_set(&key);
+        let entry = Entry {
+            key,
+            record: Record { version, payload },
+        };
+        Ok(self
+            .coordinator
+            .begin_write(entry, replicas, level, now.mono()))
+    }
+
+    /// Writes waiting for this node's first clock measurement, decided once it has one
+    /// (or its probes ended without).
+    pub(super) fn recheck_awaiting_clock(&mut self, now: Now, store: &Store) {
+        if self.awaiting_clock.is_empty() {
+            return;
+        }
+        let probing = self
+            .pending
+            .values()
+            .any(|p| matches!(p.purpose, Purpose::Probe { .. }));
+        let mono = now.mono();
+        let ready = !self.clock_unmeasured(now) || !probing;
+        let waiting = std::mem::take(&mut self.awaiting_clock);
+        for (ask_id, ask, until) in waiting {
+            if ready || until <= mono {
+                self.data_ask(ask_id, ask, true, now, store);
+            } else {
+                self.awaiting_clock.push((ask_id, ask, until));
+            }
+        }
+    }
+
+    /// Carries out what the coordinator asks, and what that leads to.
+    pub(super) fn settle(&mut self, now: Now, store: &Store) {
+        while let Some(action) = self.coordinator.poll_action() {
+            self.dispatch(action, now, store);
+        }
+    }
+
+    /// Why `to` cannot be sent a replica request now, if it cannot.
+    fn unreachable_reason(&self, to: &str) -> Option<String> {
+        if let Some(why) = self.unreachable.get(to) {
+            return Some(format!("unreachable from {} ({why})", self.me.name));
+        }
+        match self.view.member(to) {
+            Some(member) if member.state.is_live() => None,
+            // Said of `to`, whose name goes before it where it is shown.
+            Some(member) => Some(member.state.as_str().to_string()),
+            None => Some("not a known member".into()),
+        }
+    }
+
+    fn dispatch(&mut self, action: Action, now: Now, store: &Store) {
+        let me = self.me.name.clone();
+        let timeout = self.config.replica_timeout_ms;
+        match action {
+            Action::Write { op, to, entry } if to == me => {
+                self.local
+                    .push((Some(op), Arc::unwrap_or_clone(entry), now.wall_ms()))
+            }
+            Action::Write { op, to, entry } => match self.unreachable_reason(&to) {
+                Some(why) => self.coordinator.handle_write_ack(op, &to, Err(why)),
+                None => {
+                    let id = self.live_id(&to).expect("reachable means live");
+                    let request = Request::Replicate {
+                        entries: vec![Arc::unwrap_or_clone(entry)],
+                    };
+                    self.send(&id, request, Purpose::Write(vec![op]), timeout, now);
+                }
+            },
+            Action::Repair { entry, .. } if self.is_from_the_future(&entry, now) => {}
+            Action::Repair { to, entry } if to == me => {
+                self.local
+                    .push((None, Arc::unwrap_or_clone(entry), now.wall_ms()))
+            }
+            Action::Repair { to, entry } => {
+                // A repair nobody waits for: one that cannot be sent is simply not made.
+                if self.unreachable_reason(&to).is_none()
+                    && let Some(id) = self.live_id(&to)
+                {
+                    let request = Request::Replicate {
+                        entries: vec![Arc::unwrap_or_clone(entry)],
+                    };
+                    self.send(&id, request, Purpose::ReadRepair, timeout, now);
+                }
+            }
+            Action::Read { op, to, key } if to == me => {
+                let reply = match store.get(&key) {
+                    Ok(record) => Some(record),
+                    Err(err) => {
+                        self.event(CoreEvent::StoreFailed {
+                            what: "local read",
+                            why: err.to_string(),
+                        });
+                        None
+                    }
+                };
+                self.coordinator.handle_read_reply(op, &me, reply);
+            }
+            Action::Read { op, to, key } => match self.unreachable_reason(&to) {
+                // As a member dead in this node's view, it is not asked.
+                Some(_) => self.coordinator.handle_read_reply(op, &to, None),
+                None => {
+                    let id = self.live_id(&to).expect("reachable means live");
+                    let request = Request::ReadLocal { key: key.to_vec() };
+                    self.send(&id, request, Purpose::Read(op), timeout, now);
+                }
+            },
+            Action::Hint { to, entry } => {
+                let hint = Hint {
+                    target: to,
+                    entry: Arc::unwrap_or_clone(entry),
+                    created_ms: now.wall_ms(),
+                };
+                self.store(StoreWork::PutHints(vec![hint]), StorePurpose::PutHints);
+            }
+            Action::Reply { op, outcome } => {
+                if let Some(ask) = self.ops.remove(&op) {
+                    let answer = match outcome {
+                        Outcome::Written { version } => Answer::Written(version),
+                        Outcome::Read { record } => Answer::Read(record),
+                        Outcome::Failed(err) => Answer::Failed(op_error(err)),
+                    };
+                    self.answer(ask, answer);
+                }
+            }
+        }
+    }
+
+    /// Whether `entry`'s version is further ahead of the cluster's time than the
+    /// bound: a version some clock issued while it was wrong. Read repair does not
+    /// spread it.
+    fn is_from_the_future(&mut self, entry: &Entry, now: Now) -> bool {
+        let cluster_ms = self.cluster_wall_ms(now);
+        match self.clock.check(entry.record.version.hlc, cluster_ms) {
+            Ok(()) => false,
+            Err(err) => {
+                self.clock_refused("read repair", err.to_string());
+                true
+            }
+        }
+    }
+
+    /// Counts and reports a version refused for coming from too far ahead.
+    pub(super) fn clock_refused(&mut self, what: &'static str, why: String) {
+        self.counters.clock_refusals += 1;
+        self.event(CoreEvent::ClockRefused { what, why });
+    }
+
+    /// This node's own writes of the turn, to the store as one request.
+    pub(super) fn flush_local(&mut self) {
+        let writes = std::mem::take(&mut self.local);
+        if writes.is_empty() {
+            return;
+        }
+        let wall_ms = writes.iter().map(|w| w.2).max().unwrap_or(0);
+        let (ops, entries): (Vec<Option<OpId>>, Vec<Entry>) =
+            writes.into_iter().map(|(op, entry, _)| (op, entry)).unzip();
+        let ops = ops.into_iter().flatten().collect();
+        let landing = self.landing(&entries, wall_ms);
+        self.store(
+            StoreWork::Apply(entries),
+            StorePurpose::Local { ops, landing },
+        );
+    }
+
+    /// Notes that `entries` are about to be written: their partitions' write marks, and
+    /// the guard that holds handoff and purges back until the write is done.
+    pub(super) fn landing(&mut self, entries: &[Entry], wall_ms: u64) -> Landing {
+        let partitions = self.settings.partitions;
+        let mut written: Vec<PartitionId> = entries
+            .iter()
+            .map(|e| partition_of(&e.key, partitions))
+            .collect();
+        written.sort_unstable();
+        written.dedup();
+        for &p in &written {
+            self.write_marks.note(p, wall_ms);
+            if let Some(part) = self.arrivals.partition(p) {
+                part.begin_write();
+            }
+        }
+        let tombstones: Vec<(PartitionId, u64)> = entries
+            .iter()
+            .filter(|e| e.record.payload == Payload::Tombstone)
+            .map(|e| {
+                (
+                    partition_of(&e.key, partitions),
+                    e.record.version.hlc.wall_ms(),
+                )
+            })
+            .collect();
+        for &(p, hlc_ms) in &tombstones {
+            if let Some(part) = self.arrivals.partition(p) {
+                part.begin(hlc_ms);
+            }
+        }
+        Landing {
+            written,
+            tombstones,
+        }
+    }
+
+    /// A write noted by [`NodeCore::landing`] is done (or failed).
+    pub(super) fn landed(&mut self, landing: Landing, now: Now) {
+        let mono = now.mono().0;
+        for p in landing.written {
+            if let Some(part) = self.arrivals.partition(p) {
+                part.end_write(mono);
+            }
+        }
+        for (p, hlc_ms) in landing.tombstones {
+            if let Some(part) = self.arrivals.partition(p) {
+                part.end(hlc_ms, mono);
+            }
+        }
+    }
+
+    /// The replica's side: a peer's request.
+    pub fn handle_request(
+        &mut self,
+        from: &str,
+        reply: ReplyTo,
+        request: Request,
+        now: Now,
+        store: &Store,
+    ) {
+        match request {
+            Request::Replicate { entries } => self.replicate(reply, entries, now),
+            Request::ReadLocal { key } => {
+                let response = match check_key(&key) {
+                    Err(err) => Response::Error(limit_error(err)),
+                    Ok(()) => match store.get(&key) {
+                        Ok(record) => Response::Record { record },
+                        Err(err) => Response::Error(super::io::storage_error(&err)),
+                    },
+                };
+                self.respond(reply, response);
+            }
+            Request::Sync(request) => self.sync_request(from, reply, request, now, store),
+            Request::Ping { .. } => self.respond(reply, pong(now.wall_us, now.wall_us)),
+            Request::Members => {
+                let members = self.membership.seed_members();
+                self.respond(reply, Response::Members(members));
+            }
+            other => self.respond(
+                reply,
+                Response::Error(ErrorReply::new(
+                    ErrorCode::BadRequest,
+                    format!("{} is not a request between nodes", other.name()),
+                )),
+            ),
+        }
+        self.settle(now, store);
+    }
+
+    /// A peer's `Replicate`: checked whole (limits, then each version against the
+    /// cluster's time: one from too far ahead refuses the batch), then applied.
+    fn replicate(&mut self, reply: ReplyTo, entries: Vec<Entry>, now: Now) {
+        for entry in &entries {
+            let checked = check_key(&entry.key).and_then(|()| match &entry.record.payload {
+                Payload::Value(value) => check_value(value, self.config.value_bytes_max),
+                Payload::Tombstone => Ok(()),
+            });
+            if let Err(err) = checked {
+                self.respond(reply, Response::Error(limit_error(err)));
+                return;
+            }
+        }
+        let cluster_ms = self.cluster_wall_ms(now);
+        for entry in &entries {
+            if let Err(err) =
+                self.clock
+                    .observe_against(entry.record.version.hlc, now.wall_ms(), cluster_ms)
+            {
+                self.clock_refused("replicated entry", err.to_string());
+                self.respond(
+                    reply,
+                    Response::Error(ErrorReply::new(ErrorCode::ClockOffset, err.to_string())),
+                );
+                return;
+            }
+        }
+        let landing = self.landing(&entries, now.wall_ms());
+        self.store(
+            StoreWork::Apply(entries),
+            StorePurpose::Replica { reply, landing },
+        );
+    }
+
+    /// A replica answered a write, a read or a read repair.
+    pub(super) fn data_answered(&mut self, pending: Pending, response: Response) {
+        let to = pending.to;
+        match pending.purpose {
+            Purpose::Write(ops) => {
+                for op in ops {
+                    match &response {
+                        Response::Replicated { .. } => {
+                            self.coordinator.handle_write_ack(op, &to, Ok(()))
+                        }
+                        Response::Error(reply) if reply.code == ErrorCode::ClockOffset => self
+                            .coordinator
+                            .handle_write_refused(op, &to, reply.message.clone()),
+                        Response::Error(reply) => {
+                            self.coordinator
+                                .handle_write_ack(op, &to, Err(reply.message.clone()))
+                        }
+                        other => self.coordinator.handle_write_ack(
+                            op,
+                            &to,
+                            Err(format!("unexpected answer {other:?}")),
+                        ),
+                    }
+                }
+            }
+            Purpose::Read(op) => {
+                let reply = match response {
+                    Response::Record { record } => Some(record),
+                    _ => None,
+                };
+                self.coordinator.handle_read_reply(op, &to, reply);
+            }
+            _ => {}
+        }
+    }
+
+    /// A write, read or read repair got no answer.
+    pub(super) fn data_failed(&mut self, pending: Pending, why: String) {
+        let to = pending.to;
+        match pending.purpose {
+            Purpose::Write(ops) => {
+                for op in ops {
+                    self.coordinator.handle_write_ack(op, &to, Err(why.clone()));
+                }
+            }
+            Purpose::Read(op) => self.coordinator.handle_read_reply(op, &to, None),
+            _ => {}
+        }
+    }
+}

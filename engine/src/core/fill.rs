@@ -1,0 +1,57 @@
+//! Keeps this node's [`Fill`] books in step with the view and its exchanges: records
+//! newly filled and released partitions durably, tells the cluster, and wakes
+//! anti-entropy to fill what is still missing.
+
+use super::io::StorePurpose;
+use super::*;
+
+impl NodeCore {
+    /// Brings the fill books up to date with the current view and agreements.
+    pub(super) fn update_fill(&mut self, now: Now, store: &Store) {
+        let view = self.view.clone();
+        let me = self.me.name.clone();
+        let before: Vec<PartitionId> = self.fill.filling().collect();
+        let agreements = &self.books.agreements;
+        let change = self.fill.update(
+            &me,
+            &view.placement,
+            |n, p| view.is_filled(n, p),
+            |n, p| view.is_settling(n, p),
+            |p| view.holders_by_word(p),
+            // Monotonic, as the agreements the fills wait for.
+            |p, peer| agreements.get(p, peer).map(|at| at.mono),
+            view.statuses_known(),
+            now.mono().0,
+        );
+        let filling = self.fill.filling().count();
+        self.event(CoreEvent::Filling(filling));
+        // Only news wakes a fill: partitions still filling are retried on the schedule,
+        // and waking for them after every run would run fills back to back while a
+        // source is away.
+        if self.fill.filling().any(|p| !before.contains(&p)) {
+            self.schedule.fill_wake(now.mono().0);
+        }
+        if change.is_empty() {
+            return;
+        }
+        if !change.filled.is_empty() {
+            self.event(CoreEvent::Filled {
+                partitions: change.filled.len(),
+                still_filling: filling,
+            });
+        }
+        if !change.released.is_empty() {
+            self.event(CoreEvent::Released {
+                partitions: change.released.len(),
+            });
+        }
+        let filled = self.fill.filled().clone();
+        self.store(
+            StoreWork::SaveFilled(filled),
+            StorePurpose::Meta("filled partitions"),
+        );
+        // Visible to this node's own operations at once; to the others with its status.
+        self.rebuild_view(now);
+        self.refresh_status(now, store);
+    }
+}
