@@ -83,22 +83,6 @@ impl NodeCore {
         ))
     }
 
-    /// While versions from the future are rewritten, this node coordinates no writes.
-    pub fn set_rewriting(&mut self, rewriting: bool) {
-        self.rewriting = rewriting;
-    }
-
-    /// Brings the clock back (after a rewrite) to no further than `limit_ms`; whether it
-    /// moved.
-    pub fn rewind_clock(&mut self, limit_ms: u64) -> bool {
-        self.clock.rewind(limit_ms)
-    }
-
-    /// Advances the clock past `floor` (a rewrite's versions).
-    pub fn observe_floor(&mut self, floor: Timestamp, now: Now) {
-        let _ = self.clock.observe(floor, now.wall_ms());
-    }
-
     /// Probes every live peer, and every unreachable one, once.
     pub(super) fn probe_round(&mut self, now: Now) {
         // A new life of a peer may run on another clock: its old samples go.

@@ -77,7 +77,7 @@ impl NodeCore {
     }
 
     /// Refuses data operations while another process holds this node's name.
-    fn serving(&self) -> Result<(), ErrorReply> {
+    pub(super) fn serving(&self) -> Result<(), ErrorReply> {
         match &self.stepped_aside {
             None => Ok(()),
             Some(other) => Err(ErrorReply::new(

@@ -40,9 +40,17 @@ impl NodeCore {
     ) {
         let why = match failure {
             PeerFailure::Path(why) => {
-                // A probe's own failure says nothing new: the peer is already known
-                // unreachable, or its next request will tell.
-                if !matches!(pending.purpose, Purpose::Probe { .. } | Purpose::Consult) {
+                // The data path's requests tell whether a peer is reachable. A probe's
+                // own failure says nothing new (the peer is already known unreachable,
+                // or its next request will tell), and an exchange step waits long enough
+                // for a slow peer to take it for a lost one.
+                if matches!(
+                    pending.purpose,
+                    Purpose::Write(_)
+                        | Purpose::Read(_)
+                        | Purpose::ReadRepair
+                        | Purpose::Hints { .. }
+                ) {
                     self.lost(&pending.to, &why);
                 }
                 why

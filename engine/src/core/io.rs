@@ -355,8 +355,13 @@ pub enum CoreEvent {
         /// Whether this clock is the outlier.
         outlier: bool,
     },
-    /// An anti-entropy run with every peer ended.
-    RunEnded(Box<RepairReport>),
+    /// An anti-entropy round with every peer ended.
+    RunEnded {
+        /// What started it.
+        kind: crate::antientropy::report::RunKind,
+        /// What it found and did.
+        report: Box<RepairReport>,
+    },
     /// A join request was refused.
     JoinRefused {
         /// The joining member.

@@ -85,10 +85,34 @@ impl NodeCore {
                 StorePurpose::Meta("members"),
             );
         }
-        // Statuses arrive without a roster change: the view takes them in every time.
-        if self.rebuild_view(now) {
-            self.update_fill(now, store);
+        // Statuses arrive without a roster change: the view takes in what changed.
+        let fingerprint = self.roster_fingerprint();
+        if fingerprint != self.view_fingerprint {
+            self.view_fingerprint = fingerprint;
+            if self.rebuild_view(now) {
+                self.update_fill(now, store);
+            }
         }
+    }
+
+    /// What of the roster the view shows, as one number: each member's identity, state
+    /// and last status, and whether the data path reaches it and anyone has spoken. The
+    /// view is rebuilt when it changes, and every second anyway (statuses age, and news
+    /// of fills settles, with time alone).
+    fn roster_fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for v in self.membership.roster() {
+            v.id.hash(&mut hasher);
+            (v.state, v.swim_incarnation, v.since.0).hash(&mut hasher);
+            v.status
+                .as_ref()
+                .map(|s| (s.epoch_ms, s.incarnation, s.seq))
+                .hash(&mut hasher);
+        }
+        self.unreachable.keys().for_each(|k| k.hash(&mut hasher));
+        self.membership.heard_from_others().hash(&mut hasher);
+        hasher.finish()
     }
 
     /// Builds the view from the roster, the placement and this node's fill books.

@@ -30,6 +30,7 @@ mod clocks;
 mod data;
 mod dispatch;
 mod fill;
+mod future;
 mod hints;
 mod io;
 mod members;
@@ -47,6 +48,7 @@ use rand::{RngExt, SeedableRng};
 
 pub use self::boot::{BootNotes, Joined, identity, prepare};
 pub use self::data::pong;
+pub use self::future::RewritePlan;
 pub use self::io::{
     Answer, Ask, AskId, CoreEvent, Output, PeerFailure, ReplyTo, ReqId, StoreDone, StoreId,
     StoreWork,
@@ -218,6 +220,8 @@ pub struct NodeCore {
     view: Arc<ClusterView>,
     /// The view changed since the driver last took it.
     view_changed: bool,
+    /// What of the roster the view was last built from.
+    view_fingerprint: u64,
     placement: Arc<Placement>,
     fill: Fill,
     news: FillNews,
@@ -248,6 +252,9 @@ pub struct NodeCore {
     leave_at: Option<Millis>,
     /// Set while versions from the future are rewritten: no writes are coordinated.
     rewriting: bool,
+    /// Writes made outside the core's effects (a rewrite), not yet done.
+    landings: future::Landings,
+    next_landing: u64,
     /// The other process under this node's name it stepped aside for, by address.
     stepped_aside: Option<String>,
     counters: Counters,
@@ -304,6 +311,7 @@ impl NodeCore {
             membership,
             view: Arc::new(view),
             view_changed: true,
+            view_fingerprint: 0,
             placement,
             fill: Fill::new(boot.filled),
             news: FillNews::default(),
@@ -325,6 +333,8 @@ impl NodeCore {
             status_due: now.mono(),
             leave_at: None,
             rewriting: false,
+            landings: BTreeMap::new(),
+            next_landing: 0,
             stepped_aside: None,
             counters: Counters::default(),
             next_req: 1,
@@ -486,6 +496,8 @@ impl NodeCore {
                 self.publish_status(now, store);
                 self.membership.announce_if_isolated(mono);
             }
+            // Statuses age and news of fills settles with time alone.
+            self.view_fingerprint = 0;
         }
         if self.probe_due <= mono {
             self.probe_due = Millis(mono.0 + PROBE_PERIOD_MS);

@@ -11,9 +11,10 @@ pub(super) struct Pacer {
 
 impl Pacer {
     /// Takes `bytes` at `now` with `per_sec` the rate (0: unlimited): when the step may
-    /// go, `now` or later.
+    /// go, `now` or later. A step of no bytes still waits for the bytes taken before it
+    /// (what was received counts too).
     pub(super) fn take(&mut self, bytes: u64, per_sec: u64, now: Millis) -> Millis {
-        if per_sec == 0 || bytes == 0 {
+        if per_sec == 0 {
             return now;
         }
         let rate = per_sec as f64;
@@ -40,6 +41,8 @@ mod tests {
         assert_eq!(pacer.take(500, 1000, Millis(0)), Millis(0));
         // Empty now: 1000 bytes more take a second.
         assert_eq!(pacer.take(1000, 1000, Millis(0)), Millis(1000));
+        // A step of nothing waits for what was taken before it.
+        assert_eq!(pacer.take(0, 1000, Millis(500)), Millis(1000));
         assert_eq!(pacer.take(1, 0, Millis(5)), Millis(5), "no limit");
     }
 }

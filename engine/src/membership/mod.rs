@@ -126,6 +126,8 @@ pub struct Membership {
     silence_ended: Option<Millis>,
     /// Messages refused for speaking as another member.
     refusals: RefusalLog,
+    /// When each member held suspect too long was last told so.
+    nudged: BTreeMap<String, Millis>,
 }
 
 impl Membership {
@@ -188,6 +190,7 @@ impl Membership {
             heard_at: None,
             silence_ended: None,
             refusals: RefusalLog::default(),
+            nudged: BTreeMap::new(),
         }
     }
 
@@ -455,6 +458,7 @@ impl Membership {
             self.take_name_back(later, now);
         }
         self.step_aside_if_superseded(now);
+        self.nudge_suspects(now);
         self.sync(now);
     }
 

@@ -10,12 +10,20 @@
 //! nobody cannot tell a cut around itself from everyone else failing, and the first is
 //! far more likely. A silence longer than `SILENT_HOLD_MAX` ends in deaths, as before, so
 //! a node whose peers did all fail still learns it.
+//!
+//! A suspicion can also outlive everyone who could end it. In SWIM only the member whose
+//! own probe failed turns a suspicion into a death; the others learn it by gossip, which
+//! each update rides only a few times. When the prober renews (its timers go with its
+//! old SWIM instance) and the gossip never reached the suspect, nobody declares it dead
+//! and nobody tells it to refute: it stays suspect in some views for good, while it
+//! answers every probe. So a member held suspect past the time a verdict should have
+//! come is told so directly, once per such time, and refutes it.
 
 use std::time::Duration;
 
-use foca::Timer;
+use foca::{Header, Member, Message, State, Timer};
 
-use super::{MemberId, Membership};
+use super::{MemberId, MemberState, Membership, wire};
 use crate::base::Millis;
 
 /// How often a held suspicion is looked at again.
@@ -60,5 +68,41 @@ impl Membership {
         }
         foca::Runtime::submit_after(&mut self.runtime, timer.clone(), HELD_RECHECK);
         true
+    }
+
+    /// Tells each member held suspect past the time a verdict should have come that it
+    /// is suspected, so it refutes (see the module documentation).
+    pub(super) fn nudge_suspects(&mut self, now: Millis) {
+        let overdue = self.swim_config.suspect_to_down_after.as_millis() as u64 + self.silence_ms();
+        let stale: Vec<(MemberId, u16)> = self
+            .roster
+            .values()
+            .filter(|v| v.state == MemberState::Suspect && v.id.name != self.me.name)
+            .filter(|v| now.0 >= v.since.0 + overdue)
+            .map(|v| (v.id.clone(), v.swim_incarnation))
+            .collect();
+        self.nudged
+            .retain(|name, _| stale.iter().any(|(id, _)| id.name == *name));
+        for (id, incarnation) in stale {
+            if self
+                .nudged
+                .get(&id.name)
+                .is_some_and(|at| now.0 < at.0 + overdue)
+            {
+                continue;
+            }
+            self.nudged.insert(id.name.clone(), now);
+            let header = Header {
+                src: self.me.clone(),
+                // The receiver only ever takes a higher incarnation than it knows.
+                src_incarnation: 0,
+                dst: id.clone(),
+                message: Message::Gossip,
+            };
+            let update = Member::new(id.clone(), incarnation, State::Suspect);
+            if let Ok(data) = wire::encode(&header, &[update], &[]) {
+                foca::Runtime::send_to(&mut self.runtime, id, &data);
+            }
+        }
     }
 }

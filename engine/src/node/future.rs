@@ -17,48 +17,21 @@
 use std::sync::Arc;
 
 use super::Shared;
-use std::sync::atomic::Ordering;
-
 use crate::hlc::Timestamp;
-use crate::hlc::skew::{Verdict, describe_us};
 use crate::protocol::{ErrorCode, ErrorReply, FutureVersions, Response};
-use crate::record::{Entry, Payload, Record, Version};
+use crate::record::{Entry, Record, Version};
 use crate::storage::FutureScan;
-use crate::wallclock::system_wall_ms;
 
 /// Records listed by `verify` and the rewrite's report.
 const LISTED: usize = 10;
 /// Records rewritten per transaction.
 const BATCH: usize = 1024;
 
+fn shutting_down() -> ErrorReply {
+    ErrorReply::new(ErrorCode::ShuttingDown, "the node is shutting down")
+}
+
 impl Shared {
-    /// The latest version wall time the cluster accepts now: its time plus the bound.
-    pub(crate) fn future_limit_ms(&self) -> u64 {
-        self.cluster_wall_ms()
-            .saturating_add(self.config.max_clock_offset_ms)
-    }
-
-    /// Why this node may not issue a version now because its clock reads beyond the
-    /// cluster's time plus the bound (it issued or stored versions from the future),
-    /// if it may not.
-    pub(crate) fn future_refusal(&self) -> Option<String> {
-        let limit = self.future_limit_ms();
-        let last = self
-            .clock
-            .lock()
-            .expect("clock lock")
-            .read(system_wall_ms());
-        if last.wall_ms() <= limit {
-            return None;
-        }
-        let ahead_ms = last.wall_ms() - limit + self.config.max_clock_offset_ms;
-        Some(format!(
-            "this node's clock has issued or stored versions {} ahead of the cluster's time (the limit is {} ms): its clock ran ahead earlier; it coordinates no writes until the cluster's time catches up or an admin runs `vergent rewrite-future` on it, and still serves reads and replication",
-            describe_us(ahead_ms * 1000),
-            self.config.max_clock_offset_ms
-        ))
-    }
-
     /// Counts the records more than twice the bound ahead of the cluster's time
     /// `present_ms` and describes the first few.
     pub(crate) async fn future_versions(
@@ -102,68 +75,37 @@ impl Shared {
         dry_run: bool,
         at: Option<Timestamp>,
     ) -> Result<Response, ErrorReply> {
-        self.serving()?;
-        // "The future" is the cluster's time plus the bound; a node that cannot measure
-        // the cluster's time, or whose own clock is off it, cannot tell.
-        if let Some(refusal) = self.clock_refusal().await {
-            return Err(ErrorReply::new(
-                refusal.code,
-                format!(
-                    "versions from the future cannot be told apart now: {}",
-                    refusal.message
-                ),
-            ));
-        }
-        if matches!(self.clock_verdict(), Verdict::Alone) && self.view().members.len() > 1 {
-            return Err(ErrorReply::new(
-                ErrorCode::Unavailable,
-                "versions from the future cannot be told apart now: no other member is alive to compare this node's clock with",
-            ));
-        }
-        let bound = self.config.max_clock_offset_ms;
-        let present_ms = self.cluster_wall_ms();
-        // Records less than twice the bound ahead are left alone: every node accepts
-        // them within a bound's time, and nodes' estimates of the cluster's time differ
-        // by a few milliseconds.
-        let scan_limit_ms = present_ms.saturating_add(2 * bound);
-        let at = match at {
-            Some(at) if at.wall_ms() > present_ms.saturating_add(bound) => {
-                return Err(ErrorReply::new(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "--at {at} is itself from the future (the cluster's time is {})",
-                        Timestamp::new(present_ms, 0)
-                    ),
-                ));
-            }
-            Some(at) => at,
-            None => Timestamp::new(present_ms, 0),
-        };
-        let found = self.future_versions(present_ms).await?;
+        let plan = self
+            .core
+            .call(move |core, now, _| core.begin_rewrite(at, false, now))
+            .await
+            .ok_or_else(shutting_down)??;
+        let found = self.future_versions(plan.present_ms).await?;
         if dry_run {
             return Ok(Response::RewroteFuture {
                 found,
                 rewritten: 0,
                 clock_rewound: false,
-                at,
+                at: plan.at,
             });
         }
-        if self.rewriting_future.swap(true, Ordering::SeqCst) {
-            return Err(ErrorReply::new(
-                ErrorCode::Refused,
-                "a rewrite of versions from the future is already running on this node",
-            ));
-        }
-        let result = self.rewrite_batches(scan_limit_ms, at, found.count).await;
+        // The same checks again, now taking the node out of coordinating writes.
+        let plan = self
+            .core
+            .call(move |core, now, _| core.begin_rewrite(Some(plan.at), true, now))
+            .await
+            .ok_or_else(shutting_down)??;
+        let result = self
+            .rewrite_batches(plan.scan_limit_ms, plan.at, found.count)
+            .await;
         // Then the clock: back from the future, and past the rewritten version, so the
         // next write through this node to any of those keys wins.
-        let rewound = {
-            let mut clock = self.clock.lock().expect("clock lock");
-            let rewound = clock.rewind(self.future_limit_ms());
-            let _ = clock.observe_against(at, system_wall_ms(), self.cluster_wall_ms());
-            rewound
-        };
-        self.rewriting_future.store(false, Ordering::SeqCst);
+        let at = plan.at;
+        let rewound = self
+            .core
+            .call(move |core, now, _| core.end_rewrite(at, now))
+            .await
+            .unwrap_or(false);
         let rewritten = result?;
         tracing::warn!(
             rewritten,
@@ -215,19 +157,21 @@ impl Shared {
                 .collect();
             let last_batch = rewrites.len() < BATCH;
             // A rewritten record is a change: its partition is not confirmed in sync
-            // until the replicas compare again.
-            self.note_keys(rewrites.iter().map(|(e, _)| e.key.as_slice()));
-            let tombstones: Vec<Entry> = rewrites
-                .iter()
-                .filter(|(e, _)| e.record.payload == Payload::Tombstone)
-                .map(|(e, _)| e.clone())
-                .collect();
-            let landing = self.arrivals.landing(&tombstones);
+            // until the replicas compare again, and its tombstones hold purges back.
+            let entries: Vec<Entry> = rewrites.iter().map(|(e, _)| e.clone()).collect();
+            let landing = self
+                .core
+                .call(move |core, now, _| core.rewriting(&entries, now))
+                .await
+                .ok_or_else(shutting_down)?;
             let done = self
                 .store
                 .rewrite(rewrites, Timestamp::new(scan_limit_ms, 0))
                 .await;
-            drop(landing);
+            let _ = self
+                .core
+                .call(move |core, now, _| core.rewritten(landing, now))
+                .await;
             rewritten += done.map_err(|e| ErrorReply::new(ErrorCode::Storage, e.to_string()))?;
             if last_batch {
                 break;

@@ -17,34 +17,10 @@ use std::time::{Duration, Instant};
 
 use super::peers::{PeerError, Peers, exchange};
 use super::{NodeConfig, NodeError, check_flags, new_cluster};
-use crate::membership::{MemberId, MemberState, SeedMember};
+use crate::core::Joined;
+use crate::membership::MemberId;
 use crate::protocol::{ErrorCode, Request, Response};
 use crate::storage::{ClusterSettings, Store};
-
-/// What joining produced.
-#[derive(Default)]
-pub(crate) struct Joined {
-    /// Identities to announce this node to.
-    pub(crate) seeds: Vec<MemberId>,
-    /// What the seed knows of the cluster, to install before serving.
-    pub(crate) members: Vec<SeedMember>,
-    /// The placement token this node took over (`--replace`).
-    pub(crate) token: Option<String>,
-    /// Whether this node created the cluster just now.
-    pub(crate) created: bool,
-    /// The seed that answered, for messages.
-    pub(crate) through: Option<String>,
-}
-
-impl Joined {
-    /// Whether the seed knows this node's name as departed (it left or was removed in
-    /// an earlier life): whatever data it kept missed the writes since.
-    pub(crate) fn departed(&self, me: &str) -> bool {
-        self.members
-            .iter()
-            .any(|m| m.id.name == me && m.state == MemberState::Left)
-    }
-}
 
 /// Time a restarting node spends asking the members it remembers for the cluster's
 /// view before it starts from its own memory.

@@ -33,6 +33,10 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// Whether a listener serves the metrics: the gauges read off the status are taken
+/// only then (a status costs the core's task a look at every partition).
+static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Serves Prometheus text on `addr` (`GET /metrics`, any path). Call inside a runtime.
 pub fn install(addr: SocketAddr) -> Result<(), String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -40,7 +44,14 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         .set_buckets(&LATENCY_BUCKETS)
         .map_err(|e| e.to_string())?
         .install()
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    INSTALLED.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether the metrics are served.
+pub(crate) fn installed() -> bool {
+    INSTALLED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// One client operation.

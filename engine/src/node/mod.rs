@@ -1,30 +1,25 @@
-//! A running node: the thin runtime that drives the deterministic mechanisms.
+//! A running node: the thin runtime that drives the node core ([`crate::core`]).
 //!
-//! [`Node::start`] opens the store, joins or creates the cluster, binds the QUIC
-//! endpoint and starts the tasks: connections and requests ([`server`]), membership
-//! ([`cluster`]), coordination and push replication ([`replication`]), hint delivery
-//! ([`hints`]). [`Node::shutdown`] stops accepting, lets in-flight requests finish, and
-//! closes the store cleanly. Reading the system clock, spawning tasks and sockets happen
-//! here, never in the mechanisms.
+//! [`Node::start`] opens the store, joins or creates the cluster, boots the core, binds
+//! the QUIC endpoint and starts the tasks: the core's own ([`driver`]: it owns the core,
+//! sleeps until its next deadline and carries out what it asks), connections and
+//! requests ([`server`], [`service`]), and one replication link per peer ([`links`]).
+//! [`Node::shutdown`] tells the cluster, stops accepting, lets in-flight requests
+//! finish, and closes the store cleanly. Reading the system clock, spawning tasks and
+//! sockets happen here, never in the core.
 
-mod antientropy;
-mod arrivals;
-mod clocks;
-mod cluster;
 mod config;
-mod fill;
+mod driver;
+mod events;
 mod future;
-mod hints;
 mod join;
+mod links;
 pub mod metrics;
 mod peers;
-mod reach;
-mod replication;
 mod server;
 mod service;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -34,124 +29,82 @@ use tokio_util::task::TaskTracker;
 
 pub use self::config::*;
 use self::config::{check_config, check_flags, new_cluster};
+use self::driver::CoreHandle;
 use self::peers::Peers;
-use crate::antientropy::confirm::WriteMarks;
-use crate::coordinator::{Coordinator, CoordinatorConfig, Millis};
 pub use crate::core::ClusterView;
-use crate::hlc::{Clock, MAX_CLOCK_OFFSET_MS_DEFAULT};
+use crate::core::{CoreConfig, NodeCore, Now};
+use crate::hlc::MAX_CLOCK_OFFSET_MS_DEFAULT;
 use crate::limits::VALUE_BYTES_MAX_DEFAULT;
-use crate::membership::{MemberId, Membership, MembershipConfig};
+use crate::membership::{MemberId, MembershipConfig};
 use crate::net::{self, NetError, TlsMaterial};
 use crate::placement::{
-    Fill, FillNews, PARTITIONS_DEFAULT, PARTITIONS_MAX, PartitionSet, REPLICATION_FACTOR_DEFAULT,
-    REPLICATION_FACTOR_MAX, partition_of,
+    PARTITIONS_DEFAULT, PARTITIONS_MAX, REPLICATION_FACTOR_DEFAULT, REPLICATION_FACTOR_MAX,
 };
 use crate::protocol::{Consistency, Role};
 use crate::storage::{
     ClusterSettings, HINTS_MAX_DEFAULT, MAP_SIZE_BYTES_DEFAULT, Store, StoreError, StoreOptions,
     WRITE_BATCH_MAX_DEFAULT,
 };
+use crate::wallclock::{system_wall_ms, system_wall_us};
 
-/// State shared by every task of a node.
+/// State shared by every task of a node. What the node decides lives in its core
+/// ([`NodeCore`]), which one task owns ([`driver`]); the others reach it through
+/// [`CoreHandle`] and read the view it publishes.
 pub(crate) struct Shared {
     pub(crate) config: NodeConfig,
     pub(crate) store: Store,
     pub(crate) settings: ClusterSettings,
-    pub(crate) clock: Mutex<Clock>,
     pub(crate) local_addr: SocketAddr,
     pub(crate) me: MemberId,
     pub(crate) started: Instant,
     pub(crate) requests: Arc<tokio::sync::Semaphore>,
     pub(crate) connections_by_identity: Mutex<std::collections::HashMap<String, usize>>,
+    /// The core's view of the cluster, as of its last change.
     pub(crate) view: RwLock<Arc<ClusterView>>,
-    /// Which partitions this node holds the data of.
-    pub(crate) fill: Mutex<Fill>,
-    /// The last and oldest unconfirmed change this node made to each partition.
-    pub(crate) write_marks: WriteMarks,
-    /// When tombstones landed here, which purges stay below.
-    pub(crate) arrivals: arrivals::ArrivalsBook,
-    /// When this node learned of each member's fills, for [`ClusterView::settling`].
-    pub(crate) fill_news: Mutex<FillNews>,
     pub(crate) peers: Peers,
     /// Seals this node's statuses and checks others' with the certificates met.
     pub(crate) seal: Arc<net::seal::CertSeal>,
-    pub(crate) replication: replication::Replication,
-    pub(crate) membership: cluster::MembershipHandle,
-    pub(crate) hints_wake: Notify,
-    pub(crate) anti_entropy: antientropy::AntiEntropy,
-    pub(crate) writes: AtomicU64,
-    pub(crate) reads: AtomicU64,
-    pub(crate) clock_refusals: AtomicU64,
-    /// Set while `rewrite-future` runs: this node coordinates no writes meanwhile.
-    pub(crate) rewriting_future: std::sync::atomic::AtomicBool,
-    /// Every live peer's clock against this node's.
-    pub(crate) skew: Mutex<crate::hlc::skew::SkewBook>,
-    /// Set while another process holds this node's name: the node serves no data then.
-    pub(crate) stepped_aside: Mutex<Option<String>>,
+    pub(crate) core: CoreHandle,
     pub(crate) left: Notify,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
 }
 
 impl Shared {
-    /// Monotonic milliseconds since the node started: the mechanisms' clock.
-    pub(crate) fn now(&self) -> Millis {
-        Millis(self.started.elapsed().as_millis() as u64)
+    /// The node's two clocks, read together: what the core's inputs happen at.
+    pub(crate) fn now(&self) -> Now {
+        Now {
+            mono_us: self.started.elapsed().as_micros() as u64,
+            wall_us: system_wall_us(),
+        }
     }
 
     /// The current cluster view.
     pub(crate) fn view(&self) -> Arc<ClusterView> {
         self.view.read().expect("view lock").clone()
     }
+}
 
-    /// Notes changes this node is about to make to partitions: client writes,
-    /// replication, hints and what anti-entropy brings (the compare that ends an
-    /// exchange comes after, and confirms it). Hold the guard until the write is done:
-    /// its tombstones hold purges back meanwhile.
-    pub(crate) fn note_writes(&self, entries: &[crate::record::Entry]) -> arrivals::Landing {
-        self.note_keys(entries.iter().map(|e| e.key.as_slice()));
-        self.arrivals.landing(entries)
-    }
-
-    /// Applies `entries` to the store, noted as [`Shared::note_writes`] says for as long
-    /// as the write takes.
-    pub(crate) async fn apply_noted(
-        &self,
-        entries: Vec<crate::record::Entry>,
-    ) -> Result<Vec<crate::storage::ApplyOutcome>, StoreError> {
-        let landing = self.note_writes(&entries);
-        let outcomes = self.store.apply(entries).await;
-        drop(landing);
-        outcomes
-    }
-
-    /// As [`Shared::note_writes`], by key.
-    pub(crate) fn note_keys<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) {
-        let now = crate::wallclock::system_wall_ms();
-        for key in keys {
-            self.write_marks
-                .note(partition_of(key, self.settings.partitions), now);
-        }
-    }
-
-    /// Changes the view, marks the fills it learned of (and lets settled news go), and
-    /// publishes it. Whether placement, fills or settling news changed: this node's own
-    /// fill books then need bringing up to date.
-    pub(crate) fn update_view(&self, change: impl FnOnce(&mut ClusterView)) -> bool {
-        let mut current = self.view.write().expect("view lock");
-        let mut next = (**current).clone();
-        change(&mut next);
-        let now = self.now().0;
-        let mut news = self.fill_news.lock().expect("fill news lock");
-        news.observe(&next.filled, now);
-        next.settling = news.settling_sets(now);
-        let changed = current.placement != next.placement
-            || current.filled != next.filled
-            || current.settling != next.settling;
-        *current = Arc::new(next);
-        changed
+/// What the core is given of the node's configuration.
+fn core_config(config: &NodeConfig) -> CoreConfig {
+    CoreConfig {
+        replica_timeout_ms: config.replica_timeout.as_millis() as u64,
+        hint_window_ms: config.hint_window.as_millis() as u64,
+        tombstone_grace_ms: config.tombstone_grace.as_millis() as u64,
+        anti_entropy_interval_ms: config.anti_entropy_interval.map(|i| i.as_millis() as u64),
+        max_clock_offset_ms: config.max_clock_offset_ms,
+        value_bytes_max: config.value_bytes_max,
+        ops_max: crate::coordinator::CoordinatorConfig::default().ops_max,
+        exchanges_in_flight: config.exchanges_in_flight.max(1),
+        repair_bytes_per_sec: config.repair_bytes_per_sec,
+        sync_step_timeout_ms: SYNC_STEP_TIMEOUT.as_millis() as u64,
+        default_consistency: config.default_consistency,
+        membership: config.membership.clone(),
     }
 }
+
+/// Time allowed for one anti-entropy exchange step.
+const SYNC_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running node.
 pub struct Node {
@@ -202,17 +155,7 @@ impl Node {
                 "listening on {local_addr}: give --advertise with the address the other nodes reach this one at"
             )));
         }
-        // A durable count, not the wall clock alone: a start after the clock stepped
-        // back must still present an identity above every earlier one.
-        let epoch_ms = store.next_start_epoch(crate::wallclock::system_wall_ms())?;
-        let mut me = MemberId {
-            name: config.name.clone(),
-            addr: advertise,
-            incarnation: store.next_incarnation()?,
-            epoch_ms,
-            token: store.placement_token()?,
-            data_epoch: store.data_epoch_or(epoch_ms)?,
-        };
+        let mut me = crate::core::identity(&store, &config.name, advertise, system_wall_ms())?;
         let seal = Arc::new(net::seal::CertSeal::new(&material)?);
         if !seal.can_sign() {
             tracing::warn!(
@@ -234,103 +177,64 @@ impl Node {
         let settings = store
             .cluster()
             .expect("the cluster is known after joining or creating it");
-        // A wiped disk lost the count: an earlier life the cluster knows may sort above
-        // this one (its clock was ahead). Announcing an identity above it makes this
-        // life win at once instead of being taken for the old one.
-        if let Some(old) = joined
-            .members
-            .iter()
-            .find(|m| m.id.name == me.name && !me.supersedes(&m.id))
-        {
-            me.epoch_ms = old.id.epoch_ms.saturating_add(1);
-            store.raise_start_epoch(me.epoch_ms)?;
+        let through = joined.through.clone();
+        let (mut boot, notes) =
+            crate::core::prepare(&store, &mut me, joined, had_cluster, settings)?;
+        if let Some(epoch) = notes.epoch_raised {
             tracing::info!(
-                "an earlier life of {} started later by its clock; this one takes start epoch {}",
-                me.name,
-                me.epoch_ms
+                "an earlier life of {} started later by its clock; this one takes start epoch {epoch}",
+                me.name
             );
         }
-        if let Some(token) = &joined.token {
-            store.save_placement_token(token)?;
-            me.token = Some(token.clone());
+        if notes.departed {
+            tracing::warn!(
+                "this node's name left the cluster or was removed while it was away: it refills every partition it holds before it counts in quorums"
+            );
         }
-        let filled = initial_filled(&store, &joined, had_cluster, &me.name, settings.partitions)?;
-        store.save_filled(&filled)?;
-        let clock = Clock::starting_after(store.hlc_high_water()?, config.max_clock_offset_ms);
-        let remembered = store.members()?;
+        boot.seal = Some(seal.clone());
+        boot.seed = random_seed();
         let started = Instant::now();
-        let (membership, membership_inputs) = cluster::MembershipHandle::new();
-        let view = ClusterView::initial(&me, &settings, filled.clone());
-        let (replication, coordinator) =
-            replication::Replication::new(Coordinator::new(CoordinatorConfig {
-                write_timeout_ms: config.replica_timeout.as_millis() as u64,
-                read_timeout_ms: config.replica_timeout.as_millis() as u64,
-                ..CoordinatorConfig::default()
-            }));
-        let shared = Arc::new(Shared {
+        let (handle, inputs) = CoreHandle::new();
+        let shared0 = Shared {
             requests: Arc::new(tokio::sync::Semaphore::new(config.requests_max)),
             connections_by_identity: Mutex::new(std::collections::HashMap::new()),
-            config,
-            store,
             settings,
-            clock: Mutex::new(clock),
             local_addr,
             me: me.clone(),
             started,
-            view: RwLock::new(Arc::new(view)),
-            fill: Mutex::new(Fill::new(filled)),
-            fill_news: Mutex::new(FillNews::default()),
-            write_marks: WriteMarks::new(settings.partitions),
-            arrivals: arrivals::ArrivalsBook::new(settings.partitions, started),
+            view: RwLock::new(Arc::new(ClusterView::initial(
+                &me,
+                &settings,
+                boot.filled.clone(),
+            ))),
             peers,
-            seal: seal.clone(),
-            replication,
-            membership,
-            hints_wake: Notify::new(),
-            anti_entropy: antientropy::AntiEntropy::default(),
-            writes: AtomicU64::new(0),
-            reads: AtomicU64::new(0),
-            clock_refusals: AtomicU64::new(0),
-            rewriting_future: std::sync::atomic::AtomicBool::new(false),
-            skew: Mutex::new(crate::hlc::skew::SkewBook::new()),
-            stepped_aside: Mutex::new(None),
+            seal,
+            core: handle,
             left: Notify::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-        });
+            store,
+            config,
+        };
         // The cluster's view is installed before anything is served: members and their
         // states from the seed (or memory), placement, who holds which data.
-        let mut m = Membership::new(
-            me.clone(),
-            &shared.config.membership,
-            random_seed(),
-            shared.now(),
+        let core = NodeCore::new(
+            core_config(&shared0.config),
+            boot,
+            shared0.now(),
+            &shared0.store,
         );
-        m.set_seal(seal);
-        m.restore(&remembered, shared.now());
-        m.install(joined.members, shared.now());
-        let (primed, view_ready) = tokio::sync::oneshot::channel();
-        let tasks = &shared.tasks;
-        tasks.spawn(cluster::run(
-            shared.clone(),
-            membership_inputs,
-            m,
-            joined.seeds,
-            primed,
-        ));
-        let _ = view_ready.await;
+        *shared0.view.write().expect("view lock") = core.view().clone();
+        let shared = Arc::new(shared0);
         let view = shared.view();
         tracing::info!(
             members = view.members.len(),
-            through = joined.through.as_deref().unwrap_or("memory"),
+            through = through.as_deref().unwrap_or("memory"),
             partitions_filling = view.filling_of(&shared.me.name),
             "cluster view installed"
         );
-        tasks.spawn(replication::run(shared.clone(), coordinator));
-        tasks.spawn(hints::run(shared.clone()));
-        tasks.spawn(reach::run(shared.clone()));
-        tasks.spawn(clocks::run(shared.clone()));
-        tasks.spawn(antientropy::run(shared.clone()));
+        let tasks = &shared.tasks;
+        tasks.spawn(driver::run(shared.clone(), core, inputs));
         tasks.spawn(server::accept_loop(endpoint.clone(), shared.clone()));
         tracing::info!(
             node = %shared.config.name,
@@ -376,9 +280,12 @@ impl Node {
     pub async fn shutdown(self) {
         let Node { shared, endpoint } = self;
         tracing::info!(node = %shared.config.name, "shutting down");
-        if tokio::time::timeout(Duration::from_secs(1), shared.membership.go_down())
-            .await
-            .is_ok()
+        if tokio::time::timeout(
+            Duration::from_secs(1),
+            shared.core.ask(crate::core::Ask::GoDown),
+        )
+        .await
+        .is_ok()
         {
             // Datagrams leave with the connections' next flush; closing them at once
             // would drop the news.
@@ -402,34 +309,6 @@ impl Node {
         }
         tracing::info!("stopped");
     }
-}
-
-/// The partitions this node holds the data of at start: every one for the node that
-/// creates the cluster (there is no data yet); what its books say on a restart (every
-/// one for a directory from before the books were kept, which served as a full
-/// replica); none for a new or wiped node, and none for a node whose name departed
-/// the cluster in an earlier life (its data missed the writes since).
-fn initial_filled(
-    store: &Store,
-    joined: &join::Joined,
-    had_cluster: bool,
-    me: &str,
-    partitions: u16,
-) -> Result<PartitionSet, NodeError> {
-    if joined.created {
-        return Ok(PartitionSet::all(partitions));
-    }
-    if joined.departed(me) {
-        tracing::warn!(
-            "this node's name left the cluster or was removed while it was away: it refills every partition it holds before it counts in quorums"
-        );
-        return Ok(PartitionSet::empty());
-    }
-    Ok(match store.filled()? {
-        Some(set) => set,
-        None if had_cluster => PartitionSet::all(partitions),
-        None => PartitionSet::empty(),
-    })
 }
 
 fn random_seed() -> u64 {

@@ -7,7 +7,7 @@
 //! until QUIC's idle timeout; asking for the new identity drops it and dials afresh, so
 //! the first request after a restart does not wait out the dead connection.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,8 +46,6 @@ pub(crate) struct Peers {
     /// Learns the certificates of the nodes dialled, to check their status seals.
     seal: Arc<CertSeal>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
-    /// Peers the data path cannot reach right now, with why.
-    unreachable: Mutex<BTreeMap<String, String>>,
 }
 
 impl Peers {
@@ -57,7 +55,6 @@ impl Peers {
             me,
             seal,
             slots: Mutex::new(HashMap::new()),
-            unreachable: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -162,43 +159,6 @@ impl Peers {
         {
             connection.close(0u32.into(), b"stale");
         }
-    }
-
-    /// Peers the data path cannot reach right now.
-    pub(crate) fn unreachable(&self) -> BTreeSet<String> {
-        self.unreachable
-            .lock()
-            .expect("unreachable lock")
-            .keys()
-            .cloned()
-            .collect()
-    }
-
-    /// Why `name` cannot be reached right now, if it cannot.
-    pub(crate) fn unreachable_reason(&self, name: &str) -> Option<String> {
-        self.unreachable
-            .lock()
-            .expect("unreachable lock")
-            .get(name)
-            .cloned()
-    }
-
-    /// Marks `name` unreachable on the data path; whether it was reachable before.
-    pub(crate) fn mark_unreachable(&self, name: &str, why: &str) -> bool {
-        self.unreachable
-            .lock()
-            .expect("unreachable lock")
-            .insert(name.to_string(), why.to_string())
-            .is_none()
-    }
-
-    /// Marks `name` reachable again; whether it was unreachable.
-    pub(crate) fn mark_reachable(&self, name: &str) -> bool {
-        self.unreachable
-            .lock()
-            .expect("unreachable lock")
-            .remove(name)
-            .is_some()
     }
 
     /// Marks a background dial to `name` as started; false if one is already running.

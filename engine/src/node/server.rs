@@ -12,7 +12,7 @@ use std::time::Duration;
 use quinn::{Connection, Incoming, RecvStream, SendStream, VarInt};
 
 use super::Shared;
-use super::replication::batch_frame_bytes_max;
+use super::links::batch_frame_bytes_max;
 use crate::limits::frame_bytes_max;
 use crate::net::{NetError, PeerIdentity, peer_certificate, peer_identity};
 use crate::protocol::Role;
@@ -198,7 +198,7 @@ async fn read_datagrams(connection: Connection, shared: Arc<Shared>, from: Strin
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,
             datagram = connection.read_datagram() => match datagram {
-                Ok(data) => shared.membership.datagram(&from, data),
+                Ok(data) => shared.core.datagram(&from, data),
                 Err(_) => break,
             },
         }

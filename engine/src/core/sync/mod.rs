@@ -6,7 +6,10 @@
 //! `respond`).
 //!
 //! One round at a time: a repair asked for during a background round waits for it and
-//! reports what it moved meanwhile. A round's runs with its peers go on side by side.
+//! reports what it moved meanwhile. A round's runs with its peers go one after the
+//! other: entries one peer sends land on this node while it compares with another
+//! (the same entries, often, from both), and a change after an agreement undoes it
+//! (the partition is not confirmed until the replicas compare again).
 
 mod confirm;
 mod respond;
@@ -92,7 +95,10 @@ pub(super) struct Round {
     ask: Option<AskId>,
     asked_wall: u64,
     started_mono: Millis,
+    /// The run going (one at a time).
     runs: BTreeMap<String, PeerRun>,
+    /// The runs still to go, in plan order.
+    waiting: VecDeque<(String, PeerRun)>,
     /// The peers in plan order, and how each run ended.
     order: Vec<String>,
     ended: BTreeMap<String, Result<PeerOutcome, String>>,
@@ -363,6 +369,7 @@ impl NodeCore {
             asked_wall: ask.map_or(0, |(_, w)| w),
             started_mono: now.mono(),
             runs: BTreeMap::new(),
+            waiting: VecDeque::new(),
             order: plans.keys().cloned().collect(),
             ended: BTreeMap::new(),
             report,
@@ -382,7 +389,7 @@ impl NodeCore {
                 roots_per_request: ROOTS_PER_REQUEST_MAX,
             };
             let count = partitions.len();
-            round.runs.insert(
+            round.waiting.push_back((
                 peer.clone(),
                 PeerRun {
                     run: Run::new(&peer, partitions, config),
@@ -391,19 +398,31 @@ impl NodeCore {
                     counts: SyncCounts::default(),
                     compare_at: None,
                 },
-            );
+            ));
         }
         self.round = Some(round);
         self.progress_tick(0, 0);
-        let peers: Vec<String> = self
-            .round
-            .as_ref()
-            .map(|r| r.order.clone())
-            .unwrap_or_default();
-        for peer in peers {
+        self.next_run(now, store);
+        self.end_round_if_done(now, store);
+    }
+
+    /// Starts the round's next runs, one at a time, until one is going or none is left
+    /// (a run with nothing to compare is done at once).
+    fn next_run(&mut self, now: Now, store: &Store) {
+        loop {
+            let Some(round) = self.round.as_mut() else {
+                return;
+            };
+            if !round.runs.is_empty() {
+                return;
+            }
+            let Some((peer, mut run)) = round.waiting.pop_front() else {
+                return;
+            };
+            run.began = now.moment();
+            round.runs.insert(peer.clone(), run);
             self.drive_run(&peer, now, store);
         }
-        self.end_round_if_done(now, store);
     }
 
     /// Progress of the round: the books, and the asker of a repair.
@@ -778,7 +797,12 @@ impl NodeCore {
     /// the agreements allow (purges after a full round only), the schedule or the
     /// repair's asker told, and the next repair started.
     fn end_round_if_done(&mut self, now: Now, store: &Store) {
-        if !self.round.as_ref().is_some_and(|r| r.runs.is_empty()) {
+        self.next_run(now, store);
+        if !self
+            .round
+            .as_ref()
+            .is_some_and(|r| r.runs.is_empty() && r.waiting.is_empty())
+        {
             return;
         }
         let mut round = self.round.take().expect("checked");
@@ -822,7 +846,10 @@ impl NodeCore {
                 self.upkeep(round.kind == RunKind::Background, now, store);
             }
         }
-        self.event(CoreEvent::RunEnded(Box::new(report.clone())));
+        self.event(CoreEvent::RunEnded {
+            kind: round.kind,
+            report: Box::new(report.clone()),
+        });
         if let Some(due) = round.due {
             let still = self.fill.filling().next().is_some();
             let jitter = if due == RunDue::Full {

@@ -139,9 +139,14 @@ impl NodeCore {
                     | SyncResponse::Entries { entries: send, .. } => entry_bytes(send),
                     _ => 0,
                 };
-                let at = self
-                    .pacer
-                    .take(bytes, self.config.repair_bytes_per_sec, now.mono());
+                // An answer of no entries waits for nothing (the peer's own steps keep to
+                // its limit); one that carries entries waits until they fit this node's.
+                let at = if bytes == 0 {
+                    now.mono()
+                } else {
+                    self.pacer
+                        .take(bytes, self.config.repair_bytes_per_sec, now.mono())
+                };
                 let response = Response::Sync(response);
                 if at <= now.mono() {
                     self.respond(reply, response);

@@ -212,3 +212,55 @@ fn a_long_cut_of_one_node_costs_only_that_node_a_renewal() {
     assert!(collateral.is_empty(), "after the long cut: {collateral:?}");
     net.assert_all_alive(&names);
 }
+
+/// A suspicion whose prober renewed before it turned into a death, and whose gossip
+/// never reached the suspect, reaches the others by gossip all the same: nobody holds
+/// a timer to declare the suspect dead, and the suspect, answering every probe at the
+/// suspected incarnation, never learns to refute it. The members that hold it tell the
+/// suspect, and it refutes: everyone sees it alive again, and nobody declares it dead.
+#[test]
+fn a_suspicion_nobody_can_end_is_refuted_by_the_suspect_once_told() {
+    let mut net = Net::new();
+    let names = ["n1", "n2", "n3", "n4", "n5"];
+    net.start_all(&names);
+    net.assert_all_alive(&names);
+    let n4 = net.nodes["n4"].me().clone();
+    let incarnation = net.nodes["n1"].member("n4").unwrap().swim_incarnation;
+    // n5's suspicion of n4, its own timer gone, reaches n1; for ten seconds no word of
+    // it reaches n4 (the gossip of it runs out meanwhile), while n4 answers every probe.
+    net.hide_suspicion = Some(("n4".into(), net.now + 10_000));
+    let header = foca::Header {
+        src: net.nodes["n5"].me().clone(),
+        src_incarnation: 0,
+        dst: net.nodes["n1"].me().clone(),
+        message: foca::Message::Gossip,
+    };
+    let suspicion = foca::Member::new(n4.clone(), incarnation, foca::State::Suspect);
+    let data = wire::encode(&header, &[suspicion], &[]).unwrap();
+    let now = Millis(net.now);
+    net.nodes
+        .get_mut("n1")
+        .unwrap()
+        .handle_data("n5", &data, now)
+        .unwrap();
+    net.drain("n1");
+    assert_eq!(net.state("n1", "n4"), Some(MemberState::Suspect));
+    // The runtime ticks membership every second.
+    let until = net.now + 40_000;
+    while net.now < until {
+        let next = net.now + 1_000;
+        net.run_until(next);
+        for name in names {
+            let now = Millis(net.now);
+            net.nodes.get_mut(name).unwrap().tick(now);
+            net.drain(name);
+        }
+    }
+    net.assert_all_alive(&names);
+    let died: Vec<_> = net
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, MembershipEvent::Died(id) if id.name == "n4"))
+        .collect();
+    assert!(died.is_empty(), "n4 was alive all along: {died:?}");
+}

@@ -9,6 +9,8 @@ struct Net {
     down: BTreeSet<String>,
     /// Pairs (from, to) whose datagrams are lost.
     cut: BTreeSet<(String, String)>,
+    /// Until this time, datagrams telling this member it is suspected are lost.
+    hide_suspicion: Option<(String, u64)>,
     now: u64,
     seq: u64,
     // (Reverse(at), seq, target, what)
@@ -47,6 +49,28 @@ impl Ord for TimerBox {
     }
 }
 
+/// Whether `data` carries a suspicion of `name`.
+fn suspects(data: &[u8], name: &str) -> bool {
+    use bytes::Buf;
+    use foca::Codec;
+    let mut buf = data;
+    let mut codec = PostcardCodec;
+    let Ok(header): Result<foca::Header<MemberId>, _> = codec.decode_header(&mut buf) else {
+        return false;
+    };
+    if header.message == foca::Message::Broadcast || buf.remaining() < 2 {
+        return false;
+    }
+    let count = buf.get_u16();
+    (0..count).any(|_| {
+        codec
+            .decode_member(&mut buf)
+            .is_ok_and(|m: foca::Member<MemberId>| {
+                m.id().name == name && m.state() == foca::State::Suspect
+            })
+    })
+}
+
 fn id(name: &str, incarnation: u32, epoch_ms: u64) -> MemberId {
     MemberId {
         name: name.into(),
@@ -64,6 +88,7 @@ impl Net {
             nodes: BTreeMap::new(),
             down: BTreeSet::new(),
             cut: BTreeSet::new(),
+            hide_suspicion: None,
             renewals_with_members: 0,
             renewals_without_probing: 0,
             now: 0,
@@ -101,7 +126,10 @@ impl Net {
         {
             let m = self.nodes.get_mut(name).unwrap();
             while let Some((to, data)) = m.poll_send() {
-                if !self.cut.contains(&(name.to_string(), to.name.clone())) {
+                let hidden = self.hide_suspicion.as_ref().is_some_and(|(of, until)| {
+                    to.name == *of && now < *until && suspects(&data, of)
+                });
+                if !hidden && !self.cut.contains(&(name.to_string(), to.name.clone())) {
                     out.push((
                         now + 1,
                         to.name.clone(),

@@ -1,5 +1,7 @@
 //! Requests that change who is in the cluster: join, remove, leave.
 
+use super::unexpected;
+use crate::core::{Answer, Ask};
 use crate::net::PeerIdentity;
 use crate::node::Shared;
 use crate::protocol::{ErrorCode, ErrorReply, Response};
@@ -58,7 +60,10 @@ impl Shared {
             // is dead without knowing it.
             self.peers.forget(&id.name);
         }
-        let (members, token) = self.membership.admit(id, replace).await?;
+        let (members, token) = match self.core.ask(Ask::Join { id, replace }).await {
+            Answer::Admitted { members, token } => (members, token),
+            other => return Err(unexpected(other)),
+        };
         let view = self.view();
         let me = view
             .member(&self.me.name)
@@ -106,11 +111,10 @@ impl Shared {
     }
 
     pub(super) async fn remove(&self, name: String) -> Result<Response, ErrorReply> {
-        let id = self
-            .membership
-            .remove(name)
-            .await
-            .map_err(|reason| ErrorReply::new(ErrorCode::Refused, reason))?;
+        let id = match self.core.ask(Ask::Remove { name }).await {
+            Answer::Removed(id) => id,
+            other => return Err(unexpected(other)),
+        };
         let hints = self
             .store
             .hint_backlog()
@@ -128,11 +132,8 @@ impl Shared {
     }
 
     pub(super) async fn leave(&self) -> Result<Response, ErrorReply> {
-        if !self.membership.leave().await {
-            return Err(ErrorReply::new(
-                ErrorCode::ShuttingDown,
-                "the node is shutting down",
-            ));
+        if let Answer::Failed(reply) = self.core.ask(Ask::Leave).await {
+            return Err(reply);
         }
         Ok(Response::Leaving {
             message: format!(

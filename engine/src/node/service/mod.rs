@@ -3,7 +3,6 @@
 //! streams ([`streams`]) are in modules of their own.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 mod members;
 mod status;
@@ -11,17 +10,12 @@ mod streams;
 
 pub(crate) use self::streams::{repair, watch};
 use super::Shared;
-use super::replication::coordinate;
-use crate::coordinator::{OpError, Outcome};
+use crate::core::{Answer, Ask};
 use crate::hlc::Timestamp;
-use crate::limits::{check_key, check_value};
-use crate::membership::MemberState;
 use crate::net::PeerIdentity;
-use crate::policy::unheard_refusal;
-use crate::protocol::{ErrorCode, ErrorReply, Request, Response};
-use crate::record::{Entry, Payload, Record, Version};
-use crate::storage::StoreError;
-use crate::wallclock::system_wall_ms;
+use crate::protocol::{Consistency, ErrorCode, ErrorReply, Request, Response};
+use crate::record::Payload;
+use crate::wallclock::system_wall_us;
 
 impl Shared {
     pub(crate) async fn handle(
@@ -29,7 +23,7 @@ impl Shared {
         peer: &PeerIdentity,
         request: Request,
     ) -> Response {
-        let received_us = crate::wallclock::system_wall_us();
+        let received_us = system_wall_us();
         if !request.allowed(peer.role) {
             return Response::Error(ErrorReply::new(
                 ErrorCode::Forbidden,
@@ -77,16 +71,21 @@ impl Shared {
                 let delete = self.write(key, Payload::Tombstone, consistency, after);
                 self.measured("delete", consistency, delete).await
             }
-            Request::Status => Ok(Response::Status(self.status())),
-            Request::Ping { .. } => Ok(super::clocks::pong(received_us)),
-            Request::Members => self
-                .membership
-                .members()
-                .await
-                .map(Response::Members)
-                .map_err(|e| ErrorReply::new(ErrorCode::ShuttingDown, e)),
-            Request::Replicate { entries } => self.replicate(entries).await,
-            Request::ReadLocal { key } => self.read_local(&key),
+            Request::Status => match self.core.ask(Ask::Status).await {
+                Answer::Status(status) => Ok(Response::Status(*status)),
+                other => Err(unexpected(other)),
+            },
+            // Answered here, not by the core: the clock is read as the probe arrives
+            // and as it is answered, with no queue between them.
+            Request::Ping { .. } => Ok(crate::core::pong(received_us, system_wall_us())),
+            Request::Members => match self.core.ask(Ask::Members).await {
+                Answer::Members(members) => Ok(Response::Members(members)),
+                other => Err(unexpected(other)),
+            },
+            request
+            @ (Request::Replicate { .. } | Request::ReadLocal { .. } | Request::Sync(_)) => {
+                Ok(self.core.request(&peer.name, request).await)
+            }
             Request::Join {
                 id,
                 cluster,
@@ -98,7 +97,6 @@ impl Shared {
                 ErrorCode::BadRequest,
                 "this request needs a stream of its own",
             )),
-            Request::Sync(request) => super::antientropy::respond(self, &peer.name, request).await,
             Request::Verify => self.verify().await,
             Request::RewriteFuture { dry_run, at } => self.rewrite_future(dry_run, at).await,
         };
@@ -110,7 +108,7 @@ impl Shared {
     async fn measured(
         &self,
         op: &'static str,
-        consistency: Option<crate::protocol::Consistency>,
+        consistency: Option<Consistency>,
         run: impl std::future::Future<Output = Result<Response, ErrorReply>>,
     ) -> Result<Response, ErrorReply> {
         let started = std::time::Instant::now();
@@ -120,66 +118,25 @@ impl Shared {
         result
     }
 
-    /// Refuses data operations while another process holds this node's name: this one
-    /// has stepped aside, and its view of the cluster is frozen.
-    pub(crate) fn serving(&self) -> Result<(), ErrorReply> {
-        match &*self.stepped_aside.lock().expect("stepped aside lock") {
-            None => Ok(()),
-            Some(other) => Err(ErrorReply::new(
-                ErrorCode::NotReady,
-                format!(
-                    "not ready: another process under the name {} is in the cluster (at {other}); this one stepped aside and serves no data until it takes the name back",
-                    self.me.name
-                ),
-            )),
-        }
-    }
-
-    /// Advances this node's clock past the session's last version, so whatever the
-    /// session does next here is ordered after what it saw elsewhere.
-    fn observe_session(&self, after: Option<Timestamp>) -> Result<(), ErrorReply> {
-        let Some(after) = after else {
-            return Ok(());
-        };
-        let cluster_ms = self.cluster_wall_ms();
-        self.clock
-            .lock()
-            .expect("clock lock")
-            .observe_against(after, system_wall_ms(), cluster_ms)
-            .map(|_| ())
-            .map_err(|err| {
-                ErrorReply::new(
-                    ErrorCode::ClockOffset,
-                    format!("the session's last version is refused: {err}"),
-                )
-            })
-    }
-
     async fn get(
         self: &Arc<Self>,
         key: Vec<u8>,
-        consistency: Option<crate::protocol::Consistency>,
+        consistency: Option<Consistency>,
         after: Option<Timestamp>,
     ) -> Result<Response, ErrorReply> {
-        self.serving()?;
-        check_key(&key).map_err(limit_error)?;
-        self.observe_session(after)?;
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        let level = consistency.unwrap_or(self.config.default_consistency);
-        let replicas = self.view().replica_set(&key);
-        let now = self.now();
-        match coordinate(self, move |c| c.begin_read(key, replicas, level, now)).await {
-            Outcome::Read { record } => Ok(Response::Value {
+        let ask = Ask::Get {
+            key,
+            consistency,
+            after,
+        };
+        match self.core.ask(ask).await {
+            Answer::Read(record) => Ok(Response::Value {
                 found: record.and_then(|record| match record.payload {
                     Payload::Value(value) => Some((value, self.describe(record.version))),
                     Payload::Tombstone => None,
                 }),
             }),
-            Outcome::Failed(err) => Err(op_error(err)),
-            Outcome::Written { .. } => Err(ErrorReply::new(
-                ErrorCode::BadRequest,
-                "a read was answered as a write",
-            )),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -187,93 +144,21 @@ impl Shared {
         self: &Arc<Self>,
         key: Vec<u8>,
         payload: Payload,
-        consistency: Option<crate::protocol::Consistency>,
+        consistency: Option<Consistency>,
         after: Option<Timestamp>,
     ) -> Result<Response, ErrorReply> {
-        self.serving()?;
-        check_key(&key).map_err(limit_error)?;
-        if let Payload::Value(value) = &payload {
-            check_value(value, self.config.value_bytes_max).map_err(limit_error)?;
-        }
-        // A version from a clock the cluster would refuse must never be issued: it
-        // would be stored here and win later over writes acknowledged meanwhile.
-        if let Some(refusal) = self.clock_refusal().await {
-            return Err(refusal);
-        }
-        if let Some(why) = self.future_refusal() {
-            return Err(ErrorReply::new(ErrorCode::ClockOffset, why));
-        }
-        let view = self.view();
-        let others_known = view
-            .members
-            .iter()
-            .any(|m| m.id.name != view.me && m.state != MemberState::Left);
-        if let Some(why) = unheard_refusal(others_known, view.heard) {
-            return Err(ErrorReply::new(ErrorCode::Unavailable, why));
-        }
-        if self.rewriting_future.load(Ordering::SeqCst) {
-            // A write acknowledged now could lose to the rewritten versions.
-            return Err(ErrorReply::new(
-                ErrorCode::Unavailable,
-                "unavailable: versions from the future are being rewritten on this node; it coordinates no writes until that ends",
-            ));
-        }
-        self.observe_session(after)?;
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        let level = consistency.unwrap_or(self.config.default_consistency);
-        let version = Version {
-            hlc: self
-                .clock
-                .lock()
-                .expect("clock lock")
-                .tick(system_wall_ms()),
-            node: self.store.node_id(),
-        };
-        let replicas = self.view().replica_set(&key);
-        let entry = Entry {
+        let ask = Ask::Put {
             key,
-            record: Record { version, payload },
+            payload,
+            consistency,
+            after,
         };
-        let now = self.now();
-        match coordinate(self, move |c| c.begin_write(entry, replicas, level, now)).await {
-            Outcome::Written { version } => Ok(Response::Written {
+        match self.core.ask(ask).await {
+            Answer::Written(version) => Ok(Response::Written {
                 version: self.describe(version),
             }),
-            Outcome::Failed(err) => Err(op_error(err)),
-            Outcome::Read { .. } => Err(ErrorReply::new(
-                ErrorCode::BadRequest,
-                "a write was answered as a read",
-            )),
+            other => Err(unexpected(other)),
         }
-    }
-
-    async fn replicate(&self, entries: Vec<Entry>) -> Result<Response, ErrorReply> {
-        for entry in &entries {
-            check_key(&entry.key).map_err(limit_error)?;
-            if let Payload::Value(value) = &entry.record.payload {
-                check_value(value, self.config.value_bytes_max).map_err(limit_error)?;
-            }
-        }
-        {
-            let cluster_ms = self.cluster_wall_ms();
-            let mut clock = self.clock.lock().expect("clock lock");
-            let now = system_wall_ms();
-            for entry in &entries {
-                if let Err(err) = clock.observe_against(entry.record.version.hlc, now, cluster_ms) {
-                    self.clock_refused("replicated entry", &err);
-                    return Err(ErrorReply::new(ErrorCode::ClockOffset, err.to_string()));
-                }
-            }
-        }
-        let outcomes = self.apply_noted(entries).await.map_err(storage_error)?;
-        let applied = outcomes.iter().filter(|o| o.applied()).count() as u32;
-        Ok(Response::Replicated { applied })
-    }
-
-    fn read_local(&self, key: &[u8]) -> Result<Response, ErrorReply> {
-        check_key(key).map_err(limit_error)?;
-        let record = self.store.get(key).map_err(storage_error)?;
-        Ok(Response::Record { record })
     }
 
     async fn verify(self: &Arc<Self>) -> Result<Response, ErrorReply> {
@@ -286,34 +171,35 @@ impl Shared {
         })
         .await
         .map_err(|e| ErrorReply::new(ErrorCode::Storage, format!("verify failed: {e}")))?;
-        let future = self.future_versions(self.cluster_wall_ms()).await?;
+        let present = self.cluster_wall_ms().await?;
+        let future = self.future_versions(present).await?;
         Ok(Response::Verified {
             checked: u64::from(partitions),
             mismatched,
             future,
         })
     }
+
+    /// The cluster's time as the core measures it.
+    pub(crate) async fn cluster_wall_ms(&self) -> Result<u64, ErrorReply> {
+        self.core
+            .call(|core, now, _| core.cluster_wall_ms(now))
+            .await
+            .ok_or_else(shutting_down)
+    }
 }
 
-fn op_error(err: OpError) -> ErrorReply {
-    let code = match err {
-        OpError::Overloaded { .. } => ErrorCode::Overloaded,
-        OpError::ShuttingDown => ErrorCode::ShuttingDown,
-        _ => ErrorCode::Unavailable,
-    };
-    ErrorReply::new(code, err.to_string())
+fn shutting_down() -> ErrorReply {
+    ErrorReply::new(ErrorCode::ShuttingDown, "the node is shutting down")
 }
 
-fn limit_error(err: crate::limits::LimitError) -> ErrorReply {
-    ErrorReply::new(ErrorCode::LimitExceeded, err.to_string())
-}
-
-pub(super) fn storage_error(err: StoreError) -> ErrorReply {
-    match err {
-        StoreError::Closed => ErrorReply::new(ErrorCode::ShuttingDown, err.to_string()),
-        other => {
-            tracing::error!("storage: {other}");
-            ErrorReply::new(ErrorCode::Storage, format!("not applied: {other}"))
-        }
+/// The core's answer where another was expected: a refusal passes through as it is.
+pub(crate) fn unexpected(answer: Answer) -> ErrorReply {
+    match answer {
+        Answer::Failed(reply) => reply,
+        other => ErrorReply::new(
+            ErrorCode::BadRequest,
+            format!("unexpected answer from the node's core: {other:?}"),
+        ),
     }
 }

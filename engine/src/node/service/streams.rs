@@ -5,6 +5,7 @@ use std::sync::Arc;
 use quinn::SendStream;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::core::{Answer, Ask};
 use crate::node::Shared;
 use crate::protocol::frame;
 use crate::protocol::{ErrorCode, ErrorReply, Response};
@@ -51,32 +52,29 @@ pub(crate) async fn repair(
     dry_run: bool,
     limit: usize,
 ) {
-    if let Some(p) = partition
-        && p >= shared.settings.partitions
-    {
-        let reply = ErrorReply::new(
-            ErrorCode::BadRequest,
-            format!(
-                "partition {p} does not exist: the cluster has partitions 0 to {}",
-                shared.settings.partitions - 1
-            ),
-        );
-        let _ = frame::write_message(send, &Response::Error(reply), limit).await;
-        return;
-    }
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let progress = move |p| {
-        let _ = tx.try_send(p);
+    let ask = Ask::Repair {
+        partition,
+        peer,
+        dry_run,
     };
-    let run = crate::node::antientropy::repair(shared, partition, peer, dry_run, &progress);
+    let run = shared.core.ask_with(ask, Some(tx));
     tokio::pin!(run);
-    let report = loop {
+    let answer = loop {
         tokio::select! {
-            report = &mut run => break report,
+            answer = &mut run => break answer,
             Some(p) = rx.recv() => {
                 // Progress is best effort: a slow reader misses some updates, never the report.
                 let _ = frame::write_message(send, &Response::RepairProgress(p), limit).await;
             }
+        }
+    };
+    let report = match answer {
+        Answer::Repaired(report) => *report,
+        other => {
+            let reply = super::unexpected(other);
+            let _ = frame::write_message(send, &Response::Error(reply), limit).await;
+            return;
         }
     };
     tracing::info!(
