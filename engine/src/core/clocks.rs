@@ -11,12 +11,14 @@ use crate::protocol::{ErrorCode, ErrorReply};
 impl NodeCore {
     /// Whether this node's clock agrees with the live members' clocks.
     pub fn clock_verdict(&self, now: Now) -> Verdict {
-        let live = self.live_peers();
-        self.skew.verdict(
-            live.iter().map(String::as_str),
-            now.reading(),
-            self.config.max_clock_offset_ms,
-        )
+        let live = self
+            .view
+            .members
+            .iter()
+            .filter(|m| m.id.name != self.me.name && m.state.is_live())
+            .map(|m| m.id.name.as_str());
+        self.skew
+            .verdict(live, now.reading(), self.config.max_clock_offset_ms)
     }
 
     /// The cluster's time as this node measures it: its wall clock corrected by the
