@@ -22,6 +22,8 @@ pub(super) enum Step {
     Stall(bool),
     /// Every message is lost with this probability.
     Loss(f64),
+    /// Every message takes up to this long (ms).
+    Latency(u64),
 }
 
 impl Sim {
@@ -84,11 +86,14 @@ impl Sim {
                     self.fixed_op(at, OpKind::Put, k, Consistency::Quorum, Via::Not(victim));
                 }
                 self.step(start + 6_000, Step::Uncut(victim));
+                // Slow messages from just before the join, so the new node's fill (which
+                // runs whether anti-entropy is stalled or not) takes about a second.
+                self.step(start + 6_900, Step::Latency(120));
                 self.step(start + 7_000, Step::Join);
+                self.step(start + 9_000, Step::Latency(5));
                 // Six reads of each key at once, through coordinators drawn apart (the
                 // first to end repairs the replicas it found stale), in the second after
-                // the join: a new owner's fill runs whether anti-entropy is stalled or
-                // not, and takes about that long.
+                // the join, while the new owner fills.
                 for k in 0..keys {
                     let at = start + self.rng.random_range(7_050..7_800);
                     for _ in 0..6 {
@@ -138,6 +143,10 @@ impl Sim {
             Step::Loss(p) => {
                 self.loss = p;
                 "loss"
+            }
+            Step::Latency(ms) => {
+                self.set_jitter(ms);
+                "latency"
             }
             Step::Stall(on) => {
                 self.set_ae_paused(on);
