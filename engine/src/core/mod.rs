@@ -448,7 +448,7 @@ impl NodeCore {
         self.outputs.push_back(Output::Event(event));
     }
 
-    /// Sends `request` to `to` and remembers what for.
+    /// Sends `request` to `to` now and remembers what for.
     fn send(
         &mut self,
         to: &MemberId,
@@ -457,27 +457,11 @@ impl NodeCore {
         timeout_ms: u64,
         now: Now,
     ) {
-        let id = self.next_req;
-        self.next_req += 1;
-        let deadline = Millis(now.mono().0 + timeout_ms);
-        self.pending.insert(
-            id,
-            Pending {
-                to: to.name.clone(),
-                purpose,
-                deadline,
-                timeout_ms,
-            },
-        );
-        self.deadlines.insert((deadline, id));
-        self.outputs.push_back(Output::Send {
-            id,
-            to: to.clone(),
-            request,
-        });
+        self.send_at(now.mono(), to, request, purpose, timeout_ms, Some(now));
     }
 
-    /// Sends `request` to `to` at `at` (the repair rate limit holds it back until then).
+    /// Sends `request` to `to` at `at` (the repair rate limit holds it back until then;
+    /// `now`, when `at` is now) and remembers what for.
     fn send_at(
         &mut self,
         at: Millis,
@@ -485,6 +469,7 @@ impl NodeCore {
         request: Request,
         purpose: Purpose,
         timeout_ms: u64,
+        now: Option<Now>,
     ) {
         let id = self.next_req;
         self.next_req += 1;
@@ -504,7 +489,10 @@ impl NodeCore {
             to: to.clone(),
             request,
         };
-        self.at(at, send);
+        match now {
+            Some(_) => self.outputs.push_back(send),
+            None => self.at(at, send),
+        }
     }
 
     /// Hands a change to the store.

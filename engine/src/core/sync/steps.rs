@@ -134,7 +134,7 @@ impl NodeCore {
         if at <= now.mono() {
             self.send(&id, request, purpose, timeout, now);
         } else {
-            self.send_at(at, &id, request, purpose, timeout);
+            self.send_at(at, &id, request, purpose, timeout, None);
         }
     }
 
