@@ -377,6 +377,18 @@ impl Sim {
                 }
                 self.log(format!("{} {m:?}", self.names[i]));
             }
+            CoreEvent::RunEnded { kind, report } => {
+                self.log(format!(
+                    "{} {} run with {:?} compared {} differing {} in sync {} problems {:?}",
+                    self.names[i],
+                    kind.as_str(),
+                    report.peers,
+                    report.counts.partitions_compared,
+                    report.counts.partitions_differing,
+                    report.in_sync,
+                    report.problems
+                ));
+            }
             CoreEvent::Filled { .. }
             | CoreEvent::Released { .. }
             | CoreEvent::PlacementChanged { .. }

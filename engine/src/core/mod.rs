@@ -244,9 +244,9 @@ impl NodeCore {
         core
     }
 
-    /// This node's identity.
+    /// This node's identity in its current life (membership renews it).
     pub fn me(&self) -> &MemberId {
-        &self.me
+        self.membership.me()
     }
 
     /// The cluster's settings.

@@ -84,8 +84,13 @@ impl Membership {
     /// Takes this node's name back from the later life `later` of it (gone, or waited
     /// out): under an identity that supersedes it.
     pub(super) fn take_name_back(&mut self, later: MemberId, now: Millis) {
+        // Above every life of the other process, not only the one last seen: while this
+        // one stepped aside it heard nothing, and the other may have renewed since (a
+        // later incarnation of its start epoch). An epoch past the other's sorts above
+        // all of them, whatever their incarnation; a later start of this node's is
+        // raised above it by its seed's answer.
         self.me = MemberId {
-            epoch_ms: later.epoch_ms.max(self.me.epoch_ms),
+            epoch_ms: later.epoch_ms.saturating_add(1).max(self.me.epoch_ms),
             incarnation: later.incarnation.max(self.me.incarnation),
             ..self.me.clone()
         };
