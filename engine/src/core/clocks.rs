@@ -87,6 +87,25 @@ impl NodeCore {
 
     /// Probes every live peer, and every unreachable one, once.
     pub(super) fn probe_round(&mut self, now: Now) {
+        // The last round's probes have had their time: what they measured is judged
+        // now, before the next round (at the very first, nothing was measured yet).
+        if self.probe_rounds > 0 {
+            let live = self.live_peers();
+            self.skew.confirm(
+                live.iter().map(String::as_str),
+                now.reading(),
+                self.config.max_clock_offset_ms,
+            );
+            let verdict = self.clock_verdict(now);
+            let refusal = verdict.refusal(self.config.max_clock_offset_ms);
+            let outlier = matches!(verdict, Verdict::Outlier { .. });
+            self.event(CoreEvent::ClockState {
+                refusal,
+                offset_ms: verdict.cluster_offset_ms(),
+                outlier,
+            });
+        }
+        self.probe_rounds += 1;
         // A new life of a peer may run on another clock: its old samples go.
         let members: Vec<MemberId> = self.view.members.iter().map(|m| m.id.clone()).collect();
         for id in members {
@@ -96,20 +115,6 @@ impl NodeCore {
             self.lives.insert(id.name.clone(), id);
         }
         self.probe_all(now);
-        let live = self.live_peers();
-        self.skew.confirm(
-            live.iter().map(String::as_str),
-            now.reading(),
-            self.config.max_clock_offset_ms,
-        );
-        let verdict = self.clock_verdict(now);
-        let refusal = verdict.refusal(self.config.max_clock_offset_ms);
-        let outlier = matches!(verdict, Verdict::Outlier { .. });
-        self.event(CoreEvent::ClockState {
-            refusal,
-            offset_ms: verdict.cluster_offset_ms(),
-            outlier,
-        });
         // Unreachable members membership no longer calls alive start afresh.
         let gone: Vec<String> = self
             .unreachable

@@ -131,6 +131,8 @@ pub struct NodeCore {
     /// Each member's identity as last probed (a new life may run on another clock).
     lives: BTreeMap<String, MemberId>,
     probe_due: Millis,
+    /// Rounds of clock probes sent so far.
+    probe_rounds: u64,
     /// Writes waiting for this node's first clock measurement.
     awaiting_clock: Vec<(AskId, Ask, Millis)>,
     status_due: Millis,
@@ -214,6 +216,7 @@ impl NodeCore {
             unreachable: BTreeMap::new(),
             lives: BTreeMap::new(),
             probe_due: now.mono(),
+            probe_rounds: 0,
             awaiting_clock: Vec::new(),
             status_due: now.mono(),
             leave_at: None,
