@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
@@ -172,8 +174,14 @@ impl CoreHandle {
     }
 }
 
+/// A store effect under way, and what it is for.
+type StoreFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (StoreId, StoreDone)> + Send>>;
+
 /// The driver's books: who waits for which answer.
 struct Driver {
+    /// Store effects queued to the writer, awaited here.
+    stores: FuturesUnordered<StoreFuture>,
     asks: HashMap<
         AskId,
         (
@@ -201,6 +209,7 @@ pub(crate) async fn run(
     let (meta, meta_rx) = mpsc::unbounded_channel();
     shared.tasks.spawn(meta_writer(shared.clone(), meta_rx));
     let mut driver = Driver {
+        stores: FuturesUnordered::new(),
         asks: HashMap::new(),
         replies: HashMap::new(),
         next_id: 1,
@@ -245,6 +254,12 @@ pub(crate) async fn run(
                         Ok(input) => driver.handle(&shared, &mut core, input),
                         Err(_) => break,
                     }
+                }
+            }
+            Some((id, done)) = driver.stores.next(), if !driver.stores.is_empty() => {
+                core.handle_stored(id, done, shared.now(), &shared.store);
+                while let Some(Some((id, done))) = driver.stores.next().now_or_never() {
+                    core.handle_stored(id, done, shared.now(), &shared.store);
                 }
             }
             _ = &mut wake, if armed.is_some() => {
@@ -376,35 +391,38 @@ impl Driver {
         });
     }
 
-    /// A store effect: data through the group-commit writer, each on its own (the
-    /// core orders what must be ordered by waiting for results), the books in order.
+    /// A store effect: data through the group-commit writer, queued in the order the
+    /// core made them and awaited together by this task; the books (members, fills)
+    /// by a task of their own, one after the other.
     fn store(&mut self, shared: &Arc<Shared>, id: StoreId, work: StoreWork) {
-        let work = match work {
+        let store = &shared.store;
+        let done: StoreFuture = match work {
             meta @ (StoreWork::SaveMembers(_) | StoreWork::SaveFilled(_)) => {
                 let _ = self.meta.send((id, meta));
                 return;
             }
-            data => data,
+            StoreWork::Apply(entries) => {
+                let f = store.apply(entries);
+                Box::pin(async move { (id, StoreDone::from_result(f.await)) })
+            }
+            StoreWork::PutHints(hints) => {
+                let f = store.put_hints(hints);
+                Box::pin(async move { (id, StoreDone::from_result(f.await)) })
+            }
+            StoreWork::DeleteHints(keys) => {
+                let f = store.delete_hints(keys);
+                Box::pin(async move { (id, StoreDone::from_result(f.await)) })
+            }
+            StoreWork::Purge(tombstones) => {
+                let f = store.purge(tombstones);
+                Box::pin(async move { (id, StoreDone::from_result(f.await)) })
+            }
+            StoreWork::DropPartition(p) => {
+                let f = store.drop_partition(p);
+                Box::pin(async move { (id, StoreDone::from_result(f.await)) })
+            }
         };
-        let shared2 = shared.clone();
-        shared.tasks.spawn(async move {
-            let store = &shared2.store;
-            let done = match work {
-                StoreWork::Apply(entries) => StoreDone::from_result(store.apply(entries).await),
-                StoreWork::PutHints(hints) => StoreDone::from_result(store.put_hints(hints).await),
-                StoreWork::DeleteHints(keys) => {
-                    StoreDone::from_result(store.delete_hints(keys).await)
-                }
-                StoreWork::Purge(tombstones) => {
-                    StoreDone::from_result(store.purge(tombstones).await)
-                }
-                StoreWork::DropPartition(p) => {
-                    StoreDone::from_result(store.drop_partition(p).await)
-                }
-                StoreWork::SaveMembers(_) | StoreWork::SaveFilled(_) => StoreDone::Done,
-            };
-            shared2.core.stored(id, done);
-        });
+        self.stores.push(done);
     }
 }
 

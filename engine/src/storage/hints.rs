@@ -4,6 +4,8 @@
 //! hints are one contiguous range, oldest first. Value: `created wall ms (u64 BE) ‖ key
 //! length (u16 BE) ‖ key ‖ stored record`.
 
+use std::future::Future;
+
 use crate::record::{Entry, Record};
 
 use super::StoreError;
@@ -117,10 +119,11 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Hint, StoreError> {
 impl super::Store {
     /// Keeps `hints` durably. Returns how many were stored; the rest were over
     /// `hints_max` and dropped (anti-entropy repairs what they would have).
-    pub async fn put_hints(&self, hints: Vec<Hint>) -> Result<usize, StoreError> {
-        self.writer
-            .submit(move |batch| batch.put_hints(&hints))
-            .await
+    pub fn put_hints(
+        &self,
+        hints: Vec<Hint>,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send + 'static {
+        self.writer.submit(move |batch| batch.put_hints(&hints))
     }
 
     /// Keeps `hints` in a transaction of their own on the calling thread (tools, tests,
@@ -135,10 +138,11 @@ impl super::Store {
     }
 
     /// Deletes delivered or expired hints by key.
-    pub async fn delete_hints(&self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
-        self.writer
-            .submit(move |batch| batch.delete_hints(&keys))
-            .await
+    pub fn delete_hints(
+        &self,
+        keys: Vec<Vec<u8>>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        self.writer.submit(move |batch| batch.delete_hints(&keys))
     }
 
     /// Up to `limit` hints for `target` (at most `bytes_max` of values), oldest first.

@@ -32,6 +32,7 @@ mod writer;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -326,9 +327,20 @@ impl Store {
 
     /// Applies `entries` last-writer-wins, durably, through the group-commit writer. The
     /// outcomes come back in the order of `entries` once the transaction is on disk.
-    pub async fn apply(&self, entries: Vec<Entry>) -> Result<Vec<ApplyOutcome>, StoreError> {
-        self.require_cluster()?;
-        self.writer.submit(move |batch| batch.apply(&entries)).await
+    pub fn apply(
+        &self,
+        entries: Vec<Entry>,
+    ) -> impl Future<Output = Result<Vec<ApplyOutcome>, StoreError>> + Send + 'static {
+        let ready = self.require_cluster();
+        let submitted = ready
+            .is_ok()
+            .then(|| self.writer.submit(move |batch| batch.apply(&entries)));
+        async move {
+            ready?;
+            submitted
+                .expect("submitted when the cluster is known")
+                .await
+        }
     }
 
     /// Applies `entries` in a transaction of their own on the calling thread, bypassing

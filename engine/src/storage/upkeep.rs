@@ -135,17 +135,20 @@ impl Store {
     }
 
     /// Deletes these tombstones where they are still the keys' records; returns how many.
-    pub async fn purge(&self, tombstones: Vec<(Vec<u8>, Version)>) -> Result<u64, StoreError> {
-        self.writer
-            .submit(move |batch| batch.purge(&tombstones))
-            .await
+    pub fn purge(
+        &self,
+        tombstones: Vec<(Vec<u8>, Version)>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
+        self.writer.submit(move |batch| batch.purge(&tombstones))
     }
 
     /// Deletes a partition this node no longer holds; returns how many records went.
-    pub async fn drop_partition(&self, partition: PartitionId) -> Result<u64, StoreError> {
+    pub fn drop_partition(
+        &self,
+        partition: PartitionId,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
         self.writer
             .submit(move |batch| batch.drop_partition(partition))
-            .await
     }
 
     /// As [`Store::purge`], in a transaction of its own on the calling thread (tools,

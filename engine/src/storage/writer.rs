@@ -76,24 +76,37 @@ impl Writer {
     }
 
     /// Has the writer make `change` in its next batch; what `change` returned, once the
-    /// batch is on disk.
-    pub(crate) async fn submit<F, T>(&self, change: F) -> Result<T, StoreError>
+    /// batch is on disk. The request is queued at the call, not when the future is
+    /// first polled, so requests reach the writer in the order they were made (unless
+    /// its queue is full: the future then waits for room).
+    pub(crate) fn submit<F, T>(
+        &self,
+        change: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
     where
         F: Fn(&mut Batch<'_>) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let queue = self.queue.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        let request = Request {
+        let request: Box<dyn Job> = Box::new(Request {
             change,
             result: None,
             reply,
+        });
+        let queued = match &self.queue {
+            None => Err(StoreError::Closed),
+            Some(queue) => match queue.try_send(request) {
+                Ok(()) => Ok(None),
+                Err(mpsc::error::TrySendError::Full(request)) => Ok(Some((queue.clone(), request))),
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(StoreError::Closed),
+            },
         };
-        queue
-            .send(Box::new(request))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        async move {
+            if let Some((queue, request)) = queued? {
+                queue.send(request).await.map_err(|_| StoreError::Closed)?;
+            }
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
     }
 
     /// Closes the queue, lets the thread commit what is already queued, and joins it.
