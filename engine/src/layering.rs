@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("hlc", 0),
     ("limits", 0),
     ("placement", 0),
+    ("types", 0),
     ("record", 1),
     ("tree", 2),
     ("storage", 3),

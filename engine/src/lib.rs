@@ -20,12 +20,13 @@
 //!                              └─ storage   LMDB tables, last-writer-wins apply, group commit
 //!                                  └─ tree      the Merkle tree's shape and digests
 //!                                      └─ record    versions and records
-//!                                          └─ base, hlc, limits, placement
+//!                                          └─ base, hlc, limits, placement, types
 //! ```
 //!
 //! - [`base`]: monotonic milliseconds, consistency levels, certificate roles.
 //! - [`tree`]: the shape of a partition's Merkle tree and its digest arithmetic.
 //! - [`hlc`]: hybrid logical clocks; time is passed in.
+//! - [`types`]: the typed values a bucket can hold (counter, set, siblings), as CRDTs.
 //! - [`record`]: node ids, versions (`(hlc, node)`, totally ordered), records, their stored form.
 //! - [`limits`]: key, value and frame bounds, with the errors that name them.
 //! - [`placement`]: the partition of a key, and which members hold each partition.
@@ -64,6 +65,7 @@ pub mod protocol;
 pub mod record;
 pub mod storage;
 pub mod tree;
+pub mod types;
 pub mod wallclock;
 
 #[cfg(test)]
