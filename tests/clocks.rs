@@ -15,7 +15,6 @@ use support::{
 };
 use vergent::client::{Client, Session};
 use vergent::protocol::Consistency;
-use vergent::record::Payload;
 
 const NAMES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
 
@@ -88,9 +87,10 @@ async fn wait_refusing(certs: &TestCerts, node: &ServeProcess) -> String {
 async fn held(certs: &TestCerts, node: SocketAddr, key: &str) -> Option<String> {
     replica_record(certs, node, key.as_bytes())
         .await
-        .and_then(|r| match r.payload {
-            Payload::Value(v) => Some(String::from_utf8_lossy(&v).into_owned()),
-            Payload::Tombstone => None,
+        .and_then(|r| {
+            r.payload
+                .value()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
         })
 }
 

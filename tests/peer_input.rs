@@ -137,6 +137,7 @@ async fn malformed_sync_steps_from_a_node_are_refused_by_name_and_the_node_keeps
         position: 1,
         version: Version::default(),
         tombstone: false,
+        typed: false,
     };
     let compare = |entries: Vec<ListItem>, dry_run| SyncRequest::Compare {
         partition: 0,

@@ -10,6 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::Timestamp;
+use crate::types::State;
 
 /// A node's numeric identity: the first eight bytes of `blake3(name)`. It derives from
 /// the name so a node that returns with an empty disk keeps its identity.
@@ -49,7 +50,8 @@ pub struct Version {
     pub node: NodeId,
 }
 
-/// What a version says about its key: a value, or that the key was deleted.
+/// What a version says about its key: a value, that the key was deleted, or a typed
+/// value that replicas merge.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Payload {
     /// The key holds these bytes.
@@ -57,20 +59,42 @@ pub enum Payload {
     /// The key was deleted; the tombstone takes part in ordering like a value, so an
     /// older value arriving late cannot bring the key back.
     Tombstone,
+    /// A typed value (a counter, a set, siblings): replicas merge what they hold rather
+    /// than keep the newest, and the record's version follows its state
+    /// ([`Record::typed`]).
+    Typed(State),
 }
 
 impl Payload {
-    /// The value, unless this is a tombstone.
+    /// The value of a last-writer-wins record, unless it is a tombstone (a typed value
+    /// has no bytes of its own: see [`Payload::typed`]).
     pub fn value(&self) -> Option<&[u8]> {
         match self {
             Payload::Value(v) => Some(v),
-            Payload::Tombstone => None,
+            Payload::Tombstone | Payload::Typed(_) => None,
         }
     }
 
-    /// Bytes of user data carried.
+    /// The typed value, if this is one.
+    pub fn typed(&self) -> Option<&State> {
+        match self {
+            Payload::Typed(state) => Some(state),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a tombstone.
+    pub fn is_tombstone(&self) -> bool {
+        matches!(self, Payload::Tombstone)
+    }
+
+    /// Bytes of user data carried (a typed value's encoded state).
     pub fn len(&self) -> usize {
-        self.value().map_or(0, <[u8]>::len)
+        match self {
+            Payload::Value(v) => v.len(),
+            Payload::Tombstone => 0,
+            Payload::Typed(state) => state.encode().len(),
+        }
     }
 
     /// Whether no user data is carried (a tombstone or an empty value).
@@ -118,12 +142,29 @@ pub enum RecordDecodeError {
         /// Bytes found after the header.
         len: usize,
     },
+    /// A typed record whose state cannot be read.
+    #[error("stored typed record: {why}")]
+    BadState {
+        /// Why.
+        why: String,
+    },
 }
 
 /// Size of the fixed part of a stored record: hlc (8), node (8), kind (1).
 pub const RECORD_HEADER_BYTES: usize = 17;
 const KIND_VALUE: u8 = 0;
 const KIND_TOMBSTONE: u8 = 1;
+/// The kind byte of a typed record, whose bytes after the header are its state.
+pub const KIND_TYPED: u8 = 2;
+
+/// What applying a record to what a key holds gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merged {
+    /// The key keeps what it holds (the same, or newer).
+    Kept,
+    /// The key holds this now.
+    Changed(Record),
+}
 
 impl Record {
     /// The stored form: `hlc (u64 BE) ‖ node (u64 BE) ‖ kind (u8) ‖ value`.
@@ -143,6 +184,48 @@ impl Record {
                 out.extend_from_slice(v);
             }
             Payload::Tombstone => out.push(KIND_TOMBSTONE),
+            Payload::Typed(state) => {
+                out.push(KIND_TYPED);
+                out.extend_from_slice(&state.encode());
+            }
+        }
+    }
+
+    /// A typed record holding `state`, the latest of its updates made at `hlc`: its
+    /// version's node part is a hash of the state, so two replicas hold the same version
+    /// exactly when they hold the same state (an exchange tells them apart by version,
+    /// and sends both ways where they differ).
+    pub fn typed(state: State, hlc: Timestamp) -> Record {
+        let hash = blake3::hash(&state.encode());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash.as_bytes()[..8]);
+        Record {
+            version: Version {
+                hlc,
+                node: NodeId(u64::from_be_bytes(first)),
+            },
+            payload: Payload::Typed(state),
+        }
+    }
+
+    /// What the key holds once `incoming` reaches it where it holds `self`. Two typed
+    /// records merge (the later update's time, the merged state); otherwise the higher
+    /// version wins (last writer wins).
+    pub fn merge(&self, incoming: &Record) -> Merged {
+        if let (Payload::Typed(mine), Payload::Typed(theirs)) = (&self.payload, &incoming.payload)
+            && mine.kind() == theirs.kind()
+        {
+            let mut state = mine.clone();
+            if !state.merge(theirs) {
+                return Merged::Kept;
+            }
+            let hlc = self.version.hlc.max(incoming.version.hlc);
+            return Merged::Changed(Record::typed(state, hlc));
+        }
+        if incoming.version > self.version {
+            Merged::Changed(incoming.clone())
+        } else {
+            Merged::Kept
         }
     }
 
@@ -165,6 +248,10 @@ impl Record {
         let rest = &bytes[RECORD_HEADER_BYTES..];
         let payload = match bytes[16] {
             KIND_VALUE => Payload::Value(rest.to_vec()),
+            KIND_TYPED => Payload::Typed(
+                State::decode(rest)
+                    .map_err(|e| RecordDecodeError::BadState { why: e.to_string() })?,
+            ),
             KIND_TOMBSTONE if rest.is_empty() => Payload::Tombstone,
             KIND_TOMBSTONE => {
                 return Err(RecordDecodeError::TombstoneWithValue { len: rest.len() });

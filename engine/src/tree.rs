@@ -198,16 +198,17 @@ impl Delta {
 
 /// The hash an entry contributes to its leaf.
 pub fn entry_hash(tree_key: &[u8; 32], key: &[u8], record: &Record) -> Digest {
-    let value_hash = match &record.payload {
-        Payload::Value(value) => *blake3::hash(value).as_bytes(),
-        Payload::Tombstone => [0xff; 32],
+    let (kind, value_hash) = match &record.payload {
+        Payload::Value(value) => (0, *blake3::hash(value).as_bytes()),
+        Payload::Tombstone => (1, [0xff; 32]),
+        Payload::Typed(state) => (2, *blake3::hash(&state.encode()).as_bytes()),
     };
     let mut hasher = blake3::Hasher::new_keyed(tree_key);
     hasher.update(&(key.len() as u16).to_be_bytes());
     hasher.update(key);
     hasher.update(&record.version.hlc.as_u64().to_be_bytes());
     hasher.update(&record.version.node.0.to_be_bytes());
-    hasher.update(&[u8::from(record.payload == Payload::Tombstone)]);
+    hasher.update(&[kind]);
     hasher.update(&value_hash);
     Digest::from_bytes(hasher.finalize().as_bytes())
 }

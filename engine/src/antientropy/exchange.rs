@@ -280,6 +280,7 @@ impl Exchange {
                     position: tree::locate(&e.key, partitions).position,
                     version: e.version,
                     tombstone: e.tombstone,
+                    typed: e.typed,
                 })
                 .collect();
             items += entries.len();

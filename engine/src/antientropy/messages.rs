@@ -179,6 +179,9 @@ pub struct ListItem {
     pub version: Version,
     /// Whether the entry is a tombstone.
     pub tombstone: bool,
+    /// Whether the entry is typed: replicas merge it, so where two versions differ
+    /// each side sends its own.
+    pub typed: bool,
 }
 
 /// The requester's entries under one node, to compare key by key.

@@ -324,6 +324,12 @@ fn compare(
                     pending_purge += 1;
                 }
                 None => want.push(theirs.position),
+                // A typed entry merges: where the versions (the states) differ, each
+                // side needs the other's.
+                Some(entry) if (entry.typed || theirs.typed) && entry.version != theirs.version => {
+                    want.push(theirs.position);
+                    to_send.push(entry.key);
+                }
                 Some(entry) if entry.version > theirs.version => to_send.push(entry.key),
                 Some(entry) if entry.version < theirs.version => want.push(theirs.position),
                 Some(_) => {}

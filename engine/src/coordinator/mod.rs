@@ -37,7 +37,7 @@ use std::sync::Arc;
 use crate::base::Consistency;
 pub use crate::base::Millis;
 use crate::placement::ReplicaSet;
-use crate::record::{Entry, Record};
+use crate::record::{Entry, Merged, Record};
 
 mod answers;
 
@@ -488,7 +488,7 @@ impl Coordinator {
         let counted_reachable = counted_answered + tally(true, pending);
         let outcome = if counted_answered >= state.required && answered >= state.needed {
             Outcome::Read {
-                record: newest(&state.replicas).cloned(),
+                record: newest(&state.replicas),
             }
         } else if final_ || counted_reachable < state.required || reachable < state.needed {
             // One reason per replica: that it failed says more than that it is filling.
@@ -533,8 +533,9 @@ impl Coordinator {
             record: best.clone(),
         });
         for (to, answer) in &state.replicas {
+            // Older, or (typed) a state the merge went beyond.
             if let Answer::Ok(record) = answer
-                && record.as_ref().map(|r| r.version) < Some(best.version)
+                && record.as_ref().map(|r| r.version) != Some(best.version)
             {
                 actions.push_back(Action::Repair {
                     to: to.clone(),
@@ -545,14 +546,22 @@ impl Coordinator {
     }
 }
 
-fn newest(replicas: &[(String, Answer<Option<Record>>)]) -> Option<&Record> {
+/// What the replies say the key holds: the newest version, or for a typed value every
+/// reply's state merged (each replica may hold updates the others lack).
+fn newest(replicas: &[(String, Answer<Option<Record>>)]) -> Option<Record> {
     replicas
         .iter()
         .filter_map(|(_, a)| match a {
             Answer::Ok(Some(record)) => Some(record),
             _ => None,
         })
-        .max_by_key(|r| r.version)
+        .fold(None, |best: Option<Record>, record| match best {
+            None => Some(record.clone()),
+            Some(best) => match best.merge(record) {
+                Merged::Kept => Some(best),
+                Merged::Changed(merged) => Some(merged),
+            },
+        })
 }
 
 #[cfg(test)]

@@ -482,6 +482,7 @@ impl NodeCore {
             let checked = check_key(&entry.key).and_then(|()| match &entry.record.payload {
                 Payload::Value(value) => check_value(value, self.config.value_bytes_max),
                 Payload::Tombstone => Ok(()),
+                Payload::Typed(state) => check_value(&state.encode(), self.config.value_bytes_max),
             });
             if let Err(err) = checked {
                 self.respond(reply, Response::Error(limit_error(err)));

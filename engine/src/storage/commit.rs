@@ -99,14 +99,19 @@ impl Batch<'_> {
         let mut outcomes = Vec::with_capacity(entries.len());
         for entry in entries {
             self.high_water = self.high_water.max(entry.record.version.hlc);
-            let outcome = self.tables.apply_entry(
+            let (outcome, written) = self.tables.apply_entry(
                 &mut self.wtxn,
                 entry,
                 &mut self.encoded,
                 &mut self.tree_deltas,
             )?;
-            if self.watched && outcome.applied() {
-                self.changed.push(Arc::new(entry.clone()));
+            if self.watched
+                && let Some(record) = written
+            {
+                self.changed.push(Arc::new(Entry {
+                    key: entry.key.clone(),
+                    record,
+                }));
             }
             outcomes.push(outcome);
         }
@@ -186,34 +191,50 @@ impl Batch<'_> {
 
 impl Tables {
     /// Last writer wins: the entry replaces the stored record only if its version is
-    /// higher. This is the single place where a record changes, so state derived from
-    /// the data is updated here, in the same transaction.
+    /// higher; a typed record merges with the one stored ([`Record::merge`]). This is
+    /// the single place where a record changes, so state derived from the data is
+    /// updated here, in the same transaction. What the key holds now, when it changed.
     fn apply_entry(
         &self,
         wtxn: &mut RwTxn<'_>,
         entry: &Entry,
         encoded: &mut Vec<u8>,
         tree_deltas: &mut Vec<(Location, Delta)>,
-    ) -> Result<ApplyOutcome, StoreError> {
+    ) -> Result<(ApplyOutcome, Option<Record>), StoreError> {
         crate::limits::check_key(&entry.key)?;
         let settings = *self.settings()?;
         let location = tree::locate(&entry.key, settings.partitions);
         let dkey = data_key(location, &entry.key);
         let previous = self.record_at(wtxn, &dkey)?;
         let incoming = entry.record.version;
-        match previous.as_ref().map(|r| r.version) {
-            Some(current) if current == incoming => return Ok(ApplyOutcome::AlreadyPresent),
-            Some(current) if current > incoming => return Ok(ApplyOutcome::Superseded { current }),
-            _ => {}
-        }
+        let record = match &previous {
+            Some(old) if old.version == incoming => {
+                return Ok((ApplyOutcome::AlreadyPresent, None));
+            }
+            Some(old) => match old.merge(&entry.record) {
+                Merged::Kept if old.payload.typed().is_some() => {
+                    return Ok((ApplyOutcome::AlreadyPresent, None));
+                }
+                Merged::Kept => {
+                    return Ok((
+                        ApplyOutcome::Superseded {
+                            current: old.version,
+                        },
+                        None,
+                    ));
+                }
+                Merged::Changed(record) => record,
+            },
+            None => entry.record.clone(),
+        };
         encoded.clear();
-        entry.record.encode_into(encoded);
+        record.encode_into(encoded);
         self.data
             .put(wtxn, &dkey, encoded)
             .map_err(|e| self.write_error("writing a record", e))?;
         self.change_tree(wtxn, location, tree_deltas, || {
             let mut delta = Delta {
-                digest_added: tree::entry_hash(&settings.tree_key, &entry.key, &entry.record),
+                digest_added: tree::entry_hash(&settings.tree_key, &entry.key, &record),
                 ..Delta::default()
             };
             match &previous {
@@ -224,9 +245,10 @@ impl Tables {
             }
             delta
         })?;
-        Ok(ApplyOutcome::Applied {
+        let outcome = ApplyOutcome::Applied {
             previous: previous.map(|r| r.version),
-        })
+        };
+        Ok((outcome, Some(record)))
     }
 
     fn put_hints(

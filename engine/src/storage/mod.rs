@@ -53,7 +53,7 @@ pub use self::upkeep::TableSize;
 use self::writer::Writer;
 use crate::hlc::Timestamp;
 use crate::placement::PartitionId;
-use crate::record::{Entry, NodeId, Record, Version};
+use crate::record::{Entry, Merged, NodeId, Record, Version};
 use crate::tree::{self, Delta, InnerTree, Location, Node as TreeNode};
 
 /// Default LMDB map size: address space reserved, not disk used (64 GiB).
@@ -108,6 +108,8 @@ pub struct Listed {
     pub version: Version,
     /// Whether the entry is a tombstone.
     pub tombstone: bool,
+    /// Whether the entry is typed (replicas merge it).
+    pub typed: bool,
 }
 
 /// What applying one entry did.

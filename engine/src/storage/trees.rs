@@ -127,11 +127,12 @@ impl Store {
                 return Ok((out, false));
             }
             let version = Record::decode_version(value).map_err(StoreError::corrupt_record)?;
-            let tombstone = value.get(crate::record::RECORD_HEADER_BYTES - 1) == Some(&1);
+            let kind = value.get(crate::record::RECORD_HEADER_BYTES - 1).copied();
             out.push(Listed {
                 key: key.to_vec(),
                 version,
-                tombstone,
+                tombstone: kind == Some(1),
+                typed: kind == Some(crate::record::KIND_TYPED),
             });
         }
         Ok((out, true))

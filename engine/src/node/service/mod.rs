@@ -133,7 +133,8 @@ impl Shared {
             Answer::Read(record) => Ok(Response::Value {
                 found: record.and_then(|record| match record.payload {
                     Payload::Value(value) => Some((value, self.describe(record.version))),
-                    Payload::Tombstone => None,
+                    // The default bucket holds values and tombstones only.
+                    Payload::Tombstone | Payload::Typed(_) => None,
                 }),
             }),
             other => Err(unexpected(other)),

@@ -19,6 +19,7 @@ fn any_request() -> impl Strategy<Value = SyncRequest> {
                     node: NodeId(1),
                 },
                 tombstone,
+                typed: false,
             }
         });
     let range = (node.clone(), proptest::collection::vec(item, 0..40))
