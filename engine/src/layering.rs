@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("placement", 0),
     ("types", 0),
     ("record", 1),
+    ("buckets", 2),
     ("tree", 2),
     ("storage", 3),
     ("coordinator", 4),

@@ -27,6 +27,7 @@
 //! - [`tree`]: the shape of a partition's Merkle tree and its digest arithmetic.
 //! - [`hlc`]: hybrid logical clocks; time is passed in.
 //! - [`types`]: the typed values a bucket can hold (counter, set, siblings), as CRDTs.
+//! - [`buckets`]: buckets and their types, the catalog every node holds, bucket keys.
 //! - [`record`]: node ids, versions (`(hlc, node)`, totally ordered), records, their stored form.
 //! - [`limits`]: key, value and frame bounds, with the errors that name them.
 //! - [`placement`]: the partition of a key, and which members hold each partition.
@@ -49,6 +50,7 @@
 
 pub mod antientropy;
 pub mod base;
+pub mod buckets;
 pub mod certs;
 pub mod cli;
 pub mod client;
