@@ -35,6 +35,7 @@ pub const DEFAULT_BUCKET_ID: BucketId = 0;
 pub const BUCKET_KEY_PREFIX: [u8; 8] = *b"\x00vbucket";
 /// Bytes a bucket adds in front of a user key.
 pub const BUCKET_KEY_OVERHEAD: usize = BUCKET_KEY_PREFIX.len() + 4;
+const _: () = assert!(BUCKET_KEY_OVERHEAD == crate::limits::BUCKET_KEY_BYTES);
 /// Most buckets a cluster defines, deleted ones included (a deletion is kept so that
 /// the deleted bucket's data is refused wherever it turns up).
 pub const BUCKETS_MAX: usize = 1_000;

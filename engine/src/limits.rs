@@ -4,6 +4,11 @@
 /// Longest key in bytes: LMDB's 511-byte key limit less Vergent's own prefix, with
 /// room to spare for future prefixes.
 pub const KEY_BYTES_MAX: usize = 480;
+/// Bytes a bucket other than `default` puts in front of a key it stores
+/// ([`crate::buckets::BUCKET_KEY_OVERHEAD`]).
+pub const BUCKET_KEY_BYTES: usize = 12;
+/// Longest key as stored: a user key with its bucket's prefix.
+pub const STORED_KEY_BYTES_MAX: usize = KEY_BYTES_MAX + BUCKET_KEY_BYTES;
 /// Default largest value in bytes (1 MiB).
 pub const VALUE_BYTES_MAX_DEFAULT: usize = 1 << 20;
 /// The largest value limit a node accepts in its configuration (64 MiB).
@@ -38,6 +43,16 @@ pub fn check_key(key: &[u8]) -> Result<(), LimitError> {
     match key.len() {
         0 => Err(LimitError::EmptyKey),
         len if len > KEY_BYTES_MAX => Err(LimitError::KeyTooLong { len }),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a key as stored (a user key with its bucket's prefix) against
+/// [`STORED_KEY_BYTES_MAX`]: what nodes send each other.
+pub fn check_stored_key(key: &[u8]) -> Result<(), LimitError> {
+    match key.len() {
+        0 => Err(LimitError::EmptyKey),
+        len if len > STORED_KEY_BYTES_MAX => Err(LimitError::KeyTooLong { len }),
         _ => Ok(()),
     }
 }

@@ -12,7 +12,7 @@ use super::messages::{
     SyncResponse,
 };
 use super::tree::{self, FANOUT};
-use crate::limits::{KEY_BYTES_MAX, check_key, check_value};
+use crate::limits::{STORED_KEY_BYTES_MAX, check_stored_key, check_value};
 use crate::placement::PartitionId;
 use crate::record::{Entry, Payload};
 use crate::storage::Store;
@@ -39,7 +39,7 @@ pub fn pushed_to_apply(
 /// limits and the node's value limit.
 pub fn check_entries(entries: &[Entry], limits: &SyncLimits) -> Result<(), SyncError> {
     for entry in entries {
-        check_key(&entry.key)?;
+        check_stored_key(&entry.key)?;
         if let Payload::Value(value) = &entry.record.payload {
             check_value(value, limits.value_bytes_max)?;
         }
@@ -223,7 +223,11 @@ pub fn respond(
             check(*partition, partitions)?;
             let node = node.check()?;
             if let Some(after) = after {
-                over("bytes of the resume point", after.len(), KEY_BYTES_MAX + 4)?;
+                over(
+                    "bytes of the resume point",
+                    after.len(),
+                    STORED_KEY_BYTES_MAX + 4,
+                )?;
             }
             let budget = limits.entry_bytes_max(0);
             let (mut entries, mut next) = local.entries(

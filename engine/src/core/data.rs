@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::io::{Landing, Pending, Purpose, StorePurpose};
 use super::*;
 use crate::coordinator::{Action, OpError, Outcome};
-use crate::limits::{LimitError, check_key, check_value};
+use crate::limits::{LimitError, check_key, check_stored_key, check_value};
 use crate::membership::MemberState;
 use crate::placement::partition_of;
 use crate::policy::unheard_refusal;
@@ -449,7 +449,7 @@ impl NodeCore {
         match request {
             Request::Replicate { entries } => self.replicate(reply, entries, now),
             Request::ReadLocal { key } => {
-                let response = match check_key(&key) {
+                let response = match check_stored_key(&key) {
                     Err(err) => Response::Error(limit_error(err)),
                     Ok(()) => match store.get(&key) {
                         Ok(record) => Response::Record { record },
@@ -479,7 +479,7 @@ impl NodeCore {
     /// cluster's time: one from too far ahead refuses the batch), then applied.
     fn replicate(&mut self, reply: ReplyTo, entries: Vec<Entry>, now: Now) {
         for entry in &entries {
-            let checked = check_key(&entry.key).and_then(|()| match &entry.record.payload {
+            let checked = check_stored_key(&entry.key).and_then(|()| match &entry.record.payload {
                 Payload::Value(value) => check_value(value, self.config.value_bytes_max),
                 Payload::Tombstone => Ok(()),
                 Payload::Typed(state) => check_value(&state.encode(), self.config.value_bytes_max),

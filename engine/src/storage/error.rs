@@ -35,6 +35,18 @@ pub enum StoreError {
         /// The format this build reads and writes.
         supported: u32,
     },
+    /// A directory from before buckets holds keys that would read as another bucket's.
+    #[error(
+        "data directory {path} is from before buckets and holds {count} keys that start with the bytes buckets other than default use ({example}, …); this build cannot tell them apart from a bucket's: move them with the build that wrote them; nothing was changed"
+    )]
+    KeysLikeBuckets {
+        /// The directory.
+        path: PathBuf,
+        /// How many such keys.
+        count: u64,
+        /// The first, escaped.
+        example: String,
+    },
     /// The directory belongs to another node; nothing was changed.
     #[error(
         "data directory {path} belongs to node {found:?}, not {expected:?}; nothing was changed"

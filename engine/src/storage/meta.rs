@@ -9,8 +9,12 @@ use serde::{Deserialize, Serialize};
 use super::StoreError;
 use crate::placement::PartitionSet;
 
-/// The storage format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The storage format this build reads and writes: 2 since buckets (a format-1
+/// directory is the same layout; it is taken once it is checked that none of its keys
+/// look like another bucket's, see [`super::open`]).
+pub const FORMAT_VERSION: u32 = 2;
+/// The format before buckets.
+pub(crate) const FORMAT_BEFORE_BUCKETS: u32 = 1;
 
 pub(crate) const FORMAT: &str = "format_version";
 pub(crate) const NODE_NAME: &str = "node_name";
@@ -21,6 +25,7 @@ pub(crate) const FILLED: &str = "filled_partitions";
 pub(crate) const TOKEN: &str = "placement_token";
 pub(crate) const DATA_EPOCH: &str = "data_epoch";
 pub(crate) const START_EPOCH: &str = "start_epoch";
+pub(crate) const CATALOG: &str = "bucket_catalog";
 
 /// The settings a cluster is created with. They never change afterwards; a node holding
 /// data of one cluster is never allowed into another.
@@ -153,7 +158,7 @@ pub(crate) fn check_existing(
         what: "meta table",
         detail: format!("{FORMAT} has the wrong size"),
     })?);
-    if format != FORMAT_VERSION {
+    if format != FORMAT_VERSION && format != FORMAT_BEFORE_BUCKETS {
         return Err(StoreError::UnsupportedFormat {
             path: dir.to_path_buf(),
             found: format,
@@ -208,6 +213,36 @@ impl super::Store {
             .map_err(StoreError::lmdb("writing the filled partitions"))?;
         wtxn.commit()
             .map_err(StoreError::lmdb("writing the filled partitions"))
+    }
+
+    /// The bucket catalog this node knows (empty: only `default`).
+    pub fn catalog(&self) -> Result<crate::buckets::Catalog, StoreError> {
+        let rtxn = self.tables.read_txn()?;
+        let raw = self
+            .tables
+            .meta
+            .get(&rtxn, CATALOG)
+            .map_err(StoreError::lmdb("reading meta"))?;
+        match raw {
+            None => Ok(crate::buckets::Catalog::default()),
+            Some(bytes) => {
+                crate::buckets::Catalog::decode(bytes).map_err(|detail| StoreError::Corrupt {
+                    what: "meta table",
+                    detail,
+                })
+            }
+        }
+    }
+
+    /// Records the bucket catalog, durably.
+    pub fn save_catalog(&self, catalog: &crate::buckets::Catalog) -> Result<(), StoreError> {
+        let mut wtxn = self.tables.write_txn()?;
+        self.tables
+            .meta
+            .put(&mut wtxn, CATALOG, &catalog.encode())
+            .map_err(StoreError::lmdb("writing the bucket catalog"))?;
+        wtxn.commit()
+            .map_err(StoreError::lmdb("writing the bucket catalog"))
     }
 
     /// The epoch of the life that created this data directory, recording `epoch` the

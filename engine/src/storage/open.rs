@@ -97,7 +97,9 @@ pub(super) fn open_tables(
         .create_database(&mut wtxn, Some("members"))
         .map_err(StoreError::lmdb("creating the members table"))?;
 
-    if !existing {
+    if existing {
+        upgrade_to_buckets(&meta, &data, &mut wtxn, dir)?;
+    } else {
         meta.put(&mut wtxn, meta::FORMAT, &FORMAT_VERSION.to_be_bytes())
             .map_err(StoreError::lmdb("writing meta"))?;
         meta.put(&mut wtxn, meta::NODE_NAME, options.node_name.as_bytes())
@@ -121,4 +123,47 @@ pub(super) fn open_tables(
         hint_state: Arc::new(Mutex::new(HintState::default())),
         changes: broadcast::channel(CHANGES_BUFFER_MAX).0,
     })
+}
+
+/// A directory of format 1 (before buckets) has the same layout: every key it holds is
+/// a key of `default`, as `default`'s are stored. It is taken as format 2 once it is
+/// checked that no key looks like another bucket's; one that does is refused with the
+/// count and the first.
+fn upgrade_to_buckets(
+    meta: &Database<Str, Bytes>,
+    data: &Database<Bytes, Bytes>,
+    wtxn: &mut RwTxn<'_>,
+    dir: &Path,
+) -> Result<(), StoreError> {
+    let format = meta
+        .get(wtxn, meta::FORMAT)
+        .map_err(StoreError::lmdb("reading meta"))?
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes);
+    if format != Some(meta::FORMAT_BEFORE_BUCKETS) {
+        return Ok(());
+    }
+    let mut count = 0u64;
+    let mut example = None;
+    for row in data
+        .iter(wtxn)
+        .map_err(StoreError::lmdb("reading the data table"))?
+    {
+        let (dkey, _) = row.map_err(StoreError::lmdb("reading the data table"))?;
+        if let Some(key) = user_key(dkey)
+            && key.starts_with(&crate::buckets::BUCKET_KEY_PREFIX)
+        {
+            count += 1;
+            example.get_or_insert_with(|| key.escape_ascii().to_string());
+        }
+    }
+    if let Some(example) = example {
+        return Err(StoreError::KeysLikeBuckets {
+            path: dir.to_path_buf(),
+            count,
+            example,
+        });
+    }
+    meta.put(wtxn, meta::FORMAT, &FORMAT_VERSION.to_be_bytes())
+        .map_err(StoreError::lmdb("writing meta"))
 }

@@ -566,3 +566,57 @@ fn a_typed_record_merges_with_what_the_key_holds_whatever_the_order() {
     assert_eq!(other.tree_root(p).unwrap(), store.tree_root(p).unwrap());
     assert!(store.verify_tree(p).unwrap());
 }
+
+/// Marks a directory as the build before buckets left it (format 1, the same layout).
+fn as_before_buckets(store: Store) {
+    let mut wtxn = store.tables.write_txn().unwrap();
+    store
+        .tables
+        .meta
+        .put(&mut wtxn, meta::FORMAT, &1u32.to_be_bytes())
+        .unwrap();
+    wtxn.commit().unwrap();
+    store.close();
+}
+
+#[test]
+fn a_directory_from_before_buckets_serves_its_keys_as_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .apply_now(&[entry(b"a", 10, 1, Some(b"1")), entry(b"b", 11, 1, None)])
+        .unwrap();
+    as_before_buckets(store);
+    let store = Store::open(dir.path(), StoreOptions::new("n1")).unwrap();
+    assert_eq!(
+        store.get(b"a").unwrap().unwrap().payload,
+        Payload::Value(b"1".to_vec())
+    );
+    assert!(store.get(b"b").unwrap().unwrap().payload.is_tombstone());
+    assert!(store.catalog().unwrap().get("default").is_some());
+    for p in 0..CLUSTER.partitions {
+        assert!(store.verify_tree(p).unwrap());
+    }
+    store.close();
+    // Taken as format 2 for good.
+    let store = Store::open(dir.path(), StoreOptions::new("n1")).unwrap();
+    let rtxn = store.tables.read_txn().unwrap();
+    let format = store.tables.meta.get(&rtxn, meta::FORMAT).unwrap().unwrap();
+    assert_eq!(format, FORMAT_VERSION.to_be_bytes());
+}
+
+#[test]
+fn a_directory_from_before_buckets_with_a_key_like_a_buckets_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut odd = crate::buckets::BUCKET_KEY_PREFIX.to_vec();
+    odd.extend_from_slice(b"\x00\x00\x00\x07k");
+    store.apply_now(&[entry(&odd, 10, 1, Some(b"1"))]).unwrap();
+    as_before_buckets(store);
+    let Err(err) = Store::open(dir.path(), StoreOptions::new("n1")) else {
+        panic!("a key like a bucket's is refused");
+    };
+    let text = err.to_string();
+    assert!(text.contains("1 keys that start with the bytes"), "{text}");
+    assert!(text.contains("nothing was changed"), "{text}");
+}
