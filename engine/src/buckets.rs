@@ -201,6 +201,11 @@ impl Catalog {
                     .any(|b| b.id == id && b.deleted.is_none()))
     }
 
+    /// Whether bucket `id` was deleted: its data is refused and dropped.
+    pub fn is_gone(&self, id: BucketId) -> bool {
+        self.gone.contains_key(&id)
+    }
+
     /// The ids of deleted buckets.
     pub fn deleted(&self) -> impl Iterator<Item = BucketId> + '_ {
         self.gone.keys().copied()

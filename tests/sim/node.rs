@@ -597,7 +597,7 @@ impl Sim {
     fn answered(&mut self, ask: usize, answer: Answer) {
         let result = match answer {
             Answer::Written(version) => Ok(Some(version)),
-            Answer::Read(record) => Ok(record.map(|r| r.version)),
+            Answer::Read { record, .. } => Ok(record.map(|r| r.version)),
             Answer::Failed(err) => Err(err.message),
             other => Err(format!("unexpected answer {other:?}")),
         };

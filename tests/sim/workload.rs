@@ -122,6 +122,7 @@ impl Sim {
             OpKind::Get => {
                 self.report.gets += 1;
                 Ask::Get {
+                    bucket: None,
                     key: key.clone(),
                     consistency: Some(consistency),
                     after: None,
@@ -138,6 +139,8 @@ impl Sim {
                     Payload::Tombstone
                 };
                 Ask::Put {
+                    bucket: None,
+                    context: None,
                     key: key.clone(),
                     payload,
                     consistency: Some(consistency),

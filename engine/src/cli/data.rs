@@ -6,15 +6,24 @@ use clap::Args;
 use serde_json::json;
 
 use super::{ClientArgs, ConsistencyArg, Failure};
-use crate::protocol::{ClusterStatus, Request, Response, VersionInfo};
+use crate::client::Read;
+use crate::protocol::{ClusterStatus, Request, Response, TypedValue, VersionInfo};
 
 #[derive(Debug, Args)]
 pub(crate) struct GetArgs {
     /// The key.
     key: String,
+    /// The bucket [default: default, the lww bucket every key is in unless it names
+    /// another].
+    #[arg(long, env = "VERGENT_BUCKET", value_name = "NAME")]
+    bucket: Option<String>,
     /// Also print the version: HLC as UTC time and logical counter, and the writing node.
     #[arg(long)]
     show_version: bool,
+    /// In a siblings bucket, also print the context token: pass it to `put --context`
+    /// to replace exactly the values read.
+    #[arg(long)]
+    show_context: bool,
     /// Replicas to consult [default: the node's].
     #[arg(long, value_enum)]
     consistency: Option<ConsistencyArg>,
@@ -35,6 +44,14 @@ pub(crate) struct PutArgs {
     key: String,
     /// The value.
     value: String,
+    /// The bucket [default: default, the lww bucket every key is in unless it names
+    /// another].
+    #[arg(long, env = "VERGENT_BUCKET", value_name = "NAME")]
+    bucket: Option<String>,
+    /// In a siblings bucket, the context token a read printed: the write replaces
+    /// exactly the values that read saw (without it, the value joins them as a sibling).
+    #[arg(long, value_name = "TOKEN")]
+    context: Option<String>,
     /// Replicas that must acknowledge [default: the node's].
     #[arg(long, value_enum)]
     consistency: Option<ConsistencyArg>,
@@ -53,6 +70,14 @@ pub(crate) struct PutArgs {
 pub(crate) struct DeleteArgs {
     /// The key.
     key: String,
+    /// The bucket [default: default, the lww bucket every key is in unless it names
+    /// another].
+    #[arg(long, env = "VERGENT_BUCKET", value_name = "NAME")]
+    bucket: Option<String>,
+    /// In a siblings bucket, the context token a read printed: the delete removes
+    /// exactly the values that read saw.
+    #[arg(long, value_name = "TOKEN")]
+    context: Option<String>,
     /// Replicas that must acknowledge [default: the node's].
     #[arg(long, value_enum)]
     consistency: Option<ConsistencyArg>,
@@ -76,16 +101,32 @@ pub(crate) struct StatusArgs {
     client: ClientArgs,
 }
 
+/// The bucket a command names, unless it is `default`.
+fn named(bucket: &Option<String>) -> Option<&str> {
+    bucket
+        .as_deref()
+        .filter(|b| *b != crate::buckets::DEFAULT_BUCKET)
+}
+
 pub(crate) async fn get(args: GetArgs) -> Result<(), Failure> {
     let client = args.client.connect().await?;
     if let Some(after) = args.after {
         client.session().observe(after);
     }
-    let found = client
-        .get(args.key.as_bytes(), args.consistency.map(Into::into))
-        .await;
+    let consistency = args.consistency.map(Into::into);
+    let found = match named(&args.bucket) {
+        None => client
+            .get(args.key.as_bytes(), consistency)
+            .await
+            .map(Read::Value),
+        Some(bucket) => client.read(bucket, args.key.as_bytes(), consistency).await,
+    };
     client.close().await;
-    let Some((value, version)) = found? else {
+    let found = match found? {
+        Read::Value(found) => found,
+        Read::Typed(value) => return print_typed(&args.key, value, args.show_context, args.json),
+    };
+    let Some((value, version)) = found else {
         return Err(Failure::not_found());
     };
     let mut out = std::io::stdout().lock();
@@ -112,13 +153,25 @@ pub(crate) async fn put(args: PutArgs) -> Result<(), Failure> {
     if let Some(after) = args.after {
         client.session().observe(after);
     }
-    let written = client
-        .put(
-            args.key.as_bytes(),
-            args.value.as_bytes(),
-            args.consistency.map(Into::into),
-        )
-        .await;
+    let consistency = args.consistency.map(Into::into);
+    let written = match named(&args.bucket) {
+        None if args.context.is_none() => {
+            client
+                .put(args.key.as_bytes(), args.value.as_bytes(), consistency)
+                .await
+        }
+        bucket => {
+            client
+                .write(
+                    bucket.unwrap_or(crate::buckets::DEFAULT_BUCKET),
+                    args.key.as_bytes(),
+                    Some(args.value.as_bytes()),
+                    args.context.as_deref(),
+                    consistency,
+                )
+                .await
+        }
+    };
     client.close().await;
     print_written(&written?, args.json)
 }
@@ -128,11 +181,77 @@ pub(crate) async fn delete(args: DeleteArgs) -> Result<(), Failure> {
     if let Some(after) = args.after {
         client.session().observe(after);
     }
-    let written = client
-        .delete(args.key.as_bytes(), args.consistency.map(Into::into))
-        .await;
+    let consistency = args.consistency.map(Into::into);
+    let written = match named(&args.bucket) {
+        None if args.context.is_none() => client.delete(args.key.as_bytes(), consistency).await,
+        bucket => {
+            client
+                .write(
+                    bucket.unwrap_or(crate::buckets::DEFAULT_BUCKET),
+                    args.key.as_bytes(),
+                    None,
+                    args.context.as_deref(),
+                    consistency,
+                )
+                .await
+        }
+    };
     client.close().await;
     print_written(&written?, args.json)
+}
+
+/// A typed value as `get` prints it: a counter's value; a set's members, one a line,
+/// sorted; a register's values, one a line, and its context when asked.
+fn print_typed(
+    key: &str,
+    value: TypedValue,
+    show_context: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let mut out = std::io::stdout().lock();
+    match value {
+        TypedValue::Counter(n) => {
+            if json {
+                writeln!(out, "{}", json!({ "key": key, "counter": n.to_string() }))?;
+            } else {
+                writeln!(out, "{n}")?;
+            }
+        }
+        TypedValue::Set(members) => {
+            if json {
+                let members: Vec<String> = members.iter().map(|m| text(m)).collect();
+                writeln!(out, "{}", json!({ "key": key, "members": members }))?;
+            } else {
+                for m in &members {
+                    out.write_all(m)?;
+                    writeln!(out)?;
+                }
+            }
+        }
+        TypedValue::Siblings { values, context } => {
+            if json {
+                let values: Vec<String> = values.iter().map(|v| text(v)).collect();
+                writeln!(
+                    out,
+                    "{}",
+                    json!({ "key": key, "siblings": values, "context": context })
+                )?;
+            } else {
+                if values.is_empty() && !show_context {
+                    return Err(Failure::not_found());
+                }
+                for v in &values {
+                    out.write_all(v)?;
+                    writeln!(out)?;
+                }
+                if show_context {
+                    writeln!(out, "context: {context}")?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn status(args: StatusArgs) -> Result<(), Failure> {
@@ -148,7 +267,7 @@ pub(crate) async fn status(args: StatusArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_written(version: &VersionInfo, json: bool) -> Result<(), Failure> {
+pub(crate) fn print_written(version: &VersionInfo, json: bool) -> Result<(), Failure> {
     if json {
         let mut doc = version_json(version);
         doc["ok"] = json!(true);

@@ -4,6 +4,7 @@
 //! one line on stderr that names the cause (and the limit, where one was passed).
 
 mod bench;
+mod bucket;
 mod certs_cmd;
 mod data;
 mod demo;
@@ -12,6 +13,7 @@ mod repair;
 mod serve;
 mod shell;
 mod top;
+mod typed;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,12 +42,21 @@ enum Command {
     /// Create a certificate authority and issue node and client certificates.
     #[command(subcommand)]
     Certs(certs_cmd::CertsCommand),
+    /// Define, list, show and delete buckets.
+    #[command(subcommand)]
+    Bucket(bucket::BucketCommand),
     /// Read a key.
     Get(data::GetArgs),
     /// Write a key.
     Put(data::PutArgs),
     /// Delete a key.
     Delete(data::DeleteArgs),
+    /// Add to a counter (a negative amount takes away).
+    Incr(typed::IncrArgs),
+    /// Add members to a set.
+    Sadd(typed::MembersArgs),
+    /// Remove members from a set.
+    Srem(typed::MembersArgs),
     /// Show the cluster as the node sees it: members, states, clocks, hints.
     Status(data::StatusArgs),
     /// Stream every change the node applies.
@@ -186,9 +197,13 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Certs(command) => certs_cmd::run(command),
+        Command::Bucket(command) => with_runtime(|| bucket::run(command)),
         Command::Get(args) => with_runtime(|| data::get(args)),
         Command::Put(args) => with_runtime(|| data::put(args)),
         Command::Delete(args) => with_runtime(|| data::delete(args)),
+        Command::Incr(args) => with_runtime(|| typed::incr(args)),
+        Command::Sadd(args) => with_runtime(|| typed::sadd(args)),
+        Command::Srem(args) => with_runtime(|| typed::srem(args)),
         Command::Status(args) => with_runtime(|| data::status(args)),
         Command::Watch(args) => with_runtime(|| data::watch(args)),
         Command::Leave(args) => with_runtime(|| data::leave(args)),

@@ -93,6 +93,8 @@ impl ClientError {
                 ErrorCode::NotReady => "not ready",
                 ErrorCode::NameInUse => "name in use",
                 ErrorCode::Refused => "refused",
+                ErrorCode::NoSuchBucket => "no such bucket",
+                ErrorCode::WrongType => "wrong type",
             },
         }
     }
@@ -104,6 +106,15 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// What a read of a bucket found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// A lww bucket's value and version, or nothing.
+    Value(Option<(Vec<u8>, VersionInfo)>),
+    /// A typed bucket's value.
+    Typed(crate::protocol::TypedValue),
 }
 
 /// What one client has seen: the highest version among the answers it got. Sent with
@@ -348,6 +359,81 @@ impl Client {
                 Ok(version)
             }
             other => Err(unexpected("delete", &other)),
+        }
+    }
+
+    /// Reads `key` of `bucket`: in a lww bucket its value and version (or `None`), in
+    /// the others its typed value.
+    pub async fn read(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        consistency: Option<Consistency>,
+    ) -> Result<Read, ClientError> {
+        let request = Request::Read {
+            bucket: bucket.to_string(),
+            key: key.to_vec(),
+            consistency,
+            after: self.session.seen(),
+        };
+        match self.request(&request).await? {
+            Response::Value { found } => {
+                if let Some((_, version)) = &found {
+                    self.session.observe(version.version.hlc);
+                }
+                Ok(Read::Value(found))
+            }
+            Response::Typed(value) => Ok(Read::Typed(value)),
+            other => Err(unexpected("read", &other)),
+        }
+    }
+
+    /// Writes `value` (`None`: deletes) under `key` of a lww or siblings `bucket`; in a
+    /// siblings bucket, replacing what `context` saw. The version it was given.
+    pub async fn write(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        context: Option<&str>,
+        consistency: Option<Consistency>,
+    ) -> Result<VersionInfo, ClientError> {
+        let request = Request::Write {
+            bucket: bucket.to_string(),
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+            context: context.map(str::to_string),
+            consistency,
+            after: self.session.seen(),
+        };
+        self.written("write", &request).await
+    }
+
+    /// Updates a counter or a set; the version of the state written.
+    pub async fn update(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        change: crate::types::Change,
+        consistency: Option<Consistency>,
+    ) -> Result<VersionInfo, ClientError> {
+        let request = Request::Update {
+            bucket: bucket.to_string(),
+            key: key.to_vec(),
+            change,
+            consistency,
+            after: self.session.seen(),
+        };
+        self.written("update", &request).await
+    }
+
+    async fn written(&self, what: &str, request: &Request) -> Result<VersionInfo, ClientError> {
+        match self.request(request).await? {
+            Response::Written { version } => {
+                self.session.observe(version.version.hlc);
+                Ok(version)
+            }
+            other => Err(unexpected(what, &other)),
         }
     }
 

@@ -118,6 +118,7 @@ pub fn prepare(
         seeds: joined.seeds,
         seal: None,
         seed: 0,
+        catalog: store.catalog()?,
     };
     Ok((boot, notes))
 }

@@ -116,6 +116,8 @@ pub struct Boot {
     pub seal: Option<Arc<dyn StatusSeal>>,
     /// Seed of every random choice the core makes.
     pub seed: u64,
+    /// The bucket catalog the store remembers.
+    pub catalog: crate::buckets::Catalog,
 }
 
 /// Counters the node's status and metrics report.

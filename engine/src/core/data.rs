@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::io::{Landing, Pending, Purpose, StorePurpose};
 use super::*;
+use crate::buckets::{Bucket, BucketType};
 use crate::coordinator::{Action, OpError, Outcome};
 use crate::limits::{LimitError, check_key, check_stored_key, check_value};
 use crate::membership::MemberState;
@@ -14,6 +15,7 @@ use crate::policy::unheard_refusal;
 use crate::protocol::{ErrorCode, ErrorReply};
 use crate::record::{Entry, Payload, Record, Version};
 use crate::storage::Hint;
+use crate::types::{Change, Kind};
 
 /// The answer to a probe: when it arrived and when it was answered, by this clock.
 pub fn pong(received_us: u64, replied_us: u64) -> Response {
@@ -25,6 +27,19 @@ pub fn pong(received_us: u64, replied_us: u64) -> Response {
 
 fn limit_error(err: LimitError) -> ErrorReply {
     ErrorReply::new(ErrorCode::LimitExceeded, err.to_string())
+}
+
+fn wrong_type(bucket: &str, kind: &str, op: &str) -> ErrorReply {
+    let hint = match kind {
+        "counter" => "incr",
+        "set" => "sadd and srem",
+        "siblings" => "put with --context",
+        _ => "put and delete",
+    };
+    ErrorReply::new(
+        ErrorCode::WrongType,
+        format!("{op} does not apply to bucket {bucket}, a {kind} bucket: use {hint}"),
+    )
 }
 
 fn op_error(err: OpError) -> ErrorReply {
@@ -40,7 +55,7 @@ impl NodeCore {
     /// An ask of the driver's: a client's operation, an admin's, or the node's own.
     pub fn handle_ask(&mut self, ask_id: AskId, ask: Ask, now: Now, store: &Store) {
         match ask {
-            Ask::Get { .. } | Ask::Put { .. } => {
+            Ask::Get { .. } | Ask::Put { .. } | Ask::Update { .. } => {
                 self.data_ask(ask_id, ask, false, now, store);
                 self.settle(now, store);
                 return;
@@ -71,6 +86,9 @@ impl NodeCore {
                 peer,
                 dry_run,
             } => self.ask_repair(ask_id, partition, peer, dry_run, now, store),
+            what @ (Ask::CreateBucket { .. } | Ask::DeleteBucket { .. } | Ask::Buckets(_)) => {
+                self.bucket_ask(ask_id, what, now)
+            }
         }
         self.flush_membership(now, store);
         self.settle(now, store);
@@ -92,7 +110,11 @@ impl NodeCore {
 
     /// Advances this node's clock past the session's last version, so whatever the
     /// session does next here is ordered after what it saw elsewhere.
-    fn observe_session(&mut self, after: Option<Timestamp>, now: Now) -> Result<(), ErrorReply> {
+    pub(super) fn observe_session(
+        &mut self,
+        after: Option<Timestamp>,
+        now: Now,
+    ) -> Result<(), ErrorReply> {
         let Some(after) = after else {
             return Ok(());
         };
@@ -118,76 +140,139 @@ impl NodeCore {
         now: Now,
         store: &Store,
     ) {
-        let _ = store;
+        let writes = matches!(ask, Ask::Put { .. } | Ask::Update { .. });
+        if writes && !waited && self.clock_unmeasured(now) {
+            // Not compared with the cluster yet (just started): probe first.
+            self.probe_all(now);
+            let until = Millis(now.mono().0 + PROBE_TIMEOUT_MS);
+            self.awaiting_clock.push((ask_id, ask, until));
+            return;
+        }
         let result = match ask {
             Ask::Get {
+                bucket,
                 key,
                 consistency,
                 after,
-            } => self.begin_get(key, consistency, after, now),
+            } => self
+                .resolve(bucket.as_deref(), &key)
+                .and_then(|(bucket, key)| {
+                    let level = consistency.or(bucket.consistency);
+                    self.begin_get(key, level, after, now)
+                        .map(|op| Some((op, bucket.kind)))
+                }),
             Ask::Put {
+                bucket,
                 key,
                 payload,
+                context,
                 consistency,
                 after,
-            } => {
-                if !waited && self.clock_unmeasured(now) {
-                    // Not compared with the cluster yet (just started): probe first.
-                    self.probe_all(now);
-                    let ask = Ask::Put {
-                        key,
-                        payload,
-                        consistency,
-                        after,
-                    };
-                    let until = Millis(now.mono().0 + PROBE_TIMEOUT_MS);
-                    self.awaiting_clock.push((ask_id, ask, until));
-                    return;
-                }
-                self.begin_put(ask_id, key, payload, consistency, after, now)
-            }
+            } => self
+                .resolve(bucket.as_deref(), &key)
+                .and_then(|(bucket, internal)| {
+                    let level = consistency.or(bucket.consistency);
+                    match (bucket.kind, context) {
+                        (BucketType::Lww, None) => self
+                            .begin_put(ask_id, internal, payload, level, after, now)
+                            .map(|op| Some((op, BucketType::Lww))),
+                        (BucketType::Lww, Some(_)) => Err(ErrorReply::new(
+                            ErrorCode::WrongType,
+                            format!(
+                                "a context applies to siblings buckets; {} is a lww bucket",
+                                bucket.name
+                            ),
+                        )),
+                        (BucketType::Siblings, context) => {
+                            let change = match (payload.value(), context) {
+                                // A delete without a context removes what the actor holds.
+                                (None, None) => Change::Clear(Kind::Siblings),
+                                (value, context) => Change::Put {
+                                    value: value.map(<[u8]>::to_vec),
+                                    context: context.unwrap_or_default(),
+                                },
+                            };
+                            self.begin_update(ask_id, internal, change, level, after, now, store)
+                                .map(|()| None)
+                        }
+                        (kind, None) if payload.is_tombstone() => {
+                            let kind = if kind == BucketType::Set {
+                                Kind::Set
+                            } else {
+                                Kind::Counter
+                            };
+                            self.begin_update(
+                                ask_id,
+                                internal,
+                                Change::Clear(kind),
+                                level,
+                                after,
+                                now,
+                                store,
+                            )
+                            .map(|()| None)
+                        }
+                        (kind, _) => Err(wrong_type(&bucket.name, kind.as_str(), "put")),
+                    }
+                }),
+            Ask::Update {
+                bucket,
+                key,
+                change,
+                consistency,
+                after,
+            } => self
+                .resolve(Some(&bucket), &key)
+                .and_then(|(bucket, internal)| {
+                    let fits = matches!(
+                        (bucket.kind, change.kind()),
+                        (BucketType::Counter, Kind::Counter)
+                            | (BucketType::Set, Kind::Set)
+                            | (BucketType::Siblings, Kind::Siblings)
+                    );
+                    if !fits {
+                        return Err(wrong_type(
+                            &bucket.name,
+                            bucket.kind.as_str(),
+                            change.name(),
+                        ));
+                    }
+                    let level = consistency.or(bucket.consistency);
+                    self.begin_update(ask_id, internal, change, level, after, now, store)
+                        .map(|()| None)
+                }),
             _ => return,
         };
         match result {
-            Ok(op) => {
-                self.ops.insert(op, ask_id);
+            Ok(Some((op, kind))) => {
+                self.ops.insert(op, (ask_id, kind));
             }
+            Ok(None) => {}
             Err(reply) => self.answer(ask_id, Answer::Failed(reply)),
         }
     }
 
-    fn begin_get(
-        &mut self,
-        key: Vec<u8>,
-        consistency: Option<Consistency>,
-        after: Option<Timestamp>,
-        now: Now,
-    ) -> Result<OpId, ErrorReply> {
+    /// The bucket a client names (`default` when none), and the key as stored in it;
+    /// the key checked against its limits.
+    fn resolve(&self, bucket: Option<&str>, key: &[u8]) -> Result<(Bucket, Vec<u8>), ErrorReply> {
         self.serving()?;
-        check_key(&key).map_err(limit_error)?;
-        self.observe_session(after, now)?;
-        self.counters.reads += 1;
-        let level = consistency.unwrap_or(self.config.default_consistency);
-        let replicas = self.view.replica_set(&key);
-        Ok(self
-            .coordinator
-            .begin_read(key, replicas, level, now.mono()))
+        check_key(key).map_err(limit_error)?;
+        let bucket = self.bucket(bucket.unwrap_or(crate::buckets::DEFAULT_BUCKET))?;
+        if bucket.id == crate::buckets::DEFAULT_BUCKET_ID
+            && key.starts_with(&crate::buckets::BUCKET_KEY_PREFIX)
+        {
+            return Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                "a key of the default bucket may not start with the bytes 00 76 62 75 63 6b 65 74 (\\0vbucket): buckets use them",
+            ));
+        }
+        let internal = bucket.internal_key(key);
+        Ok((bucket, internal))
     }
 
-    fn begin_put(
-        &mut self,
-        ask: AskId,
-        key: Vec<u8>,
-        payload: Payload,
-        consistency: Option<Consistency>,
-        after: Option<Timestamp>,
-        now: Now,
-    ) -> Result<OpId, ErrorReply> {
-        self.serving()?;
-        check_key(&key).map_err(limit_error)?;
-        if let Payload::Value(value) = &payload {
-            check_value(value, self.config.value_bytes_max).map_err(limit_error)?;
-        }
+    /// Whether this node may issue a version now (its clock, the cluster's word on it,
+    /// a rewrite of versions from the future); why not.
+    pub(super) fn may_issue(&self, now: Now) -> Result<(), ErrorReply> {
         // A version from a clock the cluster would refuse must never be issued: it
         // would be stored here and win later over writes acknowledged meanwhile.
         if let Some(refusal) = self.clock_refusal(now) {
@@ -211,6 +296,38 @@ impl NodeCore {
                 "unavailable: versions from the future are being rewritten on this node; it coordinates no writes until that ends",
             ));
         }
+        Ok(())
+    }
+
+    fn begin_get(
+        &mut self,
+        key: Vec<u8>,
+        consistency: Option<Consistency>,
+        after: Option<Timestamp>,
+        now: Now,
+    ) -> Result<OpId, ErrorReply> {
+        self.observe_session(after, now)?;
+        self.counters.reads += 1;
+        let level = consistency.unwrap_or(self.config.default_consistency);
+        let replicas = self.view.replica_set(&key);
+        Ok(self
+            .coordinator
+            .begin_read(key, replicas, level, now.mono()))
+    }
+
+    fn begin_put(
+        &mut self,
+        ask: AskId,
+        key: Vec<u8>,
+        payload: Payload,
+        consistency: Option<Consistency>,
+        after: Option<Timestamp>,
+        now: Now,
+    ) -> Result<OpId, ErrorReply> {
+        if let Payload::Value(value) = &payload {
+            check_value(value, self.config.value_bytes_max).map_err(limit_error)?;
+        }
+        self.may_issue(now)?;
         self.observe_session(after, now)?;
         self.counters.writes += 1;
         let level = consistency.unwrap_or(self.config.default_consistency);
@@ -336,10 +453,18 @@ impl NodeCore {
                 self.store(StoreWork::PutHints(vec![hint]), StorePurpose::PutHints);
             }
             Action::Reply { op, outcome } => {
-                if let Some(ask) = self.ops.remove(&op) {
+                if let Some((ask, kind)) = self.ops.remove(&op) {
                     let answer = match outcome {
+                        // A typed value's version names its state; the write was this
+                        // node's.
+                        Outcome::Written { version } if kind != BucketType::Lww => {
+                            Answer::Written(Version {
+                                hlc: version.hlc,
+                                node: self.node_id,
+                            })
+                        }
                         Outcome::Written { version } => Answer::Written(version),
-                        Outcome::Read { record } => Answer::Read(record),
+                        Outcome::Read { record } => Answer::Read { record, kind },
                         Outcome::Failed(err) => Answer::Failed(op_error(err)),
                     };
                     self.answer(ask, answer);
@@ -422,6 +547,19 @@ impl NodeCore {
         }
     }
 
+    /// As [`NodeCore::landing`], for a change to one key that is no tombstone.
+    pub(super) fn landing_key(&mut self, key: &[u8], wall_ms: u64) -> Landing {
+        let p = partition_of(key, self.settings.partitions);
+        self.write_marks.note(p, wall_ms);
+        if let Some(part) = self.arrivals.partition(p) {
+            part.begin_write();
+        }
+        Landing {
+            written: vec![p],
+            tombstones: Vec::new(),
+        }
+    }
+
     /// A write noted by [`NodeCore::landing`] is done (or failed).
     pub(super) fn landed(&mut self, landing: Landing, now: Now) {
         let mono = now.mono().0;
@@ -464,6 +602,11 @@ impl NodeCore {
                 let members = self.membership.seed_members();
                 self.respond(reply, Response::Members(members));
             }
+            Request::UpdateLocal { key, change } => self.update_request(reply, key, change, now),
+            Request::Catalog(theirs) => {
+                self.take_catalog(&theirs);
+                self.respond(reply, Response::Catalog(self.catalog.clone()));
+            }
             other => self.respond(
                 reply,
                 Response::Error(ErrorReply::new(
@@ -503,6 +646,7 @@ impl NodeCore {
                 return;
             }
         }
+        let entries = self.without_gone(entries);
         let landing = self.landing(&entries, now.wall_ms());
         self.store(
             StoreWork::Apply(entries),

@@ -27,6 +27,8 @@ impl NodeCore {
                 self.consulted(pending, response, now);
                 self.flush_membership(now, store);
             }
+            Purpose::Catalog => self.catalog_answered(pending, response),
+            Purpose::Update { .. } => self.update_answered(pending, Ok(response), now),
         }
     }
 
@@ -70,8 +72,9 @@ impl NodeCore {
                 self.probe_failed(pending);
                 self.recheck_awaiting_clock(now, store);
             }
-            Purpose::Consult => self.event(CoreEvent::Debug(format!(
-                "no view from {}: {why}",
+            Purpose::Update { .. } => self.update_answered(pending, Err(why), now),
+            Purpose::Consult | Purpose::Catalog => self.event(CoreEvent::Debug(format!(
+                "no answer from {}: {why}",
                 pending.to
             ))),
         }
@@ -158,6 +161,29 @@ impl NodeCore {
             purpose @ (StorePurpose::Purged { .. } | StorePurpose::Dropped { .. }) => {
                 self.upkeep_done(purpose, done)
             }
+            StorePurpose::Update {
+                key,
+                waiting,
+                landing,
+            } => {
+                self.landed(landing, now);
+                let result = match done {
+                    StoreDone::Record(record) => Ok(record),
+                    StoreDone::Failed(err) => Err(err),
+                    other => Err(crate::protocol::ErrorReply::new(
+                        crate::protocol::ErrorCode::Storage,
+                        format!("unexpected store answer {other:?}"),
+                    )),
+                };
+                self.updated(key, waiting, result, now);
+            }
+            StorePurpose::DroppedBuckets(ids) => match done {
+                StoreDone::Count(records) => self.event(CoreEvent::BucketsDropped { ids, records }),
+                other => self.event(CoreEvent::StoreFailed {
+                    what: "dropping deleted buckets",
+                    why: format!("{other:?}"),
+                }),
+            },
             StorePurpose::Meta(what) => {
                 if let StoreDone::Failed(err) = done {
                     self.event(CoreEvent::StoreFailed {

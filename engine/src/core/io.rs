@@ -7,6 +7,7 @@ use bytes::Bytes;
 use crate::antientropy::report::{RepairProgress, RepairReport};
 use crate::antientropy::run::Tag;
 use crate::base::{Consistency, Millis};
+use crate::buckets::{Bucket, BucketType, Catalog};
 use crate::coordinator::OpId;
 use crate::hlc::Timestamp;
 use crate::membership::{MemberId, MembershipEvent, SeedMember};
@@ -15,6 +16,7 @@ use crate::policy::HintsDeleted;
 use crate::protocol::{ClusterStatus, ErrorCode, ErrorReply, Request, Response};
 use crate::record::{Entry, Payload, Record, Version};
 use crate::storage::{ApplyOutcome, Hint, MemberRecord, Store, StoreError};
+use crate::types::{Change, Context};
 
 /// Names a request this node sent; its answer goes to [`super::NodeCore::handle_response`].
 pub type ReqId = u64;
@@ -100,6 +102,8 @@ pub enum PeerFailure {
 pub enum Ask {
     /// Read a key.
     Get {
+        /// Its bucket; `default` when `None`.
+        bucket: Option<String>,
         /// The key.
         key: Vec<u8>,
         /// The consistency; the node's default when `None`.
@@ -107,13 +111,31 @@ pub enum Ask {
         /// The highest version the client's session has seen.
         after: Option<Timestamp>,
     },
-    /// Write a value, or delete (a tombstone).
+    /// Write a value, or delete (a tombstone); in a siblings bucket, a value that
+    /// replaces the siblings `context` saw.
     Put {
+        /// Its bucket; `default` when `None`.
+        bucket: Option<String>,
         /// The key.
         key: Vec<u8>,
         /// The value, or a tombstone.
         payload: Payload,
+        /// What a read of a siblings bucket returned.
+        context: Option<Context>,
         /// The consistency; the node's default when `None`.
+        consistency: Option<Consistency>,
+        /// The highest version the client's session has seen.
+        after: Option<Timestamp>,
+    },
+    /// Update a counter or a set.
+    Update {
+        /// Its bucket.
+        bucket: String,
+        /// The key.
+        key: Vec<u8>,
+        /// The change.
+        change: Change,
+        /// The consistency; the bucket's, or the node's default, when `None`.
         consistency: Option<Consistency>,
         /// The highest version the client's session has seen.
         after: Option<Timestamp>,
@@ -138,6 +160,24 @@ pub enum Ask {
     Leave,
     /// The node is shutting down: tell the others this life is over.
     GoDown,
+    /// Define a bucket (admin).
+    CreateBucket {
+        /// Its name.
+        name: String,
+        /// What its keys hold.
+        kind: BucketType,
+        /// How long a write lives, if it expires.
+        ttl_ms: Option<u64>,
+        /// The consistency of its operations that name none.
+        consistency: Option<Consistency>,
+    },
+    /// Delete a bucket and all its data (admin).
+    DeleteBucket {
+        /// Its name.
+        name: String,
+    },
+    /// The buckets defined (`None`), or one (`Some(name)`).
+    Buckets(Option<String>),
     /// Compare (and unless `dry_run`, repair) with the co-replicas.
     Repair {
         /// Only this partition.
@@ -154,8 +194,14 @@ pub enum Ask {
 pub enum Answer {
     /// A write was acknowledged, at this version.
     Written(Version),
-    /// A read found this record (tombstones included), or nothing.
-    Read(Option<Record>),
+    /// A read found this record (tombstones included), or nothing, in a bucket of this
+    /// type.
+    Read {
+        /// The record.
+        record: Option<Record>,
+        /// The bucket's type.
+        kind: BucketType,
+    },
     /// The status.
     Status(Box<ClusterStatus>),
     /// The members.
@@ -176,6 +222,8 @@ pub enum Answer {
     Down,
     /// A repair's report.
     Repaired(Box<RepairReport>),
+    /// Buckets: those defined, the one asked for, created or deleted.
+    Buckets(Vec<Bucket>),
     /// Refused or failed, and why.
     Failed(ErrorReply),
 }
@@ -197,6 +245,21 @@ pub enum StoreWork {
     SaveMembers(Vec<MemberRecord>),
     /// Remember which partitions this node holds the data of.
     SaveFilled(PartitionSet),
+    /// Remember the bucket catalog.
+    SaveCatalog(Catalog),
+    /// Delete every record of these (deleted) buckets.
+    DropBuckets(Vec<crate::buckets::BucketId>),
+    /// `actor` makes `change` to the typed value of `key` at its event `at`.
+    Update {
+        /// The key, as stored.
+        key: Vec<u8>,
+        /// The change.
+        change: Change,
+        /// The actor.
+        actor: crate::types::Actor,
+        /// Its clock's reading.
+        at: Timestamp,
+    },
 }
 
 /// What a [`StoreWork`] did.
@@ -206,6 +269,8 @@ pub enum StoreDone {
     Applied(Vec<ApplyOutcome>),
     /// Records changed (hints kept, tombstones purged, records dropped).
     Count(u64),
+    /// What a typed update left the key holding.
+    Record(Record),
     /// Done.
     Done,
     /// Failed, and the answer a requester gets for it.
@@ -225,6 +290,12 @@ impl StoreDone {
 impl From<Vec<ApplyOutcome>> for StoreDone {
     fn from(outcomes: Vec<ApplyOutcome>) -> StoreDone {
         StoreDone::Applied(outcomes)
+    }
+}
+
+impl From<Record> for StoreDone {
+    fn from(record: Record) -> StoreDone {
+        StoreDone::Record(record)
     }
 }
 
@@ -249,6 +320,10 @@ impl From<()> for StoreDone {
 /// The answer a requester gets for a failure of this node's storage.
 pub fn storage_error(err: &StoreError) -> ErrorReply {
     match err {
+        StoreError::Type(crate::types::TypeError::WrongType { .. }) => {
+            ErrorReply::new(ErrorCode::WrongType, err.to_string())
+        }
+        StoreError::Type(_) => ErrorReply::new(ErrorCode::LimitExceeded, err.to_string()),
         StoreError::Closed => ErrorReply::new(ErrorCode::ShuttingDown, err.to_string()),
         other => ErrorReply::new(ErrorCode::Storage, format!("not applied: {other}")),
     }
@@ -264,6 +339,14 @@ pub fn carry_out(store: &Store, work: StoreWork) -> StoreDone {
         StoreWork::DropPartition(p) => StoreDone::from_result(store.drop_partition_now(p)),
         StoreWork::SaveMembers(records) => StoreDone::from_result(store.save_members(&records)),
         StoreWork::SaveFilled(filled) => StoreDone::from_result(store.save_filled(&filled)),
+        StoreWork::SaveCatalog(catalog) => StoreDone::from_result(store.save_catalog(&catalog)),
+        StoreWork::DropBuckets(ids) => StoreDone::from_result(store.drop_buckets_now(&ids)),
+        StoreWork::Update {
+            key,
+            change,
+            actor,
+            at,
+        } => StoreDone::from_result(store.update_now(&key, &change, actor, at)),
     }
 }
 
@@ -378,6 +461,20 @@ pub enum CoreEvent {
     },
     /// A member was removed.
     Removed(MemberId),
+    /// Deleted buckets' records were dropped here.
+    BucketsDropped {
+        /// The buckets.
+        ids: Vec<crate::buckets::BucketId>,
+        /// Records dropped.
+        records: u64,
+    },
+    /// The bucket catalog changed: a bucket created or deleted here or learnt of.
+    Buckets {
+        /// Live buckets now, `default` included.
+        live: usize,
+        /// Its digest.
+        digest: u64,
+    },
     /// An exchange of a partition with a peer failed.
     ExchangeFailed {
         /// The peer.
@@ -443,6 +540,13 @@ pub(crate) enum Purpose {
     Probe { sent_us: u64 },
     /// The member's view of the cluster (this node keeps being declared dead).
     Consult,
+    /// The member's bucket catalog, exchanged for this node's.
+    Catalog,
+    /// A typed update asked of the actor, and who waits for the state it makes.
+    Update {
+        waiting: super::typed::UpdateFor,
+        key: Vec<u8>,
+    },
 }
 
 /// The partitions and tombstones a write is about to change: they hold handoff and
@@ -491,4 +595,12 @@ pub(crate) enum StorePurpose {
     Dropped { partition: PartitionId },
     /// The members or the fill books remembered.
     Meta(&'static str),
+    /// Deleted buckets' records dropped.
+    DroppedBuckets(Vec<crate::buckets::BucketId>),
+    /// A typed update made as its actor.
+    Update {
+        key: Vec<u8>,
+        waiting: super::typed::UpdateFor,
+        landing: Landing,
+    },
 }

@@ -182,6 +182,7 @@ impl NodeCore {
             also_holding: also_holding(store.partitions_with_data(), &filled),
             filled,
             sync: self.sync_summary(now),
+            catalog: self.catalog.digest(),
             ..GossipStatus::default()
         }
     }

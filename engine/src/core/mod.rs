@@ -26,6 +26,7 @@
 //! simulator over its network of delays, losses and cuts.
 
 mod boot;
+mod buckets;
 mod clocks;
 mod config;
 mod data;
@@ -38,6 +39,7 @@ mod members;
 mod pacer;
 mod status;
 mod sync;
+mod typed;
 mod view;
 
 use std::cmp::Reverse;
@@ -120,6 +122,12 @@ pub struct NodeCore {
     round: Option<Round>,
     /// Roots requests put off for a change made in the same millisecond.
     held_syncs: Vec<sync::HeldSync>,
+    /// The buckets defined.
+    catalog: crate::buckets::Catalog,
+    /// When catalogs were last exchanged with each member.
+    catalog_exchanged: BTreeMap<String, Millis>,
+    /// Deleted buckets whose records were dropped in this life.
+    buckets_dropped: BTreeSet<crate::buckets::BucketId>,
     /// Repairs waiting for the round in progress.
     repairs: VecDeque<sync::RepairAsk>,
     books: SyncBooks,
@@ -150,8 +158,8 @@ pub struct NodeCore {
     deadlines: BTreeSet<(Millis, ReqId)>,
     swim_timers: BinaryHeap<Reverse<SwimDue>>,
     swim_seq: u64,
-    /// Client operations by the coordinator's id.
-    ops: BTreeMap<OpId, AskId>,
+    /// Client operations by the coordinator's id, with their bucket's type.
+    ops: BTreeMap<OpId, (AskId, crate::buckets::BucketType)>,
     /// This node's own writes of the turn, applied as one store request.
     local: Vec<(Option<OpId>, crate::record::Entry, u64)>,
     next_store: StoreId,
@@ -208,6 +216,9 @@ impl NodeCore {
             background_paused: false,
             round: None,
             repairs: VecDeque::new(),
+            catalog: boot.catalog,
+            catalog_exchanged: BTreeMap::new(),
+            buckets_dropped: BTreeSet::new(),
             held_syncs: Vec::new(),
             books: SyncBooks::default(),
             arrivals: TombstoneArrivals::new(boot.settings.partitions),
@@ -244,6 +255,7 @@ impl NodeCore {
             config,
         };
         core.flush_membership(now, store);
+        core.drop_gone_buckets();
         core
     }
 
@@ -384,6 +396,7 @@ impl NodeCore {
                 self.publish_status(now, store);
                 self.membership.announce_if_isolated(mono);
             }
+            self.compare_catalogs(now);
             // Statuses age and news of fills settles with time alone.
             self.view_fingerprint = 0;
         }

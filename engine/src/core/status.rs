@@ -39,6 +39,7 @@ impl NodeCore {
                     writes: 0,
                     reads: 0,
                     placement_digest: None,
+                    buckets_digest: None,
                     state_age_ms: mono.0.saturating_sub(m.since.0),
                     partitions_filling: view.filling_of(name) as u16,
                     reachable: !self.unreachable.contains_key(name),
@@ -57,6 +58,7 @@ impl NodeCore {
                     status.writes = self.counters.writes;
                     status.reads = self.counters.reads;
                     status.placement_digest = Some(view.placement.digest());
+                    status.buckets_digest = Some(format!("{:016x}", self.catalog.digest()));
                     status.run = self.books.run.clone();
                 } else if let Some(report) = &m.status {
                     let age_ms = mono.0.saturating_sub(m.status_at.0);
@@ -75,6 +77,7 @@ impl NodeCore {
                     status.writes = report.writes;
                     status.reads = report.reads;
                     status.placement_digest = Some(report.placement_digest.clone());
+                    status.buckets_digest = Some(format!("{:016x}", report.catalog));
                     status.run = report.sync.run.clone();
                 }
                 if *name != self.me.name && m.state.is_live() {
@@ -93,6 +96,8 @@ impl NodeCore {
             partitions: self.settings.partitions,
             replication_factor: self.settings.replication_factor,
             placement_digest: view.placement.digest(),
+            buckets_digest: format!("{:016x}", self.catalog.digest()),
+            buckets: self.catalog.list().len() as u32,
             hlc: self.clock.read(now_wall),
             uptime_ms: mono.0,
             members,

@@ -85,6 +85,9 @@ pub struct GossipStatus {
     pub departed: Vec<Departure>,
     /// What it has confirmed in sync, and the run it has in progress.
     pub sync: SyncSummary,
+    /// The digest of the bucket catalog it holds: a member that sees another digest
+    /// exchanges catalogs with it.
+    pub catalog: u64,
 }
 
 impl GossipStatus {

@@ -286,7 +286,10 @@ impl Driver {
                 reply,
                 progress,
             } => {
-                let data = matches!(ask, Ask::Get { .. } | Ask::Put { .. } | Ask::Repair { .. });
+                let data = matches!(
+                    ask,
+                    Ask::Get { .. } | Ask::Put { .. } | Ask::Update { .. } | Ask::Repair { .. }
+                );
                 if self.stopping && data {
                     let _ = reply.send(Answer::Failed(ErrorReply::new(
                         ErrorCode::ShuttingDown,
@@ -397,7 +400,9 @@ impl Driver {
     fn store(&mut self, shared: &Arc<Shared>, id: StoreId, work: StoreWork) {
         let store = &shared.store;
         let done: StoreFuture = match work {
-            meta @ (StoreWork::SaveMembers(_) | StoreWork::SaveFilled(_)) => {
+            meta @ (StoreWork::SaveMembers(_)
+            | StoreWork::SaveFilled(_)
+            | StoreWork::SaveCatalog(_)) => {
                 let _ = self.meta.send((id, meta));
                 return;
             }
@@ -419,6 +424,19 @@ impl Driver {
             }
             StoreWork::DropPartition(p) => {
                 let f = store.drop_partition(p);
+                Box::pin(async move { (id, StoreDone::from_result(f.await)) })
+            }
+            StoreWork::DropBuckets(ids) => {
+                let f = store.drop_buckets(ids);
+                Box::pin(async move { (id, StoreDone::from_result(f.await)) })
+            }
+            StoreWork::Update {
+                key,
+                change,
+                actor,
+                at,
+            } => {
+                let f = store.update(key, change, actor, at);
                 Box::pin(async move { (id, StoreDone::from_result(f.await)) })
             }
         };

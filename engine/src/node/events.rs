@@ -122,6 +122,12 @@ impl EventLog {
             CoreEvent::JoinAdmitted { member, replaces } => {
                 tracing::info!(member = %member, replaces = ?replaces, "join request")
             }
+            CoreEvent::BucketsDropped { ids, records } => {
+                tracing::info!(?ids, records, "deleted buckets' records dropped")
+            }
+            CoreEvent::Buckets { live, digest } => {
+                tracing::info!(live, digest = %format!("{digest:016x}"), "bucket catalog changed")
+            }
             CoreEvent::Removed(id) => tracing::warn!(
                 member = %id.name,
                 addr = %id.addr,

@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::antientropy::messages::{SyncRequest, SyncResponse};
 use crate::antientropy::report::{PeerSync, RepairProgress, RepairReport};
+use crate::buckets::{Bucket, BucketType, Catalog};
 use crate::hlc::Timestamp;
 use crate::membership::{MemberId, SeedMember};
 use crate::record::{Entry, Record, Version};
 use crate::storage::ClusterSettings;
+use crate::types::Change;
 
 /// The ALPN protocol id every Vergent connection negotiates.
 pub const ALPN: &[u8] = b"vergent/1";
@@ -133,6 +135,107 @@ pub enum Request {
         /// used); the cluster's time now when not given.
         at: Option<crate::hlc::Timestamp>,
     },
+    /// Internode: this node's bucket catalog; answered with the other's, merged.
+    /// Node role only.
+    Catalog(Catalog),
+    /// Internode: make this typed update as its actor, on this replica's state of the
+    /// key (stored form); answered with `Record`, the state it holds after. Node role
+    /// only.
+    UpdateLocal {
+        /// The key, as stored.
+        key: Vec<u8>,
+        /// The change.
+        change: Change,
+    },
+    /// Buckets: define or delete one (admin), list them or show one (any role).
+    /// Answered with `Buckets`.
+    Buckets(BucketRequest),
+    /// Reads a key of a bucket: answered with `Value` in a lww bucket, `Typed` in the
+    /// others.
+    Read {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: Vec<u8>,
+        /// The consistency; the bucket's, or the node's default, when `None`.
+        consistency: Option<Consistency>,
+        /// The highest version the client's session has seen.
+        after: Option<Timestamp>,
+    },
+    /// Writes a key of a lww or siblings bucket (`None`: deletes it); in a siblings
+    /// bucket, replacing the siblings the context (from a read) saw. Answered with
+    /// `Written`.
+    Write {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: Vec<u8>,
+        /// The value, or `None` to delete.
+        value: Option<Vec<u8>>,
+        /// A siblings bucket's context token, as a read returned it.
+        context: Option<String>,
+        /// The consistency; the bucket's, or the node's default, when `None`.
+        consistency: Option<Consistency>,
+        /// The highest version the client's session has seen.
+        after: Option<Timestamp>,
+    },
+    /// Updates a counter or a set. Answered with `Written`.
+    Update {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: Vec<u8>,
+        /// The change.
+        change: Change,
+        /// The consistency; the bucket's, or the node's default, when `None`.
+        consistency: Option<Consistency>,
+        /// The highest version the client's session has seen.
+        after: Option<Timestamp>,
+    },
+}
+
+/// A typed value as a client reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TypedValue {
+    /// A counter's value (0 when never written).
+    Counter(i128),
+    /// A set's members, in order.
+    Set(Vec<Vec<u8>>),
+    /// A register's concurrent values, and the context to resolve them with.
+    Siblings {
+        /// The values, in the order they were written.
+        values: Vec<Vec<u8>>,
+        /// The context token: pass it back with the write that resolves them.
+        context: String,
+    },
+}
+
+/// What a [`Request::Buckets`] asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BucketRequest {
+    /// Define a bucket.
+    Create {
+        /// Its name.
+        name: String,
+        /// What its keys hold.
+        kind: BucketType,
+        /// How long a write lives, if it expires.
+        ttl_ms: Option<u64>,
+        /// The consistency of its operations that name none.
+        consistency: Option<Consistency>,
+    },
+    /// Delete a bucket and all its data.
+    Delete {
+        /// Its name.
+        name: String,
+    },
+    /// Every bucket.
+    List,
+    /// One bucket.
+    Show {
+        /// Its name.
+        name: String,
+    },
 }
 
 impl Request {
@@ -165,6 +268,15 @@ impl Request {
             Request::Repair { .. } => "repair",
             Request::Verify => "verify",
             Request::RewriteFuture { .. } => "rewrite-future",
+            Request::Catalog(_) => "catalog",
+            Request::UpdateLocal { .. } => "update-local",
+            Request::Read { .. } => "read",
+            Request::Write { .. } => "write",
+            Request::Update { .. } => "update",
+            Request::Buckets(BucketRequest::Create { .. }) => "bucket create",
+            Request::Buckets(BucketRequest::Delete { .. }) => "bucket delete",
+            Request::Buckets(BucketRequest::List) => "bucket list",
+            Request::Buckets(BucketRequest::Show { .. }) => "bucket show",
         }
     }
 
@@ -177,8 +289,14 @@ impl Request {
             | Request::Put { .. }
             | Request::Delete { .. }
             | Request::Status
-            | Request::Watch { .. } => Role::Client,
+            | Request::Watch { .. }
+            | Request::Read { .. }
+            | Request::Write { .. }
+            | Request::Update { .. }
+            | Request::Buckets(BucketRequest::List | BucketRequest::Show { .. }) => Role::Client,
             Request::Replicate { .. }
+            | Request::Catalog(_)
+            | Request::UpdateLocal { .. }
             | Request::ReadLocal { .. }
             | Request::Join { .. }
             | Request::Sync(_)
@@ -188,7 +306,10 @@ impl Request {
             | Request::Remove { .. }
             | Request::Repair { .. }
             | Request::Verify
-            | Request::RewriteFuture { .. } => Role::Admin,
+            | Request::RewriteFuture { .. }
+            | Request::Buckets(BucketRequest::Create { .. } | BucketRequest::Delete { .. }) => {
+                Role::Admin
+            }
         }
     }
 }
@@ -326,6 +447,13 @@ pub enum Response {
     },
     /// The request failed; the node keeps serving.
     Error(ErrorReply),
+    /// The answer to [`Request::Catalog`]: the answering node's catalog, merged.
+    Catalog(Catalog),
+    /// The answer to [`Request::Buckets`]: the buckets listed, shown, created or
+    /// deleted.
+    Buckets(Vec<Bucket>),
+    /// The answer to [`Request::Read`] in a counter, set or siblings bucket.
+    Typed(TypedValue),
 }
 
 /// One member as the answering node sees it.
@@ -364,6 +492,9 @@ pub struct MemberStatus {
     pub reads: u64,
     /// Its placement digest; equal digests mean equal placement views.
     pub placement_digest: Option<String>,
+    /// Its bucket catalog's digest; equal digests mean the same buckets.
+    #[serde(default)]
+    pub buckets_digest: Option<String>,
     /// Milliseconds since the answering node saw its state change.
     pub state_age_ms: u64,
     /// Partitions it takes writes for but does not hold the data of yet: while it
@@ -392,6 +523,13 @@ pub struct ClusterStatus {
     pub replication_factor: u8,
     /// The answering node's placement digest.
     pub placement_digest: String,
+    /// The answering node's bucket catalog digest: equal on every node once the
+    /// buckets' definitions have reached them all.
+    #[serde(default)]
+    pub buckets_digest: String,
+    /// Buckets defined, `default` included.
+    #[serde(default)]
+    pub buckets: u32,
     /// The answering node's HLC.
     pub hlc: Timestamp,
     /// Milliseconds since the answering node started.
@@ -460,6 +598,10 @@ pub enum ErrorCode {
     NameInUse,
     /// The request names a member it cannot apply to (alive, unknown, already gone).
     Refused,
+    /// The request names a bucket that does not exist.
+    NoSuchBucket,
+    /// The operation does not apply to the bucket's type (`incr` on a set).
+    WrongType,
 }
 
 /// A failed request: a code for programs and one line for people.

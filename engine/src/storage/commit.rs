@@ -118,6 +118,31 @@ impl Batch<'_> {
         Ok(outcomes)
     }
 
+    /// `actor` makes `change` to the typed value of `key` at its event `at` (its clock's
+    /// reading), on what the key holds now (nothing, or a tombstone: an empty value of
+    /// the change's type). What the key holds after.
+    pub(super) fn update(
+        &mut self,
+        key: &[u8],
+        change: &crate::types::Change,
+        actor: crate::types::Actor,
+        at: Timestamp,
+    ) -> Result<Record, StoreError> {
+        let current = self.tables.get(&self.wtxn, key)?;
+        let hlc = current.as_ref().map_or(at, |r| r.version.hlc.max(at));
+        let mut state = match current.as_ref().and_then(|r| r.payload.typed()) {
+            Some(state) => state.clone(),
+            None => crate::types::State::empty(change.kind()),
+        };
+        state.apply(change, actor, at.as_u64())?;
+        let entry = Entry {
+            key: key.to_vec(),
+            record: Record::typed(state, hlc),
+        };
+        self.apply(std::slice::from_ref(&entry))?;
+        Ok(self.tables.get(&self.wtxn, key)?.unwrap_or(entry.record))
+    }
+
     /// Keeps `hints`; how many were stored (the rest were over `hints_max`).
     pub(super) fn put_hints(&mut self, hints: &[Hint]) -> Result<usize, StoreError> {
         self.tables
@@ -159,6 +184,15 @@ impl Batch<'_> {
         let removed = self.tables.drop_partition(&mut self.wtxn, partition)?;
         self.dropped_partitions.push(partition);
         Ok(removed)
+    }
+
+    /// Deletes every record of the buckets `ids`; how many.
+    pub(super) fn drop_buckets(
+        &mut self,
+        ids: &[crate::buckets::BucketId],
+    ) -> Result<u64, StoreError> {
+        self.tables
+            .drop_buckets(&mut self.wtxn, ids, &mut self.tree_deltas)
     }
 
     /// Replaces records still at their old version and caps the HLC high-water mark at

@@ -124,6 +124,9 @@ pub enum StoreError {
     /// stored under a tree leaf's own row.
     #[error("key refused by storage: {0}; nothing was written")]
     BadKey(#[from] crate::limits::LimitError),
+    /// A typed value refused the update (a limit, or another type); nothing changed.
+    #[error("{0}")]
+    Type(#[from] crate::types::TypeError),
     /// A tree node the tree does not have was asked for; nothing was read.
     #[error(
         "the tree has no node at level {level}, index {index} (levels 0 to 3, level L has 16^L nodes)"

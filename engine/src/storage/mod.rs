@@ -345,6 +345,33 @@ impl Store {
         }
     }
 
+    /// `actor` makes `change` to the typed value of `key` at `at`, through the
+    /// group-commit writer (queued at the call); what the key holds after.
+    pub fn update(
+        &self,
+        key: Vec<u8>,
+        change: crate::types::Change,
+        actor: crate::types::Actor,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Record, StoreError>> + Send + 'static {
+        self.writer
+            .submit(move |batch| batch.update(&key, &change, actor, at))
+    }
+
+    /// As [`Store::update`], in a transaction of its own on the calling thread (tools,
+    /// tests, the simulator).
+    pub fn update_now(
+        &self,
+        key: &[u8],
+        change: &crate::types::Change,
+        actor: crate::types::Actor,
+        at: Timestamp,
+    ) -> Result<Record, StoreError> {
+        self.require_cluster()?;
+        self.tables
+            .transaction(|batch| batch.update(key, change, actor, at))
+    }
+
     /// Applies `entries` in a transaction of their own on the calling thread, bypassing
     /// the writer. For tools and tests that have no runtime.
     pub fn apply_now(&self, entries: &[Entry]) -> Result<Vec<ApplyOutcome>, StoreError> {

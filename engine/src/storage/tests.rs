@@ -102,8 +102,9 @@ fn an_unknown_format_is_refused_and_nothing_is_touched() {
         .err()
         .unwrap();
     assert!(
-        err.to_string()
-            .contains("has storage format 99, this build reads format 1"),
+        err.to_string().contains(&format!(
+            "has storage format 99, this build reads format {FORMAT_VERSION}"
+        )),
         "{err}"
     );
     assert_eq!(std::fs::read(dir.path().join("data.mdb")).unwrap(), before);
@@ -454,7 +455,12 @@ fn storage_refuses_keys_outside_the_key_limits() {
     assert!(matches!(err, StoreError::BadKey(_)), "{err}");
     assert!(
         store
-            .apply_now(&[entry(&[b'k'; 481], 10, 1, Some(b"v"))])
+            .apply_now(&[entry(
+                &[b'k'; crate::limits::STORED_KEY_BYTES_MAX + 1],
+                10,
+                1,
+                Some(b"v")
+            )])
             .is_err()
     );
     assert!(store.is_empty().unwrap());

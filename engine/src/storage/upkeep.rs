@@ -32,6 +32,48 @@ impl Tables {
         Ok(true)
     }
 
+    /// Deletes every record of the buckets `ids` (deleted buckets); how many.
+    pub(super) fn drop_buckets(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        ids: &[crate::buckets::BucketId],
+        tree_deltas: &mut Vec<(Location, Delta)>,
+    ) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let settings = *self.settings()?;
+        let mut doomed = Vec::new();
+        for row in self
+            .data
+            .iter(wtxn)
+            .map_err(|e| self.write_error("reading for a bucket's deletion", e))?
+        {
+            let (dkey, value) =
+                row.map_err(|e| self.write_error("reading for a bucket's deletion", e))?;
+            let Some(key) = user_key(dkey) else {
+                continue;
+            };
+            let (bucket, _) = crate::buckets::split_key(key);
+            if ids.contains(&bucket) {
+                let record = Record::decode(value).map_err(StoreError::corrupt_record)?;
+                doomed.push((dkey.to_vec(), key.to_vec(), record));
+            }
+        }
+        for (dkey, key, record) in &doomed {
+            self.data
+                .delete(wtxn, dkey)
+                .map_err(|e| self.write_error("deleting a bucket's record", e))?;
+            let location = tree::locate(key, settings.partitions);
+            self.change_tree(wtxn, location, tree_deltas, || Delta {
+                digest_removed: tree::entry_hash(&settings.tree_key, key, record),
+                count: -1,
+                ..Delta::default()
+            })?;
+        }
+        Ok(doomed.len() as u64)
+    }
+
     /// Deletes every record and tree leaf of `partition`; returns how many records.
     pub(super) fn drop_partition(
         &self,
@@ -72,6 +114,20 @@ pub struct TableSize {
 }
 
 impl Store {
+    /// Deletes every record of the buckets `ids` (deleted buckets), through the writer
+    /// (queued at the call); how many.
+    pub fn drop_buckets(
+        &self,
+        ids: Vec<crate::buckets::BucketId>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
+        self.writer.submit(move |batch| batch.drop_buckets(&ids))
+    }
+
+    /// As [`Store::drop_buckets`], in a transaction of its own on the calling thread.
+    pub fn drop_buckets_now(&self, ids: &[crate::buckets::BucketId]) -> Result<u64, StoreError> {
+        self.tables.transaction(|batch| batch.drop_buckets(ids))
+    }
+
     /// The `data` table's size, and the part of it the tree's leaf rows take (each
     /// counted at its key, value and LMDB node header: 4 + 40 + 8 bytes).
     pub fn table_sizes(&self) -> Result<(TableSize, TableSize), StoreError> {

@@ -49,10 +49,11 @@ impl Clock {
             .is_some_and(|&seen| seen >= dot.counter)
     }
 
-    /// The next event of `actor`, now counted.
-    pub fn next(&mut self, actor: Actor) -> Dot {
+    /// The next event of `actor`, now counted: at `at` (the actor's clock), or just
+    /// above its last event when that is later.
+    pub fn next(&mut self, actor: Actor, at: u64) -> Dot {
         let counter = self.0.entry(actor).or_default();
-        *counter = counter.saturating_add(1);
+        *counter = counter.saturating_add(1).max(at);
         Dot {
             actor,
             counter: *counter,
@@ -118,6 +119,14 @@ pub enum TypeError {
         /// The limit.
         limit: usize,
     },
+    /// The change does not apply to the value's type.
+    #[error("{change} does not apply to a {kind}")]
+    WrongType {
+        /// The value's type.
+        kind: &'static str,
+        /// The change.
+        change: &'static str,
+    },
     /// A typed state's bytes could not be read.
     #[error("stored {kind} state is corrupt: {why}")]
     Corrupt {
@@ -135,6 +144,73 @@ pub const SET_MEMBER_BYTES_MAX: usize = 1024;
 /// Most siblings a key holds.
 pub const SIBLINGS_MAX: usize = 64;
 
+/// Which type a typed value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// A counter.
+    Counter,
+    /// A set.
+    Set,
+    /// A register that keeps concurrent writes.
+    Siblings,
+}
+
+impl Kind {
+    /// The type's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Set => "set",
+            Kind::Siblings => "siblings",
+        }
+    }
+}
+
+/// An update to a typed value, as a client asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// Add to a counter (negative: take away).
+    Incr(i64),
+    /// Add members to a set.
+    Add(Vec<Vec<u8>>),
+    /// Remove members from a set (those this replica has seen added).
+    Remove(Vec<Vec<u8>>),
+    /// Empty the value, as the actor sees it: a counter back to zero (the actor takes
+    /// away what it sees), a set without the members it sees, a register without the
+    /// values it holds. Updates the actor has not seen survive, as for a remove.
+    Clear(Kind),
+    /// Write a register's value (`None`: delete), replacing what `context` saw.
+    Put {
+        /// The value.
+        value: Option<Vec<u8>>,
+        /// What the write saw.
+        context: Context,
+    },
+}
+
+impl Change {
+    /// The type the change applies to.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Change::Incr(_) => Kind::Counter,
+            Change::Add(_) | Change::Remove(_) => Kind::Set,
+            Change::Put { .. } => Kind::Siblings,
+            Change::Clear(kind) => *kind,
+        }
+    }
+
+    /// A short name for errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Change::Incr(_) => "incr",
+            Change::Add(_) => "sadd",
+            Change::Remove(_) => "srem",
+            Change::Clear(_) => "delete",
+            Change::Put { .. } => "put",
+        }
+    }
+}
+
 /// A typed value as stored and replicated: which type, and its state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
@@ -147,12 +223,68 @@ pub enum State {
 }
 
 impl State {
-    /// The type's name, as buckets and errors say it.
-    pub fn kind(&self) -> &'static str {
+    /// An empty value of `kind`.
+    pub fn empty(kind: Kind) -> State {
+        match kind {
+            Kind::Counter => State::Counter(Counter::default()),
+            Kind::Set => State::Set(Set::default()),
+            Kind::Siblings => State::Siblings(Siblings::default()),
+        }
+    }
+
+    /// Which type it is.
+    pub fn kind(&self) -> Kind {
         match self {
-            State::Counter(_) => "counter",
-            State::Set(_) => "set",
-            State::Siblings(_) => "siblings",
+            State::Counter(_) => Kind::Counter,
+            State::Set(_) => Kind::Set,
+            State::Siblings(_) => Kind::Siblings,
+        }
+    }
+
+    /// `actor` makes `change` at event `at` (its clock: events of one actor on a key
+    /// are numbered above every earlier one, so a replica that lost its state never
+    /// reuses one). A change of another type is refused.
+    pub fn apply(&mut self, change: &Change, actor: Actor, at: u64) -> Result<(), TypeError> {
+        match (self, change) {
+            (State::Counter(c), Change::Incr(n)) => c.add(actor, *n),
+            (State::Set(s), Change::Add(members)) => {
+                for m in members {
+                    s.add(actor, m, at)?;
+                }
+                Ok(())
+            }
+            (State::Set(s), Change::Remove(members)) => {
+                for m in members {
+                    s.remove(m);
+                }
+                Ok(())
+            }
+            (State::Siblings(r), Change::Put { value, context }) => {
+                r.put(actor, value.clone(), context, at)
+            }
+            (State::Counter(c), Change::Clear(_)) => {
+                let value = i64::try_from(c.value()).map_err(|_| TypeError::CounterOverflow {
+                    value: c.value(),
+                    sign: '-',
+                    amount: 0,
+                })?;
+                c.add(actor, value.checked_neg().unwrap_or(i64::MAX))
+            }
+            (State::Set(s), Change::Clear(_)) => {
+                let members: Vec<Vec<u8>> = s.members().map(<[u8]>::to_vec).collect();
+                for m in members {
+                    s.remove(&m);
+                }
+                Ok(())
+            }
+            (State::Siblings(r), Change::Clear(_)) => {
+                let context = r.context();
+                r.put(actor, None, &context, at)
+            }
+            (state, change) => Err(TypeError::WrongType {
+                kind: state.kind().as_str(),
+                change: change.name(),
+            }),
         }
     }
 

@@ -33,8 +33,9 @@ impl Set {
         self.members.is_empty()
     }
 
-    /// `actor` adds `member` (again: its earlier adds are superseded by this one).
-    pub fn add(&mut self, actor: Actor, member: &[u8]) -> Result<(), TypeError> {
+    /// `actor` adds `member` at its event `at` (again: its earlier adds are superseded
+    /// by this one).
+    pub fn add(&mut self, actor: Actor, member: &[u8], at: u64) -> Result<(), TypeError> {
         if member.len() > SET_MEMBER_BYTES_MAX {
             return Err(TypeError::MemberTooLong {
                 bytes: member.len(),
@@ -47,7 +48,7 @@ impl Set {
                 limit: SET_MEMBERS_MAX,
             });
         }
-        let dot = self.clock.next(actor);
+        let dot = self.clock.next(actor, at);
         self.members.insert(member.to_vec(), vec![dot]);
         Ok(())
     }

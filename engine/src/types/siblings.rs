@@ -70,13 +70,14 @@ impl Siblings {
         Context(self.clock.clone())
     }
 
-    /// `actor` writes `value` (`None`: deletes) having seen `context`: the values the
-    /// context covers go, the new one joins the others.
+    /// `actor` writes `value` (`None`: deletes) at its event `at`, having seen
+    /// `context`: the values the context covers go, the new one joins the others.
     pub fn put(
         &mut self,
         actor: Actor,
         value: Option<Vec<u8>>,
         context: &Context,
+        at: u64,
     ) -> Result<(), TypeError> {
         let kept = self
             .values
@@ -92,7 +93,7 @@ impl Siblings {
         }
         self.values.retain(|(dot, _)| !context.0.covers(*dot));
         self.clock.merge(&context.0);
-        let dot = self.clock.next(actor);
+        let dot = self.clock.next(actor, at);
         if let Some(value) = value {
             // Kept in the order of their events: equal states are equal bytes.
             self.values.push((dot, value));

@@ -44,7 +44,7 @@ fn histories(ops: &[(usize, Op)]) -> [Vec<State>; 3] {
                 let _ = counters[r].add(actor, *n);
             }
             Op::Add(m) => {
-                let _ = sets[r].add(actor, &[*m]);
+                let _ = sets[r].add(actor, &[*m], 0);
             }
             Op::Remove(m) => {
                 sets[r].remove(&[*m]);
@@ -55,7 +55,7 @@ fn histories(ops: &[(usize, Op)]) -> [Vec<State>; 3] {
                 } else {
                     Context::default()
                 };
-                let _ = registers[r].put(actor, Some(vec![*v]), &context);
+                let _ = registers[r].put(actor, Some(vec![*v]), &context, 0);
             }
             Op::Merge(from) => {
                 let (c, s, g) = (
@@ -150,11 +150,11 @@ proptest! {
 #[test]
 fn an_add_wins_over_a_concurrent_remove_and_a_remove_of_what_was_seen_holds() {
     let (mut a, mut b) = (Set::default(), Set::default());
-    a.add(1, b"x").unwrap();
+    a.add(1, b"x", 0).unwrap();
     b.merge(&a);
     // Concurrently: b removes x, a adds it again.
     b.remove(b"x");
-    a.add(1, b"x").unwrap();
+    a.add(1, b"x", 0).unwrap();
     let mut ab = a.clone();
     ab.merge(&b);
     assert_eq!(ab.members().collect::<Vec<_>>(), vec![b"x".as_slice()]);
@@ -170,9 +170,9 @@ fn an_add_wins_over_a_concurrent_remove_and_a_remove_of_what_was_seen_holds() {
 #[test]
 fn concurrent_writes_stay_siblings_until_a_write_with_their_context() {
     let (mut a, mut b) = (Siblings::default(), Siblings::default());
-    a.put(1, Some(b"left".to_vec()), &Context::default())
+    a.put(1, Some(b"left".to_vec()), &Context::default(), 0)
         .unwrap();
-    b.put(2, Some(b"right".to_vec()), &Context::default())
+    b.put(2, Some(b"right".to_vec()), &Context::default(), 0)
         .unwrap();
     let mut both = a.clone();
     both.merge(&b);
@@ -180,7 +180,9 @@ fn concurrent_writes_stay_siblings_until_a_write_with_their_context() {
     // A write with what the read saw replaces both.
     let context = Context::from_token(&both.context().token()).unwrap();
     let mut resolved = both.clone();
-    resolved.put(1, Some(b"merged".to_vec()), &context).unwrap();
+    resolved
+        .put(1, Some(b"merged".to_vec()), &context, 0)
+        .unwrap();
     assert_eq!(
         resolved.values().collect::<Vec<_>>(),
         vec![b"merged".as_slice()]
@@ -190,7 +192,7 @@ fn concurrent_writes_stay_siblings_until_a_write_with_their_context() {
     assert_eq!(b.values().collect::<Vec<_>>(), vec![b"merged".as_slice()]);
     // A write that saw nothing joins as a sibling.
     let mut c = resolved.clone();
-    c.put(3, Some(b"blind".to_vec()), &Context::default())
+    c.put(3, Some(b"blind".to_vec()), &Context::default(), 0)
         .unwrap();
     assert_eq!(c.len(), 2);
 }
@@ -202,16 +204,18 @@ fn limits_say_what_and_how_much() {
     let err = counter.add(2, 1).unwrap_err();
     assert!(err.to_string().contains("counter overflow"), "{err}");
     let mut set = Set::default();
-    let err = set.add(1, &vec![0; SET_MEMBER_BYTES_MAX + 1]).unwrap_err();
+    let err = set
+        .add(1, &vec![0; SET_MEMBER_BYTES_MAX + 1], 0)
+        .unwrap_err();
     assert!(err.to_string().contains("the limit is 1024"), "{err}");
     let mut register = Siblings::default();
     for i in 0..SIBLINGS_MAX {
         register
-            .put(i as Actor, Some(vec![1]), &Context::default())
+            .put(i as Actor, Some(vec![1]), &Context::default(), 0)
             .unwrap();
     }
     let err = register
-        .put(99, Some(vec![1]), &Context::default())
+        .put(99, Some(vec![1]), &Context::default(), 0)
         .unwrap_err();
     assert!(err.to_string().contains("the limit is 64"), "{err}");
     assert!(Context::from_token("nonsense").is_err());

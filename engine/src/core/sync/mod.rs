@@ -169,6 +169,7 @@ impl NodeCore {
             return Ok(entries);
         }
         check_entries(&entries, &self.sync_limits()).map_err(|e| e.to_string())?;
+        let entries = self.without_gone(entries);
         let cluster_ms = self.cluster_wall_ms(now);
         let mut keep = Vec::with_capacity(entries.len());
         for e in entries {

@@ -10,11 +10,14 @@ mod streams;
 
 pub(crate) use self::streams::{repair, watch};
 use super::Shared;
+use crate::buckets::BucketType;
 use crate::core::{Answer, Ask};
 use crate::hlc::Timestamp;
 use crate::net::PeerIdentity;
-use crate::protocol::{Consistency, ErrorCode, ErrorReply, Request, Response};
-use crate::record::Payload;
+use crate::protocol::TypedValue;
+use crate::protocol::{BucketRequest, Consistency, ErrorCode, ErrorReply, Request, Response};
+use crate::record::{Payload, Record};
+use crate::types::{Context, Kind, State};
 use crate::wallclock::system_wall_us;
 
 impl Shared {
@@ -51,7 +54,7 @@ impl Shared {
                 consistency,
                 after,
             } => {
-                let get = self.get(key, consistency, after);
+                let get = self.get(None, key, consistency, after);
                 self.measured("get", consistency, get).await
             }
             Request::Put {
@@ -60,7 +63,7 @@ impl Shared {
                 consistency,
                 after,
             } => {
-                let put = self.write(key, Payload::Value(value), consistency, after);
+                let put = self.write(None, key, Payload::Value(value), None, consistency, after);
                 self.measured("put", consistency, put).await
             }
             Request::Delete {
@@ -68,8 +71,56 @@ impl Shared {
                 consistency,
                 after,
             } => {
-                let delete = self.write(key, Payload::Tombstone, consistency, after);
+                let delete = self.write(None, key, Payload::Tombstone, None, consistency, after);
                 self.measured("delete", consistency, delete).await
+            }
+            Request::Read {
+                bucket,
+                key,
+                consistency,
+                after,
+            } => {
+                let get = self.get(Some(bucket), key, consistency, after);
+                self.measured("get", consistency, get).await
+            }
+            Request::Write {
+                bucket,
+                key,
+                value,
+                context,
+                consistency,
+                after,
+            } => {
+                let (op, payload) = match value {
+                    Some(value) => ("put", Payload::Value(value)),
+                    None => ("delete", Payload::Tombstone),
+                };
+                let write = self.write(Some(bucket), key, payload, context, consistency, after);
+                self.measured(op, consistency, write).await
+            }
+            Request::Update {
+                bucket,
+                key,
+                change,
+                consistency,
+                after,
+            } => {
+                let ask = Ask::Update {
+                    bucket,
+                    key,
+                    change,
+                    consistency,
+                    after,
+                };
+                let update = async {
+                    match self.core.ask(ask).await {
+                        Answer::Written(version) => Ok(Response::Written {
+                            version: self.describe(version),
+                        }),
+                        other => Err(unexpected(other)),
+                    }
+                };
+                self.measured("update", consistency, update).await
             }
             Request::Status => match self.core.ask(Ask::Status).await {
                 Answer::Status(status) => Ok(Response::Status(*status)),
@@ -82,10 +133,12 @@ impl Shared {
                 Answer::Members(members) => Ok(Response::Members(members)),
                 other => Err(unexpected(other)),
             },
-            request
-            @ (Request::Replicate { .. } | Request::ReadLocal { .. } | Request::Sync(_)) => {
-                Ok(self.core.request(&peer.name, request).await)
-            }
+            request @ (Request::Replicate { .. }
+            | Request::ReadLocal { .. }
+            | Request::Sync(_)
+            | Request::Catalog(_)
+            | Request::UpdateLocal { .. }) => Ok(self.core.request(&peer.name, request).await),
+            Request::Buckets(what) => self.buckets(what).await,
             Request::Join {
                 id,
                 cluster,
@@ -120,37 +173,50 @@ impl Shared {
 
     async fn get(
         self: &Arc<Self>,
+        bucket: Option<String>,
         key: Vec<u8>,
         consistency: Option<Consistency>,
         after: Option<Timestamp>,
     ) -> Result<Response, ErrorReply> {
         let ask = Ask::Get {
+            bucket,
             key,
             consistency,
             after,
         };
         match self.core.ask(ask).await {
-            Answer::Read(record) => Ok(Response::Value {
+            Answer::Read {
+                record,
+                kind: BucketType::Lww,
+            } => Ok(Response::Value {
                 found: record.and_then(|record| match record.payload {
                     Payload::Value(value) => Some((value, self.describe(record.version))),
-                    // The default bucket holds values and tombstones only.
                     Payload::Tombstone | Payload::Typed(_) => None,
                 }),
             }),
+            Answer::Read { record, kind } => Ok(Response::Typed(typed_value(record, kind))),
             other => Err(unexpected(other)),
         }
     }
 
     async fn write(
         self: &Arc<Self>,
+        bucket: Option<String>,
         key: Vec<u8>,
         payload: Payload,
+        context: Option<String>,
         consistency: Option<Consistency>,
         after: Option<Timestamp>,
     ) -> Result<Response, ErrorReply> {
+        let context = context
+            .map(|token| Context::from_token(&token))
+            .transpose()
+            .map_err(|why| ErrorReply::new(ErrorCode::BadRequest, why))?;
         let ask = Ask::Put {
+            bucket,
             key,
             payload,
+            context,
             consistency,
             after,
         };
@@ -181,12 +247,60 @@ impl Shared {
         })
     }
 
+    /// Buckets: defined, deleted, listed, shown.
+    async fn buckets(&self, what: BucketRequest) -> Result<Response, ErrorReply> {
+        let ask = match what {
+            BucketRequest::Create {
+                name,
+                kind,
+                ttl_ms,
+                consistency,
+            } => Ask::CreateBucket {
+                name,
+                kind,
+                ttl_ms,
+                consistency,
+            },
+            BucketRequest::Delete { name } => Ask::DeleteBucket { name },
+            BucketRequest::List => Ask::Buckets(None),
+            BucketRequest::Show { name } => Ask::Buckets(Some(name)),
+        };
+        match self.core.ask(ask).await {
+            Answer::Buckets(buckets) => Ok(Response::Buckets(buckets)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The cluster's time as the core measures it.
     pub(crate) async fn cluster_wall_ms(&self) -> Result<u64, ErrorReply> {
         self.core
             .call(|core, now, _| core.cluster_wall_ms(now))
             .await
             .ok_or_else(shutting_down)
+    }
+}
+
+/// A typed value as a client reads it (nothing written: the type's empty value).
+fn typed_value(record: Option<Record>, kind: BucketType) -> TypedValue {
+    let state = record
+        .and_then(|r| match r.payload {
+            Payload::Typed(state) => Some(state),
+            _ => None,
+        })
+        .unwrap_or_else(|| {
+            State::empty(match kind {
+                BucketType::Set => Kind::Set,
+                BucketType::Siblings => Kind::Siblings,
+                _ => Kind::Counter,
+            })
+        });
+    match state {
+        State::Counter(c) => TypedValue::Counter(c.value()),
+        State::Set(s) => TypedValue::Set(s.members().map(<[u8]>::to_vec).collect()),
+        State::Siblings(r) => TypedValue::Siblings {
+            values: r.values().map(<[u8]>::to_vec).collect(),
+            context: r.context().token(),
+        },
     }
 }
 

@@ -48,6 +48,7 @@ fn member(name: &str, state: &str, writes: u64) -> MemberStatus {
         writes,
         reads: 0,
         placement_digest: None,
+        buckets_digest: None,
         state_age_ms: 60_000,
         partitions_filling: 0,
         reachable: true,
@@ -65,6 +66,8 @@ fn status(writes: u64) -> ClusterStatus {
         partitions: 2,
         replication_factor: 3,
         placement_digest: String::new(),
+        buckets_digest: String::new(),
+        buckets: 1,
         hlc: Timestamp::new(WALL, 0),
         uptime_ms: 60_000,
         members: vec![
