@@ -206,6 +206,7 @@ async fn a_quorum_read_repairs_a_stale_replica() {
                 node: NodeId::from_name("n2"),
             },
             payload: Payload::Value(b"new".to_vec()),
+            expires_ms: None,
         },
     };
     assert!(newer.record.version > old.version);

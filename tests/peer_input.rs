@@ -26,6 +26,7 @@ fn entry(key: &[u8], value: Vec<u8>) -> Entry {
                 node: NodeId::from_name("n-probe"),
             },
             payload: Payload::Value(value),
+            expires_ms: None,
         },
     }
 }
@@ -136,7 +137,7 @@ async fn malformed_sync_steps_from_a_node_are_refused_by_name_and_the_node_keeps
     let item = ListItem {
         position: 1,
         version: Version::default(),
-        tombstone: false,
+        dead_from_ms: None,
         typed: false,
     };
     let compare = |entries: Vec<ListItem>, dry_run| SyncRequest::Compare {

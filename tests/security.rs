@@ -153,6 +153,7 @@ fn entry(key: &[u8], value: &[u8]) -> Entry {
                 node: NodeId::from_name("n2"),
             },
             payload: Payload::Value(value.to_vec()),
+            expires_ms: None,
         },
     }
 }

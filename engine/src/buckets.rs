@@ -26,6 +26,22 @@ use crate::record::Version;
 /// A bucket's numeric id, part of its keys' internal form.
 pub type BucketId = u32;
 
+/// The longest TTL a bucket or a write may have: ten years.
+pub const TTL_MS_MAX: u64 = 10 * 365 * 24 * 3_600_000;
+
+/// Checks a TTL (of a bucket or a write) against its bounds.
+pub fn check_ttl(ttl_ms: u64) -> Result<(), String> {
+    if ttl_ms == 0 {
+        return Err("bad TTL 0ms: a TTL is at least 1ms (leave it out for no expiry)".into());
+    }
+    if ttl_ms > TTL_MS_MAX {
+        return Err(format!(
+            "bad TTL {ttl_ms}ms: the longest is {TTL_MS_MAX}ms (ten years)"
+        ));
+    }
+    Ok(())
+}
+
 /// The bucket every key belongs to unless it names another; last-writer-wins, no TTL.
 pub const DEFAULT_BUCKET: &str = "default";
 /// The default bucket's id.
@@ -235,6 +251,9 @@ impl Catalog {
         created: Version,
     ) -> Result<Bucket, String> {
         check_name(name)?;
+        if let Some(ttl) = ttl_ms {
+            check_ttl(ttl)?;
+        }
         if name == DEFAULT_BUCKET {
             return Err("the default bucket always exists and cannot be created".into());
         }

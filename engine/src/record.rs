@@ -110,6 +110,10 @@ pub struct Record {
     pub version: Version,
     /// A value or a tombstone.
     pub payload: Payload,
+    /// When the record expires, in HLC wall milliseconds (a bucket's or a write's TTL
+    /// after the write): from then on it reads as absent everywhere and is purged by
+    /// the tombstones' rules. `None`: never.
+    pub expires_ms: Option<u64>,
 }
 
 /// One key's record, as replicated between nodes.
@@ -156,6 +160,36 @@ const KIND_VALUE: u8 = 0;
 const KIND_TOMBSTONE: u8 = 1;
 /// The kind byte of a typed record, whose bytes after the header are its state.
 pub const KIND_TYPED: u8 = 2;
+/// Set in the kind byte of a record that expires: its expiry (u64 BE) follows the
+/// header.
+const KIND_EXPIRES: u8 = 0x80;
+
+/// What the kind byte of a stored record says, read without decoding the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredKind {
+    /// A tombstone.
+    pub tombstone: bool,
+    /// A typed value.
+    pub typed: bool,
+    /// Its expiry, if it has one.
+    pub expires_ms: Option<u64>,
+}
+
+impl StoredKind {
+    /// The wall time from which the record is dead (a tombstone from its write, an
+    /// expiring record from its expiry): what the purge horizon is compared with.
+    pub fn dead_from_ms(&self, version: Version) -> Option<u64> {
+        dead_from(self.tombstone, self.expires_ms, version)
+    }
+}
+
+fn dead_from(tombstone: bool, expires_ms: Option<u64>, version: Version) -> Option<u64> {
+    if tombstone {
+        Some(version.hlc.wall_ms())
+    } else {
+        expires_ms
+    }
+}
 
 /// What applying a record to what a key holds gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,25 +212,76 @@ impl Record {
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.version.hlc.as_u64().to_be_bytes());
         out.extend_from_slice(&self.version.node.0.to_be_bytes());
-        match &self.payload {
-            Payload::Value(v) => {
-                out.push(KIND_VALUE);
-                out.extend_from_slice(v);
+        let kind = match &self.payload {
+            Payload::Value(_) => KIND_VALUE,
+            Payload::Tombstone => KIND_TOMBSTONE,
+            Payload::Typed(_) => KIND_TYPED,
+        };
+        // A tombstone never expires: it is already what expiry leads to.
+        match self.expires_ms.filter(|_| !self.payload.is_tombstone()) {
+            Some(expires) => {
+                out.push(kind | KIND_EXPIRES);
+                out.extend_from_slice(&expires.to_be_bytes());
             }
-            Payload::Tombstone => out.push(KIND_TOMBSTONE),
-            Payload::Typed(state) => {
-                out.push(KIND_TYPED);
-                out.extend_from_slice(&state.encode());
-            }
+            None => out.push(kind),
         }
+        match &self.payload {
+            Payload::Value(v) => out.extend_from_slice(v),
+            Payload::Tombstone => {}
+            Payload::Typed(state) => out.extend_from_slice(&state.encode()),
+        }
+    }
+
+    /// Whether the record reads as absent at wall time `now_ms`: a tombstone, or past
+    /// its expiry.
+    pub fn is_dead_at(&self, now_ms: u64) -> bool {
+        self.payload.is_tombstone() || self.expires_ms.is_some_and(|e| e <= now_ms)
+    }
+
+    /// The wall time from which the record is dead (see [`StoredKind::dead_from_ms`]).
+    pub fn dead_from_ms(&self) -> Option<u64> {
+        dead_from(self.payload.is_tombstone(), self.expires_ms, self.version)
+    }
+
+    /// Reads the kind byte (and the expiry) of stored record bytes.
+    pub fn stored_kind(bytes: &[u8]) -> Result<StoredKind, RecordDecodeError> {
+        let Some(&kind) = bytes.get(RECORD_HEADER_BYTES - 1) else {
+            return Err(RecordDecodeError::Truncated { len: bytes.len() });
+        };
+        let expires_ms = if kind & KIND_EXPIRES != 0 {
+            let end = RECORD_HEADER_BYTES + 8;
+            let raw = bytes
+                .get(RECORD_HEADER_BYTES..end)
+                .ok_or(RecordDecodeError::Truncated { len: bytes.len() })?;
+            Some(u64::from_be_bytes(raw.try_into().expect("8 bytes")))
+        } else {
+            None
+        };
+        let base = kind & !KIND_EXPIRES;
+        if base > KIND_TYPED || (base == KIND_TOMBSTONE && expires_ms.is_some()) {
+            return Err(RecordDecodeError::UnknownKind { kind });
+        }
+        Ok(StoredKind {
+            tombstone: base == KIND_TOMBSTONE,
+            typed: base == KIND_TYPED,
+            expires_ms,
+        })
     }
 
     /// A typed record holding `state`, the latest of its updates made at `hlc`: its
     /// version's node part is a hash of the state, so two replicas hold the same version
     /// exactly when they hold the same state (an exchange tells them apart by version,
     /// and sends both ways where they differ).
-    pub fn typed(state: State, hlc: Timestamp) -> Record {
-        let hash = blake3::hash(&state.encode());
+    ///
+    /// `expires_ms` is the key's expiry (its bucket's TTL after the latest update); the
+    /// hash covers it too, so replicas that differ only in it tell so and merge.
+    pub fn typed(state: State, hlc: Timestamp, expires_ms: Option<u64>) -> Record {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&state.encode());
+        if let Some(expires) = expires_ms {
+            hasher.update(&expires.to_be_bytes());
+        }
+        let hash = hasher.finalize();
         let mut first = [0u8; 8];
         first.copy_from_slice(&hash.as_bytes()[..8]);
         Record {
@@ -205,22 +290,29 @@ impl Record {
                 node: NodeId(u64::from_be_bytes(first)),
             },
             payload: Payload::Typed(state),
+            expires_ms,
         }
     }
 
     /// What the key holds once `incoming` reaches it where it holds `self`. Two typed
-    /// records merge (the later update's time, the merged state); otherwise the higher
-    /// version wins (last writer wins).
+    /// records merge (the later update's time, the merged state, the later expiry);
+    /// otherwise the higher version wins (last writer wins).
     pub fn merge(&self, incoming: &Record) -> Merged {
         if let (Payload::Typed(mine), Payload::Typed(theirs)) = (&self.payload, &incoming.payload)
             && mine.kind() == theirs.kind()
         {
             let mut state = mine.clone();
-            if !state.merge(theirs) {
+            let grew = state.merge(theirs);
+            // Expiry is a join too: never is the top, else the later.
+            let expires_ms = match (self.expires_ms, incoming.expires_ms) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+            if !grew && expires_ms == self.expires_ms {
                 return Merged::Kept;
             }
             let hlc = self.version.hlc.max(incoming.version.hlc);
-            return Merged::Changed(Record::typed(state, hlc));
+            return Merged::Changed(Record::typed(state, hlc, expires_ms));
         }
         if incoming.version > self.version {
             Merged::Changed(incoming.clone())
@@ -245,20 +337,27 @@ impl Record {
     /// Parses the stored form.
     pub fn decode(bytes: &[u8]) -> Result<Record, RecordDecodeError> {
         let version = Record::decode_version(bytes)?;
-        let rest = &bytes[RECORD_HEADER_BYTES..];
-        let payload = match bytes[16] {
-            KIND_VALUE => Payload::Value(rest.to_vec()),
-            KIND_TYPED => Payload::Typed(
+        let kind = Record::stored_kind(bytes)?;
+        let start = RECORD_HEADER_BYTES + if kind.expires_ms.is_some() { 8 } else { 0 };
+        let rest = &bytes[start..];
+        let payload = if kind.typed {
+            Payload::Typed(
                 State::decode(rest)
                     .map_err(|e| RecordDecodeError::BadState { why: e.to_string() })?,
-            ),
-            KIND_TOMBSTONE if rest.is_empty() => Payload::Tombstone,
-            KIND_TOMBSTONE => {
+            )
+        } else if kind.tombstone {
+            if !rest.is_empty() {
                 return Err(RecordDecodeError::TombstoneWithValue { len: rest.len() });
             }
-            kind => return Err(RecordDecodeError::UnknownKind { kind }),
+            Payload::Tombstone
+        } else {
+            Payload::Value(rest.to_vec())
         };
-        Ok(Record { version, payload })
+        Ok(Record {
+            version,
+            payload,
+            expires_ms: kind.expires_ms,
+        })
     }
 }
 
@@ -291,10 +390,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn stored_records_round_trip(hlc: u64, node: u64, value in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64))) {
+        fn stored_records_round_trip(hlc: u64, node: u64, value in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)), expires: Option<u64>) {
+            let payload = value.map_or(Payload::Tombstone, Payload::Value);
+            let expires_ms = expires.filter(|_| !payload.is_tombstone());
             let record = Record {
                 version: version(hlc, node),
-                payload: value.map_or(Payload::Tombstone, Payload::Value),
+                payload,
+                expires_ms,
             };
             prop_assert_eq!(Record::decode(&record.encode()), Ok(record));
         }

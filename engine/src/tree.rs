@@ -210,6 +210,9 @@ pub fn entry_hash(tree_key: &[u8; 32], key: &[u8], record: &Record) -> Digest {
     hasher.update(&record.version.node.0.to_be_bytes());
     hasher.update(&[kind]);
     hasher.update(&value_hash);
+    if let Some(expires) = record.expires_ms {
+        hasher.update(&expires.to_be_bytes());
+    }
     Digest::from_bytes(hasher.finalize().as_bytes())
 }
 
@@ -369,7 +372,7 @@ mod tests {
         fn entry_hashes_depend_on_key_version_value_and_cluster_key(hlc: u64, node: u64, value: Vec<u8>) {
             let record = Record {
                 version: Version { hlc: Timestamp::from_u64(hlc), node: NodeId(node) },
-                payload: Payload::Value(value.clone()),
+                payload: Payload::Value(value.clone()), expires_ms: None,
             };
             let base = entry_hash(&[1; 32], b"k", &record);
             prop_assert_ne!(base, entry_hash(&[2; 32], b"k", &record));

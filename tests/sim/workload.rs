@@ -141,6 +141,7 @@ impl Sim {
                 Ask::Put {
                     bucket: None,
                     context: None,
+                    ttl_ms: None,
                     key: key.clone(),
                     payload,
                     consistency: Some(consistency),

@@ -410,6 +410,7 @@ pub fn entries(
                     node: vergent::record::NodeId::from_name("n-probe"),
                 },
                 payload: vergent::record::Payload::Value(format!("{value}-{i}").into_bytes()),
+                expires_ms: None,
             },
         })
         .collect()

@@ -45,6 +45,7 @@ async fn main() {
                             node: NodeId::from_name(&name),
                         },
                         payload: Payload::Value(value.clone()),
+                        expires_ms: None,
                     },
                 })
                 .collect();

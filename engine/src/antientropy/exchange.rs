@@ -279,7 +279,7 @@ impl Exchange {
                 .map(|e| ListItem {
                     position: tree::locate(&e.key, partitions).position,
                     version: e.version,
-                    tombstone: e.tombstone,
+                    dead_from_ms: e.dead_from_ms,
                     typed: e.typed,
                 })
                 .collect();

@@ -6,7 +6,7 @@ use super::error::SyncError;
 use super::messages::{NodeRef, NodeSummary, RootSummary};
 use super::tree::{self, Node};
 use crate::placement::PartitionId;
-use crate::record::{Entry, Payload};
+use crate::record::Entry;
 use crate::storage::Store;
 
 pub use crate::storage::Listed;
@@ -47,9 +47,13 @@ pub trait LocalTree {
     fn resume_point(&self, key: &[u8]) -> Result<Vec<u8>, SyncError>;
 }
 
-/// Whether `entry` is a tombstone older than the purge horizon.
+/// Whether `entry` is dead (a tombstone, an expired entry) since before the purge
+/// horizon.
 pub fn purgeable(entry: &Entry, horizon_ms: u64) -> bool {
-    entry.record.payload == Payload::Tombstone && entry.record.version.hlc.wall_ms() < horizon_ms
+    entry
+        .record
+        .dead_from_ms()
+        .is_some_and(|dead| dead < horizon_ms)
 }
 
 pub(super) fn summary(node: Node, salt: u64) -> NodeSummary {

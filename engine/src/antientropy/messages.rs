@@ -177,8 +177,9 @@ pub struct ListItem {
     pub position: u64,
     /// The entry's version.
     pub version: Version,
-    /// Whether the entry is a tombstone.
-    pub tombstone: bool,
+    /// From when the entry is dead (a tombstone's write, an expiring entry's expiry),
+    /// which the purge horizon is compared with.
+    pub dead_from_ms: Option<u64>,
     /// Whether the entry is typed: replicas merge it, so where two versions differ
     /// each side sends its own.
     pub typed: bool,

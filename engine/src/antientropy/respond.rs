@@ -324,7 +324,7 @@ fn compare(
             .collect();
         for theirs in &range.entries {
             match mine.remove(&theirs.position) {
-                None if theirs.tombstone && theirs.version.hlc.wall_ms() < purge_horizon_ms => {
+                None if theirs.dead_from_ms.is_some_and(|d| d < purge_horizon_ms) => {
                     pending_purge += 1;
                 }
                 None => want.push(theirs.position),
@@ -340,7 +340,7 @@ fn compare(
             }
         }
         for entry in mine.into_values() {
-            if entry.tombstone && entry.version.hlc.wall_ms() < purge_horizon_ms {
+            if entry.dead_from_ms.is_some_and(|d| d < purge_horizon_ms) {
                 pending_purge += 1;
             } else {
                 to_send.push(entry.key);

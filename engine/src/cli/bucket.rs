@@ -73,23 +73,18 @@ pub(crate) struct DeleteArgs {
     client: ClientArgs,
 }
 
+/// A `--ttl` in milliseconds, checked against the bounds every TTL has.
+pub(crate) fn ttl_ms(ttl: Duration) -> Result<u64, Failure> {
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    crate::buckets::check_ttl(ms)
+        .map_err(|why| Failure::new(format!("--ttl {}: {why}", humantime::format_duration(ttl))))?;
+    Ok(ms)
+}
+
 pub(crate) async fn run(command: BucketCommand) -> Result<(), Failure> {
     match command {
         BucketCommand::Create(args) => {
-            let ttl_ms = match args.ttl {
-                Some(ttl) if ttl.is_zero() => {
-                    return Err(Failure::new(
-                        "--ttl 0s: a TTL is at least 1ms; leave it out for no expiry",
-                    ));
-                }
-                Some(ttl) => Some(u64::try_from(ttl.as_millis()).map_err(|_| {
-                    Failure::new(format!(
-                        "--ttl {}: too long",
-                        humantime::format_duration(ttl)
-                    ))
-                })?),
-                None => None,
-            };
+            let ttl_ms = args.ttl.map(ttl_ms).transpose()?;
             let request = BucketRequest::Create {
                 name: args.name,
                 kind: args.kind,

@@ -52,6 +52,10 @@ pub(crate) struct PutArgs {
     /// exactly the values that read saw (without it, the value joins them as a sibling).
     #[arg(long, value_name = "TOKEN")]
     context: Option<String>,
+    /// In a lww bucket, how long the value lives (e.g. 10m, 24h), from this write
+    /// [default: the bucket's TTL].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    ttl: Option<std::time::Duration>,
     /// Replicas that must acknowledge [default: the node's].
     #[arg(long, value_enum)]
     consistency: Option<ConsistencyArg>,
@@ -154,8 +158,9 @@ pub(crate) async fn put(args: PutArgs) -> Result<(), Failure> {
         client.session().observe(after);
     }
     let consistency = args.consistency.map(Into::into);
+    let ttl_ms = args.ttl.map(super::bucket::ttl_ms).transpose()?;
     let written = match named(&args.bucket) {
-        None if args.context.is_none() => {
+        None if args.context.is_none() && ttl_ms.is_none() => {
             client
                 .put(args.key.as_bytes(), args.value.as_bytes(), consistency)
                 .await
@@ -167,6 +172,7 @@ pub(crate) async fn put(args: PutArgs) -> Result<(), Failure> {
                     args.key.as_bytes(),
                     Some(args.value.as_bytes()),
                     args.context.as_deref(),
+                    ttl_ms,
                     consistency,
                 )
                 .await
@@ -191,6 +197,7 @@ pub(crate) async fn delete(args: DeleteArgs) -> Result<(), Failure> {
                     args.key.as_bytes(),
                     None,
                     args.context.as_deref(),
+                    None,
                     consistency,
                 )
                 .await

@@ -389,13 +389,15 @@ impl Client {
     }
 
     /// Writes `value` (`None`: deletes) under `key` of a lww or siblings `bucket`; in a
-    /// siblings bucket, replacing what `context` saw. The version it was given.
+    /// siblings bucket, replacing what `context` saw; in a lww bucket, living `ttl_ms`
+    /// (the bucket's TTL when `None`). The version it was given.
     pub async fn write(
         &self,
         bucket: &str,
         key: &[u8],
         value: Option<&[u8]>,
         context: Option<&str>,
+        ttl_ms: Option<u64>,
         consistency: Option<Consistency>,
     ) -> Result<VersionInfo, ClientError> {
         let request = Request::Write {
@@ -403,6 +405,7 @@ impl Client {
             key: key.to_vec(),
             value: value.map(<[u8]>::to_vec),
             context: context.map(str::to_string),
+            ttl_ms,
             consistency,
             after: self.session.seen(),
         };

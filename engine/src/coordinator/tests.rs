@@ -11,6 +11,7 @@ fn record(hlc: u64, value: Option<&[u8]>) -> Record {
             node: NodeId(1),
         },
         payload: value.map_or(Payload::Tombstone, |v| Payload::Value(v.to_vec())),
+        expires_ms: None,
     }
 }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::io::{Landing, Pending, Purpose, StorePurpose};
+use super::typed::Update;
 use super::*;
 use crate::buckets::{Bucket, BucketType};
 use crate::coordinator::{Action, OpError, Outcome};
@@ -166,15 +167,33 @@ impl NodeCore {
                 key,
                 payload,
                 context,
+                ttl_ms,
                 consistency,
                 after,
             } => self
                 .resolve(bucket.as_deref(), &key)
                 .and_then(|(bucket, internal)| {
                     let level = consistency.or(bucket.consistency);
+                    if let Some(ttl) = ttl_ms {
+                        crate::buckets::check_ttl(ttl)
+                            .map_err(|why| ErrorReply::new(ErrorCode::BadRequest, why))?;
+                        if bucket.kind != BucketType::Lww {
+                            return Err(ErrorReply::new(
+                                ErrorCode::WrongType,
+                                format!(
+                                    "a write's TTL applies to lww buckets; {} is a {} bucket, whose keys live its TTL ({})",
+                                    bucket.name,
+                                    bucket.kind.as_str(),
+                                    bucket.ttl_ms.map_or("none".to_string(), |t| format!("{t}ms"))
+                                ),
+                            ));
+                        }
+                    }
+                    let ttl = ttl_ms.or(bucket.ttl_ms);
+                    let bucket_ttl = bucket.ttl_ms;
                     match (bucket.kind, context) {
                         (BucketType::Lww, None) => self
-                            .begin_put(ask_id, internal, payload, level, after, now)
+                            .begin_put(ask_id, internal, payload, ttl, level, after, now)
                             .map(|op| Some((op, BucketType::Lww))),
                         (BucketType::Lww, Some(_)) => Err(ErrorReply::new(
                             ErrorCode::WrongType,
@@ -192,7 +211,11 @@ impl NodeCore {
                                     context: context.unwrap_or_default(),
                                 },
                             };
-                            self.begin_update(ask_id, internal, change, level, after, now, store)
+                            let update = Update {
+                                change,
+                                ttl_ms: bucket_ttl,
+                            };
+                            self.begin_update(ask_id, internal, update, level, after, now, store)
                                 .map(|()| None)
                         }
                         (kind, None) if payload.is_tombstone() => {
@@ -201,10 +224,14 @@ impl NodeCore {
                             } else {
                                 Kind::Counter
                             };
+                            let update = Update {
+                                change: Change::Clear(kind),
+                                ttl_ms: bucket_ttl,
+                            };
                             self.begin_update(
                                 ask_id,
                                 internal,
-                                Change::Clear(kind),
+                                update,
                                 level,
                                 after,
                                 now,
@@ -238,7 +265,11 @@ impl NodeCore {
                         ));
                     }
                     let level = consistency.or(bucket.consistency);
-                    self.begin_update(ask_id, internal, change, level, after, now, store)
+                    let update = Update {
+                        change,
+                        ttl_ms: bucket.ttl_ms,
+                    };
+                    self.begin_update(ask_id, internal, update, level, after, now, store)
                         .map(|()| None)
                 }),
             _ => return,
@@ -315,11 +346,13 @@ impl NodeCore {
             .begin_read(key, replicas, level, now.mono()))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn begin_put(
         &mut self,
         ask: AskId,
         key: Vec<u8>,
         payload: Payload,
+        ttl_ms: Option<u64>,
         consistency: Option<Consistency>,
         after: Option<Timestamp>,
         now: Now,
@@ -337,9 +370,17 @@ impl NodeCore {
         };
         self.event(CoreEvent::Issued { ask, version });
         let replicas = self.view.replica_set(&key);
+        // A tombstone never expires: it is what expiry leads to.
+        let expires_ms = ttl_ms
+            .filter(|_| !payload.is_tombstone())
+            .map(|ttl| version.hlc.wall_ms().saturating_add(ttl));
         let entry = Entry {
             key,
-            record: Record { version, payload },
+            record: Record {
+                version,
+                payload,
+                expires_ms,
+            },
         };
         Ok(self
             .coordinator
@@ -464,7 +505,13 @@ impl NodeCore {
                             })
                         }
                         Outcome::Written { version } => Answer::Written(version),
-                        Outcome::Read { record } => Answer::Read { record, kind },
+                        Outcome::Read { record } => {
+                            // Expired: absent, by this node's clock (the HLC, so never
+                            // earlier than a version it has seen).
+                            let at = self.clock.read(now.wall_ms()).wall_ms();
+                            let record = record.filter(|r| !r.expires_ms.is_some_and(|e| e <= at));
+                            Answer::Read { record, kind }
+                        }
                         Outcome::Failed(err) => Answer::Failed(op_error(err)),
                     };
                     self.answer(ask, answer);
@@ -602,7 +649,11 @@ impl NodeCore {
                 let members = self.membership.seed_members();
                 self.respond(reply, Response::Members(members));
             }
-            Request::UpdateLocal { key, change } => self.update_request(reply, key, change, now),
+            Request::UpdateLocal {
+                key,
+                change,
+                ttl_ms,
+            } => self.update_request(reply, key, Update { change, ttl_ms }, now),
             Request::Catalog(theirs) => {
                 self.take_catalog(&theirs);
                 self.respond(reply, Response::Catalog(self.catalog.clone()));

@@ -122,6 +122,8 @@ pub enum Ask {
         payload: Payload,
         /// What a read of a siblings bucket returned.
         context: Option<Context>,
+        /// How long the value lives (a lww bucket's only): the bucket's TTL when `None`.
+        ttl_ms: Option<u64>,
         /// The consistency; the node's default when `None`.
         consistency: Option<Consistency>,
         /// The highest version the client's session has seen.
@@ -259,6 +261,8 @@ pub enum StoreWork {
         actor: crate::types::Actor,
         /// Its clock's reading.
         at: Timestamp,
+        /// The bucket's TTL.
+        ttl_ms: Option<u64>,
     },
 }
 
@@ -346,7 +350,8 @@ pub fn carry_out(store: &Store, work: StoreWork) -> StoreDone {
             change,
             actor,
             at,
-        } => StoreDone::from_result(store.update_now(&key, &change, actor, at)),
+            ttl_ms,
+        } => StoreDone::from_result(store.update_now(&key, &change, actor, at, ttl_ms)),
     }
 }
 

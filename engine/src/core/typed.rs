@@ -19,6 +19,15 @@ use crate::protocol::{ErrorCode, ErrorReply};
 use crate::record::{Entry, Record};
 use crate::types::{Actor, Change};
 
+/// A typed update as its actor makes it: the change, and the bucket's TTL.
+#[derive(Debug, Clone)]
+pub(crate) struct Update {
+    /// The change.
+    pub change: Change,
+    /// The bucket's TTL: the key expires that long after the update.
+    pub ttl_ms: Option<u64>,
+}
+
 /// Who waits for an update's state.
 pub(crate) enum UpdateFor {
     /// This node coordinates it: the ask, and the write's consistency.
@@ -50,7 +59,7 @@ impl NodeCore {
         &mut self,
         ask: AskId,
         key: Vec<u8>,
-        change: Change,
+        update: Update,
         consistency: Option<Consistency>,
         after: Option<Timestamp>,
         now: Now,
@@ -59,7 +68,7 @@ impl NodeCore {
         let _ = store;
         if let Change::Put {
             value: Some(value), ..
-        } = &change
+        } = &update.change
         {
             check_value_len(value.len(), self.config.value_bytes_max)?;
         }
@@ -87,13 +96,14 @@ impl NodeCore {
         };
         let waiting = UpdateFor::Coordinator { ask, consistency };
         if actor == me {
-            self.act(key, change, waiting, now);
+            self.act(key, update, waiting, now);
         } else {
             let id = self.live_id(&actor).expect("a reachable replica is live");
             let timeout = self.config.replica_timeout_ms;
             let request = Request::UpdateLocal {
                 key: key.clone(),
-                change,
+                change: update.change,
+                ttl_ms: update.ttl_ms,
             };
             self.send(&id, request, Purpose::Update { waiting, key }, timeout, now);
         }
@@ -101,16 +111,17 @@ impl NodeCore {
     }
 
     /// Makes an update as its actor, on this node's stored state.
-    fn act(&mut self, key: Vec<u8>, change: Change, waiting: UpdateFor, now: Now) {
+    fn act(&mut self, key: Vec<u8>, update: Update, waiting: UpdateFor, now: Now) {
         let at = self.clock.tick(now.wall_ms());
         let actor = self.actor();
         let landing = self.landing_key(&key, now.wall_ms());
         self.store(
             StoreWork::Update {
                 key: key.clone(),
-                change,
+                change: update.change,
                 actor,
                 at,
+                ttl_ms: update.ttl_ms,
             },
             StorePurpose::Update {
                 key,
@@ -125,7 +136,7 @@ impl NodeCore {
         &mut self,
         reply: ReplyTo,
         key: Vec<u8>,
-        change: Change,
+        update: Update,
         now: Now,
     ) {
         let refused = |why: String| Response::Error(ErrorReply::new(ErrorCode::Unavailable, why));
@@ -149,7 +160,14 @@ impl NodeCore {
             self.respond(reply, Response::Error(refusal));
             return;
         }
-        self.act(key, change, UpdateFor::Peer(reply), now);
+        if let Some(Err(why)) = update.ttl_ms.map(crate::buckets::check_ttl) {
+            self.respond(
+                reply,
+                Response::Error(ErrorReply::new(ErrorCode::BadRequest, why)),
+            );
+            return;
+        }
+        self.act(key, update, UpdateFor::Peer(reply), now);
     }
 
     /// The actor's state of the key, or why there is none: written to every replica

@@ -435,8 +435,9 @@ impl Driver {
                 change,
                 actor,
                 at,
+                ttl_ms,
             } => {
-                let f = store.update(key, change, actor, at);
+                let f = store.update(key, change, actor, at, ttl_ms);
                 Box::pin(async move { (id, StoreDone::from_result(f.await)) })
             }
         };

@@ -150,6 +150,7 @@ impl Shared {
                         record: Record {
                             version,
                             payload: e.record.payload,
+                            expires_ms: None,
                         },
                     };
                     (entry, old)

@@ -194,6 +194,7 @@ mod tests {
                         node: NodeId(1),
                     },
                     payload: Payload::Value(vec![1]),
+                    expires_ms: None,
                 },
             },
             created_ms,

@@ -146,6 +146,8 @@ pub enum Request {
         key: Vec<u8>,
         /// The change.
         change: Change,
+        /// The bucket's TTL: the key expires that long after the update.
+        ttl_ms: Option<u64>,
     },
     /// Buckets: define or delete one (admin), list them or show one (any role).
     /// Answered with `Buckets`.
@@ -174,6 +176,9 @@ pub enum Request {
         value: Option<Vec<u8>>,
         /// A siblings bucket's context token, as a read returned it.
         context: Option<String>,
+        /// How long the value lives (lww buckets only); the bucket's TTL when `None`.
+        #[serde(default)]
+        ttl_ms: Option<u64>,
         /// The consistency; the bucket's, or the node's default, when `None`.
         consistency: Option<Consistency>,
         /// The highest version the client's session has seen.

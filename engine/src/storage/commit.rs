@@ -120,13 +120,17 @@ impl Batch<'_> {
 
     /// `actor` makes `change` to the typed value of `key` at its event `at` (its clock's
     /// reading), on what the key holds now (nothing, or a tombstone: an empty value of
-    /// the change's type). What the key holds after.
+    /// the change's type). With `ttl_ms` (the bucket's), the key expires that long
+    /// after this update; where it had expired already, the update starts from an
+    /// empty value: the actor first clears what it holds, so nothing it saw before the
+    /// expiry comes back. What the key holds after.
     pub(super) fn update(
         &mut self,
         key: &[u8],
         change: &crate::types::Change,
         actor: crate::types::Actor,
         at: Timestamp,
+        ttl_ms: Option<u64>,
     ) -> Result<Record, StoreError> {
         let current = self.tables.get(&self.wtxn, key)?;
         let hlc = current.as_ref().map_or(at, |r| r.version.hlc.max(at));
@@ -134,10 +138,21 @@ impl Batch<'_> {
             Some(state) => state.clone(),
             None => crate::types::State::empty(change.kind()),
         };
+        if current
+            .as_ref()
+            .is_some_and(|r| r.expires_ms.is_some_and(|e| e <= at.wall_ms()))
+        {
+            state.apply(
+                &crate::types::Change::Clear(change.kind()),
+                actor,
+                at.as_u64(),
+            )?;
+        }
         state.apply(change, actor, at.as_u64())?;
+        let expires_ms = ttl_ms.map(|ttl| hlc.wall_ms().saturating_add(ttl));
         let entry = Entry {
             key: key.to_vec(),
-            record: Record::typed(state, hlc),
+            record: Record::typed(state, hlc, expires_ms),
         };
         self.apply(std::slice::from_ref(&entry))?;
         Ok(self.tables.get(&self.wtxn, key)?.unwrap_or(entry.record))

@@ -242,6 +242,7 @@ mod tests {
                         node: NodeId(7),
                     },
                     payload: Payload::Value(b"v".to_vec()),
+                    expires_ms: None,
                 },
             },
             created_ms: 99,

@@ -106,8 +106,9 @@ pub struct Listed {
     pub key: Vec<u8>,
     /// The entry's version.
     pub version: Version,
-    /// Whether the entry is a tombstone.
-    pub tombstone: bool,
+    /// From when the entry is dead: a tombstone's write, an expiring entry's expiry
+    /// (see [`Record::dead_from_ms`]).
+    pub dead_from_ms: Option<u64>,
     /// Whether the entry is typed (replicas merge it).
     pub typed: bool,
 }
@@ -353,9 +354,10 @@ impl Store {
         change: crate::types::Change,
         actor: crate::types::Actor,
         at: Timestamp,
+        ttl_ms: Option<u64>,
     ) -> impl Future<Output = Result<Record, StoreError>> + Send + 'static {
         self.writer
-            .submit(move |batch| batch.update(&key, &change, actor, at))
+            .submit(move |batch| batch.update(&key, &change, actor, at, ttl_ms))
     }
 
     /// As [`Store::update`], in a transaction of its own on the calling thread (tools,
@@ -366,10 +368,11 @@ impl Store {
         change: &crate::types::Change,
         actor: crate::types::Actor,
         at: Timestamp,
+        ttl_ms: Option<u64>,
     ) -> Result<Record, StoreError> {
         self.require_cluster()?;
         self.tables
-            .transaction(|batch| batch.update(key, change, actor, at))
+            .transaction(|batch| batch.update(key, change, actor, at, ttl_ms))
     }
 
     /// Applies `entries` in a transaction of their own on the calling thread, bypassing
@@ -470,5 +473,7 @@ impl Tables {
     }
 }
 
+#[cfg(test)]
+mod expiry_tests;
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@ fn entry(key: &[u8], hlc: u64, node: u64, value: Option<&[u8]>) -> Entry {
                 node: NodeId(node),
             },
             payload: value.map_or(Payload::Tombstone, |v| Payload::Value(v.to_vec())),
+            expires_ms: None,
         },
     }
 }
@@ -537,6 +538,7 @@ fn counted(key: &[u8], actor: u64, by: i64, hlc: u64) -> Entry {
         record: Record::typed(
             crate::types::State::Counter(counter),
             Timestamp::from_u64(hlc),
+            None,
         ),
     }
 }

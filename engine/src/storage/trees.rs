@@ -127,12 +127,12 @@ impl Store {
                 return Ok((out, false));
             }
             let version = Record::decode_version(value).map_err(StoreError::corrupt_record)?;
-            let kind = value.get(crate::record::RECORD_HEADER_BYTES - 1).copied();
+            let kind = Record::stored_kind(value).map_err(StoreError::corrupt_record)?;
             out.push(Listed {
                 key: key.to_vec(),
                 version,
-                tombstone: kind == Some(1),
-                typed: kind == Some(crate::record::KIND_TYPED),
+                dead_from_ms: kind.dead_from_ms(version),
+                typed: kind.typed,
             });
         }
         Ok((out, true))

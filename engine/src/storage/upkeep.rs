@@ -4,7 +4,9 @@
 use super::*;
 
 impl Tables {
-    /// Deletes `key` if its record is still the tombstone `version`.
+    /// Deletes `key` if its record is still the dead record (a tombstone, an expired
+    /// record) at `version`. The caller chose it as dead before the purge horizon,
+    /// which is in the past: an expiry never moves back, so it is dead still.
     pub(super) fn purge_tombstone(
         &self,
         wtxn: &mut RwTxn<'_>,
@@ -18,7 +20,7 @@ impl Tables {
         let Some(current) = self.record_at(wtxn, &dkey)? else {
             return Ok(false);
         };
-        if current.version != version || current.payload != crate::record::Payload::Tombstone {
+        if current.version != version || current.dead_from_ms().is_none() {
             return Ok(false);
         }
         self.data
@@ -158,7 +160,8 @@ impl Store {
 
 /// Tombstone purging and partition handoff.
 impl Store {
-    /// Up to `limit` tombstones of `partition` whose HLC wall time is before `horizon_ms`.
+    /// Up to `limit` dead records of `partition` (tombstones, expired records) dead since
+    /// before `horizon_ms` (see [`Record::dead_from_ms`]).
     pub fn tombstones_before(
         &self,
         partition: PartitionId,
@@ -178,8 +181,10 @@ impl Store {
                 continue;
             };
             let version = Record::decode_version(value).map_err(StoreError::corrupt_record)?;
-            if value.get(crate::record::RECORD_HEADER_BYTES - 1) == Some(&1)
-                && version.hlc.wall_ms() < horizon_ms
+            let kind = Record::stored_kind(value).map_err(StoreError::corrupt_record)?;
+            if kind
+                .dead_from_ms(version)
+                .is_some_and(|dead| dead < horizon_ms)
             {
                 out.push((key.to_vec(), version));
                 if out.len() >= limit {

@@ -63,7 +63,15 @@ impl Shared {
                 consistency,
                 after,
             } => {
-                let put = self.write(None, key, Payload::Value(value), None, consistency, after);
+                let put = self.write(
+                    None,
+                    key,
+                    Payload::Value(value),
+                    None,
+                    None,
+                    consistency,
+                    after,
+                );
                 self.measured("put", consistency, put).await
             }
             Request::Delete {
@@ -71,7 +79,15 @@ impl Shared {
                 consistency,
                 after,
             } => {
-                let delete = self.write(None, key, Payload::Tombstone, None, consistency, after);
+                let delete = self.write(
+                    None,
+                    key,
+                    Payload::Tombstone,
+                    None,
+                    None,
+                    consistency,
+                    after,
+                );
                 self.measured("delete", consistency, delete).await
             }
             Request::Read {
@@ -88,6 +104,7 @@ impl Shared {
                 key,
                 value,
                 context,
+                ttl_ms,
                 consistency,
                 after,
             } => {
@@ -95,7 +112,15 @@ impl Shared {
                     Some(value) => ("put", Payload::Value(value)),
                     None => ("delete", Payload::Tombstone),
                 };
-                let write = self.write(Some(bucket), key, payload, context, consistency, after);
+                let write = self.write(
+                    Some(bucket),
+                    key,
+                    payload,
+                    context,
+                    ttl_ms,
+                    consistency,
+                    after,
+                );
                 self.measured(op, consistency, write).await
             }
             Request::Update {
@@ -199,12 +224,14 @@ impl Shared {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn write(
         self: &Arc<Self>,
         bucket: Option<String>,
         key: Vec<u8>,
         payload: Payload,
         context: Option<String>,
+        ttl_ms: Option<u64>,
         consistency: Option<Consistency>,
         after: Option<Timestamp>,
     ) -> Result<Response, ErrorReply> {
@@ -217,6 +244,7 @@ impl Shared {
             key,
             payload,
             context,
+            ttl_ms,
             consistency,
             after,
         };

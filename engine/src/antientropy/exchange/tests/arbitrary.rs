@@ -18,7 +18,7 @@ fn any_request() -> impl Strategy<Value = SyncRequest> {
                     hlc: Timestamp::from_u64(hlc),
                     node: NodeId(1),
                 },
-                tombstone,
+                dead_from_ms: tombstone.then(|| Timestamp::from_u64(hlc).wall_ms()),
                 typed: false,
             }
         });
@@ -88,6 +88,7 @@ fn populated(dir: &std::path::Path, value_bytes_max: usize) -> Store {
                 node: NodeId(2),
             },
             payload: Payload::Value(vec![7; value_bytes_max]),
+            expires_ms: None,
         },
     }));
     b.apply_now(&entries).unwrap();
@@ -175,6 +176,7 @@ fn any_answer() -> impl Strategy<Value = SyncResponse> {
                 node: NodeId(3),
             },
             payload: Payload::Value(value),
+            expires_ms: None,
         },
     });
     let summary = (any::<u32>(), any::<u64>()).prop_map(|(fp, count)| NodeSummary { fp, count });
@@ -225,6 +227,7 @@ fn an_entry_takes_at_most_32_bytes_beside_its_key_and_value_on_the_wire() {
                     node: NodeId(u64::MAX),
                 },
                 payload: Payload::Value(vec![0; value]),
+                expires_ms: None,
             },
         };
         let size = postcard::experimental::serialized_size(&entry).unwrap();

@@ -44,6 +44,7 @@ pub(crate) fn entry(key: &str, hlc: u64, tombstone: bool) -> Entry {
             } else {
                 Payload::Value(format!("{key}@{hlc}").into_bytes())
             },
+            expires_ms: None,
         },
     }
 }
@@ -153,6 +154,32 @@ fn tombstones_past_the_horizon_are_pending_purges_not_divergence() {
     b.apply_now(&[older_value]).unwrap();
     reconcile(&a, &b, 5, horizon, false);
     assert_eq!(b.get(b"gone").unwrap().unwrap().payload, Payload::Tombstone);
+}
+
+#[test]
+fn entries_expired_past_the_horizon_are_never_brought_back() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (store(da.path(), 1), store(db.path(), 1));
+    let mut expired = entry("session", Timestamp::new(1_000, 0).as_u64(), false);
+    expired.record.expires_ms = Some(1_500);
+    let mut live = entry("token", Timestamp::new(1_000, 0).as_u64(), false);
+    live.record.expires_ms = Some(90_000);
+    a.apply_now(&[expired.clone(), live.clone()]).unwrap();
+    // b purged "session" already; a has not yet. Neither direction brings it back.
+    let horizon = 2_000;
+    let totals = reconcile(&a, &b, 3, horizon, false);
+    assert_eq!(totals.pending_purge, 1);
+    assert_eq!(totals.keys_sent, 1, "only the live entry moves");
+    let totals = reconcile(&b, &a, 4, horizon, false);
+    assert_eq!(totals.pending_purge, 1);
+    assert!(b.get(b"session").unwrap().is_none());
+    assert_eq!(b.get(b"token").unwrap(), Some(live.record));
+    // An expired entry still replaces an older value on the other side, as a
+    // tombstone would: the older value must not outlive it.
+    let older = entry("session", Timestamp::new(500, 0).as_u64(), false);
+    b.apply_now(&[older]).unwrap();
+    reconcile(&a, &b, 5, horizon, false);
+    assert_eq!(b.get(b"session").unwrap(), Some(expired.record));
 }
 
 #[derive(Debug, Clone)]
@@ -321,7 +348,7 @@ fn requests_past_their_bounds_are_refused_with_the_limit() {
     let item = ListItem {
         position: 0,
         version: Version::default(),
-        tombstone: false,
+        dead_from_ms: None,
         typed: false,
     };
     let compare = |ranges| SyncRequest::Compare {
@@ -485,6 +512,7 @@ fn answers_cut_at_the_frame_limit_are_asked_again_until_everything_moved() {
                 node: NodeId(1),
             },
             payload: Payload::Value(vec![hlc as u8; 20 << 10]),
+            expires_ms: None,
         },
     };
     let older: Vec<Entry> = (0..120).map(|i| big(&format!("k{i}"), 10)).collect();
@@ -519,6 +547,7 @@ fn an_exchange_merges_typed_entries_both_ways() {
             record: crate::record::Record::typed(
                 State::Counter(counter),
                 crate::hlc::Timestamp::from_u64(hlc),
+                None,
             ),
         }
     };
