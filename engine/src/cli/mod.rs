@@ -180,7 +180,10 @@ impl<E: std::error::Error> From<E> for Failure {
 
 /// Parses the command line, runs the command, and maps the outcome to an exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
     // A dashboard or a shell shares the terminal with the logs: only errors show there.
     let default_level = match cli.command {
         Command::Serve(_) => "info",
@@ -227,6 +230,29 @@ pub fn main() -> ExitCode {
             ExitCode::from(failure.status)
         }
     }
+}
+
+/// A command line that does not parse: help and version as clap prints them; anything
+/// else in one line (what clap says before its usage block), exit status 2, so a
+/// script's log shows the whole reason on the line it greps.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    let rendered = err.render().to_string();
+    let said: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    eprintln!("{} (see --help)", said.join(" "));
+    ExitCode::from(2)
 }
 
 /// A command whose output goes to a reader that stops early (`vergent watch | head`)

@@ -1,0 +1,540 @@
+//! Buckets through real `vergent serve` processes and the `vergent` command: every type
+//! written and read through every node, TTLs, a bucket deleted and made again, a node
+//! away while the catalog changed, and bad input answered in one line with exit 2.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{ServeProcess, TestCerts, cli, eventually_async, settled, status, stderr, stdout};
+
+const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+
+fn start(
+    certs: &TestCerts,
+    dir: &std::path::Path,
+    name: &str,
+    seed: Option<&ServeProcess>,
+) -> ServeProcess {
+    let seed = seed.map(|s| s.addr.to_string());
+    let extra: Vec<&str> = match &seed {
+        Some(seed) => vec!["--join", seed],
+        None => vec![],
+    };
+    ServeProcess::start(name, certs.path(), &dir.join(name), &extra)
+}
+
+async fn three(certs: &TestCerts, dir: &std::path::Path) -> Vec<ServeProcess> {
+    let first = start(certs, dir, NAMES[0], None);
+    let second = start(certs, dir, NAMES[1], Some(&first));
+    let third = start(certs, dir, NAMES[2], Some(&first));
+    let nodes = vec![first, second, third];
+    let refs: Vec<&ServeProcess> = nodes.iter().collect();
+    let agreed = eventually_async(Duration::from_secs(40), || async {
+        settled(certs, &refs, &NAMES)
+    })
+    .await;
+    assert!(agreed, "the three processes did not settle");
+    nodes
+}
+
+/// Runs a command that must succeed; its standard output.
+fn ok(certs: &TestCerts, node: &ServeProcess, args: &[&str]) -> String {
+    let out = cli(certs.path(), node.addr, args);
+    assert!(
+        out.status.success(),
+        "`vergent {}` via {} failed: {}",
+        args.join(" "),
+        node.name,
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Runs a command that must be refused as bad input: exit 2 and one line naming why.
+fn refused(certs: &TestCerts, node: &ServeProcess, args: &[&str], says: &str) {
+    let out = cli(certs.path(), node.addr, args);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "`vergent {}`: {err}",
+        args.join(" ")
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(says),
+        "`vergent {}` says {err:?}",
+        args.join(" ")
+    );
+}
+
+fn buckets_digest(certs: &TestCerts, node: &ServeProcess) -> Option<String> {
+    status(certs, node.addr).map(|s| s["buckets_digest"].to_string())
+}
+
+/// How many records a node holds: the counts of its trees' roots.
+fn held(certs: &TestCerts, node: &ServeProcess) -> Option<u64> {
+    let status = status(certs, node.addr)?;
+    Some(
+        status["roots"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| r["count"].as_u64())
+            .sum(),
+    )
+}
+
+async fn catalogs_agree(certs: &TestCerts, nodes: &[&ServeProcess]) -> bool {
+    eventually_async(Duration::from_secs(20), || async {
+        let digests: std::collections::BTreeSet<Option<String>> =
+            nodes.iter().map(|n| buckets_digest(certs, n)).collect();
+        digests.len() == 1 && !digests.contains(&None)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_works_through_every_node() {
+    let certs = TestCerts::new(&NAMES).with_probe();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three(&certs, dir.path()).await;
+    let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
+
+    ok(
+        &certs,
+        n1,
+        &["bucket", "create", "hits", "--type", "counter"],
+    );
+    ok(
+        &certs,
+        n2,
+        &["bucket", "create", "tags", "--type", "set", "--ttl", "24h"],
+    );
+    ok(
+        &certs,
+        n3,
+        &["bucket", "create", "carts", "--type", "siblings"],
+    );
+    ok(&certs, n1, &["bucket", "create", "sessions", "--ttl", "2s"]);
+    assert!(
+        catalogs_agree(&certs, &[n1, n2, n3]).await,
+        "catalogs differ"
+    );
+    for node in &nodes {
+        let list = ok(&certs, node, &["bucket", "list"]);
+        for name in ["default", "hits", "tags", "carts", "sessions"] {
+            assert!(list.contains(name), "{} lists no {name}: {list}", node.name);
+        }
+    }
+    let show = ok(&certs, n3, &["bucket", "show", "tags", "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(shown[0]["kind"], "set", "{show}");
+    assert_eq!(shown[0]["ttl_ms"], 24 * 3_600_000, "{show}");
+
+    // Counter: increments and decrements through every node add up everywhere.
+    let q = ["--consistency", "quorum"];
+    for (node, by) in [(n1, "3"), (n2, "4"), (n3, "-2"), (n1, "10")] {
+        let mut args = vec!["incr", "page:/home", by, "--bucket", "hits"];
+        args.extend(q);
+        ok(&certs, node, &args);
+    }
+    for node in &nodes {
+        let got = ok(
+            &certs,
+            node,
+            &[
+                "get",
+                "page:/home",
+                "--bucket",
+                "hits",
+                "--consistency",
+                "quorum",
+            ],
+        );
+        assert_eq!(got, "15\n", "on {}", node.name);
+    }
+
+    // Set: adds win over concurrent removes; a remove removes what it saw.
+    ok(
+        &certs,
+        n1,
+        &[
+            "sadd",
+            "user:7",
+            "premium",
+            "beta",
+            "--bucket",
+            "tags",
+            "--consistency",
+            "all",
+        ],
+    );
+    ok(
+        &certs,
+        n2,
+        &[
+            "srem",
+            "user:7",
+            "beta",
+            "--bucket",
+            "tags",
+            "--consistency",
+            "all",
+        ],
+    );
+    ok(
+        &certs,
+        n3,
+        &[
+            "sadd",
+            "user:7",
+            "alpha",
+            "--bucket",
+            "tags",
+            "--consistency",
+            "all",
+        ],
+    );
+    for node in &nodes {
+        let got = ok(
+            &certs,
+            node,
+            &[
+                "get",
+                "user:7",
+                "--bucket",
+                "tags",
+                "--consistency",
+                "quorum",
+            ],
+        );
+        assert_eq!(got, "alpha\npremium\n", "on {}", node.name);
+    }
+
+    // Siblings: two writes that saw nothing are both kept; a write with the context of
+    // a read that saw both replaces both, on every node.
+    ok(
+        &certs,
+        n1,
+        &[
+            "put",
+            "cart:9",
+            "{\"items\":[1]}",
+            "--bucket",
+            "carts",
+            "--consistency",
+            "all",
+        ],
+    );
+    ok(
+        &certs,
+        n2,
+        &[
+            "put",
+            "cart:9",
+            "{\"items\":[2]}",
+            "--bucket",
+            "carts",
+            "--consistency",
+            "all",
+        ],
+    );
+    let read = ok(
+        &certs,
+        n3,
+        &[
+            "get",
+            "cart:9",
+            "--bucket",
+            "carts",
+            "--json",
+            "--consistency",
+            "all",
+        ],
+    );
+    let doc: serde_json::Value = serde_json::from_str(read.trim()).unwrap();
+    assert_eq!(doc["siblings"].as_array().unwrap().len(), 2, "{read}");
+    let token = doc["context"].as_str().unwrap().to_string();
+    ok(
+        &certs,
+        n3,
+        &[
+            "put",
+            "cart:9",
+            "{\"items\":[1,2]}",
+            "--bucket",
+            "carts",
+            "--context",
+            &token,
+            "--consistency",
+            "all",
+        ],
+    );
+    for node in &nodes {
+        let got = ok(
+            &certs,
+            node,
+            &[
+                "get",
+                "cart:9",
+                "--bucket",
+                "carts",
+                "--consistency",
+                "quorum",
+            ],
+        );
+        assert_eq!(got, "{\"items\":[1,2]}\n", "on {}", node.name);
+    }
+
+    // TTL: a write's own, and a bucket's; expired keys read as absent on every node.
+    ok(
+        &certs,
+        n1,
+        &["put", "token", "abc", "--ttl", "2s", "--consistency", "all"],
+    );
+    ok(
+        &certs,
+        n2,
+        &[
+            "put",
+            "s1",
+            "x",
+            "--bucket",
+            "sessions",
+            "--consistency",
+            "all",
+        ],
+    );
+    ok(&certs, n3, &["put", "kept", "y", "--consistency", "all"]);
+    assert_eq!(ok(&certs, n3, &["get", "token"]), "abc\n");
+    assert_eq!(
+        ok(&certs, n1, &["get", "s1", "--bucket", "sessions"]),
+        "x\n"
+    );
+    let gone = eventually_async(Duration::from_secs(15), || async {
+        nodes.iter().all(|node| {
+            let a = cli(
+                certs.path(),
+                node.addr,
+                &["get", "token", "--consistency", "all"],
+            );
+            let b = cli(
+                certs.path(),
+                node.addr,
+                &["get", "s1", "--bucket", "sessions"],
+            );
+            a.status.code() == Some(1) && b.status.code() == Some(1)
+        })
+    })
+    .await;
+    assert!(gone, "expired keys still read");
+    assert_eq!(ok(&certs, n2, &["get", "kept"]), "y\n", "no TTL, no expiry");
+    // A write after the expiry brings the key back, with a fresh TTL.
+    ok(&certs, n2, &["put", "s1", "z", "--bucket", "sessions"]);
+    assert_eq!(
+        ok(&certs, n1, &["get", "s1", "--bucket", "sessions"]),
+        "z\n"
+    );
+
+    // A deleted bucket's data is gone; a new bucket of the name never sees it.
+    ok(&certs, n1, &["bucket", "delete", "carts", "--yes"]);
+    assert!(
+        catalogs_agree(&certs, &[n1, n2, n3]).await,
+        "catalogs differ"
+    );
+    refused(
+        &certs,
+        n2,
+        &["get", "cart:9", "--bucket", "carts"],
+        "unknown bucket carts",
+    );
+    ok(&certs, n2, &["bucket", "create", "carts"]);
+    assert!(
+        catalogs_agree(&certs, &[n1, n2, n3]).await,
+        "catalogs differ"
+    );
+    for node in &nodes {
+        let got = cli(
+            certs.path(),
+            node.addr,
+            &["get", "cart:9", "--bucket", "carts", "--consistency", "all"],
+        );
+        assert_eq!(
+            got.status.code(),
+            Some(1),
+            "old data on {}: {}",
+            node.name,
+            stdout(&got)
+        );
+    }
+
+    // Bad input: one line, exit 2, and the node keeps serving.
+    refused(
+        &certs,
+        n1,
+        &["get", "k", "--bucket", "nope"],
+        "unknown bucket nope",
+    );
+    refused(
+        &certs,
+        n1,
+        &["incr", "user:7", "1", "--bucket", "tags"],
+        "bucket tags, a set bucket",
+    );
+    refused(
+        &certs,
+        n2,
+        &["sadd", "k", "a", "--bucket", "hits"],
+        "bucket hits, a counter bucket",
+    );
+    refused(
+        &certs,
+        n2,
+        &["put", "k", "v", "--bucket", "hits"],
+        "bucket hits, a counter bucket",
+    );
+    refused(
+        &certs,
+        n3,
+        &["put", "k", "v", "--ttl", "0s"],
+        "at least 1ms",
+    );
+    refused(
+        &certs,
+        n3,
+        &["put", "k", "v", "--ttl", "11000days"],
+        "the longest is",
+    );
+    refused(&certs, n3, &["put", "k", "v", "--ttl", "soon"], "soon");
+    refused(
+        &certs,
+        n1,
+        &["put", "k", "v", "--ttl", "1m", "--bucket", "hits"],
+        "applies to lww buckets",
+    );
+    refused(&certs, n1, &["bucket", "create", "Bad Name"], "bucket name");
+    refused(&certs, n1, &["bucket", "create", &"x".repeat(65)], "64");
+    refused(
+        &certs,
+        n1,
+        &["bucket", "create", "hits", "--type", "set"],
+        "exists already",
+    );
+    refused(
+        &certs,
+        n1,
+        &["bucket", "create", "t", "--type", "map"],
+        "map",
+    );
+    refused(
+        &certs,
+        n1,
+        &["bucket", "delete", "default", "--yes"],
+        "default",
+    );
+    refused(
+        &certs,
+        n2,
+        &[
+            "put",
+            "cart:9",
+            "v",
+            "--bucket",
+            "carts",
+            "--context",
+            "c1.AAAA",
+        ],
+        "context",
+    );
+    let huge = i64::MAX.to_string();
+    ok(&certs, n1, &["incr", "big", &huge, "--bucket", "hits"]);
+    refused(
+        &certs,
+        n1,
+        &["incr", "big", "1", "--bucket", "hits"],
+        "counter overflow",
+    );
+    assert_eq!(
+        ok(&certs, n2, &["get", "big", "--bucket", "hits"]),
+        format!("{huge}\n")
+    );
+    assert_eq!(
+        ok(&certs, n3, &["get", "page:/home", "--bucket", "hits"]),
+        "15\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_away_while_the_catalog_changed_catches_up_and_serves_no_old_data() {
+    let certs = TestCerts::new(&NAMES).with_probe();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three(&certs, dir.path()).await;
+    ok(
+        &certs,
+        &nodes[0],
+        &["bucket", "create", "old", "--type", "set"],
+    );
+    assert!(catalogs_agree(&certs, &[&nodes[0], &nodes[1], &nodes[2]]).await);
+    for i in 0..20 {
+        let key = format!("k{i}");
+        ok(
+            &certs,
+            &nodes[i % 3],
+            &["sadd", &key, "m", "--bucket", "old", "--consistency", "all"],
+        );
+    }
+    let held_before = held(&certs, &nodes[2]).unwrap();
+    assert!(held_before >= 20, "n3 holds {held_before} records");
+
+    // n3 goes away; meanwhile the bucket is deleted, made again as another type, and
+    // a bucket is created.
+    nodes[2].terminate();
+    ok(&certs, &nodes[0], &["bucket", "delete", "old", "--yes"]);
+    ok(
+        &certs,
+        &nodes[1],
+        &["bucket", "create", "old", "--type", "counter"],
+    );
+    ok(&certs, &nodes[0], &["bucket", "create", "fresh"]);
+    ok(
+        &certs,
+        &nodes[1],
+        &[
+            "incr",
+            "k1",
+            "5",
+            "--bucket",
+            "old",
+            "--consistency",
+            "quorum",
+        ],
+    );
+
+    let back = ServeProcess::start("n3", certs.path(), &dir.path().join("n3"), &[]);
+    nodes[2] = back;
+    assert!(
+        catalogs_agree(&certs, &[&nodes[0], &nodes[1], &nodes[2]]).await,
+        "n3 did not learn the catalog"
+    );
+    let show = ok(&certs, &nodes[2], &["bucket", "show", "old", "--json"]);
+    assert!(show.contains("\"counter\""), "{show}");
+    ok(&certs, &nodes[2], &["bucket", "show", "fresh"]);
+    // The old bucket's records are dropped on n3 too, and never served.
+    let dropped = eventually_async(Duration::from_secs(20), || async {
+        // The 20 records went; the counter's one key came.
+        held(&certs, &nodes[2]).is_some_and(|keys| keys + 19 == held_before)
+    })
+    .await;
+    assert!(dropped, "n3 still holds the deleted bucket's records");
+    for i in 0..20 {
+        let key = format!("k{i}");
+        let got = ok(
+            &certs,
+            &nodes[2],
+            &["get", &key, "--bucket", "old", "--consistency", "one"],
+        );
+        let want = if i == 1 { "5\n" } else { "0\n" };
+        assert_eq!(got, want, "{key} on n3");
+    }
+}
