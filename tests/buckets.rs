@@ -538,3 +538,261 @@ async fn a_node_away_while_the_catalog_changed_catches_up_and_serves_no_old_data
         assert_eq!(got, want, "{key} on n3");
     }
 }
+
+mod counter_under_faults {
+    //! Three processes in a network namespace of the test's own: a counter incremented
+    //! at `one` through every node while one node is SIGSTOPped and another cut off,
+    //! then healed and repaired: every node reads the exact sum of the acknowledged
+    //! increments.
+
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::support::netns::{NetNs, unavailable};
+    use super::support::{ServeProcess, TestCerts, repair, unsafe_kill};
+    use vergent::buckets::BucketType;
+    use vergent::certs::LeafSpec;
+    use vergent::client::{Client, Read};
+    use vergent::protocol::{
+        BucketRequest, ClusterStatus, Consistency, ErrorCode, Request, Response, Role, TypedValue,
+    };
+    use vergent::types::Change;
+
+    const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+    const PORT: u16 = 7000;
+    const KEY: &[u8] = b"page:/home";
+
+    fn ip(i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(127, 0, 0, 31 + i as u8)
+    }
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(ip(i)), PORT)
+    }
+
+    async fn client(certs: &TestCerts, i: usize) -> Option<Client> {
+        let mut client = Client::connect(&addr(i).to_string(), &certs.material("admin"))
+            .await
+            .ok()?;
+        client.set_request_timeout(Duration::from_secs(8));
+        Some(client)
+    }
+
+    async fn status(certs: &TestCerts, i: usize) -> Option<ClusterStatus> {
+        let client = client(certs, i).await?;
+        let status = client.status().await.ok();
+        client.close().await;
+        status
+    }
+
+    /// Polls the statuses of `nodes` until `check` holds for all of them.
+    async fn until(
+        certs: &TestCerts,
+        nodes: &[usize],
+        what: &str,
+        check: impl Fn(&ClusterStatus) -> bool,
+    ) {
+        let started = Instant::now();
+        loop {
+            let mut all = true;
+            for &i in nodes {
+                if !status(certs, i).await.is_some_and(|s| check(&s)) {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(40),
+                "{what}: not within 40 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn alive(s: &ClusterStatus) -> usize {
+        s.members.iter().filter(|m| m.state == "alive").count()
+    }
+
+    /// The tally of one run: increments acknowledged (their sum), and those whose
+    /// outcome is unknown.
+    #[derive(Default, Debug)]
+    struct Tally {
+        acked: i128,
+        acked_count: u32,
+        unknown: Vec<i64>,
+        refused: Vec<String>,
+    }
+
+    /// `count` increments through node `i` at `one`.
+    async fn increments(certs: &TestCerts, i: usize, count: u32, tally: &mut Tally) {
+        let client = client(certs, i).await.expect("the node answers");
+        for n in 0..count {
+            let by: i64 = if n % 5 == 0 { -3 } else { i64::from(n % 7) + 1 };
+            let result = client
+                .update("hits", KEY, Change::Incr(by), Some(Consistency::One))
+                .await;
+            match result {
+                Ok(_) => {
+                    tally.acked += i128::from(by);
+                    tally.acked_count += 1;
+                }
+                // Refused before any actor made it: nothing was counted.
+                Err(err)
+                    if err.code().is_some_and(|c| {
+                        !matches!(c, ErrorCode::Unavailable | ErrorCode::Timeout)
+                    }) =>
+                {
+                    tally.refused.push(format!("via {}: {err}", NAMES[i]));
+                }
+                Err(err) => {
+                    eprintln!("increment via {} has an unknown outcome: {err}", NAMES[i]);
+                    tally.unknown.push(by);
+                }
+            }
+        }
+        client.close().await;
+    }
+
+    async fn counter(certs: &TestCerts, i: usize, consistency: Consistency) -> i128 {
+        let client = client(certs, i).await.expect("the node answers");
+        let read = client.read("hits", KEY, Some(consistency)).await;
+        client.close().await;
+        match read {
+            Ok(Read::Typed(TypedValue::Counter(n))) => n,
+            other => panic!("read via {}: {other:?}", NAMES[i]),
+        }
+    }
+
+    #[test]
+    fn a_counter_at_one_is_exact_after_a_stop_and_a_partition() {
+        if let Some(why) = unavailable() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the partition test must run on CI, but {why}"
+            );
+            eprintln!("partition test not run: {why}");
+            return;
+        }
+        let ns = Arc::new(NetNs::new("counter"));
+        let certs = Arc::new(TestCerts::new(&[]));
+        for (i, name) in NAMES.iter().enumerate() {
+            let mut spec = LeafSpec::new(name, Role::Node, 30);
+            spec.ips.push(IpAddr::V4(ip(i)));
+            certs.issue(&spec);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let inside = ns.clone();
+        let data = dir.path().to_path_buf();
+        let outcome = std::thread::spawn(move || {
+            inside.enter();
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(scenario(inside, certs, data))
+        })
+        .join();
+        drop(ns);
+        if let Err(panic) = outcome {
+            for name in NAMES {
+                let log = std::fs::read_to_string(dir.path().join(name).with_extension("log"))
+                    .unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(60)..];
+                eprintln!("--- {name}: last lines of its log\n{}", tail.join("\n"));
+            }
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    async fn scenario(ns: Arc<NetNs>, certs: Arc<TestCerts>, data: std::path::PathBuf) {
+        let start = |i: usize, extra: &[&str]| {
+            ServeProcess::try_start_at(
+                NAMES[i],
+                &addr(i).to_string(),
+                certs.path(),
+                &data.join(NAMES[i]),
+                extra,
+            )
+            .unwrap_or_else(|log| panic!("{} did not start: {log}", NAMES[i]))
+        };
+        let seed = addr(0).to_string();
+        let nodes = [
+            start(0, &[]),
+            start(1, &["--join", &seed]),
+            start(2, &["--join", &seed]),
+        ];
+        until(&certs, &[0, 1, 2], "three nodes up", |s| alive(s) == 3).await;
+        let admin = client(&certs, 0).await.unwrap();
+        let created = admin
+            .request(&Request::Buckets(BucketRequest::Create {
+                name: "hits".into(),
+                kind: BucketType::Counter,
+                ttl_ms: None,
+                consistency: None,
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(created, Response::Buckets(_)), "{created:?}");
+        admin.close().await;
+        let digest = status(&certs, 0).await.unwrap().buckets_digest;
+        until(&certs, &[1, 2], "the bucket known everywhere", |s| {
+            s.buckets_digest == digest
+        })
+        .await;
+
+        let mut tally = Tally::default();
+        // n3 stopped, n2 cut off from n1: n1 and n2 each count alone.
+        unsafe_kill(nodes[2].pid(), libc::SIGSTOP);
+        ns.cut(&[ip(1)], &[ip(0)]);
+        increments(&certs, 0, 40, &mut tally).await;
+        increments(&certs, 1, 40, &mut tally).await;
+        // n3 back, n1 stopped, n2 cut off from n3.
+        unsafe_kill(nodes[2].pid(), libc::SIGCONT);
+        ns.heal();
+        unsafe_kill(nodes[0].pid(), libc::SIGSTOP);
+        ns.cut(&[ip(1)], &[ip(2)]);
+        increments(&certs, 2, 40, &mut tally).await;
+        increments(&certs, 1, 40, &mut tally).await;
+        // Everyone back.
+        unsafe_kill(nodes[0].pid(), libc::SIGCONT);
+        ns.heal();
+        until(&certs, &[0, 1, 2], "all alive after the heal", |s| {
+            alive(s) == 3
+        })
+        .await;
+        for i in 0..3 {
+            let report = repair(&certs, addr(i), false).await;
+            eprintln!("repair via {}: {report:?}", NAMES[i]);
+        }
+        eprintln!("tally: {tally:?}");
+        assert!(
+            tally.refused.is_empty(),
+            "refused at one: {:?}",
+            tally.refused
+        );
+        assert!(
+            tally.unknown.is_empty(),
+            "increments at one whose outcome is unknown: {:?}",
+            tally.unknown
+        );
+        assert_eq!(tally.acked_count, 160);
+        for i in 0..3 {
+            assert_eq!(
+                counter(&certs, i, Consistency::One).await,
+                tally.acked,
+                "the counter at one via {}",
+                NAMES[i]
+            );
+            assert_eq!(counter(&certs, i, Consistency::All).await, tally.acked);
+        }
+        eprintln!(
+            "{} increments at one through every node under a SIGSTOP and a partition: every node reads {}",
+            tally.acked_count, tally.acked
+        );
+    }
+}
