@@ -301,18 +301,23 @@ impl Record {
         if let (Payload::Typed(mine), Payload::Typed(theirs)) = (&self.payload, &incoming.payload)
             && mine.kind() == theirs.kind()
         {
+            // A join of each part: the states, the latest update's time, the expiry
+            // (never is the top, else the later). Equal states may come with different
+            // times (an update that changed nothing still stamped one): the later
+            // time wins, so every replica ends with the same record.
             let mut state = mine.clone();
-            let grew = state.merge(theirs);
-            // Expiry is a join too: never is the top, else the later.
+            state.merge(theirs);
             let expires_ms = match (self.expires_ms, incoming.expires_ms) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 _ => None,
             };
-            if !grew && expires_ms == self.expires_ms {
-                return Merged::Kept;
-            }
             let hlc = self.version.hlc.max(incoming.version.hlc);
-            return Merged::Changed(Record::typed(state, hlc, expires_ms));
+            let merged = Record::typed(state, hlc, expires_ms);
+            return if merged == *self {
+                Merged::Kept
+            } else {
+                Merged::Changed(merged)
+            };
         }
         if incoming.version > self.version {
             Merged::Changed(incoming.clone())
@@ -386,6 +391,20 @@ mod tests {
         assert_ne!(NodeId::from_name("n1"), NodeId::from_name("n2"));
         // Pinned: the id is part of every stored version and must never change.
         assert_eq!(NodeId::from_name("n1").to_string().len(), 16);
+    }
+
+    #[test]
+    fn equal_typed_states_at_different_times_merge_to_one_record() {
+        let mut counter = crate::types::Counter::default();
+        counter.add(7, 2).unwrap();
+        let state = State::Counter(counter);
+        let early = Record::typed(state.clone(), Timestamp::from_u64(10), None);
+        let late = Record::typed(state, Timestamp::from_u64(20), None);
+        let Merged::Changed(a) = early.merge(&late) else {
+            panic!("the later time must win")
+        };
+        assert_eq!(a, late);
+        assert_eq!(late.merge(&early), Merged::Kept);
     }
 
     proptest! {

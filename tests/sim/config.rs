@@ -61,6 +61,10 @@ pub struct SimConfig {
     pub tombstone_grace_ms: u64,
     /// Random faults, or one of the scripted shapes.
     pub shape: Shape,
+    /// Typed buckets (a counter, a set, siblings, a TTL) and operations on them beside
+    /// the default bucket's. Off, a seed runs as it did before buckets: the seeds that
+    /// found bugs then replay the same history.
+    pub typed: bool,
 }
 
 /// What a run's fault phase is: random faults and operations, or a script built to
@@ -82,14 +86,18 @@ pub enum Shape {
     /// then a new node joins while anti-entropy is stalled, so it cannot fill; quorum
     /// reads meanwhile. A filling node must not count in read quorums.
     ReadsWhileJoining,
+    /// A siblings key written on both sides of a cut; after the heal, a read sees both
+    /// values, and one write with its context replaces them on every replica.
+    SiblingsAcrossACut,
 }
 
 impl Shape {
     /// Every scripted shape.
-    pub const SCRIPTED: [Shape; 3] = [
+    pub const SCRIPTED: [Shape; 4] = [
         Shape::DeletesWhileCut,
         Shape::HandoffUnderLoad,
         Shape::ReadsWhileJoining,
+        Shape::SiblingsAcrossACut,
     ];
 
     /// The name shown in reports.
@@ -99,6 +107,7 @@ impl Shape {
             Shape::DeletesWhileCut => "deletes-while-cut",
             Shape::HandoffUnderLoad => "handoff-under-load",
             Shape::ReadsWhileJoining => "reads-while-joining",
+            Shape::SiblingsAcrossACut => "siblings-across-a-cut",
         }
     }
 
@@ -130,6 +139,16 @@ impl SimConfig {
                 HINTS_LONG.1
             },
             shape: Shape::Random,
+            typed: true,
+        }
+    }
+
+    /// The run of `seed` as it was before typed buckets (for the seeds that found bugs
+    /// then).
+    pub fn untyped(seed: u64) -> SimConfig {
+        SimConfig {
+            typed: false,
+            ..SimConfig::new(seed)
         }
     }
 
@@ -140,6 +159,7 @@ impl SimConfig {
             hint_window_ms: HINTS_SHORT.0,
             tombstone_grace_ms: HINTS_SHORT.1,
             shape,
+            typed: shape == Shape::SiblingsAcrossACut,
             ..SimConfig::new(seed)
         }
     }
@@ -154,6 +174,8 @@ pub struct SimReport {
     pub deletes: u64,
     /// Reads issued.
     pub gets: u64,
+    /// Operations on typed and TTL buckets issued.
+    pub typed: u64,
     /// Operations acknowledged as successful.
     pub acked: u64,
     /// Faults injected, by kind.

@@ -76,7 +76,7 @@ impl Sim {
     }
 
     /// Placement over the members at the end, with their tokens.
-    fn final_placement(&self) -> Placement {
+    pub(super) fn final_placement(&self) -> Placement {
         Placement::compute_with_tokens(
             self.members().map(|i| {
                 let name = self.names[i].clone();
@@ -193,7 +193,7 @@ impl Sim {
             .max(self.last_membership_change + 2 * REPLICA_TIMEOUT_MS);
         for (index, op) in self.client_ops.iter().enumerate() {
             let Some(version) = op.version else { continue };
-            if op.issued_ms < cutoff || !matches!(op.outcome, Some(Ok(_))) {
+            if op.issued_ms < cutoff || !matches!(op.outcome, Some(Ok(_))) || !op.is_default() {
                 continue;
             }
             let coordinator = self
@@ -251,7 +251,7 @@ impl Sim {
         let writes: Vec<(usize, u64, u64, Version)> = self
             .client_ops
             .iter()
-            .filter(|o| o.kind != OpKind::Get)
+            .filter(|o| o.kind != OpKind::Get && o.is_default())
             .filter_map(|o| {
                 let Some(Ok(Some(version))) = &o.outcome else {
                     return None;
@@ -273,6 +273,12 @@ impl Sim {
 
     pub(super) fn check(&mut self) {
         self.check_sessions();
+        if self.config.typed {
+            self.check_typed();
+        }
+        if self.config.shape == super::config::Shape::SiblingsAcrossACut {
+            self.check_siblings_shape();
+        }
         if let Some(d) = self.divergence() {
             self.violations
                 .push(format!("replicas did not converge: {d}"));
@@ -318,7 +324,9 @@ impl Sim {
         let placement = self.final_placement();
         for (index, op) in self.client_ops.iter().enumerate() {
             let Some(version) = op.version else { continue };
-            let acked = matches!(op.outcome, Some(Ok(_))) && op.consistency != Consistency::One;
+            let acked = matches!(op.outcome, Some(Ok(_)))
+                && op.consistency != Consistency::One
+                && op.is_default();
             if !acked {
                 continue;
             }
@@ -393,6 +401,7 @@ impl Sim {
             };
             for write in self.client_ops.iter().filter(|w| {
                 w.kind != OpKind::Get
+                    && w.is_default()
                     && w.key == read.key
                     && w.consistency != Consistency::One
                     && matches!(w.outcome, Some(Ok(_)))

@@ -34,6 +34,7 @@ mod invariants;
 mod network;
 mod node;
 mod shapes;
+mod typed;
 mod view;
 mod workload;
 
@@ -238,6 +239,10 @@ impl Sim {
         }
         // Let membership settle before the workload.
         self.run_until(5_000);
+        if self.config.typed {
+            self.create_buckets();
+            self.run_until(6_000);
+        }
         let start = self.now;
         if self.config.shape == Shape::Random {
             self.random_faults(start);
@@ -387,6 +392,9 @@ impl Sim {
 pub fn run_seed(config: SimConfig) -> Result<SimReport, String> {
     let seed = config.seed;
     let replay = match config.shape {
+        Shape::Random if !config.typed => format!(
+            "VERGENT_SIM_UNTYPED=1 VERGENT_SIM_SEED={seed} cargo test -p vergent --test simulation every_seed -- --nocapture"
+        ),
         Shape::Random => format!(
             "VERGENT_SIM_SEED={seed} cargo test -p vergent --test simulation every_seed -- --nocapture"
         ),
@@ -419,7 +427,11 @@ pub fn describe(reports: &[SimReport], took: Duration) -> String {
             *faults.entry(k).or_default() += v;
         }
     }
-    let ops: u64 = reports.iter().map(|r| r.puts + r.deletes + r.gets).sum();
+    let ops: u64 = reports
+        .iter()
+        .map(|r| r.puts + r.deletes + r.gets + r.typed)
+        .sum();
+    let typed: u64 = reports.iter().map(|r| r.typed).sum();
     let acked: u64 = reports.iter().map(|r| r.acked).sum();
     let dropped: u64 = reports.iter().map(|r| r.dropped).sum();
     let duplicated: u64 = reports.iter().map(|r| r.duplicated).sum();
@@ -429,7 +441,7 @@ pub fn describe(reports: &[SimReport], took: Duration) -> String {
         .max()
         .unwrap_or(0);
     format!(
-        "{} seeds, {ops} operations ({acked} acknowledged), faults {faults:?}, {dropped} messages dropped, {duplicated} duplicated, slowest convergence {worst} ms virtual, 0 violations, {:.1} s",
+        "{} seeds, {ops} operations ({typed} on typed and TTL buckets; {acked} acknowledged), faults {faults:?}, {dropped} messages dropped, {duplicated} duplicated, slowest convergence {worst} ms virtual, 0 violations, {:.1} s",
         reports.len(),
         took.as_secs_f64()
     )

@@ -14,7 +14,7 @@ use vergent::hlc::Timestamp;
 use vergent::membership::{MemberState, MembershipConfig};
 use vergent::policy::HintsDeleted;
 use vergent::protocol::{Consistency, Response};
-use vergent::record::{Entry, Payload, Version};
+use vergent::record::{Entry, Merged, Payload, Version};
 use vergent::storage::{Store, StoreOptions};
 
 use super::config::{
@@ -538,11 +538,19 @@ impl Sim {
                 continue;
             }
             for entry in &entries {
-                let tombstone_past_grace = entry.record.payload.value().is_none()
-                    && entry.record.version.hlc.wall_ms() < horizon;
-                if !tombstone_past_grace
-                    && self.held_version(r, &entry.key) < Some(entry.record.version)
-                {
+                // Dead past the grace: a tombstone, an expired entry.
+                let dead_past_grace = vergent::antientropy::exchange::purgeable(entry, horizon);
+                // A typed entry is held where the owner's state already takes it in.
+                let held = if entry.record.payload.typed().is_some() {
+                    self.nodes[r]
+                        .store
+                        .as_ref()
+                        .and_then(|s| s.get(&entry.key).ok().flatten())
+                        .is_some_and(|held| held.merge(&entry.record) == Merged::Kept)
+                } else {
+                    self.held_version(r, &entry.key) >= Some(entry.record.version)
+                };
+                if !dead_past_grace && !held {
                     missing.push(format!(
                         "{owner} lacks {} at {:?}",
                         String::from_utf8_lossy(&entry.key),
@@ -595,12 +603,22 @@ impl Sim {
 
     /// The answer to a client operation (`ask` is its index).
     fn answered(&mut self, ask: usize, answer: Answer) {
+        let mut read = None;
         let result = match answer {
             Answer::Written(version) => Ok(Some(version)),
-            Answer::Read { record, .. } => Ok(record.map(|r| r.version)),
+            Answer::Read { record, .. } => {
+                let version = record.as_ref().map(|r| r.version);
+                read = record;
+                Ok(version)
+            }
             Answer::Failed(err) => Err(err.message),
             other => Err(format!("unexpected answer {other:?}")),
         };
+        let wall = self
+            .client_ops
+            .get(ask)
+            .and_then(|o| o.coordinator)
+            .map_or(0, |c| self.wall(c));
         self.log(format!("reply op {ask} {result:?}"));
         let Some(o) = self.client_ops.get_mut(ask) else {
             return;
@@ -617,6 +635,8 @@ impl Sim {
         }
         o.outcome = Some(result);
         o.completed_ms = Some(self.now);
+        o.read = read;
+        o.completed_wall = wall;
     }
 
     /// Whether node `i` sees member `name` dead.

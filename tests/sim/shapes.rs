@@ -6,7 +6,7 @@ use rand::RngExt;
 use vergent::protocol::Consistency;
 
 use super::config::Shape;
-use super::workload::{ClientOp, Fixed, OpKind, Via};
+use super::workload::{ClientOp, Fixed, OpKind, TypedOp, Via};
 use super::{Event, Sim};
 
 /// A step of a script.
@@ -75,6 +75,40 @@ impl Sim {
                     self.fixed_op(at, OpKind::Get, k, Consistency::Quorum, Via::Any);
                 }
             }
+            Shape::SiblingsAcrossACut => {
+                // The cut-off node must be a replica of the key, to take a write there.
+                let key = b"x0";
+                let stored = self.stored_key(0, OpKind::Typed(TypedOp::SibGet), key);
+                let counted = self.nodes[0]
+                    .core
+                    .as_ref()
+                    .expect("the first node is up")
+                    .view()
+                    .replica_set(&stored)
+                    .counted;
+                let pick = self.rng.random_range(0..counted.len());
+                let victim = self.index_of(&counted[pick]).expect("a replica is a node");
+                // The other side's write through another replica, which makes it
+                // itself: a coordinator that asked the cut-off one would not learn
+                // whether it was made (it does not try another: it may have been).
+                let other = counted[(pick + 1) % counted.len()].clone();
+                let other = self.index_of(&other).expect("a replica is a node");
+                self.log(format!(
+                    "shape: {} is cut off and takes one sibling, {} the other",
+                    self.names[victim], self.names[other]
+                ));
+                let put = TypedOp::SibPut { context: false };
+                self.step(start + 500, Step::Cut(victim));
+                let at = start + self.rng.random_range(1_500..2_500);
+                self.fixed_typed(at, put, key, Consistency::One, Via::Only(victim));
+                let at = start + self.rng.random_range(1_500..2_500);
+                self.fixed_typed(at, put, key, Consistency::Quorum, Via::Only(other));
+                self.step(start + 4_000, Step::Uncut(victim));
+                let read = TypedOp::SibGet;
+                self.fixed_typed(start + 14_000, read, key, Consistency::Quorum, Via::Any);
+                let resolve = TypedOp::SibPut { context: true };
+                self.fixed_typed(start + 16_000, resolve, key, Consistency::All, Via::Any);
+            }
             Shape::ReadsWhileJoining => {
                 // Twice the keys, so that some partition has the replica that missed
                 // its writes and the new node among its owners after the join.
@@ -122,6 +156,28 @@ impl Sim {
             }),
         ));
         self.schedule(at, Event::Client { op });
+    }
+
+    fn fixed_typed(
+        &mut self,
+        at: u64,
+        op: TypedOp,
+        key: &[u8],
+        consistency: Consistency,
+        via: Via,
+    ) {
+        let index = self.client_ops.len();
+        let session = self.rng.random_range(0..super::config::SESSIONS);
+        self.client_ops.push(ClientOp::new(
+            session,
+            Some(Fixed {
+                kind: OpKind::Typed(op),
+                key: key.to_vec(),
+                consistency,
+                via,
+            }),
+        ));
+        self.schedule(at, Event::Client { op: index });
     }
 
     /// Carries out a step.

@@ -4,7 +4,7 @@ use rand::RngExt;
 use vergent::core::Ask;
 use vergent::hlc::Timestamp;
 use vergent::protocol::Consistency;
-use vergent::record::{Payload, Version};
+use vergent::record::{Payload, Record, Version};
 
 use super::Sim;
 
@@ -29,6 +29,13 @@ pub(super) struct ClientOp {
     pub(super) coordinator: Option<usize>,
     /// What a script fixed of it; the rest is drawn when it is issued.
     pub(super) fixed: Option<Fixed>,
+    /// What a read of a typed or TTL bucket returned.
+    pub(super) read: Option<Record>,
+    /// A siblings write's context: the read it came from.
+    pub(super) context_from: Option<usize>,
+    /// A write's TTL, and the coordinator's wall clock when a read was answered.
+    pub(super) ttl_ms: u64,
+    pub(super) completed_wall: u64,
 }
 
 /// An operation a script fixed: what, on which key, and through which coordinator.
@@ -67,7 +74,16 @@ impl ClientOp {
             targets: Vec::new(),
             coordinator: None,
             fixed,
+            read: None,
+            context_from: None,
+            ttl_ms: 0,
+            completed_wall: 0,
         }
+    }
+
+    /// Whether it is an operation on the default bucket, which the lww checks cover.
+    pub(super) fn is_default(&self) -> bool {
+        !matches!(self.kind, OpKind::Typed(_))
     }
 }
 
@@ -76,6 +92,30 @@ pub(super) enum OpKind {
     Put,
     Delete,
     Get,
+    /// An operation on one of the typed workload's buckets.
+    Typed(TypedOp),
+}
+
+/// The typed workload's operations (see `typed.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TypedOp {
+    /// A counter's increment (negative: decrement).
+    Incr(i64),
+    /// A set's add and remove of one member.
+    Add(u8),
+    Remove(u8),
+    /// A siblings write, with the context of the latest read of the key that ended.
+    SibPut {
+        context: bool,
+    },
+    /// A siblings read.
+    SibGet,
+    /// A write to the TTL bucket, with a TTL of its own or the bucket's.
+    TtlPut {
+        own: bool,
+    },
+    /// A read of it.
+    TtlGet,
 }
 
 impl Sim {
@@ -98,6 +138,7 @@ impl Sim {
         let i = live[self.rng.random_range(0..live.len())];
         let (kind, consistency, key) = match fixed {
             Some(f) => (f.kind, f.consistency, f.key),
+            None if self.config.typed && self.rng.random_bool(0.4) => self.draw_typed(),
             None => {
                 let kind = match self.rng.random_range(0..10) {
                     0..=4 => OpKind::Put,
@@ -110,15 +151,17 @@ impl Sim {
                 (kind, consistency, key)
             }
         };
+        let stored = self.stored_key(i, kind, &key);
         let replicas = self.nodes[i]
             .core
             .as_ref()
             .expect("a live node has a core")
             .view()
-            .replica_set(&key);
+            .replica_set(&stored);
         let session = self.client_ops[index].session;
         let after = self.sessions[session];
         let ask = match kind {
+            OpKind::Typed(op) => self.typed_ask(index, op, &key, consistency, after),
             OpKind::Get => {
                 self.report.gets += 1;
                 Ask::Get {

@@ -573,14 +573,13 @@ impl NodeCore {
                 part.begin_write();
             }
         }
+        // Whatever will be purged by the tombstones' rules: tombstones, and records that
+        // expire (from their expiry on).
         let tombstones: Vec<(PartitionId, u64)> = entries
             .iter()
-            .filter(|e| e.record.payload == Payload::Tombstone)
-            .map(|e| {
-                (
-                    partition_of(&e.key, partitions),
-                    e.record.version.hlc.wall_ms(),
-                )
+            .filter_map(|e| {
+                let dead_from = e.record.dead_from_ms()?;
+                Some((partition_of(&e.key, partitions), dead_from))
             })
             .collect();
         for &(p, hlc_ms) in &tombstones {
@@ -653,7 +652,8 @@ impl NodeCore {
                 key,
                 change,
                 ttl_ms,
-            } => self.update_request(reply, key, Update { change, ttl_ms }, now),
+                id,
+            } => self.update_request(reply, id, key, Update { change, ttl_ms }, now),
             Request::Catalog(theirs) => {
                 self.take_catalog(&theirs);
                 self.respond(reply, Response::Catalog(self.catalog.clone()));

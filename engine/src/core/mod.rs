@@ -128,6 +128,9 @@ pub struct NodeCore {
     catalog_exchanged: BTreeMap<String, Millis>,
     /// Deleted buckets whose records were dropped in this life.
     buckets_dropped: BTreeSet<crate::buckets::BucketId>,
+    /// Updates this node made (or is making) as an actor for a coordinator, by id:
+    /// a request that arrives twice is answered twice and made once.
+    updates_made: typed::UpdatesMade,
     /// Repairs waiting for the round in progress.
     repairs: VecDeque<sync::RepairAsk>,
     books: SyncBooks,
@@ -219,6 +222,7 @@ impl NodeCore {
             catalog: boot.catalog,
             catalog_exchanged: BTreeMap::new(),
             buckets_dropped: BTreeSet::new(),
+            updates_made: typed::UpdatesMade::default(),
             held_syncs: Vec::new(),
             books: SyncBooks::default(),
             arrivals: TombstoneArrivals::new(boot.settings.partitions),

@@ -35,8 +35,58 @@ pub(crate) enum UpdateFor {
         ask: AskId,
         consistency: Option<Consistency>,
     },
-    /// A coordinator asked this node to act.
-    Peer(ReplyTo),
+    /// A coordinator asked this node to act: the update's id.
+    Peer(u64),
+}
+
+/// Updates made for coordinators, remembered by id so that a request delivered twice
+/// is made once: the last [`UPDATES_REMEMBERED`], each running (with the requests
+/// waiting for it) or done (with its answer).
+#[derive(Default)]
+pub(crate) struct UpdatesMade {
+    by_id: std::collections::HashMap<u64, Made>,
+    order: VecDeque<u64>,
+}
+
+enum Made {
+    Running(Vec<ReplyTo>),
+    Done(Response),
+}
+
+/// Update ids an actor remembers. A duplicate arrives within a retry's time, so far
+/// fewer than this many updates later.
+const UPDATES_REMEMBERED: usize = 4_096;
+
+impl UpdatesMade {
+    /// Notes a request for update `id`; `false` when it is one already seen (its answer
+    /// is sent, or will be, to `reply` too).
+    fn first(&mut self, id: u64, reply: ReplyTo) -> Result<(), Option<Response>> {
+        match self.by_id.get_mut(&id) {
+            Some(Made::Running(waiting)) => {
+                waiting.push(reply);
+                Err(None)
+            }
+            Some(Made::Done(response)) => Err(Some(response.clone())),
+            None => {
+                self.by_id.insert(id, Made::Running(vec![reply]));
+                self.order.push_back(id);
+                while self.order.len() > UPDATES_REMEMBERED {
+                    if let Some(old) = self.order.pop_front() {
+                        self.by_id.remove(&old);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Update `id` is made: its answer, and who waits for it.
+    fn done(&mut self, id: u64, response: &Response) -> Vec<ReplyTo> {
+        match self.by_id.insert(id, Made::Done(response.clone())) {
+            Some(Made::Running(waiting)) => waiting,
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl NodeCore {
@@ -104,6 +154,7 @@ impl NodeCore {
                 key: key.clone(),
                 change: update.change,
                 ttl_ms: update.ttl_ms,
+                id: self.random(),
             };
             self.send(&id, request, Purpose::Update { waiting, key }, timeout, now);
         }
@@ -131,43 +182,42 @@ impl NodeCore {
         );
     }
 
-    /// A coordinator asks this node to make an update as its actor.
+    /// A coordinator asks this node to make update `id` as its actor.
     pub(super) fn update_request(
         &mut self,
         reply: ReplyTo,
+        id: u64,
         key: Vec<u8>,
         update: Update,
         now: Now,
     ) {
-        let refused = |why: String| Response::Error(ErrorReply::new(ErrorCode::Unavailable, why));
-        if let Err(err) = crate::limits::check_stored_key(&key) {
-            self.respond(
-                reply,
-                Response::Error(ErrorReply::new(ErrorCode::LimitExceeded, err.to_string())),
-            );
-            return;
+        match self.updates_made.first(id, reply) {
+            Ok(()) => {}
+            Err(Some(answer)) => return self.respond(reply, answer),
+            Err(None) => return,
         }
         let partition = partition_of(&key, self.settings.partitions);
-        if !self.fill.filled().contains(partition) {
-            let why = format!(
-                "{} does not hold partition {partition}'s data yet (it is filling it), so it cannot make an update of it",
-                self.me.name
-            );
-            self.respond(reply, refused(why));
-            return;
+        let refusal = if let Err(err) = crate::limits::check_stored_key(&key) {
+            Some(ErrorReply::new(ErrorCode::LimitExceeded, err.to_string()))
+        } else if !self.fill.filled().contains(partition) {
+            Some(ErrorReply::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "{} does not hold partition {partition}'s data yet (it is filling it), so it cannot make an update of it",
+                    self.me.name
+                ),
+            ))
+        } else if let Some(refusal) = self.clock_refusal(now) {
+            Some(refusal)
+        } else if let Some(Err(why)) = update.ttl_ms.map(crate::buckets::check_ttl) {
+            Some(ErrorReply::new(ErrorCode::BadRequest, why))
+        } else {
+            None
+        };
+        match refusal {
+            Some(refusal) => self.updated(key, UpdateFor::Peer(id), Err(refusal), now),
+            None => self.act(key, update, UpdateFor::Peer(id), now),
         }
-        if let Some(refusal) = self.clock_refusal(now) {
-            self.respond(reply, Response::Error(refusal));
-            return;
-        }
-        if let Some(Err(why)) = update.ttl_ms.map(crate::buckets::check_ttl) {
-            self.respond(
-                reply,
-                Response::Error(ErrorReply::new(ErrorCode::BadRequest, why)),
-            );
-            return;
-        }
-        self.act(key, update, UpdateFor::Peer(reply), now);
     }
 
     /// The actor's state of the key, or why there is none: written to every replica
@@ -180,14 +230,16 @@ impl NodeCore {
         now: Now,
     ) {
         match waiting {
-            UpdateFor::Peer(reply) => {
+            UpdateFor::Peer(id) => {
                 let response = match result {
                     Ok(record) => Response::Record {
                         record: Some(record),
                     },
                     Err(err) => Response::Error(err),
                 };
-                self.respond(reply, response);
+                for reply in self.updates_made.done(id, &response) {
+                    self.respond(reply, response.clone());
+                }
             }
             UpdateFor::Coordinator { ask, consistency } => match result {
                 Err(err) => self.answer(ask, Answer::Failed(err)),

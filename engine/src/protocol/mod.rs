@@ -148,6 +148,9 @@ pub enum Request {
         change: Change,
         /// The bucket's TTL: the key expires that long after the update.
         ttl_ms: Option<u64>,
+        /// The update's id, drawn by the coordinator: a request that arrives twice is
+        /// made once (an increment must not count twice).
+        id: u64,
     },
     /// Buckets: define or delete one (admin), list them or show one (any role).
     /// Answered with `Buckets`.
