@@ -796,3 +796,91 @@ mod counter_under_faults {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_writes_and_siblings_are_counted_per_bucket_in_status() {
+    use vergent::protocol::{BucketRequest, Request, Response};
+    use vergent::record::{Entry, NodeId, Payload, Record, Version};
+
+    let certs = TestCerts::new(&["n1"]).with_probe();
+    let data = tempfile::tempdir().unwrap();
+    let node = support::start_node(&certs, "n1", data.path(), |_| {}).await;
+    let addr = node.local_addr();
+    let client = certs.client(addr).await;
+    let mut buckets = Vec::new();
+    for (name, kind) in [
+        ("prices", vergent::buckets::BucketType::Lww),
+        ("carts", vergent::buckets::BucketType::Siblings),
+    ] {
+        let request = Request::Buckets(BucketRequest::Create {
+            name: name.into(),
+            kind,
+            ttl_ms: None,
+            consistency: None,
+        });
+        match client.request(&request).await.unwrap() {
+            Response::Buckets(mut made) => buckets.push(made.remove(0)),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Writes of `prices` that reach the node older than what it holds: they lost.
+    let now = vergent::wallclock::system_wall_ms();
+    let write = |key: &[u8], age_ms: u64| Entry {
+        key: buckets[0].internal_key(key),
+        record: Record {
+            version: Version {
+                hlc: vergent::hlc::Timestamp::new(now - age_ms, 0),
+                node: NodeId::from_name("n-probe"),
+            },
+            payload: Payload::Value(b"v".to_vec()),
+            expires_ms: None,
+        },
+    };
+    support::load(&certs, addr, &[write(b"p1", 0), write(b"p2", 0)]).await;
+    for age in [10, 20, 30] {
+        support::load(&certs, addr, &[write(b"p1", age)]).await;
+    }
+    support::load(&certs, addr, &[write(b"p2", 5)]).await;
+    // Two writes of `carts` that saw nothing: siblings.
+    for value in ["a", "b"] {
+        client
+            .write("carts", b"x", Some(value.as_bytes()), None, None, None)
+            .await
+            .unwrap();
+    }
+    client.read("carts", b"x", None).await.unwrap();
+
+    let status = client.status().await.unwrap();
+    let stats = |name: &str| {
+        status
+            .bucket_stats
+            .iter()
+            .find(|b| b.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {:?}", status.bucket_stats))
+            .clone()
+    };
+    let prices = stats("prices");
+    assert_eq!(prices.lost_writes, 4);
+    assert_eq!(prices.lost_keys[0].key, "p1");
+    assert_eq!(prices.lost_keys[0].count, 3);
+    assert_eq!(stats("default").lost_writes, 0);
+    let carts = stats("carts");
+    assert_eq!(carts.siblings_max, 2);
+    assert_eq!(carts.sibling_keys[0].key, "x");
+    // The records of each bucket are counted apart, off the core.
+    let counted = eventually_async(Duration::from_secs(20), || async {
+        let status = client.status().await.unwrap();
+        let keys = |name: &str| {
+            status
+                .bucket_stats
+                .iter()
+                .find(|b| b.name == name)
+                .and_then(|b| b.keys)
+        };
+        keys("prices") == Some(2) && keys("carts") == Some(1) && keys("default") == Some(0)
+    })
+    .await;
+    assert!(counted, "bucket records not counted");
+    client.close().await;
+    node.shutdown().await;
+}

@@ -344,7 +344,58 @@ pub(crate) fn status_table(status: &ClusterStatus) -> String {
         out.push_str(&format!("clock: {}: {why}\n", status.node));
     }
     out.push_str(&sync_table(status));
+    out.push_str(&buckets_table(status));
     out
+}
+
+/// The buckets, with what the answering node saw of their concurrent writes; only
+/// when some bucket besides `default` exists or something was seen.
+fn buckets_table(status: &ClusterStatus) -> String {
+    let shown = status.bucket_stats.len() > 1
+        || status
+            .bucket_stats
+            .iter()
+            .any(|b| b.lost_writes > 0 || b.siblings_max > 0);
+    if !shown {
+        return String::new();
+    }
+    let header = [
+        "BUCKET",
+        "TYPE",
+        "TTL",
+        "RECORDS",
+        "CONFLICTS",
+        "HOTTEST KEYS",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for b in &status.bucket_stats {
+        let (conflicts, hot) = match b.kind {
+            crate::buckets::BucketType::Lww => {
+                (format!("{} lost writes", b.lost_writes), &b.lost_keys)
+            }
+            crate::buckets::BucketType::Siblings => (
+                format!("up to {} siblings", b.siblings_max.max(1)),
+                &b.sibling_keys,
+            ),
+            _ => ("merged".to_string(), &b.lost_keys),
+        };
+        let hot = hot
+            .iter()
+            .map(|k| format!("{} ({})", k.key, k.count))
+            .collect::<Vec<_>>()
+            .join(", ");
+        rows.push(vec![
+            b.name.clone(),
+            b.kind.as_str().to_string(),
+            b.ttl_ms.map_or("-".into(), |ms| {
+                humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+            }),
+            b.keys.map_or("-".into(), |k| k.to_string()),
+            conflicts,
+            if hot.is_empty() { "-".into() } else { hot },
+        ]);
+    }
+    format!("\n{}", aligned(&rows))
 }
 
 /// The state as people read it: a live member still filling partitions is joining,

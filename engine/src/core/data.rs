@@ -159,8 +159,12 @@ impl NodeCore {
                 .resolve(bucket.as_deref(), &key)
                 .and_then(|(bucket, key)| {
                     let level = consistency.or(bucket.consistency);
-                    self.begin_get(key, level, after, now)
-                        .map(|op| Some((op, bucket.kind)))
+                    let siblings = (bucket.kind == BucketType::Siblings).then(|| key.clone());
+                    let op = self.begin_get(key, level, after, now)?;
+                    if let Some(key) = siblings {
+                        self.sibling_reads.insert(op, key);
+                    }
+                    Ok(Some((op, bucket.kind)))
                 }),
             Ask::Put {
                 bucket,
@@ -494,6 +498,7 @@ impl NodeCore {
                 self.store(StoreWork::PutHints(vec![hint]), StorePurpose::PutHints);
             }
             Action::Reply { op, outcome } => {
+                let read_key = self.sibling_reads.remove(&op);
                 if let Some((ask, kind)) = self.ops.remove(&op) {
                     let answer = match outcome {
                         // A typed value's version names its state; the write was this
@@ -510,6 +515,11 @@ impl NodeCore {
                             // earlier than a version it has seen).
                             let at = self.clock.read(now.wall_ms()).wall_ms();
                             let record = record.filter(|r| !r.expires_ms.is_some_and(|e| e <= at));
+                            if let (Some(key), Some(crate::types::State::Siblings(s))) =
+                                (read_key, record.as_ref().and_then(|r| r.payload.typed()))
+                            {
+                                self.conflicts.siblings(&key, s.len());
+                            }
                             Answer::Read { record, kind }
                         }
                         Outcome::Failed(err) => Answer::Failed(op_error(err)),
@@ -551,9 +561,10 @@ impl NodeCore {
             writes.into_iter().map(|(op, entry, _)| (op, entry)).unzip();
         let ops = ops.into_iter().flatten().collect();
         let landing = self.landing(&entries, wall_ms);
+        let keys = entries.iter().map(|e| e.key.clone()).collect();
         self.store(
             StoreWork::Apply(entries),
-            StorePurpose::Local { ops, landing },
+            StorePurpose::Local { ops, landing, keys },
         );
     }
 
@@ -699,9 +710,14 @@ impl NodeCore {
         }
         let entries = self.without_gone(entries);
         let landing = self.landing(&entries, now.wall_ms());
+        let keys = entries.iter().map(|e| e.key.clone()).collect();
         self.store(
             StoreWork::Apply(entries),
-            StorePurpose::Replica { reply, landing },
+            StorePurpose::Replica {
+                reply,
+                landing,
+                keys,
+            },
         );
     }
 

@@ -99,8 +99,11 @@ impl NodeCore {
             }),
         };
         match purpose {
-            StorePurpose::Local { ops, landing } => {
+            StorePurpose::Local { ops, landing, keys } => {
                 self.landed(landing, now);
+                if let StoreDone::Applied(outcomes) = &done {
+                    self.conflicts.applied(&self.catalog, &keys, outcomes);
+                }
                 let result = applied(&done).map(|_| ()).map_err(|e| e.message);
                 if let Err(why) = &result {
                     self.event(CoreEvent::StoreFailed {
@@ -113,8 +116,15 @@ impl NodeCore {
                     self.coordinator.handle_write_ack(op, &me, result.clone());
                 }
             }
-            StorePurpose::Replica { reply, landing } => {
+            StorePurpose::Replica {
+                reply,
+                landing,
+                keys,
+            } => {
                 self.landed(landing, now);
+                if let StoreDone::Applied(outcomes) = &done {
+                    self.conflicts.applied(&self.catalog, &keys, outcomes);
+                }
                 let response = match applied(&done) {
                     Ok(applied) => Response::Replicated { applied },
                     Err(err) => Response::Error(err),
@@ -125,8 +135,12 @@ impl NodeCore {
                 batch,
                 count,
                 landing,
+                keys,
             } => {
                 self.landed(landing, now);
+                if let StoreDone::Applied(outcomes) = &done {
+                    self.conflicts.applied(&self.catalog, &keys, outcomes);
+                }
                 let me = self.me.name.clone();
                 let delivered = applied(&done).is_ok();
                 self.hints_delivered(&me, batch, count, delivered, now);
@@ -168,7 +182,12 @@ impl NodeCore {
             } => {
                 self.landed(landing, now);
                 let result = match done {
-                    StoreDone::Record(record) => Ok(record),
+                    StoreDone::Record(record) => {
+                        if let Some(crate::types::State::Siblings(s)) = record.payload.typed() {
+                            self.conflicts.siblings(&key, s.len());
+                        }
+                        Ok(record)
+                    }
                     StoreDone::Failed(err) => Err(err),
                     other => Err(crate::protocol::ErrorReply::new(
                         crate::protocol::ErrorCode::Storage,

@@ -67,12 +67,14 @@ impl NodeCore {
                 let count = entries.len();
                 if target == self.me.name {
                     let landing = self.landing(&entries, now.wall_ms());
+                    let keys = entries.iter().map(|e| e.key.clone()).collect();
                     self.store(
                         StoreWork::Apply(entries),
                         StorePurpose::Hinted {
                             batch,
                             count,
                             landing,
+                            keys,
                         },
                     );
                     return;

@@ -565,14 +565,24 @@ pub(crate) struct Landing {
 /// Why a change was handed to the store.
 pub(crate) enum StorePurpose {
     /// This node's own writes, for these operations (none for read repair).
-    Local { ops: Vec<OpId>, landing: Landing },
+    /// The keys, in order, for the conflicts' books.
+    Local {
+        ops: Vec<OpId>,
+        landing: Landing,
+        keys: Vec<Vec<u8>>,
+    },
     /// A peer's `Replicate`.
-    Replica { reply: ReplyTo, landing: Landing },
+    Replica {
+        reply: ReplyTo,
+        landing: Landing,
+        keys: Vec<Vec<u8>>,
+    },
     /// Hints delivered to this node itself.
     Hinted {
         batch: u64,
         count: usize,
         landing: Landing,
+        keys: Vec<Vec<u8>>,
     },
     /// Entries an anti-entropy run received.
     SyncApply {

@@ -29,6 +29,7 @@ mod boot;
 mod buckets;
 mod clocks;
 mod config;
+mod conflicts;
 mod data;
 mod dispatch;
 mod fill;
@@ -131,6 +132,8 @@ pub struct NodeCore {
     /// Updates this node made (or is making) as an actor for a coordinator, by id:
     /// a request that arrives twice is answered twice and made once.
     updates_made: typed::UpdatesMade,
+    /// Concurrent writes seen, per bucket.
+    conflicts: conflicts::ConflictBook,
     /// Repairs waiting for the round in progress.
     repairs: VecDeque<sync::RepairAsk>,
     books: SyncBooks,
@@ -163,6 +166,8 @@ pub struct NodeCore {
     swim_seq: u64,
     /// Client operations by the coordinator's id, with their bucket's type.
     ops: BTreeMap<OpId, (AskId, crate::buckets::BucketType)>,
+    /// Reads of siblings keys in flight, by key: what they find goes to the books.
+    sibling_reads: BTreeMap<OpId, Vec<u8>>,
     /// This node's own writes of the turn, applied as one store request.
     local: Vec<(Option<OpId>, crate::record::Entry, u64)>,
     next_store: StoreId,
@@ -223,6 +228,7 @@ impl NodeCore {
             catalog_exchanged: BTreeMap::new(),
             buckets_dropped: BTreeSet::new(),
             updates_made: typed::UpdatesMade::default(),
+            conflicts: conflicts::ConflictBook::default(),
             held_syncs: Vec::new(),
             books: SyncBooks::default(),
             arrivals: TombstoneArrivals::new(boot.settings.partitions),
@@ -246,6 +252,7 @@ impl NodeCore {
             swim_timers: BinaryHeap::new(),
             swim_seq: 0,
             ops: BTreeMap::new(),
+            sibling_reads: BTreeMap::new(),
             local: Vec::new(),
             next_store: 1,
             stored: BTreeMap::new(),

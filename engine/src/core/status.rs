@@ -120,6 +120,7 @@ impl NodeCore {
             clock_refusals: self.counters.clock_refusals,
             clock_offset_ms: verdict.cluster_offset_ms(),
             clock_refusal,
+            bucket_stats: self.conflicts.status(&self.catalog),
         }
     }
 }

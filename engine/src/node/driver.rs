@@ -267,7 +267,11 @@ pub(crate) async fn run(
                 core.handle_timeout(shared.now(), &shared.store);
             }
             _ = metrics.tick(), if super::metrics::installed() => {
-                let status = core.status(shared.now(), &shared.store);
+                let mut status = core.status(shared.now(), &shared.store);
+                // The metrics take the counts as they come: they do not ask for more.
+                let wanted = shared.bucket_keys_wanted.load(std::sync::atomic::Ordering::Relaxed);
+                shared.fill_bucket_keys(&mut status);
+                shared.bucket_keys_wanted.store(wanted, std::sync::atomic::Ordering::Relaxed);
                 super::metrics::status(&status);
                 let m = core.membership();
                 super::metrics::membership_refusals(m.refusals(), m.unverified_statuses());

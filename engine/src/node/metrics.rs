@@ -16,6 +16,11 @@
 //!   `vergent_antientropy_bytes_total{direction, kind}`,
 //!   `vergent_antientropy_keys_total{direction}`: anti-entropy work.
 //! - `vergent_clock_refusals_total`: peer timestamps refused for being too far ahead.
+//! - `vergent_bucket_lost_writes_total{bucket}`: writes of a lww bucket that reached
+//!   this node older than what it held (concurrent writes that lost).
+//! - `vergent_bucket_siblings_max{bucket}`: the most values a siblings key was seen
+//!   holding side by side.
+//! - `vergent_bucket_records{bucket}`: records held in each bucket, as last counted.
 //! - `vergent_membership_refused_total{reason}`: membership messages refused for
 //!   speaking as another member (`not_the_sender`: the datagram names another sender
 //!   than its connection's certificate; `forged_status`: a status its member did not
@@ -82,6 +87,16 @@ pub(crate) fn status(status: &ClusterStatus) {
         }
     }
     metrics::counter!("vergent_clock_refusals_total").absolute(status.clock_refusals);
+    for bucket in &status.bucket_stats {
+        let name = bucket.name.clone();
+        metrics::counter!("vergent_bucket_lost_writes_total", "bucket" => name.clone())
+            .absolute(bucket.lost_writes);
+        metrics::gauge!("vergent_bucket_siblings_max", "bucket" => name.clone())
+            .set(bucket.siblings_max as f64);
+        if let Some(keys) = bucket.keys {
+            metrics::gauge!("vergent_bucket_records", "bucket" => name).set(keys as f64);
+        }
+    }
 }
 
 /// This node's clock against the cluster's, after each round of probes.

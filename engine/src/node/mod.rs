@@ -59,6 +59,11 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     pub(crate) requests: Arc<tokio::sync::Semaphore>,
     pub(crate) connections_by_identity: Mutex<std::collections::HashMap<String, usize>>,
+    /// Records per bucket, as last counted (see [`count_bucket_keys`]).
+    pub(crate) bucket_keys:
+        Mutex<Option<std::collections::BTreeMap<crate::buckets::BucketId, u64>>>,
+    /// Someone read the counts since they were last made.
+    pub(crate) bucket_keys_wanted: std::sync::atomic::AtomicBool,
     /// The core's view of the cluster, as of its last change.
     pub(crate) view: RwLock<Arc<ClusterView>>,
     pub(crate) peers: Peers,
@@ -70,7 +75,52 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
 }
 
+/// The records of each bucket are counted by a scan of the keys, off the core: every
+/// [`BUCKET_COUNT_EVERY`] while someone reads them (`status`, the dashboard), else
+/// every [`BUCKET_COUNT_IDLE`] (for the metrics).
+const BUCKET_COUNT_EVERY: Duration = Duration::from_secs(5);
+const BUCKET_COUNT_IDLE: Duration = Duration::from_secs(60);
+
+/// Counts each bucket's records now and then until the node stops.
+async fn count_bucket_keys(shared: Arc<Shared>) {
+    use std::sync::atomic::Ordering;
+    loop {
+        shared.bucket_keys_wanted.store(false, Ordering::Relaxed);
+        let counting = shared.clone();
+        let counted = tokio::task::spawn_blocking(move || counting.store.bucket_counts()).await;
+        match counted {
+            Ok(Ok(counts)) => *shared.bucket_keys.lock().expect("bucket keys lock") = Some(counts),
+            Ok(Err(err)) => tracing::warn!(error = %err, "counting each bucket's records failed"),
+            Err(err) => tracing::warn!(error = %err, "counting each bucket's records failed"),
+        }
+        let counted_at = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(BUCKET_COUNT_EVERY) => {}
+            }
+            if shared.bucket_keys_wanted.load(Ordering::Relaxed)
+                || counted_at.elapsed() >= BUCKET_COUNT_IDLE
+            {
+                break;
+            }
+        }
+    }
+}
+
 impl Shared {
+    /// Fills in each bucket's records as last counted.
+    pub(crate) fn fill_bucket_keys(&self, status: &mut crate::protocol::ClusterStatus) {
+        self.bucket_keys_wanted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let counts = self.bucket_keys.lock().expect("bucket keys lock");
+        if let Some(counts) = counts.as_ref() {
+            for bucket in &mut status.bucket_stats {
+                bucket.keys = Some(counts.get(&bucket.id).copied().unwrap_or(0));
+            }
+        }
+    }
+
     /// The node's two clocks, read together: what the core's inputs happen at.
     pub(crate) fn now(&self) -> Now {
         Now {
@@ -198,6 +248,8 @@ impl Node {
         let shared0 = Shared {
             requests: Arc::new(tokio::sync::Semaphore::new(config.requests_max)),
             connections_by_identity: Mutex::new(std::collections::HashMap::new()),
+            bucket_keys: Mutex::new(None),
+            bucket_keys_wanted: std::sync::atomic::AtomicBool::new(false),
             settings,
             local_addr,
             me: me.clone(),
@@ -236,6 +288,7 @@ impl Node {
         let tasks = &shared.tasks;
         tasks.spawn(driver::run(shared.clone(), core, inputs));
         tasks.spawn(server::accept_loop(endpoint.clone(), shared.clone()));
+        tasks.spawn(count_bucket_keys(shared.clone()));
         tracing::info!(
             node = %shared.config.name,
             addr = %local_addr,

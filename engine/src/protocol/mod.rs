@@ -564,6 +564,43 @@ pub struct ClusterStatus {
     pub clock_offset_ms: Option<i64>,
     /// Why the answering node coordinates no writes because of its clock, if it does not.
     pub clock_refusal: Option<String>,
+    /// Every bucket with what the answering node saw of its concurrent writes.
+    #[serde(default)]
+    pub bucket_stats: Vec<BucketStatus>,
+}
+
+/// A bucket as `status` shows it: its definition, and the answering node's counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketStatus {
+    /// Its name.
+    pub name: String,
+    /// Its id (the prefix of its keys as stored).
+    pub id: crate::buckets::BucketId,
+    /// Its type.
+    pub kind: BucketType,
+    /// Its TTL.
+    pub ttl_ms: Option<u64>,
+    /// Records the answering node holds in it (tombstones and expired records not yet
+    /// purged included), as last counted; `None` until counted.
+    pub keys: Option<u64>,
+    /// In a lww bucket: writes that reached the answering node older than what the key
+    /// held there (concurrent writes that lost), since it started.
+    pub lost_writes: u64,
+    /// The keys with most of them.
+    pub lost_keys: Vec<KeyCount>,
+    /// In a siblings bucket: the most values one key was seen holding side by side.
+    pub siblings_max: u64,
+    /// The keys with most siblings, as last seen.
+    pub sibling_keys: Vec<KeyCount>,
+}
+
+/// A key and a count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCount {
+    /// The key (as text; bytes that are not UTF-8 replaced).
+    pub key: String,
+    /// The count.
+    pub count: u64,
 }
 
 /// A partition's Merkle root on one node, for people.

@@ -398,6 +398,29 @@ impl Store {
             .sum()
     }
 
+    /// Records held per bucket (tombstones and expired records not purged yet
+    /// included): one scan of the keys, in a read transaction of its own, so writes go
+    /// on meanwhile.
+    pub fn bucket_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<crate::buckets::BucketId, u64>, StoreError> {
+        let rtxn = self.tables.read_txn()?;
+        let mut counts = std::collections::BTreeMap::new();
+        let iter = self
+            .tables
+            .data
+            .lazily_decode_data()
+            .iter(&rtxn)
+            .map_err(StoreError::lmdb("counting records"))?;
+        for row in iter {
+            let (dkey, _) = row.map_err(StoreError::lmdb("counting records"))?;
+            if let Some(key) = keys::user_key(dkey) {
+                *counts.entry(crate::buckets::split_key(key).0).or_default() += 1;
+            }
+        }
+        Ok(counts)
+    }
+
     /// Whether the store holds no records.
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)

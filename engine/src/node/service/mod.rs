@@ -148,7 +148,10 @@ impl Shared {
                 self.measured("update", consistency, update).await
             }
             Request::Status => match self.core.ask(Ask::Status).await {
-                Answer::Status(status) => Ok(Response::Status(*status)),
+                Answer::Status(mut status) => {
+                    self.fill_bucket_keys(&mut status);
+                    Ok(Response::Status(*status))
+                }
                 other => Err(unexpected(other)),
             },
             // Answered here, not by the core: the clock is read as the probe arrives

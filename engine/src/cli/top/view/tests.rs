@@ -97,6 +97,7 @@ fn status(writes: u64) -> ClusterStatus {
         clock_refusals: 0,
         clock_offset_ms: None,
         clock_refusal: None,
+        bucket_stats: Vec::new(),
     }
 }
 
