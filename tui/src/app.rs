@@ -45,6 +45,8 @@ pub enum Overlay {
     ConfirmRepair(String),
     /// One event in full (index into the events).
     Event(usize),
+    /// The buckets: type, records, TTL, conflicts.
+    Buckets,
 }
 
 /// Sizes of the screen as last drawn, which keys move by.
@@ -155,6 +157,7 @@ impl App {
             KeyCode::Char('q') | KeyCode::Esc => return Some(Command::Quit),
             KeyCode::Char('?') => self.overlay = Some(Overlay::Help),
             KeyCode::Char('p') => self.paused = !self.paused,
+            KeyCode::Char('b') => self.overlay = Some(Overlay::Buckets),
             KeyCode::Tab => {
                 self.panel = match self.panel {
                     Panel::Members => Panel::Partitions,

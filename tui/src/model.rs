@@ -280,6 +280,29 @@ pub struct Dashboard {
     pub events: Vec<EventRow>,
     /// Details of the selected partition, when asked for.
     pub detail: Option<PartitionDetail>,
+    /// The buckets, as the watched node sees them.
+    pub buckets: Vec<BucketRow>,
+}
+
+/// One line of the buckets view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketRow {
+    /// Name.
+    pub name: String,
+    /// Type: lww, counter, set, siblings.
+    pub kind: String,
+    /// TTL, for people (`30m`), if it has one.
+    pub ttl: Option<String>,
+    /// Records the watched node holds in it, as last counted.
+    pub keys: Option<u64>,
+    /// In a lww bucket: writes that lost to a newer one, per second, on the watched node.
+    pub lost_per_s: Option<f64>,
+    /// And in all since it started.
+    pub lost: u64,
+    /// In a siblings bucket: the most siblings a key was seen holding.
+    pub siblings_max: u64,
+    /// The most conflicted keys: lost writes (lww) or siblings (siblings), with counts.
+    pub hot: Vec<(String, u64)>,
 }
 
 impl Dashboard {
@@ -301,6 +324,7 @@ impl Dashboard {
             notice: None,
             events: Vec::new(),
             detail: None,
+            buckets: Vec::new(),
         }
     }
 

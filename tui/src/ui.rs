@@ -139,7 +139,7 @@ impl Widget for &App {
         self.render_repairs(repairs, buf, &theme);
         self.render_events(events, buf, &theme);
         Paragraph::new(Line::from(
-            " q quit  ↑↓ select  Tab panel  Enter details  r repair  p pause  ? help",
+            " q quit  ↑↓ select  Tab panel  Enter details  r repair  b buckets  ? help",
         ))
         .style(theme.dim())
         .render(footer, buf);

@@ -61,6 +61,7 @@ fn healthy(names: &[&str]) -> Dashboard {
             severity: Severity::Info,
         }],
         detail: None,
+        buckets: Vec::new(),
     }
 }
 
@@ -424,3 +425,58 @@ fn skew_fits_its_column_in_a_unit_that_says_what_it_is() {
 }
 
 mod sizes;
+
+#[test]
+fn b_opens_the_buckets_with_their_conflicts_and_any_key_closes_them() {
+    let mut model = healthy(&["n1", "n2", "n3"]);
+    model.buckets = vec![
+        BucketRow {
+            name: "default".into(),
+            kind: "lww".into(),
+            ttl: None,
+            keys: Some(1_200),
+            lost_per_s: Some(3.5),
+            lost: 41,
+            siblings_max: 0,
+            hot: vec![("price:7".into(), 30), ("price:9".into(), 11)],
+        },
+        BucketRow {
+            name: "carts".into(),
+            kind: "siblings".into(),
+            ttl: Some("1day".into()),
+            keys: None,
+            lost_per_s: None,
+            lost: 0,
+            siblings_max: 4,
+            hot: vec![("cart:9".into(), 4)],
+        },
+        BucketRow {
+            name: "hits".into(),
+            kind: "counter".into(),
+            ttl: None,
+            keys: Some(3),
+            lost_per_s: None,
+            lost: 0,
+            siblings_max: 0,
+            hot: Vec::new(),
+        },
+    ];
+    let mut app = App::new(model);
+    app.handle_key(KeyEvent::from(KeyCode::Char('b')));
+    let all = text(&screen(&app, 120, 30));
+    for shown in [
+        "BUCKET",
+        "MOST CONFLICTED",
+        "3.5 lost/s (41 in all)",
+        "price:7 (30)",
+        "up to 4 siblings",
+        "cart:9 (4)",
+        "1day",
+        "merged",
+        "1200",
+    ] {
+        assert!(all.contains(shown), "{shown}\n{all}");
+    }
+    app.handle_key(KeyEvent::from(KeyCode::Char('x')));
+    assert_eq!(app.overlay, None);
+}

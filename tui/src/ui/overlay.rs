@@ -23,6 +23,7 @@ const HELP: &[&str] = &[
     "Tab         next panel",
     "Enter       details of the selection; on an event, read it in full",
     "r           start a repair on the selected member",
+    "b           buckets: type, records, TTL, lost writes, most conflicted keys",
     "p           pause / resume updates",
     "?           this help",
     "",
@@ -61,6 +62,7 @@ impl App {
                 Some(event) => event_details(event, text_width, text_height),
                 None => ("event".into(), vec![Line::from("no such event")]),
             },
+            Overlay::Buckets => ("buckets".into(), buckets(&self.model.buckets, text_width)),
         };
         let width = (lines.iter().map(Line::width).max().unwrap_or(20) as u16 + 4)
             .max(title.chars().count() as u16 + 4)
@@ -180,6 +182,70 @@ impl App {
         }
         (title, lines)
     }
+}
+
+/// The buckets as a table: the conflicts column says what concurrent writes did (lost
+/// writes per second in a lww bucket, the most siblings in a siblings bucket; counters
+/// and sets merge them), and the hottest keys follow as far as the width allows.
+fn buckets(rows: &[crate::model::BucketRow], width: usize) -> Vec<Line<'static>> {
+    if rows.is_empty() {
+        return vec![Line::from("no buckets known yet")];
+    }
+    let header = [
+        "BUCKET",
+        "TYPE",
+        "RECORDS",
+        "TTL",
+        "CONFLICTS",
+        "MOST CONFLICTED",
+    ];
+    let mut table: Vec<[String; 6]> = vec![header.map(str::to_string)];
+    for b in rows {
+        let conflicts = match b.kind.as_str() {
+            "lww" => match b.lost_per_s {
+                Some(r) if r < 10.0 => format!("{r:.1} lost/s ({} in all)", b.lost),
+                Some(r) => format!("{} lost/s ({} in all)", rate(r), b.lost),
+                None => format!("{} lost", b.lost),
+            },
+            "siblings" if b.siblings_max > 1 => format!("up to {} siblings", b.siblings_max),
+            "siblings" => "no siblings".into(),
+            _ => "merged".into(),
+        };
+        let hot = b
+            .hot
+            .iter()
+            .map(|(k, n)| format!("{k} ({n})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        table.push([
+            b.name.clone(),
+            b.kind.clone(),
+            b.keys.map_or("-".into(), |k| k.to_string()),
+            b.ttl.clone().unwrap_or_else(|| "-".into()),
+            conflicts,
+            if hot.is_empty() { "-".into() } else { hot },
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|c| {
+            table
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    table
+        .into_iter()
+        .map(|r| {
+            let mut line = String::new();
+            for (c, w) in widths.iter().enumerate() {
+                line.push_str(&format!("{:<w$}  ", r[c], w = w));
+            }
+            line.push_str(&r[5]);
+            Line::from(cut(&line, width))
+        })
+        .collect()
 }
 
 fn help() -> Vec<Line<'static>> {

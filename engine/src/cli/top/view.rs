@@ -81,6 +81,8 @@ pub(super) struct Builder {
     writes: BTreeMap<String, Meter>,
     reads: BTreeMap<String, Meter>,
     hints: BTreeMap<String, Meter>,
+    /// Lost writes of each bucket on the watched node, by node and bucket.
+    lost: BTreeMap<(String, String), Meter>,
     throughput: VecDeque<u64>,
     last_sample: Instant,
     events: VecDeque<EventRow>,
@@ -107,6 +109,7 @@ impl Builder {
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             hints: BTreeMap::new(),
+            lost: BTreeMap::new(),
             throughput: VecDeque::new(),
             last_sample: now.instant,
             events: VecDeque::new(),
@@ -165,6 +168,12 @@ impl Builder {
         self.connection = Connection::Live;
         self.last_fresh = now.instant;
         self.watched = status.node.clone();
+        for b in &status.bucket_stats {
+            self.lost
+                .entry((status.node.clone(), b.name.clone()))
+                .or_default()
+                .record(now.instant, b.lost_writes);
+        }
         for m in &status.members {
             let state = MemberState::parse(&m.state).unwrap_or(MemberState::Dead);
             self.writes

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use vergent_tui::model::{
-    Connection, Dashboard, MemberRow, MemberState, PartitionCell, PartitionState, RepairRow,
+    BucketRow, Connection, Dashboard, MemberRow, MemberState, PartitionCell, PartitionState,
+    RepairRow,
 };
 
 use super::{Builder, Meter, Now, utc_time};
@@ -126,6 +127,32 @@ impl Builder {
                     bytes_moved: run.bytes_moved,
                     keys_per_s,
                     eta_s,
+                }
+            })
+            .collect();
+        model.buckets = status
+            .bucket_stats
+            .iter()
+            .map(|b| {
+                let hot = match b.kind {
+                    crate::buckets::BucketType::Siblings => &b.sibling_keys,
+                    _ => &b.lost_keys,
+                };
+                BucketRow {
+                    name: b.name.clone(),
+                    kind: b.kind.as_str().to_string(),
+                    ttl: b.ttl_ms.map(|ms| {
+                        humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+                    }),
+                    keys: b.keys,
+                    lost_per_s: self
+                        .lost
+                        .get(&(status.node.clone(), b.name.clone()))
+                        .and_then(Meter::rate)
+                        .map(|r| r.max(0.0)),
+                    lost: b.lost_writes,
+                    siblings_max: b.siblings_max,
+                    hot: hot.iter().map(|k| (k.key.clone(), k.count)).collect(),
                 }
             })
             .collect();
