@@ -447,6 +447,43 @@ async fn every_type_works_through_every_node() {
         ],
         "context",
     );
+    let long = "m".repeat(1025);
+    refused(
+        &certs,
+        n3,
+        &["sadd", "k", &long, "--bucket", "tags"],
+        "set member is 1025 bytes, the limit is 1024",
+    );
+    ok(
+        &certs,
+        n1,
+        &["bucket", "create", "lists", "--type", "siblings"],
+    );
+    assert!(
+        catalogs_agree(&certs, &[n1, n2, n3]).await,
+        "catalogs differ"
+    );
+    for i in 0..64 {
+        ok(
+            &certs,
+            &nodes[i % 3],
+            &[
+                "put",
+                "many",
+                &format!("v{i}"),
+                "--bucket",
+                "lists",
+                "--consistency",
+                "all",
+            ],
+        );
+    }
+    refused(
+        &certs,
+        n1,
+        &["put", "many", "v64", "--bucket", "lists"],
+        "too many siblings",
+    );
     let huge = i64::MAX.to_string();
     ok(&certs, n1, &["incr", "big", &huge, "--bucket", "hits"]);
     refused(
