@@ -802,9 +802,9 @@ mod counter_under_faults {
             alive(s) == 3
         })
         .await;
-        for i in 0..3 {
+        for (i, name) in NAMES.iter().enumerate() {
             let report = repair(&certs, addr(i), false).await;
-            eprintln!("repair via {}: {report:?}", NAMES[i]);
+            eprintln!("repair via {name}: {report:?}");
         }
         eprintln!("tally: {tally:?}");
         assert!(
@@ -818,12 +818,11 @@ mod counter_under_faults {
             tally.unknown
         );
         assert_eq!(tally.acked_count, 160);
-        for i in 0..3 {
+        for (i, name) in NAMES.iter().enumerate() {
             assert_eq!(
                 counter(&certs, i, Consistency::One).await,
                 tally.acked,
-                "the counter at one via {}",
-                NAMES[i]
+                "the counter at one via {name}"
             );
             assert_eq!(counter(&certs, i, Consistency::All).await, tally.acked);
         }

@@ -43,6 +43,7 @@ fn entry(key: String, hlc: u64) -> Entry {
                 node: NodeId(1),
             },
             payload: Payload::Value(vec![b'v'; 100]),
+            expires_ms: None,
         },
     }
 }

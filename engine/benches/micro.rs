@@ -21,6 +21,7 @@ fn record(hlc: u64) -> Record {
             node: NodeId(7),
         },
         payload: Payload::Value(vec![b'x'; 100]),
+        expires_ms: None,
     }
 }
 

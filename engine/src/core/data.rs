@@ -514,7 +514,7 @@ impl NodeCore {
                             // Expired: absent, by this node's clock (the HLC, so never
                             // earlier than a version it has seen).
                             let at = self.clock.read(now.wall_ms()).wall_ms();
-                            let record = record.filter(|r| !r.expires_ms.is_some_and(|e| e <= at));
+                            let record = record.filter(|r| r.expires_ms.is_none_or(|e| e > at));
                             if let (Some(key), Some(crate::types::State::Siblings(s))) =
                                 (read_key, record.as_ref().and_then(|r| r.payload.typed()))
                             {

@@ -50,7 +50,17 @@ pub(crate) struct UpdatesMade {
 
 enum Made {
     Running(Vec<ReplyTo>),
-    Done(Response),
+    Done(Box<Response>),
+}
+
+/// What an actor makes of a request for an update.
+enum Seen {
+    /// The first: make it.
+    New,
+    /// Being made: its answer goes to this request too, once made.
+    Running,
+    /// Made: this was its answer.
+    Done(Box<Response>),
 }
 
 /// Update ids an actor remembers. A duplicate arrives within a retry's time, so far
@@ -58,15 +68,15 @@ enum Made {
 const UPDATES_REMEMBERED: usize = 4_096;
 
 impl UpdatesMade {
-    /// Notes a request for update `id`; `false` when it is one already seen (its answer
-    /// is sent, or will be, to `reply` too).
-    fn first(&mut self, id: u64, reply: ReplyTo) -> Result<(), Option<Response>> {
+    /// Notes a request for update `id` from `reply`: new, or one already seen (its
+    /// answer is sent, or will be, to `reply` too).
+    fn first(&mut self, id: u64, reply: ReplyTo) -> Seen {
         match self.by_id.get_mut(&id) {
             Some(Made::Running(waiting)) => {
                 waiting.push(reply);
-                Err(None)
+                Seen::Running
             }
-            Some(Made::Done(response)) => Err(Some(response.clone())),
+            Some(Made::Done(response)) => Seen::Done(response.clone()),
             None => {
                 self.by_id.insert(id, Made::Running(vec![reply]));
                 self.order.push_back(id);
@@ -75,14 +85,17 @@ impl UpdatesMade {
                         self.by_id.remove(&old);
                     }
                 }
-                Ok(())
+                Seen::New
             }
         }
     }
 
     /// Update `id` is made: its answer, and who waits for it.
     fn done(&mut self, id: u64, response: &Response) -> Vec<ReplyTo> {
-        match self.by_id.insert(id, Made::Done(response.clone())) {
+        match self
+            .by_id
+            .insert(id, Made::Done(Box::new(response.clone())))
+        {
             Some(Made::Running(waiting)) => waiting,
             _ => Vec::new(),
         }
@@ -192,9 +205,9 @@ impl NodeCore {
         now: Now,
     ) {
         match self.updates_made.first(id, reply) {
-            Ok(()) => {}
-            Err(Some(answer)) => return self.respond(reply, answer),
-            Err(None) => return,
+            Seen::New => {}
+            Seen::Done(answer) => return self.respond(reply, *answer),
+            Seen::Running => return,
         }
         let partition = partition_of(&key, self.settings.partitions);
         let refusal = if let Err(err) = crate::limits::check_stored_key(&key) {
