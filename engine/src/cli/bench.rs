@@ -51,11 +51,24 @@ pub(crate) struct BenchArgs {
     /// Print no progress line.
     #[arg(long)]
     quiet: bool,
+    /// Write to this bucket instead of `default` (puts, or the updates of --update).
+    #[arg(long, value_name = "NAME")]
+    bucket: Option<String>,
+    /// Every operation is this typed update of a key drawn as for puts: `incr` adds 1
+    /// to a counter, `sadd` adds a member (one of 16) to a set; needs --bucket.
+    #[arg(long, value_enum, requires = "bucket")]
+    update: Option<UpdateOp>,
     /// Spread the clients over these nodes (comma-separated host:port) instead of --node.
     #[arg(long, value_delimiter = ',', value_name = "ADDRS")]
     spread: Vec<String>,
     #[command(flatten)]
     client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum UpdateOp {
+    Incr,
+    Sadd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -127,6 +140,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     for (i, client) in clients.into_iter().enumerate() {
         let (stop, done, issued) = (stop.clone(), done.clone(), issued.clone());
         let (keys, value) = (keys.clone(), vec![b'x'; args.value_bytes]);
+        let (bucket, update) = (args.bucket.clone(), args.update);
         tasks.push(tokio::spawn(async move {
             let mut rng = SplitMix(0x5eed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let mut result = ClientResult::default();
@@ -135,7 +149,30 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
                 let key = format!("bench-{:012}", keys.draw(&mut rng));
                 let pick = (rng.next() % u64::from(total)) as u32;
                 let began = Instant::now();
-                let outcome = if pick < mix.put {
+                let outcome = if let (Some(bucket), Some(update)) = (&bucket, update) {
+                    let change = match update {
+                        UpdateOp::Incr => crate::types::Change::Incr(1),
+                        UpdateOp::Sadd => {
+                            crate::types::Change::Add(vec![vec![b'a' + (rng.next() % 16) as u8]])
+                        }
+                    };
+                    client
+                        .update(bucket, key.as_bytes(), change, consistency)
+                        .await
+                        .map(|_| ())
+                } else if let (Some(bucket), true) = (&bucket, pick < mix.put) {
+                    client
+                        .write(
+                            bucket,
+                            key.as_bytes(),
+                            Some(&value),
+                            None,
+                            None,
+                            consistency,
+                        )
+                        .await
+                        .map(|_| ())
+                } else if pick < mix.put {
                     client
                         .put(key.as_bytes(), &value, consistency)
                         .await
