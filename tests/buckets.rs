@@ -920,3 +920,81 @@ async fn lost_writes_and_siblings_are_counted_per_bucket_in_status() {
     client.close().await;
     node.shutdown().await;
 }
+
+/// Leaves a stopped node's directory as the build before buckets wrote it: storage
+/// format 1 and no bucket catalog (the layout is otherwise the same).
+fn as_before_buckets(dir: &std::path::Path) {
+    // SAFETY: the node that used the directory has exited; nothing else maps the file.
+    #[allow(unsafe_code)]
+    let env = unsafe {
+        heed::EnvOpenOptions::new()
+            .map_size(1 << 30)
+            .max_dbs(8)
+            .open(dir)
+            .unwrap()
+    };
+    let mut wtxn = env.write_txn().unwrap();
+    let meta: heed::Database<heed::types::Str, heed::types::Bytes> = env
+        .open_database(&wtxn, Some("meta"))
+        .unwrap()
+        .expect("a meta table");
+    meta.put(&mut wtxn, "format_version", &1u32.to_be_bytes())
+        .unwrap();
+    meta.delete(&mut wtxn, "bucket_catalog").unwrap();
+    wtxn.commit().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_from_before_buckets_serves_every_key_from_default() {
+    let certs = TestCerts::new(&["n1"]).with_probe();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n1");
+    let mut node = ServeProcess::start("n1", certs.path(), &data, &[]);
+    for i in 0..30 {
+        ok(&certs, &node, &["put", &format!("k{i}"), &format!("v{i}")]);
+    }
+    ok(&certs, &node, &["delete", "k7"]);
+    node.terminate();
+    as_before_buckets(&data);
+
+    let node = ServeProcess::start("n1", certs.path(), &data, &[]);
+    for i in 0..30 {
+        let key = format!("k{i}");
+        let plain = cli(certs.path(), node.addr, &["get", &key]);
+        let named = cli(
+            certs.path(),
+            node.addr,
+            &["get", &key, "--bucket", "default"],
+        );
+        if i == 7 {
+            assert_eq!(plain.status.code(), Some(1), "the delete holds");
+            assert_eq!(named.status.code(), Some(1));
+        } else {
+            assert_eq!(
+                stdout(&plain),
+                format!("v{i}\n"),
+                "{key}: {}",
+                stderr(&plain)
+            );
+            assert_eq!(
+                stdout(&named),
+                format!("v{i}\n"),
+                "{key}: {}",
+                stderr(&named)
+            );
+        }
+    }
+    let list = ok(&certs, &node, &["bucket", "list"]);
+    assert!(list.contains("default"), "{list}");
+    // Buckets work on it from then on.
+    ok(
+        &certs,
+        &node,
+        &["bucket", "create", "hits", "--type", "counter"],
+    );
+    ok(&certs, &node, &["incr", "k1", "2", "--bucket", "hits"]);
+    assert_eq!(ok(&certs, &node, &["get", "k1", "--bucket", "hits"]), "2\n");
+    assert_eq!(ok(&certs, &node, &["get", "k1"]), "v1\n");
+    let verify = cli(certs.path(), node.addr, &["verify"]);
+    assert!(verify.status.success(), "{}", stdout(&verify));
+}
