@@ -125,6 +125,49 @@ proptest! {
         }
     }
 
+    /// As records, with the times and expiries replicas stamp them with (equal states
+    /// may come at different times, an update that changed nothing still stamps one):
+    /// whatever the order and duplication, one record, one Merkle leaf digest.
+    #[test]
+    fn any_order_and_duplication_of_typed_records_gives_the_same_record_and_digest(
+        ops in proptest::collection::vec(op(), 1..30),
+        stamps in proptest::collection::vec((0u64..8, proptest::option::of(0u64..4)), 60),
+        order in proptest::collection::vec(any::<prop::sample::Index>(), 1..60),
+    ) {
+        use crate::hlc::Timestamp;
+        use crate::record::{Merged, Record};
+        for states in histories(&ops) {
+            let records: Vec<Record> = states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let (hlc, expires) = stamps[i % stamps.len()];
+                    Record::typed(s.clone(), Timestamp::from_u64(hlc), expires.map(|e| 1_000 + e))
+                })
+                .collect();
+            let fold = |delivered: &[&Record]| {
+                let mut held = delivered[0].clone();
+                for r in &delivered[1..] {
+                    if let Merged::Changed(next) = held.merge(r) {
+                        held = next;
+                    }
+                }
+                held
+            };
+            let in_order: Vec<&Record> = records.iter().collect();
+            let mut shuffled: Vec<&Record> =
+                order.iter().map(|i| &records[i.index(records.len())]).collect();
+            shuffled.extend(records.iter().rev());
+            let (a, b) = (fold(&in_order), fold(&shuffled));
+            prop_assert_eq!(&a, &b);
+            let key = [9u8; 32];
+            prop_assert_eq!(
+                crate::tree::entry_hash(&key, b"k", &a),
+                crate::tree::entry_hash(&key, b"k", &b)
+            );
+        }
+    }
+
     #[test]
     fn a_counter_sums_every_increment_of_every_replica(
         incs in proptest::collection::vec((0usize..3, -1000i64..1000), 0..50),
