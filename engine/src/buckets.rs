@@ -158,6 +158,18 @@ pub fn split_key(internal: &[u8]) -> (BucketId, &[u8]) {
     }
 }
 
+/// Checks a key as stored (a user key with its bucket's prefix): what nodes send each
+/// other. The user key inside is held to [`crate::limits::KEY_BYTES_MAX`], so a peer cannot store in
+/// `default` a key no client could have written, and the whole stays within
+/// [`crate::limits::STORED_KEY_BYTES_MAX`].
+pub fn check_stored_key(key: &[u8]) -> Result<(), crate::limits::LimitError> {
+    if key.is_empty() {
+        return Err(crate::limits::LimitError::EmptyKey);
+    }
+    let (_, user) = split_key(key);
+    crate::limits::check_key(user)
+}
+
 /// Checks a bucket name: 1 to 64 of `a-z 0-9 _ - .`, starting with a letter or digit.
 pub fn check_name(name: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c);
@@ -350,6 +362,32 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_key_holds_its_user_key_to_480_bytes_whatever_its_bucket() {
+        let in_bucket = |len| internal_key(7, &vec![b'k'; len]);
+        assert!(check_stored_key(&in_bucket(crate::limits::KEY_BYTES_MAX)).is_ok());
+        assert_eq!(
+            in_bucket(crate::limits::KEY_BYTES_MAX).len(),
+            crate::limits::STORED_KEY_BYTES_MAX
+        );
+        assert_eq!(
+            check_stored_key(&in_bucket(crate::limits::KEY_BYTES_MAX + 1)),
+            Err(crate::limits::LimitError::KeyTooLong { len: 481 })
+        );
+        // A key of `default` as long as a bucketed one is still refused: no client
+        // could have written it.
+        assert_eq!(
+            check_stored_key(&[b'k'; crate::limits::STORED_KEY_BYTES_MAX]),
+            Err(crate::limits::LimitError::KeyTooLong {
+                len: crate::limits::STORED_KEY_BYTES_MAX
+            })
+        );
+        assert_eq!(
+            check_stored_key(b""),
+            Err(crate::limits::LimitError::EmptyKey)
+        );
+    }
     use crate::hlc::Timestamp;
     use crate::record::NodeId;
 

@@ -47,16 +47,6 @@ pub fn check_key(key: &[u8]) -> Result<(), LimitError> {
     }
 }
 
-/// Checks a key as stored (a user key with its bucket's prefix) against
-/// [`STORED_KEY_BYTES_MAX`]: what nodes send each other.
-pub fn check_stored_key(key: &[u8]) -> Result<(), LimitError> {
-    match key.len() {
-        0 => Err(LimitError::EmptyKey),
-        len if len > STORED_KEY_BYTES_MAX => Err(LimitError::KeyTooLong { len }),
-        _ => Ok(()),
-    }
-}
-
 /// Checks a value against `max` bytes.
 pub fn check_value(value: &[u8], max: usize) -> Result<(), LimitError> {
     if value.len() > max {

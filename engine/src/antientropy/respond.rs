@@ -12,7 +12,8 @@ use super::messages::{
     SyncResponse,
 };
 use super::tree::{self, FANOUT};
-use crate::limits::{STORED_KEY_BYTES_MAX, check_stored_key, check_value};
+use crate::buckets::check_stored_key;
+use crate::limits::{STORED_KEY_BYTES_MAX, check_value};
 use crate::placement::PartitionId;
 use crate::record::{Entry, Payload};
 use crate::storage::Store;

@@ -210,7 +210,7 @@ impl NodeCore {
             Seen::Running => return,
         }
         let partition = partition_of(&key, self.settings.partitions);
-        let refusal = if let Err(err) = crate::limits::check_stored_key(&key) {
+        let refusal = if let Err(err) = crate::buckets::check_stored_key(&key) {
             Some(ErrorReply::new(ErrorCode::LimitExceeded, err.to_string()))
         } else if !self.fill.filled().contains(partition) {
             Some(ErrorReply::new(

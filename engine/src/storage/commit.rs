@@ -250,7 +250,7 @@ impl Tables {
         encoded: &mut Vec<u8>,
         tree_deltas: &mut Vec<(Location, Delta)>,
     ) -> Result<(ApplyOutcome, Option<Record>), StoreError> {
-        crate::limits::check_stored_key(&entry.key)?;
+        crate::buckets::check_stored_key(&entry.key)?;
         let settings = *self.settings()?;
         let location = tree::locate(&entry.key, settings.partitions);
         let dkey = data_key(location, &entry.key);

@@ -463,7 +463,7 @@ impl Tables {
 
     fn get(&self, rtxn: &RoTxn<'_, WithoutTls>, key: &[u8]) -> Result<Option<Record>, StoreError> {
         // An empty key would name a tree leaf's own row.
-        crate::limits::check_stored_key(key)?;
+        crate::buckets::check_stored_key(key)?;
         let location = self.locate(key)?;
         let dkey = data_key(location, key);
         match self
