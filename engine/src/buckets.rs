@@ -70,6 +70,9 @@ pub enum BucketType {
     Set,
     /// A register that keeps concurrent writes as siblings.
     Siblings,
+    /// Bytes, every operation linearizable: each key's writes are agreed on by its
+    /// replicas (single-decree Paxos per key), and compare-and-set is offered.
+    Linearizable,
 }
 
 impl BucketType {
@@ -80,6 +83,7 @@ impl BucketType {
             BucketType::Counter => "counter",
             BucketType::Set => "set",
             BucketType::Siblings => "siblings",
+            BucketType::Linearizable => "linearizable",
         }
     }
 
@@ -90,8 +94,9 @@ impl BucketType {
             "counter" => Ok(BucketType::Counter),
             "set" => Ok(BucketType::Set),
             "siblings" => Ok(BucketType::Siblings),
+            "linearizable" => Ok(BucketType::Linearizable),
             other => Err(format!(
-                "unknown bucket type {other:?}: the types are lww, counter, set and siblings"
+                "unknown bucket type {other:?}: the types are lww, counter, set, siblings and linearizable"
             )),
         }
     }
@@ -268,6 +273,18 @@ impl Catalog {
         }
         if name == DEFAULT_BUCKET {
             return Err("the default bucket always exists and cannot be created".into());
+        }
+        if kind == BucketType::Linearizable {
+            if ttl_ms.is_some() {
+                return Err(format!(
+                    "a linearizable bucket's keys do not expire: create {name} without --ttl"
+                ));
+            }
+            if consistency.is_some() {
+                return Err(format!(
+                    "a linearizable bucket's operations are linearizable: create {name} without --consistency (a read may still ask for one, a possibly stale local read)"
+                ));
+            }
         }
         if let Some(existing) = self.get(name) {
             return Err(format!(

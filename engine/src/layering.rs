@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("record", 1),
     ("buckets", 2),
     ("tree", 2),
+    ("paxos", 2),
     ("storage", 3),
     ("coordinator", 4),
     ("antientropy", 4),

@@ -18,7 +18,7 @@
 //!                      └─ membership    SWIM, the roster, status gossip
 //!                          └─ coordinator, antientropy   the deterministic mechanisms
 //!                              └─ storage   LMDB tables, last-writer-wins apply, group commit
-//!                                  └─ tree      the Merkle tree's shape and digests
+//!                                  └─ tree, paxos   the Merkle tree's shape and digests; per-key Paxos
 //!                                      └─ record    versions and records
 //!                                          └─ base, hlc, limits, placement, types
 //! ```
@@ -27,6 +27,7 @@
 //! - [`tree`]: the shape of a partition's Merkle tree and its digest arithmetic.
 //! - [`hlc`]: hybrid logical clocks; time is passed in.
 //! - [`types`]: the typed values a bucket can hold (counter, set, siblings), as CRDTs.
+//! - [`paxos`]: single-decree Paxos per key (linearizable buckets): acceptor rules, quorums.
 //! - [`buckets`]: buckets and their types, the catalog every node holds, bucket keys.
 //! - [`record`]: node ids, versions (`(hlc, node)`, totally ordered), records, their stored form.
 //! - [`limits`]: key, value and frame bounds, with the errors that name them.
@@ -61,6 +62,7 @@ pub mod limits;
 pub mod membership;
 pub mod net;
 pub mod node;
+pub mod paxos;
 pub mod placement;
 pub mod policy;
 pub mod protocol;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod procs;
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};

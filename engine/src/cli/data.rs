@@ -24,7 +24,8 @@ pub(crate) struct GetArgs {
     /// to replace exactly the values read.
     #[arg(long)]
     show_context: bool,
-    /// Replicas to consult [default: the node's].
+    /// Replicas to consult [default: the bucket's, or the node's]. In a linearizable
+    /// bucket every read is linearizable, except at one: a local read that may be stale.
     #[arg(long, value_enum)]
     consistency: Option<ConsistencyArg>,
     /// Order this after a version the caller has seen (as `put` prints it, or just its

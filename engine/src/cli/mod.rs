@@ -5,6 +5,7 @@
 
 mod bench;
 mod bucket;
+mod cas;
 mod certs_cmd;
 mod data;
 mod demo;
@@ -57,6 +58,9 @@ enum Command {
     Sadd(typed::MembersArgs),
     /// Remove members from a set.
     Srem(typed::MembersArgs),
+    /// Compare-and-set a key of a linearizable bucket: write it only if it holds what
+    /// is expected (exit 1, with what it holds, if not).
+    Cas(cas::CasArgs),
     /// Show the cluster as the node sees it: members, states, clocks, hints.
     Status(data::StatusArgs),
     /// Stream every change the node applies.
@@ -207,6 +211,7 @@ pub fn main() -> ExitCode {
         Command::Incr(args) => with_runtime(|| typed::incr(args)),
         Command::Sadd(args) => with_runtime(|| typed::sadd(args)),
         Command::Srem(args) => with_runtime(|| typed::srem(args)),
+        Command::Cas(args) => with_runtime(|| cas::cas(args)),
         Command::Status(args) => with_runtime(|| data::status(args)),
         Command::Watch(args) => with_runtime(|| data::watch(args)),
         Command::Leave(args) => with_runtime(|| data::leave(args)),
@@ -223,7 +228,10 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             if failure.status == 1 {
-                eprintln!("{}", failure.message);
+                // A JSON answer said it on stdout already.
+                if !failure.message.is_empty() {
+                    eprintln!("{}", failure.message);
+                }
             } else {
                 eprintln!("error: {}", failure.message);
             }

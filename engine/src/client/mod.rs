@@ -95,6 +95,7 @@ impl ClientError {
                 ErrorCode::Refused => "refused",
                 ErrorCode::NoSuchBucket => "no such bucket",
                 ErrorCode::WrongType => "wrong type",
+                ErrorCode::Contention => "contention",
             },
         }
     }
@@ -115,6 +116,15 @@ pub enum Read {
     Value(Option<(Vec<u8>, VersionInfo)>),
     /// A typed bucket's value.
     Typed(crate::protocol::TypedValue),
+}
+
+/// What a compare-and-set did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cas {
+    /// The key held what was expected and now holds the new value, at this version.
+    Swapped(VersionInfo),
+    /// The key held something else: this value and version, or nothing.
+    NotSwapped(Option<(Vec<u8>, VersionInfo)>),
 }
 
 /// What one client has seen: the highest version among the answers it got. Sent with
@@ -428,6 +438,37 @@ impl Client {
             after: self.session.seen(),
         };
         self.written("update", &request).await
+    }
+
+    /// Compare-and-set on a key of a linearizable bucket: writes `value` (`None`
+    /// deletes) if the key holds what `expect` says.
+    pub async fn cas(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        expect: crate::paxos::Expect,
+        value: Option<&[u8]>,
+    ) -> Result<Cas, ClientError> {
+        let request = Request::Cas {
+            bucket: bucket.to_string(),
+            key: key.to_vec(),
+            expect,
+            value: value.map(<[u8]>::to_vec),
+            after: self.session.seen(),
+        };
+        match self.request(&request).await? {
+            Response::Written { version } => {
+                self.session.observe(version.version.hlc);
+                Ok(Cas::Swapped(version))
+            }
+            Response::NotSwapped { found } => {
+                if let Some((_, version)) = &found {
+                    self.session.observe(version.version.hlc);
+                }
+                Ok(Cas::NotSwapped(found))
+            }
+            other => Err(unexpected("cas", &other)),
+        }
     }
 
     async fn written(&self, what: &str, request: &Request) -> Result<VersionInfo, ClientError> {

@@ -129,4 +129,12 @@ pub struct Counters {
     pub reads: u64,
     /// Versions refused for coming from too far ahead.
     pub clock_refusals: u64,
+    /// Operations on linearizable keys completed.
+    pub lin_ops: u64,
+    /// Round trips those operations took (a prepare or an accept phase each).
+    pub lin_round_trips: u64,
+    /// Reads answered after the prepare alone (the value was settled).
+    pub lin_fast: u64,
+    /// Attempts retried after a prepare found no quorum (contention, replicas away).
+    pub lin_retries: u64,
 }

@@ -12,6 +12,7 @@ use crate::buckets::{Bucket, BucketType};
 use crate::coordinator::{Action, OpError, Outcome};
 use crate::limits::{LimitError, check_key, check_value};
 use crate::membership::MemberState;
+use crate::paxos::LinOp;
 use crate::placement::partition_of;
 use crate::policy::unheard_refusal;
 use crate::protocol::{ErrorCode, ErrorReply};
@@ -36,12 +37,45 @@ fn wrong_type(bucket: &str, kind: &str, op: &str) -> ErrorReply {
         "counter" => "incr",
         "set" => "sadd and srem",
         "siblings" => "put with --context",
+        "linearizable" => "put, get, delete and cas",
         _ => "put and delete",
     };
     ErrorReply::new(
         ErrorCode::WrongType,
         format!("{op} does not apply to bucket {bucket}, a {kind} bucket: use {hint}"),
     )
+}
+
+/// What a write to a linearizable bucket may not ask for: an expiry, a siblings
+/// context, or a consistency (its writes are always linearizable).
+fn linearizable_write_checks(
+    bucket: &Bucket,
+    ttl_ms: Option<u64>,
+    context: &Option<crate::types::Context>,
+    consistency: Option<Consistency>,
+) -> Result<(), ErrorReply> {
+    let refused = |what: &str| {
+        Err(ErrorReply::new(
+            ErrorCode::WrongType,
+            format!(
+                "{what} does not apply to bucket {}, a linearizable bucket",
+                bucket.name
+            ),
+        ))
+    };
+    if ttl_ms.is_some() {
+        return refused("a TTL (its keys do not expire)");
+    }
+    if context.is_some() {
+        return refused("a context (it keeps no siblings)");
+    }
+    if let Some(level) = consistency {
+        return refused(&format!(
+            "consistency {} on a write (its writes are always linearizable; a consistency applies to its reads, where one is a possibly stale local read)",
+            level.as_str()
+        ));
+    }
+    Ok(())
 }
 
 fn op_error(err: OpError) -> ErrorReply {
@@ -57,7 +91,7 @@ impl NodeCore {
     /// An ask of the driver's: a client's operation, an admin's, or the node's own.
     pub fn handle_ask(&mut self, ask_id: AskId, ask: Ask, now: Now, store: &Store) {
         match ask {
-            Ask::Get { .. } | Ask::Put { .. } | Ask::Update { .. } => {
+            Ask::Get { .. } | Ask::Put { .. } | Ask::Update { .. } | Ask::Cas { .. } => {
                 self.data_ask(ask_id, ask, false, now, store);
                 self.settle(now, store);
                 return;
@@ -142,7 +176,7 @@ impl NodeCore {
         now: Now,
         store: &Store,
     ) {
-        let writes = matches!(ask, Ask::Put { .. } | Ask::Update { .. });
+        let writes = matches!(ask, Ask::Put { .. } | Ask::Update { .. } | Ask::Cas { .. });
         if writes && !waited && self.clock_unmeasured(now) {
             // Not compared with the cluster yet (just started): probe first.
             self.probe_all(now);
@@ -160,6 +194,11 @@ impl NodeCore {
                 .resolve(bucket.as_deref(), &key)
                 .and_then(|(bucket, key)| {
                     let level = consistency.or(bucket.consistency);
+                    if bucket.kind == BucketType::Linearizable && level != Some(Consistency::One) {
+                        return self
+                            .begin_linearizable(ask_id, key, LinOp::Get, after, now, store)
+                            .map(|()| None);
+                    }
                     let siblings = (bucket.kind == BucketType::Siblings).then(|| key.clone());
                     let op = self.begin_get(key, level, after, now)?;
                     if let Some(key) = siblings {
@@ -178,6 +217,13 @@ impl NodeCore {
             } => self
                 .resolve(bucket.as_deref(), &key)
                 .and_then(|(bucket, internal)| {
+                    if bucket.kind == BucketType::Linearizable {
+                        linearizable_write_checks(&bucket, ttl_ms, &context, consistency)?;
+                        let op = LinOp::Put(payload.value().map(<[u8]>::to_vec));
+                        return self
+                            .begin_linearizable(ask_id, internal, op, after, now, store)
+                            .map(|()| None);
+                    }
                     let level = consistency.or(bucket.consistency);
                     if let Some(ttl) = ttl_ms {
                         crate::buckets::check_ttl(ttl)
@@ -275,6 +321,29 @@ impl NodeCore {
                         ttl_ms: bucket.ttl_ms,
                     };
                     self.begin_update(ask_id, internal, update, level, after, now, store)
+                        .map(|()| None)
+                }),
+            Ask::Cas {
+                bucket,
+                key,
+                expect,
+                value,
+                after,
+            } => self
+                .resolve(Some(&bucket), &key)
+                .and_then(|(bucket, internal)| {
+                    if bucket.kind != BucketType::Linearizable {
+                        return Err(ErrorReply::new(
+                            ErrorCode::WrongType,
+                            format!(
+                                "cas applies to linearizable buckets; {} is a {} bucket (make one with: vergent bucket create NAME --type linearizable)",
+                                bucket.name,
+                                bucket.kind.as_str()
+                            ),
+                        ));
+                    }
+                    let op = LinOp::Cas { expect, value };
+                    self.begin_linearizable(ask_id, internal, op, after, now, store)
                         .map(|()| None)
                 }),
             _ => return,
@@ -666,6 +735,9 @@ impl NodeCore {
                 ttl_ms,
                 id,
             } => self.update_request(reply, id, key, Update { change, ttl_ms }, now),
+            request @ (Request::Prepare { .. } | Request::Accept { .. }) => {
+                self.acceptor_request(reply, request, now, store)
+            }
             Request::Catalog(theirs) => {
                 self.take_catalog(&theirs);
                 self.respond(reply, Response::Catalog(self.catalog.clone()));

@@ -29,6 +29,7 @@ impl NodeCore {
             }
             Purpose::Catalog => self.catalog_answered(pending, response),
             Purpose::Update { .. } => self.update_answered(pending, Ok(response), now),
+            Purpose::Paxos(_) => self.paxos_answered(pending, Ok(response), now, store),
         }
     }
 
@@ -52,6 +53,7 @@ impl NodeCore {
                         | Purpose::Read(_)
                         | Purpose::ReadRepair
                         | Purpose::Hints { .. }
+                        | Purpose::Paxos(_)
                 ) {
                     self.lost(&pending.to, &why);
                 }
@@ -73,6 +75,7 @@ impl NodeCore {
                 self.recheck_awaiting_clock(now, store);
             }
             Purpose::Update { .. } => self.update_answered(pending, Err(why), now),
+            Purpose::Paxos(_) => self.paxos_answered(pending, Err(why), now, store),
             Purpose::Consult | Purpose::Catalog => self.event(CoreEvent::Debug(format!(
                 "no answer from {}: {why}",
                 pending.to
@@ -196,6 +199,10 @@ impl NodeCore {
                 };
                 self.updated(key, waiting, result, now);
             }
+            StorePurpose::Paxos {
+                acceptor_for,
+                landing,
+            } => self.acceptor_stored(acceptor_for, landing, done, now, store),
             StorePurpose::DroppedBuckets(ids) => match done {
                 StoreDone::Count(records) => self.event(CoreEvent::BucketsDropped { ids, records }),
                 other => self.event(CoreEvent::StoreFailed {

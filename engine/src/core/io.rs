@@ -142,6 +142,19 @@ pub enum Ask {
         /// The highest version the client's session has seen.
         after: Option<Timestamp>,
     },
+    /// Compare-and-set a key of a linearizable bucket.
+    Cas {
+        /// Its bucket.
+        bucket: String,
+        /// The key.
+        key: Vec<u8>,
+        /// What the key must hold.
+        expect: crate::paxos::Expect,
+        /// What it then holds; `None` deletes it.
+        value: Option<Vec<u8>>,
+        /// The highest version the client's session has seen.
+        after: Option<Timestamp>,
+    },
     /// This node's status of the cluster.
     Status,
     /// What this node knows of every member (what a seed tells a joining node).
@@ -226,6 +239,9 @@ pub enum Answer {
     Repaired(Box<RepairReport>),
     /// Buckets: those defined, the one asked for, created or deleted.
     Buckets(Vec<Bucket>),
+    /// A compare-and-set found the key holding something else: this record
+    /// (a tombstone, or nothing, when it holds no value).
+    NotSwapped(Option<Record>),
     /// Refused or failed, and why.
     Failed(ErrorReply),
 }
@@ -264,6 +280,20 @@ pub enum StoreWork {
         /// The bucket's TTL.
         ttl_ms: Option<u64>,
     },
+    /// An acceptor's prepare of `key` at `ballot`.
+    Prepare {
+        /// The key, as stored.
+        key: Vec<u8>,
+        /// The ballot.
+        ballot: crate::paxos::Ballot,
+    },
+    /// An acceptor's accept of `record` for `key`.
+    Accept {
+        /// The key, as stored.
+        key: Vec<u8>,
+        /// The record, at the proposal's ballot.
+        record: Record,
+    },
 }
 
 /// What a [`StoreWork`] did.
@@ -277,6 +307,10 @@ pub enum StoreDone {
     Record(Record),
     /// Done.
     Done,
+    /// An acceptor's answer to a prepare.
+    Promise(crate::paxos::PrepareReply),
+    /// An acceptor's answer to an accept.
+    Accept(crate::paxos::AcceptReply),
     /// Failed, and the answer a requester gets for it.
     Failed(ErrorReply),
 }
@@ -300,6 +334,18 @@ impl From<Vec<ApplyOutcome>> for StoreDone {
 impl From<Record> for StoreDone {
     fn from(record: Record) -> StoreDone {
         StoreDone::Record(record)
+    }
+}
+
+impl From<crate::paxos::PrepareReply> for StoreDone {
+    fn from(reply: crate::paxos::PrepareReply) -> StoreDone {
+        StoreDone::Promise(reply)
+    }
+}
+
+impl From<crate::paxos::AcceptReply> for StoreDone {
+    fn from(reply: crate::paxos::AcceptReply) -> StoreDone {
+        StoreDone::Accept(reply)
     }
 }
 
@@ -352,6 +398,10 @@ pub fn carry_out(store: &Store, work: StoreWork) -> StoreDone {
             at,
             ttl_ms,
         } => StoreDone::from_result(store.update_now(&key, &change, actor, at, ttl_ms)),
+        StoreWork::Prepare { key, ballot } => {
+            StoreDone::from_result(store.prepare_now(&key, ballot))
+        }
+        StoreWork::Accept { key, record } => StoreDone::from_result(store.accept_now(&key, record)),
     }
 }
 
@@ -552,6 +602,8 @@ pub(crate) enum Purpose {
         waiting: super::typed::UpdateFor,
         key: Vec<u8>,
     },
+    /// A phase of a proposal, asked of one of its acceptors.
+    Paxos(super::paxos::Asked),
 }
 
 /// The partitions and tombstones a write is about to change: they hold handoff and
@@ -616,6 +668,11 @@ pub(crate) enum StorePurpose {
     Update {
         key: Vec<u8>,
         waiting: super::typed::UpdateFor,
+        landing: Landing,
+    },
+    /// A prepare or an accept as an acceptor, and who waits for the answer.
+    Paxos {
+        acceptor_for: super::paxos::AcceptorFor,
         landing: Landing,
     },
 }

@@ -38,6 +38,7 @@ mod hints;
 mod io;
 mod members;
 mod pacer;
+mod paxos;
 mod status;
 mod sync;
 mod typed;
@@ -134,6 +135,8 @@ pub struct NodeCore {
     updates_made: typed::UpdatesMade,
     /// Concurrent writes seen, per bucket.
     conflicts: conflicts::ConflictBook,
+    /// Proposals on linearizable keys this node makes.
+    proposals: paxos::Proposals,
     /// Repairs waiting for the round in progress.
     repairs: VecDeque<sync::RepairAsk>,
     books: SyncBooks,
@@ -229,6 +232,7 @@ impl NodeCore {
             buckets_dropped: BTreeSet::new(),
             updates_made: typed::UpdatesMade::default(),
             conflicts: conflicts::ConflictBook::default(),
+            proposals: paxos::Proposals::default(),
             held_syncs: Vec::new(),
             books: SyncBooks::default(),
             arrivals: TombstoneArrivals::new(boot.settings.partitions),
@@ -312,7 +316,12 @@ impl NodeCore {
 
     /// Coordinated operations in flight.
     pub fn ops_in_flight(&self) -> usize {
-        self.coordinator.in_flight()
+        self.coordinator.in_flight() + self.proposals.in_flight()
+    }
+
+    /// Proposals on linearizable keys in flight.
+    pub fn proposals_in_flight(&self) -> usize {
+        self.proposals.in_flight()
     }
 
     /// Why this node serves no data now, if it does not: it stepped aside for another
@@ -347,6 +356,7 @@ impl NodeCore {
             self.later.keys().next().map(|&(at, _)| at),
             self.round.as_ref().and_then(Round::poll_timeout),
             self.held_syncs.iter().map(|h| h.at).min(),
+            self.proposals.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -420,6 +430,7 @@ impl NodeCore {
             self.hints_due = Millis(mono.0 + HINTS_PERIOD_MS);
             self.deliver_hints(now, store);
         }
+        self.paxos_timeout(now, store);
         self.round_timeout(now, store);
         self.held_syncs_due(now, store);
         self.recheck_awaiting_clock(now, store);

@@ -444,6 +444,14 @@ impl Driver {
                 let f = store.update(key, change, actor, at, ttl_ms);
                 Box::pin(async move { (id, StoreDone::from_result(f.await)) })
             }
+            StoreWork::Prepare { key, ballot } => {
+                let f = store.prepare(key, ballot);
+                Box::pin(async move { (id, StoreDone::from_result(f.await)) })
+            }
+            StoreWork::Accept { key, record } => {
+                let f = store.accept(key, record);
+                Box::pin(async move { (id, StoreDone::from_result(f.await)) })
+            }
         };
         self.stores.push(done);
     }

@@ -21,7 +21,7 @@ use crate::types::Change;
 /// The ALPN protocol id every Vergent connection negotiates.
 pub const ALPN: &[u8] = b"vergent/1";
 /// The message protocol version sent in [`Request::Hello`].
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 pub use crate::base::{Consistency, Role};
 
@@ -200,6 +200,36 @@ pub enum Request {
         /// The highest version the client's session has seen.
         after: Option<Timestamp>,
     },
+    /// Writes `value` (`None`: deletes) to a key of a linearizable bucket if it holds
+    /// what `expect` says. Answered with `Written` (swapped) or `NotSwapped`.
+    Cas {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: Vec<u8>,
+        /// What the key must hold.
+        expect: crate::paxos::Expect,
+        /// What it then holds; `None` deletes it.
+        value: Option<Vec<u8>>,
+        /// The highest version the client's session has seen.
+        after: Option<Timestamp>,
+    },
+    /// Internode: promise `ballot` for `key` (stored form) as its acceptor, and say
+    /// what is accepted. Answered with `Promise`. Node role only.
+    Prepare {
+        /// The key, as stored.
+        key: Vec<u8>,
+        /// The proposal's ballot.
+        ballot: crate::paxos::Ballot,
+    },
+    /// Internode: accept `record` (at its version's ballot) for `key` as its acceptor.
+    /// Answered with `Accept`. Node role only.
+    Accept {
+        /// The key, as stored.
+        key: Vec<u8>,
+        /// The value proposed, at the proposal's ballot.
+        record: Record,
+    },
 }
 
 /// A typed value as a client reads it.
@@ -281,6 +311,9 @@ impl Request {
             Request::Read { .. } => "read",
             Request::Write { .. } => "write",
             Request::Update { .. } => "update",
+            Request::Cas { .. } => "cas",
+            Request::Prepare { .. } => "prepare",
+            Request::Accept { .. } => "accept",
             Request::Buckets(BucketRequest::Create { .. }) => "bucket create",
             Request::Buckets(BucketRequest::Delete { .. }) => "bucket delete",
             Request::Buckets(BucketRequest::List) => "bucket list",
@@ -301,10 +334,13 @@ impl Request {
             | Request::Read { .. }
             | Request::Write { .. }
             | Request::Update { .. }
+            | Request::Cas { .. }
             | Request::Buckets(BucketRequest::List | BucketRequest::Show { .. }) => Role::Client,
             Request::Replicate { .. }
             | Request::Catalog(_)
             | Request::UpdateLocal { .. }
+            | Request::Prepare { .. }
+            | Request::Accept { .. }
             | Request::ReadLocal { .. }
             | Request::Join { .. }
             | Request::Sync(_)
@@ -462,6 +498,15 @@ pub enum Response {
     Buckets(Vec<Bucket>),
     /// The answer to [`Request::Read`] in a counter, set or siblings bucket.
     Typed(TypedValue),
+    /// The answer to [`Request::Cas`] when the key held something else: what it holds.
+    NotSwapped {
+        /// The value and version, when the key holds a value.
+        found: Option<(Vec<u8>, VersionInfo)>,
+    },
+    /// The answer to [`Request::Prepare`].
+    Promise(crate::paxos::PrepareReply),
+    /// The answer to [`Request::Accept`].
+    Accept(crate::paxos::AcceptReply),
 }
 
 /// One member as the answering node sees it.
@@ -647,6 +692,8 @@ pub enum ErrorCode {
     NoSuchBucket,
     /// The operation does not apply to the bucket's type (`incr` on a set).
     WrongType,
+    /// Other proposals on the same linearizable key kept winning; nothing was written.
+    Contention,
 }
 
 /// A failed request: a code for programs and one line for people.

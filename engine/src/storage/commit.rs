@@ -11,8 +11,8 @@ use super::*;
 /// one typed method; dropping a batch without [`Tables::transaction`] finishing it
 /// aborts the transaction, and nothing derived is touched.
 pub(crate) struct Batch<'t> {
-    tables: &'t Tables,
-    wtxn: RwTxn<'t>,
+    pub(super) tables: &'t Tables,
+    pub(super) wtxn: RwTxn<'t>,
     /// The highest version written, which the HLC high-water mark is raised to.
     high_water: Timestamp,
     /// Where a rewrite lowers the high-water mark to.
@@ -188,6 +188,11 @@ impl Batch<'_> {
                 .purge_tombstone(&mut self.wtxn, key, *version, &mut self.tree_deltas)?
             {
                 purged += 1;
+                // A linearizable key's acceptors must never accept below a delete
+                // collected here (see `crate::paxos`).
+                let partition = self.tables.locate(key)?.partition;
+                self.tables
+                    .raise_paxos_floor(&mut self.wtxn, partition, *version)?;
             }
         }
         Ok(purged)
@@ -259,6 +264,17 @@ impl Tables {
         let record = match &previous {
             Some(old) if old.version == incoming => {
                 return Ok((ApplyOutcome::AlreadyPresent, None));
+            }
+            // A linearizable key's acceptor promised a higher ballot: a record below it
+            // (a late accept, a copy by anti-entropy or read repair) is refused, as an
+            // accept would be. Only such keys have promises.
+            _ if self.promised_above(wtxn, &entry.key, incoming)? => {
+                return Ok((
+                    ApplyOutcome::Superseded {
+                        current: previous.as_ref().map_or(incoming, |old| old.version),
+                    },
+                    None,
+                ));
             }
             Some(old) => match old.merge(&entry.record) {
                 Merged::Kept if old.payload.typed().is_some() => {

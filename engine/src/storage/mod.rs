@@ -25,6 +25,7 @@ pub mod hints;
 mod keys;
 mod meta;
 mod open;
+mod paxos;
 mod space;
 mod trees;
 mod upkeep;
@@ -143,6 +144,8 @@ pub(crate) struct Tables {
     env: Env<WithoutTls>,
     data: Database<Bytes, Bytes>,
     hints: Database<Bytes, Bytes>,
+    /// Promises of linearizable keys' acceptors, by key as stored.
+    promises: Database<Bytes, Bytes>,
     members: Database<Str, Bytes>,
     meta: Database<Str, Bytes>,
     cluster: Arc<OnceLock<ClusterSettings>>,

@@ -96,6 +96,9 @@ pub(super) fn open_tables(
     let members = env
         .create_database(&mut wtxn, Some("members"))
         .map_err(StoreError::lmdb("creating the members table"))?;
+    let promises = env
+        .create_database(&mut wtxn, Some("promises"))
+        .map_err(StoreError::lmdb("creating the promises table"))?;
 
     if existing {
         upgrade_to_buckets(&meta, &data, &mut wtxn, dir)?;
@@ -111,6 +114,7 @@ pub(super) fn open_tables(
         env: env.clone(),
         data,
         hints,
+        promises,
         members,
         meta,
         cluster: Arc::new(OnceLock::new()),

@@ -161,7 +161,36 @@ impl Shared {
                 Answer::Members(members) => Ok(Response::Members(members)),
                 other => Err(unexpected(other)),
             },
+            Request::Cas {
+                bucket,
+                key,
+                expect,
+                value,
+                after,
+            } => {
+                let ask = Ask::Cas {
+                    bucket,
+                    key,
+                    expect,
+                    value,
+                    after,
+                };
+                let cas = async {
+                    match self.core.ask(ask).await {
+                        Answer::Written(version) => Ok(Response::Written {
+                            version: self.describe(version),
+                        }),
+                        Answer::NotSwapped(record) => Ok(Response::NotSwapped {
+                            found: self.found(record),
+                        }),
+                        other => Err(unexpected(other)),
+                    }
+                };
+                self.measured("cas", None, cas).await
+            }
             request @ (Request::Replicate { .. }
+            | Request::Prepare { .. }
+            | Request::Accept { .. }
             | Request::ReadLocal { .. }
             | Request::Sync(_)
             | Request::Catalog(_)
@@ -215,12 +244,9 @@ impl Shared {
         match self.core.ask(ask).await {
             Answer::Read {
                 record,
-                kind: BucketType::Lww,
+                kind: BucketType::Lww | BucketType::Linearizable,
             } => Ok(Response::Value {
-                found: record.and_then(|record| match record.payload {
-                    Payload::Value(value) => Some((value, self.describe(record.version))),
-                    Payload::Tombstone | Payload::Typed(_) => None,
-                }),
+                found: self.found(record),
             }),
             Answer::Read { record, kind } => Ok(Response::Typed(typed_value(record, kind))),
             other => Err(unexpected(other)),
@@ -257,6 +283,14 @@ impl Shared {
             }),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// A record's value and version as a client reads them (nothing for a tombstone).
+    fn found(&self, record: Option<Record>) -> Option<(Vec<u8>, crate::protocol::VersionInfo)> {
+        record.and_then(|record| match record.payload {
+            Payload::Value(value) => Some((value, self.describe(record.version))),
+            Payload::Tombstone | Payload::Typed(_) => None,
+        })
     }
 
     async fn verify(self: &Arc<Self>) -> Result<Response, ErrorReply> {

@@ -1,0 +1,822 @@
+//! Linearizable buckets: each operation on a key is a proposal of single-decree Paxos
+//! over the key's replicas (see [`crate::paxos`]), made by the node the client asked.
+//!
+//! A proposal's attempt prepares at a fresh ballot, then accepts what its operation
+//! makes of the current value. An attempt whose prepare cannot gather a quorum (a
+//! higher ballot met, replicas away) is retried after a random pause, up to
+//! [`ATTEMPTS_MAX`] attempts, and then fails with `contention` or `unavailable`: no
+//! acceptor took anything of it, so the failure is definite. An accept that cannot
+//! gather a quorum is retried only for a read (writing back a value changes nothing);
+//! a write's outcome is then unknown, and the client is told so, because an acceptor
+//! that accepted it may carry it into the next proposal.
+
+use super::io::{Landing, Pending, Purpose, StorePurpose};
+use super::*;
+use crate::paxos::{
+    AcceptReply, Ballot, Expect, LinOp, PrepareReply, Step, current as current_value, enough,
+};
+use crate::placement::ReplicaSet;
+use crate::protocol::{ErrorCode, ErrorReply};
+use crate::record::{Payload, Record, Version};
+
+/// Attempts of one proposal before it gives up.
+pub const ATTEMPTS_MAX: u32 = 8;
+/// The first retry's pause is drawn below this; each retry doubles it.
+const BACKOFF_BASE_MS: u64 = 4;
+/// The longest pause drawn before a retry.
+const BACKOFF_MAX_MS: u64 = 250;
+
+/// Which proposal, attempt and acceptor a request or store change was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Asked {
+    proposal: u64,
+    /// The phase: the proposal's round trip it was sent in.
+    phase: u32,
+    target: usize,
+}
+
+/// Who waits for an acceptor's answer.
+pub(crate) enum AcceptorFor {
+    /// A proposal of this node's.
+    Local(Asked),
+    /// A peer's proposal.
+    Peer(ReplyTo),
+}
+
+/// An acceptor's answer, as a proposal counts it.
+#[derive(Debug, Clone)]
+enum Heard {
+    Waiting,
+    /// A replica's record, read without a promise.
+    Peeked(Option<Record>),
+    Promised {
+        accepted: Option<Record>,
+        quiet: bool,
+    },
+    Accepted,
+    Rejected(Ballot),
+    Failed(String),
+}
+
+enum Phase {
+    /// A read of the replicas' records, no promise asked: enough of them at one
+    /// ballot is a value chosen, and answers a read or a compare-and-set that does
+    /// not match without disturbing any proposal.
+    Peek,
+    Prepare,
+    /// What the client is told once the value proposed is chosen.
+    Accept {
+        outcome: Outcome,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Outcome {
+    Written(Version),
+    Read(Option<Record>),
+    NotSwapped(Option<Record>),
+}
+
+struct Proposal {
+    ask: AskId,
+    key: Vec<u8>,
+    op: LinOp,
+    attempt: u32,
+    ballot: Ballot,
+    /// The highest ballot an acceptor told of.
+    seen: Option<Ballot>,
+    set: ReplicaSet,
+    phase: Phase,
+    heard: Vec<Heard>,
+    round_trips: u32,
+    /// The ballot of an earlier attempt whose write some acceptor may hold: the next
+    /// prepare tells whether it was chosen.
+    recover: Option<Ballot>,
+}
+
+/// The proposals this node makes.
+#[derive(Default)]
+pub(crate) struct Proposals {
+    by_id: BTreeMap<u64, Proposal>,
+    next: u64,
+    /// Attempts waiting out their pause, by when.
+    retries: BTreeSet<(Millis, u64)>,
+    /// The keys with a proposal running, and the proposals waiting their turn: one
+    /// at a time per key, so this node's proposals never compete with each other.
+    busy: BTreeMap<Vec<u8>, VecDeque<u64>>,
+}
+
+impl Proposals {
+    /// Proposals in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// When the next retry is due.
+    pub(crate) fn poll_timeout(&self) -> Option<Millis> {
+        self.retries.first().map(|&(at, _)| at)
+    }
+}
+
+impl NodeCore {
+    /// Starts a client's operation on a key of a linearizable bucket.
+    pub(super) fn begin_linearizable(
+        &mut self,
+        ask: AskId,
+        key: Vec<u8>,
+        op: LinOp,
+        after: Option<Timestamp>,
+        now: Now,
+        store: &Store,
+    ) -> Result<(), ErrorReply> {
+        let value = match &op {
+            LinOp::Put(value) | LinOp::Cas { value, .. } => value.as_deref(),
+            LinOp::Get => None,
+        };
+        if let Some(value) = value {
+            crate::limits::check_value(value, self.config.value_bytes_max)
+                .map_err(|e| ErrorReply::new(ErrorCode::LimitExceeded, e.to_string()))?;
+        }
+        if let LinOp::Cas {
+            expect: Expect::Value(want),
+            ..
+        } = &op
+        {
+            crate::limits::check_value(want, self.config.value_bytes_max)
+                .map_err(|e| ErrorReply::new(ErrorCode::LimitExceeded, e.to_string()))?;
+        }
+        // Every proposal issues a ballot, a version a read may write back.
+        self.may_issue(now)?;
+        self.observe_session(after, now)?;
+        if op.reads() {
+            self.counters.reads += 1;
+        } else {
+            self.counters.writes += 1;
+        }
+        let id = self.proposals.next;
+        self.proposals.next += 1;
+        let proposal = Proposal {
+            ask,
+            key,
+            op,
+            attempt: 0,
+            ballot: Ballot::default(),
+            seen: None,
+            set: ReplicaSet::settled(Vec::new()),
+            phase: Phase::Prepare,
+            heard: Vec::new(),
+            round_trips: 0,
+            recover: None,
+        };
+        if let Some(queue) = self.proposals.busy.get_mut(&proposal.key) {
+            queue.push_back(id);
+            self.proposals.by_id.insert(id, proposal);
+            return Ok(());
+        }
+        self.proposals
+            .busy
+            .insert(proposal.key.clone(), VecDeque::new());
+        self.proposals.by_id.insert(id, proposal);
+        self.start(id, now, store);
+        Ok(())
+    }
+
+    /// Runs proposal `id`: a peek first when a value chosen already may answer it.
+    fn start(&mut self, id: u64, now: Now, store: &Store) {
+        let Some(proposal) = self.proposals.by_id.get(&id) else {
+            return;
+        };
+        match proposal.op {
+            LinOp::Get | LinOp::Cas { .. } => self.peek(id, now, store),
+            LinOp::Put(_) => self.attempt(id, now, store),
+        }
+    }
+
+    /// Reads the records of the key's replicas, promising nothing.
+    fn peek(&mut self, id: u64, now: Now, store: &Store) {
+        let Some(proposal) = self.proposals.by_id.get_mut(&id) else {
+            return;
+        };
+        let key = proposal.key.clone();
+        let set = self.view.replica_set(&key);
+        proposal.heard = vec![Heard::Waiting; set.targets.len()];
+        proposal.set = set;
+        proposal.phase = Phase::Peek;
+        proposal.round_trips += 1;
+        let phase = proposal.round_trips;
+        let targets = proposal.set.targets.clone();
+        let timeout = self.config.replica_timeout_ms;
+        let mut heard = Vec::new();
+        for (target, name) in targets.iter().enumerate() {
+            let asked = Asked {
+                proposal: id,
+                phase,
+                target,
+            };
+            if *name == self.me.name {
+                let local = match store.get(&key) {
+                    Ok(record) => Heard::Peeked(record),
+                    Err(err) => Heard::Failed(format!("{}: {err}", self.me.name)),
+                };
+                heard.push((asked, local));
+            } else if let Some(peer) = self.live_id(name) {
+                let request = Request::ReadLocal { key: key.clone() };
+                self.send(&peer, request, Purpose::Paxos(asked), timeout, now);
+            } else {
+                heard.push((asked, Heard::Failed(format!("{name} is not alive"))));
+            }
+        }
+        for (asked, h) in heard {
+            self.heard(asked, h, now, store);
+        }
+    }
+
+    /// A quorum of replicas was read: answer from a value chosen, or propose.
+    fn peeked(&mut self, id: u64, now: Now, store: &Store) {
+        let Some(proposal) = self.proposals.by_id.get(&id) else {
+            return;
+        };
+        let peeks: Vec<(&Option<Record>, bool)> = proposal
+            .heard
+            .iter()
+            .filter_map(|h| match h {
+                Heard::Peeked(record) => Some((record, true)),
+                _ => None,
+            })
+            .collect();
+        let (current, agreed) = current_value(peeks);
+        if agreed && proposal.op.step(current) == Step::Keep {
+            let current = current.cloned();
+            let outcome = match proposal.op {
+                LinOp::Get => Outcome::Read(current),
+                _ => Outcome::NotSwapped(current),
+            };
+            self.counters.lin_fast += 1;
+            return self.finish(id, Ok(outcome), now, store);
+        }
+        self.attempt(id, now, store);
+    }
+
+    /// A ballot above every one this node has issued or been told of.
+    fn ballot_above(&mut self, seen: Option<Ballot>, now: Now) -> Result<Ballot, ErrorReply> {
+        let mut hlc = self.clock.tick(now.wall_ms());
+        if let Some(seen) = seen
+            && (Version {
+                hlc,
+                node: self.node_id,
+            }) <= seen
+        {
+            let cluster_ms = self.cluster_wall_ms(now);
+            hlc = self
+                .clock
+                .observe_against(seen.hlc, now.wall_ms(), cluster_ms)
+                .map_err(|err| {
+                    ErrorReply::new(
+                        ErrorCode::ClockOffset,
+                        format!("a replica holds a ballot this node's clock refuses: {err}"),
+                    )
+                })?;
+        }
+        Ok(Version {
+            hlc,
+            node: self.node_id,
+        })
+    }
+
+    /// Starts the next attempt of proposal `id`: a prepare at a fresh ballot.
+    fn attempt(&mut self, id: u64, now: Now, store: &Store) {
+        let Some(proposal) = self.proposals.by_id.get(&id) else {
+            return;
+        };
+        let (seen, key) = (proposal.seen, proposal.key.clone());
+        let ballot = match self.ballot_above(seen, now) {
+            Ok(ballot) => ballot,
+            Err(err) => return self.finish(id, Err(err), now, store),
+        };
+        let set = self.view.replica_set(&key);
+        let proposal = self.proposals.by_id.get_mut(&id).expect("looked up");
+        proposal.attempt += 1;
+        proposal.ballot = ballot;
+        proposal.heard = vec![Heard::Waiting; set.targets.len()];
+        proposal.set = set;
+        proposal.phase = Phase::Prepare;
+        proposal.round_trips += 1;
+        self.ask_acceptors(
+            id,
+            |_| Request::Prepare {
+                key: key.clone(),
+                ballot,
+            },
+            now,
+            store,
+        );
+    }
+
+    /// Sends a phase's request to every target of proposal `id` (this node's own
+    /// acceptor through the store).
+    fn ask_acceptors(
+        &mut self,
+        id: u64,
+        request: impl Fn(usize) -> Request,
+        now: Now,
+        store: &Store,
+    ) {
+        let Some(proposal) = self.proposals.by_id.get(&id) else {
+            return;
+        };
+        let phase = proposal.round_trips;
+        let targets = proposal.set.targets.clone();
+        let me = self.me.name.clone();
+        let timeout = self.config.replica_timeout_ms;
+        let mut away = Vec::new();
+        for (target, name) in targets.iter().enumerate() {
+            let asked = Asked {
+                proposal: id,
+                phase,
+                target,
+            };
+            let request = request(target);
+            if *name == me {
+                self.acceptor_work(request, AcceptorFor::Local(asked), now, store);
+            } else if let Some(peer) = self.live_id(name) {
+                self.send(&peer, request, Purpose::Paxos(asked), timeout, now);
+            } else {
+                away.push((asked, format!("{name} is not alive")));
+            }
+        }
+        for (asked, why) in away {
+            self.heard(asked, Heard::Failed(why), now, store);
+        }
+    }
+
+    /// An acceptor's request, from a peer or this node's proposals: checked, then
+    /// decided in the store.
+    fn acceptor_work(
+        &mut self,
+        request: Request,
+        acceptor_for: AcceptorFor,
+        now: Now,
+        store: &Store,
+    ) {
+        let (key, work, ballot) = match request {
+            Request::Prepare { key, ballot } => {
+                (key.clone(), StoreWork::Prepare { key, ballot }, ballot)
+            }
+            Request::Accept { key, record } => (
+                key.clone(),
+                StoreWork::Accept {
+                    key,
+                    record: record.clone(),
+                },
+                record.version,
+            ),
+            _ => return,
+        };
+        let refusal = if let Err(err) = crate::buckets::check_stored_key(&key) {
+            Some(ErrorReply::new(ErrorCode::LimitExceeded, err.to_string()))
+        } else if let StoreWork::Accept { record, .. } = &work
+            && let Err(err) = match &record.payload {
+                Payload::Value(v) => crate::limits::check_value(v, self.config.value_bytes_max),
+                Payload::Tombstone => Ok(()),
+                Payload::Typed(_) => Err(crate::limits::LimitError::EmptyKey),
+            }
+        {
+            Some(match err {
+                crate::limits::LimitError::EmptyKey => ErrorReply::new(
+                    ErrorCode::BadRequest,
+                    "a linearizable key holds bytes, not a typed value",
+                ),
+                other => ErrorReply::new(ErrorCode::LimitExceeded, other.to_string()),
+            })
+        } else {
+            let cluster_ms = self.cluster_wall_ms(now);
+            match self
+                .clock
+                .observe_against(ballot.hlc, now.wall_ms(), cluster_ms)
+            {
+                Ok(_) => None,
+                Err(err) => {
+                    self.clock_refused("ballot", err.to_string());
+                    Some(ErrorReply::new(ErrorCode::ClockOffset, err.to_string()))
+                }
+            }
+        };
+        if let Some(refusal) = refusal {
+            return match acceptor_for {
+                AcceptorFor::Peer(reply) => self.respond(reply, Response::Error(refusal)),
+                AcceptorFor::Local(asked) => {
+                    self.heard(asked, Heard::Failed(refusal.message), now, store)
+                }
+            };
+        }
+        let landing = match &work {
+            StoreWork::Accept { record, .. } if record.payload.is_tombstone() => self.landing(
+                std::slice::from_ref(&crate::record::Entry {
+                    key: key.clone(),
+                    record: record.clone(),
+                }),
+                now.wall_ms(),
+            ),
+            StoreWork::Accept { .. } => self.landing_key(&key, now.wall_ms()),
+            _ => Landing::default(),
+        };
+        self.store(
+            work,
+            StorePurpose::Paxos {
+                acceptor_for,
+                landing,
+            },
+        );
+    }
+
+    /// A peer's prepare or accept.
+    pub(super) fn acceptor_request(
+        &mut self,
+        reply: ReplyTo,
+        request: Request,
+        now: Now,
+        store: &Store,
+    ) {
+        self.acceptor_work(request, AcceptorFor::Peer(reply), now, store);
+    }
+
+    /// The store decided an acceptor's request.
+    pub(super) fn acceptor_stored(
+        &mut self,
+        acceptor_for: AcceptorFor,
+        landing: Landing,
+        done: StoreDone,
+        now: Now,
+        store: &Store,
+    ) {
+        self.landed(landing, now);
+        match acceptor_for {
+            AcceptorFor::Peer(reply) => {
+                let response = match done {
+                    StoreDone::Promise(p) => Response::Promise(p),
+                    StoreDone::Accept(a) => Response::Accept(a),
+                    StoreDone::Failed(err) => Response::Error(err),
+                    other => Response::Error(ErrorReply::new(
+                        ErrorCode::Storage,
+                        format!("unexpected store answer {other:?}"),
+                    )),
+                };
+                self.respond(reply, response);
+            }
+            AcceptorFor::Local(asked) => {
+                let heard = match done {
+                    StoreDone::Promise(p) => heard_of_promise(p),
+                    StoreDone::Accept(a) => heard_of_accept(a),
+                    StoreDone::Failed(err) => Heard::Failed(err.message),
+                    other => Heard::Failed(format!("unexpected store answer {other:?}")),
+                };
+                self.heard(asked, heard, now, store);
+            }
+        }
+    }
+
+    /// A peer answered a phase (or could not).
+    pub(super) fn paxos_answered(
+        &mut self,
+        pending: Pending,
+        response: Result<Response, String>,
+        now: Now,
+        store: &Store,
+    ) {
+        let Purpose::Paxos(asked) = pending.purpose else {
+            return;
+        };
+        let heard = match response {
+            Ok(Response::Record { record }) => Heard::Peeked(record),
+            Ok(Response::Promise(p)) => heard_of_promise(p),
+            Ok(Response::Accept(a)) => heard_of_accept(a),
+            Ok(Response::Error(err)) => Heard::Failed(format!("{}: {}", pending.to, err.message)),
+            Ok(other) => Heard::Failed(format!("unexpected answer from {}: {other:?}", pending.to)),
+            Err(why) => Heard::Failed(format!("{}: {why}", pending.to)),
+        };
+        self.heard(asked, heard, now, store);
+    }
+
+    /// Counts an acceptor's answer, and moves the proposal on if it can.
+    fn heard(&mut self, asked: Asked, heard: Heard, now: Now, store: &Store) {
+        let Some(proposal) = self.proposals.by_id.get_mut(&asked.proposal) else {
+            return;
+        };
+        if proposal.round_trips != asked.phase {
+            return;
+        }
+        let Some(slot) = proposal.heard.get_mut(asked.target) else {
+            return;
+        };
+        if !matches!(slot, Heard::Waiting) {
+            return;
+        }
+        match &heard {
+            Heard::Rejected(seen) => proposal.seen = proposal.seen.max(Some(*seen)),
+            Heard::Promised {
+                accepted: Some(record),
+                ..
+            } => proposal.seen = proposal.seen.max(Some(record.version)),
+            _ => {}
+        }
+        *slot = heard;
+        self.progress(asked.proposal, now, store);
+    }
+
+    /// Decides what proposal `id` does with the answers it has.
+    fn progress(&mut self, id: u64, now: Now, store: &Store) {
+        let Some(proposal) = self.proposals.by_id.get(&id) else {
+            return;
+        };
+        let counts: Vec<bool> = proposal
+            .set
+            .targets
+            .iter()
+            .map(|t| proposal.set.counted.contains(t))
+            .collect();
+        let positive = |h: &Heard| match (&proposal.phase, h) {
+            (Phase::Peek, Heard::Peeked(_)) => true,
+            (Phase::Prepare, Heard::Promised { .. }) => true,
+            (Phase::Accept { .. }, Heard::Accepted) => true,
+            _ => false,
+        };
+        let ok = proposal.heard.iter().filter(|h| positive(h)).count();
+        let counted_ok = proposal
+            .heard
+            .iter()
+            .zip(&counts)
+            .filter(|(h, c)| **c && positive(h))
+            .count();
+        let waiting = proposal
+            .heard
+            .iter()
+            .zip(&counts)
+            .filter(|(h, _)| matches!(h, Heard::Waiting))
+            .map(|(_, c)| *c)
+            .collect::<Vec<bool>>();
+        let targets = proposal.set.targets.len();
+        let copies = proposal.set.copies;
+        if enough(ok, counted_ok, targets, copies) {
+            match &proposal.phase {
+                Phase::Peek => self.peeked(id, now, store),
+                Phase::Prepare => self.promised(id, now, store),
+                Phase::Accept { outcome } => {
+                    let outcome = outcome.clone();
+                    self.finish(id, Ok(outcome), now, store);
+                }
+            }
+            return;
+        }
+        // Could the answers still waiting make it?
+        let could_ok = ok + waiting.len();
+        let could_counted = counted_ok + waiting.iter().filter(|c| **c).count();
+        if enough(could_ok, could_counted, targets, copies) {
+            return;
+        }
+        if matches!(proposal.phase, Phase::Peek) {
+            // Too few replicas read: a proposal finds the value instead.
+            return self.attempt(id, now, store);
+        }
+        let rejected = proposal
+            .heard
+            .iter()
+            .any(|h| matches!(h, Heard::Rejected(_)));
+        let failures: Vec<String> = proposal
+            .heard
+            .iter()
+            .filter_map(|h| match h {
+                Heard::Failed(why) => Some(why.clone()),
+                _ => None,
+            })
+            .collect();
+        let accepting_write = matches!(
+            &proposal.phase,
+            Phase::Accept {
+                outcome: Outcome::Written(_)
+            }
+        );
+        if accepting_write {
+            // Whether any acceptor may hold the write decides what comes next, so
+            // every answer is awaited (the replica timeout bounds the wait).
+            if !waiting.is_empty() {
+                return;
+            }
+            let accepted = proposal
+                .heard
+                .iter()
+                .filter(|h| matches!(h, Heard::Accepted))
+                .count();
+            if accepted > 0 || !failures.is_empty() {
+                // Some acceptor holds it, or may: the next attempt finds out whether it
+                // was chosen before it decides anything else.
+                let ballot = proposal.ballot;
+                let proposal = self.proposals.by_id.get_mut(&id).expect("looked up");
+                proposal.recover = Some(ballot);
+            }
+        }
+        let proposal = self.proposals.by_id.get(&id).expect("looked up");
+        if proposal.attempt >= ATTEMPTS_MAX {
+            if let Some(ballot) = proposal.recover {
+                return self.finish(
+                    id,
+                    Err(unknown(ballot, targets, &describe(rejected, &failures))),
+                    now,
+                    store,
+                );
+            }
+            let (code, what) = if rejected {
+                (ErrorCode::Contention, "contention")
+            } else {
+                (ErrorCode::Unavailable, "unavailable")
+            };
+            let err = ErrorReply::new(
+                code,
+                format!(
+                    "{what}: no quorum of the key's replicas agreed in {ATTEMPTS_MAX} attempts ({}); nothing was written",
+                    describe(rejected, &failures)
+                ),
+            );
+            return self.finish(id, Err(err), now, store);
+        }
+        // Nothing of this attempt can be chosen: pause, then try a higher ballot.
+        let attempt = proposal.attempt;
+        let window = (BACKOFF_BASE_MS << attempt.min(16)).min(BACKOFF_MAX_MS);
+        let pause = self.random() % window.max(1);
+        self.counters.lin_retries += 1;
+        let at = Millis(now.mono().0 + pause);
+        if let Some(proposal) = self.proposals.by_id.get_mut(&id) {
+            // Answers of the attempt abandoned find no slot and are ignored.
+            proposal.heard.clear();
+        }
+        self.proposals.retries.insert((at, id));
+    }
+
+    /// A quorum promised: the current value is known; accept what the operation makes
+    /// of it, or answer at once when it only reads a value already chosen.
+    fn promised(&mut self, id: u64, now: Now, store: &Store) {
+        let Some(proposal) = self.proposals.by_id.get(&id) else {
+            return;
+        };
+        let promises: Vec<(&Option<Record>, bool)> = proposal
+            .heard
+            .iter()
+            .filter_map(|h| match h {
+                Heard::Promised { accepted, quiet } => Some((accepted, *quiet)),
+                _ => None,
+            })
+            .collect();
+        let (current, settled) = current_value(promises);
+        let current = current.cloned();
+        let ballot = proposal.ballot;
+        if let Some(earlier) = proposal.recover {
+            let at = current.as_ref().map(|r| r.version);
+            if at == Some(earlier) {
+                // The earlier attempt's value is the current one: finish choosing it,
+                // at this ballot. The operation took effect once.
+                let payload = current.map_or(Payload::Tombstone, |r| r.payload);
+                return self.propose(id, payload, Outcome::Written(ballot), now, store);
+            }
+            if at > Some(earlier) {
+                // A later proposal's value: the earlier write may have been chosen and
+                // then written over, or not; nothing here tells which.
+                let targets = proposal.set.targets.len();
+                let why = "a later proposal's value is the key's current one";
+                return self.finish(id, Err(unknown(earlier, targets, why)), now, store);
+            }
+            // Nothing at or above the earlier ballot in a quorum that promised above
+            // it: it was never chosen and never will be. Decide afresh.
+            if let Some(proposal) = self.proposals.by_id.get_mut(&id) {
+                proposal.recover = None;
+            }
+        }
+        let Some(proposal) = self.proposals.by_id.get(&id) else {
+            return;
+        };
+        let step = proposal.op.step(current.as_ref());
+        let (payload, outcome) = match step {
+            Step::Write(payload) => (payload, Outcome::Written(ballot)),
+            Step::Keep => {
+                let outcome = match proposal.op {
+                    LinOp::Get => Outcome::Read(current.clone()),
+                    _ => Outcome::NotSwapped(current.clone()),
+                };
+                if settled {
+                    self.counters.lin_fast += 1;
+                    return self.finish(id, Ok(outcome), now, store);
+                }
+                let payload = current
+                    .as_ref()
+                    .map_or(Payload::Tombstone, |r| r.payload.clone());
+                (payload, outcome)
+            }
+        };
+        self.propose(id, payload, outcome, now, store);
+    }
+
+    /// The accept phase: `payload` at the proposal's ballot.
+    fn propose(&mut self, id: u64, payload: Payload, outcome: Outcome, now: Now, store: &Store) {
+        let Some(proposal) = self.proposals.by_id.get_mut(&id) else {
+            return;
+        };
+        let record = Record {
+            version: proposal.ballot,
+            payload,
+            expires_ms: None,
+        };
+        proposal.phase = Phase::Accept { outcome };
+        proposal.heard = vec![Heard::Waiting; proposal.set.targets.len()];
+        proposal.round_trips += 1;
+        let key = proposal.key.clone();
+        self.ask_acceptors(
+            id,
+            |_| Request::Accept {
+                key: key.clone(),
+                record: record.clone(),
+            },
+            now,
+            store,
+        );
+    }
+
+    /// Proposal `id` ends: the client is answered.
+    fn finish(&mut self, id: u64, result: Result<Outcome, ErrorReply>, now: Now, store: &Store) {
+        let Some(proposal) = self.proposals.by_id.remove(&id) else {
+            return;
+        };
+        let answer = match result {
+            Ok(outcome) => {
+                self.counters.lin_ops += 1;
+                self.counters.lin_round_trips += u64::from(proposal.round_trips);
+                match outcome {
+                    Outcome::Written(version) => Answer::Written(version),
+                    Outcome::Read(record) => Answer::Read {
+                        record,
+                        kind: crate::buckets::BucketType::Linearizable,
+                    },
+                    Outcome::NotSwapped(record) => Answer::NotSwapped(record),
+                }
+            }
+            Err(err) => Answer::Failed(err),
+        };
+        self.answer(proposal.ask, answer);
+        let next = match self.proposals.busy.get_mut(&proposal.key) {
+            Some(queue) => queue.pop_front(),
+            None => None,
+        };
+        match next {
+            Some(next) => self.start(next, now, store),
+            None => {
+                self.proposals.busy.remove(&proposal.key);
+            }
+        }
+    }
+
+    /// Starts the attempts whose pause is over.
+    pub(super) fn paxos_timeout(&mut self, now: Now, store: &Store) {
+        while let Some(&(at, id)) = self.proposals.retries.first() {
+            if at > now.mono() {
+                break;
+            }
+            self.proposals.retries.pop_first();
+            self.attempt(id, now, store);
+        }
+    }
+}
+
+fn heard_of_promise(reply: PrepareReply) -> Heard {
+    match reply {
+        PrepareReply::Promised { accepted, quiet } => Heard::Promised { accepted, quiet },
+        PrepareReply::Rejected { seen } => Heard::Rejected(seen),
+    }
+}
+
+fn heard_of_accept(reply: AcceptReply) -> Heard {
+    match reply {
+        AcceptReply::Accepted => Heard::Accepted,
+        AcceptReply::Rejected { seen } => Heard::Rejected(seen),
+    }
+}
+
+/// A write whose outcome nobody can tell.
+fn unknown(ballot: Ballot, targets: usize, why: &str) -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::Unavailable,
+        format!(
+            "outcome unknown: the write (ballot {}) reached some of the key's {targets} replicas and no quorum confirmed it ({why}); it may have taken effect: read the key to see",
+            ballot.hlc
+        ),
+    )
+}
+
+fn describe(rejected: bool, failures: &[String]) -> String {
+    let mut parts = Vec::new();
+    if rejected {
+        parts.push("a replica had promised a higher ballot to another proposal".to_string());
+    }
+    parts.extend(failures.iter().take(3).cloned());
+    if parts.is_empty() {
+        "no answers".to_string()
+    } else {
+        parts.join("; ")
+    }
+}
