@@ -176,6 +176,8 @@ pub struct SimReport {
     pub gets: u64,
     /// Operations on typed and TTL buckets issued.
     pub typed: u64,
+    /// Operations on linearizable keys whose history the checker judged.
+    pub linearizable_checked: u64,
     /// Operations acknowledged as successful.
     pub acked: u64,
     /// Faults injected, by kind.

@@ -31,6 +31,7 @@ mod clock;
 mod config;
 mod faults;
 mod invariants;
+mod linearizable;
 mod network;
 mod node;
 mod shapes;
@@ -432,6 +433,7 @@ pub fn describe(reports: &[SimReport], took: Duration) -> String {
         .map(|r| r.puts + r.deletes + r.gets + r.typed)
         .sum();
     let typed: u64 = reports.iter().map(|r| r.typed).sum();
+    let linearizable: u64 = reports.iter().map(|r| r.linearizable_checked).sum();
     let acked: u64 = reports.iter().map(|r| r.acked).sum();
     let dropped: u64 = reports.iter().map(|r| r.dropped).sum();
     let duplicated: u64 = reports.iter().map(|r| r.duplicated).sum();
@@ -441,7 +443,7 @@ pub fn describe(reports: &[SimReport], took: Duration) -> String {
         .max()
         .unwrap_or(0);
     format!(
-        "{} seeds, {ops} operations ({typed} on typed and TTL buckets; {acked} acknowledged), faults {faults:?}, {dropped} messages dropped, {duplicated} duplicated, slowest convergence {worst} ms virtual, 0 violations, {:.1} s",
+        "{} seeds, {ops} operations ({typed} on typed and TTL buckets, {linearizable} of them on linearizable keys, every history judged linearizable; {acked} acknowledged), faults {faults:?}, {dropped} messages dropped, {duplicated} duplicated, slowest convergence {worst} ms virtual, 0 violations, {:.1} s",
         reports.len(),
         took.as_secs_f64()
     )

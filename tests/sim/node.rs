@@ -604,11 +604,18 @@ impl Sim {
     /// The answer to a client operation (`ask` is its index).
     fn answered(&mut self, ask: usize, answer: Answer) {
         let mut read = None;
+        let mut swapped = None;
         let result = match answer {
             Answer::Written(version) => Ok(Some(version)),
             Answer::Read { record, .. } => {
                 let version = record.as_ref().map(|r| r.version);
                 read = record;
+                Ok(version)
+            }
+            Answer::NotSwapped(record) => {
+                let version = record.as_ref().map(|r| r.version);
+                read = record;
+                swapped = Some(false);
                 Ok(version)
             }
             Answer::Failed(err) => Err(err.message),
@@ -632,6 +639,11 @@ impl Sim {
         }
         if result.is_ok() {
             self.report.acked += 1;
+        }
+        if o.kind == super::workload::OpKind::Typed(super::workload::TypedOp::LinCas)
+            && result.is_ok()
+        {
+            o.swapped = Some(swapped.unwrap_or(true));
         }
         o.outcome = Some(result);
         o.completed_ms = Some(self.now);

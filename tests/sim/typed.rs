@@ -29,11 +29,12 @@ pub(super) const BUCKET_TTL_MS: u64 = 6_000;
 const WRITE_TTL_MS: u64 = 1_500;
 
 /// The buckets of the typed workload: name, type, TTL.
-const BUCKETS: [(&str, BucketType, Option<u64>); 4] = [
+const BUCKETS: [(&str, BucketType, Option<u64>); 5] = [
     ("hits", BucketType::Counter, None),
     ("tags", BucketType::Set, None),
     ("carts", BucketType::Siblings, None),
     ("ttl", BucketType::Lww, Some(BUCKET_TTL_MS)),
+    ("locks", BucketType::Linearizable, None),
 ];
 
 /// The bucket an operation goes to, and the letter its keys start with.
@@ -43,6 +44,7 @@ fn bucket_of(op: TypedOp) -> (&'static str, char) {
         TypedOp::Add(_) | TypedOp::Remove(_) => ("tags", 's'),
         TypedOp::SibPut { .. } | TypedOp::SibGet => ("carts", 'x'),
         TypedOp::TtlPut { .. } | TypedOp::TtlGet => ("ttl", 't'),
+        TypedOp::LinPut { .. } | TypedOp::LinGet | TypedOp::LinCas => ("locks", 'l'),
     }
 }
 
@@ -63,7 +65,14 @@ impl Sim {
 
     /// A typed operation drawn at random: what, at which consistency, on which key.
     pub(super) fn draw_typed(&mut self) -> (OpKind, Consistency, Vec<u8>) {
-        let op = match self.rng.random_range(0..9) {
+        // Half the typed operations go to the linearizable keys, so that their
+        // histories hold enough concurrency for the checker to judge.
+        let op = match self.rng.random_range(0..18) {
+            9..=11 => TypedOp::LinPut {
+                delete: self.rng.random_bool(0.2),
+            },
+            12..=14 => TypedOp::LinGet,
+            15..=17 => TypedOp::LinCas,
             0 | 1 => TypedOp::Incr([-2, -1, 1, 2, 3][self.rng.random_range(0..5)]),
             2 => TypedOp::Add(self.rng.random_range(0..MEMBERS)),
             3 => TypedOp::Remove(self.rng.random_range(0..MEMBERS)),
@@ -79,7 +88,12 @@ impl Sim {
         let consistency =
             [Consistency::One, Consistency::Quorum, Consistency::All][self.rng.random_range(0..3)];
         let (_, letter) = bucket_of(op);
-        let key = format!("{letter}{}", self.rng.random_range(0..TYPED_KEYS)).into_bytes();
+        let keys = if letter == 'l' {
+            super::linearizable::LIN_KEYS
+        } else {
+            TYPED_KEYS
+        };
+        let key = format!("{letter}{}", self.rng.random_range(0..keys)).into_bytes();
         (OpKind::Typed(op), consistency, key)
     }
 
@@ -122,6 +136,9 @@ impl Sim {
         };
         let value = format!("op{index}").into_bytes();
         match op {
+            TypedOp::LinPut { .. } | TypedOp::LinGet | TypedOp::LinCas => {
+                self.lin_ask(index, op, key, value, after)
+            }
             TypedOp::Incr(by) => update(Change::Incr(by)),
             TypedOp::Add(m) => update(Change::Add(vec![vec![m]])),
             TypedOp::Remove(m) => update(Change::Remove(vec![vec![m]])),
@@ -212,6 +229,9 @@ impl Sim {
             found.extend(self.check_siblings(format!("x{k}").as_bytes()));
         }
         found.extend(self.check_expiry());
+        for k in 0..super::linearizable::LIN_KEYS {
+            found.extend(self.check_linearizable(format!("l{k}").as_bytes()));
+        }
         self.violations.extend(found);
     }
 

@@ -36,6 +36,9 @@ pub(super) struct ClientOp {
     /// A write's TTL, and the coordinator's wall clock when a read was answered.
     pub(super) ttl_ms: u64,
     pub(super) completed_wall: u64,
+    /// A compare-and-set's expected value (`None`: absent), and whether it swapped.
+    pub(super) expect: Option<Option<Vec<u8>>>,
+    pub(super) swapped: Option<bool>,
 }
 
 /// An operation a script fixed: what, on which key, and through which coordinator.
@@ -78,6 +81,8 @@ impl ClientOp {
             context_from: None,
             ttl_ms: 0,
             completed_wall: 0,
+            expect: None,
+            swapped: None,
         }
     }
 
@@ -116,6 +121,15 @@ pub(super) enum TypedOp {
     },
     /// A read of it.
     TtlGet,
+    /// A linearizable bucket's write of a fresh value, or its delete.
+    LinPut {
+        delete: bool,
+    },
+    /// Its linearizable read.
+    LinGet,
+    /// Its compare-and-set to a fresh value, from the value last seen on the key (or
+    /// from absent).
+    LinCas,
 }
 
 impl Sim {

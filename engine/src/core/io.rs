@@ -287,6 +287,8 @@ pub enum StoreWork {
         /// The ballot.
         ballot: crate::paxos::Ballot,
     },
+    /// Drop the promises of ballots before this time: their proposals are over.
+    DropPromises(Timestamp),
     /// An acceptor's accept of `record` for `key`.
     Accept {
         /// The key, as stored.
@@ -402,6 +404,7 @@ pub fn carry_out(store: &Store, work: StoreWork) -> StoreDone {
             StoreDone::from_result(store.prepare_now(&key, ballot))
         }
         StoreWork::Accept { key, record } => StoreDone::from_result(store.accept_now(&key, record)),
+        StoreWork::DropPromises(before) => StoreDone::from_result(store.drop_promises_now(before)),
     }
 }
 

@@ -271,6 +271,8 @@ impl NodeCore {
         };
         core.flush_membership(now, store);
         core.drop_gone_buckets();
+        // Promises left from before a restart are dropped once old.
+        core.proposals.promised(now.mono());
         core
     }
 

@@ -25,6 +25,14 @@ pub const ATTEMPTS_MAX: u32 = 8;
 const BACKOFF_BASE_MS: u64 = 4;
 /// The longest pause drawn before a retry.
 const BACKOFF_MAX_MS: u64 = 250;
+/// How long a ballot lives: an acceptor refuses a prepare or an accept of a ballot
+/// older than this (by its clock), and drops promises once they are this old, so a
+/// proposal that never finished does not hold its key's repairs back for good (a
+/// promise refuses records below it, from any path). Far above any proposal's life,
+/// and the clock bound.
+pub const BALLOT_LIFE_MS: u64 = 20_000;
+/// How often old promises are dropped while there may be some.
+const PROMISE_SWEEP_MS: u64 = 2_000;
 
 /// Which proposal, attempt and acceptor a request or store change was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +112,10 @@ pub(crate) struct Proposals {
     /// The keys with a proposal running, and the proposals waiting their turn: one
     /// at a time per key, so this node's proposals never compete with each other.
     busy: BTreeMap<Vec<u8>, VecDeque<u64>>,
+    /// When this node's acceptor last made a promise (or started: promises may be
+    /// left from before), while old ones may still be held.
+    promised_at: Option<Millis>,
+    sweep_due: Millis,
 }
 
 impl Proposals {
@@ -112,9 +124,18 @@ impl Proposals {
         self.by_id.len()
     }
 
-    /// When the next retry is due.
+    /// When the next retry, or the next drop of old promises, is due.
     pub(crate) fn poll_timeout(&self) -> Option<Millis> {
-        self.retries.first().map(|&(at, _)| at)
+        let sweep = self.promised_at.map(|_| self.sweep_due);
+        self.retries.first().map(|&(at, _)| at).into_iter().chain(sweep).min()
+    }
+
+    /// Promises may be held since `at` (a start: left from before).
+    pub(crate) fn promised(&mut self, at: Millis) {
+        if self.promised_at.is_none() {
+            self.sweep_due = Millis(at.0 + PROMISE_SWEEP_MS);
+        }
+        self.promised_at = Some(at);
     }
 }
 
@@ -388,6 +409,15 @@ impl NodeCore {
                 ),
                 other => ErrorReply::new(ErrorCode::LimitExceeded, other.to_string()),
             })
+        } else if ballot.hlc.wall_ms().saturating_add(BALLOT_LIFE_MS) < now.wall_ms() {
+            Some(ErrorReply::new(
+                ErrorCode::Refused,
+                format!(
+                    "ballot {} is over {} s old: its proposal is over",
+                    ballot.hlc,
+                    BALLOT_LIFE_MS / 1000
+                ),
+            ))
         } else {
             let cluster_ms = self.cluster_wall_ms(now);
             match self
@@ -408,6 +438,9 @@ impl NodeCore {
                     self.heard(asked, Heard::Failed(refusal.message), now, store)
                 }
             };
+        }
+        if matches!(work, StoreWork::Prepare { .. }) {
+            self.proposals.promised(now.mono());
         }
         let landing = match &work {
             StoreWork::Accept { record, .. } if record.payload.is_tombstone() => self.landing(
@@ -771,8 +804,23 @@ impl NodeCore {
         }
     }
 
-    /// Starts the attempts whose pause is over.
+    /// Starts the attempts whose pause is over; drops old promises.
     pub(super) fn paxos_timeout(&mut self, now: Now, store: &Store) {
+        if let Some(at) = self.proposals.promised_at
+            && self.proposals.sweep_due <= now.mono()
+        {
+            self.proposals.sweep_due = Millis(now.mono().0 + PROMISE_SWEEP_MS);
+            let before = Timestamp::new(now.wall_ms().saturating_sub(BALLOT_LIFE_MS), 0);
+            self.store(
+                StoreWork::DropPromises(before),
+                StorePurpose::Meta("dropping old promises"),
+            );
+            if now.mono().0 > at.0 + BALLOT_LIFE_MS + 2 * PROMISE_SWEEP_MS {
+                // Every promise made by then was older than a ballot's life at this
+                // sweep, or the one before.
+                self.proposals.promised_at = None;
+            }
+        }
         while let Some(&(at, id)) = self.proposals.retries.first() {
             if at > now.mono() {
                 break;

@@ -448,6 +448,10 @@ impl Driver {
                 let f = store.prepare(key, ballot);
                 Box::pin(async move { (id, StoreDone::from_result(f.await)) })
             }
+            StoreWork::DropPromises(before) => {
+                let f = store.drop_promises(before);
+                Box::pin(async move { (id, StoreDone::from_result(f.await)) })
+            }
             StoreWork::Accept { key, record } => {
                 let f = store.accept(key, record);
                 Box::pin(async move { (id, StoreDone::from_result(f.await)) })

@@ -128,7 +128,45 @@ impl Batch<'_> {
     }
 }
 
+impl Batch<'_> {
+    /// Drops the promises of ballots before `before`; how many.
+    pub(super) fn drop_promises(&mut self, before: Timestamp) -> Result<u64, StoreError> {
+        let stale: Vec<Vec<u8>> = self
+            .tables
+            .promises
+            .iter(&self.wtxn)
+            .map_err(StoreError::lmdb("reading promises"))?
+            .filter_map(|item| {
+                let (key, value) = item.ok()?;
+                let ballot = decode_ballot(value)?;
+                (ballot.hlc < before).then(|| key.to_vec())
+            })
+            .collect();
+        for key in &stale {
+            self.tables
+                .promises
+                .delete(&mut self.wtxn, key)
+                .map_err(|e| self.tables.write_error("dropping a promise", e))?;
+        }
+        Ok(stale.len() as u64)
+    }
+}
+
 impl Store {
+    /// Drops the promises of ballots before `before`, through the group-commit writer.
+    pub fn drop_promises(
+        &self,
+        before: Timestamp,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
+        self.writer.submit(move |batch| batch.drop_promises(before))
+    }
+
+    /// As [`Store::drop_promises`], in a transaction of its own on the calling thread.
+    pub fn drop_promises_now(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.require_cluster()?;
+        self.tables.transaction(|batch| batch.drop_promises(before))
+    }
+
     /// A prepare, through the group-commit writer (queued at the call).
     pub fn prepare(
         &self,
