@@ -10,69 +10,20 @@
 //! read of it is left out (it changed nothing).
 
 use rand::RngExt;
-use todc_utils::linearizability::WGLChecker;
-use todc_utils::linearizability::history::{Action, History};
-use todc_utils::specifications::Specification;
 use vergent::core::Ask;
 use vergent::hlc::Timestamp;
 use vergent::paxos::Expect;
 use vergent::record::Payload;
 
+#[path = "../support/lincheck.rs"]
+mod lincheck;
+
+use self::lincheck::{LinOp, Timed, linearizable};
 use super::Sim;
 use super::workload::{OpKind, TypedOp};
 
 /// Keys of the linearizable bucket: few, so that operations contend.
 pub(super) const LIN_KEYS: usize = 2;
-
-/// The sequential specification: one register that may hold a value.
-struct Register;
-
-/// An operation with what it returned (`None`: unknown).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Op {
-    Put(Option<Vec<u8>>),
-    Get(Option<Vec<u8>>),
-    Cas {
-        expect: Option<Vec<u8>>,
-        value: Vec<u8>,
-        /// Swapped, or not and what it found; `None`: unknown.
-        result: Option<Result<(), Option<Vec<u8>>>>,
-    },
-}
-
-impl Specification for Register {
-    type State = Option<Vec<u8>>;
-    type Operation = Op;
-
-    fn init() -> Self::State {
-        None
-    }
-
-    fn apply(op: &Op, state: &Self::State) -> (bool, Self::State) {
-        match op {
-            Op::Put(value) => (true, value.clone()),
-            Op::Get(seen) => (seen == state, state.clone()),
-            Op::Cas {
-                expect,
-                value,
-                result,
-            } => {
-                let matches = state == expect;
-                let next = if matches {
-                    Some(value.clone())
-                } else {
-                    state.clone()
-                };
-                let valid = match result {
-                    None => true,
-                    Some(Ok(())) => matches,
-                    Some(Err(found)) => !matches && found == state,
-                };
-                (valid, next)
-            }
-        }
-    }
-}
 
 impl Sim {
     /// The ask of linearizable operation `index` on `key`.
@@ -157,59 +108,23 @@ impl Sim {
 
     /// Whether `key`'s history is linearizable; the violation if not.
     pub(super) fn check_linearizable(&mut self, key: &[u8]) -> Option<String> {
-        // Calls and returns in time order; at equal times calls first, so operations in
-        // the same millisecond count as concurrent (the weaker claim). Unknown writes
-        // return after everything.
-        let mut events: Vec<(u64, u8, usize)> = Vec::new();
-        for (i, o) in self.client_ops.iter().enumerate() {
-            if o.key != key || !is_lin(o.kind) || o.coordinator.is_none() {
-                continue;
-            }
-            let known = matches!(o.outcome, Some(Ok(_))) && o.completed_ms.is_some();
-            if !known && o.kind == OpKind::Typed(TypedOp::LinGet) {
-                continue;
-            }
-            events.push((o.issued_ms, 0, i));
-            let done = if known {
-                o.completed_ms.unwrap_or(u64::MAX)
-            } else {
-                u64::MAX
-            };
-            events.push((done, 1, i));
-        }
-        if events.is_empty() {
-            return None;
-        }
-        events.sort();
-        let mut actions = Vec::with_capacity(events.len());
-        let mut history = Vec::new();
-        let mut process = std::collections::BTreeMap::new();
-        for &(at, kind, i) in &events {
-            let next = process.len();
-            let p = *process.entry(i).or_insert(next);
-            let op = spec_op(&self.client_ops[i]);
-            let when = if at == u64::MAX {
-                "end".to_string()
-            } else {
-                format!("{at} ms")
-            };
-            if kind == 0 {
-                history.push(format!("{when}: op {i} calls {op:?}"));
-                actions.push((p, Action::Call(op)));
-            } else {
-                history.push(format!("{when}: op {i} returns"));
-                actions.push((p, Action::Response(op)));
-            }
-        }
-        self.report.linearizable_checked += (events.len() / 2) as u64;
-        if WGLChecker::<Register>::is_linearizable(History::from_actions(actions)) {
-            return None;
-        }
-        Some(format!(
-            "the history of linearizable key {} is not linearizable:\n  {}",
-            String::from_utf8_lossy(key),
-            history.join("\n  ")
-        ))
+        let ops: Vec<Timed> = self
+            .client_ops
+            .iter()
+            .filter(|o| o.key == key && is_lin(o.kind) && o.coordinator.is_some())
+            .map(|o| Timed {
+                called: o.issued_ms,
+                returned: o.completed_ms.filter(|_| matches!(o.outcome, Some(Ok(_)))),
+                op: spec_op(o),
+            })
+            .collect();
+        self.report.linearizable_checked += ops.len() as u64;
+        linearizable(&ops).err().map(|history| {
+            format!(
+                "the history of linearizable key {} is not linearizable (times in virtual ms):\n  {history}",
+                String::from_utf8_lossy(key)
+            )
+        })
     }
 }
 
@@ -226,12 +141,12 @@ fn read_value(o: &super::workload::ClientOp) -> Option<Vec<u8>> {
         .and_then(|r| r.payload.value().map(<[u8]>::to_vec))
 }
 
-fn spec_op(o: &super::workload::ClientOp) -> Op {
+fn spec_op(o: &super::workload::ClientOp) -> LinOp {
     let known = matches!(o.outcome, Some(Ok(_)));
     match o.kind {
-        OpKind::Typed(TypedOp::LinPut { delete: true }) => Op::Put(None),
-        OpKind::Typed(TypedOp::LinPut { delete: false }) => Op::Put(o.value.clone()),
-        OpKind::Typed(TypedOp::LinCas) => Op::Cas {
+        OpKind::Typed(TypedOp::LinPut { delete: true }) => LinOp::Put(None),
+        OpKind::Typed(TypedOp::LinPut { delete: false }) => LinOp::Put(o.value.clone()),
+        OpKind::Typed(TypedOp::LinCas) => LinOp::Cas {
             expect: o.expect.clone().flatten(),
             value: o.value.clone().unwrap_or_default(),
             result: known.then(|| match o.swapped {
@@ -239,6 +154,6 @@ fn spec_op(o: &super::workload::ClientOp) -> Op {
                 _ => Err(read_value(o)),
             }),
         },
-        _ => Op::Get(read_value(o)),
+        _ => LinOp::Get(read_value(o)),
     }
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod lincheck;
 pub mod netns;
 pub mod procs;
 

@@ -127,7 +127,12 @@ impl Proposals {
     /// When the next retry, or the next drop of old promises, is due.
     pub(crate) fn poll_timeout(&self) -> Option<Millis> {
         let sweep = self.promised_at.map(|_| self.sweep_due);
-        self.retries.first().map(|&(at, _)| at).into_iter().chain(sweep).min()
+        self.retries
+            .first()
+            .map(|&(at, _)| at)
+            .into_iter()
+            .chain(sweep)
+            .min()
     }
 
     /// Promises may be held since `at` (a start: left from before).
