@@ -133,6 +133,13 @@ async fn put_get_cas_and_delete_through_every_node_and_lww_operations_refused() 
     );
     refused(&certs, n1, &with(&["cas", "leader", "x"]), "--expect");
     assert_eq!(ok(&certs, n3, &with(&["get", "leader"])).trim(), "n4");
+
+    // Each node tells what its proposals did: in status, and in the table.
+    let lin = &support::status(&certs, n1.addr).expect("status")["linearizable"];
+    assert!(lin["ops"].as_u64().unwrap() >= 4, "{lin}");
+    assert!(lin["round_trips"].as_u64() >= lin["ops"].as_u64(), "{lin}");
+    let table = ok(&certs, n1, &["status"]);
+    assert!(table.contains("linearizable (n1): "), "{table}");
 }
 
 /// A client of each node, sharing nothing.

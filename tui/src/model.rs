@@ -282,6 +282,9 @@ pub struct Dashboard {
     pub detail: Option<PartitionDetail>,
     /// The buckets, as the watched node sees them.
     pub buckets: Vec<BucketRow>,
+    /// What the watched node's linearizable operations did lately: rate, round trips
+    /// per operation, share answered in one, retries, proposals in flight.
+    pub linearizable: Option<String>,
 }
 
 /// One line of the buckets view.
@@ -325,6 +328,7 @@ impl Dashboard {
             events: Vec::new(),
             detail: None,
             buckets: Vec::new(),
+            linearizable: None,
         }
     }
 

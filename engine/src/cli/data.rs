@@ -300,6 +300,20 @@ pub(crate) fn status_json(status: &ClusterStatus) -> serde_json::Value {
 }
 
 /// A table for people: one line per member.
+/// What the node's proposals on linearizable keys did, when it made any.
+fn linearizable_line(status: &ClusterStatus) -> String {
+    let lin = &status.linearizable;
+    if lin.ops == 0 && lin.in_flight == 0 {
+        return String::new();
+    }
+    let per_op = lin.round_trips as f64 / lin.ops.max(1) as f64;
+    let fast = 100.0 * lin.fast as f64 / lin.ops.max(1) as f64;
+    format!(
+        "\nlinearizable ({}): {} operations, {per_op:.2} round trips each, {fast:.0}% in one, {} retries, {} in flight\n",
+        status.node, lin.ops, lin.retries, lin.in_flight
+    )
+}
+
 pub(crate) fn status_table(status: &ClusterStatus) -> String {
     let mut out = format!(
         "cluster {}  partitions {}  replication factor {}  placement {}  (as seen by {})\n",
@@ -346,6 +360,7 @@ pub(crate) fn status_table(status: &ClusterStatus) -> String {
     }
     out.push_str(&sync_table(status));
     out.push_str(&buckets_table(status));
+    out.push_str(&linearizable_line(status));
     out
 }
 

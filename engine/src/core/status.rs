@@ -121,6 +121,13 @@ impl NodeCore {
             clock_offset_ms: verdict.cluster_offset_ms(),
             clock_refusal,
             bucket_stats: self.conflicts.status(&self.catalog),
+            linearizable: crate::protocol::LinearizableStatus {
+                ops: self.counters.lin_ops,
+                round_trips: self.counters.lin_round_trips,
+                fast: self.counters.lin_fast,
+                retries: self.counters.lin_retries,
+                in_flight: self.proposals.in_flight() as u64,
+            },
         }
     }
 }

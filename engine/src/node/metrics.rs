@@ -21,6 +21,10 @@
 //! - `vergent_bucket_siblings_max{bucket}`: the most values a siblings key was seen
 //!   holding side by side.
 //! - `vergent_bucket_records{bucket}`: records held in each bucket, as last counted.
+//! - `vergent_linearizable_ops_total`, `vergent_linearizable_round_trips_total`,
+//!   `vergent_linearizable_fast_total` (answered in one round trip),
+//!   `vergent_linearizable_retries_total` (prepares that found no quorum) and
+//!   `vergent_linearizable_in_flight`: this node's proposals on linearizable keys.
 //! - `vergent_membership_refused_total{reason}`: membership messages refused for
 //!   speaking as another member (`not_the_sender`: the datagram names another sender
 //!   than its connection's certificate; `forged_status`: a status its member did not
@@ -87,6 +91,12 @@ pub(crate) fn status(status: &ClusterStatus) {
         }
     }
     metrics::counter!("vergent_clock_refusals_total").absolute(status.clock_refusals);
+    let lin = &status.linearizable;
+    metrics::counter!("vergent_linearizable_ops_total").absolute(lin.ops);
+    metrics::counter!("vergent_linearizable_round_trips_total").absolute(lin.round_trips);
+    metrics::counter!("vergent_linearizable_fast_total").absolute(lin.fast);
+    metrics::counter!("vergent_linearizable_retries_total").absolute(lin.retries);
+    metrics::gauge!("vergent_linearizable_in_flight").set(lin.in_flight as f64);
     for bucket in &status.bucket_stats {
         let name = bucket.name.clone();
         metrics::counter!("vergent_bucket_lost_writes_total", "bucket" => name.clone())

@@ -612,6 +612,24 @@ pub struct ClusterStatus {
     /// Every bucket with what the answering node saw of its concurrent writes.
     #[serde(default)]
     pub bucket_stats: Vec<BucketStatus>,
+    /// The answering node's operations on linearizable keys.
+    #[serde(default)]
+    pub linearizable: LinearizableStatus,
+}
+
+/// What a node's proposals on linearizable keys did since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinearizableStatus {
+    /// Operations completed.
+    pub ops: u64,
+    /// Round trips they took: a read of the replicas, a prepare or an accept each.
+    pub round_trips: u64,
+    /// Operations answered from a read of the replicas alone (one round trip).
+    pub fast: u64,
+    /// Attempts retried after a prepare found no quorum (contention, replicas away).
+    pub retries: u64,
+    /// Proposals in flight now.
+    pub in_flight: u64,
 }
 
 /// A bucket as `status` shows it: its definition, and the answering node's counts.

@@ -62,6 +62,7 @@ fn healthy(names: &[&str]) -> Dashboard {
         }],
         detail: None,
         buckets: Vec::new(),
+        linearizable: None,
     }
 }
 
@@ -460,7 +461,21 @@ fn b_opens_the_buckets_with_their_conflicts_and_any_key_closes_them() {
             siblings_max: 0,
             hot: Vec::new(),
         },
+        BucketRow {
+            name: "locks".into(),
+            kind: "linearizable".into(),
+            ttl: None,
+            keys: Some(2),
+            lost_per_s: None,
+            lost: 0,
+            siblings_max: 0,
+            hot: Vec::new(),
+        },
     ];
+    model.linearizable = Some(
+        "linearizable on n1: 850 ops/s, 2.40 round trips per op (35% in one), 1.5 retries/s, 3 in flight"
+            .into(),
+    );
     let mut app = App::new(model);
     app.handle_key(KeyEvent::from(KeyCode::Char('b')));
     let all = text(&screen(&app, 120, 30));
@@ -474,6 +489,8 @@ fn b_opens_the_buckets_with_their_conflicts_and_any_key_closes_them() {
         "1day",
         "merged",
         "1200",
+        "agreed",
+        "850 ops/s, 2.40 round trips per op (35% in one), 1.5 retries/s, 3 in flight",
     ] {
         assert!(all.contains(shown), "{shown}\n{all}");
     }

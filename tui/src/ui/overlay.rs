@@ -23,7 +23,7 @@ const HELP: &[&str] = &[
     "Tab         next panel",
     "Enter       details of the selection; on an event, read it in full",
     "r           start a repair on the selected member",
-    "b           buckets: type, records, TTL, lost writes, most conflicted keys",
+    "b           buckets: type, records, TTL, lost writes, most conflicted keys, linearizable ops",
     "p           pause / resume updates",
     "?           this help",
     "",
@@ -62,7 +62,14 @@ impl App {
                 Some(event) => event_details(event, text_width, text_height),
                 None => ("event".into(), vec![Line::from("no such event")]),
             },
-            Overlay::Buckets => ("buckets".into(), buckets(&self.model.buckets, text_width)),
+            Overlay::Buckets => {
+                let mut lines = buckets(&self.model.buckets, text_width);
+                if let Some(lin) = &self.model.linearizable {
+                    lines.push(Line::from(""));
+                    lines.push(Line::from(cut(lin, text_width)));
+                }
+                ("buckets".into(), lines)
+            }
         };
         let width = (lines.iter().map(Line::width).max().unwrap_or(20) as u16 + 4)
             .max(title.chars().count() as u16 + 4)
@@ -202,6 +209,7 @@ fn buckets(rows: &[crate::model::BucketRow], width: usize) -> Vec<Line<'static>>
     let mut table: Vec<[String; 6]> = vec![header.map(str::to_string)];
     for b in rows {
         let conflicts = match b.kind.as_str() {
+            "linearizable" => "agreed".into(),
             "lww" => match b.lost_per_s {
                 Some(r) if r < 10.0 => format!("{r:.1} lost/s ({} in all)", b.lost),
                 Some(r) => format!("{} lost/s ({} in all)", rate(r), b.lost),

@@ -83,6 +83,9 @@ pub(super) struct Builder {
     hints: BTreeMap<String, Meter>,
     /// Lost writes of each bucket on the watched node, by node and bucket.
     lost: BTreeMap<(String, String), Meter>,
+    /// The watched node's linearizable operations, round trips, one-trip answers and
+    /// retries.
+    lin: [Meter; 4],
     throughput: VecDeque<u64>,
     last_sample: Instant,
     events: VecDeque<EventRow>,
@@ -110,6 +113,7 @@ impl Builder {
             reads: BTreeMap::new(),
             hints: BTreeMap::new(),
             lost: BTreeMap::new(),
+            lin: Default::default(),
             throughput: VecDeque::new(),
             last_sample: now.instant,
             events: VecDeque::new(),
@@ -168,6 +172,14 @@ impl Builder {
         self.connection = Connection::Live;
         self.last_fresh = now.instant;
         self.watched = status.node.clone();
+        let lin = &status.linearizable;
+        for (meter, value) in
+            self.lin
+                .iter_mut()
+                .zip([lin.ops, lin.round_trips, lin.fast, lin.retries])
+        {
+            meter.record(now.instant, value);
+        }
         for b in &status.bucket_stats {
             self.lost
                 .entry((status.node.clone(), b.name.clone()))

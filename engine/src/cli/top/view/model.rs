@@ -156,8 +156,30 @@ impl Builder {
                 }
             })
             .collect();
+        model.linearizable = self.linearizable_line(status);
         model.notice = self.notice.clone();
         model
+    }
+
+    /// The watched node's linearizable operations lately, once it has made any.
+    fn linearizable_line(&self, status: &crate::protocol::ClusterStatus) -> Option<String> {
+        let lin = &status.linearizable;
+        if lin.ops == 0 && lin.in_flight == 0 {
+            return None;
+        }
+        let [ops, trips, fast, retries] = self.lin.each_ref().map(|m| m.rate().unwrap_or(0.0));
+        let (per_op, fast_share) = if ops > 0.0 {
+            (trips / ops, 100.0 * fast / ops)
+        } else {
+            (
+                lin.round_trips as f64 / lin.ops.max(1) as f64,
+                100.0 * lin.fast as f64 / lin.ops.max(1) as f64,
+            )
+        };
+        Some(format!(
+            "linearizable on {}: {ops:.0} ops/s, {per_op:.2} round trips per op ({fast_share:.0}% in one), {retries:.1} retries/s, {} in flight",
+            status.node, lin.in_flight
+        ))
     }
 }
 

@@ -98,6 +98,7 @@ fn status(writes: u64) -> ClusterStatus {
         clock_offset_ms: None,
         clock_refusal: None,
         bucket_stats: Vec::new(),
+        linearizable: Default::default(),
     }
 }
 
