@@ -154,7 +154,7 @@ pub enum Expect {
 }
 
 /// An operation on a key of a linearizable bucket.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LinOp {
     /// Read the value.
     Get,
@@ -174,6 +174,17 @@ impl LinOp {
     pub fn reads(&self) -> bool {
         matches!(self, LinOp::Get)
     }
+}
+
+/// How an operation on a linearizable key ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LinOutcome {
+    /// Its value was chosen, at this version.
+    Written(Version),
+    /// A read: what the key holds (a tombstone, or nothing, when it holds no value).
+    Read(Option<Record>),
+    /// A compare-and-set that found something else: what the key holds.
+    NotSwapped(Option<Record>),
 }
 
 /// What an operation makes of the key's current value.

@@ -65,6 +65,8 @@ pub struct SimConfig {
     /// the default bucket's. Off, a seed runs as it did before buckets: the seeds that
     /// found bugs then replay the same history.
     pub typed: bool,
+    /// Whether nodes hand linearizable operations to each key's home node.
+    pub route_linearizable: bool,
 }
 
 /// What a run's fault phase is: random faults and operations, or a script built to
@@ -89,15 +91,21 @@ pub enum Shape {
     /// A siblings key written on both sides of a cut; after the heal, a read sees both
     /// values, and one write with its context replaces them on every replica.
     SiblingsAcrossACut,
+    /// Bursts of puts, reads and compare-and-sets on one linearizable key from every
+    /// coordinator at once, over a slow, lossy, reordering network; on half the seeds every node proposes for its own clients (no
+    /// routing to the key's home), so proposals meet head on. Its history must be
+    /// linearizable.
+    CasContention,
 }
 
 impl Shape {
     /// Every scripted shape.
-    pub const SCRIPTED: [Shape; 4] = [
+    pub const SCRIPTED: [Shape; 5] = [
         Shape::DeletesWhileCut,
         Shape::HandoffUnderLoad,
         Shape::ReadsWhileJoining,
         Shape::SiblingsAcrossACut,
+        Shape::CasContention,
     ];
 
     /// The name shown in reports.
@@ -108,6 +116,7 @@ impl Shape {
             Shape::HandoffUnderLoad => "handoff-under-load",
             Shape::ReadsWhileJoining => "reads-while-joining",
             Shape::SiblingsAcrossACut => "siblings-across-a-cut",
+            Shape::CasContention => "cas-contention",
         }
     }
 
@@ -140,6 +149,7 @@ impl SimConfig {
             },
             shape: Shape::Random,
             typed: true,
+            route_linearizable: true,
         }
     }
 
@@ -159,7 +169,9 @@ impl SimConfig {
             hint_window_ms: HINTS_SHORT.0,
             tombstone_grace_ms: HINTS_SHORT.1,
             shape,
-            typed: shape == Shape::SiblingsAcrossACut,
+            typed: matches!(shape, Shape::SiblingsAcrossACut | Shape::CasContention),
+            // Half the contention runs without routing, so proposers meet head on.
+            route_linearizable: shape != Shape::CasContention || seed.is_multiple_of(2),
             ..SimConfig::new(seed)
         }
     }

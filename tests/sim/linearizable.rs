@@ -119,6 +119,10 @@ impl Sim {
             })
             .collect();
         self.report.linearizable_checked += ops.len() as u64;
+        if let Ok(path) = std::env::var("VERGENT_LIN_DUMP") {
+            let text: Vec<String> = ops.iter().map(|t| format!("{t:?}")).collect();
+            let _ = std::fs::write(path, text.join("\n"));
+        }
         linearizable(&ops).err().map(|history| {
             format!(
                 "the history of linearizable key {} is not linearizable (times in virtual ms):\n  {history}",

@@ -86,7 +86,11 @@ impl Node {
 
 /// The core configuration every simulated node runs with: the node's defaults, with
 /// the simulation's shorter timeouts and windows.
-pub(super) fn core_config(hint_window_ms: u64, tombstone_grace_ms: u64) -> CoreConfig {
+pub(super) fn core_config(
+    hint_window_ms: u64,
+    tombstone_grace_ms: u64,
+    route_to_home: bool,
+) -> CoreConfig {
     CoreConfig {
         replica_timeout_ms: REPLICA_TIMEOUT_MS,
         hint_window_ms,
@@ -100,6 +104,7 @@ pub(super) fn core_config(hint_window_ms: u64, tombstone_grace_ms: u64) -> CoreC
         sync_step_timeout_ms: REPLICA_TIMEOUT_MS,
         default_consistency: Consistency::Quorum,
         membership: MembershipConfig::default(),
+        route_to_home,
     }
 }
 
@@ -182,7 +187,11 @@ impl Sim {
         node.replies.clear();
         node.armed = None;
         node.up = true;
-        let config = core_config(self.config.hint_window_ms, self.config.tombstone_grace_ms);
+        let config = core_config(
+            self.config.hint_window_ms,
+            self.config.tombstone_grace_ms,
+            self.config.route_linearizable,
+        );
         let now = self.now_of(i);
         let boot = Boot {
             clock_floor: boot.clock_floor.max(self.nodes[i].last_clock),

@@ -109,6 +109,32 @@ impl Sim {
                 let resolve = TypedOp::SibPut { context: true };
                 self.fixed_typed(start + 16_000, resolve, key, Consistency::All, Via::Any);
             }
+            Shape::CasContention => {
+                self.step(start + 200, Step::Latency(40));
+                self.step(start + 200, Step::Loss(0.05));
+                let key = b"l0";
+                let mut at = start + 500;
+                // About forty operations: enough to meet head on, few enough for the
+                // checker (its search grows fast with the operations in flight at once).
+                while at < start + 10_000 {
+                    for _ in 0..2 {
+                        let op = match self.rng.random_range(0..4) {
+                            0 => TypedOp::LinPut {
+                                delete: self.rng.random_bool(0.1),
+                            },
+                            1 => TypedOp::LinGet,
+                            _ => TypedOp::LinCas,
+                        };
+                        let when = at + self.rng.random_range(0..20);
+                        self.fixed_typed(when, op, key, Consistency::Quorum, Via::Any);
+                    }
+                    at += self.rng.random_range(400..800);
+                }
+                self.step(start + 10_500, Step::Loss(0.0));
+                self.step(start + 10_500, Step::Latency(5));
+                let last = TypedOp::LinGet;
+                self.fixed_typed(start + 12_000, last, key, Consistency::Quorum, Via::Any);
+            }
             Shape::ReadsWhileJoining => {
                 // Twice the keys, so that some partition has the replica that missed
                 // its writes and the new node among its owners after the join.

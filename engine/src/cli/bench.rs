@@ -54,8 +54,10 @@ pub(crate) struct BenchArgs {
     /// Write to this bucket instead of `default` (puts, or the updates of --update).
     #[arg(long, value_name = "NAME")]
     bucket: Option<String>,
-    /// Every operation is this typed update of a key drawn as for puts: `incr` adds 1
-    /// to a counter, `sadd` adds a member (one of 16) to a set; needs --bucket.
+    /// Every operation is this update of a key drawn as for puts: `incr` adds 1 to a
+    /// counter, `sadd` adds a member (one of 16) to a set, `cas` swaps a linearizable
+    /// key from the value the client last saw to one of its own (`--keys 1`: one hot
+    /// key); needs --bucket.
     #[arg(long, value_enum, requires = "bucket")]
     update: Option<UpdateOp>,
     /// Spread the clients over these nodes (comma-separated host:port) instead of --node.
@@ -69,6 +71,7 @@ pub(crate) struct BenchArgs {
 enum UpdateOp {
     Incr,
     Sadd,
+    Cas,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -105,6 +108,8 @@ fn parse_mix(text: &str) -> Result<Mix, Failure> {
 #[derive(Default)]
 struct ClientResult {
     latencies_us: Vec<u32>,
+    /// Compare-and-sets that swapped.
+    swaps: u64,
     /// Errors by kind: how many, and the first message seen.
     errors: BTreeMap<&'static str, (u64, String)>,
 }
@@ -144,17 +149,41 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
         tasks.push(tokio::spawn(async move {
             let mut rng = SplitMix(0x5eed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let mut result = ClientResult::default();
+            let mut seen: std::collections::HashMap<String, Option<Vec<u8>>> =
+                std::collections::HashMap::new();
             let total = mix.put + mix.get + mix.delete;
             while !stop.load(Ordering::Relaxed) && issued.fetch_add(1, Ordering::Relaxed) < limit {
                 let key = format!("bench-{:012}", keys.draw(&mut rng));
                 let pick = (rng.next() % u64::from(total)) as u32;
                 let began = Instant::now();
-                let outcome = if let (Some(bucket), Some(update)) = (&bucket, update) {
+                let outcome = if let (Some(bucket), Some(UpdateOp::Cas)) = (&bucket, update) {
+                    let expect = match seen.get(&key) {
+                        Some(Some(v)) => crate::paxos::Expect::Value(v.clone()),
+                        _ => crate::paxos::Expect::Absent,
+                    };
+                    let mine = format!("c{i}-{}", rng.next()).into_bytes();
+                    match client
+                        .cas(bucket, key.as_bytes(), expect, Some(&mine))
+                        .await
+                    {
+                        Ok(crate::client::Cas::Swapped(_)) => {
+                            result.swaps += 1;
+                            seen.insert(key.clone(), Some(mine));
+                            Ok(())
+                        }
+                        Ok(crate::client::Cas::NotSwapped(found)) => {
+                            seen.insert(key.clone(), found.map(|(v, _)| v));
+                            Ok(())
+                        }
+                        Err(err) => Err(err),
+                    }
+                } else if let (Some(bucket), Some(update)) = (&bucket, update) {
                     let change = match update {
                         UpdateOp::Incr => crate::types::Change::Incr(1),
                         UpdateOp::Sadd => {
                             crate::types::Change::Add(vec![vec![b'a' + (rng.next() % 16) as u8]])
                         }
+                        UpdateOp::Cas => unreachable!("handled above"),
                     };
                     client
                         .update(bucket, key.as_bytes(), change, consistency)
@@ -228,12 +257,14 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed();
     let mut latencies = Vec::new();
+    let mut swaps = 0;
     let mut errors: BTreeMap<&'static str, (u64, String)> = BTreeMap::new();
     for task in tasks {
         let result = task
             .await
             .map_err(|e| Failure::new(format!("bench client failed: {e}")))?;
         latencies.extend(result.latencies_us);
+        swaps += result.swaps;
         for (kind, (count, example)) in result.errors {
             errors.entry(kind).or_insert((0, example)).0 += count;
         }
@@ -258,6 +289,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
             "duration_s": elapsed.as_secs_f64(),
             "ops": ops,
             "ops_per_s": rate,
+            "swaps": swaps,
+            "swaps_per_s": swaps as f64 / elapsed.as_secs_f64(),
             "latency_ms": { "p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "p999": pct(0.999), "max": pct(1.0) },
             "errors": error_count,
             "errors_by_kind": errors
@@ -284,6 +317,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
             pct(0.999),
             pct(1.0)
         );
+        if args.update == Some(UpdateOp::Cas) {
+            println!(
+                "swaps: {swaps} ({:.0}/s)",
+                swaps as f64 / elapsed.as_secs_f64()
+            );
+        }
         println!("errors: {error_count}");
         for (kind, (count, example)) in &errors {
             println!("  {count} × {kind} (e.g. {example})");

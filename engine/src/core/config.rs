@@ -91,6 +91,10 @@ pub struct CoreConfig {
     pub default_consistency: Consistency,
     /// SWIM timing.
     pub membership: MembershipConfig,
+    /// Hand each operation on a linearizable key to the key's home node (see
+    /// `core::route`); off, every node proposes for its own clients (correct, with
+    /// more contention: the simulator's contention shape runs both ways).
+    pub route_to_home: bool,
 }
 
 /// What a node knows before its core starts: its identity, the cluster, what its store

@@ -30,6 +30,7 @@ impl NodeCore {
             Purpose::Catalog => self.catalog_answered(pending, response),
             Purpose::Update { .. } => self.update_answered(pending, Ok(response), now),
             Purpose::Paxos(_) => self.paxos_answered(pending, Ok(response), now, store),
+            Purpose::Forward { .. } => self.forward_answered(pending, Ok(response), now, store),
         }
     }
 
@@ -54,6 +55,7 @@ impl NodeCore {
                         | Purpose::ReadRepair
                         | Purpose::Hints { .. }
                         | Purpose::Paxos(_)
+                        | Purpose::Forward { .. }
                 ) {
                     self.lost(&pending.to, &why);
                 }
@@ -76,6 +78,7 @@ impl NodeCore {
             }
             Purpose::Update { .. } => self.update_answered(pending, Err(why), now),
             Purpose::Paxos(_) => self.paxos_answered(pending, Err(why), now, store),
+            Purpose::Forward { .. } => self.forward_answered(pending, Err(why), now, store),
             Purpose::Consult | Purpose::Catalog => self.event(CoreEvent::Debug(format!(
                 "no answer from {}: {why}",
                 pending.to

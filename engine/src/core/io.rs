@@ -607,6 +607,12 @@ pub(crate) enum Purpose {
     },
     /// A phase of a proposal, asked of one of its acceptors.
     Paxos(super::paxos::Asked),
+    /// A client's operation on a linearizable key, handed to the key's home node.
+    Forward {
+        ask: AskId,
+        key: Vec<u8>,
+        op: crate::paxos::LinOp,
+    },
 }
 
 /// The partitions and tombstones a write is about to change: they hold handoff and

@@ -39,6 +39,7 @@ mod io;
 mod members;
 mod pacer;
 mod paxos;
+mod route;
 mod status;
 mod sync;
 mod typed;

@@ -13,7 +13,8 @@
 use super::io::{Landing, Pending, Purpose, StorePurpose};
 use super::*;
 use crate::paxos::{
-    AcceptReply, Ballot, Expect, LinOp, PrepareReply, Step, current as current_value, enough,
+    AcceptReply, Ballot, Expect, LinOp, LinOutcome, PrepareReply, Step, current as current_value,
+    enough,
 };
 use crate::placement::ReplicaSet;
 use crate::protocol::{ErrorCode, ErrorReply};
@@ -74,19 +75,20 @@ enum Phase {
     Prepare,
     /// What the client is told once the value proposed is chosen.
     Accept {
-        outcome: Outcome,
+        outcome: LinOutcome,
     },
 }
 
-#[derive(Debug, Clone)]
-enum Outcome {
-    Written(Version),
-    Read(Option<Record>),
-    NotSwapped(Option<Record>),
+/// Who waits for a proposal's outcome.
+pub(crate) enum Waiter {
+    /// A client of this node's.
+    Ask(AskId),
+    /// A node that handed its client's operation to this one, the key's home.
+    Peer(ReplyTo),
 }
 
 struct Proposal {
-    ask: AskId,
+    waiter: Waiter,
     key: Vec<u8>,
     op: LinOp,
     attempt: u32,
@@ -179,10 +181,27 @@ impl NodeCore {
         } else {
             self.counters.writes += 1;
         }
+        if let Some(home) = self.home_of(&key).filter(|_| self.config.route_to_home) {
+            self.forward(ask, home, key, op, now);
+            return Ok(());
+        }
+        self.propose_here(Waiter::Ask(ask), key, op, now, store);
+        Ok(())
+    }
+
+    /// Runs an operation as a proposal of this node's, for `waiter`.
+    pub(super) fn propose_here(
+        &mut self,
+        waiter: Waiter,
+        key: Vec<u8>,
+        op: LinOp,
+        now: Now,
+        store: &Store,
+    ) {
         let id = self.proposals.next;
         self.proposals.next += 1;
         let proposal = Proposal {
-            ask,
+            waiter,
             key,
             op,
             attempt: 0,
@@ -197,14 +216,13 @@ impl NodeCore {
         if let Some(queue) = self.proposals.busy.get_mut(&proposal.key) {
             queue.push_back(id);
             self.proposals.by_id.insert(id, proposal);
-            return Ok(());
+            return;
         }
         self.proposals
             .busy
             .insert(proposal.key.clone(), VecDeque::new());
         self.proposals.by_id.insert(id, proposal);
         self.start(id, now, store);
-        Ok(())
     }
 
     /// Runs proposal `id`: a peek first when a value chosen already may answer it.
@@ -274,8 +292,8 @@ impl NodeCore {
         if agreed && proposal.op.step(current) == Step::Keep {
             let current = current.cloned();
             let outcome = match proposal.op {
-                LinOp::Get => Outcome::Read(current),
-                _ => Outcome::NotSwapped(current),
+                LinOp::Get => LinOutcome::Read(current),
+                _ => LinOutcome::NotSwapped(current),
             };
             self.counters.lin_fast += 1;
             return self.finish(id, Ok(outcome), now, store);
@@ -630,7 +648,7 @@ impl NodeCore {
         let accepting_write = matches!(
             &proposal.phase,
             Phase::Accept {
-                outcome: Outcome::Written(_)
+                outcome: LinOutcome::Written(_)
             }
         );
         if accepting_write {
@@ -712,7 +730,7 @@ impl NodeCore {
                 // The earlier attempt's value is the current one: finish choosing it,
                 // at this ballot. The operation took effect once.
                 let payload = current.map_or(Payload::Tombstone, |r| r.payload);
-                return self.propose(id, payload, Outcome::Written(ballot), now, store);
+                return self.propose(id, payload, LinOutcome::Written(ballot), now, store);
             }
             if at > Some(earlier) {
                 // A later proposal's value: the earlier write may have been chosen and
@@ -732,11 +750,11 @@ impl NodeCore {
         };
         let step = proposal.op.step(current.as_ref());
         let (payload, outcome) = match step {
-            Step::Write(payload) => (payload, Outcome::Written(ballot)),
+            Step::Write(payload) => (payload, LinOutcome::Written(ballot)),
             Step::Keep => {
                 let outcome = match proposal.op {
-                    LinOp::Get => Outcome::Read(current.clone()),
-                    _ => Outcome::NotSwapped(current.clone()),
+                    LinOp::Get => LinOutcome::Read(current.clone()),
+                    _ => LinOutcome::NotSwapped(current.clone()),
                 };
                 if settled {
                     self.counters.lin_fast += 1;
@@ -752,7 +770,7 @@ impl NodeCore {
     }
 
     /// The accept phase: `payload` at the proposal's ballot.
-    fn propose(&mut self, id: u64, payload: Payload, outcome: Outcome, now: Now, store: &Store) {
+    fn propose(&mut self, id: u64, payload: Payload, outcome: LinOutcome, now: Now, store: &Store) {
         let Some(proposal) = self.proposals.by_id.get_mut(&id) else {
             return;
         };
@@ -777,26 +795,24 @@ impl NodeCore {
     }
 
     /// Proposal `id` ends: the client is answered.
-    fn finish(&mut self, id: u64, result: Result<Outcome, ErrorReply>, now: Now, store: &Store) {
+    fn finish(&mut self, id: u64, result: Result<LinOutcome, ErrorReply>, now: Now, store: &Store) {
         let Some(proposal) = self.proposals.by_id.remove(&id) else {
             return;
         };
-        let answer = match result {
-            Ok(outcome) => {
-                self.counters.lin_ops += 1;
-                self.counters.lin_round_trips += u64::from(proposal.round_trips);
-                match outcome {
-                    Outcome::Written(version) => Answer::Written(version),
-                    Outcome::Read(record) => Answer::Read {
-                        record,
-                        kind: crate::buckets::BucketType::Linearizable,
-                    },
-                    Outcome::NotSwapped(record) => Answer::NotSwapped(record),
-                }
+        if result.is_ok() {
+            self.counters.lin_ops += 1;
+            self.counters.lin_round_trips += u64::from(proposal.round_trips);
+        }
+        match proposal.waiter {
+            Waiter::Ask(ask) => self.answer(ask, lin_answer(result)),
+            Waiter::Peer(reply) => {
+                let response = match result {
+                    Ok(outcome) => Response::Proposed(outcome),
+                    Err(err) => Response::Error(err),
+                };
+                self.respond(reply, response);
             }
-            Err(err) => Answer::Failed(err),
-        };
-        self.answer(proposal.ask, answer);
+        }
         let next = match self.proposals.busy.get_mut(&proposal.key) {
             Some(queue) => queue.pop_front(),
             None => None,
@@ -833,6 +849,19 @@ impl NodeCore {
             self.proposals.retries.pop_first();
             self.attempt(id, now, store);
         }
+    }
+}
+
+/// A client's answer for how its operation ended.
+pub(super) fn lin_answer(result: Result<LinOutcome, ErrorReply>) -> Answer {
+    match result {
+        Ok(LinOutcome::Written(version)) => Answer::Written(version),
+        Ok(LinOutcome::Read(record)) => Answer::Read {
+            record,
+            kind: crate::buckets::BucketType::Linearizable,
+        },
+        Ok(LinOutcome::NotSwapped(record)) => Answer::NotSwapped(record),
+        Err(err) => Answer::Failed(err),
     }
 }
 

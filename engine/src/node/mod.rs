@@ -150,6 +150,7 @@ fn core_config(config: &NodeConfig) -> CoreConfig {
         sync_step_timeout_ms: SYNC_STEP_TIMEOUT.as_millis() as u64,
         default_consistency: config.default_consistency,
         membership: config.membership.clone(),
+        route_to_home: true,
     }
 }
 

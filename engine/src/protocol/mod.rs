@@ -222,6 +222,15 @@ pub enum Request {
         /// The proposal's ballot.
         ballot: crate::paxos::Ballot,
     },
+    /// Internode: make this operation on a linearizable key as its home node (the
+    /// first of its replicas that count), for a client of the sender's. Answered with
+    /// `Proposed`. Node role only.
+    Propose {
+        /// The key, as stored.
+        key: Vec<u8>,
+        /// The operation.
+        op: crate::paxos::LinOp,
+    },
     /// Internode: accept `record` (at its version's ballot) for `key` as its acceptor.
     /// Answered with `Accept`. Node role only.
     Accept {
@@ -313,6 +322,7 @@ impl Request {
             Request::Update { .. } => "update",
             Request::Cas { .. } => "cas",
             Request::Prepare { .. } => "prepare",
+            Request::Propose { .. } => "propose",
             Request::Accept { .. } => "accept",
             Request::Buckets(BucketRequest::Create { .. }) => "bucket create",
             Request::Buckets(BucketRequest::Delete { .. }) => "bucket delete",
@@ -340,6 +350,7 @@ impl Request {
             | Request::Catalog(_)
             | Request::UpdateLocal { .. }
             | Request::Prepare { .. }
+            | Request::Propose { .. }
             | Request::Accept { .. }
             | Request::ReadLocal { .. }
             | Request::Join { .. }
@@ -507,6 +518,8 @@ pub enum Response {
     Promise(crate::paxos::PrepareReply),
     /// The answer to [`Request::Accept`].
     Accept(crate::paxos::AcceptReply),
+    /// The answer to [`Request::Propose`].
+    Proposed(crate::paxos::LinOutcome),
 }
 
 /// One member as the answering node sees it.

@@ -190,6 +190,7 @@ impl Shared {
             }
             request @ (Request::Replicate { .. }
             | Request::Prepare { .. }
+            | Request::Propose { .. }
             | Request::Accept { .. }
             | Request::ReadLocal { .. }
             | Request::Sync(_)
