@@ -22,7 +22,8 @@ pub(super) enum Msg {
     Response {
         id: ReqId,
         life: u32,
-        response: Response,
+        /// Boxed: a response (a status, say) is large beside every other message.
+        response: Box<Response>,
         /// The answering clock's true skew, when it answers a probe (bookkeeping for
         /// the clock invariant, not read by the core).
         truth_skew_ms: Option<i64>,
@@ -143,7 +144,7 @@ impl Sim {
                     self.nodes[to].seen_skew.insert(from, skew);
                 }
                 self.with_core(to, |core, now, store| {
-                    core.handle_response(id, Ok(response), now, store)
+                    core.handle_response(id, Ok(*response), now, store)
                 });
             }
         }

@@ -317,7 +317,7 @@ impl Sim {
                     Msg::Response {
                         id,
                         life,
-                        response,
+                        response: Box::new(response),
                         truth_skew_ms,
                     },
                 );

@@ -406,14 +406,17 @@ impl NodeCore {
             Request::Prepare { key, ballot } => {
                 (key.clone(), StoreWork::Prepare { key, ballot }, ballot)
             }
-            Request::Accept { key, record } => (
-                key.clone(),
-                StoreWork::Accept {
-                    key,
-                    record: record.clone(),
-                },
-                record.version,
-            ),
+            Request::Accept { key, record } => {
+                let ballot = record.version;
+                (
+                    key.clone(),
+                    StoreWork::Accept {
+                        key,
+                        record: *record,
+                    },
+                    ballot,
+                )
+            }
             _ => return,
         };
         let refusal = if let Err(err) = crate::buckets::check_stored_key(&key) {
@@ -590,11 +593,13 @@ impl NodeCore {
             .iter()
             .map(|t| proposal.set.counted.contains(t))
             .collect();
-        let positive = |h: &Heard| match (&proposal.phase, h) {
-            (Phase::Peek, Heard::Peeked(_)) => true,
-            (Phase::Prepare, Heard::Promised { .. }) => true,
-            (Phase::Accept { .. }, Heard::Accepted) => true,
-            _ => false,
+        let positive = |h: &Heard| {
+            matches!(
+                (&proposal.phase, h),
+                (Phase::Peek, Heard::Peeked(_))
+                    | (Phase::Prepare, Heard::Promised { .. })
+                    | (Phase::Accept { .. }, Heard::Accepted)
+            )
         };
         let ok = proposal.heard.iter().filter(|h| positive(h)).count();
         let counted_ok = proposal
@@ -787,7 +792,7 @@ impl NodeCore {
             id,
             |_| Request::Accept {
                 key: key.clone(),
-                record: record.clone(),
+                record: Box::new(record.clone()),
             },
             now,
             store,

@@ -67,7 +67,8 @@ pub(crate) enum Input {
     /// A peer's answer to a request of the core's.
     Response {
         id: ReqId,
-        result: Result<Response, PeerFailure>,
+        /// Boxed: a response (a status, say) is large beside every other input.
+        result: Box<Result<Response, PeerFailure>>,
     },
     /// A store effect is done.
     Stored { id: StoreId, done: StoreDone },
@@ -166,6 +167,7 @@ impl CoreHandle {
     }
 
     pub(crate) fn answer_response(&self, id: ReqId, result: Result<Response, PeerFailure>) {
+        let result = Box::new(result);
         let _ = self.inputs.send(Input::Response { id, result });
     }
 
@@ -318,7 +320,9 @@ impl Driver {
                 shared.core.datagrams.fetch_sub(1, Ordering::AcqRel);
                 core.handle_datagram(&from, &data, shared.now(), store);
             }
-            Input::Response { id, result } => core.handle_response(id, result, shared.now(), store),
+            Input::Response { id, result } => {
+                core.handle_response(id, *result, shared.now(), store)
+            }
             Input::Stored { id, done } => core.handle_stored(id, done, shared.now(), store),
             Input::Call(call) => call(core, shared.now(), store),
         }

@@ -236,8 +236,9 @@ pub enum Request {
     Accept {
         /// The key, as stored.
         key: Vec<u8>,
-        /// The value proposed, at the proposal's ballot.
-        record: Record,
+        /// The value proposed, at the proposal's ballot (boxed: a record is large
+        /// beside every other request).
+        record: Box<Record>,
     },
 }
 
