@@ -44,4 +44,16 @@ state_of() {
         echo unreachable
 }
 
+# start_three FIRST_PORT: nodes n1, n2, n3 on three ports from FIRST_PORT, joined, and
+# waits until they see each other alive; sets `spread` and `admin` for bench commands.
+start_three() {
+    local port=$1
+    start_node n1 "$port"
+    start_node n2 $((port + 1)) --join "127.0.0.1:$port"
+    start_node n3 $((port + 2)) --join "127.0.0.1:$port"
+    until [ "$(state_of n1 n3)" = alive ] && [ "$(state_of n3 n2)" = alive ]; do sleep 0.2; done
+    admin=(--node "${ADDRS[n1]}" --certs "$work/certs")
+    spread="${ADDRS[n1]},${ADDRS[n2]},${ADDRS[n3]}"
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

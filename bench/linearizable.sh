@@ -10,15 +10,10 @@ DURATION=${DURATION:-5}
 CLIENTS=${CLIENTS:-64}
 KEYS=${KEYS:-100000}
 
-start_node n1 7441
-start_node n2 7442 --join 127.0.0.1:7441
-start_node n3 7443 --join 127.0.0.1:7441
-until [ "$(state_of n1 n3)" = alive ] && [ "$(state_of n3 n2)" = alive ]; do sleep 0.2; done
-admin=(--node "${ADDRS[n1]}" --certs "$work/certs")
+start_three 7441
 "$V" bucket create lwwb "${admin[@]}" >/dev/null
 "$V" bucket create locks --type linearizable "${admin[@]}" >/dev/null
 sleep 1
-spread="${ADDRS[n1]},${ADDRS[n2]},${ADDRS[n3]}"
 
 one() { # label, then bench flags
     local label=$1

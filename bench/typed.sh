@@ -10,16 +10,11 @@ DURATION=${DURATION:-5}
 CLIENTS=${CLIENTS:-64}
 KEYS=${KEYS:-100000}
 
-start_node n1 7431
-start_node n2 7432 --join 127.0.0.1:7431
-start_node n3 7433 --join 127.0.0.1:7431
-until [ "$(state_of n1 n3)" = alive ] && [ "$(state_of n3 n2)" = alive ]; do sleep 0.2; done
-admin=(--node "${ADDRS[n1]}" --certs "$work/certs")
+start_three 7431
 "$V" bucket create lwwb "${admin[@]}" >/dev/null
 "$V" bucket create hits --type counter "${admin[@]}" >/dev/null
 "$V" bucket create tags --type set "${admin[@]}" >/dev/null
 sleep 1
-spread="${ADDRS[n1]},${ADDRS[n2]},${ADDRS[n3]}"
 
 one() { # label, then bench flags
     local label=$1
