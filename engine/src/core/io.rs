@@ -681,7 +681,7 @@ pub(crate) enum StorePurpose {
     },
     /// A prepare or an accept as an acceptor, and who waits for the answer.
     Paxos {
-        acceptor_for: super::paxos::AcceptorFor,
+        acceptor_for: super::acceptor::AcceptorFor,
         landing: Landing,
     },
 }

@@ -25,6 +25,7 @@
 //! runtime carries them over QUIC (batching replication to a peer into one frame), the
 //! simulator over its network of delays, losses and cuts.
 
+mod acceptor;
 mod boot;
 mod buckets;
 mod clocks;

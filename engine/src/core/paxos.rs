@@ -10,7 +10,8 @@
 //! a write's outcome is then unknown, and the client is told so, because an acceptor
 //! that accepted it may carry it into the next proposal.
 
-use super::io::{Landing, Pending, Purpose, StorePurpose};
+use super::acceptor::AcceptorFor;
+use super::io::{Pending, Purpose, StorePurpose};
 use super::*;
 use crate::paxos::{
     AcceptReply, Ballot, Expect, LinOp, LinOutcome, PrepareReply, Step, current as current_value,
@@ -44,17 +45,9 @@ pub(crate) struct Asked {
     target: usize,
 }
 
-/// Who waits for an acceptor's answer.
-pub(crate) enum AcceptorFor {
-    /// A proposal of this node's.
-    Local(Asked),
-    /// A peer's proposal.
-    Peer(ReplyTo),
-}
-
 /// An acceptor's answer, as a proposal counts it.
 #[derive(Debug, Clone)]
-enum Heard {
+pub(super) enum Heard {
     Waiting,
     /// A replica's record, read without a promise.
     Peeked(Option<Record>),
@@ -358,7 +351,7 @@ impl NodeCore {
 
     /// Sends a phase's request to every target of proposal `id` (this node's own
     /// acceptor through the store).
-    fn ask_acceptors(
+    pub(super) fn ask_acceptors(
         &mut self,
         id: u64,
         request: impl Fn(usize) -> Request,
@@ -393,147 +386,6 @@ impl NodeCore {
         }
     }
 
-    /// An acceptor's request, from a peer or this node's proposals: checked, then
-    /// decided in the store.
-    fn acceptor_work(
-        &mut self,
-        request: Request,
-        acceptor_for: AcceptorFor,
-        now: Now,
-        store: &Store,
-    ) {
-        let (key, work, ballot) = match request {
-            Request::Prepare { key, ballot } => {
-                (key.clone(), StoreWork::Prepare { key, ballot }, ballot)
-            }
-            Request::Accept { key, record } => {
-                let ballot = record.version;
-                (
-                    key.clone(),
-                    StoreWork::Accept {
-                        key,
-                        record: *record,
-                    },
-                    ballot,
-                )
-            }
-            _ => return,
-        };
-        let refusal = if let Err(err) = crate::buckets::check_stored_key(&key) {
-            Some(ErrorReply::new(ErrorCode::LimitExceeded, err.to_string()))
-        } else if let StoreWork::Accept { record, .. } = &work
-            && let Err(err) = match &record.payload {
-                Payload::Value(v) => crate::limits::check_value(v, self.config.value_bytes_max),
-                Payload::Tombstone => Ok(()),
-                Payload::Typed(_) => Err(crate::limits::LimitError::EmptyKey),
-            }
-        {
-            Some(match err {
-                crate::limits::LimitError::EmptyKey => ErrorReply::new(
-                    ErrorCode::BadRequest,
-                    "a linearizable key holds bytes, not a typed value",
-                ),
-                other => ErrorReply::new(ErrorCode::LimitExceeded, other.to_string()),
-            })
-        } else if ballot.hlc.wall_ms().saturating_add(BALLOT_LIFE_MS) < now.wall_ms() {
-            Some(ErrorReply::new(
-                ErrorCode::Refused,
-                format!(
-                    "ballot {} is over {} s old: its proposal is over",
-                    ballot.hlc,
-                    BALLOT_LIFE_MS / 1000
-                ),
-            ))
-        } else {
-            let cluster_ms = self.cluster_wall_ms(now);
-            match self
-                .clock
-                .observe_against(ballot.hlc, now.wall_ms(), cluster_ms)
-            {
-                Ok(_) => None,
-                Err(err) => {
-                    self.clock_refused("ballot", err.to_string());
-                    Some(ErrorReply::new(ErrorCode::ClockOffset, err.to_string()))
-                }
-            }
-        };
-        if let Some(refusal) = refusal {
-            return match acceptor_for {
-                AcceptorFor::Peer(reply) => self.respond(reply, Response::Error(refusal)),
-                AcceptorFor::Local(asked) => {
-                    self.heard(asked, Heard::Failed(refusal.message), now, store)
-                }
-            };
-        }
-        if matches!(work, StoreWork::Prepare { .. }) {
-            self.proposals.promised(now.mono());
-        }
-        let landing = match &work {
-            StoreWork::Accept { record, .. } if record.payload.is_tombstone() => self.landing(
-                std::slice::from_ref(&crate::record::Entry {
-                    key: key.clone(),
-                    record: record.clone(),
-                }),
-                now.wall_ms(),
-            ),
-            StoreWork::Accept { .. } => self.landing_key(&key, now.wall_ms()),
-            _ => Landing::default(),
-        };
-        self.store(
-            work,
-            StorePurpose::Paxos {
-                acceptor_for,
-                landing,
-            },
-        );
-    }
-
-    /// A peer's prepare or accept.
-    pub(super) fn acceptor_request(
-        &mut self,
-        reply: ReplyTo,
-        request: Request,
-        now: Now,
-        store: &Store,
-    ) {
-        self.acceptor_work(request, AcceptorFor::Peer(reply), now, store);
-    }
-
-    /// The store decided an acceptor's request.
-    pub(super) fn acceptor_stored(
-        &mut self,
-        acceptor_for: AcceptorFor,
-        landing: Landing,
-        done: StoreDone,
-        now: Now,
-        store: &Store,
-    ) {
-        self.landed(landing, now);
-        match acceptor_for {
-            AcceptorFor::Peer(reply) => {
-                let response = match done {
-                    StoreDone::Promise(p) => Response::Promise(p),
-                    StoreDone::Accept(a) => Response::Accept(a),
-                    StoreDone::Failed(err) => Response::Error(err),
-                    other => Response::Error(ErrorReply::new(
-                        ErrorCode::Storage,
-                        format!("unexpected store answer {other:?}"),
-                    )),
-                };
-                self.respond(reply, response);
-            }
-            AcceptorFor::Local(asked) => {
-                let heard = match done {
-                    StoreDone::Promise(p) => heard_of_promise(p),
-                    StoreDone::Accept(a) => heard_of_accept(a),
-                    StoreDone::Failed(err) => Heard::Failed(err.message),
-                    other => Heard::Failed(format!("unexpected store answer {other:?}")),
-                };
-                self.heard(asked, heard, now, store);
-            }
-        }
-    }
-
     /// A peer answered a phase (or could not).
     pub(super) fn paxos_answered(
         &mut self,
@@ -557,7 +409,7 @@ impl NodeCore {
     }
 
     /// Counts an acceptor's answer, and moves the proposal on if it can.
-    fn heard(&mut self, asked: Asked, heard: Heard, now: Now, store: &Store) {
+    pub(super) fn heard(&mut self, asked: Asked, heard: Heard, now: Now, store: &Store) {
         let Some(proposal) = self.proposals.by_id.get_mut(&asked.proposal) else {
             return;
         };
@@ -870,14 +722,14 @@ pub(super) fn lin_answer(result: Result<LinOutcome, ErrorReply>) -> Answer {
     }
 }
 
-fn heard_of_promise(reply: PrepareReply) -> Heard {
+pub(super) fn heard_of_promise(reply: PrepareReply) -> Heard {
     match reply {
         PrepareReply::Promised { accepted, quiet } => Heard::Promised { accepted, quiet },
         PrepareReply::Rejected { seen } => Heard::Rejected(seen),
     }
 }
 
-fn heard_of_accept(reply: AcceptReply) -> Heard {
+pub(super) fn heard_of_accept(reply: AcceptReply) -> Heard {
     match reply {
         AcceptReply::Accepted => Heard::Accepted,
         AcceptReply::Rejected { seen } => Heard::Rejected(seen),
