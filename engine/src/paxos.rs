@@ -112,8 +112,10 @@ impl Acceptor {
         }
     }
 
-    /// An accept of `record` at its version's ballot.
-    pub fn accept(&self, record: Record) -> Decision<AcceptReply> {
+    /// An accept of `record` at its version's ballot; with `next`, the acceptor also
+    /// promises that ballot of the same proposer, so that its next proposal on the key
+    /// needs no prepare (the prepare rides on this accept).
+    pub fn accept(&self, record: Record, next: Option<Ballot>) -> Decision<AcceptReply> {
         let ballot = record.version;
         let accepted_at = self.accepted.as_ref().map(|r| r.version);
         if accepted_at == Some(ballot) {
@@ -129,7 +131,7 @@ impl Acceptor {
         if promised_ok && above {
             Decision {
                 reply: AcceptReply::Accepted,
-                promise: None,
+                promise: next.filter(|n| *n > ballot),
                 accept: Some(record),
             }
         } else {

@@ -31,16 +31,10 @@ impl NodeCore {
             Request::Prepare { key, ballot } => {
                 (key.clone(), StoreWork::Prepare { key, ballot }, ballot)
             }
-            Request::Accept { key, record } => {
+            Request::Accept { key, record, next } => {
                 let ballot = record.version;
-                (
-                    key.clone(),
-                    StoreWork::Accept {
-                        key,
-                        record: *record,
-                    },
-                    ballot,
-                )
+                let record = *record;
+                (key.clone(), StoreWork::Accept { key, record, next }, ballot)
             }
             _ => return,
         };
@@ -90,7 +84,10 @@ impl NodeCore {
                 }
             };
         }
-        if matches!(work, StoreWork::Prepare { .. }) {
+        if matches!(
+            work,
+            StoreWork::Prepare { .. } | StoreWork::Accept { next: Some(_), .. }
+        ) {
             self.proposals.promised(now.mono());
         }
         let landing = match &work {

@@ -295,6 +295,8 @@ pub enum StoreWork {
         key: Vec<u8>,
         /// The record, at the proposal's ballot.
         record: Record,
+        /// The proposer's next ballot, promised along with it.
+        next: Option<crate::paxos::Ballot>,
     },
 }
 
@@ -403,7 +405,9 @@ pub fn carry_out(store: &Store, work: StoreWork) -> StoreDone {
         StoreWork::Prepare { key, ballot } => {
             StoreDone::from_result(store.prepare_now(&key, ballot))
         }
-        StoreWork::Accept { key, record } => StoreDone::from_result(store.accept_now(&key, record)),
+        StoreWork::Accept { key, record, next } => {
+            StoreDone::from_result(store.accept_now(&key, record, next))
+        }
         StoreWork::DropPromises(before) => StoreDone::from_result(store.drop_promises_now(before)),
     }
 }

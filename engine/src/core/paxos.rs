@@ -66,8 +66,9 @@ enum Phase {
     /// not match without disturbing any proposal.
     Peek,
     Prepare,
-    /// What the client is told once the value proposed is chosen.
+    /// The value proposed, and what the client is told once it is chosen.
     Accept {
+        record: Record,
         outcome: LinOutcome,
     },
 }
@@ -95,6 +96,20 @@ struct Proposal {
     /// The ballot of an earlier attempt whose write some acceptor may hold: the next
     /// prepare tells whether it was chosen.
     recover: Option<Ballot>,
+    /// The next ballot promised along with this proposal's accepts.
+    next: Option<Ballot>,
+}
+
+/// What a completed proposal left this node knowing of a key: a quorum accepted
+/// `current` and promised `next`, so no other value can be chosen below `next`; the
+/// key's next write here goes straight to its accept at `next` (one round trip). If
+/// another proposal came between, the accept is refused and the write takes the
+/// usual way.
+struct Lease {
+    next: Ballot,
+    current: Option<Record>,
+    /// The replica set it was made with: a lease is for that set only.
+    targets: Vec<String>,
 }
 
 /// The proposals this node makes.
@@ -107,6 +122,8 @@ pub(crate) struct Proposals {
     /// The keys with a proposal running, and the proposals waiting their turn: one
     /// at a time per key, so this node's proposals never compete with each other.
     busy: BTreeMap<Vec<u8>, VecDeque<u64>>,
+    /// Keys whose next write may skip its prepare.
+    leases: BTreeMap<Vec<u8>, Lease>,
     /// When this node's acceptor last made a promise (or started: promises may be
     /// left from before), while old ones may still be held.
     promised_at: Option<Millis>,
@@ -205,6 +222,7 @@ impl NodeCore {
             heard: Vec::new(),
             round_trips: 0,
             recover: None,
+            next: None,
         };
         if let Some(queue) = self.proposals.busy.get_mut(&proposal.key) {
             queue.push_back(id);
@@ -220,6 +238,30 @@ impl NodeCore {
 
     /// Runs proposal `id`: a peek first when a value chosen already may answer it.
     fn start(&mut self, id: u64, now: Now, store: &Store) {
+        let Some(proposal) = self.proposals.by_id.get(&id) else {
+            return;
+        };
+        if !proposal.op.reads()
+            && let Some(lease) = self.proposals.leases.remove(&proposal.key)
+        {
+            let set = self.view.replica_set(&proposal.key);
+            let fresh = lease.next.hlc.wall_ms() + BALLOT_LIFE_MS / 2 > now.wall_ms();
+            if let (true, true, Step::Write(payload)) = (
+                fresh,
+                set.targets == lease.targets,
+                proposal.op.step(lease.current.as_ref()),
+            ) {
+                // This node's clock issues the lease's ballot as a version: it must
+                // never issue it, or one below it, again.
+                let _ = self.clock.observe(lease.next.hlc, now.wall_ms());
+                let proposal = self.proposals.by_id.get_mut(&id).expect("looked up");
+                proposal.attempt += 1;
+                proposal.ballot = lease.next;
+                proposal.set = set;
+                self.counters.lin_fast += 1;
+                return self.propose(id, payload, LinOutcome::Written(lease.next), now, store);
+            }
+        }
         let Some(proposal) = self.proposals.by_id.get(&id) else {
             return;
         };
@@ -326,6 +368,7 @@ impl NodeCore {
             return;
         };
         let (seen, key) = (proposal.seen, proposal.key.clone());
+        self.proposals.leases.remove(&key);
         let ballot = match self.ballot_above(seen, now) {
             Ok(ballot) => ballot,
             Err(err) => return self.finish(id, Err(err), now, store),
@@ -473,8 +516,18 @@ impl NodeCore {
             match &proposal.phase {
                 Phase::Peek => self.peeked(id, now, store),
                 Phase::Prepare => self.promised(id, now, store),
-                Phase::Accept { outcome } => {
+                Phase::Accept { record, outcome } => {
                     let outcome = outcome.clone();
+                    // The accepts promised this proposal's next ballot: the key's next
+                    // write here may skip its prepare.
+                    if let Some(next) = proposal.next {
+                        let lease = Lease {
+                            next,
+                            current: Some(record.clone()),
+                            targets: proposal.set.targets.clone(),
+                        };
+                        self.proposals.leases.insert(proposal.key.clone(), lease);
+                    }
                     self.finish(id, Ok(outcome), now, store);
                 }
             }
@@ -505,7 +558,8 @@ impl NodeCore {
         let accepting_write = matches!(
             &proposal.phase,
             Phase::Accept {
-                outcome: LinOutcome::Written(_)
+                outcome: LinOutcome::Written(_),
+                ..
             }
         );
         if accepting_write {
@@ -636,7 +690,16 @@ impl NodeCore {
             payload,
             expires_ms: None,
         };
-        proposal.phase = Phase::Accept { outcome };
+        // The next ballot of this node's on the key, promised with the accepts.
+        let next = Version {
+            hlc: Timestamp::from_u64(proposal.ballot.hlc.as_u64() + 1),
+            node: self.node_id,
+        };
+        proposal.next = Some(next);
+        proposal.phase = Phase::Accept {
+            record: record.clone(),
+            outcome,
+        };
         proposal.heard = vec![Heard::Waiting; proposal.set.targets.len()];
         proposal.round_trips += 1;
         let key = proposal.key.clone();
@@ -645,6 +708,7 @@ impl NodeCore {
             |_| Request::Accept {
                 key: key.clone(),
                 record: Box::new(record.clone()),
+                next: Some(next),
             },
             now,
             store,
@@ -656,6 +720,9 @@ impl NodeCore {
         let Some(proposal) = self.proposals.by_id.remove(&id) else {
             return;
         };
+        if result.is_err() {
+            self.proposals.leases.remove(&proposal.key);
+        }
         if result.is_ok() {
             self.counters.lin_ops += 1;
             self.counters.lin_round_trips += u64::from(proposal.round_trips);

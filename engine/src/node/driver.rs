@@ -456,8 +456,8 @@ impl Driver {
                 let f = store.drop_promises(before);
                 Box::pin(async move { (id, StoreDone::from_result(f.await)) })
             }
-            StoreWork::Accept { key, record } => {
-                let f = store.accept(key, record);
+            StoreWork::Accept { key, record, next } => {
+                let f = store.accept(key, record, next);
                 Box::pin(async move { (id, StoreDone::from_result(f.await)) })
             }
         };

@@ -56,7 +56,7 @@ fn an_accept_needs_the_promise_and_a_ballot_above_the_accepted_one() {
         floor: None,
     };
     // Below the promise: refused.
-    let low = acceptor.accept(record(ballot(19, 9), b"x"));
+    let low = acceptor.accept(record(ballot(19, 9), b"x"), None);
     assert_eq!(
         low.reply,
         AcceptReply::Rejected {
@@ -65,7 +65,7 @@ fn an_accept_needs_the_promise_and_a_ballot_above_the_accepted_one() {
     );
     assert_eq!(low.accept, None);
     // At the promise: accepted, and the record stored.
-    let at = acceptor.accept(record(ballot(20, 1), b"new"));
+    let at = acceptor.accept(record(ballot(20, 1), b"new"), None);
     assert_eq!(at.reply, AcceptReply::Accepted);
     assert_eq!(at.accept, Some(record(ballot(20, 1), b"new")));
     // A duplicate of what was accepted changes nothing.
@@ -74,11 +74,41 @@ fn an_accept_needs_the_promise_and_a_ballot_above_the_accepted_one() {
         accepted: Some(record(ballot(20, 1), b"new")),
         floor: None,
     };
-    let again = accepted.accept(record(ballot(20, 1), b"new"));
+    let again = accepted.accept(record(ballot(20, 1), b"new"), None);
     assert_eq!((again.reply, again.accept), (AcceptReply::Accepted, None));
     // Without a promise (a proposer that skipped prepare) the accepted ballot bounds it.
-    let stale = accepted.accept(record(ballot(18, 4), b"stale"));
+    let stale = accepted.accept(record(ballot(18, 4), b"stale"), None);
     assert!(matches!(stale.reply, AcceptReply::Rejected { .. }));
+}
+
+#[test]
+fn an_accept_may_carry_the_promise_of_the_proposers_next_ballot() {
+    let acceptor = Acceptor {
+        promised: Some(ballot(20, 1)),
+        accepted: None,
+        floor: None,
+    };
+    let decision = acceptor.accept(record(ballot(20, 1), b"v"), Some(ballot(21, 1)));
+    assert_eq!(decision.reply, AcceptReply::Accepted);
+    assert_eq!(decision.promise, Some(ballot(21, 1)));
+    // Held: a ballot between the two is refused a promise, the next one is accepted
+    // without a prepare.
+    let held = Acceptor {
+        promised: decision.promise,
+        accepted: decision.accept,
+        floor: None,
+    };
+    assert!(matches!(
+        held.prepare(ballot(20, 9)).reply,
+        PrepareReply::Rejected { .. }
+    ));
+    assert_eq!(
+        held.accept(record(ballot(21, 1), b"w"), None).reply,
+        AcceptReply::Accepted
+    );
+    // A refused accept promises nothing.
+    let refused = held.accept(record(ballot(19, 3), b"x"), Some(ballot(30, 3)));
+    assert_eq!(refused.promise, None);
 }
 
 #[test]
@@ -95,7 +125,7 @@ fn a_purged_tombstone_floor_refuses_older_ballots_on_an_empty_key() {
         }
     );
     assert!(matches!(
-        acceptor.accept(record(ballot(40, 1), b"v")).reply,
+        acceptor.accept(record(ballot(40, 1), b"v"), None).reply,
         AcceptReply::Rejected { .. }
     ));
     assert!(acceptor.prepare(ballot(51, 1)).promise.is_some());

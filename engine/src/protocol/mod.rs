@@ -239,6 +239,9 @@ pub enum Request {
         /// The value proposed, at the proposal's ballot (boxed: a record is large
         /// beside every other request).
         record: Box<Record>,
+        /// The proposer's next ballot on the key, promised along with the accept.
+        #[serde(default)]
+        next: Option<crate::paxos::Ballot>,
     },
 }
 

@@ -110,19 +110,33 @@ impl Batch<'_> {
 
     /// An acceptor's accept of `record` for `key`: the record stored (and the promise
     /// it fulfils dropped) if accepted.
-    pub(super) fn accept(&mut self, key: &[u8], record: Record) -> Result<AcceptReply, StoreError> {
+    pub(super) fn accept(
+        &mut self,
+        key: &[u8],
+        record: Record,
+        next: Option<Ballot>,
+    ) -> Result<AcceptReply, StoreError> {
         let state = self.tables.acceptor(&self.wtxn, key)?;
-        let decision = state.accept(record);
+        let decision = state.accept(record, next);
         if let Some(record) = decision.accept {
             let entry = Entry {
                 key: key.to_vec(),
                 record,
             };
             self.apply(std::slice::from_ref(&entry))?;
-            self.tables
-                .promises
-                .delete(&mut self.wtxn, key)
-                .map_err(|e| self.tables.write_error("dropping a promise", e))?;
+            match decision.promise {
+                Some(next) => self
+                    .tables
+                    .promises
+                    .put(&mut self.wtxn, key, &encode_ballot(next))
+                    .map_err(|e| self.tables.write_error("storing a promise", e))?,
+                None => {
+                    self.tables
+                        .promises
+                        .delete(&mut self.wtxn, key)
+                        .map_err(|e| self.tables.write_error("dropping a promise", e))?;
+                }
+            }
         }
         Ok(decision.reply)
     }
@@ -181,9 +195,10 @@ impl Store {
         &self,
         key: Vec<u8>,
         record: Record,
+        next: Option<Ballot>,
     ) -> impl Future<Output = Result<AcceptReply, StoreError>> + Send + 'static {
         self.writer
-            .submit(move |batch| batch.accept(&key, record.clone()))
+            .submit(move |batch| batch.accept(&key, record.clone(), next))
     }
 
     /// As [`Store::prepare`], in a transaction of its own on the calling thread.
@@ -193,9 +208,15 @@ impl Store {
     }
 
     /// As [`Store::accept`], in a transaction of its own on the calling thread.
-    pub fn accept_now(&self, key: &[u8], record: Record) -> Result<AcceptReply, StoreError> {
+    pub fn accept_now(
+        &self,
+        key: &[u8],
+        record: Record,
+        next: Option<Ballot>,
+    ) -> Result<AcceptReply, StoreError> {
         self.require_cluster()?;
-        self.tables.transaction(|batch| batch.accept(key, record))
+        self.tables
+            .transaction(|batch| batch.accept(key, record, next))
     }
 
     /// The promise `key`'s acceptor holds, if any (for tests and status).
