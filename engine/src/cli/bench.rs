@@ -177,13 +177,13 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
                         }
                         Err(err) => Err(err),
                     }
-                } else if let (Some(bucket), Some(update)) = (&bucket, update) {
-                    let change = match update {
-                        UpdateOp::Incr => crate::types::Change::Incr(1),
-                        UpdateOp::Sadd => {
-                            crate::types::Change::Add(vec![vec![b'a' + (rng.next() % 16) as u8]])
-                        }
-                        UpdateOp::Cas => unreachable!("handled above"),
+                } else if let (Some(bucket), Some(update @ (UpdateOp::Incr | UpdateOp::Sadd))) =
+                    (&bucket, update)
+                {
+                    let change = if update == UpdateOp::Incr {
+                        crate::types::Change::Incr(1)
+                    } else {
+                        crate::types::Change::Add(vec![vec![b'a' + (rng.next() % 16) as u8]])
                     };
                     client
                         .update(bucket, key.as_bytes(), change, consistency)
