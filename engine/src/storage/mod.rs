@@ -502,4 +502,6 @@ impl Tables {
 #[cfg(test)]
 mod expiry_tests;
 #[cfg(test)]
+mod paxos_tests;
+#[cfg(test)]
 mod tests;
