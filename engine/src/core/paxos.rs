@@ -690,12 +690,12 @@ impl NodeCore {
             payload,
             expires_ms: None,
         };
-        // The next ballot of this node's on the key, promised with the accepts.
-        let next = Version {
-            hlc: Timestamp::from_u64(proposal.ballot.hlc.as_u64() + 1),
-            node: self.node_id,
-        };
-        proposal.next = Some(next);
+        // The write fast path (an accept that also promises this node's next ballot,
+        // whose next write then skips its prepare) is off: with it, 2 of 3,026
+        // simulated seeds (1948, 2010) gave histories that are not linearizable.
+        // Acceptors still take a `next`; proposers send none until that is understood.
+        let next: Option<Ballot> = None;
+        proposal.next = next;
         proposal.phase = Phase::Accept {
             record: record.clone(),
             outcome,
@@ -708,7 +708,7 @@ impl NodeCore {
             |_| Request::Accept {
                 key: key.clone(),
                 record: Box::new(record.clone()),
-                next: Some(next),
+                next,
             },
             now,
             store,
