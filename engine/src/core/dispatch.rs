@@ -206,7 +206,6 @@ impl NodeCore {
                 acceptor_for,
                 landing,
             } => self.acceptor_stored(acceptor_for, landing, done, now, store),
-            StorePurpose::PromisesSwept(at) => self.promises_swept(at, done),
             StorePurpose::DroppedBuckets(ids) => match done {
                 StoreDone::Count(records) => self.event(CoreEvent::BucketsDropped { ids, records }),
                 other => self.event(CoreEvent::StoreFailed {

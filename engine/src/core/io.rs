@@ -683,8 +683,6 @@ pub(crate) enum StorePurpose {
         waiting: super::typed::UpdateFor,
         landing: Landing,
     },
-    /// Old promises dropped, by a sweep started at this time.
-    PromisesSwept(Millis),
     /// A prepare or an accept as an acceptor, and who waits for the answer.
     Paxos {
         acceptor_for: super::acceptor::AcceptorFor,

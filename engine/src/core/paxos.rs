@@ -749,32 +749,22 @@ impl NodeCore {
         }
     }
 
-    /// A sweep of old promises started at `at` is done: sweeps stop once one finds
-    /// none left and no promise was made since it started. (Stopping on time alone
-    /// left promises from clocks ahead of this node's in place, refusing repairs.)
-    pub(super) fn promises_swept(&mut self, at: Millis, done: StoreDone) {
-        match done {
-            // A promise made in the sweep's own millisecond may be stored after it.
-            StoreDone::Count(0) if self.proposals.promised_at.is_some_and(|p| p < at) => {
-                self.proposals.promised_at = None;
-            }
-            StoreDone::Failed(err) => self.event(CoreEvent::StoreFailed {
-                what: "dropping old promises",
-                why: err.message,
-            }),
-            _ => {}
-        }
-    }
-
     /// Starts the attempts whose pause is over; drops old promises.
     pub(super) fn paxos_timeout(&mut self, now: Now, store: &Store) {
-        if self.proposals.promised_at.is_some() && self.proposals.sweep_due <= now.mono() {
+        if let Some(at) = self.proposals.promised_at
+            && self.proposals.sweep_due <= now.mono()
+        {
             self.proposals.sweep_due = Millis(now.mono().0 + PROMISE_SWEEP_MS);
             let before = Timestamp::new(now.wall_ms().saturating_sub(BALLOT_LIFE_MS), 0);
             self.store(
                 StoreWork::DropPromises(before),
-                StorePurpose::PromisesSwept(now.mono()),
+                StorePurpose::Meta("dropping old promises"),
             );
+            if now.mono().0 > at.0 + BALLOT_LIFE_MS + 2 * PROMISE_SWEEP_MS {
+                // Every promise made by then was older than a ballot's life at this
+                // sweep, or the one before.
+                self.proposals.promised_at = None;
+            }
         }
         while let Some(&(at, id)) = self.proposals.retries.first() {
             if at > now.mono() {

@@ -143,9 +143,8 @@ impl Batch<'_> {
 }
 
 impl Batch<'_> {
-    /// Drops the promises of ballots before `before`; how many are left.
+    /// Drops the promises of ballots before `before`; how many.
     pub(super) fn drop_promises(&mut self, before: Timestamp) -> Result<u64, StoreError> {
-        let mut left = 0;
         let stale: Vec<Vec<u8>> = self
             .tables
             .promises
@@ -154,9 +153,7 @@ impl Batch<'_> {
             .filter_map(|item| {
                 let (key, value) = item.ok()?;
                 let ballot = decode_ballot(value)?;
-                let old = ballot.hlc < before;
-                left += u64::from(!old);
-                old.then(|| key.to_vec())
+                (ballot.hlc < before).then(|| key.to_vec())
             })
             .collect();
         for key in &stale {
@@ -165,13 +162,12 @@ impl Batch<'_> {
                 .delete(&mut self.wtxn, key)
                 .map_err(|e| self.tables.write_error("dropping a promise", e))?;
         }
-        Ok(left)
+        Ok(stale.len() as u64)
     }
 }
 
 impl Store {
-    /// Drops the promises of ballots before `before`, through the group-commit writer;
-    /// how many are left.
+    /// Drops the promises of ballots before `before`, through the group-commit writer.
     pub fn drop_promises(
         &self,
         before: Timestamp,
