@@ -38,6 +38,7 @@ mod future;
 mod hints;
 mod io;
 mod members;
+mod once;
 mod pacer;
 mod paxos;
 mod route;
@@ -134,7 +135,9 @@ pub struct NodeCore {
     buckets_dropped: BTreeSet<crate::buckets::BucketId>,
     /// Updates this node made (or is making) as an actor for a coordinator, by id:
     /// a request that arrives twice is answered twice and made once.
-    updates_made: typed::UpdatesMade,
+    updates_made: once::MadeOnce,
+    /// Operations proposed here for other nodes, as their keys' home.
+    proposes_made: once::MadeOnce,
     /// Concurrent writes seen, per bucket.
     conflicts: conflicts::ConflictBook,
     /// Proposals on linearizable keys this node makes.
@@ -232,7 +235,8 @@ impl NodeCore {
             catalog: boot.catalog,
             catalog_exchanged: BTreeMap::new(),
             buckets_dropped: BTreeSet::new(),
-            updates_made: typed::UpdatesMade::default(),
+            updates_made: once::MadeOnce::default(),
+            proposes_made: once::MadeOnce::default(),
             conflicts: conflicts::ConflictBook::default(),
             proposals: paxos::Proposals::default(),
             held_syncs: Vec::new(),

@@ -9,6 +9,7 @@
 //! told so, since the home may have made it.
 
 use super::io::{Pending, Purpose};
+use super::once::Seen;
 use super::paxos::{Waiter, lin_answer};
 use super::*;
 use crate::paxos::{LinOp, LinOutcome};
@@ -45,6 +46,7 @@ impl NodeCore {
         let request = Request::Propose {
             key: key.clone(),
             op: op.clone(),
+            id: self.random(),
         };
         self.send(
             &home,
@@ -59,11 +61,17 @@ impl NodeCore {
     pub(super) fn propose_request(
         &mut self,
         reply: ReplyTo,
+        id: u64,
         key: Vec<u8>,
         op: LinOp,
         now: Now,
         store: &Store,
     ) {
+        match self.proposes_made.first(id, reply) {
+            Seen::New => {}
+            Seen::Done(response) => return self.respond(reply, *response),
+            Seen::Running => return,
+        }
         let refusal = crate::buckets::check_stored_key(&key)
             .map_err(|e| ErrorReply::new(ErrorCode::LimitExceeded, e.to_string()))
             .and_then(|()| self.serving())
@@ -71,8 +79,16 @@ impl NodeCore {
         match refusal {
             // Proposed here whatever this node thinks the home is: an operation is
             // handed on once at most.
-            Ok(()) => self.propose_here(Waiter::Peer(reply), key, op, now, store),
-            Err(err) => self.respond(reply, Response::Error(err)),
+            Ok(()) => self.propose_here(Waiter::Peer(id), key, op, now, store),
+            Err(err) => self.proposed_for_peer(id, Response::Error(err)),
+        }
+    }
+
+    /// An operation proposed for another node ended: every request for it is
+    /// answered.
+    pub(super) fn proposed_for_peer(&mut self, id: u64, response: Response) {
+        for reply in self.proposes_made.done(id, &response) {
+            self.respond(reply, response.clone());
         }
     }
 

@@ -13,6 +13,7 @@
 //! disk already used.
 
 use super::io::{Pending, Purpose, StorePurpose};
+use super::once::Seen;
 use super::*;
 use crate::placement::partition_of;
 use crate::protocol::{ErrorCode, ErrorReply};
@@ -37,69 +38,6 @@ pub(crate) enum UpdateFor {
     },
     /// A coordinator asked this node to act: the update's id.
     Peer(u64),
-}
-
-/// Updates made for coordinators, remembered by id so that a request delivered twice
-/// is made once: the last [`UPDATES_REMEMBERED`], each running (with the requests
-/// waiting for it) or done (with its answer).
-#[derive(Default)]
-pub(crate) struct UpdatesMade {
-    by_id: std::collections::HashMap<u64, Made>,
-    order: VecDeque<u64>,
-}
-
-enum Made {
-    Running(Vec<ReplyTo>),
-    Done(Box<Response>),
-}
-
-/// What an actor makes of a request for an update.
-enum Seen {
-    /// The first: make it.
-    New,
-    /// Being made: its answer goes to this request too, once made.
-    Running,
-    /// Made: this was its answer.
-    Done(Box<Response>),
-}
-
-/// Update ids an actor remembers. A duplicate arrives within a retry's time, so far
-/// fewer than this many updates later.
-const UPDATES_REMEMBERED: usize = 4_096;
-
-impl UpdatesMade {
-    /// Notes a request for update `id` from `reply`: new, or one already seen (its
-    /// answer is sent, or will be, to `reply` too).
-    fn first(&mut self, id: u64, reply: ReplyTo) -> Seen {
-        match self.by_id.get_mut(&id) {
-            Some(Made::Running(waiting)) => {
-                waiting.push(reply);
-                Seen::Running
-            }
-            Some(Made::Done(response)) => Seen::Done(response.clone()),
-            None => {
-                self.by_id.insert(id, Made::Running(vec![reply]));
-                self.order.push_back(id);
-                while self.order.len() > UPDATES_REMEMBERED {
-                    if let Some(old) = self.order.pop_front() {
-                        self.by_id.remove(&old);
-                    }
-                }
-                Seen::New
-            }
-        }
-    }
-
-    /// Update `id` is made: its answer, and who waits for it.
-    fn done(&mut self, id: u64, response: &Response) -> Vec<ReplyTo> {
-        match self
-            .by_id
-            .insert(id, Made::Done(Box::new(response.clone())))
-        {
-            Some(Made::Running(waiting)) => waiting,
-            _ => Vec::new(),
-        }
-    }
 }
 
 impl NodeCore {

@@ -24,7 +24,7 @@ use crate::types::Change;
 /// The ALPN protocol id every Vergent connection negotiates.
 pub const ALPN: &[u8] = b"vergent/1";
 /// The message protocol version sent in [`Request::Hello`].
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 pub use crate::base::{Consistency, Role};
 
@@ -233,6 +233,9 @@ pub enum Request {
         key: Vec<u8>,
         /// The operation.
         op: crate::paxos::LinOp,
+        /// The operation's id, drawn by the sender: a request that arrives twice is
+        /// proposed once (a second proposal would find the first one's value).
+        id: u64,
     },
     /// Internode: accept `record` (at its version's ballot) for `key` as its acceptor.
     /// Answered with `Accept`. Node role only.

@@ -29,6 +29,10 @@ fn floor_key(partition: PartitionId) -> String {
     format!("paxos-floor/{partition}")
 }
 
+/// The meta key of the sweep floor: every ballot at or below it is refused, because
+/// promises of ballots below it may have been dropped.
+const SWEPT_KEY: &str = "paxos-swept";
+
 impl Tables {
     /// The acceptor's state of `key` as this transaction sees it.
     fn acceptor(&self, txn: &RoTxn<'_, WithoutTls>, key: &[u8]) -> Result<Acceptor, StoreError> {
@@ -39,7 +43,9 @@ impl Tables {
             .map_err(StoreError::lmdb("reading a promise"))?
             .and_then(decode_ballot);
         let partition = self.locate(key)?.partition;
-        let floor = self.paxos_floor(txn, partition)?;
+        let floor = self
+            .paxos_floor(txn, partition)?
+            .max(self.swept_floor(txn)?);
         Ok(Acceptor {
             promised,
             accepted,
@@ -71,6 +77,14 @@ impl Tables {
             .meta
             .get(txn, &floor_key(partition))
             .map_err(StoreError::lmdb("reading a partition's purge floor"))?
+            .and_then(decode_ballot))
+    }
+
+    fn swept_floor(&self, txn: &RoTxn<'_, WithoutTls>) -> Result<Option<Ballot>, StoreError> {
+        Ok(self
+            .meta
+            .get(txn, SWEPT_KEY)
+            .map_err(StoreError::lmdb("reading the promise sweep's floor"))?
             .and_then(decode_ballot))
     }
 
@@ -143,8 +157,24 @@ impl Batch<'_> {
 }
 
 impl Batch<'_> {
-    /// Drops the promises of ballots before `before`; how many.
+    /// Drops the promises of ballots before `before`; how many. Every ballot before
+    /// `before` is refused from then on, in the same transaction: a promise dropped is
+    /// one no proposal can get around, whatever this node's clock does later (a wall
+    /// clock set back by a restart, say).
     pub(super) fn drop_promises(&mut self, before: Timestamp) -> Result<u64, StoreError> {
+        let floor = Version {
+            hlc: Timestamp::from_u64(before.as_u64().saturating_sub(1)),
+            node: NodeId(u64::MAX),
+        };
+        if self.tables.swept_floor(&self.wtxn)? < Some(floor) {
+            self.tables
+                .meta
+                .put(&mut self.wtxn, SWEPT_KEY, &encode_ballot(floor))
+                .map_err(|e| {
+                    self.tables
+                        .write_error("raising the promise sweep's floor", e)
+                })?;
+        }
         let stale: Vec<Vec<u8>> = self
             .tables
             .promises
@@ -217,6 +247,17 @@ impl Store {
         self.require_cluster()?;
         self.tables
             .transaction(|batch| batch.accept(key, record, next))
+    }
+
+    /// Whether any key's acceptor holds a promise.
+    pub fn holds_promises(&self) -> Result<bool, StoreError> {
+        let rtxn = self.tables.read_txn()?;
+        Ok(self
+            .tables
+            .promises
+            .first(&rtxn)
+            .map_err(StoreError::lmdb("reading promises"))?
+            .is_some())
     }
 
     /// The promise `key`'s acceptor holds, if any (for tests and status).

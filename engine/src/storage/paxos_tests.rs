@@ -120,3 +120,49 @@ fn a_purged_tombstone_leaves_a_floor_no_ballot_below_it_passes() {
         PrepareReply::Promised { accepted: None, .. }
     ));
 }
+
+#[test]
+fn a_sweep_refuses_every_ballot_below_it_from_then_on_and_lets_copies_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let key = b"lock";
+    store.prepare_now(key, ballot(100, 1)).unwrap();
+    assert!(store.holds_promises().unwrap());
+    assert_eq!(store.drop_promises_now(Timestamp::new(150, 0)).unwrap(), 1);
+    assert!(!store.holds_promises().unwrap());
+    // The promise is gone, and nothing below the sweep can get around it: not after
+    // a restart either (a clock set back would judge ages wrongly).
+    drop(store);
+    let store = open(dir.path());
+    let below = ballot(149, 9);
+    assert!(matches!(
+        store.prepare_now(key, below).unwrap(),
+        PrepareReply::Rejected { .. }
+    ));
+    assert!(matches!(
+        store
+            .accept_now(
+                key,
+                record(ballot(120, 2), Payload::Value(b"late".to_vec())),
+                None
+            )
+            .unwrap(),
+        AcceptReply::Rejected { .. }
+    ));
+    // A sweep at an earlier time (a clock set back) lowers nothing.
+    store.drop_promises_now(Timestamp::new(10, 0)).unwrap();
+    assert!(matches!(
+        store.prepare_now(key, ballot(140, 3)).unwrap(),
+        PrepareReply::Rejected { .. }
+    ));
+    // Repair still converges: a copy below the sweep, with no promise standing, lands.
+    let copy = Entry {
+        key: key.to_vec(),
+        record: record(ballot(120, 2), Payload::Value(b"copied".to_vec())),
+    };
+    assert!(store.apply_now(&[copy]).unwrap()[0].applied());
+    assert!(matches!(
+        store.prepare_now(key, ballot(150, 1)).unwrap(),
+        PrepareReply::Promised { .. }
+    ));
+}

@@ -38,7 +38,9 @@ impl NodeCore {
                 ttl_ms,
                 id,
             } => self.update_request(reply, id, key, Update { change, ttl_ms }, now),
-            Request::Propose { key, op } => self.propose_request(reply, key, op, now, store),
+            Request::Propose { key, op, id } => {
+                self.propose_request(reply, id, key, op, now, store)
+            }
             request @ (Request::Prepare { .. } | Request::Accept { .. }) => {
                 self.acceptor_request(reply, request, now, store)
             }

@@ -152,6 +152,7 @@ impl NodeCore {
         let (current, settled) = current_value(promises);
         let current = current.cloned();
         let ballot = proposal.ballot;
+        let recovering = proposal.recover.is_some();
         if let Some(earlier) = proposal.recover {
             let at = current.as_ref().map(|r| r.version);
             if at == Some(earlier) {
@@ -184,7 +185,12 @@ impl NodeCore {
                     LinOp::Get => LinOutcome::Read(current.clone()),
                     _ => LinOutcome::NotSwapped(current.clone()),
                 };
-                if settled {
+                // After a recovery, the value is written back even when settled: the
+                // earlier attempt's value, held by an acceptor outside this quorum,
+                // must never become current later (a repair could copy it once the
+                // promises of this attempt are gone), and a chosen ballot above it
+                // makes sure of that.
+                if settled && !recovering {
                     self.counters.lin_fast += 1;
                     return self.finish(id, Ok(outcome), now, store);
                 }

@@ -78,8 +78,9 @@ enum Phase {
 pub(crate) enum Waiter {
     /// A client of this node's.
     Ask(AskId),
-    /// A node that handed its client's operation to this one, the key's home.
-    Peer(ReplyTo),
+    /// A node that handed its client's operation to this one, the key's home: the
+    /// operation's id.
+    Peer(u64),
 }
 
 struct Proposal {
@@ -132,7 +133,8 @@ impl Proposals {
             .min()
     }
 
-    /// Promises may be held since `at` (a start: left from before).
+    /// A promise was made at `at` (or the node started then: promises may be left
+    /// from before): sweeps run until none is held.
     pub(crate) fn promised(&mut self, at: Millis) {
         if self.promised_at.is_none() {
             self.sweep_due = Millis(at.0 + PROMISE_SWEEP_MS);
@@ -447,12 +449,12 @@ impl NodeCore {
         }
         match proposal.waiter {
             Waiter::Ask(ask) => self.answer(ask, lin_answer(result)),
-            Waiter::Peer(reply) => {
+            Waiter::Peer(id) => {
                 let response = match result {
                     Ok(outcome) => Response::Proposed(outcome),
                     Err(err) => Response::Error(err),
                 };
-                self.respond(reply, response);
+                self.proposed_for_peer(id, response);
             }
         }
         let next = match self.proposals.busy.get_mut(&proposal.key) {
@@ -473,15 +475,22 @@ impl NodeCore {
             && self.proposals.sweep_due <= now.mono()
         {
             self.proposals.sweep_due = Millis(now.mono().0 + PROMISE_SWEEP_MS);
-            let before = Timestamp::new(now.wall_ms().saturating_sub(BALLOT_LIFE_MS), 0);
-            self.store(
-                StoreWork::DropPromises(before),
-                StorePurpose::Meta("dropping old promises"),
-            );
-            if now.mono().0 > at.0 + BALLOT_LIFE_MS + 2 * PROMISE_SWEEP_MS {
-                // Every promise made by then was older than a ballot's life at this
-                // sweep, or the one before.
+            // Sweeps go on while promises are held: one from a clock ahead of this
+            // node's (or made before a restart that set this clock back) outlives
+            // any fixed number of sweeps. A read error counts as promises held.
+            let held = store.holds_promises().unwrap_or(true);
+            if !held && now.mono().0 > at.0 + 2 * PROMISE_SWEEP_MS {
+                // None left, and any promise made since the last look has landed.
                 self.proposals.promised_at = None;
+            } else {
+                // Judged by the earlier of this node's clock and the cluster's, so a
+                // clock ahead does not cut a live proposal's promises short.
+                let wall = self.rules_wall_ms(now);
+                let before = Timestamp::new(wall.saturating_sub(BALLOT_LIFE_MS), 0);
+                self.store(
+                    StoreWork::DropPromises(before),
+                    StorePurpose::Meta("dropping old promises"),
+                );
             }
         }
         while let Some(&(at, id)) = self.proposals.retries.first() {
