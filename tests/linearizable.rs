@@ -296,10 +296,7 @@ async fn exactly_one_of_many_concurrent_creates_wins_and_cas_increments_count_ex
 /// reads included: nothing acknowledged is lost and nothing is seen out of order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn histories_under_a_skewed_clock_a_paused_and_a_killed_node_are_linearizable() {
-    use rand::rngs::SmallRng;
-    use rand::{RngExt, SeedableRng};
-    use support::lincheck::{LinOp, Timed, linearizable};
-    use support::{ServeProcess, unsafe_kill, wait_settled};
+    use support::{ServeProcess, linclients, unsafe_kill, wait_settled};
 
     const FIVE: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
     let certs = TestCerts::new(&FIVE).with_probe();
@@ -333,97 +330,9 @@ async fn histories_under_a_skewed_clock_a_paused_and_a_killed_node_are_lineariza
 
     let start = std::time::Instant::now();
     let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
-    let history = Arc::new(std::sync::Mutex::new(Vec::<(usize, Timed)>::new()));
-    let mut clients = Vec::new();
-    for c in 0..6u64 {
-        let mut conns = Vec::new();
-        for addr in &addrs {
-            conns.push(certs.client(*addr).await);
-        }
-        let history = history.clone();
-        clients.push(tokio::spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(c);
-            let mut seen: Vec<Option<Vec<u8>>> = vec![None; 3];
-            let mut n = 0;
-            while start.elapsed() < std::time::Duration::from_secs(12) {
-                n += 1;
-                let key = rng.random_range(0..3usize);
-                let name = format!("k{key}");
-                let conn = &conns[rng.random_range(0..conns.len())];
-                let value = format!("c{c}-{n}").into_bytes();
-                let called = start.elapsed().as_micros() as u64;
-                let limit = std::time::Duration::from_secs(3);
-                let (op, returned) = match rng.random_range(0..10) {
-                    0..=3 => {
-                        let done = tokio::time::timeout(
-                            limit,
-                            conn.write("locks", name.as_bytes(), Some(&value), None, None, None),
-                        )
-                        .await;
-                        let ok = matches!(done, Ok(Ok(_)));
-                        if ok {
-                            seen[key] = Some(value.clone());
-                        }
-                        (LinOp::Put(Some(value)), ok)
-                    }
-                    4..=6 => {
-                        match tokio::time::timeout(limit, conn.read("locks", name.as_bytes(), None))
-                            .await
-                        {
-                            Ok(Ok(Read::Value(found))) => {
-                                let found = found.map(|(v, _)| v);
-                                seen[key] = found.clone();
-                                (LinOp::Get(found), true)
-                            }
-                            _ => (LinOp::Get(None), false),
-                        }
-                    }
-                    _ => {
-                        let expect = seen[key].clone();
-                        let want = match &expect {
-                            Some(v) => Expect::Value(v.clone()),
-                            None => Expect::Absent,
-                        };
-                        let done = tokio::time::timeout(
-                            limit,
-                            conn.cas("locks", name.as_bytes(), want, Some(&value)),
-                        )
-                        .await;
-                        let result = match done {
-                            Ok(Ok(Cas::Swapped(_))) => {
-                                seen[key] = Some(value.clone());
-                                Some(Ok(()))
-                            }
-                            Ok(Ok(Cas::NotSwapped(found))) => {
-                                let found = found.map(|(v, _)| v);
-                                seen[key] = found.clone();
-                                Some(Err(found))
-                            }
-                            _ => None,
-                        };
-                        let known = result.is_some();
-                        (
-                            LinOp::Cas {
-                                expect,
-                                value,
-                                result,
-                            },
-                            known,
-                        )
-                    }
-                };
-                let returned = returned.then(|| start.elapsed().as_micros() as u64);
-                history.lock().unwrap().push((
-                    key,
-                    Timed {
-                        called,
-                        returned,
-                        op,
-                    },
-                ));
-            }
-        }));
-    }
+    let history = linclients::History::default();
+    let run_for = std::time::Duration::from_secs(12);
+    let clients = linclients::spawn(&certs, &addrs, 3, 6, start, run_for, &history).await;
     // A node paused for three seconds, and later another killed for good.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     unsafe_kill(nodes[1].pid(), libc::SIGSTOP);
@@ -435,38 +344,8 @@ async fn histories_under_a_skewed_clock_a_paused_and_a_killed_node_are_lineariza
         client.await.unwrap();
     }
     // The final word on each key, through a node that stayed up.
-    let last = certs.client(addrs[3]).await;
-    for key in 0..3usize {
-        let called = start.elapsed().as_micros() as u64;
-        let name = format!("k{key}");
-        let found = match last.read("locks", name.as_bytes(), None).await.unwrap() {
-            Read::Value(found) => found.map(|(v, _)| v),
-            other => panic!("{other:?}"),
-        };
-        let returned = Some(start.elapsed().as_micros() as u64);
-        history.lock().unwrap().push((
-            key,
-            Timed {
-                called,
-                returned,
-                op: LinOp::Get(found),
-            },
-        ));
-    }
-    let history = history.lock().unwrap().clone();
-    let mut judged = 0;
-    for key in 0..3usize {
-        let ops: Vec<Timed> = history
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, t)| t.clone())
-            .collect();
-        judged += ops.len();
-        if let Err(lines) = linearizable(&ops) {
-            panic!("the history of k{key} is not linearizable (times in µs):\n  {lines}");
-        }
-    }
-    let unknown = history.iter().filter(|(_, t)| t.returned.is_none()).count();
+    linclients::final_reads(&certs, addrs[3], 3, start, &history).await;
+    let (judged, unknown) = linclients::judge(&history, 3);
     eprintln!("{judged} operations judged linearizable, {unknown} of unknown outcome");
     assert!(judged > 100, "too few operations to judge: {judged}");
 }

@@ -4,6 +4,9 @@
 //! both sides), a one-way cut. Quorum writers on every node record each acknowledged
 //! write; after the last heal every node repairs and every acknowledged key is read
 //! back through every node. Nothing acknowledged may be lost.
+//!
+//! A second test runs clients of a linearizable bucket through the same kinds of cut
+//! and judges each key's history with the external checker.
 
 mod support;
 
@@ -196,17 +199,32 @@ fn acks_between(record: &Record, node: usize, from: Instant, to: Instant) -> usi
         .count()
 }
 
-#[test]
-fn acknowledged_writes_survive_real_partitions() {
+/// The two tests each run five nodes; one at a time, so that neither starves the other
+/// of the machine's cores (their timings are part of what they judge).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Whether the namespace tests can run; on CI they must.
+fn can_run() -> bool {
     if let Some(why) = unavailable() {
         assert!(
             std::env::var_os("CI").is_none(),
-            "the partition test must run on CI, but {why}"
+            "the partition tests must run on CI, but {why}"
         );
         eprintln!("partition test not run: {why}");
-        return;
+        return false;
     }
-    let ns = Arc::new(NetNs::new("partitions"));
+    true
+}
+
+/// Runs `scenario` on a thread inside a fresh namespace, with certificates for the
+/// five nodes; on failure, prints the tail of every node's log.
+fn in_namespace<F, Fut>(tag: &str, scenario: F)
+where
+    F: FnOnce(Arc<NetNs>, Arc<TestCerts>, std::path::PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = Arc::new(NetNs::new(tag));
     let certs = Arc::new(TestCerts::new(&[]));
     for (i, name) in NAMES.iter().enumerate() {
         let mut spec = LeafSpec::new(name, Role::Node, 30);
@@ -244,17 +262,109 @@ fn acknowledged_writes_survive_real_partitions() {
     }
 }
 
+/// Starts node `i` in the namespace.
+fn start_node(certs: &TestCerts, data: &std::path::Path, i: usize, extra: &[&str]) -> ServeProcess {
+    ServeProcess::try_start_at(
+        NAMES[i],
+        &addr(i).to_string(),
+        certs.path(),
+        &data.join(NAMES[i]),
+        extra,
+    )
+    .unwrap_or_else(|log| panic!("{} did not start: {log}", NAMES[i]))
+}
+
+#[test]
+fn acknowledged_writes_survive_real_partitions() {
+    if !can_run() {
+        return;
+    }
+    in_namespace("partitions", scenario);
+}
+
+#[test]
+fn linearizable_histories_survive_real_partitions() {
+    if !can_run() {
+        return;
+    }
+    in_namespace("linearizable", linearizable_scenario);
+}
+
+/// Five nodes, a linearizable bucket, six clients on three keys through every node
+/// for 24 s while the links are cut: majority against minority, one node cut off one
+/// way, one isolated; then healed. Every key's history, final reads included, must be
+/// linearizable.
+async fn linearizable_scenario(ns: Arc<NetNs>, certs: Arc<TestCerts>, data: std::path::PathBuf) {
+    use support::linclients;
+    let mut nodes: Vec<ServeProcess> = vec![start_node(&certs, &data, 0, &[])];
+    let seed = addr(0).to_string();
+    for i in 1..NAMES.len() {
+        nodes.push(start_node(&certs, &data, i, &["--join", &seed]));
+    }
+    let all: Vec<usize> = (0..NAMES.len()).collect();
+    until(
+        &certs,
+        &all,
+        Duration::from_secs(30),
+        "five nodes up",
+        |_, s| sees_alive(&[0, 1, 2, 3, 4])(0, s),
+    )
+    .await;
+    support::procs::ok(
+        &certs,
+        &nodes[0],
+        &[
+            "bucket",
+            "create",
+            linclients::BUCKET,
+            "--type",
+            "linearizable",
+        ],
+    );
+    let refs: Vec<&ServeProcess> = nodes.iter().collect();
+    assert!(support::procs::catalogs_agree(&certs, &refs).await);
+
+    let start = Instant::now();
+    let addrs: Vec<SocketAddr> = (0..NAMES.len()).map(addr).collect();
+    let history = linclients::History::default();
+    let run_for = Duration::from_secs(24);
+    let clients = linclients::spawn(&certs, &addrs, 3, 6, start, run_for, &history).await;
+    let phases: [(&str, Vec<usize>, Vec<usize>, bool); 3] = [
+        ("majority/minority", vec![0, 1, 2], vec![3, 4], false),
+        ("n1 cut off one way", vec![0], vec![1, 2, 3, 4], true),
+        ("n3 isolated", vec![2], vec![0, 1, 3, 4], false),
+    ];
+    for (what, a, b, one_way) in &phases {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        eprintln!("{:>5.1} s: {what}", start.elapsed().as_secs_f64());
+        if *one_way {
+            ns.cut_one_way(&ips(a), &ips(b));
+        } else {
+            ns.cut(&ips(a), &ips(b));
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        ns.heal();
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    until(
+        &certs,
+        &all,
+        Duration::from_secs(30),
+        "all alive after the cuts",
+        |_, s| sees_alive(&[0, 1, 2, 3, 4])(0, s),
+    )
+    .await;
+    linclients::final_reads(&certs, addrs[3], 3, start, &history).await;
+    let (judged, unknown) = linclients::judge(&history, 3);
+    eprintln!("{judged} operations judged linearizable, {unknown} of unknown outcome");
+    assert!(judged > 100, "too few operations to judge: {judged}");
+    drop(nodes);
+}
+
 async fn scenario(ns: Arc<NetNs>, certs: Arc<TestCerts>, data: std::path::PathBuf) {
-    let start = |i: usize, extra: &[&str]| {
-        ServeProcess::try_start_at(
-            NAMES[i],
-            &addr(i).to_string(),
-            certs.path(),
-            &data.join(NAMES[i]),
-            extra,
-        )
-        .unwrap_or_else(|log| panic!("{} did not start: {log}", NAMES[i]))
-    };
+    let start = |i: usize, extra: &[&str]| start_node(&certs, &data, i, extra);
     let mut nodes: Vec<ServeProcess> = vec![start(0, &[])];
     let seed = addr(0).to_string();
     nodes.push(start(1, &["--join", &seed]));

@@ -90,6 +90,7 @@ pub(super) fn core_config(
     hint_window_ms: u64,
     tombstone_grace_ms: u64,
     route_to_home: bool,
+    write_fast_path: bool,
 ) -> CoreConfig {
     CoreConfig {
         replica_timeout_ms: REPLICA_TIMEOUT_MS,
@@ -105,6 +106,7 @@ pub(super) fn core_config(
         default_consistency: Consistency::Quorum,
         membership: MembershipConfig::default(),
         route_to_home,
+        write_fast_path,
     }
 }
 
@@ -191,6 +193,7 @@ impl Sim {
             self.config.hint_window_ms,
             self.config.tombstone_grace_ms,
             self.config.route_linearizable,
+            self.config.write_fast_path,
         );
         let now = self.now_of(i);
         let boot = Boot {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod lincheck;
+pub mod linclients;
 pub mod netns;
 pub mod procs;
 

@@ -95,6 +95,10 @@ pub struct CoreConfig {
     /// `core::route`); off, every node proposes for its own clients (correct, with
     /// more contention: the simulator's contention shape runs both ways).
     pub route_to_home: bool,
+    /// Accepts also promise the proposer's next ballot on the key, so its next write
+    /// there skips the prepare: one round trip (see `core::paxos`). Off, every write
+    /// takes two (the simulator runs both ways).
+    pub write_fast_path: bool,
 }
 
 /// What a node knows before its core starts: its identity, the cluster, what its store

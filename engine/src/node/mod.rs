@@ -151,6 +151,7 @@ fn core_config(config: &NodeConfig) -> CoreConfig {
         default_consistency: config.default_consistency,
         membership: config.membership.clone(),
         route_to_home: true,
+        write_fast_path: true,
     }
 }
 

@@ -43,8 +43,18 @@ impl NodeCore {
             match &proposal.phase {
                 Phase::Peek => self.peeked(id, now, store),
                 Phase::Prepare => self.promised(id, now, store),
-                Phase::Accept { outcome } => {
+                Phase::Accept { record, outcome } => {
                     let outcome = outcome.clone();
+                    // The accepts promised this proposal's next ballot: the key's next
+                    // write here may skip its prepare.
+                    if let Some(next) = proposal.next {
+                        let lease = Lease {
+                            next,
+                            current: Some(record.clone()),
+                            targets: proposal.set.targets.clone(),
+                        };
+                        self.proposals.leases.insert(proposal.key.clone(), lease);
+                    }
                     self.finish(id, Ok(outcome), now, store);
                 }
             }
@@ -95,12 +105,12 @@ impl NodeCore {
                 // was chosen before it decides anything else.
                 let ballot = proposal.ballot;
                 let proposal = self.proposals.by_id.get_mut(&id).expect("looked up");
-                proposal.recover = Some(ballot);
+                proposal.recover.push(ballot);
             }
         }
         let proposal = self.proposals.by_id.get(&id).expect("looked up");
         if proposal.attempt >= ATTEMPTS_MAX {
-            if let Some(ballot) = proposal.recover {
+            if let Some(&ballot) = proposal.recover.first() {
                 return self.finish(
                     id,
                     Err(unknown(ballot, targets, &describe(rejected, &failures))),
@@ -152,27 +162,27 @@ impl NodeCore {
         let (current, settled) = current_value(promises);
         let current = current.cloned();
         let ballot = proposal.ballot;
-        let recovering = proposal.recover.is_some();
-        if let Some(earlier) = proposal.recover {
+        let recovering = !proposal.recover.is_empty();
+        if let Some(&earliest) = proposal.recover.iter().min() {
             let at = current.as_ref().map(|r| r.version);
-            if at == Some(earlier) {
-                // The earlier attempt's value is the current one: finish choosing it,
-                // at this ballot. The operation took effect once.
+            if at.is_some_and(|at| proposal.recover.contains(&at)) {
+                // An earlier attempt's value is the current one: finish choosing it,
+                // at this ballot. The operation takes effect once.
                 let payload = current.map_or(Payload::Tombstone, |r| r.payload);
                 return self.propose(id, payload, LinOutcome::Written(ballot), now, store);
             }
-            if at > Some(earlier) {
-                // A later proposal's value: the earlier write may have been chosen and
-                // then written over, or not; nothing here tells which.
+            if at > Some(earliest) {
+                // Another proposal's value, above an earlier write of this one: that
+                // write may have been chosen and then written over, or not; nothing
+                // here tells which.
                 let targets = proposal.set.targets.len();
                 let why = "a later proposal's value is the key's current one";
-                return self.finish(id, Err(unknown(earlier, targets, why)), now, store);
+                return self.finish(id, Err(unknown(earliest, targets, why)), now, store);
             }
-            // Nothing at or above the earlier ballot in a quorum that promised above
-            // it: it was never chosen and never will be. Decide afresh.
-            if let Some(proposal) = self.proposals.by_id.get_mut(&id) {
-                proposal.recover = None;
-            }
+            // Nothing at or above any earlier ballot in a quorum that promised above
+            // them: none was chosen and none ever will be. Decide afresh. The ballots
+            // stay: an acceptor outside this quorum may still hold one, and a later
+            // quorum report it as current, which is then this operation's value.
         }
         let Some(proposal) = self.proposals.by_id.get(&id) else {
             return;
@@ -220,11 +230,20 @@ impl NodeCore {
             payload,
             expires_ms: None,
         };
-        // Proposers promise no next ballot with their accepts (the write fast path):
-        // its first version gave non-linearizable histories on 2 of 3,026 simulated
-        // seeds (1948, 2010). Acceptors take one already.
-        let next: Option<Ballot> = None;
-        proposal.phase = Phase::Accept { outcome };
+        // The write fast path: the accepts also promise this node's next ballot on
+        // the key, the successor of this one's reading. Only other nodes' ballots of
+        // the same reading lie between, and none of them can gather a quorum past
+        // acceptors that promised the next: once a quorum accepts, the value is the
+        // key's current one up to that next ballot.
+        let next = self.config.write_fast_path.then(|| Version {
+            hlc: Timestamp::from_u64(proposal.ballot.hlc.as_u64().saturating_add(1)),
+            node: self.node_id,
+        });
+        proposal.next = next;
+        proposal.phase = Phase::Accept {
+            record: record.clone(),
+            outcome,
+        };
         proposal.heard = vec![Heard::Waiting; proposal.set.targets.len()];
         proposal.round_trips += 1;
         let key = proposal.key.clone();

@@ -68,8 +68,9 @@ enum Phase {
     /// not match without disturbing any proposal.
     Peek,
     Prepare,
-    /// What the client is told once the value proposed is chosen.
+    /// The value proposed, and what the client is told once it is chosen.
     Accept {
+        record: Record,
         outcome: LinOutcome,
     },
 }
@@ -95,9 +96,25 @@ struct Proposal {
     phase: Phase,
     heard: Vec<Heard>,
     round_trips: u32,
-    /// The ballot of an earlier attempt whose write some acceptor may hold: the next
-    /// prepare tells whether it was chosen.
-    recover: Option<Ballot>,
+    /// The ballots of earlier attempts whose write some acceptor may hold: the next
+    /// prepare tells whether one was chosen. Every one counts: an attempt that
+    /// decided afresh may reach some acceptors too, and an older attempt's value may
+    /// still be the one a quorum reports.
+    recover: Vec<Ballot>,
+    /// The next ballot promised along with this proposal's accepts.
+    next: Option<Ballot>,
+}
+
+/// What a completed proposal left this node knowing of a key: a quorum accepted
+/// `current` and promised `next`, so no other value can be chosen below `next`; the
+/// key's next write here goes straight to its accept at `next` (one round trip). If
+/// another proposal came between, the accept is refused and the write takes the
+/// usual way.
+struct Lease {
+    next: Ballot,
+    current: Option<Record>,
+    /// The replica set it was made with: a lease is for that set only.
+    targets: Vec<String>,
 }
 
 /// The proposals this node makes.
@@ -110,6 +127,8 @@ pub(crate) struct Proposals {
     /// The keys with a proposal running, and the proposals waiting their turn: one
     /// at a time per key, so this node's proposals never compete with each other.
     busy: BTreeMap<Vec<u8>, VecDeque<u64>>,
+    /// Keys whose next write may skip its prepare.
+    leases: BTreeMap<Vec<u8>, Lease>,
     /// When this node's acceptor last made a promise (or started: promises may be
     /// left from before), while old ones may still be held.
     promised_at: Option<Millis>,
@@ -208,7 +227,8 @@ impl NodeCore {
             phase: Phase::Prepare,
             heard: Vec::new(),
             round_trips: 0,
-            recover: None,
+            recover: Vec::new(),
+            next: None,
         };
         if let Some(queue) = self.proposals.busy.get_mut(&proposal.key) {
             queue.push_back(id);
@@ -224,6 +244,30 @@ impl NodeCore {
 
     /// Runs proposal `id`: a peek first when a value chosen already may answer it.
     fn start(&mut self, id: u64, now: Now, store: &Store) {
+        let Some(proposal) = self.proposals.by_id.get(&id) else {
+            return;
+        };
+        if !proposal.op.reads()
+            && let Some(lease) = self.proposals.leases.remove(&proposal.key)
+        {
+            let set = self.view.replica_set(&proposal.key);
+            let fresh = lease.next.hlc.wall_ms() + BALLOT_LIFE_MS / 2 > now.wall_ms();
+            if let (true, true, Step::Write(payload)) = (
+                fresh,
+                set.targets == lease.targets,
+                proposal.op.step(lease.current.as_ref()),
+            ) {
+                // This node's clock issues the lease's ballot as a version: it must
+                // never issue it, or one below it, again.
+                let _ = self.clock.observe(lease.next.hlc, now.wall_ms());
+                let proposal = self.proposals.by_id.get_mut(&id).expect("looked up");
+                proposal.attempt += 1;
+                proposal.ballot = lease.next;
+                proposal.set = set;
+                self.counters.lin_fast += 1;
+                return self.propose(id, payload, LinOutcome::Written(lease.next), now, store);
+            }
+        }
         let Some(proposal) = self.proposals.by_id.get(&id) else {
             return;
         };
@@ -330,6 +374,7 @@ impl NodeCore {
             return;
         };
         let (seen, key) = (proposal.seen, proposal.key.clone());
+        self.proposals.leases.remove(&key);
         let ballot = match self.ballot_above(seen, now) {
             Ok(ballot) => ballot,
             Err(err) => return self.finish(id, Err(err), now, store),
@@ -443,6 +488,9 @@ impl NodeCore {
         let Some(proposal) = self.proposals.by_id.remove(&id) else {
             return;
         };
+        if result.is_err() {
+            self.proposals.leases.remove(&proposal.key);
+        }
         if result.is_ok() {
             self.counters.lin_ops += 1;
             self.counters.lin_round_trips += u64::from(proposal.round_trips);
