@@ -140,8 +140,10 @@ fn every_shape_keeps_every_invariant() {
             }
         }
         eprintln!(
-            "{}: {}",
+            "{}: {} of {} seeds failed; {}",
             shape.name(),
+            seeds.len() - reports.len(),
+            seeds.len(),
             sim::describe(&reports, started.elapsed())
         );
     }

@@ -110,25 +110,30 @@ impl Sim {
                 self.fixed_typed(start + 16_000, resolve, key, Consistency::All, Via::Any);
             }
             Shape::CasContention => {
-                self.step(start + 200, Step::Latency(40));
+                self.step(start + 200, Step::Latency(120));
                 self.step(start + 200, Step::Loss(0.05));
                 let key = b"l0";
                 let mut at = start + 500;
-                // About forty operations: enough to meet head on, few enough for the
-                // checker (its search grows fast with the operations in flight at once).
+                // A replica cut off for a while: accepts that reach some acceptors and
+                // not a quorum, and proposals that must recover them.
+                self.step(start + 4_000, Step::Cut(victim));
+                self.step(start + 5_500, Step::Uncut(victim));
+                // Bursts of three from different coordinators, about fifty operations:
+                // enough to meet head on, few enough for the checker (its search grows
+                // fast with the operations in flight at once).
                 while at < start + 10_000 {
-                    for _ in 0..2 {
-                        let op = match self.rng.random_range(0..4) {
+                    for _ in 0..3 {
+                        let op = match self.rng.random_range(0..6) {
                             0 => TypedOp::LinPut {
                                 delete: self.rng.random_bool(0.1),
                             },
-                            1 => TypedOp::LinGet,
+                            1 | 2 => TypedOp::LinGet,
                             _ => TypedOp::LinCas,
                         };
                         let when = at + self.rng.random_range(0..20);
                         self.fixed_typed(when, op, key, Consistency::Quorum, Via::Any);
                     }
-                    at += self.rng.random_range(400..800);
+                    at += self.rng.random_range(500..900);
                 }
                 self.step(start + 10_500, Step::Loss(0.0));
                 self.step(start + 10_500, Step::Latency(5));
