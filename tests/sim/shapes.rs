@@ -118,10 +118,12 @@ impl Sim {
                 // not a quorum, and proposals that must recover them.
                 self.step(start + 4_000, Step::Cut(victim));
                 self.step(start + 5_500, Step::Uncut(victim));
-                // Bursts of three from different coordinators, about fifty operations:
+                self.step(start + 13_000, Step::Cut(victim));
+                self.step(start + 14_500, Step::Uncut(victim));
+                // Bursts of three from different coordinators, about a hundred operations:
                 // enough to meet head on, few enough for the checker (its search grows
                 // fast with the operations in flight at once).
-                while at < start + 10_000 {
+                while at < start + 20_000 {
                     for _ in 0..3 {
                         let op = match self.rng.random_range(0..6) {
                             0 => TypedOp::LinPut {
@@ -135,10 +137,10 @@ impl Sim {
                     }
                     at += self.rng.random_range(500..900);
                 }
-                self.step(start + 10_500, Step::Loss(0.0));
-                self.step(start + 10_500, Step::Latency(5));
+                self.step(start + 20_500, Step::Loss(0.0));
+                self.step(start + 20_500, Step::Latency(5));
                 let last = TypedOp::LinGet;
-                self.fixed_typed(start + 12_000, last, key, Consistency::Quorum, Via::Any);
+                self.fixed_typed(start + 22_000, last, key, Consistency::Quorum, Via::Any);
             }
             Shape::ReadsWhileJoining => {
                 // Twice the keys, so that some partition has the replica that missed
