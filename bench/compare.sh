@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The side-by-side report, in one run on one machine: the two ceilings (raw LMDB batched
 # inserts, a raw QUIC mutual-TLS request/response loop), Vergent on one node and on three
-# at one/quorum/all, and a three-member etcd cluster, every load the same shape: CLIENTS
+# at one/quorum/all and linearizable (puts, and compare-and-set on one hot key), and a
+# three-member etcd cluster, every load the same shape: CLIENTS
 # concurrent clients with one request in flight each, 100-byte values, puts under keys
 # drawn uniformly from 100,000. Installs etcd (Debian's etcd-server) when missing.
 #
@@ -107,11 +108,37 @@ for port in "${clients[@]}"; do
     until curl -sf "http://127.0.0.1:$port/health" | grep -q '"health":"true"'; do sleep 0.2; done
 done
 etcd_version=$(etcd --version | sed -n 's/^etcd Version: //p')
+"$V" bucket create locks --type linearizable --node "127.0.0.1:$p1" --certs "$work/certs" >/dev/null
 
 vergent_bench() { # spread consistency
     "$V" bench --node "${1%%,*}" --spread "$1" --certs "$work/certs" --clients "$CLIENTS" \
         --duration-secs "$DURATION" --keys "$KEYS" --value-bytes 100 --mix 100:0:0 \
         --consistency "$2" --json --quiet
+}
+# The linearizable counters of the three nodes, summed: ops, round trips, ops in one.
+lin_counters() {
+    for port in $p1 $p2 $p3; do
+        "$V" status --json --node "127.0.0.1:$port" --certs "$work/certs"
+    done | python3 -c '
+import json, sys
+dec, text, at, sums = json.JSONDecoder(), sys.stdin.read(), 0, [0, 0, 0]
+while text[at:].strip():
+    while text[at].isspace(): at += 1
+    s, at = dec.raw_decode(text, at)
+    l = s["linearizable"]
+    sums = [sums[0] + l["ops"], sums[1] + l["round_trips"], sums[2] + l["fast"]]
+print(*sums)'
+}
+linearizable_bench() { # label keys [bench flags...]
+    local label=$1 keys=$2
+    shift 2
+    local before after
+    before=$(lin_counters)
+    "$V" bench --node "127.0.0.1:$p1" --spread "$spread" --certs "$work/certs" --clients "$CLIENTS" \
+        --duration-secs "$DURATION" --keys "$keys" --value-bytes 100 --bucket locks \
+        --json --quiet "$@"
+    after=$(lin_counters)
+    echo "$label $before $after" >>"$work/lin-rounds"
 }
 
 LABELS=(
@@ -121,6 +148,8 @@ LABELS=(
     "Vergent, 3 nodes, one"
     "Vergent, 3 nodes, quorum"
     "Vergent, 3 nodes, all"
+    "Vergent, 3 nodes, linearizable"
+    "Vergent, linearizable cas, 1 hot key"
     "etcd $etcd_version, 3 members"
 )
 run_setup() { # index
@@ -134,7 +163,9 @@ run_setup() { # index
     3) vergent_bench "$spread" one ;;
     4) vergent_bench "$spread" quorum ;;
     5) vergent_bench "$spread" all ;;
-    6)
+    6) linearizable_bench put "$KEYS" ;;
+    7) linearizable_bench cas 1 --update cas ;;
+    8)
         "$B/etcd-load" --endpoints "127.0.0.1:$c1,127.0.0.1:$c2,127.0.0.1:$c3" \
             --clients "$CLIENTS" --seconds "$DURATION" --keys "$KEYS"
         ;;
@@ -177,4 +208,19 @@ print("| setup | ops/s | p50 ms | p99 ms | errors | × etcd | × tighter ceiling
 print("|---|---:|---:|---:|---:|---:|---:|")
 for label, ops, p50, p99, errors in rows:
     print(f"| {label} | {ops:,.0f} | {p50:.3f} | {p99:.3f} | {errors} | {ops / etcd:.2f} | {ops / ceiling:.2f} |")
+EOF
+python3 - "$work/lin-rounds" "$work/setup-7.json" <<'EOF'
+import json, statistics, sys
+swaps = [json.loads(l)["swaps_per_s"] for l in open(sys.argv[2]) if l.startswith("{")]
+print(f"cas on the hot key: {statistics.median(swaps):,.0f} swaps/s (median)")
+sums = {}
+for line in open(sys.argv[1]):
+    label, *n = line.split()
+    b, a = list(map(int, n[:3])), list(map(int, n[3:]))
+    t = sums.setdefault(label, [0, 0, 0])
+    for i in range(3):
+        t[i] += a[i] - b[i]
+for label, (ops, rts, fast) in sums.items():
+    print(f"linearizable {label}s, every node: {ops} operations, {rts / max(ops, 1):.2f} round trips each, "
+          f"{100 * fast / max(ops, 1):.0f}% in one round trip")
 EOF
