@@ -3,12 +3,16 @@
 # 64 clients spread over the nodes, 100-byte values over 100,000 keys, interleaved RUNS
 # times so each kind sees the same machine; then compare-and-set on one hot key (every
 # client swaps it from the value it last saw). Medians, and ratios to the lww puts.
+# Then the write fast path: linearizable puts on HOT_KEYS keys (each written often, so
+# its home holds its last ballot), through any node and through n1 alone, with the
+# share of puts that took one round trip, from the nodes' counters.
 #   cargo build --release && bench/linearizable.sh
 source "$(dirname "$0")/lib.sh"
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
 CLIENTS=${CLIENTS:-64}
 KEYS=${KEYS:-100000}
+HOT_KEYS=${HOT_KEYS:-1000}
 
 start_three 7441
 "$V" bucket create lwwb "${admin[@]}" >/dev/null
@@ -52,3 +56,36 @@ for label in ("lww", "lin", "cas"):
 print("cas swaps on the hot key: %.0f/s (median)" % statistics.median(r[4] for r in rows["cas"]))
 print("medians of %s runs of %s s, %s clients, 3 nodes" % (len(rows["lww"]), sys.argv[1], sys.argv[2]))' "$DURATION" "$CLIENTS"
 echo "$lin_status"
+
+# The linearizable counters of the three nodes, summed: ops, round trips, ops in one.
+lin_counters() {
+    for n in n1 n2 n3; do
+        "$V" status --json --node "${ADDRS[$n]}" --certs "$work/certs"
+    done | python3 -c '
+import json, sys
+dec, text, at, sums = json.JSONDecoder(), sys.stdin.read(), 0, [0, 0, 0]
+while text[at:].strip():
+    while text[at].isspace(): at += 1
+    s, at = dec.raw_decode(text, at)
+    l = s["linearizable"]
+    sums = [sums[0] + l["ops"], sums[1] + l["round_trips"], sums[2] + l["fast"]]
+print(*sums)'
+}
+fast_share() { # label, then bench flags
+    local label=$1 before after out
+    shift
+    before=$(lin_counters)
+    out=$("$V" bench --certs "$work/certs" --clients "$CLIENTS" --duration-secs "$DURATION" \
+        --value-bytes 100 --bucket locks --keys "$HOT_KEYS" --json --quiet "$@")
+    after=$(lin_counters)
+    python3 -c '
+import json, sys
+label, out, before, after = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
+ops, rts, fast = (int(a) - int(b) for a, b in zip(after, before))
+print("%-24s %8.0f puts/s  p50 %.3f ms  p99 %.3f ms  %.2f round trips each, %.0f%% in one"
+      % (label, out["ops_per_s"], out["latency_ms"]["p50"], out["latency_ms"]["p99"],
+         rts / max(ops, 1), 100 * fast / max(ops, 1)))' "$label" "$out" "$before" "$after"
+}
+echo "linearizable puts on $HOT_KEYS keys, $CLIENTS clients, $DURATION s:"
+fast_share "through any node" --node "${ADDRS[n1]}" --spread "$spread"
+fast_share "through n1 alone" --node "${ADDRS[n1]}"
