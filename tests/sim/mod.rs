@@ -159,6 +159,8 @@ pub struct Sim {
     /// Every tombstone purged: (node, key) → each version purged there and when
     /// (virtual ms), what the key's record was before the purge took it, for the checks.
     purged: BTreeMap<(usize, Vec<u8>), Purges>,
+    /// Stored keys `VERGENT_SIM_WATCH` follows.
+    watched_keys: std::collections::BTreeSet<Vec<u8>>,
 }
 
 impl Sim {
@@ -209,6 +211,7 @@ impl Sim {
             identities: Vec::new(),
             sessions: vec![None; SESSIONS],
             purged: BTreeMap::new(),
+            watched_keys: Default::default(),
             config,
         };
         for name in &names {

@@ -12,6 +12,7 @@ use vergent::core::{
 };
 use vergent::hlc::Timestamp;
 use vergent::membership::{MemberState, MembershipConfig};
+use vergent::placement::partition_of;
 use vergent::policy::HintsDeleted;
 use vergent::protocol::{Consistency, Response};
 use vergent::record::{Entry, Merged, Payload, Version};
@@ -416,10 +417,69 @@ impl Sim {
         }
     }
 
+    /// Logs every store effect on keys that end with `watch` (`VERGENT_SIM_WATCH`),
+    /// with what the node held before, to follow one key's records through a run.
+    fn watch_store(&mut self, i: usize, work: &StoreWork, watch: &[u8]) {
+        let store = self.nodes[i].store.as_ref().unwrap();
+        let held = |key: &[u8]| {
+            store.get(key).ok().flatten().map(|r| {
+                format!(
+                    "{:?} {:?}",
+                    r.version.hlc,
+                    r.payload.value().map(String::from_utf8_lossy)
+                )
+            })
+        };
+        let mut lines = Vec::new();
+        match work {
+            StoreWork::Apply(entries) => {
+                for e in entries.iter().filter(|e| e.key.ends_with(watch)) {
+                    lines.push(format!(
+                        "apply {:?} {:?} over {:?}",
+                        e.record.version.hlc,
+                        e.record.payload.value().map(String::from_utf8_lossy),
+                        held(&e.key)
+                    ));
+                }
+            }
+            StoreWork::Accept { key, record, .. } if key.ends_with(watch) => lines.push(format!(
+                "accept {:?} {:?} over {:?}",
+                record.version.hlc,
+                record.payload.value().map(String::from_utf8_lossy),
+                held(key)
+            )),
+            StoreWork::DropPartition(p) => {
+                let keys: Vec<Vec<u8>> = self.watched_keys.iter().cloned().collect();
+                for key in keys {
+                    if partition_of(&key, self.settings.partitions) == *p {
+                        lines.push(format!("drop partition {p} holding {:?}", held(&key)));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let StoreWork::Apply(entries) = work {
+            for e in entries.iter().filter(|e| e.key.ends_with(watch)) {
+                self.watched_keys.insert(e.key.clone());
+            }
+        }
+        if let StoreWork::Accept { key, .. } = work
+            && key.ends_with(watch)
+        {
+            self.watched_keys.insert(key.clone());
+        }
+        for line in lines {
+            self.log(format!("{} watch {line}", self.names[i]));
+        }
+    }
+
     /// Watches a store effect before it is carried out: a value taken below a purged
     /// tombstone, the tombstones a purge or a handoff takes, a handoff before every
     /// owner synced.
     fn before_store(&mut self, i: usize, work: &StoreWork) {
+        if let Ok(watch) = std::env::var("VERGENT_SIM_WATCH") {
+            self.watch_store(i, work, watch.as_bytes());
+        }
         match work {
             StoreWork::Apply(entries) => self.check_not_resurrected(i, entries),
             StoreWork::Purge(tombstones) => {
