@@ -129,9 +129,24 @@ impl ClusterView {
     pub fn replica_set_of(&self, partition: PartitionId) -> ReplicaSet {
         self.placement.replica_set_settling(
             partition,
-            |n| self.is_filled(n, partition),
+            |n| self.is_filled(n, partition) && self.may_stand_in(n, partition),
             |n| self.is_settling(n, partition),
         )
+    }
+
+    /// Whether `name` may count for `partition` by its word: an owner always; any
+    /// other member only while alive. A member that is not an owner gets the
+    /// partition's writes only while it stands in, so the word of one that went down
+    /// may be long out of date (it stopped being a target when the owners filled, and
+    /// never came back to let the partition go); counted again when an owner loses its
+    /// data, it would make quorums that miss values chosen since.
+    fn may_stand_in(&self, name: &str, partition: PartitionId) -> bool {
+        name == self.me
+            || self.placement.holds(name, partition)
+            || self
+                .members
+                .iter()
+                .any(|m| m.id.name == name && m.state == MemberState::Alive)
     }
 
     /// Whether this node learned lately that `name` filled `partition`.
