@@ -168,3 +168,85 @@ impl ClusterView {
         self.members.iter().filter(|m| m.state == state).count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, state: MemberState) -> MemberView {
+        MemberView {
+            id: MemberId {
+                name: name.to_string(),
+                addr: "127.0.0.1:7000".parse().unwrap(),
+                incarnation: 1,
+                epoch_ms: 0,
+                token: None,
+                data_epoch: 0,
+            },
+            state,
+            swim_incarnation: 0,
+            status: None,
+            status_at: crate::base::Millis(0),
+            since: crate::base::Millis(0),
+        }
+    }
+
+    /// A partition whose owner lost its data: a member that does not own it stands in
+    /// while alive, and not once it is down (its word that it holds the data may be
+    /// from before every write the owners took since).
+    #[test]
+    fn a_member_that_is_down_never_stands_in_for_an_owner() {
+        let settings = ClusterSettings {
+            cluster_id: [7; 16],
+            partitions: 16,
+            replication_factor: 3,
+            tree_key: [9; 32],
+        };
+        let names = ["n1", "n2", "n3", "n4"];
+        let placement = Placement::compute(names, 16, 3);
+        let (p, owners, other) = (0..16)
+            .find_map(|p| {
+                let owners: Vec<String> = placement.replicas(p).map(str::to_string).collect();
+                let other = names.iter().find(|n| !owners.iter().any(|o| o == *n))?;
+                owners
+                    .iter()
+                    .any(|o| o == "n1")
+                    .then(|| (p, owners.clone(), other.to_string()))
+            })
+            .expect("a partition n1 owns");
+        let wiped = owners.iter().find(|o| *o != "n1").unwrap().clone();
+        let me = member("n1", MemberState::Alive).id;
+        let mut view = ClusterView::initial(&me, &settings, PartitionSet::all(16));
+        view.placement = Arc::new(placement);
+        for name in names {
+            let mut filled = PartitionSet::all(16);
+            if name == wiped {
+                filled = PartitionSet::empty();
+            }
+            view.filled.insert(name.to_string(), filled);
+        }
+        view.members = names
+            .iter()
+            .map(|n| member(n, MemberState::Alive))
+            .collect();
+        let alive = view.replica_set_of(p);
+        assert!(alive.counted.contains(&other), "{alive:?}");
+        assert!(!alive.counted.contains(&wiped));
+
+        for m in &mut view.members {
+            if m.id.name == other {
+                m.state = MemberState::Dead;
+            }
+        }
+        let down = view.replica_set_of(p);
+        assert!(!down.counted.contains(&other), "{down:?}");
+        assert_eq!(down.counted.len(), 2, "{down:?}");
+        // An owner's word counts whatever its state: it takes every write.
+        for m in &mut view.members {
+            if owners.contains(&m.id.name) && m.id.name != "n1" && m.id.name != wiped {
+                m.state = MemberState::Dead;
+            }
+        }
+        assert_eq!(view.replica_set_of(p).counted.len(), 2);
+    }
+}
