@@ -123,6 +123,18 @@ impl NodeCore {
         let Purpose::Hints { batch, count } = pending.purpose else {
             return;
         };
+        if let Response::Error(err) = &response {
+            // An answer that refuses the batch (one of its versions, from a clock too
+            // far ahead for the target, say): sent again as it is, it would be refused
+            // again, and every hint behind it with it.
+            self.event(CoreEvent::HintsRefused {
+                target: pending.to.clone(),
+                count,
+                why: err.message.clone(),
+            });
+            self.hints.refused(batch, now.mono());
+            return;
+        }
         let delivered = matches!(response, Response::Replicated { .. });
         self.hints_delivered(&pending.to, batch, count, delivered, now);
     }

@@ -472,6 +472,16 @@ pub enum CoreEvent {
         /// How many.
         count: usize,
     },
+    /// A batch of hints the target refused: they go one at a time, and one refused
+    /// alone is set aside for a while.
+    HintsRefused {
+        /// Their target.
+        target: String,
+        /// How many were in the batch.
+        count: usize,
+        /// The target's answer.
+        why: String,
+    },
     /// A member the data path no longer reaches (membership calls it alive).
     Unreachable {
         /// The member.

@@ -67,6 +67,12 @@ impl EventLog {
             CoreEvent::HintsDelivered { target, count } => {
                 tracing::debug!(target = %target, count, "hints delivered")
             }
+            CoreEvent::HintsRefused { target, count, why } => tracing::warn!(
+                target = %target,
+                count,
+                "{target} refused a batch of {count} hints ({why}); they go one at a time, and one it refuses alone waits {} s before it is tried again",
+                crate::policy::HINT_SET_ASIDE_MS / 1000
+            ),
             CoreEvent::Unreachable { peer, why } => {
                 tracing::warn!(
                     peer = %peer,

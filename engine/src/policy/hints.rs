@@ -9,7 +9,7 @@
 //! deleted only once its target acknowledged them: a crash at any point delivers a hint
 //! at most once more, and applying is idempotent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{HINT_BATCH_BYTES_MAX, HINT_BATCH_MAX, HintTarget, hint_target, split_expired};
 use crate::base::Millis;
@@ -80,7 +80,17 @@ pub struct HintPump {
     next_batch: u64,
     /// A batch unanswered this long is sent again, ms.
     answer_timeout_ms: u64,
+    /// Targets that refused a batch: their hints go one at a time, so the one refused
+    /// is found and set aside instead of holding back every hint behind it.
+    one_at_a_time: BTreeSet<String>,
+    /// Hints a target refused alone (a version from a clock too far ahead for it,
+    /// say), by target and key: left out of its batches until then.
+    set_aside: BTreeMap<(String, Vec<u8>), Millis>,
 }
+
+/// How long a hint a target refused is left out of its batches before it is tried
+/// again (until it expires with the others).
+pub const HINT_SET_ASIDE_MS: u64 = 10_000;
 
 impl HintPump {
     /// A pump that sends a batch again when no answer came within `answer_timeout_ms`.
@@ -89,6 +99,8 @@ impl HintPump {
             in_flight: BTreeMap::new(),
             next_batch: 1,
             answer_timeout_ms,
+            one_at_a_time: BTreeSet::new(),
+            set_aside: BTreeMap::new(),
         }
     }
 
@@ -103,6 +115,7 @@ impl HintPump {
         let timeout = self.answer_timeout_ms;
         self.in_flight
             .retain(|_, batch| cx.now.0 < batch.sent.0.saturating_add(timeout));
+        self.set_aside.retain(|_, until| cx.now < *until);
         let mut work = Vec::new();
         for backlog in store.hint_backlog()? {
             let target = backlog.target;
@@ -110,7 +123,17 @@ impl HintPump {
             if rule == HintTarget::Wait || self.in_flight.values().any(|b| b.target == target) {
                 continue;
             }
-            let batch = store.hints_for(&target, HINT_BATCH_MAX, HINT_BATCH_BYTES_MAX)?;
+            let mut batch = store.hints_for(&target, HINT_BATCH_MAX, HINT_BATCH_BYTES_MAX)?;
+            if rule != HintTarget::Drop {
+                batch.retain(|h| {
+                    !self
+                        .set_aside
+                        .contains_key(&(target.clone(), h.key.clone()))
+                });
+                if self.one_at_a_time.contains(&target) {
+                    batch.truncate(1);
+                }
+            }
             if batch.is_empty() {
                 continue;
             }
@@ -158,6 +181,10 @@ impl HintPump {
     /// already, after its timeout; its hints are then sent again, which is harmless).
     pub fn delivered(&mut self, batch: u64) -> Option<HintWork> {
         let done = self.in_flight.remove(&batch)?;
+        if done.keys.len() == 1 && !self.set_aside.keys().any(|(t, _)| *t == done.target) {
+            // Nothing of this target's is set aside: full batches again.
+            self.one_at_a_time.remove(&done.target);
+        }
         Some(HintWork::Delete {
             target: done.target,
             keys: done.keys,
@@ -168,6 +195,20 @@ impl HintPump {
     /// `batch` was not delivered: its hints wait for the next plan.
     pub fn failed(&mut self, batch: u64) {
         self.in_flight.remove(&batch);
+    }
+
+    /// The target answered `batch` with a refusal: its hints go one at a time from
+    /// now on, and a hint refused alone is set aside for [`HINT_SET_ASIDE_MS`].
+    pub fn refused(&mut self, batch: u64, now: Millis) {
+        let Some(refused) = self.in_flight.remove(&batch) else {
+            return;
+        };
+        if let [key] = refused.keys.as_slice() {
+            let until = Millis(now.0.saturating_add(HINT_SET_ASIDE_MS));
+            self.set_aside
+                .insert((refused.target.clone(), key.clone()), until);
+        }
+        self.one_at_a_time.insert(refused.target);
     }
 
     /// Batches sent and not answered yet.
@@ -300,5 +341,54 @@ mod tests {
         let again = pump.plan(&store, &cx(&state, &reachable, 1_020)).unwrap();
         assert_eq!(kinds(&again), kinds(&work));
         assert_eq!(pump.in_flight(), 2);
+    }
+
+    /// A target that refuses a batch (one version in it from a clock too far ahead
+    /// for it) gets its hints one at a time; the one it refuses alone is set aside,
+    /// so the hints behind it are delivered; it is tried again later.
+    #[test]
+    fn a_hint_the_target_refuses_does_not_hold_back_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::new("n1")).unwrap();
+        store
+            .put_hints_now((0..3).map(|i| hint("n2", i, 99_000)).collect())
+            .unwrap();
+        let state = |_: &str| Some(MemberState::Alive);
+        let reachable = |_: &str| true;
+        let mut pump = HintPump::new(1_000);
+        let sent = |work: &[HintWork]| -> Vec<(u64, Vec<Vec<u8>>)> {
+            work.iter()
+                .filter_map(|w| match w {
+                    HintWork::Send { batch, entries, .. } => {
+                        Some((*batch, entries.iter().map(|e| e.key.clone()).collect()))
+                    }
+                    HintWork::Delete { .. } => None,
+                })
+                .collect()
+        };
+        let work = pump.plan(&store, &cx(&state, &reachable, 0)).unwrap();
+        let [(batch, keys)] = sent(&work).try_into().unwrap();
+        assert_eq!(keys.len(), 3);
+        pump.refused(batch, Millis(0));
+        // One at a time now: the first (oldest) alone, refused again, set aside.
+        let work = pump.plan(&store, &cx(&state, &reachable, 10)).unwrap();
+        let [(batch, keys)] = sent(&work).try_into().unwrap();
+        assert_eq!(keys.len(), 1);
+        let refused_key = keys[0].clone();
+        pump.refused(batch, Millis(10));
+        // The next one goes, and is delivered.
+        let work = pump.plan(&store, &cx(&state, &reachable, 20)).unwrap();
+        let [(batch, keys)] = sent(&work).try_into().unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_ne!(keys[0], refused_key);
+        let Some(HintWork::Delete { keys: gone, .. }) = pump.delivered(batch) else {
+            panic!("a delivered batch's hints are deleted");
+        };
+        store.delete_hints_now(gone).unwrap();
+        // Once its time is out, the refused one is tried again.
+        let later = 10 + HINT_SET_ASIDE_MS;
+        let work = pump.plan(&store, &cx(&state, &reachable, later)).unwrap();
+        let tried: Vec<Vec<u8>> = sent(&work).into_iter().flat_map(|(_, k)| k).collect();
+        assert_eq!(tried, vec![refused_key]);
     }
 }

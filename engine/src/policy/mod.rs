@@ -18,7 +18,7 @@ mod upkeep;
 
 pub use self::agreements::Agreements;
 pub use self::arrivals::{PartitionArrivals, SPAN_MS, SPANS_MAX, TombstoneArrivals};
-pub use self::hints::{HintContext, HintPump, HintWork, HintsDeleted};
+pub use self::hints::{HINT_SET_ASIDE_MS, HintContext, HintPump, HintWork, HintsDeleted};
 pub use self::runs::{RunInputs, RunScope, plan_runs};
 pub use self::schedule::{FILL_RETRY_MS, FIRST_RUN_DELAY_MS, RunDue, RunSchedule, WAKE_DELAY_MS};
 pub use self::upkeep::{Upkeep, UpkeepInputs, plan_upkeep};
