@@ -33,6 +33,7 @@ mod config;
 mod conflicts;
 mod data;
 mod dispatch;
+mod events;
 mod fill;
 mod future;
 mod hints;
