@@ -115,29 +115,16 @@ vergent_bench() { # spread consistency
         --duration-secs "$DURATION" --keys "$KEYS" --value-bytes 100 --mix 100:0:0 \
         --consistency "$2" --json --quiet
 }
-# The linearizable counters of the three nodes, summed: ops, round trips, ops in one.
-lin_counters() {
-    for port in $p1 $p2 $p3; do
-        "$V" status --json --node "127.0.0.1:$port" --certs "$work/certs"
-    done | python3 -c '
-import json, sys
-dec, text, at, sums = json.JSONDecoder(), sys.stdin.read(), 0, [0, 0, 0]
-while text[at:].strip():
-    while text[at].isspace(): at += 1
-    s, at = dec.raw_decode(text, at)
-    l = s["linearizable"]
-    sums = [sums[0] + l["ops"], sums[1] + l["round_trips"], sums[2] + l["fast"]]
-print(*sums)'
-}
+source bench/lin-counters.sh # the scripts run from the repository root
 linearizable_bench() { # label keys [bench flags...]
     local label=$1 keys=$2
     shift 2
     local before after
-    before=$(lin_counters)
+    before=$(lin_counters "127.0.0.1:$p1" "127.0.0.1:$p2" "127.0.0.1:$p3")
     "$V" bench --node "127.0.0.1:$p1" --spread "$spread" --certs "$work/certs" --clients "$CLIENTS" \
         --duration-secs "$DURATION" --keys "$keys" --value-bytes 100 --bucket locks \
         --json --quiet "$@"
-    after=$(lin_counters)
+    after=$(lin_counters "127.0.0.1:$p1" "127.0.0.1:$p2" "127.0.0.1:$p3")
     echo "$label $before $after" >>"$work/lin-rounds"
 }
 

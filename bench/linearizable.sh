@@ -57,27 +57,14 @@ print("cas swaps on the hot key: %.0f/s (median)" % statistics.median(r[4] for r
 print("medians of %s runs of %s s, %s clients, 3 nodes" % (len(rows["lww"]), sys.argv[1], sys.argv[2]))' "$DURATION" "$CLIENTS"
 echo "$lin_status"
 
-# The linearizable counters of the three nodes, summed: ops, round trips, ops in one.
-lin_counters() {
-    for n in n1 n2 n3; do
-        "$V" status --json --node "${ADDRS[$n]}" --certs "$work/certs"
-    done | python3 -c '
-import json, sys
-dec, text, at, sums = json.JSONDecoder(), sys.stdin.read(), 0, [0, 0, 0]
-while text[at:].strip():
-    while text[at].isspace(): at += 1
-    s, at = dec.raw_decode(text, at)
-    l = s["linearizable"]
-    sums = [sums[0] + l["ops"], sums[1] + l["round_trips"], sums[2] + l["fast"]]
-print(*sums)'
-}
+source bench/lin-counters.sh # the scripts run from the repository root
 fast_share() { # label, then bench flags
     local label=$1 before after out
     shift
-    before=$(lin_counters)
+    before=$(lin_counters "${ADDRS[n1]}" "${ADDRS[n2]}" "${ADDRS[n3]}")
     out=$("$V" bench --certs "$work/certs" --clients "$CLIENTS" --duration-secs "$DURATION" \
         --value-bytes 100 --bucket locks --keys "$HOT_KEYS" --json --quiet "$@")
-    after=$(lin_counters)
+    after=$(lin_counters "${ADDRS[n1]}" "${ADDRS[n2]}" "${ADDRS[n3]}")
     python3 -c '
 import json, sys
 label, out, before, after = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
