@@ -99,16 +99,24 @@ pub enum Shape {
     /// routing to the key's home), so proposals meet head on. Its history must be
     /// linearizable.
     CasContention,
+    /// One linearizable key: a coordinator that is not its replica writes it (taking
+    /// the lease for its next write), then loses every link out but to one replica and
+    /// writes again, so that replica alone accepts a value nobody chose; reads and
+    /// compare-and-sets through the others meanwhile. A read may answer from one round
+    /// only when a quorum agrees: the value on one replica must be finished (or lost
+    /// for good) before any read returns it.
+    AbandonedAccept,
 }
 
 impl Shape {
     /// Every scripted shape.
-    pub const SCRIPTED: [Shape; 5] = [
+    pub const SCRIPTED: [Shape; 6] = [
         Shape::DeletesWhileCut,
         Shape::HandoffUnderLoad,
         Shape::ReadsWhileJoining,
         Shape::SiblingsAcrossACut,
         Shape::CasContention,
+        Shape::AbandonedAccept,
     ];
 
     /// The name shown in reports.
@@ -120,6 +128,7 @@ impl Shape {
             Shape::ReadsWhileJoining => "reads-while-joining",
             Shape::SiblingsAcrossACut => "siblings-across-a-cut",
             Shape::CasContention => "cas-contention",
+            Shape::AbandonedAccept => "abandoned-accept",
         }
     }
 
@@ -173,10 +182,17 @@ impl SimConfig {
             hint_window_ms: HINTS_SHORT.0,
             tombstone_grace_ms: HINTS_SHORT.1,
             shape,
-            typed: matches!(shape, Shape::SiblingsAcrossACut | Shape::CasContention),
+            typed: matches!(
+                shape,
+                Shape::SiblingsAcrossACut | Shape::CasContention | Shape::AbandonedAccept
+            ),
             // Contention runs without routing, so proposers meet head on (the random
-            // seeds route).
-            route_linearizable: shape != Shape::CasContention,
+            // seeds route); so does the abandoned accept, whose coordinator is not a
+            // replica.
+            route_linearizable: !matches!(shape, Shape::CasContention | Shape::AbandonedAccept),
+            // The abandoned accept takes its coordinator's lease.
+            write_fast_path: shape == Shape::AbandonedAccept
+                || SimConfig::new(seed).write_fast_path,
             ..SimConfig::new(seed)
         }
     }

@@ -16,6 +16,8 @@ pub(super) enum Step {
     Cut(usize),
     /// Restore them.
     Uncut(usize),
+    /// Cut every link out of `from` but the one to `keep` (links into it stay).
+    CutOut { from: usize, keep: usize },
     /// A new node joins.
     Join,
     /// Anti-entropy stops on every node (`true`), or starts again.
@@ -142,6 +144,7 @@ impl Sim {
                 let last = TypedOp::LinGet;
                 self.fixed_typed(start + 22_000, last, key, Consistency::Quorum, Via::Any);
             }
+            Shape::AbandonedAccept => self.abandoned_accept(start),
             Shape::ReadsWhileJoining => {
                 // Twice the keys, so that some partition has the replica that missed
                 // its writes and the new node among its owners after the join.
@@ -213,6 +216,56 @@ impl Sim {
         self.schedule(at, Event::Client { op: index });
     }
 
+    /// The script of [`Shape::AbandonedAccept`].
+    fn abandoned_accept(&mut self, start: u64) {
+        let key = b"l0";
+        let stored = self.stored_key(0, OpKind::Typed(TypedOp::LinGet), key);
+        let counted = self.nodes[0]
+            .core
+            .as_ref()
+            .expect("the first node is up")
+            .view()
+            .replica_set(&stored)
+            .counted;
+        let outside: Vec<usize> = (0..self.config.nodes)
+            .filter(|&i| !counted.contains(&self.names[i]))
+            .collect();
+        let coordinator = outside[self.rng.random_range(0..outside.len())];
+        self.step(start + 200, Step::Latency(30));
+        let mut at = start + 500;
+        for _ in 0..6 {
+            let keep = &counted[self.rng.random_range(0..counted.len())];
+            let keep = self.index_of(keep).expect("a replica is a node");
+            self.log(format!(
+                "shape: {} writes l0, then reaches only {}",
+                self.names[coordinator], self.names[keep]
+            ));
+            let put = TypedOp::LinPut { delete: false };
+            self.fixed_typed(at, put, key, Consistency::Quorum, Via::Only(coordinator));
+            let from = coordinator;
+            self.step(at + 400, Step::CutOut { from, keep });
+            let second = if self.rng.random_bool(0.5) {
+                TypedOp::LinCas
+            } else {
+                TypedOp::LinPut { delete: false }
+            };
+            self.fixed_typed(at + 450, second, key, Consistency::Quorum, Via::Only(from));
+            for _ in 0..3 {
+                let when = at + 600 + self.rng.random_range(0..400);
+                let via = Via::Not(coordinator);
+                self.fixed_typed(when, TypedOp::LinGet, key, Consistency::Quorum, via);
+            }
+            let when = at + 700 + self.rng.random_range(0..400);
+            let via = Via::Not(coordinator);
+            self.fixed_typed(when, TypedOp::LinCas, key, Consistency::Quorum, via);
+            self.step(at + 1_800, Step::Uncut(coordinator));
+            at += 2_500;
+        }
+        self.step(at, Step::Latency(5));
+        let last = TypedOp::LinGet;
+        self.fixed_typed(at + 1_500, last, key, Consistency::Quorum, Via::Any);
+    }
+
     /// Carries out a step.
     pub(super) fn run_step(&mut self, step: Step) {
         let n = self.nodes.len();
@@ -223,6 +276,12 @@ impl Sim {
                     self.cut.insert((y, x));
                 }
                 "cut off"
+            }
+            Step::CutOut { from, keep } => {
+                for y in (0..n).filter(|&y| y != from && y != keep) {
+                    self.cut.insert((from, y));
+                }
+                "cut off one way"
             }
             Step::Uncut(x) => {
                 self.cut.retain(|&(a, b)| a != x && b != x);
