@@ -40,6 +40,8 @@ impl NodeCore {
         };
         let refusal = if let Err(err) = crate::buckets::check_stored_key(&key) {
             Some(ErrorReply::new(ErrorCode::LimitExceeded, err.to_string()))
+        } else if matches!(work, StoreWork::Prepare { .. }) && !self.answers_for_key(&key) {
+            Some(self.let_go(&key))
         } else if let StoreWork::Accept { record, .. } = &work
             && let Err(err) = match &record.payload {
                 Payload::Value(v) => crate::limits::check_value(v, self.config.value_bytes_max),

@@ -126,12 +126,39 @@ impl ClusterView {
     }
 
     /// Who takes part in an operation on `partition`.
+    ///
+    /// Beyond placement's rule, every other member alive that says it holds the
+    /// partition's data stays a write target until it says it let it go: a stand-in
+    /// that this node stopped counting may still be counted by another view (one in
+    /// which an owner lost its data since), and each write that reaches a quorum of the
+    /// counted replicas and one more per target beyond the copies meets a quorum of
+    /// either. A member stops saying so when its own view ends its stand-in; from then
+    /// it refuses to answer reads of the partition ([`Self::answers_for`]).
     pub fn replica_set_of(&self, partition: PartitionId) -> ReplicaSet {
-        self.placement.replica_set_settling(
+        let mut set = self.placement.replica_set_settling(
             partition,
             |n| self.is_filled(n, partition) && self.may_stand_in(n, partition),
             |n| self.is_settling(n, partition),
-        )
+        );
+        for member in &self.members {
+            let name = &member.id.name;
+            if member.state == MemberState::Alive
+                && !set.targets.contains(name)
+                && self.is_filled(name, partition)
+            {
+                set.targets.push(name.clone());
+            }
+        }
+        set
+    }
+
+    /// Whether this node answers reads and prepares of `partition` as one of its
+    /// replicas: when it owns it, or holds its data. Its word that it held the data
+    /// may reach a coordinator after it let the partition go (it stopped taking the
+    /// partition's writes then), and an answer from what it kept would hide every
+    /// write made since.
+    pub fn answers_for(&self, partition: PartitionId) -> bool {
+        self.placement.holds(&self.me, partition) || self.is_filled(&self.me, partition)
     }
 
     /// Whether `name` may count for `partition` by its word: an owner always; any
@@ -248,5 +275,52 @@ mod tests {
             }
         }
         assert_eq!(view.replica_set_of(p).counted.len(), 2);
+    }
+
+    /// A former owner whose word says it still holds a partition stays a write target
+    /// after the owners filled (another view may count it yet), without counting here;
+    /// once it let the partition go it no longer answers for it.
+    #[test]
+    fn a_former_owner_stays_a_target_until_it_says_it_let_go() {
+        let settings = ClusterSettings {
+            cluster_id: [7; 16],
+            partitions: 16,
+            replication_factor: 3,
+            tree_key: [9; 32],
+        };
+        let before = Placement::compute(["n1", "n2", "n3"], 16, 3);
+        let after = Placement::compute(["n1", "n2", "n3", "n4"], 16, 3);
+        let (p, former) = (0..16)
+            .find_map(|p| {
+                let gone = before.replicas(p).find(|o| !after.holds(o, p))?;
+                Some((p, gone.to_string()))
+            })
+            .expect("the join moves some partition");
+        let names = ["n1", "n2", "n3", "n4"];
+        let me = member("n1", MemberState::Alive).id;
+        let mut view = ClusterView::initial(&me, &settings, PartitionSet::all(16));
+        view.placement = Arc::new(after.clone());
+        view.members = names
+            .iter()
+            .map(|n| member(n, MemberState::Alive))
+            .collect();
+        for name in names {
+            view.filled.insert(name.to_string(), PartitionSet::all(16));
+        }
+        let set = view.replica_set_of(p);
+        assert!(set.targets.contains(&former), "{set:?}");
+        assert!(!set.counted.contains(&former), "{set:?}");
+        assert_eq!(set.counted.len(), 3);
+
+        view.filled.insert(former.clone(), PartitionSet::empty());
+        let set = view.replica_set_of(p);
+        assert!(!set.targets.contains(&former), "{set:?}");
+
+        // As seen by the former owner itself: it answers while it holds the data.
+        let mut own = view.clone();
+        own.me = former.clone();
+        assert!(!own.answers_for(p), "let go: refuses");
+        own.filled.insert(former.clone(), PartitionSet::all(16));
+        assert!(own.answers_for(p), "holds the data: answers");
     }
 }

@@ -19,6 +19,7 @@ impl NodeCore {
             Request::ReadLocal { key } => {
                 let response = match check_stored_key(&key) {
                     Err(err) => Response::Error(limit_error(err)),
+                    Ok(()) if !self.answers_for_key(&key) => Response::Error(self.let_go(&key)),
                     Ok(()) => match store.get(&key) {
                         Ok(record) => Response::Record { record },
                         Err(err) => Response::Error(super::io::storage_error(&err)),
@@ -57,6 +58,24 @@ impl NodeCore {
             ),
         }
         self.settle(now, store);
+    }
+
+    /// Whether this node answers reads of `key` as its replica ([`ClusterView::answers_for`]).
+    pub(in crate::core) fn answers_for_key(&self, key: &[u8]) -> bool {
+        self.view
+            .answers_for(partition_of(key, self.view.settings.partitions))
+    }
+
+    /// The refusal of a read or prepare of a partition this node let go of.
+    pub(in crate::core) fn let_go(&self, key: &[u8]) -> ErrorReply {
+        let partition = partition_of(key, self.view.settings.partitions);
+        ErrorReply::new(
+            ErrorCode::Refused,
+            format!(
+                "{} does not hold partition {partition}: it is not an owner and let its data go, so its copy may lack writes made since",
+                self.me.name
+            ),
+        )
     }
 
     /// A peer's `Replicate`: checked whole (limits, then each version against the
