@@ -100,6 +100,8 @@ pub fn stderr(output: &Output) -> String {
 pub struct ServeProcess {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// Where it serves HTTPS, when started with `--http-listen`.
+    pub http: Option<SocketAddr>,
     pub name: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
@@ -192,10 +194,14 @@ impl ServeProcess {
             }
         });
         let deadline = Instant::now() + READY_TIMEOUT;
+        let mut http = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
+                    if let Some((_, addr)) = line.split_once("serving HTTPS on ") {
+                        http = Some(addr.trim().parse().unwrap());
+                    }
                     if let Some(addr) = line
                         .rsplit("listening on ")
                         .next()
@@ -204,6 +210,7 @@ impl ServeProcess {
                         return Ok(ServeProcess {
                             child: Some(child),
                             addr: addr.trim().parse().unwrap(),
+                            http,
                             name: name.to_string(),
                             data_dir: data_dir.to_path_buf(),
                             log,
@@ -368,6 +375,8 @@ pub async fn start_cluster(
 }
 
 /// What replica `node` holds for `key`, asked over the wire with a node certificate.
+/// A node that neither owns the key's partition nor holds its data refuses to answer
+/// as its replica; that reads as holding nothing.
 pub async fn replica_record(
     certs: &TestCerts,
     node: SocketAddr,
@@ -378,11 +387,16 @@ pub async fn replica_record(
         .unwrap();
     let answer = peer
         .request(&vergent::protocol::Request::ReadLocal { key: key.to_vec() })
-        .await
-        .unwrap();
+        .await;
     peer.close().await;
     match answer {
-        vergent::protocol::Response::Record { record } => record,
+        Ok(vergent::protocol::Response::Record { record }) => record,
+        Err(err)
+            if err.code() == Some(vergent::protocol::ErrorCode::Refused)
+                && err.to_string().contains("does not hold partition") =>
+        {
+            None
+        }
         other => panic!("unexpected answer {other:?}"),
     }
 }
