@@ -89,9 +89,24 @@ pub(crate) struct ServeArgs {
     /// Most connections at once from one certificate.
     #[arg(long, default_value_t = crate::node::CONNECTIONS_PER_IDENTITY_MAX_DEFAULT)]
     connections_per_identity_max: usize,
+    /// Most client requests in flight at once; further ones are refused as overloaded
+    /// (HTTP 429) until one ends.
+    #[arg(long, default_value_t = crate::node::REQUESTS_MAX_DEFAULT)]
+    requests_max: usize,
+    /// Time a request may take before it is answered as timed out (HTTP 504), e.g.
+    /// 15s or 500ms.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    request_timeout: std::time::Duration,
     /// Serve Prometheus metrics (text format) on this address, e.g. 127.0.0.1:9101.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve the HTTPS/JSON API on this address (TCP), e.g. 127.0.0.1:8443: the same
+    /// certificates and CA, a client certificate required.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics at /metrics of the HTTPS API too.
+    #[arg(long, requires = "http_listen")]
+    http_metrics: bool,
     /// Acknowledge writes before they are flushed to disk. Loses acknowledged writes on
     /// power failure; for benchmarks only.
     #[arg(long)]
@@ -170,14 +185,25 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
     if args.unsafe_no_fsync {
         tracing::warn!("--unsafe-no-fsync: acknowledged writes can be lost on power failure");
     }
+    config.http_listen = args.http_listen;
+    config.requests_max = args.requests_max.max(1);
+    config.request_timeout = args
+        .request_timeout
+        .max(std::time::Duration::from_millis(1));
     let metrics_listen = args.metrics_listen;
+    let http_metrics = args.http_metrics;
     super::runtime()?.block_on(async {
         if let Some(addr) = metrics_listen {
-            crate::node::metrics::install(addr).map_err(Failure::new)?;
+            crate::node::metrics::install(Some(addr)).map_err(Failure::new)?;
             tracing::info!(%addr, "serving Prometheus metrics");
+        } else if http_metrics {
+            crate::node::metrics::install(None).map_err(Failure::new)?;
         }
         let node = Node::start(config).await?;
         // Scripts and tests wait for this line: the node is ready when it appears.
+        if let Some(addr) = node.http_addr() {
+            println!("vergent: node {} serving HTTPS on {addr}", node.name());
+        }
         println!(
             "vergent: node {} listening on {}",
             node.name(),

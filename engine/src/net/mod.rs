@@ -177,6 +177,24 @@ pub fn server_config(material: &TlsMaterial) -> Result<quinn::ServerConfig, NetE
     Ok(config)
 }
 
+/// The HTTPS side of a node: the same certificate, and client certificates required
+/// and verified against the same CA; HTTP/1.1.
+pub fn https_config(material: &TlsMaterial) -> Result<rustls::ServerConfig, NetError> {
+    let config_err = |e: &dyn std::fmt::Display| NetError::Config(e.to_string());
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(material.roots()?), provider())
+            .build()
+            .map_err(|e| config_err(&e))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| config_err(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(material.chain.clone(), material.key.clone_key())
+        .map_err(|e| config_err(&e))?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
 /// The client side, for both clients and nodes dialling each other.
 pub fn client_config(material: &TlsMaterial) -> Result<quinn::ClientConfig, NetError> {
     let config_err = |e: &dyn std::fmt::Display| NetError::Config(e.to_string());

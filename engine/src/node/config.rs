@@ -30,6 +30,8 @@ pub struct NodeConfig {
     pub name: String,
     /// Address to listen on (port 0 picks a free one).
     pub listen: SocketAddr,
+    /// Address to serve the HTTPS API on (TCP), if any.
+    pub http_listen: Option<SocketAddr>,
     /// Address the other nodes reach this one at (default: the bound address).
     pub advertise: Option<SocketAddr>,
     /// The LMDB data directory.
@@ -98,6 +100,7 @@ impl NodeConfig {
         NodeConfig {
             name: name.to_string(),
             listen,
+            http_listen: None,
             advertise: None,
             data_dir,
             certs_dir,

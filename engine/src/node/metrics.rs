@@ -46,16 +46,44 @@ const LATENCY_BUCKETS: [f64; 14] = [
 /// only then (a status costs the core's task a look at every partition).
 static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Serves Prometheus text on `addr` (`GET /metrics`, any path). Call inside a runtime.
-pub fn install(addr: SocketAddr) -> Result<(), String> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// The recorder's handle, once installed: what `/metrics` on the HTTPS side renders.
+static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+    std::sync::OnceLock::new();
+
+/// Records metrics from now on, and serves them as Prometheus text on `addr` when
+/// given (`GET /metrics`, any path); [`render`] gives the same text. Call inside a
+/// runtime, once.
+pub fn install(addr: Option<SocketAddr>) -> Result<(), String> {
+    let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&LATENCY_BUCKETS)
-        .map_err(|e| e.to_string())?
-        .install()
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+        .map_err(|e| e.to_string())?;
+    let where_ = addr.map_or_else(|| "the HTTPS API".to_string(), |a| a.to_string());
+    let recorder = match addr {
+        Some(addr) => {
+            let (recorder, exporter) = builder
+                .with_http_listener(addr)
+                .build()
+                .map_err(|e| format!("cannot serve metrics on {where_}: {e}"))?;
+            tokio::spawn(async move {
+                if let Err(err) = exporter.await {
+                    tracing::warn!("the metrics listener stopped: {err:?}");
+                }
+            });
+            recorder
+        }
+        None => builder.build_recorder(),
+    };
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| format!("cannot serve metrics on {where_}: {e}"))?;
+    let _ = HANDLE.set(handle);
     INSTALLED.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
+}
+
+/// The metrics as Prometheus text, when they are recorded.
+pub fn render() -> Option<String> {
+    HANDLE.get().map(|h| h.render())
 }
 
 /// Whether the metrics are served.

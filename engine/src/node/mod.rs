@@ -12,6 +12,7 @@ mod config;
 mod driver;
 mod events;
 mod future;
+mod http;
 mod join;
 mod links;
 pub mod metrics;
@@ -30,6 +31,7 @@ use tokio_util::task::TaskTracker;
 pub use self::config::*;
 use self::config::{check_config, check_flags, new_cluster};
 use self::driver::CoreHandle;
+pub use self::http::openapi as http_openapi;
 use self::peers::Peers;
 pub use crate::core::ClusterView;
 use crate::core::{CoreConfig, NodeCore, Now};
@@ -162,6 +164,7 @@ const SYNC_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Node {
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
+    http_addr: Option<SocketAddr>,
 }
 
 impl Node {
@@ -291,6 +294,17 @@ impl Node {
         tasks.spawn(driver::run(shared.clone(), core, inputs));
         tasks.spawn(server::accept_loop(endpoint.clone(), shared.clone()));
         tasks.spawn(count_bucket_keys(shared.clone()));
+        let http_addr = match shared.config.http_listen {
+            Some(addr) => match http::start(shared.clone(), addr, &material).await {
+                Ok(bound) => Some(bound),
+                Err(err) => {
+                    shared.shutdown.cancel();
+                    endpoint.close(server::CLOSE_SHUTDOWN, b"start failed");
+                    return Err(NodeError::Config(err));
+                }
+            },
+            None => None,
+        };
         tracing::info!(
             node = %shared.config.name,
             addr = %local_addr,
@@ -301,7 +315,16 @@ impl Node {
             incarnation = me.incarnation,
             "node started"
         );
-        Ok(Node { shared, endpoint })
+        Ok(Node {
+            shared,
+            endpoint,
+            http_addr,
+        })
+    }
+
+    /// The address the HTTPS API listens on, when it is served.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The address the node listens on.
@@ -333,7 +356,9 @@ impl Node {
     /// Stops accepting, waits (up to [`SHUTDOWN_GRACE`]) for in-flight requests, closes
     /// connections and the store.
     pub async fn shutdown(self) {
-        let Node { shared, endpoint } = self;
+        let Node {
+            shared, endpoint, ..
+        } = self;
         tracing::info!(node = %shared.config.name, "shutting down");
         if tokio::time::timeout(
             Duration::from_secs(1),
