@@ -201,8 +201,9 @@ fn the_shell_survives_errors_and_answers_writes_with_versions() {
         .spawn()
         .unwrap();
     let script = format!(
-        "put greeting hello world\nget greeting\nbogus\nput\nget {}\ndelete greeting\nget greeting\nhelp\nquit\nget never-run\n",
-        "k".repeat(600)
+        "put greeting 'hello world'\nget greeting\nput \"x y\" \"a \\\"quoted\\\" value\"\nget 'x y'\nput unclosed 'quote\nbogus\nput\nget {}\nput big {}\ndelete greeting\nget greeting\nhelp\nquit\nget never-run\n",
+        "k".repeat(600),
+        "v".repeat(2_000_000)
     );
     shell
         .stdin
@@ -211,10 +212,18 @@ fn the_shell_survives_errors_and_answers_writes_with_versions() {
         .write_all(script.as_bytes())
         .unwrap();
     let out = shell.wait_with_output().unwrap();
-    assert!(out.status.success());
     let (text, errors) = (stdout(&out), stderr(&out));
+    // A script whose commands failed says how many and exits 1.
+    assert_eq!(out.status.code(), Some(1), "{errors}");
+    assert!(errors.contains("5 of 12 commands failed"), "{errors}");
     assert!(text.contains("OK hlc="), "{text}");
     assert!(text.contains("hello world\n"), "{text}");
+    assert!(text.contains("a \"quoted\" value\n"), "{text}");
+    assert!(errors.contains("missing closing quote"), "{errors}");
+    assert!(
+        errors.contains("value too large") && errors.contains("limit"),
+        "{errors}"
+    );
     assert!(text.contains("(not found)"), "{text}");
     assert!(text.contains("commands:"), "{text}");
     assert!(errors.contains("unknown command \"bogus\""), "{errors}");

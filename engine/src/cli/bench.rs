@@ -21,9 +21,19 @@ pub(crate) struct BenchArgs {
     /// Concurrent clients, each with its own connection and one request in flight.
     #[arg(long, default_value_t = 64)]
     clients: usize,
-    /// How long to run, in seconds (ignored when --ops is given).
-    #[arg(long, default_value_t = 10)]
-    duration_secs: u64,
+    /// How long to run, with a unit: 10s, 2m (a bare number is seconds, as the old
+    /// --duration-secs took); ignored when --ops is given.
+    #[arg(
+        long = "duration",
+        visible_alias = "duration-secs",
+        default_value = "10s",
+        value_parser = parse_seconds,
+        value_name = "DURATION"
+    )]
+    duration: Duration,
+    /// Exit 1 when more than this share of operations failed, in percent.
+    #[arg(long, default_value_t = 1.0, value_name = "PERCENT")]
+    max_error_rate: f64,
     /// Run this many operations in all instead of for a duration.
     #[arg(long, value_name = "N")]
     ops: Option<u64>,
@@ -231,17 +241,30 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     let duration = match args.ops {
         Some(_) => Duration::MAX,
-        None => Duration::from_secs(args.duration_secs),
+        None => args.duration,
     };
     // The progress line rewrites itself with \r: only for a person watching a terminal.
     let progress = !args.quiet && !args.json && std::io::stderr().is_terminal();
     let mut last = 0;
+    // Ctrl-C ends the run early; what was measured is still reported.
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    let mut interrupted = false;
     while started.elapsed() < duration && tasks.iter().any(|t| !t.is_finished()) {
         let tick = Duration::from_secs(1).min(duration.saturating_sub(started.elapsed()));
         // Wake early when a counted run finishes, so its elapsed time is not rounded up.
         let deadline = Instant::now() + tick;
         while Instant::now() < deadline && tasks.iter().any(|t| !t.is_finished()) {
-            tokio::time::sleep(Duration::from_millis(10).min(tick)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10).min(tick)) => {}
+                _ = &mut interrupt => {
+                    interrupted = true;
+                    break;
+                }
+            }
+        }
+        if interrupted {
+            break;
         }
         let now = done.load(Ordering::Relaxed);
         if progress {
@@ -283,8 +306,16 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     let ops = latencies.len() as u64;
     let rate = ops as f64 / elapsed.as_secs_f64();
     let error_count: u64 = errors.values().map(|(count, _)| count).sum();
+    let attempted = ops + error_count;
+    let error_percent = if attempted == 0 {
+        0.0
+    } else {
+        100.0 * error_count as f64 / attempted as f64
+    };
     if args.json {
         let doc = json!({
+            "interrupted": interrupted,
+            "error_percent": error_percent,
             "clients": args.clients,
             "duration_s": elapsed.as_secs_f64(),
             "ops": ops,
@@ -304,6 +335,9 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
         });
         println!("{doc}");
     } else {
+        if interrupted {
+            println!("interrupted: a partial run");
+        }
         println!(
             "{ops} ops in {:.1} s: {rate:.0} ops/s with {} clients",
             elapsed.as_secs_f64(),
@@ -323,12 +357,29 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
                 swaps as f64 / elapsed.as_secs_f64()
             );
         }
-        println!("errors: {error_count}");
+        println!("errors: {error_count} ({error_percent:.2}%)");
         for (kind, (count, example)) in &errors {
             println!("  {count} × {kind} (e.g. {example})");
         }
     }
+    if error_percent > args.max_error_rate {
+        return Err(Failure {
+            message: format!(
+                "{error_count} of {attempted} operations failed ({error_percent:.2}%), over --max-error-rate {}%",
+                args.max_error_rate
+            ),
+            status: 1,
+        });
+    }
     Ok(())
+}
+
+/// A duration with a unit, or a bare number of seconds.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    if let Ok(secs) = text.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 10s, 2m)"))
 }
 
 /// How each client draws key numbers.

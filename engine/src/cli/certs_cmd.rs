@@ -28,7 +28,7 @@ pub(crate) enum CertsCommand {
         #[arg(long, default_value = "certs", value_name = "DIR")]
         dir: PathBuf,
         /// An IP address clients and peers dial the node at (repeatable); 127.0.0.1 if
-        /// neither --ip nor --dns is given.
+        /// neither --ip nor --dns is given. A loopback address adds the name localhost.
         #[arg(long, value_name = "IP")]
         ip: Vec<IpAddr>,
         /// A DNS name the node is dialled at (repeatable); the node's name is always included.
@@ -74,13 +74,17 @@ pub(crate) fn run(command: CertsCommand) -> Result<(), Failure> {
             name,
             dir,
             mut ip,
-            dns,
+            mut dns,
             days,
             force,
         } => {
             let authority = Authority::load(&dir)?;
             if ip.is_empty() && dns.is_empty() {
                 ip.push(IpAddr::from([127, 0, 0, 1]));
+            }
+            // A node dialled on a loopback address is dialled as localhost too.
+            if ip.iter().any(IpAddr::is_loopback) && !dns.iter().any(|d| d == "localhost") {
+                dns.push("localhost".to_string());
             }
             let mut spec = LeafSpec::new(&name, Role::Node, days);
             spec.ips = ip;

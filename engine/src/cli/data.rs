@@ -32,7 +32,10 @@ pub(crate) struct GetArgs {
     /// timestamp): a write gets a later version, whichever node coordinates it.
     #[arg(long, value_name = "VERSION")]
     after: Option<crate::hlc::Timestamp>,
-    /// Print JSON.
+    /// Write the value's bytes to this file, exactly (no newline added).
+    #[arg(long, value_name = "PATH")]
+    output: Option<std::path::PathBuf>,
+    /// Print JSON (a value that is not UTF-8 as base64, with `"encoding": "base64"`).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -43,8 +46,12 @@ pub(crate) struct GetArgs {
 pub(crate) struct PutArgs {
     /// The key.
     key: String,
-    /// The value.
-    value: String,
+    /// The value (any bytes), or `-` to read it from standard input.
+    #[arg(value_parser = clap::value_parser!(std::ffi::OsString), required_unless_present = "file")]
+    value: Option<std::ffi::OsString>,
+    /// Read the value from this file (for values too large for an argument).
+    #[arg(long, value_name = "PATH", conflicts_with = "value")]
+    file: Option<std::path::PathBuf>,
     /// The bucket [default: default, the lww bucket every key is in unless it names
     /// another].
     #[arg(long, env = "VERGENT_BUCKET", value_name = "NAME")]
@@ -106,6 +113,43 @@ pub(crate) struct StatusArgs {
     client: ClientArgs,
 }
 
+/// A value to write: the argument's bytes, standard input for `-`, or a file's
+/// contents. Reads at most one byte past the largest value any node takes, so a huge
+/// input is refused without being held.
+pub(crate) fn read_value(
+    value: Option<&std::ffi::OsStr>,
+    file: Option<&std::path::Path>,
+) -> Result<Vec<u8>, Failure> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    let limit = crate::limits::VALUE_BYTES_MAX_CEILING;
+    let bounded = |reader: &mut dyn Read, from: &str| -> Result<Vec<u8>, Failure> {
+        let mut bytes = Vec::new();
+        reader
+            .take(limit as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Failure::new(format!("cannot read {from}: {e}")))?;
+        if bytes.len() > limit {
+            return Err(Failure::new(format!(
+                "value too large: {from} holds more than {limit} bytes, the most any node takes"
+            )));
+        }
+        Ok(bytes)
+    };
+    match (value, file) {
+        (_, Some(path)) => {
+            let mut f = std::fs::File::open(path)
+                .map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?;
+            bounded(&mut f, &path.display().to_string())
+        }
+        (Some(v), None) if v == "-" => bounded(&mut std::io::stdin().lock(), "standard input"),
+        (Some(v), None) => Ok(v.as_bytes().to_vec()),
+        (None, None) => Err(Failure::new(
+            "no value: give VALUE, - to read standard input, or --file PATH",
+        )),
+    }
+}
+
 /// The bucket a command names, unless it is `default`.
 fn named(bucket: &Option<String>) -> Option<&str> {
     bucket
@@ -132,15 +176,30 @@ pub(crate) async fn get(args: GetArgs) -> Result<(), Failure> {
         Read::Typed(value) => return print_typed(&args.key, value, args.show_context, args.json),
     };
     let Some((value, version)) = found else {
+        if args.json {
+            println!("{}", json!({ "key": args.key, "found": false }));
+        }
         return Err(Failure::not_found());
     };
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if let Some(path) = &args.output {
+        std::fs::write(path, &value)
+            .map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))?;
+        if args.show_version {
+            writeln!(out, "{version}")?;
+        }
+    } else if args.json {
         let mut doc = version_json(&version);
         doc["key"] = json!(args.key);
+        doc["found"] = json!(true);
         match String::from_utf8(value) {
             Ok(text) => doc["value"] = json!(text),
-            Err(bytes) => doc["value_hex"] = json!(hex(bytes.as_bytes())),
+            Err(bytes) => {
+                use base64::Engine;
+                doc["value"] =
+                    json!(base64::engine::general_purpose::STANDARD.encode(bytes.as_bytes()));
+                doc["encoding"] = json!("base64");
+            }
         }
         writeln!(out, "{doc}")?;
     } else {
@@ -160,18 +219,17 @@ pub(crate) async fn put(args: PutArgs) -> Result<(), Failure> {
     }
     let consistency = args.consistency.map(Into::into);
     let ttl_ms = args.ttl.map(super::bucket::ttl_ms).transpose()?;
+    let value = read_value(args.value.as_deref(), args.file.as_deref())?;
     let written = match named(&args.bucket) {
         None if args.context.is_none() && ttl_ms.is_none() => {
-            client
-                .put(args.key.as_bytes(), args.value.as_bytes(), consistency)
-                .await
+            client.put(args.key.as_bytes(), &value, consistency).await
         }
         bucket => {
             client
                 .write(
                     bucket.unwrap_or(crate::buckets::DEFAULT_BUCKET),
                     args.key.as_bytes(),
-                    Some(args.value.as_bytes()),
+                    Some(&value),
                     args.context.as_deref(),
                     ttl_ms,
                     consistency,
@@ -548,59 +606,132 @@ pub(crate) struct WatchArgs {
     client: ClientArgs,
 }
 
-/// Prints every change the node applies until interrupted.
+/// Prints every change the node applies until interrupted. When its node goes away it
+/// says so and goes on through the next node given (`--node a,b,c`), or the same one
+/// once it answers again; changes made meanwhile are not shown (a watch is live only).
 pub(crate) async fn watch(args: WatchArgs) -> Result<(), Failure> {
-    let client = args.client.connect().await?;
     let request = Request::Watch {
-        prefix: args.prefix.into_bytes(),
+        prefix: args.prefix.clone().into_bytes(),
     };
-    let mut changes = client.stream(&request).await?;
-    let mut out = std::io::stdout().lock();
+    let nodes = args.client.nodes()?.len();
+    let mut next = 0;
+    let mut lost: Option<String> = None;
     loop {
-        let change = tokio::select! {
-            change = changes.next() => change?,
-            _ = tokio::signal::ctrl_c() => break,
+        let (client, index) = match args.client.connect_from(next).await {
+            Ok(connected) => connected,
+            Err(err) if lost.is_some() => {
+                eprintln!(
+                    "watch: no node answers ({}); trying again in 1 s",
+                    err.message
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+            }
+            Err(err) => return Err(err),
         };
-        match change {
-            None => break,
-            Some(Response::Change {
-                key,
-                value,
-                version,
-            }) => {
-                let key_text = String::from_utf8_lossy(&key);
-                if args.json {
-                    let mut doc = version_json(&version);
-                    doc["key"] = json!(key_text);
-                    doc["value"] = json!(
-                        value
-                            .as_ref()
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                    );
-                    doc["deleted"] = json!(value.is_none());
-                    writeln!(out, "{doc}")?;
-                } else {
-                    match value {
-                        Some(value) => writeln!(
-                            out,
-                            "PUT {key_text} = {} {version}",
-                            String::from_utf8_lossy(&value)
-                        )?,
-                        None => writeln!(out, "DEL {key_text} {version}")?,
+        let mut changes = match client.stream(&request).await {
+            Ok(changes) => changes,
+            Err(err) if lost.is_some() => {
+                eprintln!("watch: {err}; trying the next node");
+                next = (index + 1) % nodes;
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if let Some(why) = lost.take() {
+            eprintln!(
+                "watch: {why}; resumed through {} at {} (changes made meanwhile are not shown)",
+                client.node_name(),
+                client.addr()
+            );
+        }
+        let ended = loop {
+            let change = tokio::select! {
+                change = changes.next() => change,
+                _ = tokio::signal::ctrl_c() => {
+                    client.close().await;
+                    return Ok(());
+                }
+            };
+            match change {
+                Ok(Some(change)) => print_change(change, args.json)?,
+                Ok(None) => break "the node ended the watch".to_string(),
+                Err(err) => break err.to_string(),
+            }
+        };
+        lost = Some(format!(
+            "lost {} at {} ({ended})",
+            client.node_name(),
+            client.addr()
+        ));
+        eprintln!("watch: {}", lost.as_deref().unwrap_or_default());
+        next = (index + 1) % nodes;
+    }
+}
+
+/// One change as `watch` prints it: a line of text (control characters escaped, so a
+/// value never breaks the line), or a JSON object.
+fn print_change(change: Response, json: bool) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match change {
+        Response::Change {
+            key,
+            value,
+            version,
+        } => {
+            let key_text = String::from_utf8_lossy(&key);
+            if json {
+                let mut doc = version_json(&version);
+                doc["key"] = json!(key_text);
+                match value.as_ref().map(|v| String::from_utf8(v.clone())) {
+                    None => doc["value"] = serde_json::Value::Null,
+                    Some(Ok(text)) => doc["value"] = json!(text),
+                    Some(Err(bytes)) => {
+                        use base64::Engine;
+                        doc["value"] = json!(
+                            base64::engine::general_purpose::STANDARD.encode(bytes.as_bytes())
+                        );
+                        doc["encoding"] = json!("base64");
                     }
                 }
-                out.flush()?;
+                doc["deleted"] = json!(value.is_none());
+                writeln!(out, "{doc}")?;
+            } else {
+                match value {
+                    Some(value) => writeln!(
+                        out,
+                        "PUT {} = {} {version}",
+                        escaped(&key_text),
+                        escaped(&String::from_utf8_lossy(&value))
+                    )?,
+                    None => writeln!(out, "DEL {} {version}", escaped(&key_text))?,
+                }
             }
-            Some(Response::Error(reply)) => eprintln!("warning: {}", reply.message),
-            Some(other) => {
-                return Err(Failure::new(format!(
-                    "unexpected answer from the node: {other:?}"
-                )));
-            }
+            out.flush()?;
+        }
+        Response::Error(reply) => eprintln!("warning: {}", reply.message),
+        other => {
+            return Err(Failure::new(format!(
+                "unexpected answer from the node: {other:?}"
+            )));
         }
     }
-    client.close().await;
     Ok(())
+}
+
+/// Text with its control characters escaped (`\n`, `\t`, `\u{1b}`).
+fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[derive(Debug, Args)]
@@ -647,8 +778,4 @@ pub(crate) async fn remove(args: RemoveArgs) -> Result<(), Failure> {
             "unexpected answer from the node: {other:?}"
         ))),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -48,7 +48,7 @@ pub(crate) fn describe(future: &FutureVersions) -> Vec<String> {
 }
 
 pub(crate) async fn run(mut args: RewriteFutureArgs) -> Result<(), Failure> {
-    args.client.timeout_ms = args.client.timeout_ms.max(600_000);
+    args.client.timeout = args.client.timeout.max(std::time::Duration::from_secs(600));
     let client = args.client.connect().await?;
     let answer = client
         .request(&Request::RewriteFuture {

@@ -95,8 +95,9 @@ enum Command {
 /// How a client command finds its node and certificates.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ClientArgs {
-    /// The node to talk to, host:port (required, except by `bench --spread`).
-    #[arg(long, env = "VERGENT_NODE", value_name = "ADDR")]
+    /// The node to talk to, host:port, or several separated by commas: each is tried in
+    /// turn until one answers (required, except by `bench --spread`).
+    #[arg(long, env = "VERGENT_NODE", value_name = "ADDR[,ADDR...]")]
     node: Option<String>,
     /// Directory with ca.crt and the client certificate.
     #[arg(
@@ -109,26 +110,115 @@ pub(crate) struct ClientArgs {
     /// The client certificate's name (certs/USER.crt, certs/USER.key).
     #[arg(long, env = "VERGENT_USER", default_value = crate::certs::ADMIN_NAME, value_name = "NAME")]
     user: String,
-    /// Time allowed per request, in milliseconds.
-    #[arg(long, default_value_t = 15_000, value_name = "MS")]
-    pub(crate) timeout_ms: u64,
+    /// Time allowed per request, with a unit: 15s, 500ms, 2m (a bare number is
+    /// milliseconds, as the old --timeout-ms took).
+    #[arg(
+        long = "timeout",
+        visible_alias = "timeout-ms",
+        default_value = "15s",
+        value_parser = parse_timeout,
+        value_name = "DURATION"
+    )]
+    pub(crate) timeout: std::time::Duration,
+}
+
+/// A size in bytes: a bare number, or one with a unit (`64MiB`, `1 GiB`, `500kB`; a
+/// trailing `/s` is allowed for rates).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let trimmed = trimmed.strip_suffix("/s").unwrap_or(trimmed).trim_end();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 1048576, 64MiB, 1 GiB)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{other:?} is not a size unit (B, kB, KiB, MB, MiB, GB, GiB, TB, TiB)"
+            ));
+        }
+    };
+    let bytes = number * scale as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// A duration with a unit, or a bare number of milliseconds.
+pub(crate) fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    if let Ok(ms) = text.trim().parse::<u64>() {
+        return Ok(std::time::Duration::from_millis(ms));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 15s, 500ms, 2m)"))
 }
 
 impl ClientArgs {
-    /// The node given with --node or VERGENT_NODE. Optional for clap only so that
-    /// `bench --spread` can stand in for it; every other command needs it.
-    pub(crate) fn node(&self) -> Result<&str, Failure> {
-        self.node
+    /// The nodes given with --node or VERGENT_NODE, in order. Optional for clap only
+    /// so that `bench --spread` can stand in for it; every other command needs it.
+    pub(crate) fn nodes(&self) -> Result<Vec<&str>, Failure> {
+        let nodes: Vec<&str> = self
+            .node
             .as_deref()
-            .ok_or_else(|| Failure::new("no node given: pass --node HOST:PORT or set VERGENT_NODE"))
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        if nodes.is_empty() {
+            return Err(Failure::new(
+                "no node given: pass --node HOST:PORT (or several, comma-separated) or set VERGENT_NODE",
+            ));
+        }
+        Ok(nodes)
     }
 
+    /// The first node given.
+    pub(crate) fn node(&self) -> Result<&str, Failure> {
+        Ok(self.nodes()?[0])
+    }
+
+    /// Connects to the first node given that answers.
     pub(crate) async fn connect(&self) -> Result<Client, Failure> {
-        let node = self.node()?;
+        self.connect_from(0).await.map(|(client, _)| client)
+    }
+
+    /// Connects to the first node that answers, trying them in turn from the `start`th
+    /// (wrapping around); the client and the index of its node.
+    pub(crate) async fn connect_from(&self, start: usize) -> Result<(Client, usize), Failure> {
+        let nodes = self.nodes()?;
         let material = TlsMaterial::load(&self.certs, &self.user)?;
-        let mut client = Client::connect(node, &material).await?;
-        client.set_request_timeout(std::time::Duration::from_millis(self.timeout_ms));
-        Ok(client)
+        let mut failures = Vec::new();
+        for i in 0..nodes.len() {
+            let index = (start + i) % nodes.len();
+            match Client::connect(nodes[index], &material).await {
+                Ok(mut client) => {
+                    client.set_request_timeout(self.timeout);
+                    if !failures.is_empty() {
+                        eprintln!("vergent: {}; using {}", failures.join("; "), nodes[index]);
+                    }
+                    return Ok((client, index));
+                }
+                Err(err) if nodes.len() == 1 => return Err(err.into()),
+                Err(err) => failures.push(format!("{}: {err}", nodes[index])),
+            }
+        }
+        Err(Failure::new(format!(
+            "no node answered: {}",
+            failures.join("; ")
+        )))
     }
 }
 

@@ -33,7 +33,10 @@ pub(crate) struct RepairArgs {
 
 pub(crate) async fn run(mut args: RepairArgs) -> Result<(), Failure> {
     // A repair of a large node takes a while; the node bounds each step itself.
-    args.client.timeout_ms = args.client.timeout_ms.max(3_600_000);
+    args.client.timeout = args
+        .client
+        .timeout
+        .max(std::time::Duration::from_secs(3600));
     let client = args.client.connect().await?;
     let request = Request::Repair {
         partition: args.partition,
@@ -195,7 +198,7 @@ pub(crate) struct VerifyArgs {
 /// compares it with the tree it keeps, and lists records whose version is from the
 /// future. Exit 1 when any tree differs or any such record exists.
 pub(crate) async fn verify(mut args: VerifyArgs) -> Result<(), Failure> {
-    args.client.timeout_ms = args.client.timeout_ms.max(600_000);
+    args.client.timeout = args.client.timeout.max(std::time::Duration::from_secs(600));
     let client = args.client.connect().await?;
     let answer = client.request(&Request::Verify).await;
     client.close().await;

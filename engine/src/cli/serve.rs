@@ -67,21 +67,34 @@ pub(crate) struct ServeArgs {
     /// longer than the hint window (a later hint would bring a deleted key back).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     tombstone_grace: std::time::Duration,
-    /// Bytes of entries per second anti-entropy may move (0: unlimited).
-    #[arg(long, default_value_t = 64 << 20)]
+    /// Bytes of entries per second anti-entropy may move, e.g. 64MiB (0: unlimited).
+    #[arg(long, default_value = "64MiB", value_parser = super::parse_size, value_name = "SIZE")]
     repair_bytes_per_sec: u64,
-    /// Largest value accepted, in bytes.
-    #[arg(long, default_value_t = VALUE_BYTES_MAX_DEFAULT)]
-    value_bytes_max: usize,
+    /// Largest value accepted, e.g. 1MiB or 1048576.
+    #[arg(long, default_value_t = VALUE_BYTES_MAX_DEFAULT as u64, value_parser = super::parse_size, value_name = "SIZE")]
+    value_bytes_max: u64,
     /// Most write requests merged into one transaction and fsync (1 turns group commit off).
     #[arg(long, default_value_t = WRITE_BATCH_MAX_DEFAULT)]
     write_batch_max: usize,
-    /// How far ahead of this node's clock a peer's timestamp may be, in milliseconds.
-    #[arg(long, default_value_t = crate::hlc::MAX_CLOCK_OFFSET_MS_DEFAULT)]
-    max_clock_offset_ms: u64,
-    /// LMDB map size (address space reserved for data), in GiB; fractions such as 0.5
-    /// are allowed, the least is 0.001 (about 1 MiB).
-    #[arg(long, default_value = "64", value_parser = parse_map_size_gib, value_name = "GIB")]
+    /// How far ahead of this node's clock a peer's timestamp may be: 500ms, 1s (a bare
+    /// number is milliseconds, as the old --max-clock-offset-ms took).
+    #[arg(
+        long = "max-clock-offset",
+        visible_alias = "max-clock-offset-ms",
+        default_value = "500ms",
+        value_parser = super::parse_timeout,
+        value_name = "DURATION"
+    )]
+    max_clock_offset: std::time::Duration,
+    /// LMDB map size (address space reserved for data): a size such as 64GiB or 512MiB,
+    /// or a bare number of GiB (fractions such as 0.5 allowed); the least is about 1 MiB.
+    #[arg(
+        long = "map-size",
+        visible_alias = "map-size-gib",
+        default_value = "64GiB",
+        value_parser = parse_map_size_gib,
+        value_name = "SIZE"
+    )]
     map_size_gib: MapSize,
     /// Most connections at once (clients and peers).
     #[arg(long, default_value_t = crate::node::CONNECTIONS_MAX_DEFAULT)]
@@ -113,15 +126,21 @@ pub(crate) struct ServeArgs {
     unsafe_no_fsync: bool,
 }
 
-/// The least `--map-size-gib`: a map smaller than about a megabyte fills with the
+/// The least `--map-size`: a map smaller than about a megabyte fills with the
 /// node's own metadata before it holds any data.
 const MAP_SIZE_GIB_MIN: f64 = 0.001;
 
-/// A map size in bytes, from `--map-size-gib`.
+/// A map size in bytes, from `--map-size`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MapSize(usize);
 
 fn parse_map_size_gib(text: &str) -> Result<MapSize, String> {
+    // With a unit (64GiB, 512MiB) it is a size; a bare number is GiB.
+    if text.trim().ends_with(|c: char| c.is_ascii_alphabetic()) {
+        let bytes = super::parse_size(text)?;
+        let gib = bytes as f64 / f64::from(1u32 << 30);
+        return parse_map_size_gib(&gib.to_string());
+    }
     let gib: f64 = text
         .trim()
         .parse()
@@ -177,9 +196,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Failure> {
         .map(|d| d.max(std::time::Duration::from_secs(1)));
     config.tombstone_grace = args.tombstone_grace;
     config.repair_bytes_per_sec = args.repair_bytes_per_sec;
-    config.value_bytes_max = args.value_bytes_max;
+    config.value_bytes_max = usize::try_from(args.value_bytes_max).unwrap_or(usize::MAX);
     config.write_batch_max = args.write_batch_max;
-    config.max_clock_offset_ms = args.max_clock_offset_ms;
+    config.max_clock_offset_ms =
+        u64::try_from(args.max_clock_offset.as_millis()).unwrap_or(u64::MAX);
     config.map_size_bytes = args.map_size_gib.0;
     config.durable = !args.unsafe_no_fsync;
     if args.unsafe_no_fsync {

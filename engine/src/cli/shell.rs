@@ -1,7 +1,10 @@
 //! `vergent shell`: an interactive session with one node.
 //!
-//! The prompt names the node; a write answers with its version (`OK hlc=...`). An
-//! error is printed and the shell goes on; only `quit`, `exit` or end of input end it.
+//! The prompt names the node; a write answers with its version (`OK hlc=...`). Words
+//! are split as a POSIX shell splits them (quotes and backslashes), so a key or value
+//! may hold spaces. An error is printed and the shell goes on; only `quit`, `exit` or
+//! end of input end it. Fed a script (standard input not a terminal), it exits 1 when
+//! any command failed, saying how many.
 
 use std::path::PathBuf;
 
@@ -30,7 +33,8 @@ pub(crate) fn run(args: ShellArgs) -> Result<(), Failure> {
 
 const HELP: &str = "\
 commands:
-  put KEY VALUE...   write VALUE (the rest of the line) under KEY; prints the version
+  put KEY VALUE      write VALUE under KEY; prints the version (quote words with
+                     spaces: put \"my key\" 'hello world')
   get KEY            print the value of KEY
   getv KEY           print the value of KEY and its version
   delete KEY         delete KEY (also: del)
@@ -60,10 +64,14 @@ pub(crate) fn session(
         "connected to {} at {node}; type help for commands",
         client.node_name()
     );
+    let (mut commands, mut failed) = (0usize, 0usize);
     loop {
         match editor.readline(&prompt) {
             Ok(line) => match run_line(runtime, client, line.trim()) {
-                Flow::Continue => {}
+                Flow::Continue(ok) => {
+                    commands += usize::from(ok.is_some());
+                    failed += usize::from(ok == Some(false));
+                }
                 Flow::Quit => break,
             },
             Err(ReadlineError::Interrupted) => println!("(quit or Ctrl-D to leave)"),
@@ -77,69 +85,90 @@ pub(crate) fn session(
     if let Some(path) = &history {
         let _ = editor.save_history(path);
     }
+    use std::io::IsTerminal;
+    if failed > 0 && !std::io::stdin().is_terminal() {
+        return Err(Failure {
+            message: format!("{failed} of {commands} commands failed"),
+            status: 1,
+        });
+    }
     Ok(())
 }
 
 enum Flow {
-    Continue,
+    /// Go on; whether the line's command succeeded (`None`: no command).
+    Continue(Option<bool>),
     Quit,
 }
 
 fn run_line(runtime: &tokio::runtime::Runtime, client: &Client, line: &str) -> Flow {
-    let (command, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-    let rest = rest.trim_start();
-    let key_only = |what: &str| -> Option<&str> {
-        if rest.is_empty() || rest.contains(char::is_whitespace) {
-            eprintln!("error: usage: {what} KEY");
-            None
-        } else {
-            Some(rest)
+    let words = match shell_words::split(line) {
+        Ok(words) => words,
+        Err(err) => {
+            eprintln!("error: {err}: close the quote, or escape it with a backslash");
+            return Flow::Continue(Some(false));
         }
     };
-    match command {
-        "" => {}
+    let Some((command, args)) = words.split_first() else {
+        return Flow::Continue(None);
+    };
+    let failed = |message: String| {
+        eprintln!("error: {message}");
+        Flow::Continue(Some(false))
+    };
+    let key_only = |what: &str| -> Result<&str, String> {
+        match args {
+            [key] => Ok(key.as_str()),
+            _ => Err(format!("usage: {what} KEY (quote a key with spaces)")),
+        }
+    };
+    match command.as_str() {
         "quit" | "exit" => return Flow::Quit,
         "help" | "?" => println!("{HELP}"),
-        "put" | "set" => match rest.split_once(char::is_whitespace) {
-            Some((key, value)) => match runtime.block_on(client.put(
-                key.as_bytes(),
-                value.trim_start().as_bytes(),
-                None,
-            )) {
+        "put" | "set" => {
+            let [key, value] = args else {
+                return failed(
+                    "usage: put KEY VALUE (quote a value with spaces: put k 'hello world')".into(),
+                );
+            };
+            match runtime.block_on(client.put(key.as_bytes(), value.as_bytes(), None)) {
                 Ok(version) => println!("OK {version}"),
-                Err(err) => eprintln!("error: {err}"),
-            },
-            None => eprintln!("error: usage: put KEY VALUE"),
-        },
+                Err(err) => return failed(err.to_string()),
+            }
+        }
         "get" | "getv" => {
-            if let Some(key) = key_only(command) {
-                match runtime.block_on(client.get(key.as_bytes(), None)) {
-                    Ok(Some((value, version))) => {
-                        println!("{}", String::from_utf8_lossy(&value));
-                        if command == "getv" {
-                            println!("{version}");
-                        }
+            let key = match key_only(command) {
+                Ok(key) => key,
+                Err(usage) => return failed(usage),
+            };
+            match runtime.block_on(client.get(key.as_bytes(), None)) {
+                Ok(Some((value, version))) => {
+                    println!("{}", String::from_utf8_lossy(&value));
+                    if command == "getv" {
+                        println!("{version}");
                     }
-                    Ok(None) => println!("(not found)"),
-                    Err(err) => eprintln!("error: {err}"),
                 }
+                Ok(None) => println!("(not found)"),
+                Err(err) => return failed(err.to_string()),
             }
         }
         "delete" | "del" => {
-            if let Some(key) = key_only(command) {
-                match runtime.block_on(client.delete(key.as_bytes(), None)) {
-                    Ok(version) => println!("OK {version}"),
-                    Err(err) => eprintln!("error: {err}"),
-                }
+            let key = match key_only(command) {
+                Ok(key) => key,
+                Err(usage) => return failed(usage),
+            };
+            match runtime.block_on(client.delete(key.as_bytes(), None)) {
+                Ok(version) => println!("OK {version}"),
+                Err(err) => return failed(err.to_string()),
             }
         }
         "status" => match runtime.block_on(client.status()) {
             Ok(status) => print!("{}", super::data::status_table(&status)),
-            Err(err) => eprintln!("error: {err}"),
+            Err(err) => return failed(err.to_string()),
         },
-        other => eprintln!("error: unknown command {other:?}; type help for commands"),
+        other => return failed(format!("unknown command {other:?}; type help for commands")),
     }
-    Flow::Continue
+    Flow::Continue(Some(true))
 }
 
 fn history_path() -> Option<PathBuf> {

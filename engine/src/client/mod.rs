@@ -279,15 +279,25 @@ impl Client {
                 .open_bi()
                 .await
                 .map_err(|e| transport(&describe_connection_error(&e)))?;
-            frame::write_message(&mut send, request, self.frame_limit)
-                .await
-                .map_err(|e| match e {
-                    FrameError::TooLarge { .. } => ClientError::Server(ErrorReply::new(
+            match frame::write_message(&mut send, request, self.frame_limit).await {
+                Ok(()) => {}
+                Err(e @ FrameError::TooLarge { .. }) => {
+                    return Err(ClientError::Server(ErrorReply::new(
                         ErrorCode::LimitExceeded,
                         format!("request not sent: {e}"),
-                    )),
-                    other => transport(&other),
-                })?;
+                    )));
+                }
+                Err(other) => {
+                    // A node refuses a request over its limits before reading it all
+                    // (it stops the stream) and says why on the answer stream.
+                    return match frame::read_message::<Response, _>(&mut recv, self.frame_limit)
+                        .await
+                    {
+                        Ok(answer) => Ok(answer),
+                        Err(_) => Err(transport(&other)),
+                    };
+                }
+            }
             let _ = send.finish();
             frame::read_message::<Response, _>(&mut recv, self.frame_limit)
                 .await

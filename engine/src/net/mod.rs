@@ -59,15 +59,20 @@ impl TlsMaterial {
     /// Loads `ca.crt`, `NAME.crt` and `NAME.key` from `dir`.
     pub fn load(dir: &Path, name: &str) -> Result<TlsMaterial, NetError> {
         let (cert_path, key_path) = certs::paths(dir, name);
+        let looked = format!(
+            " (looked in {} for ca.crt, {name}.crt and {name}.key: point --certs or \
+             VERGENT_CERTS at the directory holding the cluster's CA certificate and \
+             {name}'s certificate and key",
+            dir.display()
+        );
         let hint = |what: &str| {
             format!(
-                " (create {what} with `vergent certs {} --dir {}`)",
+                "{looked}; {})",
                 if what == "the CA" {
-                    "init".to_string()
+                    "only a new cluster starts with `vergent certs init`".to_string()
                 } else {
-                    format!("node|client {name}")
-                },
-                dir.display()
+                    format!("the CA's holder issues one with `vergent certs node|client {name}`")
+                }
             )
         };
         let ca = read_certs(&certs::ca_path(dir), &hint("the CA"))?;

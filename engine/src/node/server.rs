@@ -166,7 +166,10 @@ async fn hello(connection: &Connection, shared: &Shared) -> Result<(), String> {
         }
         Err(err) => {
             let message = format!("bad hello: {err}");
-            (Response::Error(error_for_frame(&err)), Err(message))
+            (
+                Response::Error(error_for_frame(&err, shared.config.value_bytes_max)),
+                Err(message),
+            )
         }
     };
     let _ = frame::write_message(&mut send, &response, limit).await;
@@ -242,9 +245,12 @@ async fn serve_stream(
                 if matches!(err, FrameError::TooLarge { .. }) {
                     let _ = recv.stop(STOP_REFUSED);
                 }
-                let _ =
-                    frame::write_message(&mut send, &Response::Error(error_for_frame(&err)), limit)
-                        .await;
+                let _ = frame::write_message(
+                    &mut send,
+                    &Response::Error(error_for_frame(&err, shared.config.value_bytes_max)),
+                    limit,
+                )
+                .await;
                 break;
             }
             Err(_) if first => {
@@ -262,9 +268,12 @@ async fn serve_stream(
         let request = match frame::decode::<Request>(&body) {
             Ok(request) => request,
             Err(err) => {
-                let _ =
-                    frame::write_message(&mut send, &Response::Error(error_for_frame(&err)), limit)
-                        .await;
+                let _ = frame::write_message(
+                    &mut send,
+                    &Response::Error(error_for_frame(&err, shared.config.value_bytes_max)),
+                    limit,
+                )
+                .await;
                 break;
             }
         };
@@ -325,11 +334,14 @@ async fn serve_stream(
     let _ = send.finish();
 }
 
-fn error_for_frame(err: &FrameError) -> ErrorReply {
+fn error_for_frame(err: &FrameError, value_bytes_max: usize) -> ErrorReply {
     match err {
-        FrameError::TooLarge { .. } => {
-            ErrorReply::new(ErrorCode::LimitExceeded, format!("request refused: {err}"))
-        }
+        FrameError::TooLarge { len, .. } => ErrorReply::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "value too large: the request is {len} bytes; this node takes values of at most {value_bytes_max} bytes ({err})"
+            ),
+        ),
         FrameError::Malformed(_) | FrameError::Truncated { .. } | FrameError::Io(_) => {
             ErrorReply::new(ErrorCode::BadRequest, format!("request refused: {err}"))
         }

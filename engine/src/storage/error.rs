@@ -99,7 +99,7 @@ pub enum StoreError {
     },
     /// The memory map is full; the transaction was rolled back.
     #[error(
-        "storage is full: the LMDB map size of {map_size_bytes} bytes is reached; restart the node with a larger --map-size-gib"
+        "storage is full: the LMDB map size of {map_size_bytes} bytes is reached; restart the node with a larger --map-size"
     )]
     Full {
         /// The configured map size.
