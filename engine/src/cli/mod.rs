@@ -391,3 +391,29 @@ where
 {
     runtime()?.block_on(f())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_units_and_durations_take_a_unit_or_milliseconds() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("64 MiB/s"), Ok(64 << 20));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert!(
+            parse_size("64 parsecs")
+                .unwrap_err()
+                .contains("not a size unit")
+        );
+        assert!(parse_size("lots").unwrap_err().contains("is not a size"));
+        assert_eq!(
+            parse_timeout("15000"),
+            Ok(std::time::Duration::from_secs(15))
+        );
+        assert_eq!(parse_timeout("15s"), Ok(std::time::Duration::from_secs(15)));
+        assert!(parse_timeout("soon").is_err());
+    }
+}

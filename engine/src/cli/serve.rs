@@ -136,7 +136,11 @@ pub(crate) struct MapSize(usize);
 
 fn parse_map_size_gib(text: &str) -> Result<MapSize, String> {
     // With a unit (64GiB, 512MiB) it is a size; a bare number is GiB.
-    if text.trim().ends_with(|c: char| c.is_ascii_alphabetic()) {
+    let trimmed = text.trim();
+    if trimmed.parse::<f64>().is_err()
+        && trimmed.starts_with(|c: char| c.is_ascii_digit())
+        && trimmed.ends_with(|c: char| c.is_ascii_alphabetic())
+    {
         let bytes = super::parse_size(text)?;
         let gib = bytes as f64 / f64::from(1u32 << 30);
         return parse_map_size_gib(&gib.to_string());
@@ -260,6 +264,13 @@ mod tests {
         assert_eq!(parse_map_size_gib("64").unwrap().0, 64 << 30);
         assert_eq!(parse_map_size_gib("0.5").unwrap().0, 512 << 20);
         assert!(parse_map_size_gib("0.001").unwrap().0 >= 1 << 20);
+        assert_eq!(parse_map_size_gib("64GiB").unwrap().0, 64 << 30);
+        assert_eq!(parse_map_size_gib("512MiB").unwrap().0, 512 << 20);
+        assert!(
+            parse_map_size_gib("512KiB")
+                .unwrap_err()
+                .contains("at least")
+        );
         for bad in ["0", "0.0001", "-1", "NaN", "inf"] {
             let err = parse_map_size_gib(bad).unwrap_err();
             assert!(

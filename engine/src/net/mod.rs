@@ -200,6 +200,21 @@ pub fn https_config(material: &TlsMaterial) -> Result<rustls::ServerConfig, NetE
     Ok(tls)
 }
 
+/// The client side of the HTTPS API: the CA as the only root, this material's
+/// certificate as the client's; HTTP/1.1. For load generators and programs in Rust that
+/// speak HTTP rather than the QUIC protocol.
+pub fn https_client_config(material: &TlsMaterial) -> Result<rustls::ClientConfig, NetError> {
+    let config_err = |e: &dyn std::fmt::Display| NetError::Config(e.to_string());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| config_err(&e))?
+        .with_root_certificates(material.roots()?)
+        .with_client_auth_cert(material.chain.clone(), material.key.clone_key())
+        .map_err(|e| config_err(&e))?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
 /// The client side, for both clients and nodes dialling each other.
 pub fn client_config(material: &TlsMaterial) -> Result<quinn::ClientConfig, NetError> {
     let config_err = |e: &dyn std::fmt::Display| NetError::Config(e.to_string());
