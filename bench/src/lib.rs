@@ -103,3 +103,33 @@ pub async fn finish(
     }
     println!("{}", all.report(started, clients));
 }
+
+/// Reads one HTTP/1.1 answer off a keep-alive connection: its status, with its body read
+/// (by `Content-Length`) and dropped. `None` when the connection failed or the answer
+/// is not HTTP.
+pub async fn http_answer<R>(stream: &mut R) -> Option<u16>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut line = String::new();
+    stream.read_line(&mut line).await.ok()?;
+    let status: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        stream.read_line(&mut line).await.ok()?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(status)
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use vergent_bench::{Latencies, OrExit, arg, arg_string};
 
@@ -46,26 +46,7 @@ async fn post(
         body.len()
     );
     stream.get_mut().write_all(request.as_bytes()).await.ok()?;
-    let mut line = String::new();
-    stream.read_line(&mut line).await.ok()?;
-    let status: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        stream.read_line(&mut line).await.ok()?;
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await.ok()?;
-    Some(status)
+    vergent_bench::http_answer(stream).await
 }
 
 #[tokio::main]

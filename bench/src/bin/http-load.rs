@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -36,26 +36,7 @@ async fn put(stream: &mut Stream, host: &str, path: &str, body: &[u8]) -> Option
     let mut request = head.into_bytes();
     request.extend_from_slice(body);
     stream.get_mut().write_all(&request).await.ok()?;
-    let mut line = String::new();
-    stream.read_line(&mut line).await.ok()?;
-    let status: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        stream.read_line(&mut line).await.ok()?;
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().ok()?;
-        }
-    }
-    let mut answer = vec![0u8; length];
-    stream.read_exact(&mut answer).await.ok()?;
-    Some(status)
+    vergent_bench::http_answer(stream).await
 }
 
 #[tokio::main]

@@ -161,10 +161,13 @@ fn transport() -> quinn::TransportConfig {
     transport
 }
 
-/// The server side of a node: its certificate, and client certificates required and
-/// verified against the CA.
-pub fn server_config(material: &TlsMaterial) -> Result<quinn::ServerConfig, NetError> {
-    let config_err = |e: &dyn std::fmt::Display| NetError::Config(e.to_string());
+fn config_err(e: &dyn std::fmt::Display) -> NetError {
+    NetError::Config(e.to_string())
+}
+
+/// TLS 1.3 for a server: its certificate, and client certificates required and
+/// verified against the CA; `alpn` the one protocol it speaks.
+fn server_tls(material: &TlsMaterial, alpn: &[u8]) -> Result<rustls::ServerConfig, NetError> {
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(material.roots()?), provider())
             .build()
@@ -175,8 +178,31 @@ pub fn server_config(material: &TlsMaterial) -> Result<quinn::ServerConfig, NetE
         .with_client_cert_verifier(verifier)
         .with_single_cert(material.chain.clone(), material.key.clone_key())
         .map_err(|e| config_err(&e))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = QuicServerConfig::try_from(tls).map_err(|e| config_err(&e))?;
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
+}
+
+/// TLS 1.3 for a client: the CA as the only root, this material's certificate as the
+/// client's; `alpn` the one protocol it speaks.
+fn client_tls(material: &TlsMaterial, alpn: &[u8]) -> Result<rustls::ClientConfig, NetError> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| config_err(&e))?
+        .with_root_certificates(material.roots()?)
+        .with_client_auth_cert(material.chain.clone(), material.key.clone_key())
+        .map_err(|e| config_err(&e))?;
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
+}
+
+/// The ALPN name of HTTP/1.1.
+const HTTP1: &[u8] = b"http/1.1";
+
+/// The server side of a node: its certificate, and client certificates required and
+/// verified against the CA.
+pub fn server_config(material: &TlsMaterial) -> Result<quinn::ServerConfig, NetError> {
+    let quic =
+        QuicServerConfig::try_from(server_tls(material, ALPN)?).map_err(|e| config_err(&e))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(transport()));
     Ok(config)
@@ -185,47 +211,19 @@ pub fn server_config(material: &TlsMaterial) -> Result<quinn::ServerConfig, NetE
 /// The HTTPS side of a node: the same certificate, and client certificates required
 /// and verified against the same CA; HTTP/1.1.
 pub fn https_config(material: &TlsMaterial) -> Result<rustls::ServerConfig, NetError> {
-    let config_err = |e: &dyn std::fmt::Display| NetError::Config(e.to_string());
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(material.roots()?), provider())
-            .build()
-            .map_err(|e| config_err(&e))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| config_err(&e))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(material.chain.clone(), material.key.clone_key())
-        .map_err(|e| config_err(&e))?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tls)
+    server_tls(material, HTTP1)
 }
 
-/// The client side of the HTTPS API: the CA as the only root, this material's
-/// certificate as the client's; HTTP/1.1. For load generators and programs in Rust that
+/// The client side of the HTTPS API, for load generators and programs in Rust that
 /// speak HTTP rather than the QUIC protocol.
 pub fn https_client_config(material: &TlsMaterial) -> Result<rustls::ClientConfig, NetError> {
-    let config_err = |e: &dyn std::fmt::Display| NetError::Config(e.to_string());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| config_err(&e))?
-        .with_root_certificates(material.roots()?)
-        .with_client_auth_cert(material.chain.clone(), material.key.clone_key())
-        .map_err(|e| config_err(&e))?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tls)
+    client_tls(material, HTTP1)
 }
 
 /// The client side, for both clients and nodes dialling each other.
 pub fn client_config(material: &TlsMaterial) -> Result<quinn::ClientConfig, NetError> {
-    let config_err = |e: &dyn std::fmt::Display| NetError::Config(e.to_string());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| config_err(&e))?
-        .with_root_certificates(material.roots()?)
-        .with_client_auth_cert(material.chain.clone(), material.key.clone_key())
-        .map_err(|e| config_err(&e))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = QuicClientConfig::try_from(tls).map_err(|e| config_err(&e))?;
+    let quic =
+        QuicClientConfig::try_from(client_tls(material, ALPN)?).map_err(|e| config_err(&e))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(Arc::new(transport()));
     Ok(config)

@@ -105,15 +105,17 @@ pub(crate) fn consistency(query: &KeyQuery) -> Result<Option<Consistency>, HttpE
 }
 
 fn ttl_ms(query: &KeyQuery) -> Result<Option<u64>, HttpError> {
-    query
-        .ttl
-        .as_deref()
-        .map(|t| {
-            humantime::parse_duration(t)
-                .map(|d| d.as_millis() as u64)
-                .map_err(|e| HttpError::bad_request(format!("ttl {t:?}: {e} (e.g. 30s, 15m, 2h)")))
-        })
-        .transpose()
+    ttl_ms_of(query.ttl.as_deref())
+}
+
+/// A TTL with a unit (`30s`, `15m`, `2h`), in milliseconds.
+pub(crate) fn ttl_ms_of(text: Option<&str>) -> Result<Option<u64>, HttpError> {
+    text.map(|t| {
+        humantime::parse_duration(t)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .map_err(|e| HttpError::bad_request(format!("ttl {t:?}: {e} (e.g. 30s, 15m, 2h)")))
+    })
+    .transpose()
 }
 
 /// The entity tag of a value: a hash of its bytes, so `If-Match` holds for the value

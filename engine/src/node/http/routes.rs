@@ -153,15 +153,7 @@ async fn create_bucket(
     })?;
     let kind =
         BucketType::parse(new.kind.as_deref().unwrap_or("lww")).map_err(HttpError::bad_request)?;
-    let ttl_ms = new
-        .ttl
-        .as_deref()
-        .map(|t| {
-            humantime::parse_duration(t)
-                .map(|d| d.as_millis() as u64)
-                .map_err(|e| HttpError::bad_request(format!("ttl {t:?}: {e}")))
-        })
-        .transpose()?;
+    let ttl_ms = keys::ttl_ms_of(new.ttl.as_deref())?;
     let query = keys::KeyQuery::with_consistency(new.consistency);
     let request = Request::Buckets(BucketRequest::Create {
         name: new.name,
