@@ -217,6 +217,31 @@ async fn every_resource_answers_over_https() {
     assert_eq!(set["kind"], "set");
     assert_eq!(set["values"].as_array().unwrap().len(), 2);
 
+    // Siblings: two writes without a context are both kept; one with the context a
+    // read gave replaces them.
+    let made = create(&admin, r#"{"name":"carts","type":"siblings"}"#);
+    assert_eq!(made.status, 200);
+    let cart = "/v1/buckets/carts/keys/c1";
+    for v in ["apple", "pear"] {
+        assert_eq!(app(cart, &["-X", "PUT", "--data-binary", v]).status, 200);
+    }
+    let both = app(cart, &[]);
+    let doc = both.json();
+    assert_eq!(doc["kind"], "siblings");
+    assert_eq!(doc["values"].as_array().unwrap().len(), 2, "{doc}");
+    let context = both.header("x-vergent-context").unwrap().to_string();
+    assert_eq!(doc["context"], context.as_str());
+    let header = format!("X-Vergent-Context: {context}");
+    let resolved = app(
+        cart,
+        &["-X", "PUT", "-H", &header, "--data-binary", "apple+pear"],
+    );
+    assert_eq!(resolved.status, 200);
+    assert_eq!(
+        app(cart, &[]).json()["values"],
+        serde_json::json!(["apple+pear"])
+    );
+
     // Conditional writes: compare-and-set on a linearizable bucket, 412 when the
     // condition fails, 400 on any other bucket.
     let key = "/v1/buckets/locks/keys/leader";

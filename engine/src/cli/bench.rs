@@ -46,9 +46,9 @@ pub(crate) struct BenchArgs {
     /// Skew of the zipfian distribution (0 < theta < 1; 0.99 is YCSB's default).
     #[arg(long, default_value_t = 0.99)]
     zipf_theta: f64,
-    /// Value size in bytes.
-    #[arg(long, default_value_t = 100)]
-    value_bytes: usize,
+    /// Value size: bytes, or with a unit (4KiB).
+    #[arg(long, default_value = "100", value_parser = super::parse_size, value_name = "SIZE")]
+    value_bytes: u64,
     /// Operation mix as put:get:delete weights.
     #[arg(long, default_value = "100:0:0", value_name = "P:G:D")]
     mix: String,
@@ -154,7 +154,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     let mut tasks = Vec::new();
     for (i, client) in clients.into_iter().enumerate() {
         let (stop, done, issued) = (stop.clone(), done.clone(), issued.clone());
-        let (keys, value) = (keys.clone(), vec![b'x'; args.value_bytes]);
+        let (keys, value) = (
+            keys.clone(),
+            vec![b'x'; usize::try_from(args.value_bytes).unwrap_or(usize::MAX)],
+        );
         let (bucket, update) = (args.bucket.clone(), args.update);
         tasks.push(tokio::spawn(async move {
             let mut rng = SplitMix(0x5eed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
