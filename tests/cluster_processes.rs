@@ -363,7 +363,9 @@ async fn bench_spreads_its_clients_over_the_cluster_and_reports_as_json() {
     let nowhere = bench(&["--ops", "1"]);
     assert_eq!(nowhere.status.code(), Some(2));
     assert!(
-        stderr(&nowhere).contains("no node given: pass --node HOST:PORT or set VERGENT_NODE"),
+        stderr(&nowhere).contains(
+            "no node given: pass --node HOST:PORT (or several, comma-separated) or set VERGENT_NODE"
+        ),
         "{}",
         stderr(&nowhere)
     );

@@ -7,6 +7,7 @@ mod bench;
 mod bucket;
 mod cas;
 mod certs_cmd;
+mod config;
 mod data;
 mod demo;
 mod future;
@@ -274,10 +275,20 @@ impl<E: std::error::Error> From<E> for Failure {
 
 /// Parses the command line, runs the command, and maps the outcome to an exit status.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(err) => return usage_error(err),
+    let (cli, sources) = match config::parse() {
+        Ok(parsed) => (parsed.cli, parsed.sources),
+        Err(Ok(err)) => return usage_error(err),
+        Err(Err(failure)) => {
+            eprintln!("error: {}", failure.message);
+            return ExitCode::from(failure.status);
+        }
     };
+    if let Command::Serve(args) = &cli.command
+        && args.print_config
+    {
+        config::print(&sources);
+        return ExitCode::SUCCESS;
+    }
     // A dashboard or a shell shares the terminal with the logs: only errors show there.
     let default_level = match cli.command {
         Command::Serve(_) => "info",

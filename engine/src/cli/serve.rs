@@ -12,6 +12,13 @@ use crate::storage::WRITE_BATCH_MAX_DEFAULT;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
+    /// Read settings from this TOML file, each under its flag's long name
+    /// (`data-dir = "data/n1"`); a flag or a VERGENT_* variable beats it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective settings, each with where it came from, and exit.
+    #[arg(long)]
+    pub(crate) print_config: bool,
     /// The node's name; its certificate must carry the same name.
     #[arg(long)]
     name: String,
