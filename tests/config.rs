@@ -202,3 +202,42 @@ fn an_unknown_key_and_a_bad_unit_are_refused_in_one_line() {
         assert!(err.contains(expected), "{body}: {err}");
     }
 }
+
+#[test]
+fn the_bash_completions_load_and_the_man_pages_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vergent().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let script = dir.path().join("vergent.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    // Loaded by bash, it completes `vergent se` to `serve`.
+    let check = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(vergent se); COMP_CWORD=1; COMP_LINE='vergent se'; COMP_POINT=10; \
+             _vergent vergent se vergent; printf '%s\\n' \"${{COMPREPLY[@]}}\"; complete -p vergent",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    let text = stdout(&check);
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert!(text.lines().any(|l| l == "serve"), "{text}");
+    assert!(
+        text.contains("-F _vergent") && text.trim_end().ends_with(" vergent"),
+        "{text}"
+    );
+
+    let man = dir.path().join("man");
+    let out = vergent().args(["man", "--out"]).arg(&man).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for page in ["vergent.1", "vergent-serve.1", "vergent-put.1"] {
+        let text = std::fs::read_to_string(man.join(page)).unwrap();
+        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}");
+    }
+    let serve = std::fs::read_to_string(man.join("vergent-serve.1")).unwrap();
+    assert!(
+        serve.contains("http\\-listen"),
+        "the serve page lists its flags"
+    );
+}

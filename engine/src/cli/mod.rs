@@ -10,6 +10,7 @@ mod certs_cmd;
 mod config;
 mod data;
 mod demo;
+mod docs;
 mod future;
 mod repair;
 mod serve;
@@ -91,6 +92,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Generate load against a node and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script: `vergent completions bash > /etc/bash_completion.d/vergent`.
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages of vergent and every command into a directory.
+    Man(docs::ManArgs),
 }
 
 /// How a client command finds its node and certificates.
@@ -324,6 +329,8 @@ pub fn main() -> ExitCode {
         Command::Shell(args) => shell::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => with_runtime(|| bench::run(args)),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
