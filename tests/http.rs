@@ -142,6 +142,21 @@ async fn every_resource_answers_over_https() {
         "the QUIC side reads the HTTP write"
     );
 
+    // A delete, then the key is gone.
+    let gone = app(
+        "/v1/buckets/default/keys/to-delete",
+        &["-X", "PUT", "--data-binary", "x"],
+    );
+    assert_eq!(gone.status, 200);
+    let deleted = app("/v1/buckets/default/keys/to-delete", &["-X", "DELETE"]);
+    assert_eq!(
+        deleted.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&deleted.body)
+    );
+    assert_eq!(app("/v1/buckets/default/keys/to-delete", &[]).status, 404);
+
     // 400, 404.
     let bad = app("/v1/buckets/default/keys/photo?consistency=most", &[]);
     assert_eq!((bad.status, bad.error().as_str()), (400, "bad-request"));
@@ -182,6 +197,11 @@ async fn every_resource_answers_over_https() {
         let made = create(&admin, body);
         assert_eq!(made.status, 200, "{}", String::from_utf8_lossy(&made.body));
     }
+    let refused = app("/v1/buckets/hits", &["-X", "DELETE"]);
+    assert_eq!(
+        (refused.status, refused.error().as_str()),
+        (403, "forbidden")
+    );
     let listed = app("/v1/buckets", &[]).json();
     let names: Vec<&str> = listed
         .as_array()
