@@ -55,3 +55,32 @@ impl NodeCore {
         self.refresh_status(now, store);
     }
 }
+
+impl NodeCore {
+    /// At start: forgets holding the data of every partition this node does not own.
+    /// It took such a partition's writes only as a stand-in or a former owner, and
+    /// none while it was down, so its books cannot vouch for it now; counted again as a
+    /// stand-in (an owner lost its disk meanwhile), it would answer from data that
+    /// lacks writes chosen while it was away. It still holds the data (handoff and
+    /// fills treat it as a holder), it just no longer counts for it.
+    pub(super) fn forget_unowned_fills(&mut self, now: Now, store: &Store) {
+        let placement = self.view.placement.clone();
+        let me = self.me.name.clone();
+        let forgotten = self
+            .fill
+            .forget_unowned(|p| placement.holds(&me, p), now.mono().0);
+        if forgotten == 0 {
+            return;
+        }
+        self.event(CoreEvent::Released {
+            partitions: forgotten,
+        });
+        let filled = self.fill.filled().clone();
+        self.store(
+            StoreWork::SaveFilled(filled),
+            StorePurpose::Meta("filled partitions"),
+        );
+        self.rebuild_view(now);
+        self.refresh_status(now, store);
+    }
+}

@@ -277,6 +277,7 @@ impl NodeCore {
             config,
         };
         core.flush_membership(now, store);
+        core.forget_unowned_fills(now, store);
         core.drop_gone_buckets();
         // Promises left from before a restart are dropped once old.
         core.proposals.promised(now.mono());

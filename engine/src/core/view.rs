@@ -126,30 +126,12 @@ impl ClusterView {
     }
 
     /// Who takes part in an operation on `partition`.
-    ///
-    /// Beyond placement's rule, every other member alive that says it holds the
-    /// partition's data stays a write target until it says it let it go: a stand-in
-    /// that this node stopped counting may still be counted by another view (one in
-    /// which an owner lost its data since), and each write that reaches a quorum of the
-    /// counted replicas and one more per target beyond the copies meets a quorum of
-    /// either. A member stops saying so when its own view ends its stand-in; from then
-    /// it refuses to answer reads of the partition ([`Self::answers_for`]).
     pub fn replica_set_of(&self, partition: PartitionId) -> ReplicaSet {
-        let mut set = self.placement.replica_set_settling(
+        self.placement.replica_set_settling(
             partition,
             |n| self.is_filled(n, partition) && self.may_stand_in(n, partition),
             |n| self.is_settling(n, partition),
-        );
-        for member in &self.members {
-            let name = &member.id.name;
-            if member.state == MemberState::Alive
-                && !set.targets.contains(name)
-                && self.is_filled(name, partition)
-            {
-                set.targets.push(name.clone());
-            }
-        }
-        set
+        )
     }
 
     /// Whether this node answers reads and prepares of `partition` as one of its
@@ -277,11 +259,10 @@ mod tests {
         assert_eq!(view.replica_set_of(p).counted.len(), 2);
     }
 
-    /// A former owner whose word says it still holds a partition stays a write target
-    /// after the owners filled (another view may count it yet), without counting here;
-    /// once it let the partition go it no longer answers for it.
+    /// A former owner answers for a partition while it holds its data, and refuses once
+    /// it let it go (a coordinator whose news is late may still count it).
     #[test]
-    fn a_former_owner_stays_a_target_until_it_says_it_let_go() {
+    fn a_former_owner_answers_only_while_it_holds_the_data() {
         let settings = ClusterSettings {
             cluster_id: [7; 16],
             partitions: 16,
@@ -307,15 +288,7 @@ mod tests {
         for name in names {
             view.filled.insert(name.to_string(), PartitionSet::all(16));
         }
-        let set = view.replica_set_of(p);
-        assert!(set.targets.contains(&former), "{set:?}");
-        assert!(!set.counted.contains(&former), "{set:?}");
-        assert_eq!(set.counted.len(), 3);
-
         view.filled.insert(former.clone(), PartitionSet::empty());
-        let set = view.replica_set_of(p);
-        assert!(!set.targets.contains(&former), "{set:?}");
-
         // As seen by the former owner itself: it answers while it holds the data.
         let mut own = view.clone();
         own.me = former.clone();

@@ -87,6 +87,18 @@ impl Fill {
         self.released_at.remove(&partition);
     }
 
+    /// Forgets holding the data of every partition `owns` says this node does not own,
+    /// as released now (see `NodeCore::forget_unowned_fills`); how many.
+    pub fn forget_unowned(&mut self, owns: impl Fn(PartitionId) -> bool, now: u64) -> usize {
+        let unowned: Vec<PartitionId> = self.filled.iter().filter(|&p| !owns(p)).collect();
+        for &p in &unowned {
+            self.filled.remove(p);
+            self.filling_since.remove(&p);
+            self.released_at.entry(p).or_insert(now);
+        }
+        unowned.len()
+    }
+
     /// Forgets everything: this node's data cannot be trusted (it was removed from the
     /// cluster in an earlier life, or left it, and writes went on without it).
     pub fn clear(&mut self) {
@@ -268,6 +280,21 @@ mod tests {
     /// No member that does not count holds any data.
     fn empty(_: PartitionId) -> Vec<String> {
         Vec::new()
+    }
+
+    /// At start a node keeps counting only for the partitions it owns: the others it
+    /// held as a stand-in or a former owner, and took no writes for while it was down.
+    #[test]
+    fn a_restart_forgets_the_partitions_this_node_does_not_own() {
+        let placement = Placement::compute(["n1", "n2", "n3", "n4"], 8, 3);
+        let mut fill = Fill::new(PartitionSet::all(8));
+        let forgotten = fill.forget_unowned(|p| placement.holds("n4", p), 7);
+        let owned: Vec<PartitionId> = placement.partitions_of("n4").collect();
+        assert_eq!(forgotten, 8 - owned.len());
+        assert_eq!(fill.filled().iter().collect::<Vec<_>>(), owned);
+        for p in (0..8).filter(|p| !owned.contains(p)) {
+            assert_eq!(fill.released_at(p), Some(7), "kept as data to hand off");
+        }
     }
 
     #[test]
