@@ -227,12 +227,26 @@ async fn a_node_restarted_after_its_clock_ran_ahead_rejoins_at_once_and_quietly(
         took < Duration::from_secs(15),
         "n3 took {took:?} to be alive everywhere"
     );
-    // Writes at `all` reach it; its log stays quiet about renewals.
-    let out = cli(
+    // Writes at `all` reach it; its log stays quiet about renewals. The coordinator
+    // compares its clock with the restarted member's new life first: until then it
+    // says so and coordinates no write, which is waited out (and nothing else is).
+    let mut out = cli(
         certs.path(),
         nodes[0].addr,
         &["put", "after", "v", "--consistency", "all"],
     );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !out.status.success()
+        && stderr(&out).contains("has not compared its clock with the cluster yet")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        out = cli(
+            certs.path(),
+            nodes[0].addr,
+            &["put", "after", "v", "--consistency", "all"],
+        );
+    }
     assert!(out.status.success(), "{}", stderr(&out));
     let log = nodes[2].log_text();
     let renewals = log.matches("declared dead").count();
