@@ -80,14 +80,7 @@ impl Sim {
             Shape::SiblingsAcrossACut => {
                 // The cut-off node must be a replica of the key, to take a write there.
                 let key = b"x0";
-                let stored = self.stored_key(0, OpKind::Typed(TypedOp::SibGet), key);
-                let counted = self.nodes[0]
-                    .core
-                    .as_ref()
-                    .expect("the first node is up")
-                    .view()
-                    .replica_set(&stored)
-                    .counted;
+                let counted = self.counted_of(OpKind::Typed(TypedOp::SibGet), key);
                 let pick = self.rng.random_range(0..counted.len());
                 let victim = self.index_of(&counted[pick]).expect("a replica is a node");
                 // The other side's write through another replica, which makes it
@@ -216,17 +209,23 @@ impl Sim {
         self.schedule(at, Event::Client { op: index });
     }
 
-    /// The script of [`Shape::AbandonedAccept`].
-    fn abandoned_accept(&mut self, start: u64) {
-        let key = b"l0";
-        let stored = self.stored_key(0, OpKind::Typed(TypedOp::LinGet), key);
-        let counted = self.nodes[0]
+    /// The replicas that count for `key` (of the bucket `kind` writes to), as the first
+    /// node sees them.
+    fn counted_of(&self, kind: OpKind, key: &[u8]) -> Vec<String> {
+        let stored = self.stored_key(0, kind, key);
+        self.nodes[0]
             .core
             .as_ref()
             .expect("the first node is up")
             .view()
             .replica_set(&stored)
-            .counted;
+            .counted
+    }
+
+    /// The script of [`Shape::AbandonedAccept`].
+    fn abandoned_accept(&mut self, start: u64) {
+        let key = b"l0";
+        let counted = self.counted_of(OpKind::Typed(TypedOp::LinGet), key);
         let outside: Vec<usize> = (0..self.config.nodes)
             .filter(|&i| !counted.contains(&self.names[i]))
             .collect();

@@ -17,6 +17,7 @@ mod serve;
 mod shell;
 mod top;
 mod typed;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,7 +67,7 @@ enum Command {
     /// Show the cluster as the node sees it: members, states, clocks, hints.
     Status(data::StatusArgs),
     /// Stream every change the node applies.
-    Watch(data::WatchArgs),
+    Watch(watch::WatchArgs),
     /// Make the node leave the cluster gracefully (admin).
     Leave(data::LeaveArgs),
     /// Remove a dead member from the cluster for good; its partitions are re-replicated
@@ -319,7 +320,7 @@ pub fn main() -> ExitCode {
         Command::Srem(args) => with_runtime(|| typed::srem(args)),
         Command::Cas(args) => with_runtime(|| cas::cas(args)),
         Command::Status(args) => with_runtime(|| data::status(args)),
-        Command::Watch(args) => with_runtime(|| data::watch(args)),
+        Command::Watch(args) => with_runtime(|| watch::watch(args)),
         Command::Leave(args) => with_runtime(|| data::leave(args)),
         Command::Remove(args) => with_runtime(|| data::remove(args)),
         Command::Repair(args) => with_runtime(|| repair::run(args)),

@@ -45,12 +45,17 @@ impl NodeCore {
                 partitions: change.released.len(),
             });
         }
+        self.fills_changed(now, store);
+    }
+
+    /// Stores the fill books, and shows them to this node's own operations at once and
+    /// to the others with its status.
+    fn fills_changed(&mut self, now: Now, store: &Store) {
         let filled = self.fill.filled().clone();
         self.store(
             StoreWork::SaveFilled(filled),
             StorePurpose::Meta("filled partitions"),
         );
-        // Visible to this node's own operations at once; to the others with its status.
         self.rebuild_view(now);
         self.refresh_status(now, store);
     }
@@ -75,12 +80,6 @@ impl NodeCore {
         self.event(CoreEvent::Released {
             partitions: forgotten,
         });
-        let filled = self.fill.filled().clone();
-        self.store(
-            StoreWork::SaveFilled(filled),
-            StorePurpose::Meta("filled partitions"),
-        );
-        self.rebuild_view(now);
-        self.refresh_status(now, store);
+        self.fills_changed(now, store);
     }
 }
